@@ -1,0 +1,252 @@
+"""What `check` reports about an issue: errors that block a build or a send, and warnings worth a look.
+
+Errors: YAML syntax, schema violations, unknown section types, missing or unreadable images, images without alt
+text, links that go nowhere (empty, '#', relative, javascript:), a config without publisher or postal address, a
+template that fails to render. Warnings: http:// links and images, HTML over Gmail's clipping size, a subject
+outside 10–78 characters, no preheader, leftover placeholder text (TK, TODO, lorem ipsum), unknown %%placeholders%%.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from markdown_it import MarkdownIt
+
+from newsletter.config import Config, config_diagnostics
+from newsletter.errors import Diagnostic, IssueError, RenderError
+from newsletter.issue import LoadedIssue, YamlPath, iter_values, load_issue
+from newsletter.render import (
+    PLACEHOLDER,
+    PLACEHOLDERS,
+    RenderedIssue,
+    image_size,
+    is_remote,
+    render_issue,
+    web_values,
+)
+
+# Gmail shows "[Message clipped]" and hides the rest, footer and unsubscribe link included, past about 102 KB.
+GMAIL_CLIP_BYTES = 102 * 1024
+SUBJECT_MIN, SUBJECT_MAX = 10, 78
+HEAVY_IMAGE_BYTES = 1024 * 1024
+_LEFTOVER = re.compile(r"\b(?:TK|TODO|FIXME|XXX)\b|(?i:lorem ipsum)")
+_markdown = MarkdownIt("commonmark", {"html": False})
+
+
+@dataclass
+class Report:
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_json(self) -> dict:
+        return {
+            "ok": self.ok,
+            "errors": [d.to_json() for d in self.errors],
+            "warnings": [d.to_json() for d in self.warnings],
+        }
+
+
+@dataclass
+class CheckResult:
+    """The report, and what was loaded and rendered on the way, so that build and preview need not redo it."""
+
+    report: Report
+    issue: LoadedIssue | None = None
+    rendered: RenderedIssue | None = None
+
+
+def check_issue(
+    folder: Path, config: Config, templates_dir: Path | None = None, *, asset_base_url: str | None = None
+) -> CheckResult:
+    """Load, validate and render the issue in folder, and report every problem found. Never raises for bad input."""
+    report = Report(config_diagnostics(config))
+    try:
+        issue = load_issue(folder)
+    except IssueError as exc:
+        report.diagnostics[:0] = exc.diagnostics
+        return CheckResult(report)
+    report.diagnostics[:0] = list(_content_diagnostics(issue))
+    rendered = None
+    try:
+        rendered = render_issue(issue, config, templates_dir, asset_base_url=asset_base_url)
+    except RenderError as exc:
+        report.diagnostics.append(Diagnostic("error", "render-failed", str(exc), str(issue.file)))
+    if rendered is not None:
+        html, _ = rendered.fill(web_values(config, issue.slug, issue.model.lang))
+        size = len(html.encode("utf-8"))
+        if size > GMAIL_CLIP_BYTES:
+            report.diagnostics.append(
+                issue.diagnostic(
+                    "warning",
+                    "html-too-large",
+                    f"the HTML is {size / 1024:.0f} KB; Gmail clips emails over 102 KB and hides the rest, "
+                    "footer included: shorten the issue or split it",
+                    (),
+                )
+            )
+    return CheckResult(report, issue, rendered)
+
+
+def _content_diagnostics(issue: LoadedIssue):
+    model = issue.model
+    subject_length = len(model.subject)
+    if not SUBJECT_MIN <= subject_length <= SUBJECT_MAX:
+        yield issue.diagnostic(
+            "warning",
+            "subject-length",
+            f"the subject has {subject_length} characters; {SUBJECT_MIN} to {SUBJECT_MAX} read best in an inbox",
+            ("subject",),
+        )
+    if not model.preheader:
+        yield issue.diagnostic(
+            "warning",
+            "missing-preheader",
+            "no preheader: inboxes will show the first words of the email instead; add preheader: one sentence",
+            (),
+        )
+    for path, value, kind in iter_values(model):
+        if kind == "image":
+            yield from _image_diagnostics(issue, path, value)
+        elif kind == "url":
+            yield from _url_diagnostics(issue, path, value)
+        elif kind in ("text", "markdown"):
+            yield from _text_diagnostics(issue, path, value)
+            if kind == "markdown":
+                for href, line_offset in _markdown_links(value):
+                    offset = line_offset + (1 if path in issue.source.block_scalars else 0)
+                    yield from _url_diagnostics(issue, path, href, line_offset=offset)
+
+
+def _image_diagnostics(issue: LoadedIssue, path: YamlPath, image) -> list[Diagnostic]:
+    found = []
+    if not image.alt.strip():
+        found.append(
+            issue.diagnostic(
+                "error", "missing-alt", "image without alt text: describe what it shows", (*path, "alt")
+            )
+        )
+    src = image.src
+    if is_remote(src):
+        if src.startswith("http://"):
+            found.append(
+                issue.diagnostic(
+                    "warning", "insecure-url", f"image {src} is served over http://; use https://", (*path, "src")
+                )
+            )
+        return found
+    folder = issue.folder.resolve()
+    file = (issue.folder / src).resolve()
+    if not file.is_relative_to(folder):
+        found.append(
+            issue.diagnostic(
+                "error", "image-outside-issue", f"image '{src}' is outside the issue folder; copy it into it",
+                (*path, "src"),
+            )
+        )
+    elif not file.is_file():
+        found.append(
+            issue.diagnostic(
+                "error",
+                "missing-image",
+                f"image file '{src}' not found in {issue.folder}; add the file or fix src",
+                (*path, "src"),
+            )
+        )
+    elif image_size(file) is None:
+        found.append(
+            issue.diagnostic(
+                "error", "not-an-image", f"'{src}' is not a PNG, JPEG or GIF image", (*path, "src")
+            )
+        )
+    elif file.stat().st_size > HEAVY_IMAGE_BYTES:
+        found.append(
+            issue.diagnostic(
+                "warning",
+                "heavy-image",
+                f"'{src}' weighs {file.stat().st_size / 1e6:.1f} MB; resize it (600 px wide, or 1200 for sharp "
+                "screens, is plenty)",
+                (*path, "src"),
+            )
+        )
+    return found
+
+
+def _url_diagnostics(issue: LoadedIssue, path: YamlPath, url: str, *, line_offset: int = 0) -> list[Diagnostic]:
+    url = url.strip()
+
+    def report(severity: str, code: str, message: str) -> list[Diagnostic]:
+        return [issue.diagnostic(severity, code, message, path, line_offset=line_offset)]
+
+    if url in ("", "#"):
+        return report("error", "empty-url", f"a link goes nowhere ({url or 'empty'}); give its full https:// address")
+    if PLACEHOLDER.fullmatch(url):
+        return []
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "http":
+        return report("warning", "insecure-url", f"{url} uses http://; use https:// if the site supports it")
+    if scheme in ("https", "mailto", "tel"):
+        return []
+    if not scheme or url.startswith(("/", "#", ".")):
+        return report("error", "relative-url", f"'{url}' is not a full address; links in an email must start "
+                      "with https://")
+    return report("error", "bad-url", f"'{url}': only https://, http://, mailto: and tel: links work in email")
+
+
+def _text_diagnostics(issue: LoadedIssue, path: YamlPath, text: str) -> list[Diagnostic]:
+    found = []
+    for number, line in enumerate(text.splitlines() or [text]):
+        if match := _LEFTOVER.search(line):
+            offset = number + (1 if path in issue.source.block_scalars else 0)
+            found.append(
+                issue.diagnostic(
+                    "warning",
+                    "placeholder-text",
+                    f"leftover placeholder text '{match.group(0)}'",
+                    path,
+                    line_offset=offset,
+                )
+            )
+        for placeholder in PLACEHOLDER.finditer(line):
+            if placeholder.group(1) not in PLACEHOLDERS:
+                found.append(
+                    issue.diagnostic(
+                        "warning",
+                        "unknown-placeholder",
+                        f"unknown placeholder {placeholder.group(0)}; known: "
+                        + ", ".join(f"%%{p}%%" for p in PLACEHOLDERS),
+                        path,
+                    )
+                )
+    return found
+
+
+def _markdown_links(text: str) -> list[tuple[str, int]]:
+    """Every link and image URL in a Markdown text, with the line of the text it is on (0-based)."""
+    links = []
+    for token in _markdown.parse(text):
+        if token.type != "inline":
+            continue
+        first_line = token.map[0] if token.map else 0
+        for child in token.children or []:
+            href = child.attrGet("href") if child.type == "link_open" else None
+            if child.type == "image":
+                href = child.attrGet("src")
+            if href is None:
+                continue
+            before = text.splitlines()[first_line:]
+            offset = next((i for i, line in enumerate(before) if f"]({href}" in line), 0)
+            links.append((href, first_line + offset))
+    return links

@@ -1,0 +1,144 @@
+"""newsletter.toml and the environment.
+
+The file holds what may be shared in a repository: publisher, sender, brand, URLs. Secrets (SMTP passwords, API
+tokens, the signing key) are read from the environment only, by the modules that need them.
+Environment overrides: NEWSLETTER_BASE_URL, NEWSLETTER_ASSET_BASE_URL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from newsletter.errors import ConfigError, Diagnostic
+from newsletter.i18n import LANGUAGES
+
+CONFIG_FILE = "newsletter.toml"
+
+# MRML copies colours into bgcolor attributes that Outlook reads; 6-digit hex is what both render the same.
+HexColor = Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$", description="6-digit hex colour, e.g. #00677f")]
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Publisher(_Table):
+    name: str | None = Field(None, description="Who publishes the newsletter; shown in the footer.")
+    postal_address: str | None = Field(
+        None, description="Postal address shown in every footer (required by CASL and CAN-SPAM)."
+    )
+    website: str | None = None
+    email: str | None = Field(None, description="Contact address; the web version's unsubscribe link writes here.")
+
+
+class Sender(_Table):
+    from_: str | None = Field(None, alias="from", description='Default From, e.g. "Name <news@example.org>".')
+    reply_to: str | None = None
+
+
+class Footer(_Table):
+    reason: dict[str, str] = Field(
+        default_factory=dict,
+        description="Why the reader receives this, per language ({fr = '…', en = '…'}); a default otherwise.",
+    )
+
+
+class Brand(_Table):
+    primary_color: HexColor = "#00677f"
+    text_color: HexColor = "#24292f"
+    muted_color: HexColor = "#5b6770"
+    background_color: HexColor = "#eef1f3"
+    content_background_color: HexColor = "#ffffff"
+    callout_background_color: HexColor = "#e8f3f5"
+    button_text_color: HexColor = "#ffffff"
+    # A web-safe stack: no web-font <link>, so nothing is fetched when the email opens.
+    font_family: str = "Helvetica, Arial, sans-serif"
+
+
+class Config(_Table):
+    name: str = Field("Newsletter", description="The newsletter's name (archive title, List-Id label).")
+    lang: str = Field("fr", description=f"Default language of new issues: one of {', '.join(LANGUAGES)}.")
+    base_url: str | None = Field(None, description="Public URL of `newsletter serve` (unsubscribe links).")
+    asset_base_url: str | None = Field(None, description="Public URL where the build/ folder is published.")
+    sender: Sender = Field(default_factory=Sender)
+    publisher: Publisher = Field(default_factory=Publisher)
+    footer: Footer = Field(default_factory=Footer)
+    brand: Brand = Field(default_factory=Brand)
+
+    # Where it was read from; not part of the file.
+    file: Path | None = Field(None, exclude=True)
+
+    def footer_reason(self, lang: str) -> str | None:
+        return self.footer.reason.get(lang)
+
+
+def load_config(root: Path) -> Config:
+    """Read root/newsletter.toml (the defaults when it is absent) and apply the environment overrides."""
+    path = root / CONFIG_FILE
+    data: dict = {}
+    text = ""
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}; fix the TOML syntax there") from None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(str(part) for part in err["loc"])
+        line = toml_line(text, loc)
+        where = f"{path}:{line}" if line else str(path)
+        raise ConfigError(f"{where}: {'.'.join(loc)}: {err['msg']}") from None
+    config.file = path if path.is_file() else None
+    for field, variable in (("base_url", "NEWSLETTER_BASE_URL"), ("asset_base_url", "NEWSLETTER_ASSET_BASE_URL")):
+        if os.environ.get(variable):
+            setattr(config, field, os.environ[variable])
+    config.base_url = config.base_url.rstrip("/") if config.base_url else None
+    config.asset_base_url = config.asset_base_url.rstrip("/") if config.asset_base_url else None
+    return config
+
+
+def config_diagnostics(config: Config) -> list[Diagnostic]:
+    """Return what newsletter.toml lacks for a lawful email: a publisher and a postal address."""
+    file = str(config.file) if config.file else CONFIG_FILE
+    text = config.file.read_text(encoding="utf-8") if config.file else ""
+    found = []
+    for key, what in (("name", "the publisher's name"), ("postal_address", "a postal address")):
+        if not getattr(config.publisher, key):
+            found.append(
+                Diagnostic(
+                    "error",
+                    "config-missing",
+                    f"newsletter.toml has no {what}: set [publisher] {key} = \"…\" "
+                    "(every footer must identify the sender with a postal address)",
+                    file=file,
+                    line=toml_line(text, ("publisher",)) or None,
+                    path=f"publisher.{key}",
+                )
+            )
+    return found
+
+
+def toml_line(text: str, loc: tuple[str, ...]) -> int:
+    """Return the 1-based line of the key at loc in TOML text (its table header when the key is absent), or 0."""
+    table: tuple[str, ...] = ()
+    best = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if header := re.fullmatch(r"\[([^\[\]]+)\]", line):
+            table = tuple(part.strip() for part in header.group(1).split("."))
+            if table == loc[: len(table)] and len(table) > 0 and not best:
+                best = number
+            continue
+        if key := re.match(r"([A-Za-z0-9_\-\"]+)\s*=", line):
+            if (*table, key.group(1).strip('"')) == loc[: len(table) + 1] and len(loc) >= len(table) + 1:
+                return number
+    return best

@@ -1,0 +1,487 @@
+"""The issue format: the Issue model, its section types, and YAML loading that locates every error.
+
+An issue is a folder holding issue.yaml and its images. Each section type is one model class here (its `type`
+is the tag) and one pair of templates, `sections/<type>.mjml.j2` and `sections/<type>.txt.j2`. To add a type,
+add a class below that subclasses Section, and its two templates: the union, the JSON Schema and the checks
+pick it up from there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, ValidationError
+
+from newsletter.errors import Diagnostic, IssueError
+from newsletter.i18n import LANGUAGES
+
+ISSUE_FILE = "issue.yaml"
+
+YamlPath = tuple[str | int, ...]
+
+
+# Markers carried in field metadata, so that checks find every URL and every Markdown text of any section type.
+class _UrlField:
+    pass
+
+
+class _MarkdownField:
+    pass
+
+
+URL_FIELD = _UrlField()
+MARKDOWN_FIELD = _MarkdownField()
+
+Url = Annotated[str, URL_FIELD, Field(description="An https:// URL (mailto: and tel: also work).")]
+Markdown = Annotated[
+    str,
+    MARKDOWN_FIELD,
+    Field(description="Markdown: *emphasis*, **strong**, [links](https://…), lists. Raw HTML is not rendered."),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Image(_Model):
+    """An image file in the issue folder (or an https:// URL), with the text that replaces it when not shown."""
+
+    src: str = Field(description="Path relative to the issue folder (e.g. images/logo.png), or an https:// URL.")
+    alt: str = Field(description="What the image shows, for screen readers and for mail clients that block images.")
+    link: Url | None = Field(None, description="Where a click on the image leads.")
+    width: int | None = Field(None, ge=1, le=600, description="Display width in px; the file's own width otherwise.")
+
+
+class ButtonLink(_Model):
+    label: str = Field(min_length=1, description="The button's text, e.g. 'Consulter les documents!'.")
+    url: Url
+
+
+class Contact(_Model):
+    name: str
+    role: str | None = None
+    phone: str | None = None
+    email: str | None = None
+
+
+class Column(_Model):
+    title: str | None = None
+    image: Image | None = None
+    text: Markdown | None = None
+    button: ButtonLink | None = None
+
+
+class Section(_Model):
+    """Base of every section type; `type` names the type and its templates."""
+
+    type: str
+
+
+class Masthead(Section):
+    """The top of the email: a logo, the newsletter's title and the issue's date."""
+
+    type: Literal["masthead"]
+    title: str
+    logo: Image | None = None
+    subtitle: str | None = None
+    date: dt.date | str | None = Field(
+        None, description="Shown under the title; a date is written in the issue's language. Default: issue date."
+    )
+
+
+class Heading(Section):
+    type: Literal["heading"]
+    text: str = Field(min_length=1)
+    level: Literal[1, 2, 3] = 2
+
+
+class Text(Section):
+    """Paragraphs of Markdown."""
+
+    type: Literal["text"]
+    text: Markdown
+
+
+class ImageSection(Section):
+    type: Literal["image"]
+    src: str = Field(description="Path relative to the issue folder (e.g. images/photo.jpg), or an https:// URL.")
+    alt: str = Field(description="What the image shows, for screen readers and for mail clients that block images.")
+    link: Url | None = None
+    width: int | None = Field(None, ge=1, le=600, description="Display width in px; the file's own width otherwise.")
+    caption: str | None = None
+
+    def as_image(self) -> Image:
+        return Image(src=self.src, alt=self.alt, link=self.link, width=self.width)
+
+
+class Button(Section):
+    """A call to action: optional lead text, then one button."""
+
+    type: Literal["button"]
+    label: str = Field(min_length=1)
+    url: Url
+    lead: Markdown | None = None
+    align: Literal["left", "center", "right"] = "center"
+
+
+class Callout(Section):
+    """A boxed block: title, text and an optional button."""
+
+    type: Literal["callout"]
+    title: str | None = None
+    text: Markdown
+    button: ButtonLink | None = None
+
+
+class Contacts(Section):
+    """Contact cards: name, role, phone, email, two to a row."""
+
+    type: Literal["contacts"]
+    title: str | None = None
+    intro: Markdown | None = None
+    contacts: list[Contact] = Field(min_length=1)
+
+
+class Logos(Section):
+    """A row of logos (partners, funders) under a caption."""
+
+    type: Literal["logos"]
+    caption: Markdown | None = None
+    logos: list[Image] = Field(min_length=1)
+
+
+class Columns(Section):
+    """Two or three columns side by side on a desktop, stacked on a phone."""
+
+    type: Literal["columns"]
+    columns: list[Column] = Field(min_length=2, max_length=3)
+
+
+class Divider(Section):
+    type: Literal["divider"]
+
+
+class Spacer(Section):
+    type: Literal["spacer"]
+    height: int = Field(24, ge=1, le=200, description="Height in px.")
+
+
+def _section_types() -> dict[str, type[Section]]:
+    types = {}
+    for cls in Section.__subclasses__():
+        (tag,) = cls.model_fields["type"].annotation.__args__  # Literal["x"]
+        types[tag] = cls
+    return types
+
+
+SECTION_TYPES: dict[str, type[Section]] = _section_types()
+
+AnySection = Annotated[Union[tuple(SECTION_TYPES.values())], Discriminator("type")]  # noqa: UP007
+
+
+class Issue(_Model):
+    """One issue of the newsletter, as written in issue.yaml."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={"title": "newsletter issue.yaml"},
+    )
+
+    subject: str = Field(min_length=1, description="The email's subject line (10 to 78 characters reads best).")
+    preheader: str | None = Field(None, description="The line mail clients show after the subject in the inbox.")
+    lang: Literal[LANGUAGES] = Field(description="The issue's language; the footer and dates follow it.")  # type: ignore[valid-type]
+    date: dt.date | None = Field(None, description="Publication date (YYYY-MM-DD).")
+    from_: str | None = Field(None, alias="from", description='Overrides newsletter.toml, e.g. "Name <a@b.org>".')
+    reply_to: str | None = None
+    sections: list[AnySection] = Field(min_length=1)  # type: ignore[valid-type]
+
+
+@dataclass
+class SourceMap:
+    """Where each value and each key of a YAML document starts (1-based line and column)."""
+
+    file: str
+    values: dict[YamlPath, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[YamlPath, tuple[int, int]] = field(default_factory=dict)
+    block_scalars: set[YamlPath] = field(default_factory=set)  # | or > values: text starts on the next line
+
+    def locate(self, path: YamlPath, *, key: bool = False) -> tuple[int | None, int | None]:
+        """Return the position of path, or of its nearest ancestor that exists in the document."""
+        table = self.keys if key else self.values
+        if path in table:
+            return table[path]
+        while path:
+            path = path[:-1]
+            if path in self.values:
+                return self.values[path]
+        return (None, None)
+
+
+@dataclass
+class LoadedIssue:
+    """A validated issue with the folder it came from and the positions of its YAML."""
+
+    model: Issue
+    folder: Path
+    source: SourceMap
+
+    @property
+    def slug(self) -> str:
+        return self.folder.name
+
+    @property
+    def file(self) -> Path:
+        return self.folder / ISSUE_FILE
+
+    def diagnostic(self, severity: str, code: str, message: str, path: YamlPath, *, line_offset: int = 0):
+        line, column = self.source.locate(path)
+        if line is not None and line_offset:
+            line, column = line + line_offset, None
+        return Diagnostic(severity, code, message, self.source.file, line, column, format_path(path))  # type: ignore[arg-type]
+
+
+def format_path(path: YamlPath) -> str:
+    """('sections', 3, 'url') -> 'sections[3].url'."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
+    """Parse one YAML document safely, recording where each value and key starts.
+
+    Raise IssueError with line and column on a syntax error or a duplicate key (PyYAML would keep the last one
+    silently, and the author would wonder where their text went).
+    """
+    source = SourceMap(file)
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+        raise IssueError(
+            [
+                Diagnostic(
+                    "error",
+                    "yaml-syntax",
+                    f"YAML syntax: {problem}; check indentation and quote text that contains ': ' or starts with "
+                    "a special character",
+                    file,
+                    mark.line + 1 if mark else None,
+                    mark.column + 1 if mark else None,
+                )
+            ]
+        ) from None
+    except (yaml.YAMLError, ValueError) as exc:  # e.g. an impossible date such as 2024-13-45
+        raise IssueError([Diagnostic("error", "yaml-syntax", f"YAML: {exc}", file)]) from None
+    finally:
+        loader.dispose()
+
+    duplicates: list[Diagnostic] = []
+
+    def walk(node: yaml.Node, path: YamlPath) -> None:
+        source.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.ScalarNode) and node.style in ("|", ">"):
+            source.block_scalars.add(path)
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = key_node.value
+                child = (*path, key)
+                if child in source.keys:
+                    first = source.keys[child][0]
+                    duplicates.append(
+                        Diagnostic(
+                            "error",
+                            "duplicate-key",
+                            f"'{key}' is given twice (first on line {first}); keep one",
+                            file,
+                            key_node.start_mark.line + 1,
+                            key_node.start_mark.column + 1,
+                            format_path(child),
+                        )
+                    )
+                    continue
+                source.keys[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                walk(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, (*path, index))
+
+    if node is not None:
+        walk(node, ())
+    if duplicates:
+        raise IssueError(duplicates)
+    return data, source
+
+
+def load_issue(folder: Path) -> LoadedIssue:
+    """Load and validate folder/issue.yaml. Raise IssueError listing every problem, each with file:line:col."""
+    file = folder / ISSUE_FILE
+    if not file.is_file():
+        raise IssueError(
+            [Diagnostic("error", "no-issue-file", f"{file} does not exist; create it with `newsletter new SLUG`")]
+        )
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise IssueError(
+            [Diagnostic("error", "encoding", f"not UTF-8 (byte {exc.start}); save the file as UTF-8", str(file))]
+        ) from None
+    data, source = parse_yaml(text, str(file))
+    if not isinstance(data, dict):
+        raise IssueError(
+            [
+                Diagnostic(
+                    "error",
+                    "schema",
+                    "the file must be a mapping with subject, lang and sections (see `newsletter schema`)",
+                    str(file),
+                    1,
+                    1,
+                )
+            ]
+        )
+    try:
+        model = Issue.model_validate(data)
+    except ValidationError as exc:
+        diagnostics = _validation_diagnostics(exc, data, source)
+        raise IssueError(diagnostics) from None
+    return LoadedIssue(model, folder, source)
+
+
+def _validation_diagnostics(exc: ValidationError, data: Any, source: SourceMap) -> list[Diagnostic]:
+    found: dict[tuple[str, str], Diagnostic] = {}
+    for err in exc.errors():
+        path = _data_path(err["loc"], data)
+        if err["type"] == "union_tag_invalid":
+            path = (*path, "type")
+        code, message, at_key = _explain(err, path, data)
+        line, column = source.locate(path[:-1] if err["type"] == "missing" else path, key=at_key)
+        diagnostic = Diagnostic("error", code, message, source.file, line, column, format_path(path))
+        found.setdefault((diagnostic.path or "", code), diagnostic)
+    return sorted(found.values(), key=lambda d: (d.line or 0, d.column or 0))
+
+
+_MISSING = object()
+
+
+def _data_path(loc: tuple, data: Any) -> YamlPath:
+    """Turn a pydantic error location into the path of the YAML value (dropping union tags and type names)."""
+    path: list[str | int] = []
+    node = data
+    previous = None
+    for part in loc:
+        after_index, previous = isinstance(previous, int), part
+        if isinstance(node, dict):
+            if after_index and node.get("type") == part:
+                continue  # the tag pydantic adds after a list index for a discriminated union
+            if part in node:
+                path.append(part)
+                node = node[part]
+            else:
+                path.append(part)  # a missing or unknown key
+                node = _MISSING
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            path.append(part)
+            node = node[part]
+        else:
+            break  # inside a scalar: the rest names union members, not YAML
+    return tuple(path)
+
+
+def _container(path: YamlPath, data: Any) -> Any:
+    node = data
+    for part in path:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _explain(err: dict, path: YamlPath, data: Any) -> tuple[str, str, bool]:
+    """Return (code, message, located at the key rather than the value) for one pydantic error."""
+    kind = err["type"]
+    known = ", ".join(SECTION_TYPES)
+    if kind == "union_tag_invalid":
+        tag = err["ctx"]["tag"]
+        close = difflib.get_close_matches(tag, SECTION_TYPES, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return ("unknown-section-type", f"unknown section type '{tag}'{hint} Known types: {known}", False)
+    if kind == "union_tag_not_found":
+        return ("missing-field", f"this section has no 'type'; add one of: {known}", False)
+    name = path[-1] if path else ""
+    if kind == "missing":
+        if name == "alt":
+            return (
+                "missing-alt",
+                "image without alt text: add alt: describing what it shows (read aloud, and shown when images "
+                "are blocked)",
+                False,
+            )
+        return ("missing-field", f"missing required field '{name}'", False)
+    if kind == "extra_forbidden":
+        parent = _container(path[:-1], data)
+        allowed = _allowed_fields(parent, path)
+        close = difflib.get_close_matches(str(name), allowed, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return ("unknown-field", f"unknown field '{name}'{hint} Allowed here: {', '.join(allowed)}", True)
+    got = err.get("input")
+    shown = f" (got {got!r})" if isinstance(got, str | int | float | bool) else ""
+    return ("schema", f"{name}: {err['msg']}{shown}" if name else f"{err['msg']}{shown}", False)
+
+
+def _allowed_fields(parent: Any, path: YamlPath) -> list[str]:
+    """The field names allowed in the mapping that holds an unknown key (best effort, for the hint)."""
+    model: type[BaseModel] = Issue
+    if isinstance(parent, dict) and parent.get("type") in SECTION_TYPES and "sections" in path:
+        model = SECTION_TYPES[parent["type"]]
+    elif len(path) > 1 and path[0] == "sections":
+        nested = {"logo": Image, "logos": Image, "button": ButtonLink, "contacts": Contact, "columns": Column}
+        named = next((p for p in reversed(path[:-1]) if isinstance(p, str)), "")
+        model = nested.get(named, Image if named == "image" else Section)
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def iter_values(obj: Any, path: YamlPath = ()) -> Iterator[tuple[YamlPath, Any, str]]:
+    """Yield (path, value, kind) for every string and image in a model: kind is url, markdown, text or image.
+
+    This is how checks reach the URLs, texts and images of every section type, present and future.
+    """
+    if isinstance(obj, Image | ImageSection):
+        yield path, obj, "image"
+    if isinstance(obj, BaseModel):
+        for name, info in type(obj).model_fields.items():
+            value = getattr(obj, name)
+            if value is None:
+                continue
+            key = (*path, info.alias or name)
+            if isinstance(value, str):
+                kind = "text"
+                if any(isinstance(m, _UrlField) for m in info.metadata):
+                    kind = "url"
+                elif any(isinstance(m, _MarkdownField) for m in info.metadata):
+                    kind = "markdown"
+                yield key, value, kind
+            else:
+                yield from iter_values(value, key)
+    elif isinstance(obj, list):
+        for index, item in enumerate(obj):
+            yield from iter_values(item, (*path, index))
+
+
+def issue_json_schema() -> dict:
+    """Return the JSON Schema of issue.yaml, for editors (yaml-language-server) and agents."""
+    schema = Issue.model_json_schema(by_alias=True)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

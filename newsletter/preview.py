@@ -1,0 +1,354 @@
+"""Local preview: a server on 127.0.0.1 that rebuilds the issue as its files change, and PNG screenshots.
+
+The page at / shows the desktop (600 px), mobile (375 px) and plain-text views side by side or one at a time,
+and the problems `check` finds. A small script, added to the preview's pages only and never to a build, polls
+/__version and reloads when a rebuild happened. Screenshots use the system's Chromium through Playwright.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html as html_lib
+import os
+import shutil
+import socket
+import threading
+import webbrowser
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from watchfiles import awatch
+
+from newsletter.checks import CheckResult, check_issue
+from newsletter.config import CONFIG_FILE
+from newsletter.errors import NewsletterError, PreviewError
+from newsletter.render import PACKAGE_TEMPLATES, web_values
+from newsletter.workspace import Workspace
+
+DEFAULT_PORT = 8642
+VIEWS = {"desktop": 600, "mobile": 375}
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+# Without the networking flags Chromium keeps calling Google's hosts, which a closed network refuses.
+CHROMIUM_ARGS = [
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+RELOAD_SCRIPT = (
+    "<script>/* newsletter preview only: reload after a rebuild */(function(){var seen=null;"
+    "setInterval(function(){fetch('/__version',{cache:'no-store'}).then(function(r){return r.text()})"
+    ".then(function(v){if(seen!==null&&v!==seen){location.reload()}seen=v}).catch(function(){})},500)})();"
+    "</script>"
+)
+
+
+class PreviewState:
+    """The latest build of one issue, rebuilt on demand; `version` grows with every rebuild."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.version = 0
+        self.result: CheckResult | None = None
+        self.html = ""
+        self.text = ""
+        self.failure: str | None = None
+        self.lock = threading.Lock()
+        self.rebuild()
+
+    @property
+    def workspace(self) -> Workspace:
+        return Workspace.discover(self.folder.parent)
+
+    def watched_paths(self) -> list[Path]:
+        workspace = self.workspace
+        paths = [self.folder, workspace.templates_dir, PACKAGE_TEMPLATES, workspace.root / CONFIG_FILE]
+        return [p for p in paths if p.exists()]
+
+    def rebuild(self) -> None:
+        with self.lock:
+            try:
+                workspace = self.workspace  # newsletter.toml may have changed too
+                # Relative image URLs, whatever asset_base_url says: the preview serves the images itself.
+                result = check_issue(self.folder, workspace.config, workspace.templates_dir, asset_base_url=None)
+                self.result, self.failure = result, None
+                if result.rendered is not None:
+                    values = web_values(workspace.config, result.rendered.slug, result.rendered.lang)
+                    self.html, self.text = result.rendered.fill(values)
+            except NewsletterError as exc:  # e.g. newsletter.toml became invalid while being edited
+                self.result, self.failure = None, str(exc)
+            self.version += 1
+
+    def diagnostics(self) -> list[dict]:
+        if self.failure:
+            return [{"severity": "error", "code": "config", "message": self.failure}]
+        return [d.to_json() for d in self.result.report.diagnostics] if self.result else []
+
+    def rendered_ok(self) -> bool:
+        return self.result is not None and self.result.rendered is not None
+
+
+def create_app(state: PreviewState, *, watch: bool = True) -> Starlette:
+    async def shell(request: Request) -> Response:
+        return HTMLResponse(_shell_page(state))
+
+    async def email_html(request: Request) -> Response:
+        if not state.rendered_ok():
+            return HTMLResponse(_problems_page(state) + RELOAD_SCRIPT, status_code=200)
+        return HTMLResponse(_inject(state.html, RELOAD_SCRIPT), headers={"Cache-Control": "no-store"})
+
+    async def email_text(request: Request) -> Response:
+        return PlainTextResponse(state.text, headers={"Cache-Control": "no-store"})
+
+    async def image(request: Request) -> Response:
+        name = request.path_params["name"]
+        images = state.result.rendered.images if state.rendered_ok() else {}
+        if name not in images or not images[name].is_file():
+            return PlainTextResponse("not found", status_code=404)
+        return FileResponse(images[name], headers={"Cache-Control": "no-store"})
+
+    async def version(request: Request) -> Response:
+        return PlainTextResponse(str(state.version), headers={"Cache-Control": "no-store"})
+
+    async def status(request: Request) -> Response:
+        return JSONResponse({"version": state.version, "diagnostics": state.diagnostics()})
+
+    async def watch_files(stop: asyncio.Event) -> None:
+        async for _changes in awatch(*state.watched_paths(), stop_event=stop, debounce=150, step=50):
+            await asyncio.to_thread(state.rebuild)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        stop = asyncio.Event()
+        task = asyncio.create_task(watch_files(stop)) if watch else None
+        try:
+            yield
+        finally:
+            stop.set()
+            if task:
+                task.cancel()
+
+    routes = [
+        Route("/", shell),
+        Route("/email.html", email_html),
+        Route("/email.txt", email_text),
+        Route("/images/{name:path}", image),
+        Route("/__version", version),
+        Route("/status.json", status),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _inject(page: str, script: str) -> str:
+    index = page.rfind("</body>")
+    return page[:index] + script + page[index:] if index >= 0 else page + script
+
+
+def _problem_list(state: PreviewState) -> str:
+    items = []
+    for d in state.diagnostics():
+        where = ":".join(str(d[k]) for k in ("file", "line", "column") if d.get(k) is not None)
+        where = where.replace(str(state.folder.parent.parent) + os.sep, "")
+        items.append(
+            f'<li class="{d["severity"]}"><b>{d["severity"]}</b> {html_lib.escape(where)} '
+            f"{html_lib.escape(d['message'])}</li>"
+        )
+    return f'<ul class="problems">{"".join(items)}</ul>' if items else ""
+
+
+def _problems_page(state: PreviewState) -> str:
+    return (
+        "<!doctype html><meta charset=utf-8><title>Problems</title>"
+        "<style>body{font:15px system-ui,sans-serif;margin:24px}li{margin:6px 0}.error b{color:#b00020}"
+        ".warning b{color:#9a6700}</style><h1>This issue does not render</h1>" + _problem_list(state)
+    )
+
+
+def _shell_page(state: PreviewState) -> str:
+    subject = state.result.issue.model.subject if state.result and state.result.issue else state.folder.name
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Preview: {html_lib.escape(subject)}</title>
+<style>
+body {{ margin: 0; font: 14px system-ui, sans-serif; background: #dfe3e6; color: #222; }}
+header {{ position: sticky; top: 0; background: #1f2428; color: #fff; padding: 10px 16px; display: flex;
+  gap: 12px; align-items: center; z-index: 1; }}
+header h1 {{ font-size: 15px; margin: 0 12px 0 0; font-weight: 600; }}
+header button {{ background: #3a4147; color: #fff; border: 0; border-radius: 4px; padding: 6px 12px;
+  cursor: pointer; }}
+header button[aria-pressed="true"] {{ background: #0a84ff; }}
+.problems {{ margin: 0; padding: 8px 16px 8px 32px; background: #fff8e1; }}
+.problems .error b {{ color: #b00020; }} .problems .warning b {{ color: #9a6700; }}
+main {{ display: flex; gap: 24px; padding: 24px; align-items: flex-start; justify-content: center; }}
+figure {{ margin: 0; }} figcaption {{ font-weight: 600; margin-bottom: 6px; }}
+iframe {{ border: 0; background: #fff; box-shadow: 0 1px 4px rgba(0,0,0,.2); display: block; }}
+pre {{ background: #fff; padding: 16px; margin: 0; width: 80ch; white-space: pre-wrap;
+  box-shadow: 0 1px 4px rgba(0,0,0,.2); font: 13px/1.45 ui-monospace, monospace; }}
+main[data-view="desktop"] figure:not(#desktop), main[data-view="mobile"] figure:not(#mobile),
+main[data-view="text"] figure:not(#text) {{ display: none; }}
+</style></head>
+<body>
+<header><h1>{html_lib.escape(subject)}</h1>
+<button data-view="all" aria-pressed="true">Side by side</button>
+<button data-view="desktop">Desktop 600 px</button>
+<button data-view="mobile">Mobile 375 px</button>
+<button data-view="text">Plain text</button></header>
+{_problem_list(state)}
+<main data-view="all">
+<figure id="desktop"><figcaption>Desktop, 600 px</figcaption>
+<iframe src="/email.html" width="{VIEWS["desktop"]}" height="800" title="Desktop view"></iframe></figure>
+<figure id="mobile"><figcaption>Mobile, 375 px</figcaption>
+<iframe src="/email.html" width="{VIEWS["mobile"]}" height="800" title="Mobile view"></iframe></figure>
+<figure id="text"><figcaption>Plain text</figcaption><pre>{html_lib.escape(state.text)}</pre></figure>
+</main>
+<script>
+document.querySelectorAll('iframe').forEach(function (frame) {{
+  frame.addEventListener('load', function () {{
+    frame.style.height = frame.contentDocument.documentElement.scrollHeight + 'px';
+  }});
+}});
+var main = document.querySelector('main');
+function show(view) {{
+  main.dataset.view = view;
+  document.querySelectorAll('header button').forEach(function (b) {{
+    b.setAttribute('aria-pressed', String(b.dataset.view === view));
+  }});
+  location.hash = view === 'all' ? '' : view;
+}}
+document.querySelectorAll('header button').forEach(function (b) {{
+  b.addEventListener('click', function () {{ show(b.dataset.view); }});
+}});
+if (location.hash.length > 1) show(location.hash.slice(1));
+</script>
+{RELOAD_SCRIPT}
+</body></html>"""
+
+
+def _bind(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        if port == 0:
+            raise
+        sock.bind(("127.0.0.1", 0))  # the usual port is taken: any free one will do
+    sock.listen(128)
+    return sock
+
+
+def _server(app: Starlette) -> uvicorn.Server:
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
+    return uvicorn.Server(config)
+
+
+def serve_preview(folder: Path, *, port: int = DEFAULT_PORT, open_browser: bool = True, announce=print) -> None:
+    """Serve the preview until interrupted (Ctrl-C)."""
+    state = PreviewState(folder)
+    sock = _bind(port)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    announce(url)
+    if open_browser:
+        threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+    _server(create_app(state)).run(sockets=[sock])
+
+
+@contextmanager
+def running_preview(folder: Path, *, watch: bool = False) -> Iterator[tuple[str, PreviewState]]:
+    """Run the preview server in a background thread for the duration of the block; yield (base URL, state)."""
+    state = PreviewState(folder)
+    sock = _bind(0)
+    server = _server(create_app(state, watch=watch))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise PreviewError("the preview server did not start")
+        threading.Event().wait(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", state
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+        sock.close()
+
+
+def chromium_executable() -> str:
+    """The Chromium to drive: $NEWSLETTER_CHROMIUM, else the first Chromium or Chrome on PATH."""
+    explicit = os.environ.get("NEWSLETTER_CHROMIUM")
+    if explicit:
+        if not Path(explicit).is_file():
+            raise PreviewError(f"NEWSLETTER_CHROMIUM={explicit} does not exist")
+        return explicit
+    for name in CHROMIUM_NAMES:
+        if found := shutil.which(name):
+            return found
+    raise PreviewError(
+        "Chromium not found: install it (Debian/Ubuntu: apt-get install chromium) "
+        "or set NEWSLETTER_CHROMIUM to a Chromium or Chrome executable"
+    )
+
+
+def launch_chromium(playwright):
+    """Launch the system's headless Chromium through Playwright (never a downloaded browser build)."""
+    args = list(CHROMIUM_ARGS)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        args.append("--no-sandbox")  # Chromium refuses to sandbox as root
+    try:
+        return playwright.chromium.launch(executable_path=chromium_executable(), args=args)
+    except PreviewError:
+        raise
+    except Exception as exc:  # Playwright raises its own Error types for a browser that will not start
+        raise PreviewError(f"Chromium failed to start: {str(exc).splitlines()[0]}") from None
+
+
+def block_remote_requests(page) -> None:
+    """Let the page load only from this machine: a preview must not call out (and here it cannot)."""
+
+    def route(route) -> None:
+        url = route.request.url
+        if url.startswith(("http://127.0.0.1", "file:", "data:", "about:")):
+            route.continue_()
+        else:
+            route.abort()
+
+    page.route("**/*", route)
+
+
+@dataclass
+class Screenshot:
+    path: Path
+    width: int
+    height: int
+    view: str
+    diagnostics: list[dict]
+
+    def to_json(self) -> dict:
+        return {"png": str(self.path), "width": self.width, "height": self.height, "view": self.view,
+                "diagnostics": self.diagnostics}
+
+
+def take_screenshot(folder: Path, output: Path, *, width: int = VIEWS["desktop"], view: str = "html") -> Screenshot:
+    """Render the issue, open it in headless Chromium at width px, and save a full-page PNG."""
+    from playwright.sync_api import sync_playwright
+
+    with running_preview(folder) as (base, state), sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 800})
+            block_remote_requests(page)
+            page.goto(f"{base}/email.{'txt' if view == 'text' else 'html'}", wait_until="load")
+            output.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(output), full_page=True)
+            height = page.evaluate("document.documentElement.scrollHeight")
+        finally:
+            browser.close()
+        return Screenshot(output, width, height, view, state.diagnostics())

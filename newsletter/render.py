@@ -1,0 +1,456 @@
+"""Issue → MJML → email HTML with inlined CSS, and Issue → plain text, from the same sections.
+
+MJML runs once per issue, never per recipient. Per-recipient values (the unsubscribe and view-online URLs, the
+subscriber's name and address) are written as `%%name%%` placeholders (`%%name|fallback%%` gives a default),
+which pass through MJML and CSS inlining untouched: `%%` cannot occur in a valid URL or in the HTML that the
+templates write. Sending fills them by plain substitution with RenderedIssue.fill(), without rendering again.
+
+Templates: `email.mjml.j2` and `email.txt.j2` lay out the email; `sections/<type>.mjml.j2` and
+`sections/<type>.txt.j2` render one section type each; `footer.*.j2` is the footer. A file of the same name in
+the workspace's templates/ folder overrides the packaged one.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import struct
+import textwrap
+from urllib.parse import quote
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path, PurePosixPath
+
+import css_inline
+import jinja2
+import mjml
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+
+from newsletter.config import Config
+from newsletter.errors import RenderError
+from newsletter.i18n import format_date, translate
+from newsletter.issue import Image, LoadedIssue
+
+PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
+PLACEHOLDERS = ("name", "email", "unsubscribe_url", "view_online_url")
+PLACEHOLDER = re.compile(r"%%([a-z_][a-z0-9_]*)(?:\|([^%\n]*))?%%")
+TEXT_WIDTH = 76
+CONTENT_WIDTH = 600  # px, the email's body width
+
+# MJML tags that MRML renders like the reference MJML (REFERENCE-RENDERING.md): no mj-carousel (its arrows show
+# everywhere), no mj-html-attributes (MRML fails), no mj-include (no loader is given).
+ALLOWED_MJML_TAGS = frozenset(
+    """mjml mj-head mj-body mj-attributes mj-all mj-class mj-style mj-title mj-preview mj-breakpoint mj-font
+    mj-section mj-column mj-group mj-wrapper mj-hero mj-text mj-image mj-button mj-divider mj-spacer mj-table
+    mj-raw mj-social mj-social-element mj-navbar mj-navbar-link mj-accordion mj-accordion-element
+    mj-accordion-title mj-accordion-text""".split()
+)
+_MJML_TAG = re.compile(r"<\s*/?\s*(mj[a-z-]*)\b([^>]*)>")
+_ATTRIBUTE = re.compile(r'([a-z-]+)\s*=\s*"([^"]*)"')
+_SHORT_HEX = re.compile(r"#[0-9a-fA-F]{3}\b(?![0-9a-fA-F])")
+_UNITLESS_LENGTH = re.compile(r"(?:^|\s)(?!0px)\d+(?:\.\d+)?(?=\s|$)")
+
+_markdown = MarkdownIt("commonmark", {"html": False, "typographer": False}).enable("strikethrough")
+# Created once: its defaults delete the <style> that holds MJML's media queries and fetch remote stylesheets.
+_inliner = css_inline.CSSInliner(keep_style_tags=True, keep_link_tags=True, load_remote_stylesheets=False)
+
+
+@dataclass(frozen=True)
+class RenderedIssue:
+    """One issue, rendered once: the MJML, the email HTML and the text part, with %%placeholders%% left in."""
+
+    slug: str
+    lang: str
+    subject: str
+    mjml: str
+    html: str
+    text: str
+    images: dict[str, Path]  # file name under build/<slug>/images/ -> the file in the issue folder
+    _html_parts: list = field(init=False, repr=False, compare=False)
+    _text_parts: list = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_html_parts", _split_placeholders(self.html))
+        object.__setattr__(self, "_text_parts", _split_placeholders(self.text))
+
+    def fill(self, values: Mapping[str, str]) -> tuple[str, str]:
+        """Return (html, text) with each placeholder replaced by its value (HTML-escaped in the HTML part).
+
+        A placeholder without a value takes its fallback (%%name|fallback%%), else the empty string.
+        """
+        return (
+            _join_placeholders(self._html_parts, values, html.escape),
+            _join_placeholders(self._text_parts, values, str),
+        )
+
+
+def _split_placeholders(template: str) -> list:
+    parts: list = []
+    position = 0
+    for match in PLACEHOLDER.finditer(template):
+        parts.append(template[position : match.start()])
+        parts.append((match.group(1), match.group(2) or ""))
+        position = match.end()
+    parts.append(template[position:])
+    return parts
+
+
+def _join_placeholders(parts: list, values: Mapping[str, str], escape) -> str:
+    out = []
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+        else:
+            name, fallback = part
+            value = values.get(name) or fallback
+            out.append(escape(value))
+    return "".join(out)
+
+
+def web_values(config: Config, slug: str, lang: str) -> dict[str, str]:
+    """Neutral values for the web version of an issue (build output, preview, archive): nobody's personal links."""
+    unsubscribe = ""
+    if config.publisher.email:
+        unsubscribe = f"mailto:{config.publisher.email}?subject={quote(translate(lang, 'unsubscribe_subject'))}"
+    elif config.base_url:
+        unsubscribe = f"{config.base_url}/archive/"
+    view_online = f"{config.base_url}/archive/{slug}/" if config.base_url else "index.html"
+    return {"unsubscribe_url": unsubscribe, "view_online_url": view_online, "name": "", "email": ""}
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """Return (width, height) of a PNG, GIF or JPEG file from its header, or None when it is none of those."""
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(26)
+            if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+                return struct.unpack(">II", head[16:24])
+            if head[:6] in (b"GIF87a", b"GIF89a"):
+                return struct.unpack("<HH", head[6:10])
+            if head.startswith(b"\xff\xd8"):
+                stream.seek(2)
+                while True:
+                    marker = stream.read(2)
+                    if len(marker) < 2 or marker[0] != 0xFF:
+                        return None
+                    length = struct.unpack(">H", stream.read(2))[0]
+                    if marker[1] in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                        height, width = struct.unpack(">xHH", stream.read(5))
+                        return width, height
+                    stream.seek(length - 2, 1)
+    except (OSError, struct.error):
+        return None
+    return None
+
+
+def is_remote(src: str) -> bool:
+    return src.startswith(("https://", "http://"))
+
+
+def image_output_name(src: str) -> str:
+    """The file's name under build/<slug>/images/: its path in the issue folder, less a leading images/."""
+    parts = PurePosixPath(src).parts
+    return "/".join(parts[1:] if parts and parts[0] == "images" else parts)
+
+
+class _Renderer:
+    """Holds what one render of one issue needs: the template environment, config, and the images it used."""
+
+    def __init__(self, issue: LoadedIssue, config: Config, templates_dir: Path | None, asset_base_url: str | None):
+        self.issue = issue
+        self.config = config
+        self.lang = issue.model.lang
+        self.asset_base_url = asset_base_url
+        self.images: dict[str, Path] = {}
+        self.env = template_environment(templates_dir)
+        self.env.filters.update(
+            oneline=oneline,
+            markdown=markdown_html,
+            markdown_text=markdown_text,
+            wrap=wrap_text,
+            image_url=self.image_url,
+            image_width=self.image_width,
+            date=lambda value, style="day": format_date(value, self.lang, style),
+            tel=lambda phone: "tel:" + re.sub(r"[^\d+]", "", phone),
+            label_url=lambda label, url: translate(self.lang, "label_url", label=label, url=url),
+        )
+        self.env.globals.update(t=lambda key, **kw: translate(self.lang, key, **kw))
+
+    def image_url(self, image: Image | str) -> str:
+        src = image if isinstance(image, str) else image.src
+        if is_remote(src):
+            return src
+        name = image_output_name(src)
+        self.images[name] = self.issue.folder / src
+        if self.asset_base_url:
+            return f"{self.asset_base_url}/{self.issue.slug}/images/{name}"
+        return f"images/{name}"
+
+    def image_width(self, image: Image, max_width: int = CONTENT_WIDTH) -> int:
+        """The display width: the author's, else the file's own, never wider than max_width."""
+        width = image.width
+        if width is None and not is_remote(image.src):
+            size = image_size(self.issue.folder / image.src)
+            width = size[0] if size else None
+        return min(width or max_width, max_width)
+
+    def context(self) -> dict:
+        model = self.issue.model
+        return {
+            "issue": model,
+            "lang": self.lang,
+            "brand": self.config.brand,
+            "publisher": self.config.publisher,
+            "config": self.config,
+            "reason": self.config.footer_reason(self.lang)
+            or translate(self.lang, "reason", publisher=self.config.publisher.name or self.config.name),
+            "content_width": CONTENT_WIDTH,
+        }
+
+    def render_template(self, name: str, **values) -> str:
+        try:
+            template = self.env.get_template(name)
+            return template.render(**self.context(), **values)
+        except jinja2.TemplateSyntaxError as exc:
+            raise RenderError(f"{exc.filename or name}:{exc.lineno}: template syntax: {exc.message}") from None
+        except jinja2.TemplateNotFound as exc:
+            raise RenderError(f"template {exc.name} not found in templates/ or the package") from None
+        except (jinja2.UndefinedError, TypeError, ValueError, AttributeError) as exc:
+            raise RenderError(f"template {name}: {exc}") from None
+
+    def render(self) -> RenderedIssue:
+        model = self.issue.model
+        fragments: list[tuple[str, str]] = []
+        texts: list[str] = []
+        for index, section in enumerate(model.sections):
+            name = f"sections/{section.type}.mjml.j2"
+            fragment = self.render_template(name, section=section, index=index)
+            lint_mjml(fragment, self.template_origin(name))
+            fragments.append((name, fragment))
+            texts.append(self.render_template(f"sections/{section.type}.txt.j2", section=section, index=index))
+        footer = self.render_template("footer.mjml.j2")
+        lint_mjml(footer, self.template_origin("footer.mjml.j2"))
+        fragments.append(("footer.mjml.j2", footer))
+        source = self.render_template(
+            "email.mjml.j2", sections=[Markup(f) for _, f in fragments[:-1]], footer=Markup(footer)
+        )
+        lint_mjml(source, self.template_origin("email.mjml.j2"))
+        email_html = inline_css(compile_mjml(source, fragments, self.template_origin), self.issue.slug)
+        text = self.render_template("email.txt.j2", sections=texts, footer=self.render_template("footer.txt.j2"))
+        for required in ("unsubscribe_url", "view_online_url"):
+            for part, content in (("footer.mjml.j2", email_html), ("footer.txt.j2", text)):
+                if f"%%{required}%%" not in content:
+                    raise RenderError(
+                        f"{self.template_origin(part)}: the footer must contain %%{required}%% "
+                        "(every email needs a working unsubscribe link and a web version)"
+                    )
+        return RenderedIssue(
+            slug=self.issue.slug,
+            lang=self.lang,
+            subject=model.subject,
+            mjml=source,
+            html=email_html,
+            text=tidy_text(text),
+            images=dict(self.images),
+        )
+
+    def template_origin(self, name: str) -> str:
+        """The file a template name resolves to: the workspace's override or the package's."""
+        try:
+            return self.env.get_template(name).filename or name
+        except jinja2.TemplateError:
+            return name
+
+
+def template_environment(templates_dir: Path | None) -> jinja2.Environment:
+    """Jinja2 with autoescape for MJML (not for text), StrictUndefined, and workspace overrides first."""
+    loaders: list[jinja2.BaseLoader] = []
+    if templates_dir is not None and templates_dir.is_dir():
+        loaders.append(jinja2.FileSystemLoader(templates_dir))
+    loaders.append(jinja2.FileSystemLoader(PACKAGE_TEMPLATES))
+    return jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("mjml.j2", "html"), disabled_extensions=("txt.j2",), default=True
+        ),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+        auto_reload=False,
+    )
+
+
+def render_issue(
+    issue: LoadedIssue, config: Config, templates_dir: Path | None = None, *, asset_base_url: str | None = None
+) -> RenderedIssue:
+    """Render an issue to MJML, inlined email HTML and plain text. Raise RenderError naming the template."""
+    return _Renderer(issue, config, templates_dir, asset_base_url).render()
+
+
+def oneline(value: object) -> str:
+    """Collapse all whitespace to single spaces: MRML writes a newline in an attribute as a literal \\n."""
+    return " ".join(str(value).split())
+
+
+def markdown_html(text: str) -> Markup:
+    """Markdown to HTML (raw HTML in the source is escaped, not rendered)."""
+    return Markup(_markdown.render(text).strip())
+
+
+def lint_mjml(fragment: str, origin: str) -> None:
+    """Refuse MJML that MRML would render wrongly or silently: unknown tags, multi-line attributes, #abc colours.
+
+    MRML validates nothing: an unknown tag is copied into the HTML as-is and a newline in an attribute becomes a
+    literal backslash-n that breaks the style (REFERENCE-RENDERING.md).
+    """
+    for match in _MJML_TAG.finditer(fragment):
+        tag, attributes = match.group(1), match.group(2)
+        line = fragment.count("\n", 0, match.start()) + 1
+        if tag not in ALLOWED_MJML_TAGS:
+            raise RenderError(
+                f"{origin}: line {line} of its output: <{tag}> is not an MJML tag this tool renders "
+                f"(allowed: {', '.join(sorted(ALLOWED_MJML_TAGS))})"
+            )
+        for name, value in _ATTRIBUTE.findall(attributes):
+            if any(ch in value for ch in "\n\t\\"):
+                raise RenderError(
+                    f"{origin}: line {line} of its output: attribute {name} of <{tag}> contains a line break, tab "
+                    "or backslash, which MRML mangles; pass the value through the |oneline filter"
+                )
+            if _SHORT_HEX.search(value):
+                raise RenderError(f"{origin}: line {line}: {name}=\"{value}\": write colours as 6-digit hex")
+            if "padding" in name and _UNITLESS_LENGTH.search(value):
+                raise RenderError(f"{origin}: line {line}: {name}=\"{value}\": give every length a unit (0px)")
+
+
+_POSITION = re.compile(r"at position (\d+):(\d+)")
+
+
+def compile_mjml(source: str, fragments: list[tuple[str, str]], origin) -> str:
+    """Run MRML; turn its ValueError (a byte offset at best) into a message naming the template and line."""
+    try:
+        return mjml.mjml2html(source, fonts={})
+    except ValueError as exc:
+        message = str(exc)
+        where = origin("email.mjml.j2")
+        if position := _POSITION.search(message):
+            offset = int(position.group(1))
+            prefix = source.encode("utf-8")[:offset].decode("utf-8", errors="ignore")
+            line = prefix.count("\n") + 1
+            where = f"{where}: line {line} of the composed MJML"
+            for name, fragment in fragments:
+                start = source.find(fragment)
+                if 0 <= start <= len(prefix) <= start + len(fragment):
+                    where = f"{origin(name)}: line {prefix[start:].count(chr(10)) + 1} of its output"
+                    break
+        raise RenderError(f"{where}: MJML: {message}") from None
+
+
+def inline_css(page: str, slug: str) -> str:
+    try:
+        return _inliner.inline(page)
+    except css_inline.InlineError as exc:
+        raise RenderError(f"{slug}: inlining CSS failed ({exc}); a template wrote an invalid style attribute") from None
+
+
+# Plain text from Markdown, walking markdown-it's tokens: paragraphs wrapped, links as "text (URL)", lists kept.
+
+
+def markdown_text(text: str, width: int = TEXT_WIDTH) -> str:
+    tokens = _markdown.parse(text)
+    blocks: list[str] = []
+    prefixes: list[str] = []  # list-item and blockquote indentation, innermost last
+    counters: list[int | None] = []
+    first_line_prefix: str | None = None
+    for position, token in enumerate(tokens):
+        kind = token.type
+        if kind == "bullet_list_open":
+            counters.append(None)
+        elif kind == "ordered_list_open":
+            counters.append(int(token.attrGet("start") or 1))
+        elif kind in ("bullet_list_close", "ordered_list_close"):
+            counters.pop()
+        elif kind == "list_item_open":
+            number = counters[-1]
+            marker = "- " if number is None else f"{number}. "
+            if number is not None:
+                counters[-1] = number + 1
+            first_line_prefix = "".join(prefixes) + marker
+            prefixes.append(" " * len(marker))
+        elif kind == "list_item_close":
+            prefixes.pop()
+        elif kind == "blockquote_open":
+            prefixes.append("> ")
+        elif kind == "blockquote_close":
+            prefixes.pop()
+        elif kind == "hr":
+            blocks.append("".join(prefixes) + "-" * 20)
+        elif kind in ("fence", "code_block"):
+            blocks.append(textwrap.indent(token.content.rstrip("\n"), "".join(prefixes) + "    "))
+        elif kind == "inline":
+            content = _inline_text(token.children or [])
+            if position and tokens[position - 1].type == "heading_open":
+                content = content.upper()
+            indent = "".join(prefixes)
+            first = first_line_prefix if first_line_prefix is not None else indent
+            first_line_prefix = None
+            blocks.append(wrap_text(content, width, first, indent))
+    tight = [block for block in blocks if block]
+    return "\n\n".join(tight)
+
+
+def _inline_text(children: list) -> str:
+    out: list[str] = []
+    link_stack: list[tuple[str, int]] = []
+    for child in children:
+        kind = child.type
+        if kind in ("text", "code_inline"):
+            out.append(child.content)
+        elif kind == "softbreak":
+            out.append(" ")
+        elif kind == "hardbreak":
+            out.append("\n")
+        elif kind == "image":
+            out.append(f"[{child.content}]")
+        elif kind == "link_open":
+            link_stack.append((child.attrGet("href") or "", len(out)))
+        elif kind == "link_close" and link_stack:
+            href, start = link_stack.pop()
+            label = "".join(out[start:])
+            shown = href.removeprefix("mailto:")
+            if shown != label and href != label:
+                out.append(f" ({href.removeprefix('mailto:') if href.startswith('mailto:') else href})")
+    return "".join(out)
+
+
+def wrap_text(text: str, width: int = TEXT_WIDTH, first_prefix: str = "", prefix: str = "") -> str:
+    """Wrap each line of text at width, never breaking a word or URL."""
+    lines = []
+    for index, line in enumerate(str(text).split("\n")):
+        lead = first_prefix if index == 0 else prefix
+        lines.append(
+            textwrap.fill(
+                line,
+                width=width,
+                initial_indent=lead,
+                subsequent_indent=prefix,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+            or lead.rstrip()
+        )
+    return "\n".join(lines)
+
+
+def tidy_text(text: str) -> str:
+    """Strip trailing spaces and keep at most one blank line between blocks."""
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
+
+
+@cache
+def packaged_template_names() -> tuple[str, ...]:
+    return tuple(sorted(str(p.relative_to(PACKAGE_TEMPLATES)) for p in PACKAGE_TEMPLATES.rglob("*.j2")))

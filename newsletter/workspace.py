@@ -1,0 +1,119 @@
+"""A workspace: the folder holding newsletter.toml, issues/, templates/, subscribers/ and build/.
+
+Finds it, resolves an ISSUE argument (a folder or a slug), and scaffolds new workspaces and issues.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from newsletter.config import CONFIG_FILE, Config, load_config
+from newsletter.errors import NewsletterError
+from newsletter.i18n import LANGUAGES
+from newsletter.issue import ISSUE_FILE, SECTION_TYPES, issue_json_schema
+
+SKELETON = Path(__file__).parent / "skeleton"
+SCHEMA_FILE = "issue.schema.json"
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+@dataclass
+class Workspace:
+    root: Path
+    config: Config
+
+    @property
+    def issues_dir(self) -> Path:
+        return self.root / "issues"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / "templates"
+
+    @property
+    def build_dir(self) -> Path:
+        return self.root / "build"
+
+    @classmethod
+    def discover(cls, start: Path | None = None) -> Workspace:
+        """The workspace holding start: the nearest folder upwards with a newsletter.toml (else start itself)."""
+        start = (start or Path.cwd()).resolve()
+        for folder in (start, *start.parents):
+            if (folder / CONFIG_FILE).is_file():
+                return cls(folder, load_config(folder))
+        return cls(start, load_config(start))
+
+    @classmethod
+    def for_issue(cls, ref: str) -> tuple[Workspace, Path]:
+        """Resolve ISSUE (a folder, its issue.yaml, or a slug under issues/) and the workspace around it."""
+        path = Path(ref)
+        if path.name == ISSUE_FILE and path.is_file():
+            path = path.parent
+        if path.is_dir():
+            folder = path.resolve()
+            return cls.discover(folder.parent), folder
+        workspace = cls.discover()
+        folder = workspace.issues_dir / ref
+        if SLUG.match(ref) and folder.is_dir():
+            return workspace, folder
+        raise NewsletterError(
+            f"no issue '{ref}': neither a folder nor a slug in {workspace.issues_dir}; "
+            "list them with `ls issues/` or create one with `newsletter new SLUG`"
+        )
+
+
+def init_workspace(target: Path, name: str, lang: str, *, force: bool = False) -> list[Path]:
+    """Create a workspace in target: newsletter.toml, issues/, templates/, subscribers/, .gitignore, schema."""
+    if lang not in LANGUAGES:
+        raise NewsletterError(f"unknown language '{lang}'; use one of: {', '.join(LANGUAGES)}")
+    config = target / CONFIG_FILE
+    if config.exists() and not force:
+        raise NewsletterError(f"{config} already exists; this is a workspace already (--force rewrites it)")
+    for folder in ("issues", "templates", "subscribers"):
+        (target / folder).mkdir(parents=True, exist_ok=True)
+    toml_name = name.replace("\\", "\\\\").replace('"', '\\"')
+    written = {
+        config: Template((SKELETON / "newsletter.toml").read_text()).substitute(name=toml_name, lang=lang),
+        target / ".gitignore": (SKELETON / "gitignore").read_text(),
+        target / "templates" / "README.md": (SKELETON / "templates-README.md").read_text(),
+        target / "subscribers" / ".gitkeep": "",
+        target / SCHEMA_FILE: schema_text(),
+    }
+    for path, text in written.items():
+        if path.name == ".gitignore" and path.exists() and not force:
+            continue
+        path.write_text(text, encoding="utf-8")
+    return sorted(written)
+
+
+def new_issue(workspace: Workspace, slug: str, *, lang: str | None = None, today: dt.date | None = None) -> Path:
+    """Create issues/<slug>/issue.yaml from the commented skeleton; refuse to overwrite."""
+    if not SLUG.match(slug):
+        raise NewsletterError(
+            f"'{slug}' is not a valid slug: use lowercase letters, digits and hyphens, e.g. 2025-02-hiver"
+        )
+    lang = lang or workspace.config.lang
+    if lang not in LANGUAGES:
+        raise NewsletterError(f"unknown language '{lang}'; use one of: {', '.join(LANGUAGES)}")
+    folder = workspace.issues_dir / slug
+    if (folder / ISSUE_FILE).exists():
+        raise NewsletterError(f"{folder / ISSUE_FILE} already exists; pick another slug or edit that file")
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    text = Template((SKELETON / "issue.yaml").read_text()).substitute(
+        name=workspace.config.name,
+        slug=slug,
+        lang=lang,
+        date=(today or dt.date.today()).isoformat(),
+        types=", ".join(SECTION_TYPES),
+    )
+    (folder / ISSUE_FILE).write_text(text, encoding="utf-8")
+    return folder / ISSUE_FILE
+
+
+def schema_text() -> str:
+    return json.dumps(issue_json_schema(), indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,80 @@
+"""Shared fixtures: the repository's example workspace, scratch workspaces, and the system's Chromium."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import load_config
+from newsletter.issue import load_issue
+from newsletter.render import render_issue
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_SLUG = "2024-11-forum-des-alliances"
+EXAMPLE = ROOT / "issues" / EXAMPLE_SLUG
+SEED = ROOT.parent / "shared" / "seeds" / "bulletin-des-alliances-2024-11.txt"
+FIXTURES = Path(__file__).parent / "fixtures"
+PNG_1x1 = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+    b"\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+CONFIG = """\
+name = "Test letter"
+lang = "fr"
+[publisher]
+name = "Organisme Exemple"
+postal_address = "1, rue Fictive, Ville (Québec)  X0X 0X0"
+email = "info@example.org"
+"""
+
+
+@pytest.fixture
+def example_workspace(tmp_path: Path) -> Path:
+    """A copy of this repository's workspace (config and example issue) that a test may change."""
+    shutil.copy(ROOT / "newsletter.toml", tmp_path / "newsletter.toml")
+    shutil.copytree(EXAMPLE, tmp_path / "issues" / EXAMPLE_SLUG)
+    return tmp_path
+
+
+@pytest.fixture
+def make_issue(tmp_path: Path) -> Callable[..., Path]:
+    """Write a workspace with newsletter.toml and issues/<slug>/issue.yaml holding the given YAML."""
+
+    def make(yaml_text: str, *, slug: str = "test-issue", config: str = CONFIG, images: tuple = ()) -> Path:
+        (tmp_path / "newsletter.toml").write_text(config, encoding="utf-8")
+        folder = tmp_path / "issues" / slug
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "issue.yaml").write_text(textwrap.dedent(yaml_text), encoding="utf-8")
+        for name in images:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(PNG_1x1)
+        return folder
+
+    return make
+
+
+def render_folder(folder: Path, **kwargs):
+    root = folder.parent.parent
+    return render_issue(load_issue(folder), load_config(root), root / "templates", **kwargs)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """The system's headless Chromium through Playwright; skipped loudly where none is installed."""
+    from playwright.sync_api import sync_playwright
+
+    from newsletter.errors import PreviewError
+    from newsletter.preview import chromium_executable, launch_chromium
+
+    try:
+        chromium_executable()
+    except PreviewError as exc:
+        pytest.skip(f"NO CHROMIUM, BROWSER TESTS SKIPPED: {exc}")
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        yield browser
+        browser.close()

@@ -134,16 +134,17 @@ def _image_diagnostics(issue: LoadedIssue, path: YamlPath, image) -> list[Diagno
     found = []
     if not image.alt.strip():
         found.append(
-            issue.diagnostic(
-                "error", "missing-alt", "image without alt text: describe what it shows", (*path, "alt")
-            )
+            issue.diagnostic("error", "missing-alt", "image without alt text: describe what it shows", (*path, "alt"))
         )
     src = image.src
     if is_remote(src):
         if src.startswith("http://"):
             found.append(
                 issue.diagnostic(
-                    "warning", "insecure-url", f"image {src} is served over http://; use https://", (*path, "src")
+                    "warning",
+                    "insecure-url",
+                    f"image {src} is served over http://; use https://",
+                    (*path, "src"),
                 )
             )
         return found
@@ -152,7 +153,9 @@ def _image_diagnostics(issue: LoadedIssue, path: YamlPath, image) -> list[Diagno
     if not file.is_relative_to(folder):
         found.append(
             issue.diagnostic(
-                "error", "image-outside-issue", f"image '{src}' is outside the issue folder; copy it into it",
+                "error",
+                "image-outside-issue",
+                f"image '{src}' is outside the issue folder; copy it into it",
                 (*path, "src"),
             )
         )
@@ -167,9 +170,7 @@ def _image_diagnostics(issue: LoadedIssue, path: YamlPath, image) -> list[Diagno
         )
     elif image_size(file) is None:
         found.append(
-            issue.diagnostic(
-                "error", "not-an-image", f"'{src}' is not a PNG, JPEG or GIF image", (*path, "src")
-            )
+            issue.diagnostic("error", "not-an-image", f"'{src}' is not a PNG, JPEG or GIF image", (*path, "src"))
         )
     elif file.stat().st_size > HEAVY_IMAGE_BYTES:
         found.append(
@@ -200,8 +201,11 @@ def _url_diagnostics(issue: LoadedIssue, path: YamlPath, url: str, *, line_offse
     if scheme in ("https", "mailto", "tel"):
         return []
     if not scheme or url.startswith(("/", "#", ".")):
-        return report("error", "relative-url", f"'{url}' is not a full address; links in an email must start "
-                      "with https://")
+        return report(
+            "error",
+            "relative-url",
+            f"'{url}' is not a full address; links in an email must start with https://",
+        )
     return report("error", "bad-url", f"'{url}': only https://, http://, mailto: and tel: links work in email")
 
 

@@ -177,8 +177,12 @@ def preview(
 
     _, folder = Workspace.for_issue(issue)
     if screenshot is None:
-        serve_preview(folder, port=port, open_browser=open_browser, announce=lambda url: typer.echo(
-            f"previewing {_relative(folder)} at {url} (Ctrl-C to stop)"))
+        serve_preview(
+            folder,
+            port=port,
+            open_browser=open_browser,
+            announce=lambda url: typer.echo(f"previewing {_relative(folder)} at {url} (Ctrl-C to stop)"),
+        )
         return
     shot = take_screenshot(folder, screenshot, width=width, view="text" if text else "html")
     errors = [d for d in shot.diagnostics if d["severity"] == "error"]

@@ -98,7 +98,10 @@ def load_config(root: Path) -> Config:
         where = f"{path}:{line}" if line else str(path)
         raise ConfigError(f"{where}: {'.'.join(loc)}: {err['msg']}") from None
     config.file = path if path.is_file() else None
-    for field, variable in (("base_url", "NEWSLETTER_BASE_URL"), ("asset_base_url", "NEWSLETTER_ASSET_BASE_URL")):
+    for field, variable in (
+        ("base_url", "NEWSLETTER_BASE_URL"),
+        ("asset_base_url", "NEWSLETTER_ASSET_BASE_URL"),
+    ):
         if os.environ.get(variable):
             setattr(config, field, os.environ[variable])
     config.base_url = config.base_url.rstrip("/") if config.base_url else None
@@ -111,13 +114,13 @@ def config_diagnostics(config: Config) -> list[Diagnostic]:
     file = str(config.file) if config.file else CONFIG_FILE
     text = config.file.read_text(encoding="utf-8") if config.file else ""
     found = []
-    for key, what in (("name", "the publisher's name"), ("postal_address", "a postal address")):
+    for key, what in (("name", "publisher name"), ("postal_address", "postal address")):
         if not getattr(config.publisher, key):
             found.append(
                 Diagnostic(
                     "error",
                     "config-missing",
-                    f"newsletter.toml has no {what}: set [publisher] {key} = \"…\" "
+                    f'newsletter.toml has no {what}: set [publisher] {key} = "…" '
                     "(every footer must identify the sender with a postal address)",
                     file=file,
                     line=toml_line(text, ("publisher",)) or None,
@@ -138,7 +141,7 @@ def toml_line(text: str, loc: tuple[str, ...]) -> int:
             if table == loc[: len(table)] and len(table) > 0 and not best:
                 best = number
             continue
-        if key := re.match(r"([A-Za-z0-9_\-\"]+)\s*=", line):
-            if (*table, key.group(1).strip('"')) == loc[: len(table) + 1] and len(loc) >= len(table) + 1:
-                return number
+        key = re.match(r"([A-Za-z0-9_\-\"]+)\s*=", line)
+        if key and len(loc) > len(table) and (*table, key.group(1).strip('"')) == loc[: len(table) + 1]:
+            return number
     return best

@@ -92,7 +92,8 @@ class Masthead(Section):
     logo: Image | None = None
     subtitle: str | None = None
     date: dt.date | str | None = Field(
-        None, description="Shown under the title; a date is written in the issue's language. Default: issue date."
+        None,
+        description="Shown under the title; a date is written in the issue's language. Default: issue date.",
     )
 
 
@@ -263,7 +264,23 @@ def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
     silently, and the author would wonder where their text went).
     """
     source = SourceMap(file)
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a control character, found before parsing starts
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise IssueError(
+            [
+                Diagnostic(
+                    "error",
+                    "yaml-syntax",
+                    f"YAML: character {exc.character!r} is not allowed; remove it",
+                    file,
+                    line,
+                    column,
+                )
+            ]
+        ) from None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None

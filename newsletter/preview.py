@@ -69,10 +69,9 @@ class PreviewState:
     def workspace(self) -> Workspace:
         return Workspace.discover(self.folder.parent)
 
-    def watched_paths(self) -> list[Path]:
-        workspace = self.workspace
-        paths = [self.folder, workspace.templates_dir, PACKAGE_TEMPLATES, workspace.root / CONFIG_FILE]
-        return [p for p in paths if p.exists()]
+    def watched_trees(self) -> list[Path]:
+        """Folders whose files feed the build: the issue, the workspace's templates, the packaged templates."""
+        return [p for p in (self.folder, self.workspace.templates_dir, PACKAGE_TEMPLATES) if p.is_dir()]
 
     def rebuild(self) -> None:
         with self.lock:
@@ -95,6 +94,55 @@ class PreviewState:
 
     def rendered_ok(self) -> bool:
         return self.result is not None and self.result.rendered is not None
+
+
+async def watch_and_rebuild(state: PreviewState, stop: asyncio.Event) -> None:
+    """Rebuild when a file of the issue, a template or newsletter.toml changes, until stop is set.
+
+    The workspace root is watched on its own, not recursively (it may hold a virtualenv or build/), for
+    newsletter.toml and for a templates/ folder created after the preview started; that restarts the recursive
+    watch of the template and issue folders, followed by one more rebuild for what changed while it restarted.
+    """
+    root = state.workspace.root
+    relevant = {root / CONFIG_FILE, root / "templates"}
+    watching: list[Path] = []
+    trees_changed = asyncio.Event()
+
+    async def rebuild() -> None:
+        await asyncio.to_thread(state.rebuild)
+
+    async def watch_root() -> None:
+        async for changes in awatch(root, stop_event=stop, recursive=False, debounce=150, step=50):
+            if any(Path(path) in relevant for _, path in changes):
+                await rebuild()
+                if state.watched_trees() != watching:
+                    trees_changed.set()
+
+    async def watch_trees(trees: list[Path], restart: asyncio.Event) -> None:
+        async for _ in awatch(*trees, stop_event=restart, debounce=150, step=50):
+            await rebuild()
+
+    async def rebuild_soon() -> None:
+        await asyncio.sleep(0.5)
+        await rebuild()
+
+    root_watcher = asyncio.create_task(watch_root())
+    restarted = False
+    while not stop.is_set():
+        watching[:] = state.watched_trees()
+        trees_changed.clear()
+        restart = asyncio.Event()
+        tasks = [asyncio.create_task(watch_trees(list(watching), restart))]
+        if restarted:
+            tasks.append(asyncio.create_task(rebuild_soon()))
+        waiters = [asyncio.create_task(trees_changed.wait()), asyncio.create_task(stop.wait())]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        restart.set()
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        restarted = True
+    await asyncio.gather(root_watcher, return_exceptions=True)
 
 
 def create_app(state: PreviewState, *, watch: bool = True) -> Starlette:
@@ -122,20 +170,16 @@ def create_app(state: PreviewState, *, watch: bool = True) -> Starlette:
     async def status(request: Request) -> Response:
         return JSONResponse({"version": state.version, "diagnostics": state.diagnostics()})
 
-    async def watch_files(stop: asyncio.Event) -> None:
-        async for _changes in awatch(*state.watched_paths(), stop_event=stop, debounce=150, step=50):
-            await asyncio.to_thread(state.rebuild)
-
     @asynccontextmanager
     async def lifespan(app: Starlette):
         stop = asyncio.Event()
-        task = asyncio.create_task(watch_files(stop)) if watch else None
+        task = asyncio.create_task(watch_and_rebuild(state, stop)) if watch else None
         try:
             yield
         finally:
             stop.set()
             if task:
-                task.cancel()
+                await asyncio.wait([task], timeout=2)
 
     routes = [
         Route("/", shell),
@@ -332,8 +376,13 @@ class Screenshot:
     diagnostics: list[dict]
 
     def to_json(self) -> dict:
-        return {"png": str(self.path), "width": self.width, "height": self.height, "view": self.view,
-                "diagnostics": self.diagnostics}
+        return {
+            "png": str(self.path),
+            "width": self.width,
+            "height": self.height,
+            "view": self.view,
+            "diagnostics": self.diagnostics,
+        }
 
 
 def take_screenshot(folder: Path, output: Path, *, width: int = VIEWS["desktop"], view: str = "html") -> Screenshot:

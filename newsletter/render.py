@@ -16,11 +16,11 @@ import html
 import re
 import struct
 import textwrap
-from urllib.parse import quote
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path, PurePosixPath
+from urllib.parse import quote
 
 import css_inline
 import jinja2
@@ -42,10 +42,39 @@ CONTENT_WIDTH = 600  # px, the email's body width
 # MJML tags that MRML renders like the reference MJML (REFERENCE-RENDERING.md): no mj-carousel (its arrows show
 # everywhere), no mj-html-attributes (MRML fails), no mj-include (no loader is given).
 ALLOWED_MJML_TAGS = frozenset(
-    """mjml mj-head mj-body mj-attributes mj-all mj-class mj-style mj-title mj-preview mj-breakpoint mj-font
-    mj-section mj-column mj-group mj-wrapper mj-hero mj-text mj-image mj-button mj-divider mj-spacer mj-table
-    mj-raw mj-social mj-social-element mj-navbar mj-navbar-link mj-accordion mj-accordion-element
-    mj-accordion-title mj-accordion-text""".split()
+    [
+        "mjml",
+        "mj-head",
+        "mj-body",
+        "mj-attributes",
+        "mj-all",
+        "mj-class",
+        "mj-style",
+        "mj-title",
+        "mj-preview",
+        "mj-breakpoint",
+        "mj-font",
+        "mj-section",
+        "mj-column",
+        "mj-group",
+        "mj-wrapper",
+        "mj-hero",
+        "mj-text",
+        "mj-image",
+        "mj-button",
+        "mj-divider",
+        "mj-spacer",
+        "mj-table",
+        "mj-raw",
+        "mj-social",
+        "mj-social-element",
+        "mj-navbar",
+        "mj-navbar-link",
+        "mj-accordion",
+        "mj-accordion-element",
+        "mj-accordion-title",
+        "mj-accordion-text",
+    ]
 )
 _MJML_TAG = re.compile(r"<\s*/?\s*(mj[a-z-]*)\b([^>]*)>")
 _ATTRIBUTE = re.compile(r'([a-z-]+)\s*=\s*"([^"]*)"')
@@ -114,8 +143,8 @@ def web_values(config: Config, slug: str, lang: str) -> dict[str, str]:
     unsubscribe = ""
     if config.publisher.email:
         unsubscribe = f"mailto:{config.publisher.email}?subject={quote(translate(lang, 'unsubscribe_subject'))}"
-    elif config.base_url:
-        unsubscribe = f"{config.base_url}/archive/"
+    elif config.publisher.website:
+        unsubscribe = config.publisher.website
     view_online = f"{config.base_url}/archive/{slug}/" if config.base_url else "index.html"
     return {"unsubscribe_url": unsubscribe, "view_online_url": view_online, "name": "", "email": ""}
 
@@ -136,7 +165,21 @@ def image_size(path: Path) -> tuple[int, int] | None:
                     if len(marker) < 2 or marker[0] != 0xFF:
                         return None
                     length = struct.unpack(">H", stream.read(2))[0]
-                    if marker[1] in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                    if marker[1] in (
+                        0xC0,
+                        0xC1,
+                        0xC2,
+                        0xC3,
+                        0xC5,
+                        0xC6,
+                        0xC7,
+                        0xC9,
+                        0xCA,
+                        0xCB,
+                        0xCD,
+                        0xCE,
+                        0xCF,
+                    ):
                         height, width = struct.unpack(">xHH", stream.read(5))
                         return width, height
                     stream.seek(length - 2, 1)
@@ -284,7 +327,11 @@ def template_environment(templates_dir: Path | None) -> jinja2.Environment:
 
 
 def render_issue(
-    issue: LoadedIssue, config: Config, templates_dir: Path | None = None, *, asset_base_url: str | None = None
+    issue: LoadedIssue,
+    config: Config,
+    templates_dir: Path | None = None,
+    *,
+    asset_base_url: str | None = None,
 ) -> RenderedIssue:
     """Render an issue to MJML, inlined email HTML and plain text. Raise RenderError naming the template."""
     return _Renderer(issue, config, templates_dir, asset_base_url).render()
@@ -321,9 +368,9 @@ def lint_mjml(fragment: str, origin: str) -> None:
                     "or backslash, which MRML mangles; pass the value through the |oneline filter"
                 )
             if _SHORT_HEX.search(value):
-                raise RenderError(f"{origin}: line {line}: {name}=\"{value}\": write colours as 6-digit hex")
+                raise RenderError(f'{origin}: line {line}: {name}="{value}": write colours as 6-digit hex')
             if "padding" in name and _UNITLESS_LENGTH.search(value):
-                raise RenderError(f"{origin}: line {line}: {name}=\"{value}\": give every length a unit (0px)")
+                raise RenderError(f'{origin}: line {line}: {name}="{value}": give every length a unit (0px)')
 
 
 _POSITION = re.compile(r"at position (\d+):(\d+)")
@@ -361,18 +408,29 @@ def inline_css(page: str, slug: str) -> str:
 
 def markdown_text(text: str, width: int = TEXT_WIDTH) -> str:
     tokens = _markdown.parse(text)
-    blocks: list[str] = []
+    out: list[str] = []
     prefixes: list[str] = []  # list-item and blockquote indentation, innermost last
-    counters: list[int | None] = []
+    counters: list[int | None] = []  # one per open list: its next number, None for bullets
     first_line_prefix: str | None = None
+    tight_previous = False  # the last block was an item of a tight list: the next item follows without a gap
+
+    def add(block: str, tight: bool = False) -> None:
+        nonlocal tight_previous
+        if out:
+            out.append("\n" if tight and tight_previous else "\n\n")
+        out.append(block)
+        tight_previous = tight
+
     for position, token in enumerate(tokens):
         kind = token.type
-        if kind == "bullet_list_open":
-            counters.append(None)
-        elif kind == "ordered_list_open":
-            counters.append(int(token.attrGet("start") or 1))
+        if kind in ("bullet_list_open", "ordered_list_open"):
+            if not counters:
+                tight_previous = False  # a new list starts after a blank line
+            counters.append(None if kind == "bullet_list_open" else int(token.attrGet("start") or 1))
         elif kind in ("bullet_list_close", "ordered_list_close"):
             counters.pop()
+            if not counters:
+                tight_previous = False
         elif kind == "list_item_open":
             number = counters[-1]
             marker = "- " if number is None else f"{number}. "
@@ -387,19 +445,20 @@ def markdown_text(text: str, width: int = TEXT_WIDTH) -> str:
         elif kind == "blockquote_close":
             prefixes.pop()
         elif kind == "hr":
-            blocks.append("".join(prefixes) + "-" * 20)
+            add("".join(prefixes) + "-" * 20)
         elif kind in ("fence", "code_block"):
-            blocks.append(textwrap.indent(token.content.rstrip("\n"), "".join(prefixes) + "    "))
+            add(textwrap.indent(token.content.rstrip("\n"), "".join(prefixes) + "    "))
         elif kind == "inline":
+            opener = tokens[position - 1] if position else None
             content = _inline_text(token.children or [])
-            if position and tokens[position - 1].type == "heading_open":
+            if opener is not None and opener.type == "heading_open":
                 content = content.upper()
             indent = "".join(prefixes)
             first = first_line_prefix if first_line_prefix is not None else indent
             first_line_prefix = None
-            blocks.append(wrap_text(content, width, first, indent))
-    tight = [block for block in blocks if block]
-    return "\n\n".join(tight)
+            tight = bool(counters) and opener is not None and opener.hidden  # markdown-it hides tight <p>
+            add(wrap_text(content, width, first, indent), tight)
+    return "".join(out)
 
 
 def _inline_text(children: list) -> str:

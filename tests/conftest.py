@@ -63,17 +63,24 @@ def render_folder(folder: Path, **kwargs):
 
 
 @pytest.fixture(scope="session")
-def chromium():
-    """The system's headless Chromium through Playwright; skipped loudly where none is installed."""
-    from playwright.sync_api import sync_playwright
-
+def chromium_installed() -> str:
+    """The system's Chromium; the browser tests are skipped, loudly, where none is installed."""
     from newsletter.errors import PreviewError
-    from newsletter.preview import chromium_executable, launch_chromium
+    from newsletter.preview import chromium_executable
 
     try:
-        chromium_executable()
+        return chromium_executable()
     except PreviewError as exc:
         pytest.skip(f"NO CHROMIUM, BROWSER TESTS SKIPPED: {exc}")
+
+
+@pytest.fixture(scope="session")
+def chromium(chromium_installed):
+    """A headless Chromium driven by Playwright, shared by the tests of a session."""
+    from playwright.sync_api import sync_playwright
+
+    from newsletter.preview import launch_chromium
+
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         yield browser

@@ -67,8 +67,13 @@ def example():
     html, text = rendered.fill(web_values(config, rendered.slug, rendered.lang))
     parser = _VisibleText()
     parser.feed(html)
-    return {"html": html, "text": text, "visible": normalise("".join(parser.parts)), "links": parser.links,
-            "rendered": rendered}
+    return {
+        "html": html,
+        "text": text,
+        "visible": normalise("".join(parser.parts)),
+        "links": parser.links,
+        "rendered": rendered,
+    }
 
 
 def test_example_checks_clean():
@@ -119,7 +124,15 @@ def test_footer_is_french_with_publisher_and_address(example):
 
 
 def test_accents_survive(example):
-    for word in ("Évaluation", "Légaré-Pelletier", "œil", "À la suite", "Complétez", "paraîtront", "abonné·e"):
+    for word in (
+        "Évaluation",
+        "Légaré-Pelletier",
+        "œil",
+        "À la suite",
+        "Complétez",
+        "paraîtront",
+        "abonné·e",
+    ):
         assert word in example["visible"] and word in example["text"]
 
 

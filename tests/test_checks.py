@@ -1,0 +1,126 @@
+"""`check`: each problem gets its code, severity and line; a clean issue gets none."""
+
+from __future__ import annotations
+
+from conftest import CONFIG
+
+from newsletter.checks import check_issue
+from newsletter.config import load_config
+
+
+def check(folder):
+    root = folder.parent.parent
+    return check_issue(folder, load_config(root), root / "templates").report
+
+
+def found(report):
+    return {(d.severity, d.code, d.line, d.path) for d in report.diagnostics}
+
+
+HEADER = """\
+subject: Un sujet de bonne longueur
+preheader: Un aperçu
+lang: fr
+sections:
+"""
+
+
+def test_clean_issue_has_no_diagnostics(make_issue):
+    report = check(make_issue(HEADER + "  - type: heading\n    text: Bonjour\n"))
+    assert report.ok and report.diagnostics == []
+    assert report.to_json() == {"ok": True, "errors": [], "warnings": []}
+
+
+def test_missing_image_and_not_an_image(make_issue):
+    folder = make_issue(
+        HEADER
+        + "  - type: image\n    src: images/absente.png\n    alt: Absente\n"
+        + "  - type: image\n    src: notes.txt\n    alt: Pas une image\n"
+    )
+    (folder / "notes.txt").write_text("hello")
+    report = check(folder)
+    assert ("error", "missing-image", 6, "sections[0].src") in found(report)
+    assert ("error", "not-an-image", 9, "sections[1].src") in found(report)
+    assert not report.ok
+
+
+def test_image_outside_the_issue_folder(make_issue):
+    report = check(make_issue(HEADER + "  - type: image\n    src: ../../newsletter.toml\n    alt: x\n"))
+    assert ("error", "image-outside-issue", 6, "sections[0].src") in found(report)
+
+
+def test_empty_alt_is_an_error(make_issue):
+    report = check(make_issue(HEADER + "  - type: image\n    src: a.png\n    alt: '  '\n", images=("a.png",)))
+    assert ("error", "missing-alt", 7, "sections[0].alt") in found(report)
+
+
+def test_links_that_go_nowhere_are_errors(make_issue):
+    report = check(
+        make_issue(
+            HEADER
+            + "  - type: button\n    label: Lire\n    url: '#'\n"
+            + "  - type: callout\n    text: Voir\n    button: {label: Aller, url: ''}\n"
+            + "  - type: text\n    text: |\n      Premier paragraphe.\n\n"
+            + "      Un [lien vide](#) et un [relatif](/page).\n"
+            + "  - type: button\n    label: JS\n    url: javascript:alert(1)\n"
+        )
+    )
+    codes = found(report)
+    assert ("error", "empty-url", 7, "sections[0].url") in codes
+    assert ("error", "empty-url", 10, "sections[1].button.url") in codes
+    assert ("error", "empty-url", 15, "sections[2].text") in codes  # the Markdown link's own line
+    assert ("error", "relative-url", 15, "sections[2].text") in codes
+    assert ("error", "bad-url", 18, "sections[3].url") in codes
+
+
+def test_warnings_http_subject_preheader_leftovers(make_issue):
+    report = check(
+        make_issue(
+            "subject: Court\nlang: fr\nsections:\n"
+            "  - type: text\n    text: |\n      Voir [ceci](http://example.org).\n      TODO finir\n"
+            "  - type: image\n    src: http://example.org/a.png\n    alt: A\n"
+            "  - type: heading\n    text: Lorem ipsum dolor\n"
+            "  - type: text\n    text: Bonjour %%prenom%%\n"
+        )
+    )
+    assert report.ok  # warnings only
+    codes = found(report)
+    assert ("warning", "subject-length", 1, "subject") in codes
+    assert any(code == "missing-preheader" for _, code, _, _ in codes)
+    assert ("warning", "insecure-url", 6, "sections[0].text") in codes
+    assert ("warning", "placeholder-text", 7, "sections[0].text") in codes
+    assert ("warning", "insecure-url", 9, "sections[1].src") in codes
+    assert ("warning", "placeholder-text", 12, "sections[2].text") in codes
+    assert ("warning", "unknown-placeholder", 14, "sections[3].text") in codes
+
+
+def test_html_over_gmail_clip_is_a_warning(make_issue):
+    paragraph = "Un paragraphe assez long pour remplir la page. " * 40
+    sections = "".join(f"  - type: text\n    text: {paragraph}\n" for _ in range(60))
+    report = check(make_issue(HEADER + sections))
+    assert any(d.code == "html-too-large" and "102 KB" in d.message for d in report.warnings)
+
+
+def test_config_without_publisher_or_address_is_an_error(make_issue):
+    report = check(make_issue(HEADER + "  - type: divider\n", config='name = "x"\n[publisher]\nname = ""\n'))
+    errors = {(d.code, d.path, d.line) for d in report.errors}
+    assert errors == {
+        ("config-missing", "publisher.name", 2),
+        ("config-missing", "publisher.postal_address", 2),
+    }
+    assert all(d.file.endswith("newsletter.toml") for d in report.errors)
+
+
+def test_load_errors_come_first_and_config_errors_too(make_issue):
+    report = check(make_issue("subject: [oops\n", config=CONFIG))
+    assert [d.code for d in report.errors] == ["yaml-syntax"]
+
+
+def test_template_failure_is_a_check_error_not_a_traceback(make_issue):
+    folder = make_issue(HEADER + "  - type: divider\n")
+    override = folder.parent.parent / "templates" / "sections" / "divider.mjml.j2"
+    override.parent.mkdir(parents=True)
+    override.write_text("{{ section.nope }}")
+    report = check(folder)
+    assert [d.code for d in report.errors] == ["render-failed"]
+    assert "divider.mjml.j2" in report.errors[0].message

@@ -1,0 +1,190 @@
+"""Rendering: placeholders, the text part, image URLs, template overrides, and errors that name the template."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import EXAMPLE, FIXTURES, render_folder
+
+from newsletter.errors import RenderError
+from newsletter.render import (
+    PACKAGE_TEMPLATES,
+    RenderedIssue,
+    lint_mjml,
+    markdown_text,
+    web_values,
+)
+
+SIMPLE = """\
+subject: Un sujet assez long
+preheader: Un aperçu
+lang: fr
+sections:
+  - type: text
+    text: Bonjour %%name|chère lectrice%%, voir [le site](https://example.org/?a=1&b=2).
+  - type: image
+    src: images/photo.png
+    alt: Une photo
+"""
+
+
+def test_placeholders_survive_mjml_and_inlining_then_fill_per_recipient(make_issue):
+    rendered = render_folder(make_issue(SIMPLE, images=("images/photo.png",)))
+    for name in ("unsubscribe_url", "view_online_url"):
+        assert f'href="%%{name}%%"' in rendered.html
+        assert f"%%{name}%%" in rendered.text
+    html, text = rendered.fill(
+        {
+            "unsubscribe_url": "https://x.example/u/tok?a=1&b=2",
+            "view_online_url": "https://x.example/v",
+            "name": "Zoé",
+        }
+    )
+    assert 'href="https://x.example/u/tok?a=1&amp;b=2"' in html  # escaped in HTML
+    assert "Se désabonner : https://x.example/u/tok?a=1&b=2" in text  # verbatim in text
+    assert "Bonjour Zoé," in html and "Bonjour Zoé," in text
+    assert "%%" not in html and "%%" not in text
+
+
+def test_placeholder_fallback_and_html_escaping_of_values(make_issue):
+    rendered = render_folder(make_issue(SIMPLE, images=("images/photo.png",)))
+    html, text = rendered.fill({})
+    assert "Bonjour chère lectrice," in html and "Bonjour chère lectrice," in text
+    html, _ = rendered.fill({"name": "<script>x</script>"})
+    assert "<script>x" not in html and "&lt;script&gt;x" in html
+
+
+def test_fill_is_substitution_not_rendering():
+    rendered = RenderedIssue(
+        "s", "fr", "subject", "<mjml/>", "<a href=%%unsubscribe_url%%>%%name|x%%</a>", "%%name%%", {}
+    )
+    assert rendered.fill({"unsubscribe_url": "U", "name": "N"}) == ("<a href=U>N</a>", "N")
+
+
+def test_html_has_lang_doctype_and_keeps_media_queries(make_issue):
+    html = render_folder(make_issue(SIMPLE, images=("images/photo.png",))).html
+    assert html.startswith("<!DOCTYPE html>")
+    assert '<html lang="fr"' in html
+    assert "@media only screen and (min-width:480px)" in html  # kept by css-inline's keep_style_tags
+    assert "<link" not in html or "fonts.googleapis" not in html
+    assert "EventSource" not in html and "__version" not in html  # no preview script in an email
+
+
+def test_css_is_inlined_on_markdown_elements(make_issue):
+    html = render_folder(make_issue(SIMPLE, images=("images/photo.png",))).html
+    assert re.search(r'<p style="[^"]*margin: 0px 0px 16px 0px', html)
+    assert re.search(r'<a href="https://example.org/\?a=1&amp;b=2" style="[^"]*color: #00677f', html)
+
+
+def test_image_urls_are_relative_by_default_and_absolute_with_asset_base_url(make_issue):
+    folder = make_issue(SIMPLE, images=("images/photo.png",))
+    assert 'src="images/photo.png"' in render_folder(folder).html
+    rendered = render_folder(folder, asset_base_url="https://cdn.example.org/news")
+    assert 'src="https://cdn.example.org/news/test-issue/images/photo.png"' in rendered.html
+    assert rendered.images == {"photo.png": folder / "images/photo.png"}
+
+
+def test_image_width_comes_from_the_file_when_not_given(make_issue):
+    html = render_folder(make_issue(SIMPLE, images=("images/photo.png",))).html
+    assert re.search(r'<img [^>]*src="images/photo.png"[^>]*width="1"', html)
+
+
+def test_workspace_template_overrides_the_packaged_one(make_issue):
+    folder = make_issue(SIMPLE, images=("images/photo.png",))
+    override = folder.parent.parent / "templates" / "sections" / "text.txt.j2"
+    override.parent.mkdir(parents=True)
+    override.write_text("TEXTE: {{ section.text|markdown_text }}\n", encoding="utf-8")
+    rendered = render_folder(folder)
+    assert "TEXTE: Bonjour %%name|chère lectrice%%" in rendered.text
+
+
+def test_unknown_mjml_tag_in_an_override_names_the_template(make_issue):
+    folder = make_issue(SIMPLE, images=("images/photo.png",))
+    override = folder.parent.parent / "templates" / "sections" / "text.mjml.j2"
+    override.parent.mkdir(parents=True)
+    override.write_text("<mj-section><mj-column><mj-carousel></mj-carousel></mj-column></mj-section>\n")
+    with pytest.raises(RenderError, match=r"templates/sections/text\.mjml\.j2: line 1 .*<mj-carousel>"):
+        render_folder(folder)
+
+
+def test_template_syntax_error_names_file_and_line(make_issue):
+    folder = make_issue(SIMPLE, images=("images/photo.png",))
+    override = folder.parent.parent / "templates" / "footer.mjml.j2"
+    override.parent.mkdir(parents=True)
+    override.write_text("<mj-section>\n{% if %}\n</mj-section>\n")
+    with pytest.raises(RenderError, match=r"footer\.mjml\.j2:2: template syntax"):
+        render_folder(folder)
+
+
+def test_mrml_error_is_reported_with_the_template(make_issue):
+    folder = make_issue(SIMPLE, images=("images/photo.png",))
+    override = folder.parent.parent / "templates" / "sections" / "text.mjml.j2"
+    override.parent.mkdir(parents=True)
+    override.write_text("<mj-section>\n  <mj-column>\n    <mj-text>unclosed\n  </mj-column>\n</mj-section>\n")
+    with pytest.raises(RenderError, match=r"MJML: "):
+        render_folder(folder)
+
+
+def test_a_footer_without_unsubscribe_link_is_refused(make_issue):
+    folder = make_issue(SIMPLE, images=("images/photo.png",))
+    override = folder.parent.parent / "templates" / "footer.mjml.j2"
+    override.parent.mkdir(parents=True)
+    override.write_text("<mj-section><mj-column><mj-text>bye</mj-text></mj-column></mj-section>\n")
+    with pytest.raises(RenderError, match=r"footer\.mjml\.j2: the footer must contain %%unsubscribe_url%%"):
+        render_folder(folder)
+
+
+@pytest.mark.parametrize(
+    ("fragment", "message"),
+    [
+        ('<mj-text padding="0 25px">x</mj-text>', "unit"),
+        ('<mj-text color="#fff">x</mj-text>', "6-digit"),
+        ('<mj-image alt="two\nlines" />', "line break"),
+        ("<mj-foo></mj-foo>", "not an MJML tag"),
+    ],
+)
+def test_lint_refuses_what_mrml_renders_wrongly(fragment, message):
+    with pytest.raises(RenderError, match=message):
+        lint_mjml(fragment, "t.mjml.j2")
+
+
+def test_every_packaged_section_template_has_both_parts():
+    from newsletter.issue import SECTION_TYPES
+
+    for section_type in SECTION_TYPES:
+        for part in ("mjml", "txt"):
+            assert (PACKAGE_TEMPLATES / "sections" / f"{section_type}.{part}.j2").is_file()
+
+
+def test_every_section_fixture_renders_each_type():
+    rendered = render_folder(FIXTURES / "every-section")
+    text = rendered.text
+    assert "1. first\n2. second, with another link (https://example.org/b)" in text
+    assert "- a bullet\n  - nested bullet" in text
+    assert "> a quotation" in text
+    assert "Left-aligned button: https://example.org/left" in text
+    assert "HEADING LEVEL ONE" not in text and "Heading level one\n=================" in text
+    assert max(len(line) for line in text.splitlines() if "://" not in line) <= 76
+
+
+def test_markdown_text_links_and_mailto():
+    assert markdown_text("[site](https://a.org)") == "site (https://a.org)"
+    assert markdown_text("<https://a.org>") == "https://a.org"
+    assert markdown_text("[a@b.org](mailto:a@b.org)") == "a@b.org"
+    assert markdown_text("[écrire](mailto:a@b.org)") == "écrire (a@b.org)"
+    assert markdown_text("<b>raw</b>") == "<b>raw</b>"  # raw HTML is text, never markup
+
+
+def test_web_values_are_neutral(example_workspace):
+    from newsletter.config import load_config
+
+    values = web_values(load_config(example_workspace), "slug", "fr")
+    assert values["unsubscribe_url"] == "mailto:alliancesolidarite@crdbsl.org?subject=D%C3%A9sabonnement"
+    assert values["view_online_url"] == "https://bulletin.crdbsl.example/archive/slug/"
+    assert values["name"] == ""
+
+
+def test_rendering_is_deterministic():
+    first = render_folder(EXAMPLE)
+    assert render_folder(EXAMPLE) == first

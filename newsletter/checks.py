@@ -12,8 +12,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from markdown_it import MarkdownIt
-
 from newsletter.config import Config, config_diagnostics
 from newsletter.errors import Diagnostic, IssueError, RenderError
 from newsletter.issue import LoadedIssue, YamlPath, iter_values, load_issue
@@ -23,6 +21,7 @@ from newsletter.render import (
     RenderedIssue,
     image_size,
     is_remote,
+    markdown_tokens,
     render_issue,
     web_values,
 )
@@ -32,7 +31,6 @@ GMAIL_CLIP_BYTES = 102 * 1024
 SUBJECT_MIN, SUBJECT_MAX = 10, 78
 HEAVY_IMAGE_BYTES = 1024 * 1024
 _LEFTOVER = re.compile(r"\b(?:TK|TODO|FIXME|XXX)\b|(?i:lorem ipsum)")
-_markdown = MarkdownIt("commonmark", {"html": False})
 
 
 @dataclass
@@ -240,7 +238,7 @@ def _text_diagnostics(issue: LoadedIssue, path: YamlPath, text: str) -> list[Dia
 def _markdown_links(text: str) -> list[tuple[str, int]]:
     """Every link and image URL in a Markdown text, with the line of the text it is on (0-based)."""
     links = []
-    for token in _markdown.parse(text):
+    for token in markdown_tokens(text):
         if token.type != "inline":
             continue
         first_line = token.map[0] if token.map else 0

@@ -16,9 +16,9 @@ import html
 import re
 import struct
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
@@ -207,19 +207,7 @@ class _Renderer:
         self.lang = issue.model.lang
         self.asset_base_url = asset_base_url
         self.images: dict[str, Path] = {}
-        self.env = template_environment(templates_dir)
-        self.env.filters.update(
-            oneline=oneline,
-            markdown=markdown_html,
-            markdown_text=markdown_text,
-            wrap=wrap_text,
-            image_url=self.image_url,
-            image_width=self.image_width,
-            date=lambda value, style="day": format_date(value, self.lang, style),
-            tel=lambda phone: "tel:" + re.sub(r"[^\d+]", "", phone),
-            label_url=lambda label, url: translate(self.lang, "label_url", label=label, url=url),
-        )
-        self.env.globals.update(t=lambda key, **kw: translate(self.lang, key, **kw))
+        self.env = template_environment(templates_dir, template_files(templates_dir))
 
     def image_url(self, image: Image | str) -> str:
         src = image if isinstance(image, str) else image.src
@@ -242,6 +230,7 @@ class _Renderer:
     def context(self) -> dict:
         model = self.issue.model
         return {
+            "renderer": self,
             "issue": model,
             "lang": self.lang,
             "brand": self.config.brand,
@@ -269,18 +258,35 @@ class _Renderer:
         texts: list[str] = []
         for index, section in enumerate(model.sections):
             name = f"sections/{section.type}.mjml.j2"
-            fragment = self.render_template(name, section=section, index=index)
-            lint_mjml(fragment, self.template_origin(name))
-            fragments.append((name, fragment))
+            fragments.append((name, self.render_template(name, section=section, index=index)))
             texts.append(self.render_template(f"sections/{section.type}.txt.j2", section=section, index=index))
         footer = self.render_template("footer.mjml.j2")
-        lint_mjml(footer, self.template_origin("footer.mjml.j2"))
         fragments.append(("footer.mjml.j2", footer))
         source = self.render_template(
             "email.mjml.j2", sections=[Markup(f) for _, f in fragments[:-1]], footer=Markup(footer)
         )
-        lint_mjml(source, self.template_origin("email.mjml.j2"))
-        email_html = inline_css(compile_mjml(source, fragments, self.template_origin), self.issue.slug)
+
+        def where(offset: int) -> str:
+            """The template that wrote the character at offset of the composed MJML, and its line there."""
+            for name, fragment in fragments:
+                start = source.find(fragment)
+                if 0 <= start <= offset <= start + len(fragment):
+                    return (
+                        f"{self.template_origin(name)}: line {source.count(chr(10), start, offset) + 1} of its output"
+                    )
+            return f"{self.template_origin('email.mjml.j2')}: line {source.count(chr(10), 0, offset) + 1}"
+
+        def culprit(message: str) -> str:
+            """The first template whose output MRML refuses on its own (MRML often gives no position)."""
+            for name, fragment in fragments:
+                try:
+                    mjml.mjml2html(f"<mjml><mj-body>{fragment}</mj-body></mjml>", fonts={})
+                except ValueError:
+                    return self.template_origin(name)
+            return self.template_origin("email.mjml.j2")
+
+        lint_mjml(source, where)
+        email_html = inline_css(compile_mjml(source, where, culprit), self.issue.slug)
         text = self.render_template("email.txt.j2", sections=texts, footer=self.render_template("footer.txt.j2"))
         for required in ("unsubscribe_url", "view_online_url"):
             for part, content in (("footer.mjml.j2", email_html), ("footer.txt.j2", text)):
@@ -307,13 +313,25 @@ class _Renderer:
             return name
 
 
-def template_environment(templates_dir: Path | None) -> jinja2.Environment:
-    """Jinja2 with autoescape for MJML (not for text), StrictUndefined, and workspace overrides first."""
+def template_files(templates_dir: Path | None) -> tuple:
+    """Every template file with its modification time, workspace's and package's: a key for the cache below."""
+    folders = [f for f in (templates_dir, PACKAGE_TEMPLATES) if f is not None and f.is_dir()]
+    return tuple((str(path), path.stat().st_mtime_ns) for folder in folders for path in sorted(folder.rglob("*.j2")))
+
+
+@lru_cache(maxsize=8)
+def template_environment(templates_dir: Path | None, files: tuple = ()) -> jinja2.Environment:
+    """Jinja2 with autoescape for MJML (not for text), StrictUndefined, and workspace overrides first.
+
+    Kept while `files` (template_files) stays the same, so that templates compile once per process; a template
+    added, removed or changed (as while previewing) gives a new environment. Jinja's own auto_reload would miss
+    an override added beside a packaged template already loaded.
+    """
     loaders: list[jinja2.BaseLoader] = []
-    if templates_dir is not None and templates_dir.is_dir():
+    if templates_dir is not None:
         loaders.append(jinja2.FileSystemLoader(templates_dir))
     loaders.append(jinja2.FileSystemLoader(PACKAGE_TEMPLATES))
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("mjml.j2", "html"), disabled_extensions=("txt.j2",), default=True
@@ -324,6 +342,24 @@ def template_environment(templates_dir: Path | None) -> jinja2.Environment:
         keep_trailing_newline=False,
         auto_reload=False,
     )
+    env.filters.update(
+        oneline=oneline,
+        markdown=markdown_html,
+        markdown_text=markdown_text,
+        wrap=wrap_text,
+        tel=lambda phone: "tel:" + re.sub(r"[^\d+]", "", phone),
+        # These need the render in progress (its language, its images), which the context carries.
+        image_url=jinja2.pass_context(lambda ctx, image: ctx["renderer"].image_url(image)),
+        image_width=jinja2.pass_context(
+            lambda ctx, image, max_width=CONTENT_WIDTH: ctx["renderer"].image_width(image, max_width)
+        ),
+        date=jinja2.pass_context(lambda ctx, value, style="day": format_date(value, ctx["lang"], style)),
+        label_url=jinja2.pass_context(
+            lambda ctx, label, url: translate(ctx["lang"], "label_url", label=label, url=url)
+        ),
+    )
+    env.globals["t"] = jinja2.pass_context(lambda ctx, key, **values: translate(ctx["lang"], key, **values))
+    return env
 
 
 def render_issue(
@@ -342,58 +378,60 @@ def oneline(value: object) -> str:
     return " ".join(str(value).split())
 
 
+@lru_cache(maxsize=512)
+def markdown_tokens(text: str) -> tuple:
+    """The parsed Markdown, shared by the HTML part, the text part and the checks (read-only)."""
+    return tuple(_markdown.parse(text))
+
+
 def markdown_html(text: str) -> Markup:
     """Markdown to HTML (raw HTML in the source is escaped, not rendered)."""
-    return Markup(_markdown.render(text).strip())
+    return Markup(_markdown.renderer.render(list(markdown_tokens(text)), _markdown.options, {}).strip())
 
 
-def lint_mjml(fragment: str, origin: str) -> None:
+def lint_mjml(source: str, where: Callable[[int], str] | str) -> None:
     """Refuse MJML that MRML would render wrongly or silently: unknown tags, multi-line attributes, #abc colours.
 
     MRML validates nothing: an unknown tag is copied into the HTML as-is and a newline in an attribute becomes a
-    literal backslash-n that breaks the style (REFERENCE-RENDERING.md).
+    literal backslash-n that breaks the style (REFERENCE-RENDERING.md). `where` names the template that wrote an
+    offset of source.
     """
-    for match in _MJML_TAG.finditer(fragment):
+    locate = where if callable(where) else (lambda offset: f"{where}: line {source.count(chr(10), 0, offset) + 1}")
+    for match in _MJML_TAG.finditer(source):
         tag, attributes = match.group(1), match.group(2)
-        line = fragment.count("\n", 0, match.start()) + 1
         if tag not in ALLOWED_MJML_TAGS:
             raise RenderError(
-                f"{origin}: line {line} of its output: <{tag}> is not an MJML tag this tool renders "
+                f"{locate(match.start())}: <{tag}> is not an MJML tag this tool renders "
                 f"(allowed: {', '.join(sorted(ALLOWED_MJML_TAGS))})"
             )
         for name, value in _ATTRIBUTE.findall(attributes):
+            problem = None
             if any(ch in value for ch in "\n\t\\"):
-                raise RenderError(
-                    f"{origin}: line {line} of its output: attribute {name} of <{tag}> contains a line break, tab "
-                    "or backslash, which MRML mangles; pass the value through the |oneline filter"
-                )
-            if _SHORT_HEX.search(value):
-                raise RenderError(f'{origin}: line {line}: {name}="{value}": write colours as 6-digit hex')
-            if "padding" in name and _UNITLESS_LENGTH.search(value):
-                raise RenderError(f'{origin}: line {line}: {name}="{value}": give every length a unit (0px)')
+                problem = "contains a line break, tab or backslash, which MRML mangles; use the |oneline filter"
+            elif _SHORT_HEX.search(value):
+                problem = "has a 3-digit colour; write colours as 6-digit hex"
+            elif "padding" in name and _UNITLESS_LENGTH.search(value):
+                problem = "has a length without unit; give every length one (0px)"
+            if problem:
+                raise RenderError(f'{locate(match.start())}: <{tag} {name}="{oneline(value)}"> {problem}')
 
 
 _POSITION = re.compile(r"at position (\d+):(\d+)")
 
 
-def compile_mjml(source: str, fragments: list[tuple[str, str]], origin) -> str:
-    """Run MRML; turn its ValueError (a byte offset at best) into a message naming the template and line."""
+def compile_mjml(source: str, where: Callable[[int], str], culprit: Callable[[str], str]) -> str:
+    """Run MRML; turn its ValueError (a byte offset at best) into a message naming the template and line.
+
+    `where` names the template behind an offset; `culprit` finds it when MRML gives none.
+    """
     try:
         return mjml.mjml2html(source, fonts={})
     except ValueError as exc:
         message = str(exc)
-        where = origin("email.mjml.j2")
         if position := _POSITION.search(message):
-            offset = int(position.group(1))
-            prefix = source.encode("utf-8")[:offset].decode("utf-8", errors="ignore")
-            line = prefix.count("\n") + 1
-            where = f"{where}: line {line} of the composed MJML"
-            for name, fragment in fragments:
-                start = source.find(fragment)
-                if 0 <= start <= len(prefix) <= start + len(fragment):
-                    where = f"{origin(name)}: line {prefix[start:].count(chr(10)) + 1} of its output"
-                    break
-        raise RenderError(f"{where}: MJML: {message}") from None
+            offset = len(source.encode("utf-8")[: int(position.group(1))].decode("utf-8", errors="ignore"))
+            raise RenderError(f"{where(offset)}: MJML: {message}") from None
+        raise RenderError(f"{culprit(message)}: MJML: {message}") from None
 
 
 def inline_css(page: str, slug: str) -> str:
@@ -407,7 +445,7 @@ def inline_css(page: str, slug: str) -> str:
 
 
 def markdown_text(text: str, width: int = TEXT_WIDTH) -> str:
-    tokens = _markdown.parse(text)
+    tokens = markdown_tokens(text)
     out: list[str] = []
     prefixes: list[str] = []  # list-item and blockquote indentation, innermost last
     counters: list[int | None] = []  # one per open list: its next number, None for bullets
@@ -508,8 +546,3 @@ def tidy_text(text: str) -> str:
     """Strip trailing spaces and keep at most one blank line between blocks."""
     lines = [line.rstrip() for line in text.strip().splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
-
-
-@cache
-def packaged_template_names() -> tuple[str, ...]:
-    return tuple(sorted(str(p.relative_to(PACKAGE_TEMPLATES)) for p in PACKAGE_TEMPLATES.rglob("*.j2")))

@@ -122,7 +122,7 @@ def test_mrml_error_is_reported_with_the_template(make_issue):
     override = folder.parent.parent / "templates" / "sections" / "text.mjml.j2"
     override.parent.mkdir(parents=True)
     override.write_text("<mj-section>\n  <mj-column>\n    <mj-text>unclosed\n  </mj-column>\n</mj-section>\n")
-    with pytest.raises(RenderError, match=r"MJML: "):
+    with pytest.raises(RenderError, match=r"templates/sections/text\.mjml\.j2: MJML: unexpected end of stream"):
         render_folder(folder)
 
 
@@ -188,3 +188,14 @@ def test_web_values_are_neutral(example_workspace):
 def test_rendering_is_deterministic():
     first = render_folder(EXAMPLE)
     assert render_folder(EXAMPLE) == first
+
+
+def test_an_override_added_after_a_render_is_used_by_the_next_render(make_issue):
+    folder = make_issue(SIMPLE, images=("images/photo.png",))
+    assert "%%unsubscribe_url%%" in render_folder(folder).text  # the packaged footer, compiled and cached
+    override = folder.parent.parent / "templates" / "footer.txt.j2"
+    override.parent.mkdir(parents=True)
+    override.write_text("Pied : %%unsubscribe_url%% %%view_online_url%%\n")
+    assert "Pied : %%unsubscribe_url%%" in render_folder(folder).text
+    override.unlink()
+    assert "Pied :" not in render_folder(folder).text

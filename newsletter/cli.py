@@ -92,7 +92,7 @@ def init(
     path: Annotated[Path, typer.Argument(help="Folder for the new workspace (created if needed).")] = Path("."),
     name: Annotated[str, typer.Option(help="The newsletter's name.")] = "My newsletter",
     lang: Annotated[str, typer.Option(help=f"Language of its issues: {', '.join(LANGUAGES)}.")] = "fr",
-    force: Annotated[bool, typer.Option(help="Rewrite newsletter.toml if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Rewrite newsletter.toml if it exists.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a workspace: newsletter.toml, issues/, templates/, subscribers/, issue.schema.json."""

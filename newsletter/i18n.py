@@ -10,8 +10,6 @@ CATALOG: dict[str, dict[str, str]] = {
         "view_online": "Voir ce courriel dans votre navigateur",
         "reason": "Vous recevez ce bulletin parce que vous êtes abonné·e à la liste de diffusion de {publisher}.",
         "label_url": "{label} : {url}",
-        "phone": "Téléphone",
-        "email": "Courriel",
         "unsubscribe_subject": "Désabonnement",
     },
     "en": {
@@ -19,8 +17,6 @@ CATALOG: dict[str, dict[str, str]] = {
         "view_online": "View this email in your browser",
         "reason": "You are receiving this newsletter because you subscribed to {publisher}'s mailing list.",
         "label_url": "{label}: {url}",
-        "phone": "Phone",
-        "email": "Email",
         "unsubscribe_subject": "Unsubscribe",
     },
 }

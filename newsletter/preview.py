@@ -231,10 +231,11 @@ header button {{ background: #3a4147; color: #fff; border: 0; border-radius: 4px
 header button[aria-pressed="true"] {{ background: #0a84ff; }}
 .problems {{ margin: 0; padding: 8px 16px 8px 32px; background: #fff8e1; }}
 .problems .error b {{ color: #b00020; }} .problems .warning b {{ color: #9a6700; }}
-main {{ display: flex; gap: 24px; padding: 24px; align-items: flex-start; justify-content: center; }}
+main {{ display: flex; flex-wrap: wrap; gap: 24px; padding: 24px; align-items: flex-start;
+  justify-content: center; }}
 figure {{ margin: 0; }} figcaption {{ font-weight: 600; margin-bottom: 6px; }}
 iframe {{ border: 0; background: #fff; box-shadow: 0 1px 4px rgba(0,0,0,.2); display: block; }}
-pre {{ background: #fff; padding: 16px; margin: 0; width: 80ch; white-space: pre-wrap;
+pre {{ background: #fff; padding: 16px; margin: 0; width: 78ch; max-width: calc(100vw - 80px); white-space: pre-wrap;
   box-shadow: 0 1px 4px rgba(0,0,0,.2); font: 13px/1.45 ui-monospace, monospace; }}
 main[data-view="desktop"] figure:not(#desktop), main[data-view="mobile"] figure:not(#mobile),
 main[data-view="text"] figure:not(#text) {{ display: none; }}

@@ -41,12 +41,13 @@ class Workspace:
 
     @classmethod
     def discover(cls, start: Path | None = None) -> Workspace:
-        """The workspace holding start: the nearest folder upwards with a newsletter.toml (else start itself)."""
+        """The workspace holding start: the nearest folder upwards with a newsletter.toml, else start."""
         start = (start or Path.cwd()).resolve()
         for folder in (start, *start.parents):
             if (folder / CONFIG_FILE).is_file():
                 return cls(folder, load_config(folder))
-        return cls(start, load_config(start))
+        root = start.parent if start.name == "issues" else start
+        return cls(root, load_config(root))
 
     @classmethod
     def for_issue(cls, ref: str) -> tuple[Workspace, Path]:

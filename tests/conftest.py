@@ -16,7 +16,8 @@ from newsletter.render import render_issue
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_SLUG = "2024-11-forum-des-alliances"
 EXAMPLE = ROOT / "issues" / EXAMPLE_SLUG
-SEED = ROOT.parent / "shared" / "seeds" / "bulletin-des-alliances-2024-11.txt"
+# A copy of ../shared/seeds/bulletin-des-alliances-2024-11.txt, the bulletin the example issue reproduces.
+SEED = Path(__file__).parent / "fixtures" / "bulletin-des-alliances-2024-11.txt"
 FIXTURES = Path(__file__).parent / "fixtures"
 PNG_1x1 = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"

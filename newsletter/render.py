@@ -42,44 +42,18 @@ CONTENT_WIDTH = 600  # px, the email's body width
 # MJML tags that MRML renders like the reference MJML (REFERENCE-RENDERING.md): no mj-carousel (its arrows show
 # everywhere), no mj-html-attributes (MRML fails), no mj-include (no loader is given).
 ALLOWED_MJML_TAGS = frozenset(
-    [
-        "mjml",
-        "mj-head",
-        "mj-body",
-        "mj-attributes",
-        "mj-all",
-        "mj-class",
-        "mj-style",
-        "mj-title",
-        "mj-preview",
-        "mj-breakpoint",
-        "mj-font",
-        "mj-section",
-        "mj-column",
-        "mj-group",
-        "mj-wrapper",
-        "mj-hero",
-        "mj-text",
-        "mj-image",
-        "mj-button",
-        "mj-divider",
-        "mj-spacer",
-        "mj-table",
-        "mj-raw",
-        "mj-social",
-        "mj-social-element",
-        "mj-navbar",
-        "mj-navbar-link",
-        "mj-accordion",
-        "mj-accordion-element",
-        "mj-accordion-title",
-        "mj-accordion-text",
-    ]
+    """mjml mj-head mj-body mj-attributes mj-all mj-class mj-style mj-title mj-preview mj-breakpoint mj-font
+    mj-section mj-column mj-group mj-wrapper mj-hero mj-text mj-image mj-button mj-divider mj-spacer mj-table
+    mj-raw mj-social mj-social-element mj-navbar mj-navbar-link mj-accordion mj-accordion-element
+    mj-accordion-title mj-accordion-text""".split()
 )
 _MJML_TAG = re.compile(r"<\s*/?\s*(mj[a-z-]*)\b([^>]*)>")
 _ATTRIBUTE = re.compile(r'([a-z-]+)\s*=\s*"([^"]*)"')
 _SHORT_HEX = re.compile(r"#[0-9a-fA-F]{3}\b(?![0-9a-fA-F])")
-_UNITLESS_LENGTH = re.compile(r"(?:^|\s)(?!0px)\d+(?:\.\d+)?(?=\s|$)")
+_UNITLESS_LENGTH = re.compile(r"(?:^|\s)\d+(?:\.\d+)?(?=\s|$)")
+
+# JPEG start-of-frame markers, which carry the image size (C4, C8 and CC are other segments).
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 _markdown = MarkdownIt("commonmark", {"html": False, "typographer": False}).enable("strikethrough")
 # Created once: its defaults delete the <style> that holds MJML's media queries and fetch remote stylesheets.
@@ -133,8 +107,8 @@ def _join_placeholders(parts: list, values: Mapping[str, str], escape) -> str:
             out.append(part)
         else:
             name, fallback = part
-            value = values.get(name) or fallback
-            out.append(escape(value))
+            value = values.get(name)
+            out.append(escape(value) if value else fallback)  # the fallback is template text, already escaped
     return "".join(out)
 
 
@@ -165,21 +139,7 @@ def image_size(path: Path) -> tuple[int, int] | None:
                     if len(marker) < 2 or marker[0] != 0xFF:
                         return None
                     length = struct.unpack(">H", stream.read(2))[0]
-                    if marker[1] in (
-                        0xC0,
-                        0xC1,
-                        0xC2,
-                        0xC3,
-                        0xC5,
-                        0xC6,
-                        0xC7,
-                        0xC9,
-                        0xCA,
-                        0xCB,
-                        0xCD,
-                        0xCE,
-                        0xCF,
-                    ):
+                    if marker[1] in _JPEG_FRAME_MARKERS:
                         height, width = struct.unpack(">xHH", stream.read(5))
                         return width, height
                     stream.seek(length - 2, 1)

@@ -199,3 +199,22 @@ def test_an_override_added_after_a_render_is_used_by_the_next_render(make_issue)
     assert "Pied : %%unsubscribe_url%%" in render_folder(folder).text
     override.unlink()
     assert "Pied :" not in render_folder(folder).text
+
+
+def test_fallback_is_not_escaped_twice(make_issue):
+    folder = make_issue(SIMPLE.replace("chère lectrice", "Lise & Léo"), images=("images/photo.png",))
+    html, text = render_folder(folder).fill({})
+    assert "Bonjour Lise &amp; Léo," in html and "Bonjour Lise & Léo," in text
+
+
+@pytest.mark.parametrize(("kind", "options"), [("PNG", {}), ("GIF", {}), ("JPEG", {}), ("JPEG", {"progressive": True})])
+def test_image_size_reads_the_header(tmp_path, kind, options):
+    from PIL import Image as PillowImage
+
+    from newsletter.render import image_size
+
+    path = tmp_path / "picture"
+    PillowImage.new("RGB", (123, 45), (200, 10, 10)).save(path, kind, **options)
+    assert image_size(path) == (123, 45)
+    path.write_text("not an image")
+    assert image_size(path) is None

@@ -13,7 +13,7 @@ import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, ValidationError
@@ -452,8 +452,7 @@ def _explain(err: dict, path: YamlPath, data: Any) -> tuple[str, str, bool]:
             )
         return ("missing-field", f"missing required field '{name}'", False)
     if kind == "extra_forbidden":
-        parent = _container(path[:-1], data)
-        allowed = _allowed_fields(parent, path)
+        allowed = _allowed_fields(path, data)
         close = difflib.get_close_matches(str(name), allowed, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         return ("unknown-field", f"unknown field '{name}'{hint} Allowed here: {', '.join(allowed)}", True)
@@ -462,16 +461,34 @@ def _explain(err: dict, path: YamlPath, data: Any) -> tuple[str, str, bool]:
     return ("schema", f"{name}: {err['msg']}{shown}" if name else f"{err['msg']}{shown}", False)
 
 
-def _allowed_fields(parent: Any, path: YamlPath) -> list[str]:
-    """The field names allowed in the mapping that holds an unknown key (best effort, for the hint)."""
-    model: type[BaseModel] = Issue
-    if isinstance(parent, dict) and parent.get("type") in SECTION_TYPES and "sections" in path:
-        model = SECTION_TYPES[parent["type"]]
-    elif len(path) > 1 and path[0] == "sections":
-        nested = {"logo": Image, "logos": Image, "button": ButtonLink, "contacts": Contact, "columns": Column}
-        named = next((p for p in reversed(path[:-1]) if isinstance(p, str)), "")
-        model = nested.get(named, Image if named == "image" else Section)
-    return [f.alias or name for name, f in model.model_fields.items()]
+def _allowed_fields(path: YamlPath, data: Any) -> list[str]:
+    """The field names allowed in the mapping that holds the unknown key at path, found by walking the models."""
+
+    def narrow(models: list[type[BaseModel]], node: Any) -> list[type[BaseModel]]:
+        if len(models) > 1 and isinstance(node, dict) and node.get("type") in SECTION_TYPES:
+            return [SECTION_TYPES[node["type"]]]  # a section: its type picks the model
+        return models
+
+    candidates: list[type[BaseModel]] = [Issue]
+    node = data
+    for part in path[:-1]:
+        node = _container((part,), node)
+        if isinstance(part, int):
+            candidates = narrow(candidates, node)
+            continue
+        fields = {info.alias or name: info for name, info in candidates[0].model_fields.items()}
+        if part not in fields:
+            return []
+        candidates = _models_in(fields[part].annotation)
+    candidates = narrow(candidates, node)
+    return [info.alias or name for name, info in candidates[0].model_fields.items()] if len(candidates) == 1 else []
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models an annotation can hold: Image in `Image | None`, every section in the sections union."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in _models_in(arg)]
 
 
 def iter_values(obj: Any, path: YamlPath = ()) -> Iterator[tuple[YamlPath, Any, str]]:

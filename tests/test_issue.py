@@ -120,3 +120,12 @@ def test_non_utf8_file(make_issue):
 def test_format_path():
     assert format_path(("sections", 3, "button", "url")) == "sections[3].button.url"
     assert format_path(()) == ""
+
+
+def test_unknown_field_in_a_nested_mapping_lists_that_mapping_s_fields(make_issue):
+    folder = make_issue(
+        VALID + "  - type: logos\n    logos:\n      - src: a.png\n        alt: A\n        lien: https://a.org\n"
+    )
+    (error,) = errors_of(folder)
+    assert error.code == "unknown-field" and error.path == "sections[1].logos[0].lien"
+    assert "did you mean 'link'" in error.message and "Allowed here: src, alt, link, width" in error.message

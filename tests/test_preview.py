@@ -31,6 +31,11 @@ def wait_until(condition) -> None:
     raise AssertionError("the preview never showed the change")
 
 
+def run_newsletter(*args: str) -> subprocess.CompletedProcess:
+    """The command in its own process, as an agent runs it."""
+    return subprocess.run([sys.executable, "-m", "newsletter", *args], capture_output=True, text=True, cwd=ROOT)
+
+
 def png_size(path) -> tuple[int, int]:
     return struct.unpack(">II", path.read_bytes()[16:24])
 
@@ -111,44 +116,14 @@ def test_views_switch_and_the_page_reloads_itself_in_chromium(example_folder, ch
 def test_screenshot_command_writes_a_png_of_the_given_width(example_folder, chromium_installed, tmp_path):
     """As an agent runs it: a separate process that writes the PNG and exits."""
     output = tmp_path / "shot.png"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "newsletter",
-            "preview",
-            str(example_folder),
-            "--screenshot",
-            str(output),
-            "--width",
-            "375",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    done = run_newsletter("preview", str(example_folder), "--screenshot", str(output), "--width", "375", "--json")
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     assert document["png"] == str(output) and document["width"] == 375 and document["diagnostics"] == []
     width, height = png_size(output)
     assert width == 375 and height == document["height"] > 2000
     text_shot = tmp_path / "text.png"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "newsletter",
-            "preview",
-            str(example_folder),
-            "--screenshot",
-            str(text_shot),
-            "--text",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    done = run_newsletter("preview", str(example_folder), "--screenshot", str(text_shot), "--text")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"wrote {os.path.relpath(text_shot, ROOT)} (600×")
     assert png_size(text_shot)[0] == 600
@@ -157,20 +132,7 @@ def test_screenshot_command_writes_a_png_of_the_given_width(example_folder, chro
 def test_screenshot_of_an_issue_with_errors_exits_1(example_folder, chromium_installed, tmp_path):
     issue = example_folder / "issue.yaml"
     issue.write_text(issue.read_text().replace("type: divider", "type: separateur", 1))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "newsletter",
-            "preview",
-            str(example_folder),
-            "--screenshot",
-            str(tmp_path / "x.png"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    done = run_newsletter("preview", str(example_folder), "--screenshot", str(tmp_path / "x.png"))
     assert done.returncode == 1
     assert "error: the issue has 1 errors" in done.stderr and (tmp_path / "x.png").is_file()
 

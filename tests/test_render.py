@@ -29,6 +29,15 @@ sections:
 """
 
 
+def with_override(make_issue, name: str, text: str):
+    """The SIMPLE issue in a workspace whose templates/ overrides the packaged template `name`."""
+    folder = make_issue(SIMPLE, images=("images/photo.png",))
+    override = folder.parent.parent / "templates" / name
+    override.parent.mkdir(parents=True)
+    override.write_text(text, encoding="utf-8")
+    return folder
+
+
 def test_placeholders_survive_mjml_and_inlining_then_fill_per_recipient(make_issue):
     rendered = render_folder(make_issue(SIMPLE, images=("images/photo.png",)))
     for name in ("unsubscribe_url", "view_online_url"):
@@ -91,46 +100,41 @@ def test_image_width_comes_from_the_file_when_not_given(make_issue):
 
 
 def test_workspace_template_overrides_the_packaged_one(make_issue):
-    folder = make_issue(SIMPLE, images=("images/photo.png",))
-    override = folder.parent.parent / "templates" / "sections" / "text.txt.j2"
-    override.parent.mkdir(parents=True)
-    override.write_text("TEXTE: {{ section.text|markdown_text }}\n", encoding="utf-8")
+    folder = with_override(make_issue, "sections/text.txt.j2", "TEXTE: {{ section.text|markdown_text }}\n")
     rendered = render_folder(folder)
     assert "TEXTE: Bonjour %%name|chère lectrice%%" in rendered.text
 
 
 def test_unknown_mjml_tag_in_an_override_names_the_template(make_issue):
-    folder = make_issue(SIMPLE, images=("images/photo.png",))
-    override = folder.parent.parent / "templates" / "sections" / "text.mjml.j2"
-    override.parent.mkdir(parents=True)
-    override.write_text("<mj-section><mj-column><mj-carousel></mj-carousel></mj-column></mj-section>\n")
+    folder = with_override(
+        make_issue,
+        "sections/text.mjml.j2",
+        "<mj-section><mj-column><mj-carousel></mj-carousel></mj-column></mj-section>\n",
+    )
     with pytest.raises(RenderError, match=r"templates/sections/text\.mjml\.j2: line 1 .*<mj-carousel>"):
         render_folder(folder)
 
 
 def test_template_syntax_error_names_file_and_line(make_issue):
-    folder = make_issue(SIMPLE, images=("images/photo.png",))
-    override = folder.parent.parent / "templates" / "footer.mjml.j2"
-    override.parent.mkdir(parents=True)
-    override.write_text("<mj-section>\n{% if %}\n</mj-section>\n")
+    folder = with_override(make_issue, "footer.mjml.j2", "<mj-section>\n{% if %}\n</mj-section>\n")
     with pytest.raises(RenderError, match=r"footer\.mjml\.j2:2: template syntax"):
         render_folder(folder)
 
 
 def test_mrml_error_is_reported_with_the_template(make_issue):
-    folder = make_issue(SIMPLE, images=("images/photo.png",))
-    override = folder.parent.parent / "templates" / "sections" / "text.mjml.j2"
-    override.parent.mkdir(parents=True)
-    override.write_text("<mj-section>\n  <mj-column>\n    <mj-text>unclosed\n  </mj-column>\n</mj-section>\n")
+    folder = with_override(
+        make_issue,
+        "sections/text.mjml.j2",
+        "<mj-section>\n  <mj-column>\n    <mj-text>unclosed\n  </mj-column>\n</mj-section>\n",
+    )
     with pytest.raises(RenderError, match=r"templates/sections/text\.mjml\.j2: MJML: unexpected end of stream"):
         render_folder(folder)
 
 
 def test_a_footer_without_unsubscribe_link_is_refused(make_issue):
-    folder = make_issue(SIMPLE, images=("images/photo.png",))
-    override = folder.parent.parent / "templates" / "footer.mjml.j2"
-    override.parent.mkdir(parents=True)
-    override.write_text("<mj-section><mj-column><mj-text>bye</mj-text></mj-column></mj-section>\n")
+    folder = with_override(
+        make_issue, "footer.mjml.j2", "<mj-section><mj-column><mj-text>bye</mj-text></mj-column></mj-section>\n"
+    )
     with pytest.raises(RenderError, match=r"footer\.mjml\.j2: the footer must contain %%unsubscribe_url%%"):
         render_folder(folder)
 

@@ -7,7 +7,6 @@ Any NewsletterError becomes `error: <message>` on stderr; `--json` prints one JS
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -53,12 +52,11 @@ def _print_json(document: object) -> None:
 
 
 def _relative(path: str | Path | None) -> str | None:
+    """A path as a person reads it: relative below the current folder, absolute elsewhere."""
     if path is None:
         return None
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
+    absolute = Path(path).absolute()
+    return str(absolute.relative_to(Path.cwd())) if absolute.is_relative_to(Path.cwd()) else str(absolute)
 
 
 def _show(diagnostic: Diagnostic) -> str:

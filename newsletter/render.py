@@ -71,12 +71,12 @@ class RenderedIssue:
     html: str
     text: str
     images: dict[str, Path]  # file name under build/<slug>/images/ -> the file in the issue folder
-    _html_parts: list = field(init=False, repr=False, compare=False)
-    _text_parts: list = field(init=False, repr=False, compare=False)
+    html_parts: list = field(init=False, repr=False, compare=False)  # split_placeholders(html)
+    text_parts: list = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_html_parts", _split_placeholders(self.html))
-        object.__setattr__(self, "_text_parts", _split_placeholders(self.text))
+        object.__setattr__(self, "html_parts", split_placeholders(self.html))
+        object.__setattr__(self, "text_parts", split_placeholders(self.text))
 
     def fill(self, values: Mapping[str, str]) -> tuple[str, str]:
         """Return (html, text) with each placeholder replaced by its value (HTML-escaped in the HTML part).
@@ -84,12 +84,13 @@ class RenderedIssue:
         A placeholder without a value takes its fallback (%%name|fallback%%), else the empty string.
         """
         return (
-            _join_placeholders(self._html_parts, values, html.escape),
-            _join_placeholders(self._text_parts, values, str),
+            _join_placeholders(self.html_parts, values, html.escape),
+            _join_placeholders(self.text_parts, values, str),
         )
 
 
-def _split_placeholders(template: str) -> list:
+def split_placeholders(template: str) -> list[str | tuple[str, str]]:
+    """The template as literal strings alternating with (name, fallback) placeholders, literal first and last."""
     parts: list = []
     position = 0
     for match in PLACEHOLDER.finditer(template):

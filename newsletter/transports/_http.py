@@ -1,0 +1,119 @@
+"""What the API transports share: the HTTP client, the base URL for a DSN, status classes and Retry-After.
+
+A provider module subclasses ApiTransport and supplies build_request() and parse_response(); send_batch here
+does the rest, mapping httpx's exceptions and the statuses every provider shares in one place:
+  connection errors and timeouts, 429 and 5xx  -> every message "retry" (after Retry-After when given)
+  401 and 403                                  -> TransportError: nothing can work with these credentials
+  anything else                                -> the provider's parse_response (2xx, 400, 422, …)
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httpx
+
+from newsletter.message import Outgoing
+from newsletter.transports.base import Dsn, Outcome, TransportError
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+
+@dataclass
+class ApiRequest:
+    path: str  # appended to the base URL, e.g. "/email/batch"
+    method: str = "POST"
+    headers: dict[str, str] = field(default_factory=dict)
+    json: Any = None
+    content: bytes | None = None
+    data: Any = None  # form fields
+    files: Any = None  # multipart parts
+
+
+def api_base_url(dsn: Dsn, default_host: str) -> str:
+    """`default` is the provider's real host; any other host[:port] is used as given (http on this machine)."""
+    if dsn.host in ("", "default"):
+        return f"https://{default_host}"
+    scheme = "http" if dsn.host in LOCAL_HOSTS else "https"
+    host = f"[{dsn.host}]" if ":" in dsn.host else dsn.host
+    return f"{scheme}://{host}" + (f":{dsn.port}" if dsn.port else "")
+
+
+def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+def short(body: bytes, limit: int = 200) -> str:
+    """A response body as one short line for a message."""
+    text = " ".join(body.decode("utf-8", errors="replace").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class ApiTransport:
+    """Base of the provider transports: one HTTP request per batch."""
+
+    scheme: ClassVar[str]
+    max_batch: ClassVar[int]
+    default_host: ClassVar[str]
+    name: ClassVar[str]  # the provider's name in messages, e.g. "Postmark"
+
+    def __init__(self, dsn: Dsn, *, client: httpx.AsyncClient | None = None):
+        self.dsn = dsn
+        self.base_url = api_base_url(dsn, self.default_host)
+        self.client = client or httpx.AsyncClient(timeout=TIMEOUT)
+
+    def __str__(self) -> str:
+        return str(self.dsn)
+
+    def build_request(self, messages: Sequence[Outgoing]) -> ApiRequest:
+        raise NotImplementedError
+
+    def parse_response(
+        self, status: int, headers: Mapping[str, str], body: bytes, messages: Sequence[Outgoing]
+    ) -> list[Outcome]:
+        raise NotImplementedError
+
+    async def send_batch(self, messages: Sequence[Outgoing]) -> list[Outcome]:
+        request = self.build_request(messages)
+        try:
+            response = await self.client.request(
+                request.method,
+                self.base_url + request.path,
+                headers=request.headers,
+                json=request.json,
+                content=request.content,
+                data=request.data,
+                files=request.files,
+            )
+        except httpx.TransportError as exc:  # refused, reset, timed out: nothing was decided
+            reason = f"{self.name}: {type(exc).__name__} {exc}".strip()
+            return [Outcome.retry(reason) for _ in messages]
+        status, body = response.status_code, response.content
+        if status in (401, 403):
+            raise TransportError(
+                f"{self.name} refused the credentials ({status}: {short(body)}); check the key in "
+                "NEWSLETTER_TRANSPORT or --transport"
+            )
+        if status == 429 or status >= 500:
+            delay = retry_after(response.headers)
+            return [Outcome.retry(f"{self.name} {status}: {short(body)}", delay) for _ in messages]
+        return self.parse_response(status, response.headers, body, messages)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

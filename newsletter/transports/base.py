@@ -1,0 +1,132 @@
+"""What every transport shares: the Outcome of one message, the Transport interface, and the DSN that picks one.
+
+A transport takes a batch of messages and returns one Outcome per message, in order. A problem with one
+recipient is an Outcome, never an exception; send_batch raises TransportError only when nothing can work
+(credentials refused, the server unreachable by configuration), and the runner then stops with that message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, Protocol
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from newsletter.errors import NewsletterError
+from newsletter.message import Outgoing
+
+Status = Literal["sent", "retry", "failed"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one message.
+
+    status: "sent"   accepted by the server or provider (provider_id is its message id when it gives one);
+            "retry"  not sent this time, try again later (after retry_after seconds when the server said);
+            "failed" will never be sent as it is (reason says why, for the user).
+    An answer that does not name a message leaves it "retry": unknown never counts as sent.
+    bounce: the recipient's address is permanently undeliverable (hard bounce): the membership is marked bounced.
+    """
+
+    status: Status
+    provider_id: str | None = None
+    retry_after: float | None = None
+    reason: str | None = None
+    bounce: bool = False
+
+    @classmethod
+    def sent(cls, provider_id: str | None = None) -> Outcome:
+        return cls("sent", provider_id=provider_id)
+
+    @classmethod
+    def retry(cls, reason: str, retry_after: float | None = None) -> Outcome:
+        return cls("retry", reason=reason, retry_after=retry_after)
+
+    @classmethod
+    def failed(cls, reason: str, *, bounce: bool = False) -> Outcome:
+        return cls("failed", reason=reason, bounce=bounce)
+
+
+class TransportError(NewsletterError):
+    """Nothing can be sent through this transport as configured (e.g. credentials refused): stop the run."""
+
+
+class Transport(Protocol):
+    scheme: ClassVar[str]  # "postmark+api"
+    max_batch: ClassVar[int]  # the provider's documented batch size; 1 where it has none
+
+    async def send_batch(self, messages: Sequence[Outgoing]) -> list[Outcome]:
+        """Send the messages; return one Outcome per message, in the same order."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Dsn:
+    """A transport's address, e.g. smtp://user:pass@host:587?tls=starttls or postmark+api://TOKEN@default.
+
+    Credentials are URL-decoded; repr() and str() never show the password.
+    """
+
+    scheme: str
+    host: str
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    port: int | None = None
+    path: str = ""
+    options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> Dsn:
+        if "://" not in text:
+            raise NewsletterError(
+                f"'{redact(text)}' is not a transport DSN; write SCHEME://…, e.g. outbox://build/outbox or "
+                "smtp://user:pass@smtp.example.org:587"
+            )
+        parts = urlsplit(text)
+        try:
+            port = parts.port
+        except ValueError:
+            raise NewsletterError(f"the port in '{redact(text)}' is not a number") from None
+        return cls(
+            scheme=parts.scheme.lower(),
+            host=parts.hostname or "",
+            user=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            port=port,
+            path=unquote(parts.path),
+            options=dict(parse_qsl(parts.query)),
+        )
+
+    def __str__(self) -> str:
+        """The DSN without credentials: what logs and `send --json` show."""
+        where = self.host + (f":{self.port}" if self.port else "") + self.path
+        query = "&".join(f"{k}={quote(v)}" for k, v in self.options.items())
+        return f"{self.scheme}://{where}" + (f"?{query}" if query else "")
+
+    def require_user(self, what: str) -> str:
+        if not self.user:
+            raise NewsletterError(
+                f"{self.scheme}:// needs {what} before the @, e.g. {self.scheme}://{what.upper()}@default"
+            )
+        return self.user
+
+    def option(self, name: str, default: str, allowed: tuple[str, ...] | None = None) -> str:
+        value = self.options.get(name, default)
+        if allowed is not None and value not in allowed:
+            raise NewsletterError(f"{self.scheme}://…?{name}={value}: use one of {', '.join(allowed)}")
+        return value
+
+
+def redact(text: str) -> str:
+    """A DSN string with any password or token replaced by ***, for error messages."""
+    if "://" not in text or "@" not in text.split("://", 1)[1]:
+        return text
+    scheme, rest = text.split("://", 1)
+    credentials, where = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    # An API's "user" is its key; an SMTP user name is not secret and helps to read the message.
+    shown = "***" if ":" not in credentials or "+api" in scheme else f"{user}:***"
+    return f"{scheme}://{shown}@{where}"

@@ -1,0 +1,33 @@
+"""null:// discards every message and reports it sent: for benchmarks and dry plumbing tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from newsletter.message import Outgoing
+from newsletter.transports.base import Dsn, Outcome
+
+
+class NullTransport:
+    scheme: ClassVar[str] = "null"
+    max_batch: ClassVar[int] = 100
+
+    def __init__(self, *, serialize: bool = True):
+        self.serialize = serialize  # build each message's bytes, as a real transport would
+
+    @classmethod
+    def from_dsn(cls, dsn: Dsn, **_: object) -> NullTransport:
+        return cls(serialize=dsn.option("serialize", "1", ("0", "1")) == "1")
+
+    def __str__(self) -> str:
+        return "null://"
+
+    async def send_batch(self, messages: Sequence[Outgoing]) -> list[Outcome]:
+        if self.serialize:
+            for message in messages:
+                message.to_bytes()
+        return [Outcome.sent() for _ in messages]
+
+    async def aclose(self) -> None:
+        pass

@@ -1,0 +1,54 @@
+"""outbox://DIR writes each message as DIR/<key>.eml: the embedded default, and what the Quickstart sends to.
+
+Each file is named for its ledger key (campaign-subscriber), written under a temporary name and renamed: an
+interrupted send leaves no half file, and sending again overwrites instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from newsletter.message import Outgoing
+from newsletter.transports.base import Dsn, Outcome
+
+
+class OutboxTransport:
+    scheme: ClassVar[str] = "outbox"
+    max_batch: ClassVar[int] = 50
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    @classmethod
+    def from_dsn(cls, dsn: Dsn, *, root: Path | None = None, **_: object) -> OutboxTransport:
+        # outbox://build/outbox is relative to the workspace; outbox:///var/mail/out is absolute.
+        path = Path(dsn.host + dsn.path) if dsn.host else Path(dsn.path or "build/outbox")
+        return cls(path if path.is_absolute() else (root or Path.cwd()) / path)
+
+    def __str__(self) -> str:
+        return f"outbox://{self.folder}"
+
+    def _write(self, messages: Sequence[Outgoing]) -> list[Outcome]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        outcomes = []
+        for message in messages:
+            target = self.folder / f"{message.key}.eml"
+            temporary = self.folder / f".{message.key}.eml.tmp"
+            try:
+                temporary.write_bytes(message.to_bytes())
+                os.replace(temporary, target)
+            except OSError as exc:
+                outcomes.append(Outcome.retry(f"outbox: cannot write {target}: {exc.strerror}"))
+            else:
+                outcomes.append(Outcome.sent(str(target)))
+        return outcomes
+
+    async def send_batch(self, messages: Sequence[Outgoing]) -> list[Outcome]:
+        return await asyncio.to_thread(self._write, messages)
+
+    async def aclose(self) -> None:
+        pass

@@ -1,0 +1,43 @@
+"""Messages for the transport tests: the example issue, built for recipients with French names."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import EXAMPLE, ROOT
+
+from newsletter.config import load_config
+from newsletter.issue import load_issue
+from newsletter.message import Campaign, Outgoing, Recipient, parse_mailbox
+from newsletter.render import render_issue
+from newsletter.tokens import TokenSigner
+
+RECIPIENTS = [
+    Recipient(1, "francoise@example.org", "Françoise Légaré-Pelletier"),
+    Recipient(2, "audrey@example.org", "Audrey Charest"),
+    Recipient(3, "zoe@example.net", "Zoé Côté-Bœuf"),
+    Recipient(4, "jean@example.com", None),
+]
+
+
+@pytest.fixture(scope="session")
+def campaign() -> Campaign:
+    config = load_config(ROOT)
+    rendered = render_issue(
+        load_issue(EXAMPLE), config, ROOT / "templates", asset_base_url="https://bulletin.crdbsl.example/archive"
+    )
+    return Campaign(
+        id=12,
+        list_slug="alliances",
+        list_name="Le bulletin des Alliances",
+        rendered=rendered,
+        sender=parse_mailbox("Le bulletin des Alliances <alliancesolidarite@crdbsl.org>"),
+        reply_to="alliancesolidarite@crdbsl.org",
+        base_url="https://bulletin.crdbsl.example",
+        signer=TokenSigner("test-key-" + "x" * 32),
+    )
+
+
+@pytest.fixture
+def messages(campaign) -> list[Outgoing]:
+    """Four messages: French names with accents and œ, and one recipient without a name."""
+    return [campaign.build(recipient) for recipient in RECIPIENTS]

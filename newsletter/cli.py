@@ -6,7 +6,9 @@ Any NewsletterError becomes `error: <message>` on stderr; `--json` prints one JS
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +22,13 @@ from newsletter.build import build_issue
 from newsletter.checks import check_issue
 from newsletter.errors import Diagnostic, IssueError, NewsletterError
 from newsletter.i18n import LANGUAGES
+from newsletter.progress import ProgressLine
+from newsletter.sending import SendSummary, campaign_status, open_store, transport_dsn
+from newsletter.sending import send as send_issue
+from newsletter.store import STATUSES
+from newsletter.subscribers import add as add_subscriber
+from newsletter.subscribers import export_csv, import_csv
+from newsletter.subscribers import remove as remove_subscriber
 from newsletter.workspace import Workspace, init_workspace, new_issue, schema_text
 
 
@@ -40,7 +49,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    help="Write an email newsletter as files: check it, build it, preview it.",
+    help="Write an email newsletter as files: check it, build it, preview it, send it.",
 )
 
 IssueArg = Annotated[str, typer.Argument(help="The issue: its folder (issues/2025-02-hiver) or its slug.")]
@@ -192,6 +201,221 @@ def preview(
             typer.echo(f"error: the issue has {len(errors)} errors; run `newsletter check`", err=True)
     if errors:
         raise typer.Exit(1)
+
+
+subscribers_app = typer.Typer(
+    cls=_Commands, no_args_is_help=True, rich_markup_mode=None, help="Keep the subscriber lists."
+)
+app.add_typer(subscribers_app, name="subscribers")
+ListOpt = Annotated[str, typer.Option("--list", help="The list's name, e.g. alliances.")]
+
+
+@subscribers_app.command("import")
+def subscribers_import(
+    csv_file: Annotated[Path, typer.Argument(help="A CSV file: UTF-8 or Windows-1252; , ; or tab separated.")],
+    list_slug: ListOpt,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add the CSV's addresses to a list (created if needed); report added, updated, rejected with their line."""
+    workspace = Workspace.discover()
+    store = open_store(workspace)
+    try:
+        report = import_csv(store, list_slug, csv_file)
+    finally:
+        store.close()
+    if as_json:
+        _print_json(report.to_json())
+    else:
+        for line, reason in report.rejected:
+            typer.echo(f"{_relative(csv_file)}:{line}: rejected: {reason}", err=True)
+        for line, address, why in report.refused:
+            typer.echo(f"{_relative(csv_file)}:{line}: not re-subscribed: {address} ({why})", err=True)
+        typer.echo(
+            f"{list_slug}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+            f"{len(report.refused)} not re-subscribed, {len(report.rejected)} rejected "
+            f"({report.encoding}, {'tab' if report.delimiter == chr(9) else repr(report.delimiter)} separated)"
+        )
+
+
+@subscribers_app.command("add")
+def subscribers_add(
+    address: Annotated[str, typer.Argument(help="The email address.")],
+    list_slug: ListOpt,
+    name: Annotated[str | None, typer.Option(help="The subscriber's name.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Subscribe one address to a list. Someone who unsubscribed is not subscribed again."""
+    store = open_store(Workspace.discover())
+    try:
+        result = add_subscriber(store, list_slug, address, name)
+    finally:
+        store.close()
+    if as_json:
+        _print_json({"email": address, "list": list_slug, "result": result})
+    else:
+        typer.echo(
+            f"{address}: {result}" + (" (unsubscribed, bounced or complained before)" if result == "refused" else "")
+        )
+    if result == "refused":
+        raise typer.Exit(1)
+
+
+@subscribers_app.command("list")
+def subscribers_list(
+    list_slug: ListOpt,
+    status: Annotated[
+        str | None, typer.Option(help="Only this status: subscribed, unsubscribed, bounced, complained.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a list's members."""
+    if status is not None and status not in STATUSES:
+        raise NewsletterError(f"unknown status '{status}'; use one of {', '.join(STATUSES)}")
+    store = open_store(Workspace.discover())
+    try:
+        members = store.members(store.list_id(list_slug), status)
+        if as_json:
+            _print_json([{"email": m.email, "name": m.name, "status": m.status, "fields": m.fields} for m in members])
+            return
+        count = 0
+        for member in members:
+            typer.echo(f"{member.email}\t{member.name or ''}\t{member.status}")
+            count += 1
+        typer.echo(f"{count} member{'s' if count != 1 else ''}", err=True)
+    finally:
+        store.close()
+
+
+@subscribers_app.command("remove")
+def subscribers_remove(address: Annotated[str, typer.Argument(help="The email address.")], list_slug: ListOpt) -> None:
+    """Unsubscribe an address from a list; the record and its history are kept."""
+    store = open_store(Workspace.discover())
+    try:
+        changed = remove_subscriber(store, list_slug, address)
+    finally:
+        store.close()
+    typer.echo(f"{address}: {'unsubscribed' if changed else 'was not subscribed'} from {list_slug}")
+
+
+@subscribers_app.command("export")
+def subscribers_export(
+    list_slug: ListOpt,
+    status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
+) -> None:
+    """Write a list as CSV on stdout (email, name, status, other fields)."""
+    store = open_store(Workspace.discover())
+    try:
+        count = export_csv(store, list_slug, sys.stdout, status)
+    finally:
+        store.close()
+    typer.echo(f"{count} exported", err=True)
+
+
+TransportOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--transport",
+        envvar="NEWSLETTER_TRANSPORT",
+        show_envvar=True,
+        help="Where to send: outbox://DIR, smtp://…, postmark+api://…, … (default outbox://build/outbox).",
+    ),
+]
+
+
+@app.command()
+def send(
+    issue: IssueArg,
+    list_slug: ListOpt,
+    transport: TransportOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run/--no-dry-run", help="Only show what would be sent.")] = True,
+    to: Annotated[
+        str | None, typer.Option(help="Send one test message, subject prefixed [TEST], to this address.")
+    ] = None,
+    new_campaign: Annotated[
+        bool, typer.Option("--new-campaign", help="Start a new campaign for a changed issue.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send an issue to a list. A dry run by default; run it again to resume an interrupted send."""
+    workspace, folder = Workspace.for_issue(issue)
+    progress = None if as_json or not sys.stderr.isatty() else ProgressLine()
+    summary = asyncio.run(
+        _send_until_done(workspace, folder, list_slug, transport_dsn(transport), dry_run, to, new_campaign, progress)
+    )
+    if progress is not None:
+        progress.close()
+    if as_json:
+        _print_json(summary.to_json())
+    else:
+        _show_send(summary, list_slug)
+    if not summary.dry_run and not summary.ok:
+        raise typer.Exit(1)
+
+
+async def _send_until_done(workspace, folder, list_slug, dsn, dry_run, to, new_campaign, progress):
+    """Run the send; the first Ctrl-C stops taking new batches, the second abandons those in flight."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def interrupt() -> None:
+        if stop.is_set():
+            task.cancel()
+            return
+        stop.set()
+        typer.echo("\nstopping after the batches in flight (Ctrl-C again to abandon them)…", err=True)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, interrupt)
+    try:
+        return await send_issue(
+            workspace, folder, list_slug, dsn_text=dsn, dry_run=dry_run, to=to, new_campaign=new_campaign,
+            stop=stop, progress=progress,
+        )  # fmt: skip
+    except asyncio.CancelledError:
+        raise NewsletterError("abandoned the batches in flight; run the same command again to resume") from None
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def _show_send(summary: SendSummary, list_slug: str) -> None:
+    if summary.dry_run:
+        if summary.sample:
+            typer.echo(summary.sample)
+            typer.echo("-" * 72)
+        first = ", ".join(summary.recipients) + (" …" if summary.audience > len(summary.recipients) else "")
+        typer.echo(
+            f"dry run: would send to {summary.audience} recipient{'s' if summary.audience != 1 else ''} "
+            f"through {summary.transport}" + (f": {first}" if first else "")
+        )
+        typer.echo("nothing was sent; add --no-dry-run to send")
+        return
+    counts = summary.counts
+    for address, reason in summary.failures:
+        typer.echo(f"failed: {address}: {reason}", err=True)
+    where = f"campaign {summary.campaign}, " if summary.campaign else ""
+    typer.echo(
+        f"{where}{summary.transport}: {counts.get('sent', 0)} sent, {counts.get('failed', 0)} failed, "
+        f"{counts.get('skipped', 0)} skipped, {counts.get('pending', 0)} pending"
+    )
+    if counts.get("pending"):
+        typer.echo("some messages are still pending: run the same command again to resume", err=True)
+
+
+@app.command()
+def status(issue: IssueArg, list_slug: ListOpt, as_json: JsonOpt = False) -> None:
+    """Show a campaign's progress: sent, pending, failed, skipped."""
+    workspace, folder = Workspace.for_issue(issue)
+    summary = campaign_status(workspace, folder.name, list_slug)
+    if as_json:
+        _print_json(summary.to_json())
+        return
+    if summary.campaign is None:
+        typer.echo(f"{folder.name} was never sent to {list_slug}")
+        return
+    _show_send(summary, list_slug)
+    typer.echo(summary.note or "")
 
 
 @app.command()

@@ -61,6 +61,21 @@ class Brand(_Table):
     font_family: str = "Helvetica, Arial, sans-serif"
 
 
+class Sending(_Table):
+    rate: float | None = Field(None, gt=0, description="Messages per second at most (the provider's limit).")
+    per_hour: int | None = Field(None, gt=0, description="Messages per hour at most.")
+    concurrency: int = Field(4, ge=1, le=64, description="Batches in flight at once.")
+    max_attempts: int = Field(5, ge=1, le=50, description="Tries per message before it counts as failed.")
+    unsubscribe_mailto: str | None = Field(
+        None, description="An address that unsubscribes whoever writes to it, added to List-Unsubscribe."
+    )
+
+
+class Dkim(_Table):
+    domain: str | None = Field(None, description="d= of the DKIM signature (smtp transport only).")
+    selector: str | None = Field(None, description="s= of the signature; the key is NEWSLETTER_DKIM_PRIVATE_KEY.")
+
+
 class Config(_Table):
     name: str = Field("Newsletter", description="The newsletter's name (archive title, List-Id label).")
     lang: str = Field("fr", description=f"Default language of new issues: one of {', '.join(LANGUAGES)}.")
@@ -70,6 +85,8 @@ class Config(_Table):
     publisher: Publisher = Field(default_factory=Publisher)
     footer: Footer = Field(default_factory=Footer)
     brand: Brand = Field(default_factory=Brand)
+    sending: Sending = Field(default_factory=Sending)
+    dkim: Dkim = Field(default_factory=Dkim)
 
     # Where it was read from; not part of the file.
     file: Path | None = Field(None, exclude=True)

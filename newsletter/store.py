@@ -1,0 +1,563 @@
+"""The store: subscribers, lists, memberships, the event log, campaigns and the deliveries ledger.
+
+The only module that speaks SQL, through SQLAlchemy Core, so that one code runs on the embedded default (SQLite
+in WAL mode, subscribers/newsletter.db) and on PostgreSQL (NEWSLETTER_DATABASE_URL=postgresql+psycopg://…).
+
+- An address is unique case-insensitively: `email_key` is its lower-cased form; `email` keeps it as given.
+- A membership's status is subscribed, unsubscribed, bounced or complained. Nothing here ever turns the last
+  three back into subscribed except an explicit resubscribe by the subscriber (issue #4's undo).
+- `events` is append-only: who, when, how each subscription and unsubscription happened (CASL's consent record).
+- `deliveries` is the ledger: one row per (campaign, subscriber), inserted when the campaign starts (the audience
+  is fixed then), moving from pending to sent, failed or skipped. A row is final once it leaves pending.
+- Migrations are numbered; `upgrade()` applies the missing ones in order, each in its own transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from newsletter.errors import NewsletterError
+
+SUBSCRIBED, UNSUBSCRIBED, BOUNCED, COMPLAINED = "subscribed", "unsubscribed", "bounced", "complained"
+STATUSES = (SUBSCRIBED, UNSUBSCRIBED, BOUNCED, COMPLAINED)
+PENDING, SENT, FAILED, SKIPPED = "pending", "sent", "failed", "skipped"
+DEFAULT_DATABASE = "subscribers/newsletter.db"
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
+subscribers = sa.Table(
+    "subscribers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("email_key", sa.String(320), nullable=False, unique=True),
+    sa.Column("name", sa.String(300)),
+    sa.Column("fields", sa.JSON, nullable=False, default=dict),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+lists = sa.Table(
+    "lists",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("slug", sa.String(100), nullable=False, unique=True),
+    sa.Column("name", sa.String(300), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+memberships = sa.Table(
+    "memberships",
+    metadata,
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), primary_key=True),
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id"), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("memberships_by_list", "list_id", "status", "subscriber_id"),
+)
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), nullable=False),
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id")),
+    sa.Column("kind", sa.String(32), nullable=False),  # subscribed, unsubscribed, bounced, complained, updated
+    sa.Column("source", sa.String(32), nullable=False),  # import, cli, one-click, page, webhook, send
+    sa.Column("detail", sa.JSON, nullable=False, default=dict),
+    sa.Index("events_by_subscriber", "subscriber_id", "at"),
+)
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id"), nullable=False),
+    sa.Column("issue_slug", sa.String(200), nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("subject", sa.String(998), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Index("campaigns_by_issue", "issue_slug", "list_id"),
+)
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id"), primary_key=True),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("provider_id", sa.String(300)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("deliveries_by_status", "campaign_id", "status", "subscriber_id"),
+)
+
+
+def _migration_1(connection: Connection) -> None:
+    metadata.create_all(connection, tables=[subscribers, lists, memberships, events, campaigns, deliveries])
+
+
+MIGRATIONS = [(1, _migration_1)]
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands datetimes back without their zone; they were written in UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def database_url(root: Path) -> str:
+    """NEWSLETTER_DATABASE_URL, else the SQLite file subscribers/newsletter.db in the workspace."""
+    url = os.environ.get("NEWSLETTER_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{root / DEFAULT_DATABASE}"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the sender's writes
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; safe with WAL
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+@dataclass(frozen=True)
+class Member:
+    subscriber_id: int
+    email: str
+    name: str | None
+    fields: dict
+    status: str
+
+
+@dataclass(frozen=True)
+class CampaignRow:
+    id: int
+    list_id: int
+    issue_slug: str
+    content_hash: str
+    subject: str
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A ledger row still to send, with the subscriber's membership status as it is now."""
+
+    subscriber_id: int
+    email: str
+    name: str | None
+    fields: dict
+    attempts: int
+    membership: str | None
+
+
+@dataclass(frozen=True)
+class Result:
+    """An outcome to record in the ledger."""
+
+    subscriber_id: int
+    status: str  # sent, failed, skipped, or pending (retry later)
+    provider_id: str | None = None
+    error: str | None = None
+    next_attempt_at: dt.datetime | None = None
+    attempted: bool = True  # counts as an attempt
+    bounce: bool = False  # also mark the membership bounced
+
+
+class Store:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str, *, upgrade: bool = True) -> Store:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            engine = sa.create_engine(url)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise NewsletterError(f"cannot use the database {engine_name(url)}: {exc}") from None
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        store = cls(engine)
+        if upgrade:
+            store.upgrade()
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # Migrations
+
+    def version(self) -> int:
+        with self.engine.connect() as connection:
+            if not sa.inspect(connection).has_table("schema_version"):
+                return 0
+            return connection.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+
+    def upgrade(self) -> list[int]:
+        """Apply the migrations this database lacks; return their numbers."""
+        try:
+            with self.engine.begin() as connection:
+                metadata.create_all(connection, tables=[schema_version])
+            applied = []
+            current = self.version()
+            for number, migrate in MIGRATIONS:
+                if number > current:
+                    with self.engine.begin() as connection:
+                        migrate(connection)
+                        connection.execute(schema_version.insert().values(version=number, applied_at=now()))
+                    applied.append(number)
+            return applied
+        except sa.exc.OperationalError as exc:
+            raise NewsletterError(f"cannot open the database {engine_name(str(self.engine.url))}: {exc.orig}") from None
+
+    # Lists and subscribers
+
+    def ensure_list(self, connection: Connection, slug: str, name: str | None = None) -> int:
+        found = connection.execute(sa.select(lists.c.id).where(lists.c.slug == slug)).scalar()
+        if found is not None:
+            return found
+        return connection.execute(
+            lists.insert().values(slug=slug, name=name or slug, created_at=now()).returning(lists.c.id)
+        ).scalar_one()
+
+    def list_id(self, slug: str) -> int:
+        with self.engine.connect() as connection:
+            found = connection.execute(sa.select(lists.c.id).where(lists.c.slug == slug)).scalar()
+        if found is None:
+            raise NewsletterError(f"no list '{slug}'; lists: {', '.join(self.list_slugs()) or 'none yet'}")
+        return found
+
+    def list_slugs(self) -> list[str]:
+        with self.engine.connect() as connection:
+            return list(connection.execute(sa.select(lists.c.slug).order_by(lists.c.slug)).scalars())
+
+    def subscribe(
+        self,
+        connection: Connection,
+        list_id: int,
+        email: str,
+        name: str | None,
+        fields: dict,
+        source: str,
+        detail: dict | None = None,
+    ) -> str:
+        """Add or update one subscriber on a list; return added, updated, unchanged or refused.
+
+        A member who unsubscribed, bounced or complained is refused: only they can subscribe again.
+        """
+        key = email.lower()
+        at = now()
+        row = connection.execute(
+            sa.select(subscribers.c.id, subscribers.c.name, subscribers.c.fields).where(subscribers.c.email_key == key)
+        ).first()
+        changed = False
+        if row is None:
+            subscriber_id = connection.execute(
+                subscribers.insert()
+                .values(email=email, email_key=key, name=name, fields=fields, created_at=at)
+                .returning(subscribers.c.id)
+            ).scalar_one()
+        else:
+            subscriber_id = row.id
+            merged = {**(row.fields or {}), **fields}
+            new_name = name or row.name
+            if new_name != row.name or merged != (row.fields or {}):
+                connection.execute(
+                    subscribers.update().where(subscribers.c.id == subscriber_id).values(name=new_name, fields=merged)
+                )
+                changed = True
+        status = connection.execute(
+            sa.select(memberships.c.status).where(
+                memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id
+            )
+        ).scalar()
+        if status is None:
+            connection.execute(
+                memberships.insert().values(
+                    subscriber_id=subscriber_id, list_id=list_id, status=SUBSCRIBED, updated_at=at
+                )
+            )
+            self._event(connection, subscriber_id, list_id, SUBSCRIBED, source, detail)
+            return "added"
+        if status != SUBSCRIBED:
+            return "refused"
+        if changed:
+            self._event(connection, subscriber_id, list_id, "updated", source, detail)
+            return "updated"
+        return "unchanged"
+
+    def set_status(
+        self,
+        connection: Connection,
+        subscriber_id: int,
+        list_id: int,
+        status: str,
+        source: str,
+        detail: dict | None = None,
+    ) -> bool:
+        """Change a membership's status and log the event; return False when it already had that status."""
+        current = connection.execute(
+            sa.select(memberships.c.status).where(
+                memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id
+            )
+        ).scalar()
+        if current is None or current == status:
+            return False
+        connection.execute(
+            memberships.update()
+            .where(memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id)
+            .values(status=status, updated_at=now())
+        )
+        self._event(connection, subscriber_id, list_id, status, source, detail)
+        return True
+
+    def _event(self, connection, subscriber_id, list_id, kind, source, detail) -> None:
+        connection.execute(
+            events.insert().values(
+                at=now(), subscriber_id=subscriber_id, list_id=list_id, kind=kind, source=source, detail=detail or {}
+            )
+        )
+
+    def find_subscriber(self, connection: Connection, email: str) -> int | None:
+        return connection.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == email.lower())).scalar()
+
+    def members(self, list_id: int, status: str | None = None, *, page: int = 1000) -> Iterator[Member]:
+        """Stream a list's members in id order, a page at a time (never the whole list in memory)."""
+        after = 0
+        while True:
+            query = (
+                sa.select(
+                    subscribers.c.id,
+                    subscribers.c.email,
+                    subscribers.c.name,
+                    subscribers.c.fields,
+                    memberships.c.status,
+                )
+                .join(memberships, memberships.c.subscriber_id == subscribers.c.id)
+                .where(memberships.c.list_id == list_id, subscribers.c.id > after)
+                .order_by(subscribers.c.id)
+                .limit(page)
+            )
+            if status:
+                query = query.where(memberships.c.status == status)
+            with self.engine.connect() as connection:
+                rows = connection.execute(query).all()
+            for row in rows:
+                yield Member(row.id, row.email, row.name, row.fields or {}, row.status)
+            if len(rows) < page:
+                return
+            after = rows[-1].id
+
+    def count_members(self, list_id: int, status: str | None = SUBSCRIBED) -> int:
+        query = sa.select(sa.func.count()).select_from(memberships).where(memberships.c.list_id == list_id)
+        if status:
+            query = query.where(memberships.c.status == status)
+        with self.engine.connect() as connection:
+            return connection.execute(query).scalar_one()
+
+    def history(self, subscriber_id: int) -> list[dict]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(events).where(events.c.subscriber_id == subscriber_id).order_by(events.c.id)
+            ).all()
+        return [dict(row._mapping) for row in rows]
+
+    # Campaigns and the ledger
+
+    def latest_campaign(self, issue_slug: str, list_id: int) -> CampaignRow | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                sa.select(campaigns)
+                .where(campaigns.c.issue_slug == issue_slug, campaigns.c.list_id == list_id)
+                .order_by(campaigns.c.id.desc())
+                .limit(1)
+            ).first()
+        return _campaign(row)
+
+    def campaign(self, campaign_id: int) -> CampaignRow | None:
+        with self.engine.connect() as connection:
+            return _campaign(connection.execute(sa.select(campaigns).where(campaigns.c.id == campaign_id)).first())
+
+    def start_campaign(self, list_id: int, issue_slug: str, content_hash: str, subject: str) -> CampaignRow:
+        """Create a campaign and its ledger: a pending row for every member subscribed at this instant."""
+        at = now()
+        with self.engine.begin() as connection:
+            campaign_id = connection.execute(
+                campaigns.insert()
+                .values(
+                    list_id=list_id, issue_slug=issue_slug, content_hash=content_hash, subject=subject, created_at=at
+                )
+                .returning(campaigns.c.id)
+            ).scalar_one()
+            audience = sa.select(
+                sa.literal(campaign_id).label("campaign_id"),
+                memberships.c.subscriber_id,
+                sa.literal(PENDING).label("status"),
+                sa.literal(0).label("attempts"),
+                sa.literal(at, sa.DateTime(timezone=True)).label("updated_at"),
+            ).where(memberships.c.list_id == list_id, memberships.c.status == SUBSCRIBED)
+            connection.execute(
+                deliveries.insert().from_select(
+                    ["campaign_id", "subscriber_id", "status", "attempts", "updated_at"], audience
+                )
+            )
+        found = self.campaign(campaign_id)
+        assert found is not None
+        return found
+
+    def pending(self, campaign_id: int, list_id: int, *, after: int, limit: int, due: dt.datetime) -> list[Delivery]:
+        """The next pending ledger rows (subscriber id > after) that are due, with their membership now."""
+        query = (
+            sa.select(
+                deliveries.c.subscriber_id,
+                deliveries.c.attempts,
+                subscribers.c.email,
+                subscribers.c.name,
+                subscribers.c.fields,
+                memberships.c.status.label("membership"),
+            )
+            .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+            .outerjoin(
+                memberships,
+                sa.and_(memberships.c.subscriber_id == deliveries.c.subscriber_id, memberships.c.list_id == list_id),
+            )
+            .where(
+                deliveries.c.campaign_id == campaign_id,
+                deliveries.c.status == PENDING,
+                deliveries.c.subscriber_id > after,
+                sa.or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= due),
+            )
+            .order_by(deliveries.c.subscriber_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [Delivery(r.subscriber_id, r.email, r.name, r.fields or {}, r.attempts, r.membership) for r in rows]
+
+    def next_due(self, campaign_id: int) -> dt.datetime | None:
+        """When the earliest pending row waiting for a retry becomes due (None when nothing is pending)."""
+        with self.engine.connect() as connection:
+            pending, waiting, earliest = connection.execute(
+                sa.select(
+                    sa.func.count(),
+                    sa.func.count(deliveries.c.next_attempt_at),
+                    sa.func.min(deliveries.c.next_attempt_at),
+                ).where(deliveries.c.campaign_id == campaign_id, deliveries.c.status == PENDING)
+            ).one()
+        if not pending:
+            return None
+        return now() if waiting < pending else _aware(earliest)
+
+    def record(self, campaign_id: int, list_id: int, results: Sequence[Result], source: str = "send") -> None:
+        """Write outcomes to the ledger in one transaction (and mark hard bounces on the membership)."""
+        if not results:
+            return
+        at = now()
+        with self.engine.begin() as connection:
+            for result in results:
+                values: dict[str, Any] = {
+                    "status": result.status,
+                    "updated_at": at,
+                    "next_attempt_at": result.next_attempt_at,
+                    "last_error": result.error,
+                }
+                if result.provider_id is not None:
+                    values["provider_id"] = result.provider_id
+                if result.attempted:
+                    values["attempts"] = deliveries.c.attempts + 1
+                connection.execute(
+                    deliveries.update()
+                    .where(
+                        deliveries.c.campaign_id == campaign_id,
+                        deliveries.c.subscriber_id == result.subscriber_id,
+                        deliveries.c.status == PENDING,  # a final row is never rewritten
+                    )
+                    .values(**values)
+                )
+                if result.bounce:
+                    self.set_status(
+                        connection, result.subscriber_id, list_id, BOUNCED, source, {"reason": result.error or ""}
+                    )
+
+    def counts(self, campaign_id: int) -> dict[str, int]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(deliveries.c.status, sa.func.count())
+                .where(deliveries.c.campaign_id == campaign_id)
+                .group_by(deliveries.c.status)
+            ).all()
+        counts = {PENDING: 0, SENT: 0, FAILED: 0, SKIPPED: 0}
+        counts.update({status: count for status, count in rows})
+        return counts
+
+    def failures(self, campaign_id: int, limit: int = 20) -> list[tuple[str, str]]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(subscribers.c.email, deliveries.c.last_error)
+                .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                .where(deliveries.c.campaign_id == campaign_id, deliveries.c.status == FAILED)
+                .order_by(deliveries.c.subscriber_id)
+                .limit(limit)
+            ).all()
+        return [(row.email, row.last_error or "") for row in rows]
+
+    def finish_campaign(self, campaign_id: int) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                campaigns.update()
+                .where(campaigns.c.id == campaign_id, campaigns.c.finished_at.is_(None))
+                .values(finished_at=now())
+            )
+
+    def transaction(self):
+        return self.engine.begin()
+
+
+def _campaign(row) -> CampaignRow | None:
+    if row is None:
+        return None
+    return CampaignRow(
+        row.id, row.list_id, row.issue_slug, row.content_hash, row.subject, _aware(row.created_at),
+        _aware(row.finished_at),
+    )  # fmt: skip
+
+
+def engine_name(url: str) -> str:
+    """A database URL without its password, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(invalid URL)"
+
+
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

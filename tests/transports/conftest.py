@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from conftest import EXAMPLE, ROOT
 
 from newsletter.config import load_config
 from newsletter.issue import load_issue
@@ -11,6 +12,8 @@ from newsletter.message import Campaign, Outgoing, Recipient, parse_mailbox
 from newsletter.render import render_issue
 from newsletter.tokens import TokenSigner
 
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "issues" / "2024-11-forum-des-alliances"
 RECIPIENTS = [
     Recipient(1, "francoise@example.org", "Françoise Légaré-Pelletier"),
     Recipient(2, "audrey@example.org", "Audrey Charest"),

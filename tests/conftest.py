@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sample_messages import RECIPIENTS, example_campaign
 
 from newsletter.config import load_config
 from newsletter.issue import load_issue
@@ -86,3 +87,15 @@ def chromium(chromium_installed):
         browser = launch_chromium(playwright)
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="session")
+def campaign():
+    """A Campaign of the example issue (id 12, list alliances), with absolute image URLs."""
+    return example_campaign()
+
+
+@pytest.fixture
+def messages(campaign):
+    """Four messages: French names with accents and œ, and one recipient without a name."""
+    return [campaign.build(recipient) for recipient in RECIPIENTS]

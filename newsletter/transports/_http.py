@@ -5,6 +5,9 @@ does the rest, mapping httpx's exceptions and the statuses every provider shares
   connection errors and timeouts, 429 and 5xx  -> every message "retry" (after Retry-After when given)
   401 and 403                                  -> TransportError: nothing can work with these credentials
   anything else                                -> the provider's parse_response (2xx, 400, 422, …)
+A provider that tells more apart within those statuses (a 403 for an unverified domain, a 429 for a spent daily
+quota) lists them in `own_statuses`, and its parse_response gets them first; it may raise TransportError to stop
+the run (a quota spent: the campaign pauses, everyone still pending).
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class ApiTransport:
     max_batch: ClassVar[int]
     default_host: ClassVar[str]
     name: ClassVar[str]  # the provider's name in messages, e.g. "Postmark"
+    own_statuses: ClassVar[frozenset[int]] = frozenset()  # statuses parse_response classifies itself
 
     def __init__(self, dsn: Dsn, *, client: httpx.AsyncClient | None = None):
         self.dsn = dsn
@@ -105,6 +109,8 @@ class ApiTransport:
             reason = f"{self.name}: {type(exc).__name__} {exc}".strip()
             return [Outcome.retry(reason) for _ in messages]
         status, body = response.status_code, response.content
+        if status in self.own_statuses:
+            return self.parse_response(status, response.headers, body, messages)
         if status in (401, 403):
             raise TransportError(
                 f"{self.name} refused the credentials ({status}: {short(body)}); check the key in "

@@ -72,7 +72,7 @@ class Dsn:
 
     scheme: str
     host: str
-    user: str | None = None
+    user: str | None = field(default=None, repr=False)  # an API's key, for the +api schemes
     password: str | None = field(default=None, repr=False)
     port: int | None = None
     path: str = ""

@@ -1,18 +1,16 @@
-"""Messages for the transport tests: the example issue, built for recipients with French names."""
+"""Messages for the sending tests: the example issue, built for recipients with French names."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from newsletter.config import load_config
 from newsletter.issue import load_issue
-from newsletter.message import Campaign, Outgoing, Recipient, parse_mailbox
+from newsletter.message import Campaign, Recipient, parse_mailbox
 from newsletter.render import render_issue
 from newsletter.tokens import TokenSigner
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "issues" / "2024-11-forum-des-alliances"
 RECIPIENTS = [
     Recipient(1, "francoise@example.org", "Françoise Légaré-Pelletier"),
@@ -22,8 +20,7 @@ RECIPIENTS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def campaign() -> Campaign:
+def example_campaign() -> Campaign:
     config = load_config(ROOT)
     rendered = render_issue(
         load_issue(EXAMPLE), config, ROOT / "templates", asset_base_url="https://bulletin.crdbsl.example/archive"
@@ -38,9 +35,3 @@ def campaign() -> Campaign:
         base_url="https://bulletin.crdbsl.example",
         signer=TokenSigner("test-key-" + "x" * 32),
     )
-
-
-@pytest.fixture
-def messages(campaign) -> list[Outgoing]:
-    """Four messages: French names with accents and œ, and one recipient without a name."""
-    return [campaign.build(recipient) for recipient in RECIPIENTS]

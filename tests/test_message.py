@@ -1,0 +1,101 @@
+"""One recipient's message: headers as RFC 2369/8058 and Gmail want them, parts that decode to the issue."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sample_messages import RECIPIENTS
+
+from newsletter.message import DkimSigner, Recipient
+
+
+def parsed(outgoing):
+    return email.message_from_bytes(outgoing.to_bytes(), policy=email.policy.default)
+
+
+def test_headers_french_names_and_one_click(messages):
+    outgoing = messages[0]
+    raw = outgoing.to_bytes()
+    message = parsed(outgoing)
+    assert message["To"] == "Françoise Légaré-Pelletier <francoise@example.org>"
+    assert message["From"] == "Le bulletin des Alliances <alliancesolidarite@crdbsl.org>"
+    assert message["Subject"] == "Retour sur le 2e Forum des Alliances"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["List-Id"] == "Le bulletin des Alliances <alliances.crdbsl.org>"
+    assert message["Reply-To"] == "alliancesolidarite@crdbsl.org"
+    assert re.match(r"^<12-1\.[0-9a-f]{12}@crdbsl\.org>$", message["Message-ID"])
+    assert message["Date"]
+    # List-Unsubscribe is written whole on one line, never as RFC 2047 encoded-words.
+    (line,) = [line for line in raw.split(b"\r\n") if line.startswith(b"List-Unsubscribe:")]
+    token = rb"[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+"
+    assert re.fullmatch(rb"List-Unsubscribe: <https://bulletin\.crdbsl\.example/u/" + token + rb">", line)
+    assert b"=?" not in line
+
+
+def test_message_lines_and_encoding(messages):
+    raw = messages[2].to_bytes()
+    lines = raw.split(b"\r\n")
+    assert max(len(line) for line in lines) <= 998
+    assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF only
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76  # quoted-printable lines, RFC 2045
+    assert raw.isascii()
+
+
+def test_parts_decode_to_the_filled_issue(messages):
+    for outgoing in messages:
+        message = parsed(outgoing)
+        assert message.get_content_type() == "multipart/alternative"
+        html = message.get_body(("html",)).get_content().replace("\r\n", "\n")
+        text = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+        assert html == outgoing.html and text == outgoing.text
+        assert "%%" not in html and "%%" not in text
+        assert outgoing.headers["List-Unsubscribe"][1:-1] in html  # the footer link is the same one-click URL
+        assert "Se désabonner : " + outgoing.headers["List-Unsubscribe"][1:-1] in text
+
+
+def test_values_with_html_specials_and_long_values_are_encoded_safely(campaign):
+    outgoing = campaign.build(Recipient(9, "x@example.org", "Zoé & <Cie> " + "é" * 120, {}))
+    message = parsed(outgoing)
+    assert message["To"].startswith("Zoé & <Cie> ") or "Zoé" in str(message["To"])
+    assert max(len(line) for line in outgoing.to_bytes().split(b"\r\n")) <= 998
+
+
+def test_message_id_is_stable_for_a_recipient_and_unique_across(campaign):
+    first = campaign.build(RECIPIENTS[0]).message_id
+    assert campaign.build(RECIPIENTS[0]).message_id == first
+    assert len({campaign.build(r).message_id for r in RECIPIENTS}) == len(RECIPIENTS)
+
+
+@pytest.fixture(scope="module")
+def dkim_key() -> tuple[bytes, bytes]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public
+
+
+def test_dkim_signature_verifies_and_covers_list_unsubscribe(messages, dkim_key):
+    import base64
+
+    private, public = dkim_key
+    signed = DkimSigner("crdbsl.org", "news", private).sign(messages[0].to_bytes())
+    header = signed.split(b"\r\n\r\n")[0].decode()
+    assert "c=relaxed/relaxed" in header.replace("\r\n", "").replace(" ", "") or "c=relaxed/relaxed" in header
+    signed_headers = re.search(r"h=([^;]+);", header.replace("\r\n", "").replace("\t", "").replace(" ", "")).group(1)
+    assert "list-unsubscribe" in signed_headers.split(":") and "list-unsubscribe-post" in signed_headers.split(":")
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+    def dns(name, timeout=5):
+        return record if name == b"news._domainkey.crdbsl.org." else None
+
+    assert dkim.verify(signed, dnsfunc=dns)
+    assert not dkim.verify(signed.replace(b"Forum des Alliances", b"Forum des Alliancez", 1), dnsfunc=dns)

@@ -1,0 +1,56 @@
+"""Unsubscribe tokens: genuine ones verify; forged, tampered, truncated or retired ones never do."""
+
+from __future__ import annotations
+
+import pytest
+
+from newsletter.errors import ConfigError
+from newsletter.tokens import TokenSigner
+
+KEY = "k" * 32
+
+
+def test_round_trip_and_url_safety():
+    token = TokenSigner(KEY).sign(42, "alliances")
+    assert TokenSigner(KEY).verify(token) == (42, "alliances")
+    assert all(c.isalnum() or c in "-_." for c in token)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda t: t[:-1],  # truncated
+        lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"),  # tampered signature
+        lambda t: TokenSigner(KEY).sign(43, "alliances").split(".")[0] + "." + t.split(".")[1],  # another id
+        lambda t: t.split(".")[0],  # no signature
+        lambda t: "",
+        lambda t: "....",
+        lambda t: "%%%." + t.split(".")[1],
+        lambda t: t + ".x",
+    ],
+)
+def test_forged_tokens_are_refused(mutate):
+    token = TokenSigner(KEY).sign(42, "alliances")
+    assert TokenSigner(KEY).verify(mutate(token)) is None
+
+
+def test_another_key_cannot_forge():
+    assert TokenSigner(KEY).verify(TokenSigner("z" * 32).sign(42, "alliances")) is None
+
+
+def test_rotation_old_keys_verify_new_key_signs():
+    old_token = TokenSigner("old-key-" + "o" * 24).sign(7, "news")
+    rotated = TokenSigner("new-key-" + "n" * 24, ("old-key-" + "o" * 24,))
+    assert rotated.verify(old_token) == (7, "news")
+    assert TokenSigner("old-key-" + "o" * 24).verify(rotated.sign(7, "news")) is None  # signed with the new key
+
+
+def test_short_key_and_missing_key(monkeypatch):
+    with pytest.raises(ConfigError, match="too short"):
+        TokenSigner("short")
+    monkeypatch.delenv("NEWSLETTER_SECRET_KEY", raising=False)
+    with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY is not set"):
+        TokenSigner.from_environment(required=True)
+    assert TokenSigner.from_environment(required=False).verify(
+        TokenSigner.from_environment(required=False).sign(1, "x")
+    ) == (1, "x")

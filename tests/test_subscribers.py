@@ -1,0 +1,129 @@
+"""Importing the lists people really have, adding, removing, exporting: on a real SQLite file."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from newsletter.errors import NewsletterError
+from newsletter.store import BOUNCED, UNSUBSCRIBED, Store
+from newsletter.subscribers import add, export_csv, import_csv, remove
+
+CSV = Path(__file__).parent / "fixtures" / "csv"
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store.open(f"sqlite:///{tmp_path / 'newsletter.db'}")
+    yield store
+    store.close()
+
+
+def members(store, slug="alliances"):
+    return {m.email: m for m in store.members(store.list_id(slug))}
+
+
+def test_excel_windows_1252_with_semicolons_and_french_headers(store):
+    report = import_csv(store, "alliances", CSV / "excel-cp1252.csv")
+    assert (report.added, report.rejected, report.encoding, report.delimiter) == (3, [], "cp1252", ";")
+    found = members(store)
+    assert found["marie.cote@example.org"].name == "Marie Côté"
+    assert found["noemie@example.org"].fields == {"Organisme": "Œuvre régionale", "first_name": "Noémie"}
+
+
+def test_utf8_with_bom_and_tabs(store):
+    report = import_csv(store, "alliances", CSV / "utf8-bom.csv")
+    assert (report.added, report.encoding, report.delimiter) == (2, "utf-8-sig", ",")
+    assert members(store)["zoe@example.org"].name == "Zoé Bœuf"
+    report = import_csv(store, "alliances", CSV / "tabs.tsv")
+    assert (report.added, report.delimiter) == (2, "\t")
+    assert members(store)["ann@example.org"].name == "Ann Example"
+    assert members(store)["bob@example.org"].name == "Bob"
+
+
+def test_dirty_file_reports_each_rejected_line(store):
+    report = import_csv(store, "alliances", CSV / "dirty.csv")
+    assert report.added == 2
+    lines = {line: reason for line, reason in report.rejected}
+    assert set(lines) == {3, 4, 5, 7}
+    assert "duplicate of line 2" in lines[3]
+    assert "invalid address 'pas-une-adresse'" in lines[4]
+    assert lines[5] == "no address"
+    assert set(members(store)) == {"Alice@example.org", "carole@example.org"}  # the domain is lower-cased
+
+
+def test_reimport_changes_nothing_and_never_resubscribes(store):
+    import_csv(store, "alliances", CSV / "excel-cp1252.csv")
+    assert remove(store, "alliances", "MARIE.COTE@example.org")  # case-insensitive
+    with store.transaction() as connection:
+        francois = store.find_subscriber(connection, "francois@example.org")
+        store.set_status(connection, francois, store.list_id("alliances"), BOUNCED, "webhook")
+    report = import_csv(store, "alliances", CSV / "excel-cp1252.csv")
+    assert (report.added, report.updated, report.unchanged) == (0, 0, 1)
+    assert [line for line, _, _ in report.refused] == [2, 3]
+    found = members(store)
+    assert found["marie.cote@example.org"].status == UNSUBSCRIBED
+    assert found["francois@example.org"].status == BOUNCED
+    assert add(store, "alliances", "marie.cote@example.org", "Marie") == "refused"
+
+
+def test_add_validates_and_updates(store):
+    assert add(store, "news", "Zoe@Example.org", "Zoé") == "added"
+    assert add(store, "news", "zoe@example.org", "Zoé Côté") == "updated"
+    assert add(store, "news", "zoe@example.org", None) == "unchanged"
+    with pytest.raises(NewsletterError, match="not a valid address"):
+        add(store, "news", "zoe@", None)
+    history = store.history(members(store, "news")["Zoe@example.org"].subscriber_id)
+    assert [(e["kind"], e["source"]) for e in history] == [("subscribed", "cli"), ("updated", "cli")]
+
+
+def test_remove_keeps_the_record_and_logs_the_event(store):
+    add(store, "news", "a@example.org", None)
+    assert remove(store, "news", "a@example.org") is True
+    assert remove(store, "news", "a@example.org") is False
+    member = members(store, "news")["a@example.org"]
+    assert member.status == UNSUBSCRIBED
+    assert [e["kind"] for e in store.history(member.subscriber_id)] == ["subscribed", "unsubscribed"]
+    with pytest.raises(NewsletterError, match="not on any list"):
+        remove(store, "news", "nobody@example.org")
+
+
+def test_export_round_trips_through_import(store, tmp_path):
+    import_csv(store, "alliances", CSV / "excel-cp1252.csv")
+    out = io.StringIO()
+    assert export_csv(store, "alliances", out) == 3
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert rows[0] == {
+        "email": "marie.cote@example.org", "name": "Marie Côté", "status": "subscribed",
+        "Organisme": "Table des femmes", "first_name": "Marie",
+    }  # fmt: skip
+    (tmp_path / "backup.csv").write_text(out.getvalue(), encoding="utf-8")
+    report = import_csv(store, "copy", tmp_path / "backup.csv")
+    assert report.added == 3 and members(store, "copy")["noemie@example.org"].name == "Noémie Thériault"
+
+
+def test_file_without_email_column_or_empty(store, tmp_path):
+    (tmp_path / "x.csv").write_text("nom,ville\nMarie,Rimouski\n")
+    with pytest.raises(NewsletterError, match="line 1: no email column"):
+        import_csv(store, "alliances", tmp_path / "x.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(NewsletterError, match="empty"):
+        import_csv(store, "alliances", tmp_path / "empty.csv")
+
+
+def test_unknown_list(store):
+    with pytest.raises(NewsletterError, match="no list 'nope'"):
+        store.list_id("nope")
+
+
+def test_migrations_are_versioned_and_idempotent(tmp_path):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    store = Store.open(url)
+    assert store.version() == 1
+    assert store.upgrade() == []
+    store.close()
+    with Store.open(url).engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"

@@ -1,0 +1,115 @@
+"""The smtp transport against a real SMTP server (aiosmtpd on 127.0.0.1): replies mapped to outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sample_messages import RECIPIENTS
+from smtp_server import RunningSmtp, SmtpSink
+
+from newsletter.message import Recipient
+from newsletter.transports import TransportError, transport_from_dsn
+
+
+def send(dsn: str, messages):
+    async def go():
+        transport = transport_from_dsn(dsn)
+        try:
+            return await transport.send_batch(messages)
+        finally:
+            await transport.aclose()
+
+    return asyncio.run(go())
+
+
+def test_delivers_each_message_with_its_headers(messages):
+    with RunningSmtp(SmtpSink()) as server:
+        outcomes = send(server.dsn(), messages)
+    assert [o.status for o in outcomes] == ["sent"] * 4
+    assert outcomes[0].provider_id == messages[0].message_id
+    received = server.sink.received
+    assert [r.recipients for r in received] == [[r.email] for r in RECIPIENTS]
+    first = received[0].message
+    assert received[0].sender == "alliancesolidarite@crdbsl.org"
+    assert first["To"] == "Françoise Légaré-Pelletier <francoise@example.org>"
+    assert first["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert first.get_body(("html",)) is not None and first.get_body(("plain",)) is not None
+
+
+def test_replies_map_to_outcomes(campaign):
+    refuse = {
+        "gone@example.org": "550 5.1.1 <gone@example.org>: Recipient address rejected: User unknown",
+        "later@example.org": "451 4.7.1 Greylisted",
+        "big@example.org": "552 5.3.4 Message too big",
+    }
+    batch = [campaign.build(Recipient(i, address)) for i, address in enumerate([*refuse, "ok@example.org"], 1)]
+    with RunningSmtp(SmtpSink(refuse=refuse)) as server:
+        gone, later, big, ok = send(server.dsn(), batch)
+    assert (gone.status, gone.bounce) == ("failed", True) and "550" in gone.reason and "User unknown" in gone.reason
+    assert later.status == "retry" and "451" in later.reason
+    assert (big.status, big.bounce) == ("failed", False)
+    assert ok.status == "sent"
+    assert server.sink.per_recipient() == {"ok@example.org": 1}
+
+
+def test_connections_are_reused_across_batches(campaign):
+    messages = [campaign.build(Recipient(i, f"r{i}@example.org")) for i in range(60)]
+
+    async def go(dsn):
+        transport = transport_from_dsn(dsn)
+        try:
+            batches = [messages[i : i + transport.max_batch] for i in range(0, 60, transport.max_batch)]
+            return await asyncio.gather(*(transport.send_batch(b) for b in batches))
+        finally:
+            await transport.aclose()
+
+    with RunningSmtp(SmtpSink()) as server:
+        results = asyncio.run(go(server.dsn(pool="2")))
+    assert all(o.status == "sent" for batch in results for o in batch)
+    assert len(server.sink.received) == 60
+    assert server.sink.connections <= 2
+
+
+def test_a_dropped_connection_leaves_the_rest_of_the_batch_to_retry(campaign):
+    messages = [campaign.build(Recipient(i, f"r{i}@example.org")) for i in range(30)]
+    with RunningSmtp(SmtpSink(flaky=0.2, seed=3)) as server:
+        outcomes = send(server.dsn(), messages)
+    statuses = [o.status for o in outcomes]
+    assert "retry" in statuses and "sent" in statuses and "failed" not in statuses
+    delivered = server.sink.per_recipient()
+    for message, outcome in zip(messages, outcomes, strict=True):
+        # Sent means delivered once; retry means not delivered (the server hung up before accepting it).
+        assert delivered[message.recipient.address] == (1 if outcome.status == "sent" else 0)
+
+
+def test_credentials(campaign, messages):
+    with RunningSmtp(SmtpSink(), user="bulletin", password="s3cr3t") as server:
+        assert [o.status for o in send(server.dsn("bulletin:s3cr3t"), messages[:1])] == ["sent"]
+        with pytest.raises(TransportError, match="refused the SMTP credentials") as caught:
+            send(server.dsn("bulletin:wrong"), messages[:1])
+        assert "wrong" not in str(caught.value)
+
+
+def test_nobody_listening_is_a_retry(messages):
+    from smtp_server import free_port
+
+    outcomes = send(f"smtp://127.0.0.1:{free_port()}?tls=none", messages[:2])
+    assert [o.status for o in outcomes] == ["retry", "retry"]
+
+
+@pytest.mark.parametrize(
+    ("dsn", "message"),
+    [
+        ("smtp://", "needs a host"),
+        ("smtp://h?tls=maybe", "tls=maybe: use one of starttls, ssl, none"),
+        ("smtp://h?pool=many", "pool= takes a number"),
+        ("smtps://h", "unknown transport 'smtps://'"),
+        ("nonsense", "not a transport DSN"),
+    ],
+)
+def test_bad_dsns_say_what_to_write(dsn, message):
+    from newsletter.errors import NewsletterError
+
+    with pytest.raises(NewsletterError, match=message):
+        transport_from_dsn(dsn)

@@ -33,9 +33,6 @@ from newsletter.message import Campaign, Outgoing, Recipient
 from newsletter.store import FAILED, PENDING, SENT, SKIPPED, SUBSCRIBED, Delivery, Result, now
 from newsletter.transports.base import Outcome
 
-BASE_DELAY = 2.0  # seconds before the first retry
-MAX_DELAY = 300.0  # never wait longer than this between two tries
-
 
 class LedgerStore(Protocol):
     """What the runner needs from the store (newsletter.store.Store provides it)."""
@@ -45,6 +42,8 @@ class LedgerStore(Protocol):
     ) -> list[Delivery]: ...
 
     def record(self, campaign_id: int, list_id: int, results: Sequence[Result], source: str = "send") -> None: ...
+
+    def subscribed_among(self, list_id: int, subscriber_ids: Sequence[int]) -> set[int]: ...
 
     def next_due(self, campaign_id: int) -> dt.datetime | None: ...
 
@@ -66,6 +65,8 @@ class Pacing:
     per_hour: int | None = None
     max_attempts: int = 5
     page: int = 1000  # ledger rows read at once
+    base_delay: float = 2.0  # seconds before the first retry, doubling after each
+    max_delay: float = 300.0  # never wait longer than this between two tries
 
 
 class RateLimiter:
@@ -104,28 +105,32 @@ class RunReport:
     error: str | None = None
 
 
+def skipped(delivery: Delivery, status: str | None) -> Result:
+    return Result(delivery.subscriber_id, SKIPPED, error=f"no longer subscribed ({status})", attempted=False)
+
+
 def content_hash(campaign: Campaign) -> str:
     rendered = campaign.rendered
     return hashlib.sha256("\0".join((rendered.subject, rendered.html, rendered.text)).encode("utf-8")).hexdigest()
 
 
-def retry_delay(attempts: int, retry_after: float | None) -> float:
-    """Exponential backoff with full jitter after `attempts` tries, or the server's Retry-After if longer."""
-    backoff = min(MAX_DELAY, BASE_DELAY * 2 ** max(0, attempts - 1))
+def retry_delay(attempts: int, retry_after: float | None, pacing: Pacing) -> float:
+    """Exponential backoff with jitter after `attempts` tries, or the server's Retry-After if longer."""
+    backoff = min(pacing.max_delay, pacing.base_delay * 2 ** max(0, attempts - 1))
     delay = random.uniform(backoff / 2, backoff)
-    return min(MAX_DELAY, max(delay, retry_after or 0.0))
+    return min(pacing.max_delay, max(delay, retry_after or 0.0))
 
 
-def result_for(delivery: Delivery, outcome: Outcome, max_attempts: int) -> Result:
+def result_for(delivery: Delivery, outcome: Outcome, pacing: Pacing) -> Result:
     """The ledger entry for one outcome: final, or pending with the time of the next try."""
     if outcome.status == "sent":
         return Result(delivery.subscriber_id, SENT, provider_id=outcome.provider_id)
     if outcome.status == "failed":
         return Result(delivery.subscriber_id, FAILED, error=outcome.reason, bounce=outcome.bounce)
     attempts = delivery.attempts + 1
-    if attempts >= max_attempts:
+    if attempts >= pacing.max_attempts:
         return Result(delivery.subscriber_id, FAILED, error=f"gave up after {attempts} tries: {outcome.reason}")
-    next_try = now() + dt.timedelta(seconds=retry_delay(attempts, outcome.retry_after))
+    next_try = now() + dt.timedelta(seconds=retry_delay(attempts, outcome.retry_after, pacing))
     return Result(delivery.subscriber_id, PENDING, error=outcome.reason, next_attempt_at=next_try)
 
 
@@ -151,11 +156,21 @@ async def run(
             progress(store.counts(campaign_id))
 
     async def send(deliveries: list[Delivery], messages: list[Outgoing]) -> None:
+        # Read the memberships again at the last moment: whoever left since the page was read is skipped.
+        still = store.subscribed_among(list_id, [d.subscriber_id for d in deliveries])
+        if len(still) < len(deliveries):
+            store.record(
+                campaign_id, list_id, [skipped(d, "unsubscribed") for d in deliveries if d.subscriber_id not in still]
+            )
+            kept = [(d, m) for d, m in zip(deliveries, messages, strict=True) if d.subscriber_id in still]
+            deliveries, messages = [d for d, _ in kept], [m for _, m in kept]
+            if not messages:
+                return
         await limiter.acquire(len(messages))
         outcomes = await transport.send_batch(messages)
         if len(outcomes) != len(messages):  # a transport bug must not lose anyone: treat all as unknown
             outcomes = [Outcome.retry("the transport answered for the wrong number of messages")] * len(messages)
-        results = [result_for(d, o, pacing.max_attempts) for d, o in zip(deliveries, outcomes, strict=True)]
+        results = [result_for(d, o, pacing) for d, o in zip(deliveries, outcomes, strict=True)]
         store.record(campaign_id, list_id, results)  # recorded first, counted after
         notify()
 
@@ -177,12 +192,7 @@ async def run(
             if not page:
                 return
             after = page[-1].subscriber_id
-            gone = [
-                Result(d.subscriber_id, SKIPPED, error=f"no longer subscribed ({d.membership})", attempted=False)
-                for d in page
-                if d.membership != SUBSCRIBED
-            ]
-            store.record(campaign_id, list_id, gone)
+            store.record(campaign_id, list_id, [skipped(d, d.membership) for d in page if d.membership != SUBSCRIBED])
             current = [d for d in page if d.membership == SUBSCRIBED]
             for start in range(0, len(current), batch_size):
                 if stop.is_set():

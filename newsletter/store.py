@@ -456,6 +456,19 @@ class Store:
             rows = connection.execute(query).all()
         return [Delivery(r.subscriber_id, r.email, r.name, r.fields or {}, r.attempts, r.membership) for r in rows]
 
+    def subscribed_among(self, list_id: int, subscriber_ids: Sequence[int]) -> set[int]:
+        """Which of these subscribers are subscribed to the list at this instant."""
+        with self.engine.connect() as connection:
+            return set(
+                connection.execute(
+                    sa.select(memberships.c.subscriber_id).where(
+                        memberships.c.list_id == list_id,
+                        memberships.c.status == SUBSCRIBED,
+                        memberships.c.subscriber_id.in_(subscriber_ids),
+                    )
+                ).scalars()
+            )
+
     def next_due(self, campaign_id: int) -> dt.datetime | None:
         """When the earliest pending row waiting for a retry becomes due (None when nothing is pending)."""
         with self.engine.connect() as connection:

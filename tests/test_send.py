@@ -1,0 +1,225 @@
+"""`newsletter send` and `status` end to end: refusals, dry run, test send, a real SMTP server, resuming."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+from conftest import EXAMPLE_SLUG, ROOT
+from smtp_server import RunningSmtp, SmtpSink
+from typer.testing import CliRunner
+
+from newsletter.cli import app
+
+SECRET = "a-test-secret-key-of-sufficient-length"
+MEMBERS = [
+    ("marie@example.org", "Marie Côté"),
+    ("francoise@example.org", "Françoise Légaré-Pelletier"),
+    ("zoe@example.org", "Zoé Bœuf"),
+    ("jean@example.org", ""),
+]
+
+
+@pytest.fixture
+def workspace(example_workspace, monkeypatch):
+    """The example workspace with a list of four subscribed, one unsubscribed and one bounced address."""
+    monkeypatch.chdir(example_workspace)
+    monkeypatch.setenv("NEWSLETTER_ASSET_BASE_URL", "https://bulletin.crdbsl.example/archive")
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SECRET)
+    for variable in ("NEWSLETTER_TRANSPORT", "NEWSLETTER_DATABASE_URL", "NEWSLETTER_BASE_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    rows = [("courriel", "nom")] + MEMBERS + [("parti@example.org", "Parti"), ("rebond@example.org", "Rebond")]
+    (example_workspace / "subscribers").mkdir(exist_ok=True)
+    (example_workspace / "subscribers" / "liste.csv").write_text("\n".join(f"{a},{b}" for a, b in rows) + "\n")
+    assert run("subscribers", "import", "subscribers/liste.csv", "--list", "alliances").exit_code == 0
+    assert run("subscribers", "remove", "parti@example.org", "--list", "alliances").exit_code == 0
+    from newsletter.sending import open_store
+    from newsletter.workspace import Workspace
+
+    store = open_store(Workspace.discover(example_workspace))
+    with store.transaction() as connection:
+        subscriber = store.find_subscriber(connection, "rebond@example.org")
+        store.set_status(connection, subscriber, store.list_id("alliances"), "bounced", "webhook")
+    store.close()
+    return example_workspace
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def send_json(*args: str):
+    result = run("send", EXAMPLE_SLUG, "--list", "alliances", "--json", *args)
+    return result, json.loads(result.stdout) if result.stdout.strip().startswith("{") else None
+
+
+def test_dry_run_is_the_default_and_writes_nothing(workspace):
+    result, document = send_json()
+    assert result.exit_code == 0
+    assert document["dry_run"] is True and document["campaign"] is None
+    assert document["audience"] == 4 and document["recipients"][0] == "marie@example.org"
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in document["sample"]
+    assert "To: =?utf-8?" in document["sample"]  # Marie Côté, encoded
+    assert not (workspace / "build" / "outbox").exists()
+    assert run("status", EXAMPLE_SLUG, "--list", "alliances").stdout.startswith(EXAMPLE_SLUG + " was never sent")
+
+
+def test_send_to_the_outbox_then_again_sends_nothing_more(workspace):
+    result, document = send_json("--no-dry-run")
+    assert result.exit_code == 0, result.output
+    assert document == {
+        "campaign": 1, "sent": 4, "failed": 0, "skipped": 0, "pending": 0,
+        "transport": f"outbox://{workspace / 'build' / 'outbox'}", "dry_run": False,
+    }  # fmt: skip
+    files = sorted(p.name for p in (workspace / "build" / "outbox").glob("*.eml"))
+    assert files == ["1-1.eml", "1-2.eml", "1-3.eml", "1-4.eml"]
+    result, again = send_json("--no-dry-run")
+    assert again["sent"] == 4 and again["campaign"] == 1
+    assert len(list((workspace / "build" / "outbox").glob("*.eml"))) == 4
+    status = json.loads(run("status", EXAMPLE_SLUG, "--list", "alliances", "--json").stdout)
+    assert (status["sent"], status["pending"], status["campaign"]) == (4, 0, 1)
+
+
+def test_test_send_goes_to_one_address_with_test_in_the_subject(workspace):
+    result = run("send", EXAMPLE_SLUG, "--list", "alliances", "--to", "moi@example.org", "--no-dry-run")
+    assert result.exit_code == 0, result.output
+    (message,) = (workspace / "build" / "outbox").glob("*.eml")
+    text = message.read_text()
+    assert "Subject: [TEST] Retour sur le 2e Forum des Alliances" in text and "To: moi@example.org" in text
+    assert run("status", EXAMPLE_SLUG, "--list", "alliances").stdout.startswith(EXAMPLE_SLUG + " was never sent")
+
+
+def test_campaign_through_a_real_smtp_server(workspace):
+    with RunningSmtp(SmtpSink()) as server:
+        result, document = send_json("--no-dry-run", "--transport", server.dsn())
+    assert result.exit_code == 0, result.output
+    assert document["sent"] == 4 and document["transport"].startswith("smtp://127.0.0.1:")
+    received = {r.recipients[0]: r.message for r in server.sink.received}
+    assert set(received) == {address for address, _ in MEMBERS}  # not the unsubscribed, not the bounced
+    francoise = received["francoise@example.org"]
+    assert francoise["To"] == "Françoise Légaré-Pelletier <francoise@example.org>"
+    assert francoise["List-Unsubscribe"].startswith("<https://bulletin.crdbsl.example/u/")
+    assert francoise["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    html = francoise.get_body(("html",)).get_content()
+    assert francoise["List-Unsubscribe"][1:-1] in html and "https://bulletin.crdbsl.example/archive/" in html
+    assert "Se désabonner" in francoise.get_body(("plain",)).get_content()
+
+
+def test_a_server_failing_at_random_still_mails_everyone_exactly_once(workspace, monkeypatch):
+    from newsletter.sending import open_store
+    from newsletter.subscribers import add
+    from newsletter.workspace import Workspace
+
+    store = open_store(Workspace.discover(workspace))
+    for number in range(60):
+        add(store, "alliances", f"abonne{number:02d}@example.org", None)
+    store.close()
+    (workspace / "newsletter.toml").write_text(
+        (workspace / "newsletter.toml").read_text() + "\n[sending]\nmax_attempts = 30\n"
+    )
+    monkeypatch.setattr("newsletter.campaign.retry_delay", lambda attempts, retry_after, pacing: 0.01)
+    with RunningSmtp(SmtpSink(flaky=0.3, seed=11)) as server:
+        result, document = send_json("--no-dry-run", "--transport", server.dsn())
+    assert result.exit_code == 0, result.output
+    assert document["sent"] == 64 and document["failed"] == 0 and document["pending"] == 0
+    assert set(server.sink.per_recipient().values()) == {1}
+    assert len(server.sink.per_recipient()) == 64
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda ws, mp: mp.delenv("NEWSLETTER_SECRET_KEY"), "NEWSLETTER_SECRET_KEY is not set"),
+        (lambda ws, mp: mp.delenv("NEWSLETTER_ASSET_BASE_URL"), "images would not load"),
+        (
+            lambda ws, mp: (ws / "newsletter.toml").write_text(
+                (ws / "newsletter.toml").read_text().replace('base_url = "https://bulletin.crdbsl.example"', "")
+            ),
+            "base_url is not set",
+        ),
+    ],
+)
+def test_refuses_to_send_beyond_this_machine_without_what_links_need(workspace, monkeypatch, setup, message):
+    setup(workspace, monkeypatch)
+    result = run("send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run", "--transport", "smtp://127.0.0.1:1")
+    assert result.exit_code == 1 and message in result.stderr
+
+
+def test_refuses_an_issue_with_errors(workspace):
+    (workspace / "issues" / EXAMPLE_SLUG / "images" / "logo-alliances.png").unlink()
+    result = run("send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run")
+    assert result.exit_code == 1 and "missing-image" in result.stderr
+
+
+def test_refuses_an_empty_or_unknown_list(workspace):
+    run("subscribers", "add", "x@example.org", "--list", "vide")
+    run("subscribers", "remove", "x@example.org", "--list", "vide")
+    result = run("send", EXAMPLE_SLUG, "--list", "vide", "--no-dry-run")
+    assert result.exit_code == 1 and "nobody subscribed" in result.stderr
+    result = run("send", EXAMPLE_SLUG, "--list", "inconnue", "--no-dry-run")
+    assert result.exit_code == 1 and "no list 'inconnue'" in result.stderr
+
+
+def test_a_changed_issue_needs_a_new_campaign(workspace):
+    assert send_json("--no-dry-run")[0].exit_code == 0
+    issue = workspace / "issues" / EXAMPLE_SLUG / "issue.yaml"
+    issue.write_text(issue.read_text().replace("Prochaines étapes", "Les prochaines étapes"))
+    result = run("send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run")
+    assert result.exit_code == 1
+    assert "the issue changed since campaign 1" in result.stderr and "--new-campaign" in result.stderr
+    result, document = send_json("--no-dry-run", "--new-campaign")
+    assert result.exit_code == 0 and document["campaign"] == 2 and document["sent"] == 4
+
+
+def test_a_permanent_failure_exits_non_zero_and_is_listed(workspace):
+    refuse = {"zoe@example.org": "550 5.1.1 <zoe@example.org>: User unknown"}
+    with RunningSmtp(SmtpSink(refuse=refuse)) as server:
+        result = run("send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run", "--transport", server.dsn())
+    assert result.exit_code == 1
+    assert "failed: zoe@example.org: smtp 550" in result.stderr
+    assert "3 sent, 1 failed, 0 skipped, 0 pending" in result.stdout
+    listed = run("subscribers", "list", "--list", "alliances", "--status", "bounced", "--json")
+    assert {m["email"] for m in json.loads(listed.stdout)} == {"zoe@example.org", "rebond@example.org"}
+
+
+def test_killed_mid_send_then_run_again_skips_nobody(workspace):
+    """SIGKILL the sending process mid-campaign; the same command finishes it; duplicates stay within the bound."""
+    from newsletter.sending import open_store
+    from newsletter.subscribers import add
+    from newsletter.workspace import Workspace
+
+    store = open_store(Workspace.discover(workspace))
+    for number in range(396):
+        add(store, "alliances", f"abonne{number:03d}@example.org", None)
+    store.close()
+    sink = SmtpSink(delay=0.01)  # slow enough to be killed in the middle
+    with RunningSmtp(sink) as server:
+        command = [sys.executable, "-m", "newsletter", "send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run",
+                   "--transport", server.dsn(), "--json"]  # fmt: skip
+        environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+        process = subprocess.Popen(
+            command, cwd=workspace, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(2000):  # until a hundred messages are in (a bounded wait, not a timing assertion)
+            if len(sink.received) >= 100 or process.poll() is not None:
+                break
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert process.returncode == -signal.SIGKILL
+        before = Counter(sink.per_recipient())
+        assert 100 <= sum(before.values()) < 400
+        done = subprocess.run(command, cwd=workspace, env=environment, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["sent"] == 400
+    counts = sink.per_recipient()
+    assert len(counts) == 400  # nobody skipped
+    duplicates = sum(n - 1 for n in counts.values())
+    assert duplicates <= 4 * 20  # at most the messages in flight: concurrency × batch size
+    print(f"killed after {sum(before.values())} messages; {duplicates} sent twice (bound 80)")

@@ -76,9 +76,13 @@ def chromium_installed() -> str:
         pytest.skip(f"NO CHROMIUM, BROWSER TESTS SKIPPED: {exc}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(chromium_installed):
-    """A headless Chromium driven by Playwright, shared by the tests of a session."""
+    """A headless Chromium driven by Playwright, shared by the tests of a module.
+
+    Not by the whole session: Playwright's sync API keeps an event loop running in this thread while it is
+    open, and the tests of other modules call asyncio.run().
+    """
     from playwright.sync_api import sync_playwright
 
     from newsletter.preview import launch_chromium

@@ -19,7 +19,6 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -488,27 +487,36 @@ class Store:
         if not results:
             return
         at = now()
+        update = (
+            deliveries.update()
+            .where(
+                deliveries.c.campaign_id == campaign_id,
+                deliveries.c.subscriber_id == sa.bindparam("b_subscriber"),
+                deliveries.c.status == PENDING,  # a final row is never rewritten
+            )
+            .values(
+                status=sa.bindparam("b_status"),
+                updated_at=at,
+                next_attempt_at=sa.bindparam("b_next", type_=sa.DateTime(timezone=True)),
+                last_error=sa.bindparam("b_error", type_=sa.Text),
+                provider_id=sa.func.coalesce(sa.bindparam("b_provider", type_=sa.String), deliveries.c.provider_id),
+                attempts=deliveries.c.attempts + sa.bindparam("b_attempted", type_=sa.Integer),
+            )
+        )
+        rows = [
+            {
+                "b_subscriber": r.subscriber_id,
+                "b_status": r.status,
+                "b_next": r.next_attempt_at,
+                "b_error": r.error,
+                "b_provider": r.provider_id,
+                "b_attempted": int(r.attempted),
+            }
+            for r in results
+        ]
         with self.engine.begin() as connection:
+            connection.execute(update, rows)  # one executemany for the batch
             for result in results:
-                values: dict[str, Any] = {
-                    "status": result.status,
-                    "updated_at": at,
-                    "next_attempt_at": result.next_attempt_at,
-                    "last_error": result.error,
-                }
-                if result.provider_id is not None:
-                    values["provider_id"] = result.provider_id
-                if result.attempted:
-                    values["attempts"] = deliveries.c.attempts + 1
-                connection.execute(
-                    deliveries.update()
-                    .where(
-                        deliveries.c.campaign_id == campaign_id,
-                        deliveries.c.subscriber_id == result.subscriber_id,
-                        deliveries.c.status == PENDING,  # a final row is never rewritten
-                    )
-                    .values(**values)
-                )
                 if result.bounce:
                     self.set_status(
                         connection, result.subscriber_id, list_id, BOUNCED, source, {"reason": result.error or ""}

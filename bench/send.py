@@ -1,0 +1,192 @@
+"""Sending speed and memory: our smtp transport against postfix's own smtp-source, and a million through null://.
+
+    .venv/bin/python bench/send.py [--recipients 20000] [--connections 4] [--million 1000000]
+
+1. N recipients (default 20,000) sent with `newsletter send` (the library call: ledger, runner, smtp transport)
+   into postfix's smtp-sink on 127.0.0.1, beside smtp-source sending as many messages of the same size over the
+   same number of connections into the same sink; messages per second of each, and the ratio.
+2. The time to build one recipient's message (placeholders, headers, MIME bytes), in µs.
+3. A list of a million subscribers sent through null:// (which builds every message and discards it), in a
+   separate process: its peak resident memory, which stays flat because the list is read a page at a time.
+Installs Debian's postfix package when smtp-sink is missing (never starting the postfix daemon).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import sqlalchemy as sa  # noqa: E402
+
+from newsletter.campaign import Pacing  # noqa: E402
+from newsletter.sending import open_store, send  # noqa: E402
+from newsletter.store import SUBSCRIBED, memberships, now, subscribers  # noqa: E402
+from newsletter.workspace import Workspace  # noqa: E402
+
+SLUG = "2024-11-forum-des-alliances"
+SECRET = "bench-secret-key-0123456789abcdef"
+
+
+def ensure_postfix_tools() -> bool:
+    if shutil.which("smtp-sink") or Path("/usr/sbin/smtp-sink").exists():
+        return True
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    print("installing Debian's postfix for smtp-sink and smtp-source (the daemon is not started)…")
+    subprocess.run(
+        [*sudo, "debconf-set-selections"], input=b"postfix postfix/main_mailer_type select No configuration\n"
+    )
+    done = subprocess.run(
+        [*sudo, "apt-get", "install", "-y", "-qq", "postfix"],
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        capture_output=True,
+    )
+    return done.returncode == 0 and Path("/usr/sbin/smtp-sink").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def workspace_with_list(folder: Path, count: int) -> Workspace:
+    """A copy of the example workspace whose list 'bench' has `count` subscribers (bulk-inserted)."""
+    shutil.copy(ROOT / "newsletter.toml", folder / "newsletter.toml")
+    shutil.copytree(ROOT / "issues" / SLUG, folder / "issues" / SLUG)
+    workspace = Workspace.discover(folder)
+    store = open_store(workspace)
+    at = now()
+    with store.transaction() as connection:
+        list_id = store.ensure_list(connection, "bench")
+        for start in range(0, count, 50_000):
+            rows = range(start, min(count, start + 50_000))
+            connection.execute(
+                subscribers.insert(),
+                [{"id": i + 1, "email": f"abonne{i}@example.org", "email_key": f"abonne{i}@example.org",
+                  "name": f"Abonné·e {i}", "fields": {}, "created_at": at} for i in rows],
+            )  # fmt: skip
+            connection.execute(
+                memberships.insert(),
+                [{"subscriber_id": i + 1, "list_id": list_id, "status": SUBSCRIBED, "updated_at": at} for i in rows],
+            )
+        assert connection.execute(sa.select(sa.func.count()).select_from(subscribers)).scalar() == count
+    store.close()
+    return workspace
+
+
+def send_through(workspace: Workspace, dsn: str, connections: int) -> tuple[float, dict]:
+    started = time.perf_counter()
+    summary = asyncio.run(
+        send(
+            workspace, workspace.root / "issues" / SLUG, "bench", dsn_text=dsn, dry_run=False,
+            pacing=Pacing(concurrency=connections),
+        )
+    )  # fmt: skip
+    return time.perf_counter() - started, summary.counts
+
+
+def measure_smtp(recipients: int, connections: int) -> None:
+    if not ensure_postfix_tools():
+        print("smtp-sink is not available and postfix could not be installed: SMTP figures skipped")
+        return
+    port = free_port()
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    sink = subprocess.Popen(["/usr/sbin/smtp-sink", *user, f"127.0.0.1:{port}", "1024"], stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            workspace = workspace_with_list(Path(folder), recipients)
+            seconds, counts = send_through(workspace, f"smtp://127.0.0.1:{port}?tls=none&pool={connections}",
+                                           connections)  # fmt: skip
+            size = len(next(iter(build_messages(workspace, 1))))
+        ours = counts["sent"] / seconds
+        started = time.perf_counter()
+        subprocess.run(
+            ["/usr/sbin/smtp-source", "-s", str(connections), "-m", str(recipients), "-l", str(size),
+             "-f", "bulletin@example.org", "-t", "abonne@example.org", f"127.0.0.1:{port}"],
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        theirs = recipients / (time.perf_counter() - started)
+    finally:
+        sink.terminate()
+        sink.wait()
+    print(f"smtp: {counts['sent']} of {recipients} sent ({counts['failed']} failed) in {seconds:.1f} s "
+          f"= {ours:.0f} msg/s over {connections} connections (messages of {size / 1024:.0f} KB)")  # fmt: skip
+    print(f"smtp-source, same sink, {connections} connections, same size: {theirs:.0f} msg/s")
+    print(f"ratio newsletter / smtp-source: {ours / theirs:.2f}")
+
+
+def build_messages(workspace: Workspace, count: int):
+    from newsletter.message import Recipient
+    from newsletter.sending import _campaign, prepare
+
+    prepared = prepare(workspace, workspace.root / "issues" / SLUG, "null://", real=True)
+    campaign = _campaign(prepared, 1, "bench")
+    return (campaign.build(Recipient(i, f"abonne{i}@example.org", f"Abonné·e {i}")).to_bytes() for i in range(count))
+
+
+def measure_build(count: int = 20_000) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        workspace = workspace_with_list(Path(folder), 1)
+        messages = build_messages(workspace, count)
+        next(messages)
+        started = time.perf_counter()
+        for _ in messages:
+            pass
+        elapsed = time.perf_counter() - started
+    print(f"one message built (placeholders, headers, MIME bytes): {elapsed / (count - 1) * 1e6:.0f} µs")
+
+
+def measure_million(count: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        workspace_with_list(Path(folder), count)
+        print(f"a list of {count:,} subscribers made in {time.perf_counter() - started:.0f} s (bulk insert)")
+        code = (
+            "import asyncio, sys, time; from pathlib import Path; sys.path.insert(0, sys.argv[2]);"
+            "from newsletter.workspace import Workspace; from newsletter.sending import send;"
+            "w = Workspace.discover(Path(sys.argv[1])); t = time.perf_counter();"
+            f"s = asyncio.run(send(w, w.root / 'issues' / '{SLUG}', 'bench', dsn_text='null://', dry_run=False));"
+            "print(s.counts['sent'], time.perf_counter() - t)"
+        )
+        done = subprocess.run([sys.executable, "-c", code, folder, str(ROOT)], capture_output=True, text=True,
+                              env={**os.environ, "NEWSLETTER_SECRET_KEY": SECRET})  # fmt: skip
+        if done.returncode:
+            print(done.stderr)
+            return
+        sent, seconds = done.stdout.split()
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"null://: {int(sent):,} sent in {float(seconds):.0f} s = {int(sent) / float(seconds):.0f} msg/s "
+          f"(ledger included); peak memory of that process {peak:.0f} MB")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipients", type=int, default=20_000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--million", type=int, default=1_000_000, help="size of the null:// list (0 to skip)")
+    arguments = parser.parse_args()
+    os.environ.update(NEWSLETTER_SECRET_KEY=SECRET, NEWSLETTER_ASSET_BASE_URL="https://bench.example.org/archive")
+    os.environ.pop("NEWSLETTER_DATABASE_URL", None)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    measure_build()
+    measure_smtp(arguments.recipients, arguments.connections)
+    if arguments.million:
+        measure_million(arguments.million)
+
+
+if __name__ == "__main__":
+    main()

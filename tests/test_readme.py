@@ -10,7 +10,11 @@ from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-COMMANDS = ("init", "new", "check", "build", "preview", "schema")
+COMMANDS = (
+    ("init",), ("new",), ("check",), ("build",), ("preview",), ("schema",),
+    ("subscribers", "import"), ("subscribers", "add"), ("subscribers", "list"), ("subscribers", "remove"),
+    ("subscribers", "export"), ("send",), ("status",),
+)  # fmt: skip
 BLOCK = re.compile(r"(<!-- commands:start[^\n]*-->\n)(.*?)(<!-- commands:end -->)", re.DOTALL)
 
 
@@ -20,7 +24,7 @@ def command_reference() -> str:
     runner = CliRunner()
     parts = []
     for command in COMMANDS:
-        result = runner.invoke(app, [command, "--help"], prog_name="newsletter", terminal_width=100)
+        result = runner.invoke(app, [*command, "--help"], prog_name="newsletter", terminal_width=100)
         parts.append(result.output.rstrip())
     return "```\n" + "\n\n".join(parts) + "\n```\n"
 

@@ -89,7 +89,10 @@ class Dsn:
         try:
             port = parts.port
         except ValueError:
-            raise NewsletterError(f"the port in '{redact(text)}' is not a number") from None
+            hint = ""
+            if "@" in text:
+                hint = "; if the key or password holds / @ : or #, write them %2F %40 %3A %23"
+            raise NewsletterError(f"the port in '{redact(text)}' is not a number{hint}") from None
         return cls(
             scheme=parts.scheme.lower(),
             host=parts.hostname or "",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import ClassVar, Literal, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -46,6 +47,25 @@ class Outcome:
     @classmethod
     def failed(cls, reason: str, *, bounce: bool = False) -> Outcome:
         return cls("failed", reason=reason, bounce=bounce)
+
+
+@dataclass(frozen=True)
+class DeliveryEvent:
+    """What a provider's webhook says about one recipient, reduced to what changes a membership.
+
+    kind: "bounced"      a permanent (hard) bounce: the address is undeliverable (soft bounces are not events);
+          "complained"   the recipient marked the message as spam;
+          "unsubscribed" the recipient unsubscribed through the provider (its link or its List-Unsubscribe).
+    key is our ledger key (campaign-subscriber) when the provider echoes it back (metadata, tags, custom args);
+    without it the event applies to the address on every list.
+    """
+
+    kind: Literal["bounced", "complained", "unsubscribed"]
+    email: str
+    provider_id: str | None = None
+    at: datetime | None = None
+    detail: str = ""  # the provider's words, for the event log: "hard bounce: 550 5.1.1 user unknown"
+    key: str | None = None
 
 
 class TransportError(NewsletterError):

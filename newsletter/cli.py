@@ -419,6 +419,33 @@ def status(issue: IssueArg, list_slug: ListOpt, as_json: JsonOpt = False) -> Non
 
 
 @app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (0.0.0.0 behind a proxy in a container).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the unsubscribe links, one-click POSTs, the archive and provider webhooks (needs NEWSLETTER_SECRET_KEY)."""
+    import logging
+
+    import uvicorn
+
+    from newsletter.tokens import TokenSigner
+    from newsletter.web import create_app
+
+    workspace = Workspace.discover()
+    signer = TokenSigner.from_environment(required=True)
+    store = open_store(workspace)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    typer.echo(
+        f"serving {workspace.config.name} on http://{host}:{port}/ (database {store.engine.url.render_as_string()})"
+    )
+    # No access log: its lines would hold the unsubscribe tokens; web.py logs a hash of each path instead.
+    uvicorn.run(create_app(workspace, store, signer), host=host, port=port, access_log=False, proxy_headers=True,
+                log_level="warning")  # fmt: skip
+
+
+@app.command()
 def schema(as_json: JsonOpt = False) -> None:
     """Print the JSON Schema of issue.yaml (for editors and agents)."""
     sys.stdout.write(schema_text())

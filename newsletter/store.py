@@ -339,6 +339,67 @@ class Store:
             )
         )
 
+    def subscriber(self, subscriber_id: int) -> tuple[str, str | None] | None:
+        """(email, name) of a subscriber, or None."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                sa.select(subscribers.c.email, subscribers.c.name).where(subscribers.c.id == subscriber_id)
+            ).first()
+        return (row.email, row.name) if row else None
+
+    def list_by_slug(self, slug: str) -> tuple[int, str] | None:
+        """(id, name) of a list, or None."""
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(lists.c.id, lists.c.name).where(lists.c.slug == slug)).first()
+        return (row.id, row.name) if row else None
+
+    def status_of(self, subscriber_id: int, list_id: int) -> str | None:
+        with self.engine.connect() as connection:
+            return connection.execute(
+                sa.select(memberships.c.status).where(
+                    memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id
+                )
+            ).scalar()
+
+    def change_status(self, subscriber_id: int, list_id: int, status: str, source: str, detail: dict) -> bool:
+        """set_status in a transaction of its own (what one click or one webhook event does)."""
+        with self.engine.begin() as connection:
+            return self.set_status(connection, subscriber_id, list_id, status, source, detail)
+
+    def apply_event(self, kind: str, email: str, key: str | None, source: str, detail: dict) -> int:
+        """A provider's report (bounced, complained, unsubscribed) applied to memberships; return how many changed.
+
+        With our ledger key (campaign-subscriber) it applies to that campaign's list; without, to every list of
+        the address. An address we do not know changes nothing.
+        """
+        with self.engine.begin() as connection:
+            subscriber_id = self.find_subscriber(connection, email)
+            if subscriber_id is None:
+                return 0
+            list_ids: list[int] = []
+            if key and key.partition("-")[0].isdigit():
+                list_id = connection.execute(
+                    sa.select(campaigns.c.list_id).where(campaigns.c.id == int(key.partition("-")[0]))
+                ).scalar()
+                list_ids = [list_id] if list_id is not None else []
+            if not list_ids:
+                list_ids = list(
+                    connection.execute(
+                        sa.select(memberships.c.list_id).where(memberships.c.subscriber_id == subscriber_id)
+                    ).scalars()
+                )
+            return sum(self.set_status(connection, subscriber_id, i, kind, source, detail) for i in list_ids)
+
+    def sent_issues(self) -> list[tuple[str, str, dt.datetime]]:
+        """(issue slug, subject, first sent) of every issue a campaign started for, newest first."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(campaigns.c.issue_slug, sa.func.min(campaigns.c.subject), sa.func.min(campaigns.c.created_at))
+                .group_by(campaigns.c.issue_slug)
+                .order_by(sa.func.min(campaigns.c.created_at).desc())
+            ).all()
+        return [(row[0], row[1], _aware(row[2])) for row in rows]
+
     def find_subscriber(self, connection: Connection, email: str) -> int | None:
         return connection.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == email.lower())).scalar()
 

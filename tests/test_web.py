@@ -1,0 +1,201 @@
+"""`newsletter serve`'s app on a real uvicorn server: unsubscribe pages, one-click POSTs, archive, webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import xml.etree.ElementTree as ElementTree
+
+import httpx
+import pytest
+from conftest import EXAMPLE_SLUG
+from test_send import SECRET, run, send_json
+from test_send import workspace as workspace  # noqa: F401  (the fixture: example workspace and its list)
+from web_server import serving
+
+from newsletter.sending import open_store
+from newsletter.tokens import TokenSigner
+from newsletter.web import create_app
+from newsletter.workspace import Workspace
+
+GMAIL_BODY = b"List-Unsubscribe=One-Click"
+
+
+@pytest.fixture
+def site(workspace):  # noqa: F811
+    ws = Workspace.discover(workspace)
+    store = open_store(ws)
+    with serving(create_app(ws, store, TokenSigner(SECRET))) as base:
+        yield base, store
+    store.close()
+
+
+def ids(store):
+    return {m.email: m.subscriber_id for m in store.members(store.list_id("alliances"))}
+
+
+def status(store, email):
+    return {m.email: m.status for m in store.members(store.list_id("alliances"))}[email]
+
+
+def token_for(store, email, key=SECRET):
+    return TokenSigner(key).sign(ids(store)[email], "alliances")
+
+
+def test_get_shows_a_page_and_changes_nothing(site):
+    base, store = site
+    response = httpx.get(f"{base}/u/{token_for(store, 'marie@example.org')}")
+    assert response.status_code == 200
+    assert 'lang="fr"' in response.text and "Me désabonner" in response.text
+    assert "m•••@example.org" in response.text and "marie@" not in response.text
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert status(store, "marie@example.org") == "subscribed"
+
+
+def test_one_click_exactly_as_gmail_sends_it(site):
+    base, store = site
+    url = f"{base}/u/{token_for(store, 'marie@example.org')}"
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "Mozilla/5.0 (Google)"}
+    response = httpx.post(url, content=GMAIL_BODY, headers=headers, follow_redirects=False)
+    assert response.request.headers["content-length"] == "26" and "cookie" not in response.request.headers
+    assert response.status_code == 200 and "C'est fait" in response.text
+    assert status(store, "marie@example.org") == "unsubscribed"
+    again = httpx.post(url, content=GMAIL_BODY, headers=headers)  # idempotent
+    assert again.status_code == 200
+    history = store.history(ids(store)["marie@example.org"])
+    assert [(e["kind"], e["source"]) for e in history][-1] == ("unsubscribed", "one-click")
+    assert sum(e["kind"] == "unsubscribed" for e in history) == 1
+    assert history[-1]["detail"]["user_agent"] == "Mozilla/5.0 (Google)"
+
+
+def test_one_click_as_multipart_as_rfc_8058_prefers(site):
+    base, store = site
+    response = httpx.post(
+        f"{base}/u/{token_for(store, 'zoe@example.org')}", files={"List-Unsubscribe": (None, "One-Click")}
+    )
+    assert response.status_code == 200 and status(store, "zoe@example.org") == "unsubscribed"
+
+
+def test_the_page_button_then_undo(site):
+    base, store = site
+    url = f"{base}/u/{token_for(store, 'jean@example.org')}"
+    assert httpx.post(url, data={"action": "unsubscribe"}).status_code == 200
+    assert status(store, "jean@example.org") == "unsubscribed"
+    assert "Me réabonner" in httpx.get(url).text
+    response = httpx.post(url, data={"action": "resubscribe"})
+    assert response.status_code == 200 and "de nouveau abonné" in response.text
+    assert status(store, "jean@example.org") == "subscribed"
+    kinds = [(e["kind"], e["source"]) for e in store.history(ids(store)["jean@example.org"])]
+    assert kinds[-2:] == [("unsubscribed", "page"), ("subscribed", "page")]
+
+
+def test_undo_never_resubscribes_a_bounced_address(site):
+    base, store = site
+    url = f"{base}/u/{token_for(store, 'rebond@example.org')}"
+    httpx.post(url, data={"action": "resubscribe"})
+    assert status(store, "rebond@example.org") == "bounced"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda store: token_for(store, "marie@example.org")[:-3],  # truncated
+        lambda store: token_for(store, "marie@example.org", key="another-key-of-enough-length"),  # forged
+        lambda store: TokenSigner(SECRET).sign(ids(store)["marie@example.org"], "another-list"),  # unknown list
+        lambda store: TokenSigner(SECRET).sign(99999, "alliances"),  # unknown subscriber
+        lambda store: "x" * 40,
+    ],
+)
+def test_bad_tokens_get_the_same_400_and_change_nothing(site, make):
+    base, store = site
+    response = httpx.post(f"{base}/u/{make(store)}", content=GMAIL_BODY,
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert response.status_code == 400
+    reference = httpx.get(f"{base}/u/garbage")
+    assert response.text == reference.text  # nothing tells the reasons apart
+    assert status(store, "marie@example.org") == "subscribed"
+
+
+def test_a_retired_key_still_verifies_after_rotation(workspace):  # noqa: F811
+    ws = Workspace.discover(workspace)
+    store = open_store(ws)
+    old = token_for(store, "marie@example.org")  # signed with SECRET before the rotation
+    with serving(create_app(ws, store, TokenSigner("the-new-key-0123456789abcdef", (SECRET,)))) as base:
+        assert httpx.post(f"{base}/u/{old}", content=GMAIL_BODY).status_code == 200
+    with serving(create_app(ws, store, TokenSigner("the-new-key-0123456789abcdef"))) as base:  # retired for good
+        assert httpx.post(f"{base}/u/{token_for(store, 'zoe@example.org')}", content=GMAIL_BODY).status_code == 400
+    store.close()
+
+
+def test_oversize_bodies_and_wrong_methods(site):
+    base, store = site
+    url = f"{base}/u/{token_for(store, 'marie@example.org')}"
+    assert httpx.post(url, content=b"x" * 100_000).status_code == 413
+    assert httpx.put(url, content=GMAIL_BODY).status_code == 405
+    assert httpx.delete(url).status_code == 405
+    assert status(store, "marie@example.org") == "subscribed"
+
+
+def test_refusals_are_rate_limited_per_address_block_but_genuine_clicks_never(site):
+    base, store = site
+    codes = [httpx.get(f"{base}/u/bad{i}").status_code for i in range(35)]
+    assert codes[:30] == [400] * 30 and codes[-1] == 429
+    assert httpx.post(f"{base}/u/{token_for(store, 'marie@example.org')}", content=GMAIL_BODY).status_code == 200
+
+
+def test_webhooks_without_a_configured_secret_are_refused(site, monkeypatch):
+    base, store = site
+    for provider in ("postmark", "sendgrid", "mailgun", "ses", "resend"):
+        monkeypatch.delenv(f"NEWSLETTER_WEBHOOK_SECRET_{provider.upper()}", raising=False)
+        response = httpx.post(
+            f"{base}/webhooks/{provider}", json={"RecordType": "Bounce", "Email": "marie@example.org"}
+        )
+        assert response.status_code == 401
+    assert httpx.post(f"{base}/webhooks/nope", json={}).status_code == 404
+    assert status(store, "marie@example.org") == "subscribed"
+
+
+def test_archive_feed_and_health(site):
+    base, store = site
+    assert httpx.get(f"{base}/healthz").text == "ok"
+    assert httpx.get(f"{base}/archive/{EXAMPLE_SLUG}/").status_code == 404  # not sent yet
+    assert send_json("--no-dry-run")[0].exit_code == 0
+    index = httpx.get(f"{base}/archive/")
+    assert "Retour sur le 2e Forum des Alliances" in index.text
+    issue = httpx.get(f"{base}/archive/{EXAMPLE_SLUG}/")
+    assert issue.status_code == 200 and "Consulter les documents!" in issue.text and "%%" not in issue.text
+    assert "style-src 'unsafe-inline'" in issue.headers["content-security-policy"]
+    logo = httpx.get(f"{base}/archive/{EXAMPLE_SLUG}/images/logo-alliances.png")
+    assert logo.status_code == 200 and logo.content.startswith(b"\x89PNG")
+    feed = ElementTree.fromstring(httpx.get(f"{base}/archive/feed.xml").content)
+    entries = feed.findall("{http://www.w3.org/2005/Atom}entry")
+    assert len(entries) == 1 and entries[0].find("{http://www.w3.org/2005/Atom}title").text.startswith("Retour")
+
+
+def test_500_concurrent_one_clicks_are_all_recorded(workspace):  # noqa: F811
+    ws = Workspace.discover(workspace)
+    store = open_store(ws)
+    from newsletter.subscribers import add
+
+    for number in range(500):
+        add(store, "alliances", f"clic{number:03d}@example.org", None)
+    tokens = [TokenSigner(SECRET).sign(i, "alliances") for e, i in ids(store).items() if e.startswith("clic")]
+
+    async def click_all(base):
+        limits = httpx.Limits(max_connections=500)
+        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
+            return await asyncio.gather(*(client.post(f"/u/{t}", content=GMAIL_BODY) for t in tokens))
+
+    with serving(create_app(ws, store, TokenSigner(SECRET))) as base:
+        responses = asyncio.run(click_all(base))
+    assert [r.status_code for r in responses] == [200] * 500
+    left = [m.email for m in store.members(store.list_id("alliances"), "unsubscribed") if m.email.startswith("clic")]
+    assert len(left) == 500
+    store.close()
+
+
+def test_serve_refuses_to_start_without_a_secret_key(workspace, monkeypatch):  # noqa: F811
+    monkeypatch.delenv("NEWSLETTER_SECRET_KEY")
+    result = run("serve")
+    assert result.exit_code == 1 and "NEWSLETTER_SECRET_KEY is not set" in result.stderr

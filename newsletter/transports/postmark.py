@@ -24,20 +24,44 @@ Docs relied on:
   https://github.com/activecampaign/postmark-php/wiki/Sending-Batches             "the /batch endpoint will return a
       200-level http status, even when validation for individual messages may fail … (the results are ordered the
       same as the original messages)"
+
+Webhooks: Postmark signs nothing. Its one documented protection is HTTP basic auth, written into the webhook URL
+as https://USER:PASSWORD@example.org/… (or as the webhook's HttpAuth in the Webhooks API), which Postmark sends as
+an Authorization: Basic header; verify_webhook checks it against NEWSLETTER_WEBHOOK_SECRET_POSTMARK="USER:PASSWORD".
+Basic auth carries no timestamp and does not cover the body: only HTTPS protects against replay and tampering.
+Each request is one JSON object (no batches) whose RecordType names the event. On a Broadcast stream Postmark sends
+no Bounce or SpamComplaint webhook, only SubscriptionChange: an address put on (SuppressSending true) or taken off
+the stream's suppression list, with SuppressionReason HardBounce, SpamComplaint or ManualSuppression ("If a
+recipient unsubscribes, they will be suppressed with the SuppressionReason of ManualSuppression"). Each event
+echoes the message's Metadata, so Metadata["newsletter-key"] gives back the ledger key (not on reactivations, nor
+on suppressions made by hand in Postmark).
+  https://postmarkapp.com/developer/webhooks/webhooks-overview              basic HTTP authentication in the URL
+  https://postmarkapp.com/developer/api/webhooks-api                        HttpAuth {Username, Password}, Triggers
+  https://postmarkapp.com/developer/webhooks/bounce-webhook                 Bounce payload; "only available in
+      Transactional Message Streams"
+  https://postmarkapp.com/developer/webhooks/spam-complaint-webhook         SpamComplaint payload; same restriction
+  https://postmarkapp.com/developer/webhooks/subscription-change-webhook    SubscriptionChange payload and fields
+  https://postmarkapp.com/developer/api/bounce-api                          the bounce Types and TypeCodes
+  https://postmarkapp.com/support/article/815-what-are-bounces-and-spam-complaints   which Types deactivate an address
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import json
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from email.utils import getaddresses
 from typing import Any, ClassVar
 
 from newsletter.errors import NewsletterError
 from newsletter.message import Mailbox, Outgoing
 from newsletter.transports._http import ApiRequest, ApiTransport, retry_after, short
-from newsletter.transports.base import Dsn, Outcome, TransportError
+from newsletter.transports.base import DeliveryEvent, Dsn, Outcome, TransportError
 
 BATCH_PATH = "/email/batch"
 MAX_MESSAGES = 500
@@ -235,6 +259,161 @@ def _same_address(a: str, b: str) -> bool:
         return local_a.lower() == local_b.lower() and domain_a.encode("idna") == domain_b.encode("idna")
     except UnicodeError:
         return False
+
+
+# Webhooks
+
+
+WEBHOOK_SECRET_VARIABLE = "NEWSLETTER_WEBHOOK_SECRET_POSTMARK"
+
+# Bounce Types (https://postmarkapp.com/developer/api/bounce-api#bounce-types) that say the address itself is
+# undeliverable. "When emails are identified as Hard Bounce or Spam Complaint they are automatically deactivated"
+# (support article 815). BadEmailAddress: "The address is not a valid email address." Every other Type is temporary
+# (SoftBounce, Transient, DnsError…), an autoreply, or a verdict on the sender or the content rather than the address
+# (Blocked, DMARCPolicy, SpamNotification, VirusNotification), or our own doing (ManuallyDeactivated): ignored.
+PERMANENT_BOUNCE_TYPES = frozenset({"HardBounce", "BadEmailAddress"})
+# Bounce Type "Unsubscribe" (TypeCode 16): "Unsubscribe or Remove request" received back from the recipient.
+UNSUBSCRIBE_BOUNCE_TYPE = "Unsubscribe"
+# SubscriptionChange SuppressionReason → kind. "If a recipient unsubscribes, they will be suppressed with the
+# SuppressionReason of ManualSuppression" (subscription-change-webhook page).
+SUPPRESSION_KINDS = {"HardBounce": "bounced", "SpamComplaint": "complained", "ManualSuppression": "unsubscribed"}
+
+
+def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, **kwargs: Any) -> bool:
+    """Return True only if the request carries the webhook URL's HTTP basic auth credentials.
+
+    secret is "USER:PASSWORD", the user name and password written into the webhook URL set in Postmark
+    (https://USER:PASSWORD@example.org/webhooks/postmark, or the webhook's HttpAuth); the server reads it from
+    NEWSLETTER_WEBHOOK_SECRET_POSTMARK. Postmark signs nothing (webhooks-overview page): basic auth is its only
+    documented check, so there is no timestamp to refuse a replay and the body is not covered; only HTTPS protects
+    them. body and kwargs are not used. The comparison is constant-time; malformed input returns False.
+    """
+    try:
+        user, sep, password = secret.partition(":")
+        if not (user and sep and password):
+            return False  # an empty user name or password would let anyone in
+        authorization = _header(headers, "Authorization")
+        if authorization is None:
+            return False
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "basic" or not token or " " in token:
+            return False
+        credentials = base64.b64decode(token.encode("ascii"), validate=True)
+        # Hash both sides so that the comparison takes the same time whatever the lengths.
+        return hmac.compare_digest(
+            hashlib.sha256(credentials).digest(), hashlib.sha256(secret.encode("utf-8")).digest()
+        )
+    except (AttributeError, TypeError, ValueError, UnicodeError, binascii.Error):
+        return False
+
+
+def parse_webhook(body: bytes, headers: Mapping[str, str] | None = None) -> list[DeliveryEvent]:
+    """Return the membership change in one Postmark webhook request: zero or one DeliveryEvent.
+
+    Postmark posts one JSON object per event. Bounce with a permanent Type (PERMANENT_BOUNCE_TYPES) is "bounced",
+    SpamComplaint "complained", a Bounce of Type Unsubscribe "unsubscribed"; SubscriptionChange that suppresses
+    sending maps its SuppressionReason (SUPPRESSION_KINDS). Everything else (Delivery, Open, Click, soft bounces,
+    reactivations, inbound mail) gives []. Raise ValueError when the body is not a JSON object, or when an event
+    that changes a membership does not name its address.
+    """
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeError) as error:
+        raise ValueError(f"postmark webhook: the body is not JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"postmark webhook: expected one JSON object, got {type(data).__name__}")
+
+    record_type = data.get("RecordType")
+    if record_type in ("Bounce", "SpamComplaint"):
+        event = _bounce_event(data)
+    elif record_type == "SubscriptionChange":
+        event = _subscription_event(data)
+    else:
+        event = None
+    return [event] if event else []
+
+
+def _bounce_event(data: dict[str, Any]) -> DeliveryEvent | None:
+    """Bounce and SpamComplaint records share one shape (Type, Email, BouncedAt, Details, Metadata)."""
+    bounce_type = data.get("Type")
+    if data.get("RecordType") == "SpamComplaint" or bounce_type == "SpamComplaint":
+        kind = "complained"
+    elif bounce_type in PERMANENT_BOUNCE_TYPES:
+        kind = "bounced"
+    elif bounce_type == UNSUBSCRIBE_BOUNCE_TYPE:
+        kind = "unsubscribed"
+    else:
+        return None
+    name = _text(data.get("Name")) or _text(bounce_type) or "spam complaint"
+    details = _text(data.get("Details")) or _text(data.get("Description"))
+    return DeliveryEvent(
+        kind=kind,
+        email=_address(data, "Email"),
+        provider_id=_text(data.get("MessageID")) or None,
+        at=_timestamp(data.get("BouncedAt")),
+        detail=_one_line(f"{name.lower()}: {details}" if details else name.lower()),
+        key=_key(data),
+    )
+
+
+def _subscription_event(data: dict[str, Any]) -> DeliveryEvent | None:
+    """An address put on the stream's suppression list; a reactivation (SuppressSending false) changes nothing here."""
+    if data.get("SuppressSending") is not True:
+        return None
+    reason = data.get("SuppressionReason")
+    kind = SUPPRESSION_KINDS.get(reason) if isinstance(reason, str) else None
+    if kind is None:
+        return None
+    origin = _text(data.get("Origin"))
+    stream = _text(data.get("MessageStream"))
+    detail = f"suppressed: {reason}" + (f" by {origin}" if origin else "") + (f" on stream {stream}" if stream else "")
+    return DeliveryEvent(
+        kind=kind,
+        email=_address(data, "Recipient"),
+        provider_id=_text(data.get("MessageID")) or None,  # null for suppressions made by hand in Postmark
+        at=_timestamp(data.get("ChangedAt")),
+        detail=_one_line(detail),
+        key=_key(data),
+    )
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    wanted = name.lower()
+    for key, value in headers.items():
+        if isinstance(key, str) and key.lower() == wanted:
+            return value if isinstance(value, str) else None
+    return None
+
+
+def _address(data: dict[str, Any], field: str) -> str:
+    email = data.get(field)
+    if not isinstance(email, str) or "@" not in email:
+        raise ValueError(f"postmark webhook: {data.get('RecordType')} without an address in {field}")
+    return email.strip()
+
+
+def _key(data: dict[str, Any]) -> str | None:
+    """Our ledger key, from the Metadata build_payload attached to the message."""
+    metadata = data.get("Metadata")
+    if not isinstance(metadata, dict):
+        return None
+    key = metadata.get(METADATA_KEY)
+    return (key.strip() or None) if isinstance(key, str) else None
+
+
+def _timestamp(value: Any) -> datetime | None:
+    """Postmark's ISO 8601 times ("2019-11-05T16:33:54.9070259Z", "…-04:00"); None when unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
 
 
 class PostmarkTransport(ApiTransport):

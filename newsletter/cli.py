@@ -25,7 +25,7 @@ from newsletter.i18n import LANGUAGES
 from newsletter.progress import ProgressLine
 from newsletter.sending import SendSummary, campaign_status, open_store, transport_dsn
 from newsletter.sending import send as send_issue
-from newsletter.store import STATUSES
+from newsletter.store import STATUSES, Store, database_url, engine_name
 from newsletter.subscribers import add as add_subscriber
 from newsletter.subscribers import export_csv, import_csv
 from newsletter.subscribers import remove as remove_subscriber
@@ -416,6 +416,26 @@ def status(issue: IssueArg, list_slug: ListOpt, as_json: JsonOpt = False) -> Non
         return
     _show_send(summary, list_slug)
     typer.echo(summary.note or "")
+
+
+db_app = typer.Typer(cls=_Commands, no_args_is_help=True, rich_markup_mode=None, help="The database.")
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(as_json: JsonOpt = False) -> None:
+    """Apply the schema migrations the database lacks (NEWSLETTER_DATABASE_URL, or subscribers/newsletter.db)."""
+    url = database_url(Workspace.discover().root)
+    store = Store.open(url, upgrade=False)
+    try:
+        applied, version = store.upgrade(), store.version()
+    finally:
+        store.close()
+    if as_json:
+        _print_json({"database": engine_name(url), "applied": applied, "version": version})
+    else:
+        done = f"applied {', '.join(map(str, applied))}" if applied else "already up to date"
+        typer.echo(f"{engine_name(url)}: {done} (schema version {version})")
 
 
 @app.command()

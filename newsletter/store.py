@@ -189,7 +189,9 @@ class Store:
         self.engine = engine
 
     @classmethod
-    def open(cls, url: str, *, upgrade: bool = True) -> Store:
+    def open(cls, url: str, *, upgrade: bool | None = None) -> Store:
+        """Open the store. SQLite (one host) is upgraded as it opens; PostgreSQL, which several hosts may share,
+        only by `newsletter db upgrade` (upgrade=True), so that no two processes race to migrate it."""
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -199,8 +201,13 @@ class Store:
         if engine.dialect.name == "sqlite":
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         store = cls(engine)
-        if upgrade:
+        if upgrade if upgrade is not None else engine.dialect.name == "sqlite":
             store.upgrade()
+        elif upgrade is None and (version := store.version()) < MIGRATIONS[-1][0]:
+            raise NewsletterError(
+                f"the database {engine_name(url)} is at schema version {version} and this newsletter needs "
+                f"{MIGRATIONS[-1][0]}: run `newsletter db upgrade`"
+            )
         return store
 
     def close(self) -> None:

@@ -103,3 +103,37 @@ def campaign():
 def messages(campaign):
     """Four messages: French names with accents and œ, and one recipient without a name."""
     return [campaign.build(recipient) for recipient in RECIPIENTS]
+
+
+@pytest.fixture(scope="session")
+def postgresql():
+    """A PostgreSQL server for the session; skipped, loudly, only where Debian's postgresql is not installed."""
+    from postgres_server import PostgresServer
+
+    try:
+        server = PostgresServer().start()
+    except FileNotFoundError as exc:
+        pytest.skip(f"NO POSTGRESQL, ITS TESTS SKIPPED: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """An empty database on each engine the store supports: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'newsletter.db'}"
+    from newsletter.store import Store
+
+    url = request.getfixturevalue("postgresql").new_database()
+    Store.open(url, upgrade=True).close()  # as `newsletter db upgrade` does
+    return url
+
+
+@pytest.fixture
+def database_setting() -> str | None:
+    """NEWSLETTER_DATABASE_URL for the workspace fixtures: None means the workspace's own SQLite file.
+
+    A test module overrides it with `database_url` to run its tests on every engine.
+    """
+    return None

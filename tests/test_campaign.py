@@ -46,8 +46,8 @@ class ScriptedTransport:
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = Store.open(f"sqlite:///{tmp_path / 'newsletter.db'}")
+def store(database_url):
+    store = Store.open(database_url)
     for number in range(1, 13):
         add(store, "alliances", f"p{number:02d}@example.org", f"Personne {number}")
     yield store

@@ -27,13 +27,15 @@ MEMBERS = [
 
 
 @pytest.fixture
-def workspace(example_workspace, monkeypatch):
+def workspace(example_workspace, monkeypatch, database_setting):
     """The example workspace with a list of four subscribed, one unsubscribed and one bounced address."""
     monkeypatch.chdir(example_workspace)
     monkeypatch.setenv("NEWSLETTER_ASSET_BASE_URL", "https://bulletin.crdbsl.example/archive")
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SECRET)
     for variable in ("NEWSLETTER_TRANSPORT", "NEWSLETTER_DATABASE_URL", "NEWSLETTER_BASE_URL"):
         monkeypatch.delenv(variable, raising=False)
+    if database_setting:
+        monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_setting)
     rows = [("courriel", "nom")] + MEMBERS + [("parti@example.org", "Parti"), ("rebond@example.org", "Rebond")]
     (example_workspace / "subscribers").mkdir(exist_ok=True)
     (example_workspace / "subscribers" / "liste.csv").write_text("\n".join(f"{a},{b}" for a, b in rows) + "\n")

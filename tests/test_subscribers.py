@@ -16,8 +16,8 @@ CSV = Path(__file__).parent / "fixtures" / "csv"
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = Store.open(f"sqlite:///{tmp_path / 'newsletter.db'}")
+def store(database_url):
+    store = Store.open(database_url)
     yield store
     store.close()
 
@@ -127,3 +127,19 @@ def test_migrations_are_versioned_and_idempotent(tmp_path):
     store.close()
     with Store.open(url).engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_postgresql_is_migrated_only_by_db_upgrade(postgresql, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from newsletter.cli import app
+
+    url = postgresql.new_database()
+    with pytest.raises(NewsletterError, match="schema version 0 .* run `newsletter db upgrade`"):
+        Store.open(url)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", url)
+    result = CliRunner().invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 0 and "applied 1 (schema version 1)" in result.stdout
+    assert "already up to date" in CliRunner().invoke(app, ["db", "upgrade"]).stdout
+    Store.open(url).close()

@@ -21,6 +21,12 @@ GMAIL_BODY = b"List-Unsubscribe=One-Click"
 
 
 @pytest.fixture
+def database_setting(database_url) -> str:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return database_url
+
+
+@pytest.fixture
 def site(workspace):  # noqa: F811
     ws = Workspace.discover(workspace)
     store = open_store(ws)

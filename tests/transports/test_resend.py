@@ -6,7 +6,9 @@ Bodies come from tests/fixtures/resend/ (copied from Resend's documentation; REA
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -19,6 +21,7 @@ from newsletter.transports import transport_from_dsn
 from newsletter.transports.base import Dsn, Outcome, TransportError
 from newsletter.transports.resend import (
     ResendTransport,
+    build_email,
     build_payload,
     idempotency_key,
     mailbox,
@@ -99,6 +102,8 @@ def test_the_request_is_the_documented_batch_call(messages):
             "List-Unsubscribe": message.headers["List-Unsubscribe"],
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         }
+        # The ledger key as a tag, which Resend echoes in the webhooks (https://resend.com/docs/dashboard/emails/tags).
+        assert email["tags"] == [{"name": "newsletter_key", "value": message.key}]
         # Each recipient's own content, placeholders filled.
         assert email["html"] == message.html and email["text"] == message.text
         assert message.values["unsubscribe_url"] in email["text"]
@@ -117,6 +122,21 @@ def test_the_payload_has_the_documented_shape(messages):
             assert type(ours[field]) is type(example), field
         assert all(isinstance(address, str) for address in ours["to"])
     assert "Date" not in payload[0]["headers"] and "Message-ID" not in payload[0]["headers"]
+
+
+def test_the_ledger_key_is_a_tag_resend_accepts(messages):
+    """Tag names and values may hold only ASCII letters, numbers, underscores and dashes
+    (https://resend.com/docs/dashboard/emails/tags; tags on /emails/batch since
+    https://resend.com/changelog/tags-for-batch-and-scheduled-emails). A key that could not be a tag is left out:
+    Resend would refuse the email for it, and without it a webhook event applies to the address on every list."""
+    allowed = re.compile(r"[A-Za-z0-9_-]{1,256}")
+    for email, message in zip(build_payload(messages), messages, strict=True):
+        [tag] = email["tags"]
+        assert tag == {"name": "newsletter_key", "value": message.key}
+        assert allowed.fullmatch(tag["name"]) and allowed.fullmatch(tag["value"])
+        assert re.fullmatch(r"12-[0-9]+", tag["value"])  # <campaign>-<subscriber>
+    for key in ("12-3 4", "12/34", "clé-1", "x" * 257, ""):
+        assert "tags" not in build_email(dataclasses.replace(messages[0], key=key)), key
 
 
 def test_the_idempotency_key_follows_the_messages_keys(campaign, messages):

@@ -17,7 +17,12 @@ says in so many words that an h: value is substituted. django-anymail's `merge_h
 (anymail/backends/mailgun.py, issue #374), and so does a pull request merged into Mailgun's own mailgun-ruby
 (#97: List-Unsubscribe in batch messages, "each link is unique by user"). Not checked against the live API.
 Date and Message-ID are left to Mailgun: the batch is one Mailgun message whose id comes back in the answer.
-Tracking is off (o:tracking, o:tracking-clicks, o:tracking-opens = no: Law 25 s.9.1).
+Tracking is off (o:tracking, o:tracking-clicks, o:tracking-opens = no: Law 25 s.9.1). Each recipient's ledger key
+goes in `v:newsletter-key=%recipient.newsletter_key%`: a custom variable filled from recipient-variables, which
+Mailgun documents for exactly this ("events and webhooks associated with the recipient … will contain a
+user-variable field"); recipient-variables themselves never reach a webhook. Mailgun also writes custom variables
+into the delivered message's X-Mailgun-Variables header, so a recipient who reads the headers sees "12-345", the
+campaign and subscriber ids our Message-ID carries with the other transports.
 
 Answers: 200 {"id": "<…>", "message": "Queued. Thank you."} for the whole batch: every message sent with that id
 (bounces only come later, by webhook or the events API). 400 {"message": "…"}: the whole batch is refused, every
@@ -34,23 +39,52 @@ Doc pages relied on:
   https://documentation.mailgun.com/en/latest/api-sending.html (h:X-My-Header, h:Reply-To, the 200 answer; o:, h:
     and v: fields together at most 16 kB)
   https://documentation.mailgun.com/docs/mailgun/user-manual/sending-messages (EU host, "not a valid address")
+  https://documentation.mailgun.com/docs/mailgun/user-manual/sending-messages/send-attachments ("Attaching Metadata
+    to Messages": v: fields, user-variables, and v:recipient-id=%recipient.id% filled per recipient)
+
+Webhooks: Mailgun posts one JSON object per event, {"signature": {"timestamp", "token", "signature"},
+"event-data": {…}}, and signs it in the body: signature = hex HMAC-SHA256(HTTP webhook signing key, timestamp +
+token), the key read from NEWSLETTER_WEBHOOK_SECRET_MAILGUN. Only timestamp and token are signed, never the event:
+verify_webhook refuses a timestamp older than 9 hours (Mailgun retries for 8, and a retry may carry the first
+attempt's signature) or 5 minutes in the future, and a token the server says it has seen; the server must
+remember each accepted token (webhook_token) for those 9 hours, or a signature seen once could carry any event.
+Mailgun takes 200 as done and 406 as refused for good; any other status makes it retry. Events:
+failed with severity permanent -> bounced (temporary failures are retried by Mailgun and change nothing),
+complained, unsubscribed (only sent when the domain's own unsubscribe tracking is on); accepted, delivered,
+opened, clicked and the rest change nothing. The key is event-data["user-variables"]["newsletter-key"]; Mailgun
+writes "user-variables": [] when a message has none. The legacy form-encoded webhooks (retired in 2023) are not read.
+  https://documentation.mailgun.com/docs/mailgun/user-manual/webhooks/securing-webhooks (the algorithm, the
+    signing key, parent-signature for subaccounts)
+  https://documentation.mailgun.com/en/latest/user_manual.html#securing-webhooks (the earlier manual: "cache the
+    token value locally and not honor any subsequent request with the same token", "check if the timestamp is
+    not too far from the current time", no tolerance given)
+  https://documentation.mailgun.com/docs/mailgun/user-manual/webhooks/webhook-payloads (one example per event)
+  https://documentation.mailgun.com/docs/mailgun/user-manual/webhooks/webhook-retries (200, 406, 8 hours)
+  https://documentation.mailgun.com/docs/mailgun/user-manual/events/event-types (failed: permanent, temporary)
+  https://github.com/hookdeck/webhook-skills skills/mailgun-webhooks/references/verification.md ("The signature
+    object is identical on every retry of the same event"; Mailgun's own pages do not say)
+  https://help.mailgun.com/hc/en-us/articles/14048832145051-Legacy-Webhooks (legacy webhooks retired October 2023)
 """
 
 from __future__ import annotations
 
 import base64
 import email.utils
+import hashlib
+import hmac
 import html
 import json
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Container, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import ClassVar
 from urllib.parse import quote
 
 from newsletter.errors import NewsletterError
 from newsletter.message import Mailbox, Outgoing
 from newsletter.transports._http import ApiRequest, ApiTransport, api_base_url, short
-from newsletter.transports.base import Dsn, Outcome
+from newsletter.transports.base import DeliveryEvent, Dsn, Outcome
 
 NAME = "Mailgun"
 MAX_BATCH = 1000  # "The maximum number of recipients allowed for batch is 1,000" (batch-sending page)
@@ -61,6 +95,14 @@ MAILGUN_HEADERS = frozenset({"date", "message-id"})
 _BAD_ADDRESS_CHARS = re.compile(r'[\s<>,;"()\[\]\\\x00-\x1f\x7f]')
 # RFC 5322 specials: a display name holding one is quoted, which Mailgun gets wrong for non-ASCII names.
 _SPECIALS = frozenset('()<>[]:;@\\,."')
+# The custom variable that carries a message's ledger key, and the recipient variable that fills it for each
+# recipient (no placeholder variable can be called so: theirs start with html_, text_ or header_).
+KEY_VARIABLE = "newsletter-key"
+KEY_RECIPIENT_VARIABLE = "newsletter_key"
+_LEDGER_KEY = re.compile(r"\d+-\d+")  # Outgoing.key: campaign id - subscriber id
+# Mailgun retries a webhook "during 8 hours" (5 min, 10 min, 15 min, 1 h, 2 h, 4 h); an hour more for its queue.
+WEBHOOK_MAX_AGE = 9 * 3600
+WEBHOOK_MAX_SKEW = 300  # a timestamp ahead of our clock by more than this is refused too
 
 
 def build_payload(messages: Sequence[Outgoing]) -> list[tuple[str, str]]:
@@ -98,10 +140,12 @@ def build_payload(messages: Sequence[Outgoing]) -> list[tuple[str, str]]:
             header_vars[name] = "header_" + name.lower().replace("-", "_")
             fields.append((f"h:{name}", f"%recipient.{header_vars[name]}%"))
     fields += [("o:tracking", "no"), ("o:tracking-clicks", "no"), ("o:tracking-opens", "no")]
+    # Each recipient's ledger key, which Mailgun echoes in its webhooks' user-variables (see parse_webhook).
+    fields.append((f"v:{KEY_VARIABLE}", f"%recipient.{KEY_RECIPIENT_VARIABLE}%"))
 
     variables = {}
     for message in members:
-        own = {}
+        own = {KEY_RECIPIENT_VARIABLE: message.key}
         for (placeholder, fallback), var in html_vars.items():
             value = message.values.get(placeholder)
             own[var] = html.escape(value) if value else fallback  # the fallback is template text, already escaped
@@ -147,6 +191,130 @@ def parse_response(status: int, headers: Mapping[str, str], body: bytes, message
     for i in members:
         outcomes[i] = verdict
     return [outcome if outcome is not None else Outcome.retry(f"{NAME}: no answer") for outcome in outcomes]
+
+
+def verify_webhook(
+    headers: Mapping[str, str],
+    body: bytes,
+    secret: str,
+    *,
+    now: float | None = None,
+    seen_tokens: Container[str] = (),
+    max_age: float = WEBHOOK_MAX_AGE,
+    **_: object,
+) -> bool:
+    """True only if the body carries Mailgun's signature, made with `secret`, fresh, and with a token not seen.
+
+    secret: the account's "HTTP webhook signing key", as Mailgun's control panel names it (not the sending API
+    key, which Mailgun's earlier pages told to use), which the server reads from NEWSLETTER_WEBHOOK_SECRET_MAILGUN.
+    The signature is in the body, not in a header: {"signature": {"timestamp", "token", "signature"}, "event-data"}
+    with signature = hex HMAC-SHA256(secret, timestamp + token). A subaccount's events also carry a
+    "parent-signature" made with the primary account's key; either one may match `secret`.
+    Refused: a timestamp more than `max_age` seconds old (9 hours: Mailgun retries a webhook for 8, and a
+    retry may carry the first attempt's signature) or more than 5 minutes ahead of `now`; a token in
+    `seen_tokens`. Mailgun signs only timestamp + token, not the event: the tokens of accepted requests must be
+    remembered for `max_age` (webhook_token gives it) or a signature seen once can carry any event for 9 hours.
+    headers play no part. Never raises: anything malformed is False.
+    """
+    try:
+        key = secret.strip().encode("utf-8")
+        signed = json.loads(body).get("signature")
+        timestamp, token = signed["timestamp"], signed["token"]
+        if isinstance(timestamp, int) and not isinstance(timestamp, bool):
+            timestamp = str(timestamp)
+        if not key or not isinstance(timestamp, str) or not isinstance(token, str) or not token:
+            return False
+        if not timestamp.isascii() or not timestamp.isdigit() or token in seen_tokens:
+            return False
+        age = (time.time() if now is None else now) - int(timestamp)
+        if age > max_age or age < -WEBHOOK_MAX_SKEW:
+            return False
+        expected = hmac.new(key, (timestamp + token).encode("utf-8"), hashlib.sha256).hexdigest().encode("ascii")
+        offered = [signed.get("signature"), signed.get("parent-signature")]
+        matches = [hmac.compare_digest(expected, value.encode("utf-8")) for value in offered if isinstance(value, str)]
+        return any(matches)
+    except Exception:  # malformed input of any kind (not JSON, not an object, a missing field…) is not authentic
+        return False
+
+
+def webhook_token(body: bytes) -> str | None:
+    """The token of a webhook's signature: what the server remembers (for WEBHOOK_MAX_AGE) to refuse a replay."""
+    try:
+        token = json.loads(body)["signature"]["token"]
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return None
+    return token if isinstance(token, str) and token else None
+
+
+def parse_webhook(body: bytes, headers: Mapping[str, str] | None = None) -> list[DeliveryEvent]:
+    """The membership change in one Mailgun webhook, as a list of at most one event (Mailgun posts one per request).
+
+    failed with severity "permanent" is a bounce (Mailgun gives up on the address: a hard bounce, an address
+    already suppressed, a message past its retries); complained and unsubscribed are themselves. Temporary
+    failures, accepted, delivered, opened, clicked and anything else change nothing. The ledger key comes back
+    in user-variables (build_payload's v:newsletter-key). Raise ValueError when the body is not Mailgun's JSON.
+    """
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    data = payload.get("event-data") if isinstance(payload, dict) else None
+    if not isinstance(data, dict):
+        raise ValueError("no event-data object: not a Mailgun webhook (legacy form-encoded webhooks are not read)")
+    event = data.get("event")
+    if event == "failed" and data.get("severity") == "permanent":
+        status = data.get("delivery-status") if isinstance(data.get("delivery-status"), dict) else {}
+        said = " ".join(str(status.get(k) or "") for k in ("code", "message")).strip() or status.get("description")
+        kind, detail = "bounced", f"permanent failure ({data.get('reason') or 'no reason given'})"
+        detail += f": {said}" if said else ""
+    elif event == "complained":
+        kind, detail = "complained", "spam complaint"
+    elif event == "unsubscribed":
+        kind, detail = "unsubscribed", "unsubscribed through Mailgun"
+    else:
+        return []
+    recipient = data.get("recipient")
+    if not isinstance(recipient, str) or "@" not in recipient:
+        raise ValueError(f"a {event} event without a recipient address")
+    return [
+        DeliveryEvent(
+            kind=kind,
+            email=recipient.strip(),
+            provider_id=_message_id(data),
+            at=_when(data.get("timestamp")),
+            detail=detail[:500],
+            key=_ledger_key(data.get("user-variables")),
+        )
+    ]
+
+
+def _message_id(data: dict) -> str | None:
+    """The Message-ID as the sending answer gave it (<…>); webhooks give it without the brackets."""
+    message = data.get("message")
+    headers = message.get("headers") if isinstance(message, dict) else None
+    found = headers.get("message-id") if isinstance(headers, dict) else None
+    if not isinstance(found, str) or not found.strip():
+        return None
+    found = found.strip()
+    return found if found.startswith("<") else f"<{found}>"
+
+
+def _when(timestamp: object) -> datetime | None:
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
+        return None
+    try:
+        return datetime.fromtimestamp(timestamp, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _ledger_key(variables: object) -> str | None:
+    """Our key from user-variables; Mailgun writes [] when a message has none, and a value left as
+    %recipient.newsletter_key% (a recipient without the variable) is no key."""
+    if not isinstance(variables, dict):
+        return None
+    key = variables.get(KEY_VARIABLE)
+    return key if isinstance(key, str) and _LEDGER_KEY.fullmatch(key) else None
 
 
 def batch_members(messages: Sequence[Outgoing]) -> list[int]:

@@ -4,7 +4,8 @@
     Authorization: Bearer SG.…
     {"from": …, "reply_to": …, "subject": …,
      "content": [{"type": "text/plain", "value": …}, {"type": "text/html", "value": …}],   once per batch
-     "personalizations": [{"to": [{"email": …, "name": …}], "headers": {…}, "substitutions": {…}}, …],
+     "personalizations": [{"to": [{"email": …, "name": …}], "headers": {…}, "substitutions": {…},
+                           "custom_args": {"newsletter_key": …}}, …],
      "tracking_settings": {… all off}, "mail_settings": {"footer": {"enable": false}}}
 
 One request sends ONE content to every recipient: a personalization per recipient carries its `to`, its own
@@ -54,27 +55,55 @@ Documentation relied on:
   https://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html      (202, 200 in sandbox mode, 413)
   https://www.twilio.com/docs/sendgrid/glossary/x-message-id
   https://www.twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-api/rate-limits  (429 body)
+
+Webhooks: SendGrid's Event Webhook posts a JSON array of events, batched ("every 30 seconds or when the batch size
+reaches 768 kilobytes"), retried "for up to 24 hours" until it gets a 2xx, and possibly duplicated. With "Signed
+Event Webhook Requests" enabled, SendGrid signs each request with ECDSA: X-Twilio-Email-Event-Webhook-Signature is
+the base64 of a DER (r, s) signature over the SHA-256 of X-Twilio-Email-Event-Webhook-Timestamp + the raw body.
+verify_webhook checks it with the verification key SendGrid shows under Settings > Mail Settings (a base64 DER
+public key; PEM is accepted too), read from NEWSLETTER_WEBHOOK_SECRET_SENDGRID, and refuses a timestamp more than
+WEBHOOK_TOLERANCE seconds from now: SendGrid names no tolerance, and does not say whether a retry is signed anew.
+Each personalization carries custom_args {"newsletter_key": <ledger key>}, the campaign and subscriber numbers
+(no personal data: SendGrid keeps custom args as "Not PII"); SendGrid adds custom args to each event as top-level
+keys, except on asynchronous bounces, which carry neither them nor sg_message_id (sendgrid/docs #5177).
+  https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/getting-started-event-webhook-security-features
+                                         (the signature, its headers, the key under Mail Settings, ECDSA, SHA-256)
+  https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/event   (the events, their fields, the drop
+                                         reasons, type bounce or blocked, bounce_classification, custom_args)
+  https://www.twilio.com/docs/sendgrid/ui/analytics-and-reporting/bounce-and-block-classifications
+  https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/getting-started-event-webhook  (batches)
+  https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/troubleshooting  (24 h of retries, duplicates)
+  https://github.com/sendgrid/sendgrid-python sendgrid/helpers/eventwebhook, test/unit/test_eventwebhook.py
+                                         (SendGrid's own verifier, and a signed example our tests verify)
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email.utils
 import hashlib
 import html
 import json
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.header import Header
 from functools import lru_cache
 from typing import Any, ClassVar
 
 import httpx
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
 from newsletter.errors import NewsletterError
 from newsletter.message import Body, Mailbox, Outgoing
 from newsletter.transports._http import ApiRequest, ApiTransport, api_base_url, short
-from newsletter.transports.base import Dsn, Outcome
+from newsletter.transports.base import DeliveryEvent, Dsn, Outcome
 
 PATH = "/v3/mail/send"
 DEFAULT_HOST = "api.sendgrid.com"
@@ -92,6 +121,8 @@ NOT_CUSTOM_HEADERS = frozenset(
 _PERSONALIZATION_FIELD = re.compile(r"^personalizations\.(\d+)(?:\.(.*))?$")
 _ADDRESS_FIELD = re.compile(r"^to(?:\.\d+(?:\.email)?)?$")
 _INVALID_ADDRESS = re.compile(r"\bvalid (?:email )?address", re.IGNORECASE)  # not "Invalid type" (a bug of ours)
+# The custom arg holding the message's ledger key; SendGrid echoes it in every event about the message.
+KEY_ARG = "newsletter_key"
 
 
 @dataclass(frozen=True)
@@ -202,6 +233,8 @@ def build_payload(messages: Sequence[Outgoing]) -> dict[str, Any]:
                 if name.lower() not in NOT_CUSTOM_HEADERS
             },
             "substitutions": content.substitutions(message.values),
+            # Campaign and subscriber numbers only: SendGrid keeps custom args as "Not PII", for good.
+            "custom_args": {KEY_ARG: message.key},
         }
         if message.subject != first.subject:
             personalization["subject"] = message.subject
@@ -313,6 +346,160 @@ def _is_invalid_address(error: dict[str, str]) -> bool:
     match = _PERSONALIZATION_FIELD.match(error["field"])
     rest = match.group(2) if match else None
     return bool(rest and _ADDRESS_FIELD.match(rest) and _INVALID_ADDRESS.search(error["message"]))
+
+
+# Webhooks
+
+WEBHOOK_SECRET_VARIABLE = "NEWSLETTER_WEBHOOK_SECRET_SENDGRID"
+SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+# SendGrid documents no tolerance; five minutes, as Svix's libraries and Symfony's SendGrid parser use.
+WEBHOOK_TOLERANCE = 300
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")  # Unix seconds, fullmatch: int() would also take "+1", " 1 ", "1_0", "١"
+# A drop that says the address is on SendGrid's bounce list: it bounced before, and SendGrid sends nothing to it.
+BOUNCED_DROP_REASON = "bounced address"
+UNSUBSCRIBE_EVENTS = {"unsubscribe": "unsubscribe", "group_unsubscribe": "group unsubscribe"}
+
+
+def verify_webhook(
+    headers: Mapping[str, str],
+    body: bytes,
+    secret: str,
+    *,
+    tolerance: float = WEBHOOK_TOLERANCE,
+    now: float | None = None,
+    **kwargs: Any,
+) -> bool:
+    """Return True only if SendGrid signed this request (Signed Event Webhook) less than `tolerance` seconds ago.
+
+    secret is the Signed Event Webhook's verification key, the public key SendGrid shows under Settings > Mail
+    Settings > Signed Event Webhook Requests (or returns as public_key from GET /v3/user/webhooks/event/settings/
+    signed): base64 DER as SendGrid shows it, or PEM. The server reads it from NEWSLETTER_WEBHOOK_SECRET_SENDGRID.
+    The signature is ECDSA with SHA-256 over the X-Twilio-Email-Event-Webhook-Timestamp header's text followed by
+    the raw body, base64 DER in X-Twilio-Email-Event-Webhook-Signature. A timestamp more than `tolerance` seconds
+    (WEBHOOK_TOLERANCE, 300) before or after `now` (default: the clock) is refused as a replay. No secret is
+    compared: the public key checks the signature (OpenSSL, through `cryptography`). Header names are matched in
+    any case; malformed input of any kind returns False.
+    """
+    try:
+        signature = _header(headers, SIGNATURE_HEADER)
+        timestamp = _header(headers, TIMESTAMP_HEADER)
+        if not signature or not timestamp or not _TIMESTAMP.fullmatch(timestamp) or not isinstance(body, bytes):
+            return False
+        if abs((time.time() if now is None else now) - int(timestamp)) > tolerance:
+            return False
+        key = _public_key(secret.strip())
+        der = base64.b64decode(signature.strip().encode("ascii"), validate=True)
+        key.verify(der, timestamp.encode("ascii") + body, ec.ECDSA(hashes.SHA256()))
+        return True
+    except (InvalidSignature, UnsupportedAlgorithm, AttributeError, TypeError, ValueError, binascii.Error):
+        return False  # UnicodeError is a ValueError
+
+
+@lru_cache(maxsize=4)
+def _public_key(secret: str) -> ec.EllipticCurvePublicKey:
+    """The verification key from its PEM or its base64 DER (line breaks allowed); ValueError if it is neither."""
+    if secret.startswith("-----BEGIN"):
+        key = load_pem_public_key(secret.encode("ascii"))
+    else:
+        key = load_der_public_key(base64.b64decode("".join(secret.split()).encode("ascii"), validate=True))
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError("the SendGrid verification key is not an elliptic curve public key")
+    return key
+
+
+def parse_webhook(body: bytes, headers: Mapping[str, str] | None = None) -> list[DeliveryEvent]:
+    """Return the membership changes in one Event Webhook request, in the order of its events.
+
+    The body is a JSON array of events. Mapped: "bounce" of type "bounce" (or without a type) is "bounced" (a
+    bounce of type "blocked" is a temporary block: ignored); "dropped" with reason "Bounced Address" is "bounced"
+    (the address is on SendGrid's bounce list, which drops every later message to it); "spamreport" is
+    "complained"; "unsubscribe" and "group_unsubscribe" are "unsubscribed". Ignored: processed, deferred,
+    delivered, open, click, group_resubscribe, the other drops (a suppression for another reason, an invalid
+    address, spam content, a quota) and any other event. key is the custom arg build_payload attached (KEY_ARG).
+    Raise ValueError when the body is not a JSON array of objects, or when an event that changes a membership
+    names no address.
+    """
+    try:
+        data = json.loads(body)
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"sendgrid webhook: the body is not JSON ({error})") from None
+    if not isinstance(data, list):
+        raise ValueError(f"sendgrid webhook: expected a JSON array of events, got {type(data).__name__}")
+    events = []
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise ValueError(f"sendgrid webhook: event {index} is {type(item).__name__}, not an object")
+        kind_detail = _kind(item)
+        if kind_detail is None:
+            continue
+        kind, detail = kind_detail
+        email = item.get("email")
+        if not isinstance(email, str) or "@" not in email:
+            raise ValueError(f"sendgrid webhook: {item.get('event')} event {index} without an email address")
+        key = item.get(KEY_ARG)
+        events.append(
+            DeliveryEvent(
+                kind=kind,
+                email=email.strip(),
+                provider_id=_text(item.get("sg_message_id")) or None,  # "" on asynchronous bounces
+                at=_event_time(item.get("timestamp")),
+                detail=detail,
+                key=(key.strip() or None) if isinstance(key, str) else None,
+            )
+        )
+    return events
+
+
+def _kind(item: dict[str, Any]) -> tuple[str, str] | None:
+    """(kind, detail) for an event that changes a membership, None for the others."""
+    event = item.get("event")
+    if event == "bounce":
+        bounce_type = item.get("type")
+        if bounce_type not in (None, "bounce"):  # "blocked": "could not or would not accept the message temporarily"
+            return None
+        classification = _text(item.get("bounce_classification"))
+        response = " ".join(part for part in (_text(item.get("status")), _text(item.get("reason"))) if part)
+        detail = "hard bounce" + (f" ({classification})" if classification else "")
+        return "bounced", _one_line(f"{detail}: {response}" if response else detail)
+    if event == "dropped":
+        reason = _text(item.get("reason"))
+        if reason.lower() != BOUNCED_DROP_REASON:
+            return None
+        return "bounced", f"dropped: {reason} (on SendGrid's bounce list)"
+    if event == "spamreport":
+        return "complained", "spam report"
+    if event in UNSUBSCRIBE_EVENTS:
+        group = item.get("asm_group_id")
+        detail = UNSUBSCRIBE_EVENTS[event] + (f" (group {group})" if isinstance(group, int | str) and group else "")
+        return "unsubscribed", _one_line(detail)
+    return None
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    wanted = name.lower()
+    for key, value in headers.items():
+        if isinstance(key, str) and key.lower() == wanted:
+            return value if isinstance(value, str) else None
+    return None
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    return " ".join(text.split())[:limit]
+
+
+def _event_time(value: Any) -> datetime | None:
+    """The event's Unix timestamp (seconds) as an aware datetime; None when absent or unreadable."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return datetime.fromtimestamp(float(value), tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 class SendgridTransport(ApiTransport):

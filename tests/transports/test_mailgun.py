@@ -132,6 +132,24 @@ def test_the_request_is_the_documented_batch(messages):
     assert KEY not in request.content.decode("utf-8")
 
 
+def test_each_recipient_key_goes_in_a_custom_variable(messages):
+    """v:newsletter-key is filled per recipient from recipient-variables, which Mailgun documents: "given a variable
+    of v:recipient-id=%recipient.id% and a recipient variable of {"user1@example.com":{"id":123}}, events and
+    webhooks associated with the recipient user1@example.com will contain a user-variable field with the content
+    of {"recipient-id":"123"}" (https://documentation.mailgun.com/docs/mailgun/user-manual/sending-messages/
+    send-attachments). test_mailgun_webhooks.py reads the key back from a webhook."""
+    fields = build_payload(messages)
+    assert [(name, value) for name, value in fields if name.startswith("v:")] == [
+        ("v:newsletter-key", "%recipient.newsletter_key%")
+    ]
+    variables = json.loads(first(fields, "recipient-variables"))
+    assert [variables[m.recipient.address]["newsletter_key"] for m in messages] == ["12-1", "12-2", "12-3", "12-4"]
+    assert [m.key for m in messages] == ["12-1", "12-2", "12-3", "12-4"]
+    # Every other variable starts with html_, text_ or header_: none can take the key's name.
+    names = {name for own in variables.values() for name in own} - {"newsletter_key"}
+    assert names and all(name.startswith(("html_", "text_", "header_")) for name in names)
+
+
 def test_batch_size_is_mailgun_limit(campaign):
     """ "The maximum number of recipients allowed for batch is 1,000":
     https://documentation.mailgun.com/docs/mailgun/user-manual/sending-messages/batch-sending"""

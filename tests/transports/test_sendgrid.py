@@ -149,8 +149,21 @@ def test_tracking_is_off_and_no_unsubscribe_group(messages):
     assert payload["mail_settings"] == {"footer": {"enable": False}}
     assert set(payload["mail_settings"]) <= set(documented["mail_settings"])
     assert "asm" not in payload
-    for personalization in payload["personalizations"]:
-        assert "custom_args" not in personalization
+
+
+def test_each_personalization_carries_its_ledger_key_and_nothing_personal(messages):
+    """custom_args {"newsletter_key": key}: SendGrid echoes custom args in each Event Webhook event.
+
+    "custom_args" per personalization, as in https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/event
+    ("Custom Arguments"); the page warns they are kept as "Not PII", so only the key (campaign and subscriber
+    numbers) goes there: no address, no name.
+    """
+    payload = build_payload(messages)
+    assert [p["custom_args"] for p in payload["personalizations"]] == [{"newsletter_key": m.key} for m in messages]
+    assert [m.key for m in messages] == ["12-1", "12-2", "12-3", "12-4"]
+    for personalization, message in zip(payload["personalizations"], messages, strict=True):
+        assert all(isinstance(value, str) for value in personalization["custom_args"].values())
+        assert message.recipient.address not in json.dumps(personalization["custom_args"])
 
 
 def test_one_content_for_the_batch_with_the_issue_placeholders_as_keys(messages):

@@ -120,6 +120,22 @@ class FailureLimiter:
         return len(failures) > self.limit
 
 
+class RecentTokens:
+    """Webhook tokens seen in the last hours (per process: copies behind a proxy each keep their own)."""
+
+    def __init__(self, keep: float = 9 * 3600):
+        self.keep = keep
+        self.seen: dict[str, float] = {}
+
+    def recent(self) -> set[str]:
+        cutoff = time.monotonic() - self.keep
+        self.seen = {token: at for token, at in self.seen.items() if at > cutoff}
+        return set(self.seen)
+
+    def add(self, token: str) -> None:
+        self.seen[token] = time.monotonic()
+
+
 def mask(address: str) -> str:
     """m•••@example.org: enough for its owner to recognise, not enough to harvest."""
     local, _, domain = address.partition("@")
@@ -165,6 +181,7 @@ def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starl
     config = workspace.config
     lang = config.lang
     limiter = FailureLimiter()
+    replays = RecentTokens()
     archive_cache: dict[str, tuple[str, str, dict[str, Path]]] = {}
 
     def hashed(path: str) -> str:
@@ -233,7 +250,10 @@ def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starl
         secret = os.environ.get(f"NEWSLETTER_WEBHOOK_SECRET_{provider.upper()}", "")
         module = importlib.import_module(f"newsletter.transports.{provider}")
         verify, parse = getattr(module, "verify_webhook", None), getattr(module, "parse_webhook", None)
-        if not secret or verify is None or parse is None or not verify(request.headers, body, secret):
+        # Mailgun signs a timestamp and a token, not the event: a token seen before is a replay.
+        token_of = getattr(module, "webhook_token", None)
+        options = {"seen_tokens": replays.recent()} if token_of is not None else {}
+        if not secret or verify is None or parse is None or not verify(request.headers, body, secret, **options):
             log.info("POST /webhooks/%s refused", provider)
             return PlainTextResponse("unauthorized", status_code=401)
         confirm = getattr(module, "subscription_confirmation_url", None)
@@ -249,6 +269,8 @@ def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starl
         for event in events:
             detail = {"provider": provider, "detail": event.detail, "provider_id": event.provider_id}
             changed += await asyncio.to_thread(store.apply_event, event.kind, event.email, event.key, "webhook", detail)
+        if token_of is not None and (token := token_of(body)):
+            replays.add(token)  # remembered once recorded, so that a retry after a failure still gets through
         log.info("POST /webhooks/%s: %d events, %d memberships changed", provider, len(events), changed)
         return JSONResponse({"events": len(events), "changed": changed})
 

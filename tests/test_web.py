@@ -205,3 +205,41 @@ def test_serve_refuses_to_start_without_a_secret_key(workspace, monkeypatch):  #
     monkeypatch.delenv("NEWSLETTER_SECRET_KEY")
     result = run("serve")
     assert result.exit_code == 1 and "NEWSLETTER_SECRET_KEY is not set" in result.stderr
+
+
+def test_signed_webhooks_through_the_server_change_memberships_and_replays_are_refused(site, monkeypatch):
+    """A Mailgun permanent failure and a Postmark hard bounce, authenticated as each provider does, on the route."""
+    import base64
+    import hashlib
+    import hmac
+    import json
+    import time
+    from pathlib import Path
+
+    base, store = site
+    fixtures = Path(__file__).parent / "fixtures"
+    event = json.loads((fixtures / "mailgun/webhooks/failed-permanent.json").read_text())
+    event["recipient"] = "marie@example.org"
+    event.pop("user-variables", None)
+    stamp, token, key = str(int(time.time())), "a" * 50, "mailgun-signing-key"
+    signature = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
+    mailgun = {"signature": {"timestamp": stamp, "token": token, "signature": signature}, "event-data": event}
+    monkeypatch.setenv("NEWSLETTER_WEBHOOK_SECRET_MAILGUN", key)
+    response = httpx.post(f"{base}/webhooks/mailgun", json=mailgun)
+    assert response.status_code == 200 and response.json()["changed"] == 1
+    assert status(store, "marie@example.org") == "bounced"
+    assert httpx.post(f"{base}/webhooks/mailgun", json=mailgun).status_code == 401  # the same token again
+    mailgun["signature"]["signature"] = "0" * 64
+    assert httpx.post(f"{base}/webhooks/mailgun", json=mailgun).status_code == 401
+
+    postmark = json.loads((fixtures / "postmark/webhooks/bounce-hard.json").read_text())
+    postmark["Email"] = "zoe@example.org"
+    postmark.pop("Metadata", None)
+    monkeypatch.setenv("NEWSLETTER_WEBHOOK_SECRET_POSTMARK", "hook:s3cret")
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"hook:wrong").decode()}
+    assert httpx.post(f"{base}/webhooks/postmark", json=postmark, headers=wrong).status_code == 401
+    assert status(store, "zoe@example.org") == "subscribed"
+    right = {"Authorization": "Basic " + base64.b64encode(b"hook:s3cret").decode()}
+    assert httpx.post(f"{base}/webhooks/postmark", json=postmark, headers=right).status_code == 200
+    assert status(store, "zoe@example.org") == "bounced"
+    assert [e["source"] for e in store.history(ids(store)["zoe@example.org"])][-1] == "webhook"

@@ -7,7 +7,7 @@ recipient is an Outcome, never an exception; send_batch raises TransportError on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, Literal, Protocol
@@ -81,6 +81,14 @@ class Transport(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class SuppressionSource(Protocol):
+    """A transport whose provider keeps a suppression list that `newsletter subscribers sync` can read."""
+
+    def suppressions(self) -> AsyncIterator[DeliveryEvent]:
+        """Every address the provider suppresses (bounced, complained, unsubscribed), page after page."""
+        ...
 
 
 @dataclass(frozen=True)

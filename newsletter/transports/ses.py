@@ -46,10 +46,40 @@ Sources:
   https://docs.aws.amazon.com/ses/latest/dg/send-personalized-email-advanced.html (no HTML escaping)
   https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_sigv-create-signed-request.html
   botocore: botocore/data/sesv2/2019-09-27/service-2.json (shapes, statuses, error codes), botocore/parsers.py
+
+Webhooks: SES reports bounces and complaints through Amazon SNS, which POSTs each one to an HTTPS subscription as a
+JSON envelope whose Message is the SES record as a JSON string: event publishing through the configuration set
+(eventType Bounce, Complaint, Delivery, Send, Subscription...; what ?configuration_set= gives) or the older identity
+feedback notifications (notificationType). verify_webhook checks SNS's own signature: SignatureVersion 1 is
+SHA1withRSA and 2 SHA256withRSA, over each signed field's name and value, each followed by a newline: Message,
+MessageId, Subject (when present), Timestamp, TopicArn and Type for a Notification; Message, MessageId,
+SubscribeURL, Timestamp, Token, TopicArn and Type for a Subscription- or UnsubscribeConfirmation. The key is the
+one of the X.509 certificate at SigningCertURL, which must be https://sns.<region>.amazonaws.com/<name>.pem,
+checked before anything is fetched (the pattern of AWS's own validators); trust in the certificate rests on that
+HTTPS fetch, as in those validators. The secret is the TopicArn we subscribed (SNS: "Reject any message with an
+unexpected TopicArn"). SNS retries an HTTPS delivery for at most 3,600 s, and every retry carries the first
+Timestamp: a message older than MAX_AGE (two hours) or more than five minutes ahead is refused as a replay. RSA is
+checked here in pure Python (EMSA-PKCS1-v1_5, RFC 8017 section 8.2.2): no cryptography library at run time.
+parse_webhook maps a Permanent bounce to "bounced" for each bouncedRecipients entry, a complaint to "complained"
+for each complainedRecipients entry (not a "not-spam" feedback report), and a Subscription event with
+unsubscribeAll to "unsubscribed"; Transient and Undetermined bounces, Delivery, Send, Reject, Open, Click,
+DeliveryDelay and Rendering Failure are ignored. Event publishing records carry the entry's tags as
+mail.tags {"newsletter_key": ["<ledger key>"]}, which gives the key back; identity notifications carry none ("If
+using feedback notifications directly on the identity, SES does not publish tags"). A SubscriptionConfirmation is
+no event: subscription_confirmation_url() gives the SubscribeURL for the server to GET.
+  https://docs.aws.amazon.com/sns/latest/dg/sns-verify-signature-of-message.html
+  https://docs.aws.amazon.com/sns/latest/dg/sns-verify-signature-of-message-verify-message-signature.html
+  https://docs.aws.amazon.com/sns/latest/dg/sns-message-and-json-formats.html (envelopes, x-amz-sns-* headers)
+  https://docs.aws.amazon.com/sns/latest/dg/sns-message-delivery-retries.html ("cannot be greater than 3600 seconds")
+  https://docs.aws.amazon.com/ses/latest/dg/event-publishing-retrieving-sns-contents.html (fields, bounce types)
+  https://docs.aws.amazon.com/ses/latest/dg/event-publishing-retrieving-sns-examples.html (records, mail.tags)
+  https://docs.aws.amazon.com/ses/latest/dg/notification-contents.html and notification-examples.html
+  github.com/aws/aws-js-sns-message-validator index.js (host sns.<region>.amazonaws.com, path ending .pem)
 """
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import hashlib
 import hmac
@@ -60,14 +90,18 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.header import Header
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from newsletter.errors import NewsletterError
 from newsletter.message import Mailbox, Outgoing
 from newsletter.transports._http import ApiRequest, ApiTransport, api_base_url, retry_after, short
-from newsletter.transports.base import Dsn, Outcome, TransportError
+from newsletter.transports.base import DeliveryEvent, Dsn, Outcome, TransportError
 
 PATH = "/v2/email/outbound-bulk-emails"
 SERVICE = "ses"
@@ -397,6 +431,282 @@ def parse_response(status: int, headers: Mapping[str, str], body: bytes, message
             "SES sandbox every recipient too (or request production access)"
         )
     return [Outcome.failed(f"{label}: {text}")] * len(messages)
+
+
+# Webhooks: SES events through Amazon SNS
+
+WEBHOOK_SECRET_VARIABLE = "NEWSLETTER_WEBHOOK_SECRET_SES"
+MAX_AGE = 2 * 3600.0  # seconds: SNS retries an HTTPS delivery for at most 3,600 s, plus an hour for backlogs and clocks
+MAX_AHEAD = 300.0  # seconds a Timestamp may be ahead of our clock
+SNS_REGION = r"[a-z]{2}(?:-[a-z]+)+-\d+"
+SNS_HOST = re.compile(rf"sns\.{SNS_REGION}\.amazonaws\.com")
+SIGNING_CERT_URL = re.compile(rf"https://sns\.{SNS_REGION}\.amazonaws\.com/[A-Za-z0-9_-]+\.pem")
+# The fields of the string to sign, in byte order; Subject only when the notification has one.
+SNS_SIGNED_FIELDS = {
+    "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
+    "SubscriptionConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
+    "UnsubscribeConfirmation": ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"),
+}
+SNS_SIGNATURE_HASHES = {"1": "sha1", "2": "sha256"}  # SHA1withRSA, SHA256withRSA
+RSA_MIN_BITS = 1024
+CERTIFICATE_TIMEOUT = 10.0
+CERTIFICATE_MAX_BYTES = 64 * 1024
+CERTIFICATE_CACHE_SIZE = 32
+_certificates: dict[str, bytes] = {}  # SigningCertURL -> PEM, filled by fetch_signing_certificate
+
+
+def is_signing_cert_url(url: object) -> bool:
+    """True for https://sns.<region>.amazonaws.com/<name>.pem and nothing else (no port, user, query or fragment)."""
+    return isinstance(url, str) and SIGNING_CERT_URL.fullmatch(url) is not None
+
+
+def fetch_signing_certificate(url: str) -> bytes:
+    """The PEM certificate at an SNS SigningCertURL, fetched once per URL (httpx, CERTIFICATE_TIMEOUT seconds).
+
+    Raise ValueError for any other URL, and httpx's errors or ValueError when the answer is not a certificate.
+    """
+    if not is_signing_cert_url(url):
+        raise ValueError("not an SNS signing certificate URL")
+    if url in _certificates:
+        return _certificates[url]
+    response = httpx.get(url, timeout=CERTIFICATE_TIMEOUT, follow_redirects=False)
+    response.raise_for_status()
+    pem = response.content
+    if len(pem) > CERTIFICATE_MAX_BYTES or b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise ValueError("the SigningCertURL did not answer with a PEM certificate")
+    if len(_certificates) >= CERTIFICATE_CACHE_SIZE:
+        _certificates.pop(next(iter(_certificates)))
+    _certificates[url] = pem
+    return pem
+
+
+def sns_string_to_sign(message: Mapping[str, Any]) -> str | None:
+    """The string SNS signs for this message ("Name\\nvalue\\n" for each signed field), or None if it cannot be made.
+
+    The values are the JSON-decoded strings: escaped characters in Message and Subject in their original form.
+    """
+    fields = SNS_SIGNED_FIELDS.get(message.get("Type"))  # type: ignore[arg-type]
+    if fields is None:
+        return None
+    lines = []
+    for name in fields:
+        value = message.get(name)
+        if value is None and name == "Subject":
+            continue
+        if not isinstance(value, str):
+            return None
+        lines.append(f"{name}\n{value}\n")
+    return "".join(lines)
+
+
+def _header_values(headers: Mapping[str, str], name: str) -> list[str]:
+    """Every value given for header `name`, whatever the case of its name."""
+    return [str(value) for key, value in headers.items() if str(key).lower() == name]
+
+
+def _sns_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def verify_webhook(
+    headers: Mapping[str, str],
+    body: bytes,
+    secret: str,
+    *,
+    fetch_certificate: Callable[[str], bytes] | None = None,
+    now: datetime | None = None,
+    max_age: float | None = MAX_AGE,
+) -> bool:
+    """Return True only if body is an SNS message signed by SNS, for our topic, and not stale.
+
+    secret is the ARN of the SNS topic that the configuration set's event destination (or the identity's
+    notifications) publishes to, e.g. arn:aws:sns:ca-central-1:123456789012:newsletter-events; several ARNs may be
+    given separated by commas. The server reads it from NEWSLETTER_WEBHOOK_SECRET_SES. A message for another topic,
+    with another signature version than 1 or 2, a SigningCertURL that is not https://sns.<region>.amazonaws.com/….pem
+    (refused before any fetch), a bad signature, or a Timestamp more than max_age seconds old (MAX_AGE, two hours;
+    None to skip) or MAX_AHEAD seconds ahead is refused. x-amz-sns-message-type and x-amz-sns-topic-arn, when
+    present, must agree with the signed body. fetch_certificate(url) -> PEM bytes defaults to
+    fetch_signing_certificate (httpx, cached by URL). Never raises: anything malformed returns False.
+    """
+    try:
+        topics = [topic.strip() for topic in secret.split(",") if topic.strip()]
+        message = json.loads(body)
+        if not topics or not isinstance(message, dict):
+            return False
+        kind, topic = message.get("Type"), message.get("TopicArn")
+        if kind not in SNS_SIGNED_FIELDS or not isinstance(topic, str):
+            return False
+        matches = [hmac.compare_digest(topic.encode(), expected.encode()) for expected in topics]
+        if not any(matches):
+            return False
+        for name, value in (("x-amz-sns-message-type", kind), ("x-amz-sns-topic-arn", topic)):
+            if any(given != value for given in _header_values(headers, name)):
+                return False
+        if max_age is not None:
+            sent = _sns_time(message.get("Timestamp"))
+            age = ((now or datetime.now(UTC)) - sent).total_seconds() if sent else None
+            if age is None or age > max_age or age < -MAX_AHEAD:
+                return False
+        algorithm = SNS_SIGNATURE_HASHES.get(message.get("SignatureVersion"))  # type: ignore[arg-type]
+        url, signature = message.get("SigningCertURL"), message.get("Signature")
+        text = sns_string_to_sign(message)
+        if algorithm is None or not is_signing_cert_url(url) or not isinstance(signature, str) or text is None:
+            return False
+        signature_bytes = base64.b64decode(signature, validate=True)
+        certificate = (fetch_certificate or fetch_signing_certificate)(url)
+        return signed_by_certificate(certificate, signature_bytes, algorithm, text.encode("utf-8"))
+    except Exception:  # malformed JSON, base64, certificate or headers; a failed fetch: all mean "not verified"
+        return False
+
+
+def signed_by_certificate(pem: bytes, signature: bytes, algorithm: str, data: bytes) -> bool:
+    """RSASSA-PKCS1-v1_5 verification of data with the RSA key of a PEM certificate (cryptography does the math).
+
+    Trust in the certificate comes from where it was fetched (is_signing_cert_url), not from here.
+    """
+    try:
+        key = x509.load_pem_x509_certificate(pem).public_key()
+        if not isinstance(key, rsa.RSAPublicKey) or key.key_size < RSA_MIN_BITS:
+            return False
+        digest = hashes.SHA1() if algorithm == "sha1" else hashes.SHA256()  # noqa: S303  (SNS SignatureVersion 1)
+        key.verify(signature, data, padding.PKCS1v15(), digest)
+        return True
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+
+
+def subscription_confirmation_url(body: bytes) -> str | None:
+    """The SubscribeURL of an SNS SubscriptionConfirmation, which the server GETs to confirm; else None.
+
+    Only an https://sns.<region>.amazonaws.com/?Action=ConfirmSubscription… URL is returned. An
+    UnsubscribeConfirmation's SubscribeURL would subscribe again, so it is never returned. Call after verify_webhook.
+    """
+    try:
+        message = json.loads(body)
+        url = message.get("SubscribeURL") if message.get("Type") == "SubscriptionConfirmation" else None
+        if not isinstance(url, str) or not url.isascii() or any(char.isspace() or char == "\\" for char in url):
+            return None
+        parts = urlsplit(url)
+        confirm = parse_qs(parts.query).get("Action") == ["ConfirmSubscription"]
+        if parts.scheme == "https" and SNS_HOST.fullmatch(parts.netloc) and parts.path == "/" and confirm:
+            return url
+    except (ValueError, TypeError, AttributeError):
+        pass
+    return None
+
+
+def _json_object(text: str | bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError) as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{what} is not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    return value
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _recipient(value: object) -> str | None:
+    """The bare address, its Punycode domain back in Unicode as subscribers are stored; None if not an address."""
+    if not isinstance(value, str):
+        return None
+    address = (email.utils.parseaddr(value)[1] if "<" in value else value).strip()
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain:
+        return None
+    if "xn--" in domain.lower():
+        domain = _unicode_domain(domain)
+    return f"{local}@{domain}"
+
+
+def _unicode_domain(domain: str) -> str:
+    try:
+        return domain.encode("ascii").decode("idna")
+    except UnicodeError:
+        return domain
+
+
+def _ledger_key(mail: dict[str, Any]) -> str | None:
+    """Our newsletter_key tag as event publishing echoes it: mail.tags {"newsletter_key": ["12-345"]}."""
+    value = _dict(mail.get("tags")).get(TAG)
+    value = value[0] if isinstance(value, list) and value else value
+    return value if isinstance(value, str) and value else None
+
+
+def ses_events(record: Mapping[str, Any]) -> list[DeliveryEvent]:
+    """The membership changes in one SES event record (event publishing or identity notification format)."""
+    kind = record.get("eventType") or record.get("notificationType")
+    mail = _dict(record.get("mail"))
+    provider_id = mail.get("messageId") if isinstance(mail.get("messageId"), str) else None
+    key = _ledger_key(mail)
+    sent = _sns_time(mail.get("timestamp"))
+    events = []
+    if kind == "Bounce":
+        bounce = _dict(record.get("bounce"))
+        if bounce.get("bounceType") != "Permanent":  # Transient and Undetermined: not an undeliverable address
+            return []
+        at = _sns_time(bounce.get("timestamp")) or sent
+        subtype = bounce.get("bounceSubType") or "General"
+        for entry in map(_dict, _list(bounce.get("bouncedRecipients"))):
+            address = _recipient(entry.get("emailAddress"))
+            why = entry.get("diagnosticCode") or entry.get("status")
+            if address:
+                detail = f"hard bounce ({subtype})" + (f": {why}" if why else "")
+                events.append(DeliveryEvent("bounced", address, provider_id, at, detail, key))
+    elif kind == "Complaint":
+        complaint = _dict(record.get("complaint"))
+        feedback = complaint.get("complaintFeedbackType")
+        if feedback == "not-spam":  # "does not consider the message to be spam"
+            return []
+        at = _sns_time(complaint.get("timestamp")) or sent
+        detail = "spam complaint" + (f" ({feedback})" if feedback else "")
+        if complaint.get("complaintSubType") == "OnAccountSuppressionList":
+            detail += ", address on the account-level suppression list"
+        for entry in map(_dict, _list(complaint.get("complainedRecipients"))):
+            address = _recipient(entry.get("emailAddress"))
+            if address:
+                events.append(DeliveryEvent("complained", address, provider_id, at, detail, key))
+    elif kind == "Subscription":
+        subscription = _dict(record.get("subscription"))
+        if _dict(subscription.get("newTopicPreferences")).get("unsubscribeAll") is not True:
+            return []
+        at = _sns_time(subscription.get("timestamp")) or sent
+        detail = f"unsubscribed through SES ({subscription.get('source') or 'list management'})"
+        for value in _list(mail.get("destination")):
+            address = _recipient(value)
+            if address:
+                events.append(DeliveryEvent("unsubscribed", address, provider_id, at, detail, key))
+    return events
+
+
+def parse_webhook(body: bytes, headers: Mapping[str, str] | None = None) -> list[DeliveryEvent]:
+    """The membership changes in one SNS message (verified first): [] for confirmations and ignored events.
+
+    Raise ValueError when the body or its Message is not the JSON that SNS and SES send.
+    """
+    envelope = _json_object(body, "the body")
+    kind = envelope.get("Type")
+    if kind in ("SubscriptionConfirmation", "UnsubscribeConfirmation"):
+        return []
+    if kind != "Notification":
+        raise ValueError(f"not an SNS message (Type {kind!r})")
+    message = envelope.get("Message")
+    if not isinstance(message, str):
+        raise ValueError("the SNS notification has no Message")
+    return ses_events(_json_object(message, "the SNS Message"))
 
 
 # The transport

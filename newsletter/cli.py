@@ -27,7 +27,7 @@ from newsletter.sending import SendSummary, campaign_status, open_store, transpo
 from newsletter.sending import send as send_issue
 from newsletter.store import STATUSES, Store, database_url, engine_name
 from newsletter.subscribers import add as add_subscriber
-from newsletter.subscribers import export_csv, import_csv
+from newsletter.subscribers import export_csv, import_csv, sync_suppressions
 from newsletter.subscribers import remove as remove_subscriber
 from newsletter.workspace import Workspace, init_workspace, new_issue, schema_text
 
@@ -311,13 +311,46 @@ def subscribers_export(
     typer.echo(f"{count} exported", err=True)
 
 
+TRANSPORT_HELP = "Where to send: outbox://DIR, smtp://…, postmark+api://…, … (default outbox://build/outbox)."
+
+
+@subscribers_app.command("sync")
+def subscribers_sync(
+    transport: Annotated[
+        str | None,
+        typer.Option("--transport", envvar="NEWSLETTER_TRANSPORT", show_envvar=True, help="The provider's DSN."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Apply the provider's suppression list (bounces, complaints, unsubscribes) to every list."""
+    from newsletter.transports import transport_from_dsn
+
+    store = open_store(Workspace.discover())
+    try:
+        report = asyncio.run(_sync(store, transport_from_dsn(transport_dsn(transport))))
+    finally:
+        store.close()
+    if as_json:
+        _print_json(report.to_json())
+    else:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(report.kinds.items())) or "nothing"
+        typer.echo(f"{report.seen} suppressed addresses ({kinds}); {report.changed} memberships changed")
+
+
+async def _sync(store, transport):
+    try:
+        return await sync_suppressions(store, transport)
+    finally:
+        await transport.aclose()
+
+
 TransportOpt = Annotated[
     str | None,
     typer.Option(
         "--transport",
         envvar="NEWSLETTER_TRANSPORT",
         show_envvar=True,
-        help="Where to send: outbox://DIR, smtp://…, postmark+api://…, … (default outbox://build/outbox).",
+        help=TRANSPORT_HELP,
     ),
 ]
 

@@ -174,6 +174,36 @@ def remove(store: Store, list_slug: str, address: str, *, source: str = "cli") -
         return store.set_status(connection, subscriber_id, list_id, "unsubscribed", source)
 
 
+@dataclass
+class SyncReport:
+    seen: int = 0
+    changed: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"seen": self.seen, "changed": self.changed, "kinds": self.kinds}
+
+
+async def sync_suppressions(store: Store, transport) -> SyncReport:
+    """Apply a provider's suppression list (bounces, complaints, unsubscribes) to every list of each address.
+
+    For people who run no server to receive webhooks; running it again changes nothing more.
+    """
+    suppressions = getattr(transport, "suppressions", None)
+    if suppressions is None:
+        raise NewsletterError(
+            f"{transport.scheme}:// keeps no suppression list that newsletter can read; run `newsletter serve` "
+            "and configure the provider's webhooks instead"
+        )
+    report = SyncReport()
+    async for event in suppressions():
+        report.seen += 1
+        report.kinds[event.kind] = report.kinds.get(event.kind, 0) + 1
+        detail = {"provider": transport.scheme, "detail": event.detail}
+        report.changed += store.apply_event(event.kind, event.email, None, "sync", detail)
+    return report
+
+
 EXPORT_COLUMNS = ["email", "name", "status"]
 
 

@@ -13,7 +13,7 @@ README = ROOT / "README.md"
 COMMANDS = (
     ("init",), ("new",), ("check",), ("build",), ("preview",), ("schema",),
     ("subscribers", "import"), ("subscribers", "add"), ("subscribers", "list"), ("subscribers", "remove"),
-    ("subscribers", "export"), ("send",), ("status",), ("serve",), ("db", "upgrade"),
+    ("subscribers", "export"), ("subscribers", "sync"), ("send",), ("status",), ("serve",), ("db", "upgrade"),
 )  # fmt: skip
 BLOCK = re.compile(r"(<!-- commands:start[^\n]*-->\n)(.*?)(<!-- commands:end -->)", re.DOTALL)
 

@@ -143,3 +143,42 @@ def test_postgresql_is_migrated_only_by_db_upgrade(postgresql, monkeypatch, tmp_
     assert result.exit_code == 0 and "applied 1 (schema version 1)" in result.stdout
     assert "already up to date" in CliRunner().invoke(app, ["db", "upgrade"]).stdout
     Store.open(url).close()
+
+
+def test_sync_applies_a_providers_suppressions_once(store):
+    import asyncio
+
+    from newsletter.transports.base import DeliveryEvent
+
+    class Provider:
+        scheme = "fake+api"
+
+        async def suppressions(self):
+            for kind, address in (("bounced", "a@example.org"), ("complained", "B@example.org"),
+                                  ("unsubscribed", "stranger@example.org")):  # fmt: skip
+                yield DeliveryEvent(kind, address, detail="from the provider")
+
+    add(store, "alliances", "a@example.org", None)
+    add(store, "autre", "a@example.org", None)
+    add(store, "alliances", "b@example.org", None)
+    from newsletter.subscribers import sync_suppressions
+
+    report = asyncio.run(sync_suppressions(store, Provider()))
+    assert (report.seen, report.changed) == (3, 3)  # a@ on two lists, b@ on one; the stranger changes nothing
+    assert (
+        members(store)["a@example.org"].status == BOUNCED and members(store, "autre")["a@example.org"].status == BOUNCED
+    )
+    assert members(store)["b@example.org"].status == "complained"
+    assert asyncio.run(sync_suppressions(store, Provider())).changed == 0
+    history = store.history(members(store)["b@example.org"].subscriber_id)
+    assert (history[-1]["kind"], history[-1]["source"]) == ("complained", "sync")
+
+
+def test_sync_needs_a_provider_with_a_suppression_list(store):
+    import asyncio
+
+    from newsletter.subscribers import sync_suppressions
+    from newsletter.transports import transport_from_dsn
+
+    with pytest.raises(NewsletterError, match="outbox:// keeps no suppression list"):
+        asyncio.run(sync_suppressions(store, transport_from_dsn("outbox://x")))

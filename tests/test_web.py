@@ -243,3 +243,26 @@ def test_signed_webhooks_through_the_server_change_memberships_and_replays_are_r
     assert httpx.post(f"{base}/webhooks/postmark", json=postmark, headers=right).status_code == 200
     assert status(store, "zoe@example.org") == "bounced"
     assert [e["source"] for e in store.history(ids(store)["zoe@example.org"])][-1] == "webhook"
+
+
+def test_a_one_click_during_a_send_removes_that_subscriber_from_the_rest_of_it(site):
+    """The campaign runner re-reads memberships before each batch: a POST in the middle of a send is honoured."""
+    from sample_messages import example_campaign
+    from test_campaign import ScriptedTransport
+
+    from newsletter.campaign import Pacing, run
+
+    base, store = site
+    list_id = store.list_id("alliances")
+    row = store.start_campaign(list_id, EXAMPLE_SLUG, "hash", "Sujet")
+    jean = token_for(store, "jean@example.org")
+
+    def click_during_first_batch(batch_number):
+        if batch_number == 1:
+            assert httpx.post(f"{base}/u/{jean}", content=GMAIL_BODY).status_code == 200
+
+    transport = ScriptedTransport(on_batch=click_during_first_batch)
+    transport.max_batch = 1
+    report = asyncio.run(run(store, transport, example_campaign(), row.id, list_id, Pacing(concurrency=1)))
+    assert "jean@example.org" not in transport.delivered
+    assert report.counts["skipped"] == 1 and report.counts["sent"] == 3

@@ -43,20 +43,39 @@ on suppressions made by hand in Postmark).
   https://postmarkapp.com/developer/webhooks/subscription-change-webhook    SubscriptionChange payload and fields
   https://postmarkapp.com/developer/api/bounce-api                          the bounce Types and TypeCodes
   https://postmarkapp.com/support/article/815-what-are-bounces-and-spam-complaints   which Types deactivate an address
+
+Suppressions (`newsletter subscribers sync`): suppressions() reads the stream's suppression list in one request,
+    GET https://api.postmarkapp.com/message-streams/STREAM/suppressions/dump      (STREAM: the DSN's ?stream=)
+    Accept: application/json; X-Postmark-Server-Token: TOKEN                     (the same server token)
+which answers {"Suppressions": [{"EmailAddress", "SuppressionReason", "Origin", "CreatedAt"}, …]}. The dump does not
+page: its only query parameters are filters (SuppressionReason, Origin, fromdate, todate, EmailAddress) and the
+answer carries no count, offset or cursor, so no filter is sent and the one answer is the whole list. Each entry
+gives one event by its SuppressionReason, as for the SubscriptionChange webhook: HardBounce "bounced", SpamComplaint
+"complained", ManualSuppression "unsubscribed" (a recipient's unsubscribe, or a suppression made by hand in Postmark,
+Origin Customer); an unknown reason is skipped. 401/403 stop with TransportError; 429 and 5xx are asked again after
+Retry-After (Postmark documents none) or a short backoff, then stop; an answer that is not that JSON stops too.
+  https://postmarkapp.com/developer/api/suppressions-api#suppression-dump  endpoint, headers, parameters, example answer
+  https://postmarkapp.com/developer/api/overview                           401, 422, 429, 500, 503
+  https://github.com/activecampaign/postmark-php/wiki/Managing-Suppressions   "Suppressions will be generated with a
+      Customer Origin and will have a ManualSuppression reason" (those made through the API)
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from email.utils import getaddresses
 from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
 
 from newsletter.errors import NewsletterError
 from newsletter.message import Mailbox, Outgoing
@@ -416,6 +435,60 @@ def _text(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeError):
+        return None
+
+
+# Suppressions
+
+
+SUPPRESSIONS_PATH = "/message-streams/{stream}/suppressions/dump"
+SYNC_ATTEMPTS = 4  # one request and three more after a 429, a 5xx or a lost connection
+SYNC_BACKOFF = (2.0, 5.0, 10.0)  # seconds before each new attempt when Postmark gives no Retry-After
+MAX_WAIT = 120.0  # never wait longer than this for one Retry-After
+_sleep = asyncio.sleep  # replaced in tests
+
+
+def suppressions_path(stream: str) -> str:
+    return SUPPRESSIONS_PATH.format(stream=quote(stream, safe=""))
+
+
+def parse_suppressions(body: bytes) -> tuple[list[DeliveryEvent], None]:
+    """Return the events in one answer of /message-streams/{stream}/suppressions/dump, and the next page: None.
+
+    The dump is not paged (see the module docstring), so the second item is always None. HardBounce is "bounced",
+    SpamComplaint "complained", ManualSuppression "unsubscribed" (SUPPRESSION_KINDS); another reason is skipped.
+    Raise ValueError when the body is not {"Suppressions": [...]} or an entry has no address.
+    """
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeError) as error:
+        raise ValueError(f"postmark suppressions: the answer is not JSON ({error}): {short(body)}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("Suppressions"), list):
+        raise ValueError(f'postmark suppressions: expected {{"Suppressions": [...]}}, got {short(body)}')
+    events = []
+    for entry in data["Suppressions"]:
+        if not isinstance(entry, dict):
+            raise ValueError(f"postmark suppressions: an entry is not an object: {str(entry)[:200]}")
+        email = entry.get("EmailAddress")
+        if not isinstance(email, str) or "@" not in email:
+            raise ValueError(f"postmark suppressions: an entry without an EmailAddress: {json.dumps(entry)[:200]}")
+        reason = entry.get("SuppressionReason")
+        kind = SUPPRESSION_KINDS.get(reason) if isinstance(reason, str) else None
+        if kind is None:
+            continue
+        origin = _text(entry.get("Origin"))
+        created = _text(entry.get("CreatedAt"))
+        detail = f"suppressed: {reason}" + (f" by {origin}" if origin else "") + (f" at {created}" if created else "")
+        events.append(
+            DeliveryEvent(kind=kind, email=email.strip(), at=_timestamp(created), detail=_one_line(detail), key=None)
+        )
+    return events, None
+
+
 class PostmarkTransport(ApiTransport):
     scheme: ClassVar[str] = "postmark+api"
     max_batch: ClassVar[int] = MAX_MESSAGES
@@ -472,3 +545,52 @@ class PostmarkTransport(ApiTransport):
             first = await self.send_batch(messages[:half])
             return first + await self.send_batch(messages[half:])
         return await super().send_batch(messages)
+
+    async def suppressions(self) -> AsyncIterator[DeliveryEvent]:
+        """Every address on this stream's suppression list, read from one suppressions/dump answer.
+
+        Raise TransportError when Postmark refuses the token (401/403), keeps answering 429 or 5xx (or cannot be
+        reached) after SYNC_ATTEMPTS tries, refuses the request (404/422, e.g. no such stream), or answers
+        something else than the documented JSON.
+        """
+        body = await self._suppression_dump()
+        try:
+            events, _ = parse_suppressions(body)
+        except ValueError as error:
+            raise TransportError(f"{error}; nothing was synced") from None
+        for event in events:
+            yield event
+
+    async def _suppression_dump(self) -> bytes:
+        url = self.base_url + suppressions_path(self.stream)
+        headers = {"Accept": "application/json", "X-Postmark-Server-Token": self._token}
+        problem = ""
+        for attempt in range(1, SYNC_ATTEMPTS + 1):
+            wait: float | None = None
+            try:
+                response = await self.client.get(url, headers=headers)
+            except httpx.TransportError as exc:  # refused, reset, timed out: ask again
+                problem = f"{type(exc).__name__} {exc}".strip()
+            else:
+                status, body = response.status_code, response.content
+                if 200 <= status < 300:
+                    return body
+                if status in (401, 403):
+                    raise TransportError(
+                        f"postmark refused the credentials ({status}: {short(body)}); the suppression dump needs the "
+                        "server's API token, check it in NEWSLETTER_TRANSPORT or --transport"
+                    )
+                if status != 429 and status < 500:
+                    code, text = _error(_json_or_none(body))
+                    said = f"ErrorCode {code}: {_one_line(text)}" if code is not None else short(body)
+                    raise TransportError(
+                        f"postmark {status} for the suppression list of stream '{self.stream}' ({said}); check "
+                        "?stream= in the transport DSN: the ID of a message stream of this server"
+                    )
+                problem, wait = f"{status}: {short(body)}", retry_after(response.headers)
+            if attempt < SYNC_ATTEMPTS:
+                await _sleep(min(wait if wait is not None else SYNC_BACKOFF[attempt - 1], MAX_WAIT))
+        raise TransportError(
+            f"postmark: the suppression list of stream '{self.stream}' could not be read after {SYNC_ATTEMPTS} "
+            f"attempts (last: {problem}); try again later"
+        )

@@ -75,10 +75,46 @@ keys, except on asynchronous bounces, which carry neither them nor sg_message_id
   https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/troubleshooting  (24 h of retries, duplicates)
   https://github.com/sendgrid/sendgrid-python sendgrid/helpers/eventwebhook, test/unit/test_eventwebhook.py
                                          (SendGrid's own verifier, and a signed example our tests verify)
+
+Suppressions (`newsletter subscribers sync`, for those who run no server for the webhooks): suppressions() reads
+four of SendGrid's suppression lists, each a paginated GET answering a bare JSON array
+([{"created": <Unix seconds>, "email": …, …}, …]), with the same key (Authorization: Bearer) and Accept:
+application/json (the bounces endpoint requires it; "406 Missing Accept header"):
+  GET /v3/suppression/bounces         {created, email, reason, status}  -> "bounced"
+  GET /v3/suppression/invalid_emails  {created, email, reason}          -> "bounced" (undeliverable; SendGrid drops
+                                                                           every later message to it)
+  GET /v3/suppression/spam_reports    {created, email, ip}              -> "complained"
+  GET /v3/suppression/unsubscribes    {created, email}                  -> "unsubscribed" (global unsubscribes)
+Pagination is limit/offset: `limit` "sets the page size … The maximum page size for this endpoint is 500 items
+per page", `offset` is "the number of items in the list to skip over" (multiples of the page size). Each list is
+read with limit=500 from offset 0 until a page holds fewer than 500 entries (an empty page ends it too). The Link
+header SendGrid may add (an http:// URL, documented only on the generic Responses page) is not followed. The bounce
+list holds the addresses SendGrid drops every later message to, soft bounces included ("hard and soft bounce
+suppression lists", Bounce Purge): all of them are "bounced", a 4.x.x status is said to be a soft bounce in the
+detail. Not read: blocks, which are temporary ("Unlike addresses on other suppression lists, Twilio does attempt to
+send messages to blocked addresses"), and unsubscribe groups (/v3/asm/...), which only mail sent with `asm` offers:
+build_payload sends none. An address is yielded once per kind even when a list names it twice. The key needs read
+access to these lists (scopes suppression.bounces.read, suppression.invalid_emails.read,
+suppression.spam_reports.read, suppression.unsubscribes.read): 401 and 403 stop the sync with a TransportError;
+429, 5xx and a dropped connection are retried after Retry-After, else X-RateLimit-Reset (the Unix time SendGrid's
+rate-limit page documents), else 2, 4, 8, 16 s, five tries in all; a malformed answer stops the sync.
+  https://github.com/twilio/sendgrid-oai spec/json/tsg_suppressions_v3.json   (the four endpoints, their answers
+                                         and examples, PaginationCommonLimit and PaginationCommonOffset)
+  https://www.twilio.com/docs/sendgrid/api-reference/bounces-api/retrieve-all-bounces   (and the same reference's
+                                         spam-reports-api, invalid-e-mails-api, suppressions-global-suppressions)
+  https://www.twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-api/responses  (406, Link header)
+  https://www.twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-api/rate-limits (429,
+                                         X-RateLimit-Reset)
+  https://www.twilio.com/docs/sendgrid/ui/sending-email/blocks                 (blocks are retried by SendGrid)
+  https://www.twilio.com/docs/sendgrid/ui/sending-email/invalid-emails
+  https://www.twilio.com/docs/sendgrid/glossary/bounces    ("If an email is on the bounce list, we will auto drop
+                                         any future requests to this email address")
+  https://www.twilio.com/docs/sendgrid/api-reference/settings-mail/retrieve-bounce-purge-mail-settings
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import email.utils
@@ -87,7 +123,7 @@ import html
 import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header
@@ -102,8 +138,8 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key, lo
 
 from newsletter.errors import NewsletterError
 from newsletter.message import Body, Mailbox, Outgoing
-from newsletter.transports._http import ApiRequest, ApiTransport, api_base_url, short
-from newsletter.transports.base import DeliveryEvent, Dsn, Outcome
+from newsletter.transports._http import ApiRequest, ApiTransport, api_base_url, retry_after, short
+from newsletter.transports.base import DeliveryEvent, Dsn, Outcome, TransportError
 
 PATH = "/v3/mail/send"
 DEFAULT_HOST = "api.sendgrid.com"
@@ -502,6 +538,82 @@ def _event_time(value: Any) -> datetime | None:
         return None
 
 
+# Suppressions
+
+SUPPRESSION_PAGE_SIZE = 500  # "The maximum page size for this endpoint is 500 items per page."
+# name -> (path, kind); read in this order. Not read: blocks (temporary) and unsubscribe groups (no asm sent).
+SUPPRESSION_LISTS: dict[str, tuple[str, str]] = {
+    "bounces": ("/v3/suppression/bounces", "bounced"),
+    "invalid_emails": ("/v3/suppression/invalid_emails", "bounced"),
+    "spam_reports": ("/v3/suppression/spam_reports", "complained"),
+    "unsubscribes": ("/v3/suppression/unsubscribes", "unsubscribed"),
+}
+SUPPRESSION_SCOPES = ", ".join(f"suppression.{name}.read" for name in SUPPRESSION_LISTS)
+SYNC_TRIES = 5  # of one page, on 429, 5xx or a dropped connection
+SYNC_BACKOFF = 2.0  # seconds before the second try when SendGrid names no wait; doubled at each try after it
+SYNC_MAX_WAIT = 120.0  # a longer wait asked for ends the sync: run it again later
+
+
+def parse_suppressions(
+    body: bytes, list_name: str = "bounces", *, offset: int = 0, limit: int = SUPPRESSION_PAGE_SIZE
+) -> tuple[list[DeliveryEvent], int | None]:
+    """One page of a suppression list (SUPPRESSION_LISTS names it): its events, and the offset of the next page.
+
+    The next offset is None when the page holds fewer than `limit` entries: the list ends there. Raise ValueError
+    when the body is not a JSON array of objects, or when an entry names no address.
+    """
+    path, kind = SUPPRESSION_LISTS[list_name]
+    try:
+        data = json.loads(body)
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"sendgrid {path}: the answer is not JSON ({error})") from None
+    if not isinstance(data, list):
+        raise ValueError(f"sendgrid {path}: expected a JSON array, got {type(data).__name__}")
+    events = []
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise ValueError(f"sendgrid {path}: entry {offset + index} is {type(item).__name__}, not an object")
+        email = item.get("email")
+        if not isinstance(email, str) or "@" not in email:
+            raise ValueError(f"sendgrid {path}: entry {offset + index} without an email address")
+        at = _event_time(item.get("created"))
+        events.append(
+            DeliveryEvent(kind=kind, email=email.strip(), at=at, detail=_suppression_detail(list_name, item, at))
+        )
+    return events, (offset + len(data) if len(data) >= limit else None)
+
+
+def _suppression_detail(list_name: str, item: dict[str, Any], at: datetime | None) -> str:
+    """The provider's words for the event log, e.g. "hard bounce (5.1.1) on SendGrid's bounce list since …: 550 …"."""
+    since = f" since {at:%Y-%m-%d %H:%M:%S} UTC" if at else ""
+    reason = _text(item.get("reason"))
+    if list_name == "bounces":
+        status = _text(item.get("status"))
+        what = {"4": "soft bounce", "5": "hard bounce"}.get(status[:1], "bounce") + (f" ({status})" if status else "")
+        detail = f"{what} on SendGrid's bounce list{since}"
+    elif list_name == "invalid_emails":
+        detail = f"invalid address on SendGrid's invalid email list{since}"
+    elif list_name == "spam_reports":
+        detail, reason = f"spam report on SendGrid's spam report list{since}", ""
+    else:
+        detail, reason = f"global unsubscribe on SendGrid's unsubscribe list{since}", ""
+    return _one_line(f"{detail}: {reason}" if reason else detail)
+
+
+def _sync_wait(headers: Mapping[str, str], tries: int, now: float | None = None) -> float:
+    """Seconds to wait before the next try: Retry-After, else X-RateLimit-Reset (Unix time), else a backoff."""
+    delay = retry_after(headers, now)
+    if delay is not None:
+        return delay
+    reset = (headers.get("x-ratelimit-reset") or "").strip()
+    if reset.isdigit():
+        return max(1.0, int(reset) - (time.time() if now is None else now))
+    return SYNC_BACKOFF * 2 ** (tries - 1)
+
+
+_pause = asyncio.sleep  # the tests replace it, to wait for nothing
+
+
 class SendgridTransport(ApiTransport):
     scheme: ClassVar[str] = "sendgrid+api"
     max_batch: ClassVar[int] = MAX_RECIPIENTS  # one recipient per personalization: 1000 personalizations
@@ -538,6 +650,74 @@ class SendgridTransport(ApiTransport):
         self, status: int, headers: Mapping[str, str], body: bytes, messages: Sequence[Outgoing]
     ) -> list[Outcome]:
         return parse_response(status, headers, body, messages)
+
+    suppression_page_size: ClassVar[int] = SUPPRESSION_PAGE_SIZE  # the tests lower it, to make short lists long
+
+    async def suppressions(self) -> AsyncIterator[DeliveryEvent]:
+        """Every address on SendGrid's bounce, invalid email, spam report and global unsubscribe lists, page by page.
+
+        Raise TransportError when the key is refused (401, 403), when SendGrid still cannot answer after
+        SYNC_TRIES tries or asks to wait longer than SYNC_MAX_WAIT, and when an answer is malformed.
+        """
+        limit = self.suppression_page_size
+        seen: set[tuple[str, str]] = set()
+        for list_name, (path, _) in SUPPRESSION_LISTS.items():
+            offset: int | None = 0
+            previous: bytes | None = None
+            while offset is not None:
+                body = await self._suppression_page(path, limit, offset)
+                if body == previous:
+                    raise TransportError(
+                        f"SendGrid answered GET {path} at offset {offset} with the page before it again; its "
+                        "pagination did not move on, so the sync stopped"
+                    )
+                try:
+                    events, next_offset = parse_suppressions(body, list_name, offset=offset, limit=limit)
+                except ValueError as error:
+                    raise TransportError(f"SendGrid's answer could not be read: {error}") from None
+                for event in events:
+                    key = (event.kind, event.email.lower())
+                    if key not in seen:
+                        seen.add(key)
+                        yield event
+                previous, offset = body, next_offset
+
+    async def _suppression_page(self, path: str, limit: int, offset: int) -> bytes:
+        """The body of one page (2xx), after up to SYNC_TRIES tries on 429, 5xx and dropped connections."""
+        request = f"GET {path}?limit={limit}&offset={offset}"
+        headers = {"Authorization": f"Bearer {self.key}", "Accept": "application/json"}
+        for tries in range(1, SYNC_TRIES + 1):
+            try:
+                response = await self.client.get(
+                    self.base_url + path, params={"limit": limit, "offset": offset}, headers=headers
+                )
+            except httpx.TransportError as exc:  # refused, reset, timed out
+                problem, wait = f"{type(exc).__name__} {exc}".strip(), SYNC_BACKOFF * 2 ** (tries - 1)
+            else:
+                status, body = response.status_code, response.content
+                if 200 <= status < 300:
+                    return body
+                said = _describe(_errors(body)) or short(body) or "no error message"
+                if status in (401, 403):
+                    hint = "check the key" if status == 401 else "the key may lack the permission"
+                    raise TransportError(
+                        f"SendGrid refused the credentials ({status}: {said}) for {request}; reading the suppression "
+                        f"lists needs an API key with read access to them ({SUPPRESSION_SCOPES}): {hint} in "
+                        "NEWSLETTER_TRANSPORT or --transport"
+                    )
+                if status != 429 and status < 500:
+                    raise TransportError(f"SendGrid answered {status} to {request}: {said}")
+                problem, wait = f"{status}: {said}", _sync_wait(response.headers, tries)
+            if tries == SYNC_TRIES:
+                raise TransportError(
+                    f"SendGrid still answered {problem} after {SYNC_TRIES} tries of {request}; run the sync again later"
+                )
+            if wait > SYNC_MAX_WAIT:
+                raise TransportError(
+                    f"SendGrid answered {problem} to {request} and asks to wait {wait:.0f} s; run the sync again later"
+                )
+            await _pause(wait)
+        raise AssertionError("unreachable")  # the last try returned or raised
 
     async def send_batch(self, messages: Sequence[Outgoing]) -> list[Outcome]:
         # Only to skip a request that would hold no recipient (SendGrid refuses it); one request otherwise.

@@ -75,10 +75,34 @@ no event: subscription_confirmation_url() gives the SubscribeURL for the server 
   https://docs.aws.amazon.com/ses/latest/dg/event-publishing-retrieving-sns-examples.html (records, mail.tags)
   https://docs.aws.amazon.com/ses/latest/dg/notification-contents.html and notification-examples.html
   github.com/aws/aws-js-sns-message-validator index.js (host sns.<region>.amazonaws.com, path ending .pem)
+
+Suppressions: `newsletter subscribers sync` reads the account-level suppression list of the DSN's region with
+ListSuppressedDestinations, GET https://email.{region}.amazonaws.com/v2/email/suppression/addresses?NextToken=…&
+PageSize=1000, signed like SendBulkEmail (SigV4, service "ses") with the query string in its canonical form: keys
+sorted, keys and values percent-encoded once, RFC 3986 unreserved characters kept (a NextToken holds / + and =,
+sent as %2F %2B %3D). No Reason filter is sent, so both reasons come back. The answer is
+{"SuppressedDestinationSummaries": [{"EmailAddress", "Reason", "LastUpdateTime"}], "NextToken"}: Reason BOUNCE
+("a message sent to that address results in a hard bounce") -> "bounced", COMPLAINT -> "complained", any other
+reason is skipped; LastUpdateTime is a Unix time (rest-json) and becomes the event's time; pages are followed while
+a NextToken comes back (the same token twice stops the run rather than looping). Neither the API reference nor
+botocore's model (PageSize is a bare MaxItems integer) gives a maximum page size; SES's default page holds 1000
+entries (aws/aws-cli#7859), so 1000 is asked for. SES lists no unsubscribes here: those arrive as Subscription
+events through the webhook. TooManyRequestsException (429), InternalFailure and other 5xx, and connection errors
+are retried on the same page after Retry-After when given, else after 1, 2 and 4 seconds (SES sends no rate-limit
+headers), then TransportError; 401/403 and the credential errors above -> TransportError; InvalidNextTokenException
+("an invalid or expired token") and BadRequestException -> TransportError; an answer that is not that JSON ->
+TransportError. Only the account-level list is read, not a tenant's (TenantName).
+  https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_ListSuppressedDestinations.html
+  https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_SuppressedDestinationSummary.html
+  https://docs.aws.amazon.com/ses/latest/dg/sending-email-suppression-list.html
+  https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_sigv-create-signed-request.html (canonical query)
+  botocore: botocore/data/sesv2/2019-09-27/service-2.json (ListSuppressedDestinationsRequest: querystring Reason,
+  StartDate, EndDate, NextToken, PageSize; TooManyRequestsException httpStatusCode 429)
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email.utils
 import hashlib
@@ -86,7 +110,7 @@ import hmac
 import html
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.header import Header
 from typing import Any, ClassVar
@@ -182,14 +206,11 @@ def sigv4(
     lowered = {name.lower(): " ".join(str(value).split()) for name, value in headers.items()}
     amz_date = lowered["x-amz-date"]
     signed = ";".join(sorted(lowered))
-    canonical_query = "&".join(
-        f"{quote(key, safe='-_.~')}={quote(value, safe='-_.~')}" for key, value in sorted((query or {}).items())
-    )
     canonical_request = "\n".join(
         [
             method.upper(),
             quote(path or "/", safe="/-_.~"),
-            canonical_query,
+            canonical_query(query or {}),
             "".join(f"{name}:{lowered[name]}\n" for name in sorted(lowered)),
             signed,
             hashlib.sha256(body).hexdigest(),
@@ -204,6 +225,12 @@ def sigv4(
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
     signature = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
     return f"AWS4-HMAC-SHA256 Credential={access_key_id}/{scope}, SignedHeaders={signed}, Signature={signature}"
+
+
+def canonical_query(query: Mapping[str, str]) -> str:
+    """The SigV4 canonical query string, which is also what we send: sorted, each key and value encoded once."""
+    encoded = sorted((quote(key, safe="-_.~"), quote(value, safe="-_.~")) for key, value in query.items())
+    return "&".join(f"{key}={value}" for key, value in encoded)
 
 
 # Addresses and headers
@@ -709,6 +736,64 @@ def parse_webhook(body: bytes, headers: Mapping[str, str] | None = None) -> list
     return ses_events(_json_object(message, "the SNS Message"))
 
 
+# Suppressions: the account-level suppression list (ListSuppressedDestinations)
+
+SUPPRESSION_PATH = "/v2/email/suppression/addresses"
+# PageSize has no documented maximum (botocore: a bare MaxItems integer); SES's own default page holds 1000.
+SUPPRESSION_PAGE_SIZE = 1000
+SUPPRESSION_REASONS = {"BOUNCE": ("bounced", "hard bounce"), "COMPLAINT": ("complained", "spam complaint")}
+SUPPRESSION_ATTEMPTS = 4  # the first call and three retries of the same page
+SUPPRESSION_BACKOFF = 1.0  # seconds before the first retry without Retry-After, doubled for each next one
+SUPPRESSION_MAX_WAIT = 60.0  # a longer Retry-After stops the sync with the wait in the message
+
+
+def _unix_time(value: object) -> datetime | None:
+    """A rest-json timestamp (Unix seconds, maybe fractional; an ISO 8601 string tolerated) as a UTC datetime."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(value, str):
+        try:
+            return _unix_time(float(value))
+        except ValueError:
+            return _sns_time(value)
+    return None
+
+
+def parse_suppressions(body: bytes) -> tuple[list[DeliveryEvent], str | None]:
+    """The events in one ListSuppressedDestinations answer, and its NextToken (None on the last page).
+
+    BOUNCE -> "bounced", COMPLAINT -> "complained", another reason is skipped. Raise ValueError when the body is
+    not the documented JSON (a summary without an address, a list that is not a list).
+    """
+    data = _json_object(body, "the ListSuppressedDestinations answer")
+    summaries = data.get("SuppressedDestinationSummaries", [])
+    if not isinstance(summaries, list):
+        raise ValueError("SuppressedDestinationSummaries is not a list")
+    token = data.get("NextToken")
+    if token is not None and not isinstance(token, str):
+        raise ValueError("NextToken is not a string")
+    events = []
+    for index, summary in enumerate(summaries):
+        if not isinstance(summary, dict):
+            raise ValueError(f"summary {index} is not an object")
+        address = _recipient(summary.get("EmailAddress"))
+        if address is None:
+            raise ValueError(f"summary {index} has no EmailAddress")
+        reason = summary.get("Reason")
+        if reason not in SUPPRESSION_REASONS:
+            continue
+        kind, label = SUPPRESSION_REASONS[reason]
+        at = _unix_time(summary.get("LastUpdateTime"))
+        detail = f"on the SES suppression list: {reason} ({label})" + (f", since {at.isoformat()}" if at else "")
+        events.append(DeliveryEvent(kind, address, None, at, detail))
+    return events, token or None
+
+
 # The transport
 
 
@@ -730,31 +815,109 @@ class SesTransport(ApiTransport):
         self.base_url = api_base_url(dsn, self.default_host.format(region=self.region))
         self.host = urlsplit(self.base_url).netloc
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.sleep: Callable[[float], Awaitable[object]] = asyncio.sleep  # tests replace it
 
     @classmethod
     def from_dsn(cls, dsn: Dsn, *, client: httpx.AsyncClient | None = None, **_: object) -> SesTransport:
         return cls(dsn, client=client)
 
-    def build_request(self, messages: Sequence[Outgoing]) -> ApiRequest:
-        content = json.dumps(
-            build_payload(messages, configuration_set=self.configuration_set), ensure_ascii=False
-        ).encode("utf-8")
-        headers = {
-            "Content-Type": "application/json",
-            "Host": self.host,
-            "X-Amz-Date": self.clock().strftime("%Y%m%dT%H%M%SZ"),
-        }
-        headers["Authorization"] = sigv4(
-            "POST",
-            PATH,
-            headers,
+    def signed_headers(
+        self,
+        method: str,
+        path: str,
+        content: bytes = b"",
+        *,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
+        """The given headers with Host, X-Amz-Date (now) and the SigV4 Authorization that signs them all."""
+        signed = {**(headers or {}), "Host": self.host, "X-Amz-Date": self.clock().strftime("%Y%m%dT%H%M%SZ")}
+        signed["Authorization"] = sigv4(
+            method,
+            path,
+            signed,
             content,
             access_key_id=self.access_key_id,
             secret_access_key=self.secret_access_key,
             region=self.region,
             service=SERVICE,
+            query=query,
         )
+        return signed
+
+    def build_request(self, messages: Sequence[Outgoing]) -> ApiRequest:
+        content = json.dumps(
+            build_payload(messages, configuration_set=self.configuration_set), ensure_ascii=False
+        ).encode("utf-8")
+        headers = self.signed_headers("POST", PATH, content, headers={"Content-Type": "application/json"})
         return ApiRequest(PATH, headers=headers, content=content)
+
+    async def suppressions(self) -> AsyncIterator[DeliveryEvent]:
+        """Every address on the region's account-level suppression list, page after page (see the module doc)."""
+        token: str | None = None
+        seen: set[str] = set()
+        while True:
+            body = await self._suppression_page(token)
+            try:
+                events, token = parse_suppressions(body)
+            except ValueError as exc:
+                raise TransportError(
+                    f"SES ListSuppressedDestinations: an answer this transport cannot read: {exc}"
+                ) from None
+            for event in events:
+                yield event
+            if token is None:
+                return
+            if token in seen:
+                raise TransportError("SES ListSuppressedDestinations gave the same NextToken twice; stopping there")
+            seen.add(token)
+
+    async def _suppression_page(self, token: str | None) -> bytes:
+        """The body of one page; retried on throttling, 5xx and connection errors; TransportError otherwise."""
+        query = {"PageSize": str(SUPPRESSION_PAGE_SIZE)}
+        if token:
+            query["NextToken"] = token
+        url = f"{self.base_url}{SUPPRESSION_PATH}?{canonical_query(query)}"
+        problem, delay = "", SUPPRESSION_BACKOFF
+        for attempt in range(SUPPRESSION_ATTEMPTS):
+            if attempt:
+                await self.sleep(delay)
+            delay = SUPPRESSION_BACKOFF * 2**attempt  # before the next try, unless SES says Retry-After
+            try:
+                response = await self.client.get(url, headers=self.signed_headers("GET", SUPPRESSION_PATH, query=query))
+            except httpx.TransportError as exc:  # refused, reset, timed out
+                problem = f"{type(exc).__name__} {exc}".strip()
+                continue
+            status, body = response.status_code, response.content
+            if 200 <= status < 300:
+                return body
+            code, text = error_code(response.headers, body)
+            label = f"SES ListSuppressedDestinations {status}" + (f" {code}" if code else "")
+            if code in ("AccessDeniedException", "NotAuthorized"):
+                raise TransportError(
+                    f"{label}: these credentials may not call ses:ListSuppressedDestinations; grant it in IAM ({text})"
+                )
+            if code in STOP_ERRORS:
+                raise TransportError(f"{label}: {STOP_ERRORS[code]} ({text})")
+            if status in (401, 403):
+                raise TransportError(
+                    f"{label}: SES refused the credentials ({text}); check the access key in NEWSLETTER_TRANSPORT or "
+                    "--transport"
+                )
+            if status == 429 or status >= 500 or code in RETRY_ERRORS:
+                problem = f"{status}" + (f" {code}" if code else "") + f": {text}"
+                asked = retry_after(response.headers)
+                if asked is not None and asked > SUPPRESSION_MAX_WAIT:
+                    raise TransportError(f"{label}: {text}; SES asks to wait {asked:.0f} s, run the sync again then")
+                delay = asked if asked is not None else delay
+                continue
+            if code == "InvalidNextTokenException":
+                raise TransportError(f"{label}: the NextToken is invalid or expired ({text}); run the sync again")
+            raise TransportError(f"{label}: {text}")
+        raise TransportError(
+            f"SES ListSuppressedDestinations failed {SUPPRESSION_ATTEMPTS} times on the same page (last: {problem}); "
+            "nothing is lost, run the sync again later"
+        )
 
     def parse_response(
         self, status: int, headers: Mapping[str, str], body: bytes, messages: Sequence[Outgoing]

@@ -64,10 +64,48 @@ writes "user-variables": [] when a message has none. The legacy form-encoded web
   https://github.com/hookdeck/webhook-skills skills/mailgun-webhooks/references/verification.md ("The signature
     object is identical on every retry of the same event"; Mailgun's own pages do not say)
   https://help.mailgun.com/hc/en-us/articles/14048832145051-Legacy-Webhooks (legacy webhooks retired October 2023)
+
+Suppressions (`newsletter subscribers sync`, for those who run no server for webhooks): Mailgun keeps three lists
+per sending domain, read with GET /v3/{domain}/bounces, /complaints and /unsubscribes on the DSN's region host,
+HTTP Basic `api:KEY`, `?limit=1000` (each list's documented maximum; the earlier manual said 10000). An answer is
+{"items": […], "paging": {"first", "last", "next", "previous"}}: suppressions() follows `paging.next`, URL as
+given, until a page has no items (Mailgun's last `next` still points somewhere: the page after the end, empty),
+a page has no `next`, or a `next` repeats one already read. A `next` on another scheme, host or port, or another
+path, is refused (TransportError), never followed: the request would carry the API key. Items and mapping:
+  bounces       {address, code, error, created_at} -> bounced. Every entry: the list holds "delivery failures
+                due to permanent recipient mailbox errors"; "soft bounces … are not added" (reference page), and
+                "subsequent delivery attempts to an address found in a bounce list are prevented" (earlier
+                manual): they come back as permanent failures (code 605 as Ghost met them, TryGhost/Ghost#16080),
+                which parse_webhook reads as bounced too. A user reports full mailboxes listed all the same
+                (simpleanalytics/roadmap#612): bounced here like the rest, Mailgun delivers to none of them until
+                the entry is removed. Entries added through the API or a CSV import say what their author wrote.
+                `code` is a string, a number in older examples; code and error both go in detail.
+  complaints    {address, created_at} -> complained (feedback-loop spam reports).
+  unsubscribes  {address, tags, created_at} -> unsubscribed. tags ["*"] is every message of the domain; a named
+                tag only messages sent with that o:tag, which newsletter never sets: such a record is still an
+                unsubscribed event (key None: every list), its tags spelled out in detail for the event log.
+detail holds Mailgun's words and created_at as written ("Fri, 18 Oct 2024 18:28:14 UTC"); at is that date, or
+None (the import default "Mon, 01 Jan 0001 …" is no date). 401/403 -> TransportError (a Domain Sending Key may
+only POST messages; an Analyst key has no access to suppressions); 404 -> TransportError naming domain and
+region; 429, 5xx and connection errors -> the same page again after Retry-After or 1, 2, 4 s, then TransportError;
+an answer that is not the documented JSON -> TransportError.
+  https://documentation.mailgun.com/docs/mailgun/api-reference/send/mailgun/bounces/get-v3--domainid--bounces
+    (limit max 1000, page, paging fields), and …/complaints/get-v3--domainid--complaints, the same for complaints
+  https://documentation.mailgun.com/docs/mailgun/api-reference/openapi-final/tag/Bounces (what the list holds,
+    the example answer), …/tag/Complaints, …/tag/Unsubscribe (tags: "use * to unsubscribe an address from all
+    domain's correspondence", the example answers)
+  https://documentation.mailgun.com/en/latest/api-suppressions.html (the earlier manual: suppression lists are
+    per sending domain; bounces returned in alphabetical order)
+  https://documentation.mailgun.com/docs/mailgun/user-manual/tracking-messages/tracking-unsubscribes
+    (%unsubscribe_url% for the domain, %tag_unsubscribe_url% for the message's tags)
+  https://documentation.mailgun.com/docs/mailgun/user-manual/api-key-mgmt/rbac-mgmt (Domain Sending Keys)
+  The shape of real paging URLs (?page=next&address=…&limit=…) is from a recorded answer in a Mailgun client's
+  tests (the reference pages show "<next page url>"); not checked against the live API.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email.utils
 import hashlib
@@ -76,15 +114,17 @@ import html
 import json
 import re
 import time
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import AsyncIterator, Container, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import ClassVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
+
+import httpx
 
 from newsletter.errors import NewsletterError
 from newsletter.message import Mailbox, Outgoing
-from newsletter.transports._http import ApiRequest, ApiTransport, api_base_url, short
-from newsletter.transports.base import DeliveryEvent, Dsn, Outcome
+from newsletter.transports._http import ApiRequest, ApiTransport, api_base_url, retry_after, short
+from newsletter.transports.base import DeliveryEvent, Dsn, Outcome, TransportError
 
 NAME = "Mailgun"
 MAX_BATCH = 1000  # "The maximum number of recipients allowed for batch is 1,000" (batch-sending page)
@@ -103,6 +143,13 @@ _LEDGER_KEY = re.compile(r"\d+-\d+")  # Outgoing.key: campaign id - subscriber i
 # Mailgun retries a webhook "during 8 hours" (5 min, 10 min, 15 min, 1 h, 2 h, 4 h); an hour more for its queue.
 WEBHOOK_MAX_AGE = 9 * 3600
 WEBHOOK_MAX_SKEW = 300  # a timestamp ahead of our clock by more than this is refused too
+# The suppression lists, in the order suppressions() reads them, and the event each entry becomes.
+SUPPRESSION_LISTS = {"bounces": "bounced", "complaints": "complained", "unsubscribes": "unsubscribed"}
+SUPPRESSION_PAGE_LIMIT = 1000  # "Maximum number of records to return (optional, default: 100, max: 1000)"
+SUPPRESSION_RETRIES = 3  # after a 429, a 5xx or a connection error: the same page again, at most this often
+SUPPRESSION_BACKOFF = (1.0, 2.0, 4.0)  # seconds before each retry when Mailgun sends no Retry-After
+SUPPRESSION_MAX_WAIT = 60.0  # a longer Retry-After stops the sync: run it again later
+_YEAR = re.compile(r"\b(\d{4})\b")
 
 
 def build_payload(messages: Sequence[Outgoing]) -> list[tuple[str, str]]:
@@ -317,6 +364,87 @@ def _ledger_key(variables: object) -> str | None:
     return key if isinstance(key, str) and _LEDGER_KEY.fullmatch(key) else None
 
 
+def parse_suppressions(body: bytes, endpoint: str) -> tuple[list[DeliveryEvent], str | None]:
+    """The events on one page of a Mailgun suppression list, and the URL of the next page (None: the end).
+
+    endpoint: "bounces", "complaints" or "unsubscribes". The next page is `paging.next` as Mailgun wrote it,
+    unchecked (suppressions() checks its host); None when this page has no items or no next. Raise ValueError
+    when the body is not the documented answer: not a JSON object, no items list, an item without an address.
+    """
+    kind = SUPPRESSION_LISTS.get(endpoint)
+    if kind is None:
+        raise ValueError(f"no Mailgun suppression list is called {endpoint!r}: {', '.join(SUPPRESSION_LISTS)}")
+    try:
+        answer = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(answer, dict):
+        raise ValueError("not a JSON object")
+    items = answer.get("items")
+    if not isinstance(items, list):
+        raise ValueError("no items list")
+    events = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise ValueError(f"an item that is not an object: {item!r}"[:200])
+        address = item.get("address")
+        if not isinstance(address, str) or "@" not in address:
+            raise ValueError(f"an item without an address: {item!r}"[:200])
+        created = item.get("created_at")
+        listed = f" (listed {created.strip()})" if isinstance(created, str) and created.strip() else ""
+        if kind == "bounced":
+            said = " ".join(str(item.get(k)).strip() for k in ("code", "error") if item.get(k) not in (None, ""))
+            detail = f"hard bounce on Mailgun's bounces list: {said or 'no reason given'}{listed}"
+        elif kind == "complained":
+            detail = f"spam complaint on Mailgun's complaints list{listed}"
+        else:
+            detail = f"{_unsubscribed_from(item)} on Mailgun's unsubscribes list{listed}"
+        events.append(DeliveryEvent(kind=kind, email=address.strip(), at=_listed_at(created), detail=detail[:500]))
+    paging = answer.get("paging")
+    following = paging.get("next") if isinstance(paging, dict) else None
+    if following is not None and not isinstance(following, str):
+        raise ValueError(f"paging.next is not a URL: {following!r}"[:200])
+    if not events or not following or not following.strip():
+        return events, None
+    return events, following.strip()
+
+
+def _unsubscribed_from(item: dict) -> str:
+    """What an unsubscribes record covers, in words: all of the domain's mail ("*") or named tags only."""
+    tags = item.get("tags")
+    if isinstance(item.get("tag"), str):  # the earlier API's one tag per record
+        tags = [item["tag"]]
+    named = [tag for tag in tags if isinstance(tag, str) and tag] if isinstance(tags, list) else []
+    if not named:
+        return "unsubscribed (no tag given; Mailgun's default is *, all mail of the domain)"
+    if "*" in named:
+        others = [tag for tag in named if tag != "*"]
+        return "unsubscribed from all mail of the domain (tags *" + "".join(f", {tag!r}" for tag in others) + ")"
+    return "unsubscribed from Mailgun tag " + ", ".join(repr(tag) for tag in named) + " only"
+
+
+def _listed_at(created: object) -> datetime | None:
+    """created_at ("Fri, 18 Oct 2024 18:28:14 UTC") as a datetime, or None.
+
+    The import default "Mon, 01 Jan 0001 00:00:00 UTC" is no date (the parser would read year 0001 as 2001).
+    """
+    if not isinstance(created, str) or not created.strip():
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(created.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    year = _YEAR.search(created)
+    if year is None or int(year.group(1)) != when.year:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+async def _pause(seconds: float) -> None:
+    """Wait before retrying a suppression page (the tests replace it)."""
+    await asyncio.sleep(seconds)
+
+
 def batch_members(messages: Sequence[Outgoing]) -> list[int]:
     """The positions of the messages that go in the request (those without a local outcome)."""
     return [i for i, outcome in enumerate(local_outcomes(messages)) if outcome is None]
@@ -431,6 +559,85 @@ class MailgunTransport(ApiTransport):
         if all(outcome is not None for outcome in outcomes):  # no valid address: nothing to ask Mailgun
             return [outcome for outcome in outcomes if outcome is not None]
         return await super().send_batch(messages)
+
+    async def suppressions(self) -> AsyncIterator[DeliveryEvent]:
+        """Every address on the domain's bounces, complaints and unsubscribes lists, page after page.
+
+        Raise TransportError when Mailgun refuses the key, does not know the domain, keeps failing, answers
+        what is not its documented JSON, or gives a next page elsewhere than where the first one was asked.
+        """
+        for endpoint in SUPPRESSION_LISTS:
+            path = f"/v3/{quote(self.domain, safe='')}/{endpoint}"
+            url: str | None = f"{self.base_url}{path}?limit={SUPPRESSION_PAGE_LIMIT}"
+            read: set[str] = set()
+            while url is not None and url not in read:
+                read.add(url)
+                body = await self._suppression_page(url, endpoint)
+                try:
+                    events, following = parse_suppressions(body, endpoint)
+                except ValueError as exc:
+                    raise TransportError(
+                        f"{NAME}'s {endpoint} list: the answer is not what Mailgun documents ({exc}): {short(body)}"
+                    ) from None
+                for event in events:
+                    yield event
+                url = self._next_page(following, path, endpoint) if following else None
+
+    def _next_page(self, following: str, path: str, endpoint: str) -> str:
+        """paging.next if it stays where the first page was asked (scheme, host, port and path), else refuse it."""
+        ours, theirs = urlsplit(self.base_url), urlsplit(following)
+        same_place = (theirs.scheme.lower(), theirs.netloc.lower()) == (ours.scheme.lower(), ours.netloc.lower())
+        if not same_place or unquote(theirs.path) != unquote(path):
+            where = f"{theirs.scheme}://{theirs.hostname or ''}{theirs.path}" if theirs.scheme else repr(following[:80])
+            raise TransportError(
+                f"{NAME}'s {endpoint} list gave its next page at {where}, not at {ours.netloc}{path}: refused, "
+                "the request would carry the API key; nothing after this page was read"
+            )
+        return following
+
+    async def _suppression_page(self, url: str, endpoint: str) -> bytes:
+        """The body of one page; 429, 5xx and connection errors are tried again, anything else not 2xx raises."""
+        headers = {"Authorization": self._authorization, "Accept": "application/json"}
+        problem = ""
+        for attempt in range(SUPPRESSION_RETRIES + 1):
+            delay: float | None = None
+            try:
+                response = await self.client.get(url, headers=headers)
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__} {exc}".strip()
+            else:
+                status, body = response.status_code, response.content
+                if 200 <= status < 300:
+                    return body
+                said = _json(body).get("message")
+                said = said if isinstance(said, str) and said else short(body)
+                if status in (401, 403):
+                    raise TransportError(
+                        f"{NAME} refused the credentials reading the {endpoint} list ({status}: {said}); check the "
+                        "API key before the ':' in NEWSLETTER_TRANSPORT or --transport. A Domain Sending Key may only "
+                        "send: sync needs an account key (or a role with access to suppressions)"
+                    )
+                if status == 404:
+                    raise TransportError(
+                        f"{NAME} 404 reading the {endpoint} list ({said}); check the sending domain after the ':' in "
+                        "the DSN and its region (?region=eu for a domain created in the EU)"
+                    )
+                if status != 429 and status < 500:
+                    raise TransportError(f"{NAME} {status} reading the {endpoint} list: {said or 'request refused'}")
+                problem, delay = f"{status}: {said}", retry_after(response.headers)
+            if attempt == SUPPRESSION_RETRIES:
+                break
+            wait = delay if delay is not None else SUPPRESSION_BACKOFF[min(attempt, len(SUPPRESSION_BACKOFF) - 1)]
+            if wait > SUPPRESSION_MAX_WAIT:
+                raise TransportError(
+                    f"{NAME} asks to wait {wait:.0f} s before reading the {endpoint} list again ({problem}); run "
+                    "`newsletter subscribers sync` again later"
+                )
+            await _pause(wait)
+        raise TransportError(
+            f"{NAME} kept failing on the {endpoint} list ({SUPPRESSION_RETRIES + 1} attempts, the last {problem}); "
+            "run `newsletter subscribers sync` again later"
+        )
 
 
 def _settings(dsn: Dsn) -> tuple[str, str, str]:

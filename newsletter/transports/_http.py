@@ -16,6 +16,7 @@ import email.utils
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -60,6 +61,30 @@ def retry_after(headers: Mapping[str, str], now: float | None = None) -> float |
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header's value, its name in any case; None when absent or not text (webhook headers arrive in any case)."""
+    try:
+        items = list(headers.items())
+    except (AttributeError, TypeError):
+        return None
+    wanted = name.lower()
+    for key, value in items:
+        if isinstance(key, str) and key.lower() == wanted:
+            return value if isinstance(value, str) else None
+    return None
+
+
+def iso_time(value: Any) -> datetime | None:
+    """An ISO 8601 time from a provider's JSON, in UTC when it names no zone; None when unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def short(body: bytes, limit: int = 200) -> str:

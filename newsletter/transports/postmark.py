@@ -70,7 +70,6 @@ import hmac
 import json
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime
 from email.utils import getaddresses
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -79,7 +78,7 @@ import httpx
 
 from newsletter.errors import NewsletterError
 from newsletter.message import Mailbox, Outgoing
-from newsletter.transports._http import ApiRequest, ApiTransport, retry_after, short
+from newsletter.transports._http import ApiRequest, ApiTransport, header, iso_time, retry_after, short
 from newsletter.transports.base import DeliveryEvent, Dsn, Outcome, TransportError
 
 BATCH_PATH = "/email/batch"
@@ -311,7 +310,7 @@ def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, **kwarg
         user, sep, password = secret.partition(":")
         if not (user and sep and password):
             return False  # an empty user name or password would let anyone in
-        authorization = _header(headers, "Authorization")
+        authorization = header(headers, "Authorization")
         if authorization is None:
             return False
         scheme, _, token = authorization.strip().partition(" ")
@@ -370,7 +369,7 @@ def _bounce_event(data: dict[str, Any]) -> DeliveryEvent | None:
         kind=kind,
         email=_address(data, "Email"),
         provider_id=_text(data.get("MessageID")) or None,
-        at=_timestamp(data.get("BouncedAt")),
+        at=iso_time(data.get("BouncedAt")),
         detail=_one_line(f"{name.lower()}: {details}" if details else name.lower()),
         key=_key(data),
     )
@@ -391,18 +390,10 @@ def _subscription_event(data: dict[str, Any]) -> DeliveryEvent | None:
         kind=kind,
         email=_address(data, "Recipient"),
         provider_id=_text(data.get("MessageID")) or None,  # null for suppressions made by hand in Postmark
-        at=_timestamp(data.get("ChangedAt")),
+        at=iso_time(data.get("ChangedAt")),
         detail=_one_line(detail),
         key=_key(data),
     )
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    wanted = name.lower()
-    for key, value in headers.items():
-        if isinstance(key, str) and key.lower() == wanted:
-            return value if isinstance(value, str) else None
-    return None
 
 
 def _address(data: dict[str, Any], field: str) -> str:
@@ -419,16 +410,6 @@ def _key(data: dict[str, Any]) -> str | None:
         return None
     key = metadata.get(METADATA_KEY)
     return (key.strip() or None) if isinstance(key, str) else None
-
-
-def _timestamp(value: Any) -> datetime | None:
-    """Postmark's ISO 8601 times ("2019-11-05T16:33:54.9070259Z", "…-04:00"); None when unreadable."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
 
 
 def _text(value: Any) -> str:
@@ -484,7 +465,7 @@ def parse_suppressions(body: bytes) -> tuple[list[DeliveryEvent], None]:
         created = _text(entry.get("CreatedAt"))
         detail = f"suppressed: {reason}" + (f" by {origin}" if origin else "") + (f" at {created}" if created else "")
         events.append(
-            DeliveryEvent(kind=kind, email=email.strip(), at=_timestamp(created), detail=_one_line(detail), key=None)
+            DeliveryEvent(kind=kind, email=email.strip(), at=iso_time(created), detail=_one_line(detail), key=None)
         )
     return events, None
 

@@ -77,14 +77,13 @@ import json
 import re
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from email.utils import parseaddr
 from typing import Any, ClassVar
 
 from newsletter import __version__
 from newsletter.errors import NewsletterError
 from newsletter.message import Mailbox, Outgoing
-from newsletter.transports._http import ApiRequest, ApiTransport, retry_after, short
+from newsletter.transports._http import ApiRequest, ApiTransport, header, iso_time, retry_after, short
 from newsletter.transports.base import DeliveryEvent, Dsn, Outcome, TransportError
 
 PATH = "/emails/batch"
@@ -233,18 +232,6 @@ def parse_response(status: int, headers: Mapping[str, str], body: bytes, message
     return [Outcome.retry(f"{reason}; nothing counted as sent") for _ in messages]
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    """The value of a header, its name in any case; None when absent or not text."""
-    try:
-        items = list(headers.items())
-    except (AttributeError, TypeError):
-        return None
-    for key, value in items:
-        if isinstance(key, str) and key.lower() == name:
-            return value if isinstance(value, str) else None
-    return None
-
-
 def _signing_key(secret: str) -> bytes | None:
     """The HMAC key of a "whsec_…" signing secret (the prefix is optional, as Svix's libraries allow)."""
     if not isinstance(secret, str):
@@ -274,9 +261,9 @@ def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, **kwarg
     if key is None or not isinstance(body, bytes | bytearray):
         return False
     for prefix in ("svix-", "webhook-"):
-        message_id = _header(headers, prefix + "id")
-        timestamp = _header(headers, prefix + "timestamp")
-        signatures = _header(headers, prefix + "signature")
+        message_id = header(headers, prefix + "id")
+        timestamp = header(headers, prefix + "timestamp")
+        signatures = header(headers, prefix + "signature")
         if message_id and timestamp and signatures:
             break
     else:
@@ -306,16 +293,6 @@ def verify_webhook(headers: Mapping[str, str], body: bytes, secret: str, **kwarg
         if hmac.compare_digest(expected, given):
             return True
     return False
-
-
-def _when(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _tag(tags: Any, name: str) -> str | None:
@@ -394,7 +371,7 @@ def parse_webhook(body: bytes, headers: Mapping[str, str] | None = None) -> list
         raise ValueError(f"{kind} names no recipient address")
     email_id = data.get("email_id")
     provider_id = email_id if isinstance(email_id, str) and email_id else None
-    at = _when(event.get("created_at"))
+    at = iso_time(event.get("created_at"))
     key = _tag(data.get("tags"), KEY_TAG)
     return [
         DeliveryEvent(outcome, address, provider_id=provider_id, at=at, detail=detail, key=key) for address in addresses

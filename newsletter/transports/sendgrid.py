@@ -138,7 +138,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key, lo
 
 from newsletter.errors import NewsletterError
 from newsletter.message import Body, Mailbox, Outgoing
-from newsletter.transports._http import ApiRequest, ApiTransport, api_base_url, retry_after, short
+from newsletter.transports._http import ApiRequest, ApiTransport, api_base_url, header, retry_after, short
 from newsletter.transports.base import DeliveryEvent, Dsn, Outcome, TransportError
 
 PATH = "/v3/mail/send"
@@ -418,8 +418,8 @@ def verify_webhook(
     any case; malformed input of any kind returns False.
     """
     try:
-        signature = _header(headers, SIGNATURE_HEADER)
-        timestamp = _header(headers, TIMESTAMP_HEADER)
+        signature = header(headers, SIGNATURE_HEADER)
+        timestamp = header(headers, TIMESTAMP_HEADER)
         if not signature or not timestamp or not _TIMESTAMP.fullmatch(timestamp) or not isinstance(body, bytes):
             return False
         if abs((time.time() if now is None else now) - int(timestamp)) > tolerance:
@@ -509,14 +509,6 @@ def _kind(item: dict[str, Any]) -> tuple[str, str] | None:
         group = item.get("asm_group_id")
         detail = UNSUBSCRIBE_EVENTS[event] + (f" (group {group})" if isinstance(group, int | str) and group else "")
         return "unsubscribed", _one_line(detail)
-    return None
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    wanted = name.lower()
-    for key, value in headers.items():
-        if isinstance(key, str) and key.lower() == wanted:
-            return value if isinstance(value, str) else None
     return None
 
 

@@ -124,7 +124,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from newsletter.errors import NewsletterError
 from newsletter.message import Mailbox, Outgoing
-from newsletter.transports._http import ApiRequest, ApiTransport, api_base_url, retry_after, short
+from newsletter.transports._http import ApiRequest, ApiTransport, api_base_url, iso_time, retry_after, short
 from newsletter.transports.base import DeliveryEvent, Dsn, Outcome, TransportError
 
 PATH = "/v2/email/outbound-bulk-emails"
@@ -531,16 +531,6 @@ def _header_values(headers: Mapping[str, str], name: str) -> list[str]:
     return [str(value) for key, value in headers.items() if str(key).lower() == name]
 
 
-def _sns_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def verify_webhook(
     headers: Mapping[str, str],
     body: bytes,
@@ -576,7 +566,7 @@ def verify_webhook(
             if any(given != value for given in _header_values(headers, name)):
                 return False
         if max_age is not None:
-            sent = _sns_time(message.get("Timestamp"))
+            sent = iso_time(message.get("Timestamp"))
             age = ((now or datetime.now(UTC)) - sent).total_seconds() if sent else None
             if age is None or age > max_age or age < -MAX_AHEAD:
                 return False
@@ -679,13 +669,13 @@ def ses_events(record: Mapping[str, Any]) -> list[DeliveryEvent]:
     mail = _dict(record.get("mail"))
     provider_id = mail.get("messageId") if isinstance(mail.get("messageId"), str) else None
     key = _ledger_key(mail)
-    sent = _sns_time(mail.get("timestamp"))
+    sent = iso_time(mail.get("timestamp"))
     events = []
     if kind == "Bounce":
         bounce = _dict(record.get("bounce"))
         if bounce.get("bounceType") != "Permanent":  # Transient and Undetermined: not an undeliverable address
             return []
-        at = _sns_time(bounce.get("timestamp")) or sent
+        at = iso_time(bounce.get("timestamp")) or sent
         subtype = bounce.get("bounceSubType") or "General"
         for entry in map(_dict, _list(bounce.get("bouncedRecipients"))):
             address = _recipient(entry.get("emailAddress"))
@@ -698,7 +688,7 @@ def ses_events(record: Mapping[str, Any]) -> list[DeliveryEvent]:
         feedback = complaint.get("complaintFeedbackType")
         if feedback == "not-spam":  # "does not consider the message to be spam"
             return []
-        at = _sns_time(complaint.get("timestamp")) or sent
+        at = iso_time(complaint.get("timestamp")) or sent
         detail = "spam complaint" + (f" ({feedback})" if feedback else "")
         if complaint.get("complaintSubType") == "OnAccountSuppressionList":
             detail += ", address on the account-level suppression list"
@@ -710,7 +700,7 @@ def ses_events(record: Mapping[str, Any]) -> list[DeliveryEvent]:
         subscription = _dict(record.get("subscription"))
         if _dict(subscription.get("newTopicPreferences")).get("unsubscribeAll") is not True:
             return []
-        at = _sns_time(subscription.get("timestamp")) or sent
+        at = iso_time(subscription.get("timestamp")) or sent
         detail = f"unsubscribed through SES ({subscription.get('source') or 'list management'})"
         for value in _list(mail.get("destination")):
             address = _recipient(value)
@@ -760,7 +750,7 @@ def _unix_time(value: object) -> datetime | None:
         try:
             return _unix_time(float(value))
         except ValueError:
-            return _sns_time(value)
+            return iso_time(value)
     return None
 
 

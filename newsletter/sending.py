@@ -91,7 +91,6 @@ class Prepared:
     rendered: RenderedIssue
     dsn_text: str
     dsn: Dsn
-    local: bool
     sender_text: str
     base_url: str
     signer: TokenSigner
@@ -121,9 +120,7 @@ def prepare(workspace: Workspace, folder: Path, dsn_text: str, *, real: bool) ->
                 "asset_base_url in newsletter.toml (or NEWSLETTER_ASSET_BASE_URL)"
             )
     signer = TokenSigner.from_environment(required=real and not local)
-    return Prepared(
-        workspace, result.rendered, dsn_text, dsn, local, sender_text, config.base_url or LOCAL_BASE_URL, signer
-    )
+    return Prepared(workspace, result.rendered, dsn_text, dsn, sender_text, config.base_url or LOCAL_BASE_URL, signer)
 
 
 def _campaign(prepared: Prepared, campaign_id: int | str, list_slug: str, subject_prefix: str = "") -> Campaign:

@@ -19,6 +19,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from newsletter.errors import NewsletterError
 from newsletter.store import Store
+from newsletter.transports.base import SuppressionSource, Transport
 
 # Header names, compared without accents, case or punctuation.
 EMAIL_HEADERS = {"email", "e-mail", "courriel", "adresse courriel", "adresse", "mail", "adresse email", "address"}
@@ -184,7 +185,7 @@ class SyncReport:
         return {"seen": self.seen, "changed": self.changed, "kinds": self.kinds}
 
 
-async def sync_suppressions(store: Store, transport) -> SyncReport:
+async def sync_suppressions(store: Store, transport: Transport | SuppressionSource) -> SyncReport:
     """Apply a provider's suppression list (bounces, complaints, unsubscribes) to every list of each address.
 
     For people who run no server to receive webhooks; running it again changes nothing more.

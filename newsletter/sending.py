@@ -203,15 +203,20 @@ async def send(
 
 
 def _campaign_to_resume(latest: CampaignRow | None, digest: str, new_campaign: bool) -> CampaignRow | None:
-    if latest is None or new_campaign:
-        return None
-    if latest.content_hash != digest:
+    """The campaign to go on with, or None to start one.
+
+    The same content resumes its campaign, with or without --new-campaign: a command run again (or kept in a
+    script) never mails the list twice. Changed content needs --new-campaign.
+    """
+    if latest is None or latest.content_hash == digest:
+        return latest
+    if not new_campaign:
         raise NewsletterError(
             f"the issue changed since campaign {latest.id} to this list began on "
             f"{latest.created_at:%Y-%m-%d %H:%M} UTC; `newsletter status` shows who got the earlier version. "
             "To send the changed issue to the whole list as a new campaign, add --new-campaign"
         )
-    return latest
+    return None
 
 
 def _dry_run(

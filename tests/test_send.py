@@ -177,6 +177,9 @@ def test_a_changed_issue_needs_a_new_campaign(workspace):
     assert "the issue changed since campaign 1" in result.stderr and "--new-campaign" in result.stderr
     result, document = send_json("--no-dry-run", "--new-campaign")
     assert result.exit_code == 0 and document["campaign"] == 2 and document["sent"] == 4
+    result, document = send_json("--no-dry-run", "--new-campaign")  # the same command again: resumes, no third
+    assert document["campaign"] == 2 and len(list((workspace / "build" / "outbox").glob("2-*.eml"))) == 4
+    assert not list((workspace / "build" / "outbox").glob("3-*.eml"))
 
 
 def test_a_permanent_failure_exits_non_zero_and_is_listed(workspace):

@@ -218,9 +218,12 @@ def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starl
         status = await asyncio.to_thread(store.status_of, subscriber_id, list_id)
         if request.method == "GET":
             if status != SUBSCRIBED:
-                return page(lang, f"<p>{translate(lang, 'already', **values)}</p>"
-                                  f"<p>{html.escape(translate(lang, 'undo_question'))}</p>"
-                                  + button(translate(lang, "undo_button"), "resubscribe", quiet=True))  # fmt: skip
+                undo = ""
+                if status == UNSUBSCRIBED:  # a bounce or a complaint is never undone from here
+                    undo = f"<p>{html.escape(translate(lang, 'undo_question'))}</p>" + button(
+                        translate(lang, "undo_button"), "resubscribe", quiet=True
+                    )
+                return page(lang, f"<p>{translate(lang, 'already', **values)}</p>{undo}")
             return page(lang, f"<h1>{html.escape(translate(lang, 'page_title'))}</h1>"
                               f"<p>{translate(lang, 'confirm_question', **values)}</p>"
                               + button(translate(lang, "confirm_button"), "unsubscribe"))  # fmt: skip
@@ -228,9 +231,10 @@ def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starl
         one_click = form.get("List-Unsubscribe") == "One-Click"
         detail = {"user_agent": request.headers.get("user-agent", "")[:300]}
         if form.get("action") == "resubscribe" and not one_click:
-            if status == UNSUBSCRIBED:  # the undo offered on this page; never after a bounce or a complaint
-                await asyncio.to_thread(store.change_status, subscriber_id, list_id, SUBSCRIBED, "page",
-                                        {**detail, "undo": True})  # fmt: skip
+            if status not in (UNSUBSCRIBED, SUBSCRIBED):  # never after a bounce or a complaint
+                return page(lang, f"<p>{translate(lang, 'already', **values)}</p>")
+            await asyncio.to_thread(store.change_status, subscriber_id, list_id, SUBSCRIBED, "page",
+                                    {**detail, "undo": True})  # fmt: skip
             log.info("POST /u/%s resubscribe", hashed(token))
             return page(lang, f"<p>{translate(lang, 'resubscribed', **values)}</p>")
         source = "one-click" if one_click else "page"

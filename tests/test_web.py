@@ -99,7 +99,9 @@ def test_the_page_button_then_undo(site):
 def test_undo_never_resubscribes_a_bounced_address(site):
     base, store = site
     url = f"{base}/u/{token_for(store, 'rebond@example.org')}"
-    httpx.post(url, data={"action": "resubscribe"})
+    assert "Me réabonner" not in httpx.get(url).text
+    response = httpx.post(url, data={"action": "resubscribe"})
+    assert "n'est plus abonné" in response.text and "de nouveau" not in response.text
     assert status(store, "rebond@example.org") == "bounced"
 
 

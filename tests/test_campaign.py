@@ -179,3 +179,19 @@ def test_rate_limiter_paces_by_second_and_by_hour(monkeypatch):
     # 10 messages at 10/s: the next batch waits 1 s; the third would pass 25 an hour: wait for the hour.
     assert waits[0] == 1.0
     assert any(w >= 3598 for w in waits)
+
+
+def test_progress_line_shows_done_rate_and_time_left():
+    import io
+
+    from newsletter.progress import ProgressLine
+
+    stream = io.StringIO()
+    line = ProgressLine(stream)
+    line({"sent": 0, "failed": 0, "skipped": 0, "pending": 100})
+    line.started -= 2.0  # two seconds ago
+    line.last_drawn = 0.0
+    line({"sent": 40, "failed": 2, "skipped": 0, "pending": 58})
+    line.close()
+    shown = stream.getvalue().split("\r")[-1]
+    assert shown.startswith("42/100 done (2 failed), 21 msg/s, 3 s left")

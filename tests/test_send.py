@@ -228,3 +228,28 @@ def test_killed_mid_send_then_run_again_skips_nobody(workspace):
     duplicates = sum(n - 1 for n in counts.values())
     assert duplicates <= 4 * 20  # at most the messages in flight: concurrency × batch size
     print(f"killed after {sum(before.values())} messages; {duplicates} sent twice (bound 80)")
+
+
+def test_smtp_messages_are_dkim_signed_when_configured(workspace, monkeypatch):
+    import base64
+
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (workspace / "key.pem").write_bytes(pem)
+    monkeypatch.setenv("NEWSLETTER_DKIM_PRIVATE_KEY", str(workspace / "key.pem"))
+    config = workspace / "newsletter.toml"
+    config.write_text(config.read_text() + '\n[dkim]\ndomain = "crdbsl.org"\nselector = "bulletin"\n')
+    with RunningSmtp(SmtpSink()) as server:
+        result, document = send_json("--no-dry-run", "--transport", server.dsn())
+    assert result.exit_code == 0 and document["sent"] == 4
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    for received in server.sink.received:
+        assert received.data.startswith(b"DKIM-Signature:")
+        assert dkim.verify(received.data, dnsfunc=lambda name, timeout=5: record)

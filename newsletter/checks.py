@@ -8,9 +8,12 @@ outside 10–78 characters, no preheader, leftover placeholder text (TK, TODO, l
 
 from __future__ import annotations
 
+import email.utils
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from email_validator import EmailNotValidError, validate_email
 
 from newsletter.config import Config, config_diagnostics
 from newsletter.errors import Diagnostic, IssueError, RenderError
@@ -115,6 +118,10 @@ def _content_diagnostics(issue: LoadedIssue):
             "no preheader: inboxes will show the first words of the email instead; add preheader: one sentence",
             (),
         )
+    for field_name in ("from", "reply_to"):
+        value = model.from_ if field_name == "from" else model.reply_to
+        if value and (problem := address_problem(value)):
+            yield issue.diagnostic("error", "bad-address", f"{field_name}: {problem}", (field_name,))
     for path, value, kind in iter_values(model):
         if kind == "image":
             yield from _image_diagnostics(issue, path, value)
@@ -126,6 +133,16 @@ def _content_diagnostics(issue: LoadedIssue):
                 for href, line_offset in _markdown_links(value):
                     offset = line_offset + (1 if path in issue.source.block_scalars else 0)
                     yield from _url_diagnostics(issue, path, href, line_offset=offset)
+
+
+def address_problem(text: str) -> str | None:
+    """Why 'Name <address>' or a bare address is not usable as a sender, or None."""
+    name, address = email.utils.parseaddr(text)
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return f"'{text}' is not a valid address ({exc}); write it as \"Name <news@example.org>\""
+    return None
 
 
 def _image_diagnostics(issue: LoadedIssue, path: YamlPath, image) -> list[Diagnostic]:

@@ -124,3 +124,12 @@ def test_template_failure_is_a_check_error_not_a_traceback(make_issue):
     report = check(folder)
     assert [d.code for d in report.errors] == ["render-failed"]
     assert "divider.mjml.j2" in report.errors[0].message
+
+
+def test_sender_addresses_must_be_valid(make_issue):
+    folder = make_issue(
+        "from: Le Bulletin <pas-une-adresse>\nreply_to: ok@example.org\n" + HEADER + "  - type: divider\n"
+    )
+    report = check(folder)
+    assert ("error", "bad-address", 1, "from") in found(report)
+    assert not any(d.path == "reply_to" for d in report.diagnostics)

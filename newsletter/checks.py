@@ -1,9 +1,10 @@
 """What `check` reports about an issue: errors that block a build or a send, and warnings worth a look.
 
 Errors: YAML syntax, schema violations, unknown section types, missing or unreadable images, images without alt
-text, links that go nowhere (empty, '#', relative, javascript:), a config without publisher or postal address, a
-template that fails to render. Warnings: http:// links and images, HTML over Gmail's clipping size, a subject
-outside 10–78 characters, no preheader, leftover placeholder text (TK, TODO, lorem ipsum), unknown %%placeholders%%.
+text, links that go nowhere (empty, '#', relative, javascript:), a from or reply_to that is no address, a config
+without publisher or postal address, a template that fails to render. Warnings: http:// links and images, HTML
+over Gmail's clipping size, a subject outside 10–78 characters, no preheader, leftover placeholder text (TK, TODO,
+lorem ipsum), unknown %%placeholders%%.
 """
 
 from __future__ import annotations

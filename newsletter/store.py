@@ -346,27 +346,16 @@ class Store:
             )
         )
 
-    def subscriber(self, subscriber_id: int) -> tuple[str, str | None] | None:
-        """(email, name) of a subscriber, or None."""
+    def membership(self, subscriber_id: int, list_slug: str) -> tuple[int, str, str, str] | None:
+        """(list id, list name, address, status) of one membership, in one query; None if there is none."""
         with self.engine.connect() as connection:
             row = connection.execute(
-                sa.select(subscribers.c.email, subscribers.c.name).where(subscribers.c.id == subscriber_id)
+                sa.select(lists.c.id, lists.c.name, subscribers.c.email, memberships.c.status)
+                .join(memberships, memberships.c.list_id == lists.c.id)
+                .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
+                .where(lists.c.slug == list_slug, memberships.c.subscriber_id == subscriber_id)
             ).first()
-        return (row.email, row.name) if row else None
-
-    def list_by_slug(self, slug: str) -> tuple[int, str] | None:
-        """(id, name) of a list, or None."""
-        with self.engine.connect() as connection:
-            row = connection.execute(sa.select(lists.c.id, lists.c.name).where(lists.c.slug == slug)).first()
-        return (row.id, row.name) if row else None
-
-    def status_of(self, subscriber_id: int, list_id: int) -> str | None:
-        with self.engine.connect() as connection:
-            return connection.execute(
-                sa.select(memberships.c.status).where(
-                    memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id
-                )
-            ).scalar()
+        return (row.id, row.name, row.email, row.status) if row else None
 
     def change_status(self, subscriber_id: int, list_id: int, status: str, source: str, detail: dict) -> bool:
         """set_status in a transaction of its own (what one click or one webhook event does)."""

@@ -192,16 +192,17 @@ def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starl
         return page(lang, f"<h1>{html.escape(translate(lang, 'page_title'))}</h1>"
                           f"<p>{html.escape(translate(lang, 'invalid'))}</p>", status)  # fmt: skip
 
-    def resolve(token: str) -> tuple[int, int, str, str] | None:
-        """(subscriber id, list id, address, list name) for a genuine token whose subscriber and list exist."""
+    def resolve(token: str) -> tuple[int, int, str, str, str] | None:
+        """(subscriber id, list id, address, list name, status) for a genuine token of an existing membership."""
         found = signer.verify(token)
         if found is None:
             return None
         subscriber_id, list_slug = found
-        subscriber, listing = store.subscriber(subscriber_id), store.list_by_slug(list_slug)
-        if subscriber is None or listing is None or store.status_of(subscriber_id, listing[0]) is None:
+        membership = store.membership(subscriber_id, list_slug)
+        if membership is None:
             return None
-        return subscriber_id, listing[0], subscriber[0], config.name if listing[1] == list_slug else listing[1]
+        list_id, list_name, address, status = membership
+        return subscriber_id, list_id, address, config.name if list_name == list_slug else list_name, status
 
     async def unsubscribe(request: Request) -> Response:
         token = request.path_params["token"]
@@ -213,9 +214,8 @@ def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starl
         if found is None:
             log.info("%s /u/%s refused", request.method, hashed(token))
             return invalid(request)
-        subscriber_id, list_id, address, list_name = found
+        subscriber_id, list_id, address, list_name, status = found
         values = {"email": html.escape(mask(address)), "list": html.escape(list_name)}
-        status = await asyncio.to_thread(store.status_of, subscriber_id, list_id)
         if request.method == "GET":
             if status != SUBSCRIBED:
                 undo = ""

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from newsletter.message import Campaign, Outgoing, Recipient
+from newsletter.render import RenderedIssue
 from newsletter.store import FAILED, PENDING, SENT, SKIPPED, SUBSCRIBED, Delivery, Result, now
 from newsletter.transports.base import Outcome
 
@@ -109,8 +110,8 @@ def skipped(delivery: Delivery, status: str | None) -> Result:
     return Result(delivery.subscriber_id, SKIPPED, error=f"no longer subscribed ({status})", attempted=False)
 
 
-def content_hash(campaign: Campaign) -> str:
-    rendered = campaign.rendered
+def content_hash(rendered: RenderedIssue) -> str:
+    """What identifies a campaign's content: its subject and both parts, placeholders still in."""
     return hashlib.sha256("\0".join((rendered.subject, rendered.html, rendered.text)).encode("utf-8")).hexdigest()
 
 

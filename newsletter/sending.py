@@ -171,7 +171,7 @@ async def send(
     try:
         list_id = store.list_id(list_slug)
         subscribed = store.count_members(list_id, SUBSCRIBED)
-        digest = content_hash(_campaign(prepared, 0, list_slug))
+        digest = content_hash(prepared.rendered)
         latest = store.latest_campaign(prepared.rendered.slug, list_id)
         resume = _campaign_to_resume(latest, digest, new_campaign)
         if dry_run:

@@ -5,6 +5,10 @@ token = base64url("<subscriber id>.<list slug>") "." base64url(first 16 bytes of
 128 bits of MAC: a token cannot be forged, and changing the id in it to enumerate other subscribers breaks the
 signature. NEWSLETTER_SECRET_KEY signs; NEWSLETTER_OLD_SECRET_KEYS (comma-separated) still verify, so the key
 can be rotated without breaking the links in emails already sent.
+
+Only the canonical spelling verifies: unpadded base64url that re-encodes to exactly what was given. Base64's last
+character carries spare bits and decoders skip stray characters, so without that check one link would have
+many spellings, each hashed differently in the logs and counted apart by the rate limits.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import re
 from newsletter.errors import ConfigError
 
 _DOMAIN = b"newsletter-unsubscribe-v1:"  # separates these MACs from any other use of the key
-_PAYLOAD = re.compile(r"^(\d+)\.([a-z0-9][a-z0-9-]*)$")
+_PAYLOAD = re.compile(r"(0|[1-9][0-9]*)\.([a-z0-9][a-z0-9-]*)")
 MIN_KEY_LENGTH = 16
 
 
@@ -66,9 +70,11 @@ class TokenSigner:
         try:
             encoded_payload, encoded_mac = token.split(".")
             payload, mac = _unb64(encoded_payload), _unb64(encoded_mac)
-            match = _PAYLOAD.match(payload.decode("ascii"))
+            match = _PAYLOAD.fullmatch(payload.decode("ascii"))
         except (ValueError, binascii.Error, UnicodeDecodeError):
             return None
+        if _b64(payload) != encoded_payload or _b64(mac) != encoded_mac:
+            return None  # not the canonical spelling
         if match is None or len(mac) != 16:
             return None
         if not any(hmac.compare_digest(mac, self._mac(key, payload)) for key in self._keys):

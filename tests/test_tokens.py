@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import string
+
 import pytest
 
 from newsletter.errors import ConfigError
@@ -54,3 +56,26 @@ def test_short_key_and_missing_key(monkeypatch):
     assert TokenSigner.from_environment(required=False).verify(
         TokenSigner.from_environment(required=False).sign(1, "x")
     ) == (1, "x")
+
+
+def one_character_changes(token: str):
+    """Every token that differs from this one by one character replaced, removed or inserted."""
+    alphabet = string.ascii_letters + string.digits + "-_.=+/%~ "
+    for i in range(len(token) + 1):
+        for c in alphabet:
+            yield token[:i] + c + token[i:]  # inserted
+            if i < len(token):
+                yield token[:i] + c + token[i + 1 :]  # replaced
+        if i < len(token):
+            yield token[:i] + token[i + 1 :]  # removed
+
+
+@pytest.mark.parametrize("subscriber_id, slug", [(42, "alliances"), (1, "a"), (123456, "membres-2025")])
+def test_only_the_canonical_spelling_verifies(subscriber_id, slug):
+    signer = TokenSigner(KEY)
+    token = signer.sign(subscriber_id, slug)
+    changes = set(one_character_changes(token)) - {token}
+    assert len(changes) > 1000
+    accepted = [t for t in changes if signer.verify(t) is not None]
+    assert accepted == []
+    assert signer.verify(token) == (subscriber_id, slug)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import xml.etree.ElementTree as ElementTree
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 from conftest import EXAMPLE_SLUG
 from test_send import SECRET, run, send_json
 from test_send import workspace as workspace  # noqa: F401  (the fixture: example workspace and its list)
+from test_tokens import one_character_changes
 from web_server import serving
 
 from newsletter.sending import open_store
@@ -122,6 +124,25 @@ def test_bad_tokens_get_the_same_400_and_change_nothing(site, make):
     assert response.status_code == 400
     reference = httpx.get(f"{base}/u/garbage")
     assert response.text == reference.text  # nothing tells the reasons apart
+    assert status(store, "marie@example.org") == "subscribed"
+
+
+def test_other_spellings_of_a_genuine_token_are_refused(site):
+    """Every 1-character change that decodes to the same bytes (base64's spare bits, skipped characters)."""
+    base, store = site
+    token = token_for(store, "marie@example.org")
+
+    def decoded(text):
+        try:
+            return [base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)) for part in text.split(".")]
+        except ValueError:
+            return None
+
+    same_bytes = {t for t in one_character_changes(token) if t != token and decoded(t) == decoded(token)}
+    assert len(same_bytes) >= 10
+    for spelling in sorted(same_bytes):
+        response = httpx.post(f"{base}/u/{spelling}", content=GMAIL_BODY)
+        assert response.status_code in (400, 404, 429), spelling  # 404: a "/" made it another path
     assert status(store, "marie@example.org") == "subscribed"
 
 

@@ -207,20 +207,27 @@ subscribers_app = typer.Typer(
     cls=_Commands, no_args_is_help=True, rich_markup_mode=None, help="Keep the subscriber lists."
 )
 app.add_typer(subscribers_app, name="subscribers")
-ListOpt = Annotated[str, typer.Option("--list", help="The list's name, e.g. alliances.")]
+ListOpt = Annotated[
+    str, typer.Option("--list", help="The list's slug: lowercase letters, digits and hyphens, e.g. alliances.")
+]
+ListNameOpt = Annotated[
+    str | None,
+    typer.Option("--list-name", help='The name subscribers see, e.g. "Membres 2025" (default: the newsletter\'s).'),
+]
 
 
 @subscribers_app.command("import")
 def subscribers_import(
     csv_file: Annotated[Path, typer.Argument(help="A CSV file: UTF-8 or Windows-1252; , ; or tab separated.")],
     list_slug: ListOpt,
+    list_name: ListNameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add the CSV's addresses to a list (created if needed); report added, updated, rejected with their line."""
     workspace = Workspace.discover()
     store = open_store(workspace)
     try:
-        report = import_csv(store, list_slug, csv_file)
+        report = import_csv(store, list_slug, csv_file, list_name=list_name)
     finally:
         store.close()
     if as_json:
@@ -242,12 +249,13 @@ def subscribers_add(
     address: Annotated[str, typer.Argument(help="The email address.")],
     list_slug: ListOpt,
     name: Annotated[str | None, typer.Option(help="The subscriber's name.")] = None,
+    list_name: ListNameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Subscribe one address to a list. Someone who unsubscribed is not subscribed again."""
+    """Subscribe one address to a list (created if needed). Someone who unsubscribed is not subscribed again."""
     store = open_store(Workspace.discover())
     try:
-        result = add_subscriber(store, list_slug, address, name)
+        result = add_subscriber(store, list_slug, address, name, list_name=list_name)
     finally:
         store.close()
     if as_json:

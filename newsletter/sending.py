@@ -20,7 +20,7 @@ from newsletter.checks import check_issue
 from newsletter.errors import ConfigError, IssueError, NewsletterError
 from newsletter.message import Campaign, DkimSigner, Recipient, parse_mailbox
 from newsletter.render import RenderedIssue
-from newsletter.store import PENDING, SUBSCRIBED, CampaignRow, Store, database_url
+from newsletter.store import PENDING, SUBSCRIBED, CampaignRow, ListRow, Store, database_url
 from newsletter.tokens import TokenSigner
 from newsletter.transports import DEFAULT_DSN, Dsn, Transport, transport_from_dsn
 from newsletter.workspace import Workspace
@@ -123,12 +123,12 @@ def prepare(workspace: Workspace, folder: Path, dsn_text: str, *, real: bool) ->
     return Prepared(workspace, result.rendered, dsn_text, dsn, sender_text, config.base_url or LOCAL_BASE_URL, signer)
 
 
-def _campaign(prepared: Prepared, campaign_id: int | str, list_slug: str, subject_prefix: str = "") -> Campaign:
+def _campaign(prepared: Prepared, campaign_id: int | str, mailing_list: ListRow, subject_prefix: str = "") -> Campaign:
     config = prepared.workspace.config
     return Campaign(
         id=campaign_id,
-        list_slug=list_slug,
-        list_name=config.name,
+        list_slug=mailing_list.slug,
+        list_name=mailing_list.title(config.name),
         rendered=prepared.rendered,
         sender=parse_mailbox(prepared.sender_text),
         reply_to=config.sender.reply_to,
@@ -165,25 +165,26 @@ async def send(
         per_hour=config.sending.per_hour,
         max_attempts=config.sending.max_attempts,
     )
-    if to is not None:
-        return await _test_send(prepared, list_slug, to, dry_run)
     store = open_store(workspace)
     try:
-        list_id = store.list_id(list_slug)
+        mailing_list = store.find_list(list_slug)
+        if to is not None:
+            return await _test_send(prepared, mailing_list, to, dry_run)
+        list_id = mailing_list.id
         subscribed = store.count_members(list_id, SUBSCRIBED)
         digest = content_hash(prepared.rendered)
         latest = store.latest_campaign(prepared.rendered.slug, list_id)
         resume = _campaign_to_resume(latest, digest, new_campaign)
         if dry_run:
-            return _dry_run(prepared, store, list_slug, list_id, resume, subscribed)
+            return _dry_run(prepared, store, mailing_list, resume, subscribed)
         if resume is None:
             if subscribed == 0:
-                raise NewsletterError(f"the list '{list_slug}' has nobody subscribed; nothing to send")
+                raise NewsletterError(f"the list '{mailing_list.slug}' has nobody subscribed; nothing to send")
             resume = store.start_campaign(list_id, prepared.rendered.slug, digest, prepared.rendered.subject)
         transport = _transport(prepared)
         try:
             report = await run(
-                store, transport, _campaign(prepared, resume.id, list_slug), resume.id, list_id, pacing,
+                store, transport, _campaign(prepared, resume.id, mailing_list), resume.id, list_id, pacing,
                 stop=stop, progress=progress,
             )  # fmt: skip
         finally:
@@ -220,9 +221,10 @@ def _campaign_to_resume(latest: CampaignRow | None, digest: str, new_campaign: b
 
 
 def _dry_run(
-    prepared: Prepared, store: Store, list_slug: str, list_id: int, resume: CampaignRow | None, subscribed: int
+    prepared: Prepared, store: Store, mailing_list: ListRow, resume: CampaignRow | None, subscribed: int
 ) -> SendSummary:
-    campaign = _campaign(prepared, resume.id if resume else "dry-run", list_slug)
+    list_id = mailing_list.id
+    campaign = _campaign(prepared, resume.id if resume else "dry-run", mailing_list)
     if resume is not None:
         counts = store.counts(resume.id)
         audience = counts[PENDING]
@@ -249,8 +251,8 @@ def _dry_run(
     )
 
 
-async def _test_send(prepared: Prepared, list_slug: str, address: str, dry_run: bool) -> SendSummary:
-    message = _campaign(prepared, "test", list_slug, subject_prefix="[TEST] ").build(test_recipient(address))
+async def _test_send(prepared: Prepared, mailing_list: ListRow, address: str, dry_run: bool) -> SendSummary:
+    message = _campaign(prepared, "test", mailing_list, subject_prefix="[TEST] ").build(test_recipient(address))
     summary = SendSummary(campaign=None, transport=str(prepared.dsn), dry_run=dry_run, recipients=[address],
                           audience=1, sample=message.to_bytes().decode("utf-8", errors="replace"))  # fmt: skip
     if dry_run:

@@ -9,6 +9,9 @@ in WAL mode, subscribers/newsletter.db) and on PostgreSQL (NEWSLETTER_DATABASE_U
 - `events` is append-only: who, when, how each subscription and unsubscription happened (CASL's consent record).
 - `deliveries` is the ledger: one row per (campaign, subscriber), inserted when the campaign starts (the audience
   is fixed then), moving from pending to sent, failed or skipped. A row is final once it leaves pending.
+- A list is named by its slug (lowercase letters, digits, hyphens): it goes into every unsubscribe link and the
+  List-Id header. Its `name` is what subscribers are shown. A list that an earlier version created under another
+  name (migration 2 gave it a slug) is still found by that name in `list_aliases`, so the links already sent work.
 - Migrations are numbered; `upgrade()` applies the missing ones in order, each in its own transaction.
 """
 
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +34,7 @@ SUBSCRIBED, UNSUBSCRIBED, BOUNCED, COMPLAINED = "subscribed", "unsubscribed", "b
 STATUSES = (SUBSCRIBED, UNSUBSCRIBED, BOUNCED, COMPLAINED)
 PENDING, SENT, FAILED, SKIPPED = "pending", "sent", "failed", "skipped"
 DEFAULT_DATABASE = "subscribers/newsletter.db"
+LIST_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")
 
 metadata = sa.MetaData()
 
@@ -55,6 +61,12 @@ lists = sa.Table(
     sa.Column("slug", sa.String(100), nullable=False, unique=True),
     sa.Column("name", sa.String(300), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+list_aliases = sa.Table(
+    "list_aliases",
+    metadata,
+    sa.Column("name", sa.String(300), primary_key=True),  # what the list was called before it had a slug
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id"), nullable=False),
 )
 memberships = sa.Table(
     "memberships",
@@ -108,7 +120,53 @@ def _migration_1(connection: Connection) -> None:
     metadata.create_all(connection, tables=[subscribers, lists, memberships, events, campaigns, deliveries])
 
 
-MIGRATIONS = [(1, _migration_1)]
+def _migration_2(connection: Connection) -> None:
+    """Give a slug to every list created under another name (capitals, spaces, accents), keeping that name as its
+    display name and as an alias, which the unsubscribe links already sent carry."""
+    metadata.create_all(connection, tables=[list_aliases])
+    rows = connection.execute(sa.select(lists.c.id, lists.c.slug).order_by(lists.c.id)).all()
+    taken = {row.slug for row in rows}
+    for row in rows:
+        if LIST_SLUG.fullmatch(row.slug):
+            continue
+        slug = base = slugify(row.slug)
+        number = 1
+        while slug in taken:
+            number += 1
+            slug = f"{base[: 99 - len(str(number))]}-{number}"
+        taken.add(slug)
+        connection.execute(lists.update().where(lists.c.id == row.id).values(slug=slug))
+        connection.execute(list_aliases.insert().values(name=row.slug, list_id=row.id))
+
+
+MIGRATIONS = [(1, _migration_1), (2, _migration_2)]
+
+
+_LETTERS_WITHOUT_DECOMPOSITION = str.maketrans({"œ": "oe", "æ": "ae", "ß": "ss", "ø": "o", "ł": "l", "đ": "d"})
+
+
+def slugify(name: str) -> str:
+    """'Membres 2025' -> 'membres-2025'; 'Élèves_FR' -> 'eleves-fr': a valid list slug for any name."""
+    spelled = name.lower().translate(_LETTERS_WITHOUT_DECOMPOSITION)
+    plain = unicodedata.normalize("NFKD", spelled).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", plain).strip("-")[:100].rstrip("-") or "list"
+
+
+class ListNameError(NewsletterError):
+    """A list would be created under a name that is not a slug."""
+
+    def __init__(self, name: str):
+        self.suggestion = slugify(name)
+        super().__init__(
+            f"'{name}' cannot name a list: it goes into every unsubscribe link, so use lowercase letters, digits and "
+            f'hyphens, e.g. --list {self.suggestion} --list-name "{name}" (the name subscribers see)'
+        )
+
+
+def _list_named(name: str) -> sa.ColumnElement[bool]:
+    """The list whose slug is name, or which was called name before it had a slug."""
+    alias = sa.select(list_aliases.c.list_id).where(list_aliases.c.name == name).scalar_subquery()
+    return sa.or_(lists.c.slug == name, lists.c.id == alias)
 
 
 def now() -> dt.datetime:
@@ -137,6 +195,17 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+@dataclass(frozen=True)
+class ListRow:
+    id: int
+    slug: str
+    name: str  # shown to subscribers; the slug when none was given
+
+    def title(self, default: str) -> str:
+        """The name to show subscribers: the list's own, else default (the newsletter's name)."""
+        return default if self.name == self.slug else self.name
 
 
 @dataclass(frozen=True)
@@ -221,15 +290,15 @@ class Store:
                 return 0
             return connection.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
 
-    def upgrade(self) -> list[int]:
-        """Apply the migrations this database lacks; return their numbers."""
+    def upgrade(self, to: int | None = None) -> list[int]:
+        """Apply the migrations this database lacks (up to version `to`, by default all); return their numbers."""
         try:
             with self.engine.begin() as connection:
                 metadata.create_all(connection, tables=[schema_version])
             applied = []
             current = self.version()
             for number, migrate in MIGRATIONS:
-                if number > current:
+                if current < number <= (to or number):
                     with self.engine.begin() as connection:
                         migrate(connection)
                         connection.execute(schema_version.insert().values(version=number, applied_at=now()))
@@ -241,19 +310,31 @@ class Store:
     # Lists and subscribers
 
     def ensure_list(self, connection: Connection, slug: str, name: str | None = None) -> int:
-        found = connection.execute(sa.select(lists.c.id).where(lists.c.slug == slug)).scalar()
+        """The list's id, creating it if needed (the only place lists are created: only under a slug).
+
+        A name given for an existing list becomes its display name.
+        """
+        found = connection.execute(sa.select(lists.c.id, lists.c.name).where(_list_named(slug))).first()
         if found is not None:
-            return found
+            if name and name != found.name:
+                connection.execute(lists.update().where(lists.c.id == found.id).values(name=name))
+            return found.id
+        if not LIST_SLUG.fullmatch(slug):
+            raise ListNameError(slug)
         return connection.execute(
             lists.insert().values(slug=slug, name=name or slug, created_at=now()).returning(lists.c.id)
         ).scalar_one()
 
-    def list_id(self, slug: str) -> int:
+    def find_list(self, name: str) -> ListRow:
+        """The list with this slug (or former name); NewsletterError naming the lists there are."""
         with self.engine.connect() as connection:
-            found = connection.execute(sa.select(lists.c.id).where(lists.c.slug == slug)).scalar()
-        if found is None:
-            raise NewsletterError(f"no list '{slug}'; lists: {', '.join(self.list_slugs()) or 'none yet'}")
-        return found
+            row = connection.execute(sa.select(lists.c.id, lists.c.slug, lists.c.name).where(_list_named(name))).first()
+        if row is None:
+            raise NewsletterError(f"no list '{name}'; lists: {', '.join(self.list_slugs()) or 'none yet'}")
+        return ListRow(row.id, row.slug, row.name)
+
+    def list_id(self, slug: str) -> int:
+        return self.find_list(slug).id
 
     def list_slugs(self) -> list[str]:
         with self.engine.connect() as connection:
@@ -346,16 +427,16 @@ class Store:
             )
         )
 
-    def membership(self, subscriber_id: int, list_slug: str) -> tuple[int, str, str, str] | None:
-        """(list id, list name, address, status) of one membership, in one query; None if there is none."""
+    def membership(self, subscriber_id: int, list_slug: str) -> tuple[ListRow, str, str] | None:
+        """(list, address, status) of one membership, in one query; None if there is none."""
         with self.engine.connect() as connection:
             row = connection.execute(
-                sa.select(lists.c.id, lists.c.name, subscribers.c.email, memberships.c.status)
+                sa.select(lists.c.id, lists.c.slug, lists.c.name, subscribers.c.email, memberships.c.status)
                 .join(memberships, memberships.c.list_id == lists.c.id)
                 .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
-                .where(lists.c.slug == list_slug, memberships.c.subscriber_id == subscriber_id)
+                .where(_list_named(list_slug), memberships.c.subscriber_id == subscriber_id)
             ).first()
-        return (row.id, row.name, row.email, row.status) if row else None
+        return (ListRow(row.id, row.slug, row.name), row.email, row.status) if row else None
 
     def change_status(self, subscriber_id: int, list_id: int, status: str, source: str, detail: dict) -> bool:
         """set_status in a transaction of its own (what one click or one webhook event does)."""

@@ -120,8 +120,10 @@ def _cell(row: list[str], index: int | None) -> str:
     return row[index].strip() if index is not None and index < len(row) else ""
 
 
-def import_csv(store: Store, list_slug: str, path: Path, *, source: str = "import") -> ImportReport:
-    """Import a CSV file into a list (created if needed), in batches; a rerun changes nothing more."""
+def import_csv(
+    store: Store, list_slug: str, path: Path, *, list_name: str | None = None, source: str = "import"
+) -> ImportReport:
+    """Import a CSV file into a list (created if needed, named list_name), in batches; a rerun changes nothing."""
     report = ImportReport()
     try:
         data = path.read_bytes()
@@ -142,7 +144,7 @@ def import_csv(store: Store, list_slug: str, path: Path, *, source: str = "impor
         rows.append((line, address, name, extra))
     for batch in _batches(rows, BATCH):
         with store.transaction() as connection:
-            list_id = store.ensure_list(connection, list_slug)
+            list_id = store.ensure_list(connection, list_slug, list_name)
             for line, address, name, extra in batch:
                 result = store.subscribe(
                     connection, list_id, address, name, extra, source, {"file": path.name, "line": line}
@@ -154,14 +156,17 @@ def import_csv(store: Store, list_slug: str, path: Path, *, source: str = "impor
     return report
 
 
-def add(store: Store, list_slug: str, address: str, name: str | None, *, source: str = "cli") -> str:
-    """Subscribe one address; return added, updated, unchanged or refused."""
+def add(
+    store: Store, list_slug: str, address: str, name: str | None, *, list_name: str | None = None, source: str = "cli"
+) -> str:
+    """Subscribe one address to a list (created if needed, named list_name); return added, updated, unchanged or
+    refused."""
     try:
         normalized = normalize_address(address)
     except ValueError as exc:
         raise NewsletterError(f"'{address}' is not a valid address: {exc}") from None
     with store.transaction() as connection:
-        list_id = store.ensure_list(connection, list_slug)
+        list_id = store.ensure_list(connection, list_slug, list_name)
         return store.subscribe(connection, list_id, normalized, name, {}, source)
 
 

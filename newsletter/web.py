@@ -201,8 +201,8 @@ def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starl
         membership = store.membership(subscriber_id, list_slug)
         if membership is None:
             return None
-        list_id, list_name, address, status = membership
-        return subscriber_id, list_id, address, config.name if list_name == list_slug else list_name, status
+        found_list, address, status = membership
+        return subscriber_id, found_list.id, address, found_list.title(config.name), status
 
     async def unsubscribe(request: Request) -> Response:
         token = request.path_params["token"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.errors import NewsletterError
-from newsletter.store import BOUNCED, UNSUBSCRIBED, Store
+from newsletter.store import BOUNCED, MIGRATIONS, UNSUBSCRIBED, Store
 from newsletter.subscribers import add, export_csv, import_csv, remove
 
 CSV = Path(__file__).parent / "fixtures" / "csv"
@@ -122,7 +122,7 @@ def test_unknown_list(store):
 def test_migrations_are_versioned_and_idempotent(tmp_path):
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     store = Store.open(url)
-    assert store.version() == 1
+    assert store.version() == MIGRATIONS[-1][0] == 2
     assert store.upgrade() == []
     store.close()
     with Store.open(url).engine.connect() as connection:
@@ -140,7 +140,7 @@ def test_postgresql_is_migrated_only_by_db_upgrade(postgresql, monkeypatch, tmp_
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NEWSLETTER_DATABASE_URL", url)
     result = CliRunner().invoke(app, ["db", "upgrade"])
-    assert result.exit_code == 0 and "applied 1 (schema version 1)" in result.stdout
+    assert result.exit_code == 0 and "applied 1, 2 (schema version 2)" in result.stdout
     assert "already up to date" in CliRunner().invoke(app, ["db", "upgrade"]).stdout
     Store.open(url).close()
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from browser import changed_pixel_ratio, screenshot
 from conftest import EXAMPLE, FIXTURES
 
 from newsletter.build import build_issue
@@ -29,3 +32,38 @@ def test_built_email_fits_and_loads_its_images(folder, width, chromium, tmp_path
     assert images, "the email has images"
     assert [i["src"] for i in images if not i["ok"]] == []
     assert all(i["right"] <= width for i in images)
+
+
+PREHEADER = re.compile(r'<div class="nl-preheader" style="([^"]*)">.*?</div>', re.DOTALL)
+
+
+@pytest.mark.parametrize("folder", [EXAMPLE, FIXTURES / "every-section"], ids=["example", "every-section"])
+@pytest.mark.parametrize("width", [375, 600])
+def test_the_preheader_is_invisible_even_where_display_none_and_opacity_are_ignored(folder, width, chromium, tmp_path):
+    """Gmail's mobile webmail ignores display:none and opacity (caniemail): max-height:0 on a block still hides it.
+
+    Each variant is compared, pixel for pixel, with the same email without any preheader.
+    """
+    result = build_issue(Workspace.discover(folder.parent), folder, tmp_path / "out")
+    html = result.html.read_text(encoding="utf-8")
+    assert len(PREHEADER.findall(html)) == 1
+    ignored = {"display", "opacity"}
+
+    def without_ignored(match: re.Match) -> str:
+        kept = [d for d in match.group(1).split(";") if d.strip() and d.split(":")[0].strip() not in ignored]
+        return match.group(0).replace(match.group(1), ";".join(kept) + ";")
+
+    variants = {
+        "as sent": html,
+        "display and opacity ignored": PREHEADER.sub(without_ignored, html),
+        "without preheader": PREHEADER.sub("", html),
+    }
+    assert "max-height" in (style := PREHEADER.search(variants["display and opacity ignored"]).group(1))
+    assert "display" not in style and "opacity" not in style
+    shots = {}
+    for name, text in variants.items():
+        page_file = result.html.with_name(f"{name.replace(' ', '-')}.html")
+        page_file.write_text(text, encoding="utf-8")
+        shots[name] = screenshot(chromium, page_file.as_uri(), width, tmp_path / f"{name}.png")
+    assert changed_pixel_ratio(shots["as sent"], shots["without preheader"]) == 0
+    assert changed_pixel_ratio(shots["display and opacity ignored"], shots["without preheader"]) == 0

@@ -151,10 +151,11 @@ def test_partner_logos_and_masthead_have_alt_and_load_from_images(example):
     }
 
 
-def test_preheader_is_a_hidden_span_before_the_content(example):
+def test_preheader_is_a_hidden_block_before_the_content_and_not_coloured_like_the_background(example):
     html = example["html"]
-    match = re.search(r'<span class="nl-preheader" style="([^"]*)">Documents du Forum', html)
+    match = re.search(r'<div class="nl-preheader" style="([^"]*)">Documents du Forum', html)
     assert match and "display: none" in match.group(1).replace("display:none", "display: none")
+    assert "max-height: 0px" in match.group(1) and "color" not in match.group(1)
     body = html[html.index("<body") :]
     assert body.index("nl-preheader") < body.index("Le Forum des Alliances qui")
 

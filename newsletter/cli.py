@@ -218,7 +218,10 @@ ListNameOpt = Annotated[
 
 @subscribers_app.command("import")
 def subscribers_import(
-    csv_file: Annotated[Path, typer.Argument(help="A CSV file: UTF-8 or Windows-1252; , ; or tab separated.")],
+    csv_file: Annotated[
+        Path,
+        typer.Argument(help="A CSV file: UTF-8, Windows-1252 or UTF-16 (Excel's Unicode Text); , ; or tab separated."),
+    ],
     list_slug: ListOpt,
     list_name: ListNameOpt = None,
     as_json: JsonOpt = False,

@@ -1,9 +1,10 @@
 """Managing a list: import from the CSV files people really have, add, remove, export.
 
-Real lists are dirty. Import reads UTF-8 with or without a BOM and Windows-1252 (Excel's "CSV" on a French
-Windows), separated by commas, semicolons or tabs, with headers in French or English; it validates each address
-(syntax only, no DNS), merges duplicates that differ by case, and never re-subscribes anyone who unsubscribed,
-bounced or complained. Every rejected row is reported with its line and the reason.
+Real lists are dirty. Import reads UTF-8 with or without a BOM, Windows-1252 (Excel's "CSV" on a French Windows)
+and UTF-16 with its BOM (Excel's "Unicode Text"), separated by commas, semicolons or tabs, with headers in French
+or English; it validates each address (syntax only, no DNS), merges duplicates that differ by case, and never
+re-subscribes anyone who unsubscribed, bounced or complained. Every rejected row is reported with its line and
+the reason.
 """
 
 from __future__ import annotations
@@ -65,10 +66,22 @@ def normalize_address(address: str) -> str:
         raise ValueError(str(exc)) from None
 
 
+UTF16_BOMS = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}
+
+
 def decode(data: bytes) -> tuple[str, str]:
-    """Text and encoding of a CSV file: UTF-8 (with or without BOM), else Windows-1252."""
+    """Text and encoding of a CSV file: UTF-16 with its BOM (Excel's "Unicode Text"), UTF-8 with or without BOM,
+    else Windows-1252."""
     if data.startswith(b"\xef\xbb\xbf"):
         return data[3:].decode("utf-8"), "utf-8-sig"
+    if (encoding := UTF16_BOMS.get(data[:2])) is not None:
+        try:
+            return data[2:].decode(encoding), encoding
+        except UnicodeDecodeError as exc:
+            raise NewsletterError(
+                f"the file starts as {encoding.upper()} but byte {exc.start + 2} is not; save it again as "
+                '"Unicode Text" or "CSV UTF-8"'
+            ) from None
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:

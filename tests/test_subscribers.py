@@ -44,6 +44,24 @@ def test_utf8_with_bom_and_tabs(store):
     assert members(store)["bob@example.org"].name == "Bob"
 
 
+def test_excel_unicode_text_is_utf16_with_tabs(store, tmp_path):
+    report = import_csv(store, "alliances", CSV / "excel-unicode-text.txt")
+    assert (report.added, report.encoding, report.delimiter) == (2, "utf-16-le", "\t")
+    assert [line for line, _ in report.rejected] == [5]
+    found = members(store)
+    assert found["marie.cote@example.org"].name == "Marie Côté"
+    assert found["zoe@example.org"].fields == {"Organisme": "L’Alliance du Kamouraska", "first_name": "Zoé"}
+    big_endian = tmp_path / "big-endian.txt"
+    big_endian.write_bytes(b"\xfe\xff" + "email\tname\nann@example.org\tAnn Ésope\n".encode("utf-16-be"))
+    report = import_csv(store, "alliances", big_endian)
+    assert (report.added, report.encoding) == (1, "utf-16-be")
+    assert members(store)["ann@example.org"].name == "Ann Ésope"
+    truncated = tmp_path / "truncated.txt"
+    truncated.write_bytes(b"\xff\xfe" + "email\n".encode("utf-16-le") + b"\x00\xd8")  # half a surrogate pair
+    with pytest.raises(NewsletterError, match="starts as UTF-16-LE but byte 14 is not"):
+        import_csv(store, "alliances", truncated)
+
+
 def test_dirty_file_reports_each_rejected_line(store):
     report = import_csv(store, "alliances", CSV / "dirty.csv")
     assert report.added == 2

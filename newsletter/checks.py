@@ -2,9 +2,10 @@
 
 Errors: YAML syntax, schema violations, unknown section types, missing or unreadable images, images without alt
 text, links that go nowhere (empty, '#', relative, javascript:), a from or reply_to that is no address, a config
-without publisher or postal address, a template that fails to render. Warnings: http:// links and images, HTML
-over Gmail's clipping size, a subject outside 10–78 characters, no preheader, leftover placeholder text (TK, TODO,
-lorem ipsum), unknown %%placeholders%%.
+without publisher, postal address or a way to reach the publisher, a template that fails to render. Warnings:
+http:// links and images, HTML over Gmail's clipping size, a subject outside 10–78 characters, no preheader,
+leftover placeholder text (TK, TODO, lorem ipsum), unknown %%placeholders%%, a DKIM domain that does not align
+with the From address.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from email_validator import EmailNotValidError, validate_email
 
-from newsletter.config import Config, config_diagnostics
+from newsletter.config import CONFIG_FILE, Config, config_diagnostics, toml_line
 from newsletter.errors import Diagnostic, IssueError, RenderError
 from newsletter.issue import LoadedIssue, YamlPath, iter_values, load_issue
 from newsletter.render import (
@@ -81,6 +82,8 @@ def check_issue(
         report.diagnostics[:0] = exc.diagnostics
         return CheckResult(report)
     report.diagnostics[:0] = list(_content_diagnostics(issue))
+    if (misaligned := dkim_alignment(config, issue.model.from_ or config.sender.from_)) is not None:
+        report.diagnostics.append(misaligned)
     rendered = None
     try:
         rendered = render_issue(issue, config, templates_dir, asset_base_url=asset_base_url)
@@ -144,6 +147,34 @@ def address_problem(text: str) -> str | None:
     except EmailNotValidError as exc:
         return f"'{text}' is not a valid address ({exc}); write it as \"Name <news@example.org>\""
     return None
+
+
+def dkim_alignment(config: Config, sender: str | None) -> Diagnostic | None:
+    """A warning when the DKIM signature's domain does not align with the From address's (DMARC, relaxed).
+
+    Aligned: the same domain, or one a parent of the other (d=crdbsl.org for news.crdbsl.org, or the reverse: both
+    have the same organisational domain). Two sibling subdomains may align too, but telling so needs the public
+    suffix list, so they are warned about.
+    """
+    signing = (config.dkim.domain or "").lower().rstrip(".")
+    from_domain = email.utils.parseaddr(sender or "")[1].rpartition("@")[2].lower().rstrip(".")
+    if not signing or not from_domain:
+        return None
+    if from_domain == signing or from_domain.endswith("." + signing) or signing.endswith("." + from_domain):
+        return None
+    file = str(config.file) if config.file else CONFIG_FILE
+    text = config.file.read_text(encoding="utf-8") if config.file else ""
+    return Diagnostic(
+        "warning",
+        "dkim-not-aligned",
+        f'[dkim] domain "{signing}" does not align with the From address\'s domain "{from_domain}": the signature '
+        "verifies but DMARC fails, which Gmail's and Yahoo's rules for bulk senders do not allow; sign with "
+        f'[dkim] domain = "{from_domain}" (or a parent of it) and publish the key there, or send from an address at '
+        f"{signing}",
+        file=file,
+        line=toml_line(text, ("dkim", "domain")) or None,
+        path="dkim.domain",
+    )
 
 
 def _image_diagnostics(issue: LoadedIssue, path: YamlPath, image) -> list[Diagnostic]:

@@ -127,24 +127,27 @@ def load_config(root: Path) -> Config:
 
 
 def config_diagnostics(config: Config) -> list[Diagnostic]:
-    """Return what newsletter.toml lacks for a lawful email: a publisher and a postal address."""
+    """Return what newsletter.toml lacks for a lawful email (CASL): a publisher, its postal address, and an email
+    address or a website where it can be reached."""
     file = str(config.file) if config.file else CONFIG_FILE
     text = config.file.read_text(encoding="utf-8") if config.file else ""
-    found = []
-    for key, what in (("name", "publisher name"), ("postal_address", "postal address")):
-        if not getattr(config.publisher, key):
-            found.append(
-                Diagnostic(
-                    "error",
-                    "config-missing",
-                    f'newsletter.toml has no {what}: set [publisher] {key} = "…" '
-                    "(every footer must identify the sender with a postal address)",
-                    file=file,
-                    line=toml_line(text, ("publisher",)) or None,
-                    path=f"publisher.{key}",
-                )
-            )
-    return found
+    missing = [
+        (key, f'no {what}: set [publisher] {key} = "…" (every footer must identify the sender with a postal address)')
+        for key, what in (("name", "publisher name"), ("postal_address", "postal address"))
+        if not getattr(config.publisher, key)
+    ]
+    if not (config.publisher.email or config.publisher.website):
+        missing.append(
+            ("email", 'no way to reach the publisher: set [publisher] email = "…" or website = "…" (every footer '
+                      "must say how to contact the sender, and the web version's unsubscribe link goes there)")
+        )  # fmt: skip
+    line = toml_line(text, ("publisher",)) or None
+    return [
+        Diagnostic(
+            "error", "config-missing", f"newsletter.toml has {why}", file=file, line=line, path=f"publisher.{key}"
+        )
+        for key, why in missing
+    ]
 
 
 def toml_line(text: str, loc: tuple[str, ...]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import CONFIG
 
 from newsletter.checks import check_issue
@@ -107,8 +108,27 @@ def test_config_without_publisher_or_address_is_an_error(make_issue):
     assert errors == {
         ("config-missing", "publisher.name", 2),
         ("config-missing", "publisher.postal_address", 2),
+        ("config-missing", "publisher.email", 2),
     }
+    assert 'email = "…" or website = "…"' in report.errors[-1].message
     assert all(d.file.endswith("newsletter.toml") for d in report.errors)
+
+
+def test_the_web_versions_unsubscribe_line_always_names_a_way_to_reach_the_publisher(make_issue):
+    from newsletter.build import build_issue
+    from newsletter.errors import IssueError
+    from newsletter.workspace import Workspace
+
+    def web_text(config: str) -> str:
+        folder = make_issue(HEADER + "  - type: divider\n", config=config)
+        return build_issue(Workspace.discover(folder), folder).text.read_text(encoding="utf-8")
+
+    assert "Se désabonner : mailto:info@example.org?subject=D%C3%A9sabonnement\n" in web_text(CONFIG)
+    website_only = CONFIG.replace('email = "info@example.org"', 'website = "https://example.org"')
+    assert "Se désabonner : https://example.org\n" in web_text(website_only)
+    neither = CONFIG.replace('email = "info@example.org"\n', "")
+    with pytest.raises(IssueError, match="no way to reach the publisher"):
+        web_text(neither)
 
 
 def test_load_errors_come_first_and_config_errors_too(make_issue):
@@ -133,3 +153,37 @@ def test_sender_addresses_must_be_valid(make_issue):
     report = check(folder)
     assert ("error", "bad-address", 1, "from") in found(report)
     assert not any(d.path == "reply_to" for d in report.diagnostics)
+
+
+@pytest.mark.parametrize(
+    "dkim_domain, sender, aligned",
+    [
+        ("example.net", "Le bulletin <alliancesolidarite@crdbsl.org>", False),
+        ("crdbsl.org", "Le bulletin <alliancesolidarite@crdbsl.org>", True),
+        ("CRDBSL.org.", "alliancesolidarite@crdbsl.org", True),
+        ("crdbsl.org", "Le bulletin <bulletin@news.crdbsl.org>", True),  # a parent of the From domain
+        ("mail.crdbsl.org", "Le bulletin <bulletin@crdbsl.org>", True),  # same organisational domain
+        ("evilcrdbsl.org", "Le bulletin <bulletin@crdbsl.org>", False),  # a suffix, not a parent
+    ],
+)
+def test_a_dkim_domain_that_does_not_align_with_from_is_a_warning(make_issue, dkim_domain, sender, aligned):
+    config = CONFIG + f'[sender]\nfrom = "{sender}"\n[dkim]\ndomain = "{dkim_domain}"\nselector = "news"\n'
+    report = check(make_issue(HEADER + "  - type: divider\n", config=config))
+    warnings = [d for d in report.warnings if d.code == "dkim-not-aligned"]
+    assert report.ok
+    if aligned:
+        assert warnings == []
+        return
+    (warning,) = warnings
+    assert (
+        warning.file.endswith("newsletter.toml")
+        and warning.line == config.splitlines().index(f'domain = "{dkim_domain}"') + 1
+    )
+    assert f'"{dkim_domain}"' in warning.message and '"crdbsl.org"' in warning.message
+    assert 'sign with [dkim] domain = "crdbsl.org"' in warning.message
+
+
+def test_dkim_alignment_is_checked_against_the_issues_own_from(make_issue):
+    config = CONFIG + '[sender]\nfrom = "x@crdbsl.org"\n[dkim]\ndomain = "crdbsl.org"\nselector = "news"\n'
+    report = check(make_issue("from: Autre <autre@example.net>\n" + HEADER + "  - type: divider\n", config=config))
+    assert [d.code for d in report.warnings] == ["dkim-not-aligned"]

@@ -56,6 +56,7 @@ def test_init_new_check_build_from_scratch(tmp_path, monkeypatch):
 
     toml = (root / "newsletter.toml").read_text()
     toml = toml.replace('name = ""', 'name = "Org"').replace('postal_address = ""', 'postal_address = "1 rue X"')
+    toml = toml.replace('email = ""', 'email = "info@example.org"')
     (root / "newsletter.toml").write_text(toml)
     result = run("build", "issues/2025-02-hiver", "--json")
     assert result.exit_code == 0, result.output

@@ -298,14 +298,19 @@ def subscribers_list(
 
 
 @subscribers_app.command("remove")
-def subscribers_remove(address: Annotated[str, typer.Argument(help="The email address.")], list_slug: ListOpt) -> None:
+def subscribers_remove(
+    address: Annotated[str, typer.Argument(help="The email address.")], list_slug: ListOpt, as_json: JsonOpt = False
+) -> None:
     """Unsubscribe an address from a list; the record and its history are kept."""
     store = open_store(Workspace.discover())
     try:
         changed = remove_subscriber(store, list_slug, address)
     finally:
         store.close()
-    typer.echo(f"{address}: {'unsubscribed' if changed else 'was not subscribed'} from {list_slug}")
+    if as_json:
+        _print_json({"email": address, "list": list_slug, "result": "unsubscribed" if changed else "unchanged"})
+    else:
+        typer.echo(f"{address}: {'unsubscribed' if changed else 'was not subscribed'} from {list_slug}")
 
 
 @subscribers_app.command("export")

@@ -152,3 +152,15 @@ def test_installed_command_builds_the_example(tmp_path):
     assert json.loads(done.stdout)["warnings"] == []
     assert (tmp_path / "out" / "images" / "logo-alliances.png").is_file()
     assert (tmp_path / "out" / "issue.mjml").read_text().startswith('<mjml lang="fr">')
+
+
+def test_subscribers_remove_reports_in_json(example_workspace, monkeypatch):
+    monkeypatch.chdir(example_workspace)
+    monkeypatch.delenv("NEWSLETTER_DATABASE_URL", raising=False)
+    assert run("subscribers", "add", "marie@example.org", "--list", "alliances").exit_code == 0
+    for expected in ("unsubscribed", "unchanged"):
+        result = run("subscribers", "remove", "marie@example.org", "--list", "alliances", "--json")
+        assert result.exit_code == 0
+        assert json.loads(result.stdout) == {"email": "marie@example.org", "list": "alliances", "result": expected}
+    result = run("subscribers", "remove", "nobody@example.org", "--list", "alliances", "--json")
+    assert result.exit_code == 1 and result.stderr == "error: nobody@example.org is not on any list\n"

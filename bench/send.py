@@ -33,7 +33,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from newsletter.campaign import Pacing  # noqa: E402
 from newsletter.sending import open_store, send  # noqa: E402
-from newsletter.store import SUBSCRIBED, memberships, now, subscribers  # noqa: E402
+from newsletter.store import SUBSCRIBED, ListRow, memberships, now, subscribers  # noqa: E402
 from newsletter.workspace import Workspace  # noqa: E402
 
 SLUG = "2024-11-forum-des-alliances"
@@ -134,7 +134,7 @@ def build_messages(workspace: Workspace, count: int):
     from newsletter.sending import _campaign, prepare
 
     prepared = prepare(workspace, workspace.root / "issues" / SLUG, "null://", real=True)
-    campaign = _campaign(prepared, 1, "bench")
+    campaign = _campaign(prepared, 1, ListRow(1, "bench", "bench"))
     return (campaign.build(Recipient(i, f"abonne{i}@example.org", f"Abonné·e {i}")).to_bytes() for i in range(count))
 
 

@@ -1,19 +1,26 @@
-"""Send an issue to a list: the campaign runner, and the checks that come before a real send.
+"""The campaign runner: claim a batch of the ledger, send it, record every outcome; any number of senders at once.
 
-A campaign is (issue content, list). Starting one writes a pending ledger row for every member subscribed at that
-instant. The runner then reads the due pending rows in subscriber order, a page at a time; skips anyone whose
-membership is no longer `subscribed` (re-read just before sending); sends in batches of the transport's size with
-bounded concurrency and a rate limit; and records every outcome in the ledger as it arrives, before counting it.
-A "retry" outcome waits (exponential backoff with jitter, or the server's Retry-After) and is tried again in a
-later pass of the same run, up to max_attempts; then it counts as failed.
+A campaign is (issue content, list). When it starts, the ledger gets a pending row for every member subscribed at
+that instant. The ledger is a work queue shared by every sender of the campaign (`send` and `worker` processes, on
+one host with SQLite or on many sharing PostgreSQL): a sender claims a batch of due pending rows under a lease
+(store.claim), builds each recipient's message, hands the batch to the transport and records each outcome as it
+arrives, which releases that row. While a batch is in flight its lease is renewed; rows claimed but not sent (a
+stop, a pause, a fatal transport error) are released at once. A row whose lease ran out (its sender died) can be
+claimed by anyone again. A "retry" outcome waits (exponential backoff with jitter, or the server's Retry-After) and
+is claimed again when due, up to max_attempts; then it counts as failed. The campaign's rate and per_hour limits
+are booked in the store (store.reserve), so they hold for all its senders together.
 
-The guarantee. Nobody is skipped: a row leaves `pending` only when its outcome is recorded, and a run ends with
-rows still pending only when it was stopped or a retry is still waiting; the next run takes them. At most the
-messages in flight at the instant of a hard crash (kill -9, power loss) can be sent twice: they were handed to the
-transport but their outcome was not recorded. That is at most concurrency × batch size messages (4 × 20 for
-SMTP by default), and 0 for the outbox, which overwrites its file. Ctrl-C stops taking new batches and waits for
-the batches in flight to be recorded; a second Ctrl-C abandons them (they stay pending, so they are sent again
-next time: the same bound).
+The guarantee. Nobody is skipped: a row leaves `pending` only when its outcome is recorded. Two live senders never
+send the same row: a claimed row is its sender's until it records it or gives it back. After a hard crash (kill -9,
+power loss, a lost host) the rows the dead sender held are claimed again once their lease expires; the only
+messages that can then go twice are those it had handed to the transport without recording their outcome:
+  - smtp: at most 2 per open connection (transports that report each message as it goes, through send_each: a
+    connection is never handed a message while more than one earlier answer of it is unrecorded), so 8 with the
+    default 4 connections;
+  - the outbox: none (it overwrites its file);
+  - an API transport: the batches in flight, concurrency × its batch size (one request carries a whole batch).
+Ctrl-C stops claiming and waits for the batches in flight to be recorded; a second Ctrl-C abandons them (released,
+so that the next run sends them again at once: the same bound).
 """
 
 from __future__ import annotations
@@ -22,37 +29,52 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
+import itertools
+import os
 import random
+import secrets
+import socket
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from newsletter.message import Campaign, Outgoing, Recipient
 from newsletter.render import RenderedIssue
-from newsletter.store import FAILED, PENDING, SENT, SKIPPED, SUBSCRIBED, Delivery, Result, now
+from newsletter.store import FAILED, PENDING, RUNNING, SENT, SKIPPED, SUBSCRIBED, CampaignRow, Delivery, Result, now
 from newsletter.transports.base import Outcome
 
 
 class LedgerStore(Protocol):
     """What the runner needs from the store (newsletter.store.Store provides it)."""
 
-    def pending(
-        self, campaign_id: int, list_id: int, *, after: int, limit: int, due: dt.datetime
-    ) -> list[Delivery]: ...
+    def claim(
+        self, campaign_id: int, list_id: int, owner: str, limit: int, lease: float, at: dt.datetime | None = None
+    ) -> list[Delivery] | None: ...
+
+    def renew(self, campaign_id: int, sender: str, lease: float) -> int: ...
+
+    def release(self, campaign_id: int, holder: str, subscriber_ids: Sequence[int] | None = None) -> int: ...
 
     def record(self, campaign_id: int, list_id: int, results: Sequence[Result], source: str = "send") -> None: ...
 
+    def reserve(self, campaign_id: int, count: int, rate: float | None, per_hour: int | None) -> dt.datetime: ...
+
     def subscribed_among(self, list_id: int, subscriber_ids: Sequence[int]) -> set[int]: ...
 
-    def next_due(self, campaign_id: int) -> dt.datetime | None: ...
+    def next_claimable(self, campaign_id: int, at: dt.datetime | None = None) -> dt.datetime | None: ...
 
     def counts(self, campaign_id: int) -> dict[str, int]: ...
 
+    def campaign(self, campaign_id: int) -> CampaignRow | None: ...
+
+    def finish_if_done(self, campaign_id: int) -> bool: ...
+
 
 class Sender(Protocol):
-    """What the runner needs from a transport."""
+    """What the runner needs from a transport. One that can also report each message as it goes defines
+    `send_each(messages, record)`, calling `await record(index, outcome)` before it hands its connection the
+    message after next (see the guarantee above)."""
 
     max_batch: int
 
@@ -61,49 +83,28 @@ class Sender(Protocol):
 
 @dataclass
 class Pacing:
-    concurrency: int = 4
-    rate: float | None = None  # messages per second
-    per_hour: int | None = None
+    concurrency: int = 4  # batches in flight at once, in this process
+    rate: float | None = None  # messages per second, for the whole campaign
+    per_hour: int | None = None  # messages in any hour, for the whole campaign
     max_attempts: int = 5
-    page: int = 1000  # ledger rows read at once
+    lease: float = 60.0  # seconds a claimed batch stays this sender's without renewal
     base_delay: float = 2.0  # seconds before the first retry, doubling after each
     max_delay: float = 300.0  # never wait longer than this between two tries
-
-
-class RateLimiter:
-    """At most `rate` messages a second and `per_hour` an hour, counted when a batch is handed over."""
-
-    def __init__(self, rate: float | None, per_hour: int | None, clock: Callable[[], float] = time.monotonic):
-        self.rate, self.per_hour, self.clock = rate, per_hour, clock
-        self._next = 0.0
-        self._hour: deque[tuple[float, int]] = deque()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self, count: int) -> None:
-        async with self._lock:
-            if self.per_hour:
-                count = min(count, self.per_hour)
-                while True:
-                    moment = self.clock()
-                    while self._hour and self._hour[0][0] <= moment - 3600:
-                        self._hour.popleft()
-                    if sum(n for _, n in self._hour) + count <= self.per_hour:
-                        break
-                    await asyncio.sleep(self._hour[0][0] + 3600 - moment)
-                self._hour.append((self.clock(), count))
-            if self.rate:
-                moment = self.clock()
-                start = max(moment, self._next)
-                self._next = start + count / self.rate
-                if start > moment:
-                    await asyncio.sleep(start - moment)
+    poll: float = 1.0  # how often a sender with nothing to claim looks again (others' leases, a pause)
 
 
 @dataclass
 class RunReport:
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # the whole campaign's, at the end
+    status: str = RUNNING  # the campaign's status at the end (paused or cancelled by someone: stopped early)
     stopped: bool = False  # by Ctrl-C or a fatal transport error
-    error: str | None = None
+    sent: int = 0  # by this run
+    failed: int = 0  # by this run
+
+
+def sender_id() -> str:
+    """Who holds a lease: this host and process, and a random part (a pid is reused)."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def skipped(delivery: Delivery, status: str | None) -> Result:
@@ -135,6 +136,46 @@ def result_for(delivery: Delivery, outcome: Outcome, pacing: Pacing) -> Result:
     return Result(delivery.subscriber_id, PENDING, error=outcome.reason, next_attempt_at=next_try)
 
 
+class LedgerWriter:
+    """Records outcomes as they arrive, in groups: whatever came in while the previous write ran goes in the next
+    (one executemany), so recording each message costs little more than recording each batch."""
+
+    def __init__(self, store: LedgerStore, campaign_id: int, list_id: int):
+        self.store, self.campaign_id, self.list_id = store, campaign_id, list_id
+        self.queue: list[tuple[Result, asyncio.Future]] = []
+        self.writing: asyncio.Task | None = None
+        self.sent = self.failed = 0
+
+    def submit(self, result: Result) -> asyncio.Future:
+        """Queue one result; the future is done once it is in the ledger (or holds the store's error)."""
+        future = asyncio.get_running_loop().create_future()
+        self.queue.append((result, future))
+        if self.writing is None or self.writing.done():
+            self.writing = asyncio.create_task(self._write())
+        return future
+
+    async def _write(self) -> None:
+        while self.queue:
+            group, self.queue = self.queue, []
+            try:
+                await asyncio.to_thread(self.store.record, self.campaign_id, self.list_id, [r for r, _ in group])
+            except Exception as exc:
+                for _, future in group:
+                    future.set_exception(exc)
+                continue
+            for result, future in group:
+                self.sent += result.status == SENT
+                self.failed += result.status == FAILED
+                future.set_result(None)
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep, waking early when stop is set."""
+    if seconds > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
 async def run(
     store: LedgerStore,
     transport: Sender,
@@ -143,95 +184,130 @@ async def run(
     list_id: int,
     pacing: Pacing,
     *,
+    owner: str | None = None,
     stop: asyncio.Event | None = None,
     progress: Callable[[dict[str, int]], None] | None = None,
+    wait: bool = True,
 ) -> RunReport:
-    """Send every pending message of a campaign; return when none is left, or when stopped."""
+    """Send a running campaign's pending messages, alongside whichever other senders work on it.
+
+    wait=True (`send`): return when nothing is pending any more, waiting for retries and for the rows other
+    senders hold. wait=False (`worker`): return as soon as nothing can be claimed now. Either way, return early
+    when stopped or when the campaign is paused or cancelled.
+    """
+    owner = owner or sender_id()
     stop = stop or asyncio.Event()
-    limiter = RateLimiter(pacing.rate, pacing.per_hour)
     report = RunReport()
+    writer = LedgerWriter(store, campaign_id, list_id)
     batch_size = max(1, transport.max_batch)
+    if pacing.rate:  # a batch is one booking: keep it within a second's worth of messages
+        batch_size = max(1, min(batch_size, int(pacing.rate)))
+    halted = asyncio.Event()  # the campaign is no longer running (paused, cancelled, finished)
+    claims = itertools.count(1)
+    last_progress = [0.0]
 
     def notify() -> None:
-        if progress is not None:
+        if progress is not None and time.monotonic() - last_progress[0] > 0.25:
+            last_progress[0] = time.monotonic()
             progress(store.counts(campaign_id))
 
-    async def send(deliveries: list[Delivery], messages: list[Outgoing]) -> None:
-        # Read the memberships again at the last moment: whoever left since the page was read is skipped.
-        still = store.subscribed_among(list_id, [d.subscriber_id for d in deliveries])
-        if len(still) < len(deliveries):
-            store.record(
-                campaign_id, list_id, [skipped(d, "unsubscribed") for d in deliveries if d.subscriber_id not in still]
-            )
-            kept = [(d, m) for d, m in zip(deliveries, messages, strict=True) if d.subscriber_id in still]
-            deliveries, messages = [d for d, _ in kept], [m for _, m in kept]
-            if not messages:
-                return
-        await limiter.acquire(len(messages))
-        outcomes = await transport.send_batch(messages)
-        if len(outcomes) != len(messages):  # a transport bug must not lose anyone: treat all as unknown
-            outcomes = [Outcome.retry("the transport answered for the wrong number of messages")] * len(messages)
-        results = [result_for(d, o, pacing) for d, o in zip(deliveries, outcomes, strict=True)]
-        store.record(campaign_id, list_id, results)  # recorded first, counted after
-        notify()
+    async def deliver(batch: list[Delivery]) -> None:
+        submitted: list[asyncio.Future] = []
 
-    async def worker(queue: asyncio.Queue, failures: list[BaseException]) -> None:
-        # A worker never dies early: the producer could then block on a full queue.
-        while (item := await queue.get()) is not None:
-            if stop.is_set():
-                continue  # not started: stays pending
-            try:
-                await send(*item)
-            except Exception as exc:  # e.g. TransportError: credentials refused; the rows stay pending
-                failures.append(exc)
-                stop.set()
+        async def record(index: int, outcome: Outcome) -> None:
+            future = writer.submit(result_for(batch[index], outcome, pacing))
+            submitted.append(future)
+            await future
 
-    async def produce(queue: asyncio.Queue) -> None:
-        after, due = 0, now()
-        while not stop.is_set():
-            page = store.pending(campaign_id, list_id, after=after, limit=pacing.page, due=due)
-            if not page:
-                return
-            after = page[-1].subscriber_id
-            store.record(campaign_id, list_id, [skipped(d, d.membership) for d in page if d.membership != SUBSCRIBED])
-            current = [d for d in page if d.membership == SUBSCRIBED]
-            for start in range(0, len(current), batch_size):
+        messages = [campaign.build(Recipient(d.subscriber_id, d.email, d.name, d.fields)) for d in batch]
+        send_each = getattr(transport, "send_each", None)
+        if send_each is not None:
+            await send_each(messages, record)
+        else:
+            outcomes = await transport.send_batch(messages)
+            if len(outcomes) != len(messages):  # a transport bug must not lose anyone: treat all as unknown
+                outcomes = [Outcome.retry("the transport answered for the wrong number of messages")] * len(messages)
+            submitted.extend(writer.submit(result_for(d, o, pacing)) for d, o in zip(batch, outcomes, strict=True))
+        await asyncio.gather(*submitted)
+
+    async def send_claimed(claim: str, claimed: list[Delivery]) -> None:
+        ids = [d.subscriber_id for d in claimed]
+        try:
+            gone = [skipped(d, d.membership) for d in claimed if d.membership != SUBSCRIBED]
+            batch = [d for d in claimed if d.membership == SUBSCRIBED]
+            if pacing.rate or pacing.per_hour:
+                start = await asyncio.to_thread(store.reserve, campaign_id, len(batch), pacing.rate, pacing.per_hour)
+                await _pause(stop, (start - now()).total_seconds())
                 if stop.is_set():
-                    return
-                chunk = current[start : start + batch_size]
-                messages = [campaign.build(Recipient(d.subscriber_id, d.email, d.name, d.fields)) for d in chunk]
-                await queue.put((chunk, messages))
+                    return  # not started: given back below
+                # Read the memberships again after the wait: whoever left since is skipped.
+                still = await asyncio.to_thread(store.subscribed_among, list_id, [d.subscriber_id for d in batch])
+                gone += [skipped(d, "unsubscribed") for d in batch if d.subscriber_id not in still]
+                batch = [d for d in batch if d.subscriber_id in still]
+            if gone:
+                await asyncio.gather(*(writer.submit(result) for result in gone))
+            if batch:
+                await deliver(batch)
+            notify()
+        finally:
+            # Whatever is still ours was not sent (stopped, or the transport failed): back to the queue now.
+            await asyncio.shield(asyncio.to_thread(store.release, campaign_id, claim, ids))
+
+    async def lane(failures: list[BaseException]) -> None:
+        while not stop.is_set() and not halted.is_set() and not failures:
+            claim = f"{owner}#{next(claims)}"  # each claim its own holder: one lane never gives back another's rows
+            claimed = await asyncio.to_thread(store.claim, campaign_id, list_id, claim, batch_size, pacing.lease)
+            if claimed is None:
+                halted.set()
+                return
+            if not claimed:
+                return
+            try:
+                await send_claimed(claim, claimed)
+            except Exception as exc:  # e.g. TransportError: credentials refused; the rows were given back
+                failures.append(exc)
+                return
+
+    async def renew_leases() -> None:
+        while True:
+            await asyncio.sleep(pacing.lease / 3)
+            await asyncio.to_thread(store.renew, campaign_id, owner, pacing.lease)
 
     async def one_pass() -> None:
-        queue: asyncio.Queue = asyncio.Queue(maxsize=pacing.concurrency)
         failures: list[BaseException] = []
-        workers = [asyncio.create_task(worker(queue, failures)) for _ in range(pacing.concurrency)]
+        lanes = [asyncio.create_task(lane(failures)) for _ in range(pacing.concurrency)]
+        renewing = asyncio.create_task(renew_leases())
         try:
-            await produce(queue)
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
+            await asyncio.gather(*lanes)
         except BaseException:  # cancelled (a second Ctrl-C) or the store failed: abandon what is in flight
-            for task in workers:
+            for task in lanes:
                 task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await asyncio.gather(*lanes, return_exceptions=True)
+            await asyncio.shield(asyncio.to_thread(store.release, campaign_id, owner))
             raise
+        finally:
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
         if failures:
             raise failures[0]
 
     try:
-        while not stop.is_set():
+        while not stop.is_set() and not halted.is_set():
             await one_pass()
-            due = store.next_due(campaign_id)
-            if due is None or stop.is_set():
+            if not wait or stop.is_set() or halted.is_set():
                 break
-            wait = (due - now()).total_seconds()
-            if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=wait)
+            due = await asyncio.to_thread(store.next_claimable, campaign_id)
+            if due is None:
+                break
+            await _pause(stop, min(pacing.poll, (due - now()).total_seconds()))
     finally:
-        report.counts = store.counts(campaign_id)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(store.finish_if_done, campaign_id)
+        found = await asyncio.to_thread(store.campaign, campaign_id)
+        report.status = found.status if found else RUNNING
+        report.counts = await asyncio.to_thread(store.counts, campaign_id)
         report.stopped = stop.is_set()
+        report.sent, report.failed = writer.sent, writer.failed
     return report
 
 

@@ -23,9 +23,9 @@ from newsletter.checks import check_issue
 from newsletter.errors import Diagnostic, IssueError, NewsletterError
 from newsletter.i18n import LANGUAGES
 from newsletter.progress import ProgressLine
-from newsletter.sending import SendSummary, campaign_status, open_store, transport_dsn
+from newsletter.sending import SendSummary, campaign_status, change_campaign, open_store, shown, transport_dsn
 from newsletter.sending import send as send_issue
-from newsletter.store import STATUSES, Store, database_url, engine_name
+from newsletter.store import CANCELLED, PAUSED, SCHEDULED, STATUSES, Store, database_url, engine_name
 from newsletter.subscribers import add as add_subscriber
 from newsletter.subscribers import export_csv, import_csv, sync_suppressions
 from newsletter.subscribers import remove as remove_subscriber
@@ -383,26 +383,43 @@ def send(
     new_campaign: Annotated[
         bool, typer.Option("--new-campaign", help="Start a new campaign for a changed issue.")
     ] = False,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help='Schedule it instead: "2027-02-10 09:00" (in newsletter.toml\'s timezone) or ISO 8601 with an '
+            "offset; `newsletter worker` sends it then."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send an issue to a list. A dry run by default; run it again to resume an interrupted send."""
+    """Send an issue to a list. A dry run by default; run it again to resume an interrupted send.
+
+    Safe to run twice at once, here or on another host sharing the database: both work on one campaign and
+    nobody gets it twice.
+    """
     workspace, folder = Workspace.for_issue(issue)
     progress = None if as_json or not sys.stderr.isatty() else ProgressLine()
-    summary = asyncio.run(
-        _send_until_done(workspace, folder, list_slug, transport_dsn(transport), dry_run, to, new_campaign, progress)
-    )
+    dsn = transport_dsn(transport)
+
+    def sending(stop: asyncio.Event):
+        return send_issue(
+            workspace, folder, list_slug, dsn_text=dsn, dry_run=dry_run, to=to, new_campaign=new_campaign, at=at,
+            stop=stop, progress=progress,
+        )  # fmt: skip
+
+    summary = asyncio.run(_until_stopped(sending, "run the same command again to resume"))
     if progress is not None:
         progress.close()
     if as_json:
         _print_json(summary.to_json())
     else:
-        _show_send(summary, list_slug)
+        _show_send(summary, workspace)
     if not summary.dry_run and not summary.ok:
         raise typer.Exit(1)
 
 
-async def _send_until_done(workspace, folder, list_slug, dsn, dry_run, to, new_campaign, progress):
-    """Run the send; the first Ctrl-C stops taking new batches, the second abandons those in flight."""
+async def _until_stopped(start, resume_hint: str):
+    """Run start(stop); the first Ctrl-C or SIGTERM stops taking new batches, the second abandons those in flight."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -417,18 +434,15 @@ async def _send_until_done(workspace, folder, list_slug, dsn, dry_run, to, new_c
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, interrupt)
     try:
-        return await send_issue(
-            workspace, folder, list_slug, dsn_text=dsn, dry_run=dry_run, to=to, new_campaign=new_campaign,
-            stop=stop, progress=progress,
-        )  # fmt: skip
+        return await start(stop)
     except asyncio.CancelledError:
-        raise NewsletterError("abandoned the batches in flight; run the same command again to resume") from None
+        raise NewsletterError(f"abandoned the batches in flight; {resume_hint}") from None
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
 
 
-def _show_send(summary: SendSummary, list_slug: str) -> None:
+def _show_send(summary: SendSummary, workspace: Workspace) -> None:
     if summary.dry_run:
         if summary.sample:
             typer.echo(summary.sample)
@@ -440,6 +454,9 @@ def _show_send(summary: SendSummary, list_slug: str) -> None:
         )
         typer.echo("nothing was sent; add --no-dry-run to send")
         return
+    if summary.status == SCHEDULED:
+        typer.echo(f"campaign {summary.campaign}: {summary.note}")
+        return
     counts = summary.counts
     for address, reason in summary.failures:
         typer.echo(f"failed: {address}: {reason}", err=True)
@@ -448,7 +465,9 @@ def _show_send(summary: SendSummary, list_slug: str) -> None:
         f"{where}{summary.transport}: {counts.get('sent', 0)} sent, {counts.get('failed', 0)} failed, "
         f"{counts.get('skipped', 0)} skipped, {counts.get('pending', 0)} pending"
     )
-    if counts.get("pending"):
+    if summary.status in (PAUSED, CANCELLED):
+        typer.echo(f"{summary.note}; `newsletter campaigns` shows where it stands", err=True)
+    elif counts.get("pending"):
         typer.echo("some messages are still pending: run the same command again to resume", err=True)
 
 
@@ -463,8 +482,115 @@ def status(issue: IssueArg, list_slug: ListOpt, as_json: JsonOpt = False) -> Non
     if summary.campaign is None:
         typer.echo(f"{folder.name} was never sent to {list_slug}")
         return
-    _show_send(summary, list_slug)
-    typer.echo(summary.note or "")
+    if summary.status != SCHEDULED:
+        _show_send(summary, workspace)
+    typer.echo(f"campaign {summary.campaign}: {summary.status}, {summary.note}")
+
+
+@app.command()
+def worker(
+    transport: TransportOpt = None,
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Send what is due now, then exit (for cron or CI).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send every campaign that is due or running, beside any other worker or send, until stopped (SIGTERM).
+
+    Starts scheduled campaigns at their time; needs NEWSLETTER_SECRET_KEY for any transport but outbox:// and null://.
+    """
+    from newsletter.worker import WorkerReport, work
+
+    workspace = Workspace.discover()
+    dsn = transport_dsn(transport)
+    report = WorkerReport()
+
+    def working(stop: asyncio.Event):
+        log = (lambda line: None) if as_json else (lambda line: typer.echo(line, err=True))
+        return work(workspace, dsn, until_idle=until_idle, stop=stop, log=log)
+
+    try:
+        report = asyncio.run(_until_stopped(working, "their messages go out with the next run"))
+    finally:
+        if as_json:
+            _print_json(report.to_json())
+    if not as_json:
+        typer.echo(f"worker: {report.sent} sent, {report.failed} failed, campaigns {report.campaigns or 'none'}")
+
+
+def _campaign_json(row, list_slug: str, counts: dict[str, int]) -> dict:
+    return {
+        "id": row.id,
+        "issue": row.issue_slug,
+        "list": list_slug,
+        "status": row.status,
+        "scheduled_at": row.scheduled_at.isoformat() if row.scheduled_at else None,
+        **{key: counts.get(key, 0) for key in ("sent", "pending", "failed", "skipped")},
+    }
+
+
+@app.command()
+def campaigns(
+    list_slug: Annotated[str | None, typer.Option("--list", help="Only this list's campaigns.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every campaign, newest first: id, issue, list, status, when scheduled, and sent/pending/failed/skipped."""
+    workspace = Workspace.discover()
+    store = open_store(workspace)
+    try:
+        found = store.campaign_list(store.list_id(list_slug) if list_slug else None)
+    finally:
+        store.close()
+    if as_json:
+        _print_json({"campaigns": [_campaign_json(*item) for item in found]})
+        return
+    zone = workspace.config.zone
+    for row, slug, counts in found:
+        when = f" for {shown(row.scheduled_at, zone)}" if row.scheduled_at else ""
+        typer.echo(
+            f"{row.id}\t{row.issue_slug} → {slug}\t{row.status}{when}\t{counts['sent']} sent, "
+            f"{counts['pending']} pending, {counts['failed']} failed, {counts['skipped']} skipped"
+        )
+    if not found:
+        typer.echo("no campaigns yet", err=True)
+
+
+campaign_app = typer.Typer(
+    cls=_Commands, no_args_is_help=True, rich_markup_mode=None, help="Pause, resume or cancel a campaign."
+)
+app.add_typer(campaign_app, name="campaign")
+CampaignArg = Annotated[int, typer.Argument(help="The campaign's id (see `newsletter campaigns`).")]
+
+
+def _control(campaign_id: int, action: str, as_json: bool) -> None:
+    store = open_store(Workspace.discover())
+    try:
+        row = change_campaign(store, campaign_id, action)
+        found = next(item for item in store.campaign_list(row.list_id) if item[0].id == campaign_id)
+    finally:
+        store.close()
+    if as_json:
+        _print_json(_campaign_json(*found))
+    else:
+        typer.echo(f"campaign {campaign_id}: {found[0].status}")
+
+
+@campaign_app.command("pause")
+def campaign_pause(campaign_id: CampaignArg, as_json: JsonOpt = False) -> None:
+    """Stop every sender, on every host, from taking more of it; the batches in flight finish."""
+    _control(campaign_id, "pause", as_json)
+
+
+@campaign_app.command("resume")
+def campaign_resume(campaign_id: CampaignArg, as_json: JsonOpt = False) -> None:
+    """Let senders go on with a paused campaign (a running `worker` picks it up; or run `send` again)."""
+    _control(campaign_id, "resume", as_json)
+
+
+@campaign_app.command("cancel")
+def campaign_cancel(campaign_id: CampaignArg, as_json: JsonOpt = False) -> None:
+    """End a campaign for good: what is still pending is never sent."""
+    _control(campaign_id, "cancel", as_json)
 
 
 db_app = typer.Typer(cls=_Commands, no_args_is_help=True, rich_markup_mode=None, help="The database.")

@@ -7,13 +7,15 @@ Environment overrides: NEWSLETTER_BASE_URL, NEWSLETTER_ASSET_BASE_URL.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import tomllib
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from newsletter.errors import ConfigError, Diagnostic
 from newsletter.i18n import LANGUAGES
@@ -61,11 +63,41 @@ class Brand(_Table):
     font_family: str = "Helvetica, Arial, sans-serif"
 
 
+DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '30m', '6h', '2d' (or a number of seconds) -> seconds; ValueError for anything else."""
+    text = str(text).strip()
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    found = DURATION.fullmatch(text)
+    if found is None:
+        raise ValueError(f'\'{text}\' is not a duration; write e.g. "90s", "30m", "6h" or "2d"')
+    return float(found.group(1)) * DURATION_UNITS[found.group(2)]
+
+
 class Sending(_Table):
-    rate: float | None = Field(None, gt=0, description="Messages per second at most (the provider's limit).")
-    per_hour: int | None = Field(None, gt=0, description="Messages per hour at most.")
-    concurrency: int = Field(4, ge=1, le=64, description="Batches in flight at once.")
+    rate: float | None = Field(
+        None, gt=0, description="Messages per second at most, for a campaign as a whole (the provider's limit)."
+    )
+    per_hour: int | None = Field(None, gt=0, description="Messages in any hour at most, for a campaign as a whole.")
+    concurrency: int = Field(4, ge=1, le=64, description="Batches in flight at once, in each sending process.")
     max_attempts: int = Field(5, ge=1, le=50, description="Tries per message before it counts as failed.")
+    lease: float = Field(
+        60, ge=1, le=3600, description="Seconds a sender holds a claimed batch before another may take it over."
+    )
+    max_lateness: str = Field(
+        "6h", description='How late a scheduled campaign may still start ("90s", "30m", "6h", "2d"); then it expires.'
+    )
+
+    @field_validator("max_lateness")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
     unsubscribe_mailto: str | None = Field(
         None, description="An address that unsubscribes whoever writes to it, added to List-Unsubscribe."
     )
@@ -79,6 +111,10 @@ class Dkim(_Table):
 class Config(_Table):
     name: str = Field("Newsletter", description="The newsletter's name (archive title, List-Id label).")
     lang: str = Field("fr", description=f"Default language of new issues: one of {', '.join(LANGUAGES)}.")
+    timezone: str | None = Field(
+        None, description="IANA time zone of `send --at` times and of the times shown, e.g. America/Toronto "
+        "(default: the machine's).",
+    )  # fmt: skip
     base_url: str | None = Field(None, description="Public URL of `newsletter serve` (unsubscribe links).")
     asset_base_url: str | None = Field(None, description="Public URL where the build/ folder is published.")
     sender: Sender = Field(default_factory=Sender)
@@ -90,6 +126,21 @@ class Config(_Table):
 
     # Where it was read from; not part of the file.
     file: Path | None = Field(None, exclude=True)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone '{value}'; use an IANA name such as America/Toronto") from None
+        return value
+
+    @property
+    def zone(self) -> dt.tzinfo | None:
+        """The configured time zone; None means the machine's."""
+        return ZoneInfo(self.timezone) if self.timezone else None
 
     def footer_reason(self, lang: str) -> str | None:
         return self.footer.reason.get(lang)

@@ -51,8 +51,8 @@ class Mailbox:
         return self.address.rpartition("@")[2]
 
     def header(self) -> str:
-        """For a From or To header: quoted or RFC 2047-encoded as the name needs."""
-        return email.utils.formataddr((self.name, self.address), charset="utf-8")
+        """For a From or To header: quoted or RFC 2047-encoded as the name needs, on one line whatever it holds."""
+        return email.utils.formataddr((" ".join(self.name.split()), self.address), charset="utf-8")
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class _QuotedPrintableTemplate:
 
 def _encode_literal(text: str) -> bytes:
     encoded = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
-    encoded = encoded.replace(b"\n", CRLF)
+    encoded = _dot_safe(encoded.replace(b"\n", CRLF))
     return encoded if not encoded or encoded.endswith(CRLF) else encoded + SOFT_BREAK
 
 
@@ -98,7 +98,32 @@ def _encode_value(text: str) -> bytes:
     if not text:
         return b""
     encoded = binascii.b2a_qp(text.encode("utf-8"), quotetabs=True, istext=False, header=False)
-    return encoded.replace(b"\n", CRLF) + SOFT_BREAK
+    return _dot_safe(encoded.replace(b"\n", CRLF)) + SOFT_BREAK
+
+
+QP_LINE = 76  # RFC 2045's limit for a quoted-printable line, "=" of a soft break included
+
+
+def _dot_safe(encoded: bytes) -> bytes:
+    """Quoted-printable lines of which none starts with '.': such a line gets '=2E' instead (wrapped again to 76).
+
+    Every piece of a body starts a line, so no line of a whole message starts with '.', and SMTP's DATA needs no
+    dot-stuffing: the smtp transport sends the bytes as they are.
+    """
+    if not encoded.startswith(b".") and b"\n." not in encoded:
+        return encoded
+    lines = []
+    for line in encoded.split(CRLF):
+        while line.startswith(b"."):
+            line = b"=2E" + line[1:]
+            if len(line) <= QP_LINE:
+                break
+            cut = QP_LINE - 1  # room for the "=" of the soft break; never inside an "=XX"
+            cut -= 1 if line[cut - 1 : cut] == b"=" else 2 if line[cut - 2 : cut - 1] == b"=" else 0
+            lines.append(line[:cut] + b"=")
+            line = line[cut:]
+        lines.append(line)
+    return CRLF.join(lines)
 
 
 class Body:

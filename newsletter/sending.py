@@ -1,9 +1,13 @@
-"""What `send` and `status` do: refuse what must not be sent, dry-run, test-send, or run the campaign.
+"""What `send` and `status` do: refuse what must not be sent, dry-run, test-send, schedule, or run the campaign.
 
 A real send is refused when the issue has errors; when the transport leaves this machine (anything but outbox://
 and null://) and base_url, NEWSLETTER_SECRET_KEY or absolute image URLs (asset_base_url) are missing; when the
 list has nobody subscribed; and when the issue changed since a campaign to the same list began (--new-campaign
 starts another one deliberately).
+
+A campaign freezes what every message shares when it is made (the rendered issue, sender, list, links, limits:
+`freeze`), so that any sender, on any host, builds the same messages from the store alone (`thaw`). Two `send`
+commands started at once agree on one campaign (the list is locked while they decide) and share its ledger.
 """
 
 from __future__ import annotations
@@ -15,12 +19,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from newsletter.campaign import Pacing, content_hash, run, test_recipient
+from newsletter.campaign import Pacing, content_hash, run, sender_id, test_recipient
 from newsletter.checks import check_issue
+from newsletter.config import Config, parse_duration
 from newsletter.errors import ConfigError, IssueError, NewsletterError
-from newsletter.message import Campaign, DkimSigner, Recipient, parse_mailbox
+from newsletter.message import Campaign, DkimSigner, Mailbox, Recipient, parse_mailbox
 from newsletter.render import RenderedIssue
-from newsletter.store import PENDING, SUBSCRIBED, CampaignRow, ListRow, Store, database_url
+from newsletter.store import (
+    CANCELLED,
+    EXPIRED,
+    FINISHED,
+    PAUSED,
+    PENDING,
+    RUNNING,
+    SCHEDULED,
+    SUBSCRIBED,
+    CampaignRow,
+    ListRow,
+    Store,
+    database_url,
+)
 from newsletter.tokens import TokenSigner
 from newsletter.transports import DEFAULT_DSN, Dsn, Transport, transport_from_dsn
 from newsletter.workspace import Workspace
@@ -28,7 +46,6 @@ from newsletter.workspace import Workspace
 LOCAL_SCHEMES = ("outbox", "null")  # nothing leaves this machine
 LOCAL_BASE_URL = "http://127.0.0.1:8000"  # where `newsletter serve` listens by default
 SAMPLE_RECIPIENTS = 5
-FAR_FUTURE = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass
@@ -43,14 +60,24 @@ class SendSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     stopped: bool = False
     note: str | None = None
+    status: str | None = None  # the campaign's
+    scheduled_at: dt.datetime | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.counts.get("failed") and not self.counts.get("pending") and not self.stopped
+        finished_or_waiting = self.status in (None, RUNNING, FINISHED, SCHEDULED)
+        return (
+            finished_or_waiting
+            and not self.counts.get("failed")
+            and not self.counts.get("pending")
+            and not self.stopped
+        )
 
     def to_json(self) -> dict:
         document = {
             "campaign": self.campaign,
+            "status": self.status,
+            "scheduled_at": self.scheduled_at.isoformat() if self.scheduled_at else None,
             "sent": self.counts.get("sent", 0),
             "failed": self.counts.get("failed", 0),
             "skipped": self.counts.get("skipped", 0),
@@ -85,6 +112,22 @@ def dkim_signer(workspace: Workspace) -> DkimSigner | None:
     return DkimSigner(settings.domain, settings.selector, data)
 
 
+def pacing_for(config: Config, content: dict | None = None) -> Pacing:
+    """This process's pacing; the rate limits are the campaign's own (frozen with it) when it has them."""
+    limits = content or {"rate": config.sending.rate, "per_hour": config.sending.per_hour}
+    return Pacing(
+        concurrency=config.sending.concurrency,
+        rate=limits.get("rate"),
+        per_hour=limits.get("per_hour"),
+        max_attempts=config.sending.max_attempts,
+        lease=config.sending.lease,
+    )
+
+
+def is_local(dsn_text: str) -> bool:
+    return Dsn.parse(dsn_text).scheme in LOCAL_SCHEMES
+
+
 @dataclass
 class Prepared:
     workspace: Workspace
@@ -92,8 +135,23 @@ class Prepared:
     dsn_text: str
     dsn: Dsn
     sender_text: str
-    base_url: str
     signer: TokenSigner
+    local_only: str | None  # why its messages must not leave this machine (no base_url, relative images), or None
+
+
+def leaving_problem(config: Config, rendered: RenderedIssue) -> str | None:
+    """What stops this issue's messages from working outside this machine, or None."""
+    if not config.base_url:
+        return (
+            "base_url is not set: unsubscribe links need the public URL of `newsletter serve`; set base_url in "
+            "newsletter.toml or NEWSLETTER_BASE_URL"
+        )
+    if rendered.images and not config.asset_base_url:
+        return (
+            "the images would not load in an inbox: their URLs are relative. Publish build/ and set "
+            "asset_base_url in newsletter.toml (or NEWSLETTER_ASSET_BASE_URL)"
+        )
+    return None
 
 
 def prepare(workspace: Workspace, folder: Path, dsn_text: str, *, real: bool) -> Prepared:
@@ -108,19 +166,11 @@ def prepare(workspace: Workspace, folder: Path, dsn_text: str, *, real: bool) ->
     if not sender_text:
         raise ConfigError('no sender: set [sender] from = "Name <news@example.org>" in newsletter.toml')
     parse_mailbox(sender_text)
-    if real and not local:
-        if not config.base_url:
-            raise ConfigError(
-                "base_url is not set: unsubscribe links need the public URL of `newsletter serve`; set base_url in "
-                "newsletter.toml or NEWSLETTER_BASE_URL"
-            )
-        if result.rendered.images and not config.asset_base_url:
-            raise ConfigError(
-                "the images would not load in an inbox: their URLs are relative. Publish build/ and set "
-                "asset_base_url in newsletter.toml (or NEWSLETTER_ASSET_BASE_URL)"
-            )
+    problem = leaving_problem(config, result.rendered)
+    if real and not local and problem:
+        raise ConfigError(problem)
     signer = TokenSigner.from_environment(required=real and not local)
-    return Prepared(workspace, result.rendered, dsn_text, dsn, sender_text, config.base_url or LOCAL_BASE_URL, signer)
+    return Prepared(workspace, result.rendered, dsn_text, dsn, sender_text, signer, problem)
 
 
 def _campaign(prepared: Prepared, campaign_id: int | str, mailing_list: ListRow, subject_prefix: str = "") -> Campaign:
@@ -132,15 +182,83 @@ def _campaign(prepared: Prepared, campaign_id: int | str, mailing_list: ListRow,
         rendered=prepared.rendered,
         sender=parse_mailbox(prepared.sender_text),
         reply_to=config.sender.reply_to,
-        base_url=prepared.base_url,
+        base_url=config.base_url or LOCAL_BASE_URL,
         signer=prepared.signer,
         unsubscribe_mailto=config.sending.unsubscribe_mailto,
         subject_prefix=subject_prefix,
     )
 
 
-def _transport(prepared: Prepared) -> Transport:
-    return transport_from_dsn(prepared.dsn_text, root=prepared.workspace.root, dkim=dkim_signer(prepared.workspace))
+def freeze(prepared: Prepared, mailing_list: ListRow) -> dict:
+    """Everything a campaign's messages share, as the store keeps it (JSON): what `thaw` builds them from."""
+    config = prepared.workspace.config
+    campaign = _campaign(prepared, 0, mailing_list)
+    rendered = campaign.rendered
+    return {
+        "slug": rendered.slug,
+        "lang": rendered.lang,
+        "subject": rendered.subject,
+        "html": rendered.html,
+        "text": rendered.text,
+        "sender": {"name": campaign.sender.name, "address": campaign.sender.address},
+        "reply_to": campaign.reply_to,
+        "list_slug": campaign.list_slug,
+        "list_name": campaign.list_name,
+        "base_url": campaign.base_url,
+        "unsubscribe_mailto": campaign.unsubscribe_mailto,
+        "local_only": prepared.local_only,
+        "rate": config.sending.rate,
+        "per_hour": config.sending.per_hour,
+    }
+
+
+def thaw(row: CampaignRow, signer: TokenSigner) -> Campaign:
+    """The message builder of a campaign, from its frozen content alone (no issue files needed)."""
+    content = row.content or {}
+    rendered = RenderedIssue(content["slug"], content["lang"], content["subject"], "", content["html"], content["text"],
+                             {})  # fmt: skip
+    return Campaign(
+        id=row.id,
+        list_slug=content["list_slug"],
+        list_name=content["list_name"],
+        rendered=rendered,
+        sender=Mailbox(content["sender"]["name"], content["sender"]["address"]),
+        reply_to=content["reply_to"],
+        base_url=content["base_url"],
+        signer=signer,
+        unsubscribe_mailto=content["unsubscribe_mailto"],
+    )
+
+
+def transport_for(workspace: Workspace, dsn_text: str) -> Transport:
+    return transport_from_dsn(dsn_text, root=workspace.root, dkim=dkim_signer(workspace))
+
+
+def parse_at(text: str, zone: dt.tzinfo | None, *, at: dt.datetime | None = None) -> dt.datetime:
+    """`--at`: an ISO 8601 time with its offset, or a local time in `zone` (None: the machine's); in UTC.
+
+    A time that is not in the future is refused.
+    """
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise NewsletterError(
+            f"--at '{text}' is not a time; write it as 2027-02-10 09:00 (local) or 2027-02-10T14:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone) if zone else moment.astimezone()
+    moment = moment.astimezone(dt.UTC)
+    if moment <= (at or dt.datetime.now(dt.UTC)):
+        raise NewsletterError(f"--at {text} is in the past; give a time to come")
+    return moment
+
+
+def shown(moment: dt.datetime | None, zone: dt.tzinfo | None) -> str:
+    """A time as the user reads it: in the configured zone (or the machine's), with the zone's name."""
+    if moment is None:
+        return ""
+    local = moment.astimezone(zone) if zone else moment.astimezone()
+    return local.strftime("%Y-%m-%d %H:%M %Z")
 
 
 async def send(
@@ -152,89 +270,143 @@ async def send(
     dry_run: bool = True,
     to: str | None = None,
     new_campaign: bool = False,
+    at: str | None = None,
     pacing: Pacing | None = None,
     stop: asyncio.Event | None = None,
     progress: Callable[[dict[str, int]], None] | None = None,
 ) -> SendSummary:
-    """Dry-run, test-send or send an issue to a list (resuming its campaign). See the module docstring."""
+    """Dry-run, test-send, schedule, or send an issue to a list (joining or resuming its campaign)."""
     prepared = prepare(workspace, folder, dsn_text, real=not dry_run)
     config = workspace.config
-    pacing = pacing or Pacing(
-        concurrency=config.sending.concurrency,
-        rate=config.sending.rate,
-        per_hour=config.sending.per_hour,
-        max_attempts=config.sending.max_attempts,
-    )
+    scheduled_at = parse_at(at, config.zone) if at is not None else None
     store = open_store(workspace)
     try:
         mailing_list = store.find_list(list_slug)
         if to is not None:
             return await _test_send(prepared, mailing_list, to, dry_run)
-        list_id = mailing_list.id
-        subscribed = store.count_members(list_id, SUBSCRIBED)
         digest = content_hash(prepared.rendered)
-        latest = store.latest_campaign(prepared.rendered.slug, list_id)
-        resume = _campaign_to_resume(latest, digest, new_campaign)
         if dry_run:
-            return _dry_run(prepared, store, mailing_list, resume, subscribed)
-        if resume is None:
-            if subscribed == 0:
-                raise NewsletterError(f"the list '{mailing_list.slug}' has nobody subscribed; nothing to send")
-            resume = store.start_campaign(list_id, prepared.rendered.slug, digest, prepared.rendered.subject)
-        transport = _transport(prepared)
+            latest = store.latest_campaign(prepared.rendered.slug, mailing_list.id)
+            return _dry_run(prepared, store, mailing_list, _campaign_to_resume(latest, digest, new_campaign, None))
+        row = _open_campaign(store, prepared, mailing_list, digest, new_campaign, scheduled_at)
+        if row.status == SCHEDULED:
+            return SendSummary(row.id, str(prepared.dsn), False, store.counts(row.id), status=SCHEDULED,
+                               scheduled_at=row.scheduled_at,
+                               note=f"scheduled for {shown(row.scheduled_at, config.zone)}: a running "
+                                    "`newsletter worker` sends it then")  # fmt: skip
+        if row.content is None:  # begun by a version that did not freeze it: the same content, by its hash
+            store.set_content(row.id, freeze(prepared, mailing_list))
+            row = store.campaign(row.id)
+        transport = transport_for(workspace, dsn_text)
         try:
             report = await run(
-                store, transport, _campaign(prepared, resume.id, mailing_list), resume.id, list_id, pacing,
-                stop=stop, progress=progress,
+                store, transport, thaw(row, prepared.signer), row.id, row.list_id,
+                pacing or pacing_for(config, row.content), owner=sender_id(), stop=stop, progress=progress,
             )  # fmt: skip
         finally:
             await transport.aclose()
-        if not report.counts.get(PENDING):
-            store.finish_campaign(resume.id)
+        note = None
+        if report.status in (PAUSED, CANCELLED):
+            note = f"campaign {row.id} was {report.status} while this command sent it"
         return SendSummary(
-            campaign=resume.id,
+            campaign=row.id,
             transport=str(transport),
             dry_run=False,
             counts=report.counts,
-            failures=store.failures(resume.id),
+            failures=store.failures(row.id),
             stopped=report.stopped,
+            status=report.status,
+            note=note,
         )
     finally:
         store.close()
 
 
-def _campaign_to_resume(latest: CampaignRow | None, digest: str, new_campaign: bool) -> CampaignRow | None:
-    """The campaign to go on with, or None to start one.
+def _open_campaign(
+    store: Store,
+    prepared: Prepared,
+    mailing_list: ListRow,
+    digest: str,
+    new_campaign: bool,
+    scheduled_at: dt.datetime | None,
+) -> CampaignRow:
+    """The campaign this send works on: the one it resumes or joins, or a new one (scheduled or running).
+
+    Decided with the list locked: two commands started at once take the same campaign.
+    """
+    config = prepared.workspace.config
+    rendered = prepared.rendered
+    with store.transaction() as connection:
+        store.lock_list(connection, mailing_list.id)
+        latest = store.latest_campaign(rendered.slug, mailing_list.id, connection)
+        found = _campaign_to_resume(latest, digest, new_campaign, scheduled_at, config.zone)
+        if found is not None:
+            return found
+        if scheduled_at is None and store.count_members(mailing_list.id, SUBSCRIBED, connection) == 0:
+            raise NewsletterError(f"the list '{mailing_list.slug}' has nobody subscribed; nothing to send")
+        lateness = dt.timedelta(seconds=parse_duration(config.sending.max_lateness))
+        campaign_id = store.create_campaign(
+            connection, mailing_list.id, rendered.slug, digest, rendered.subject, freeze(prepared, mailing_list),
+            scheduled_at=scheduled_at, expires_at=scheduled_at + lateness if scheduled_at else None,
+        )  # fmt: skip
+    found = store.campaign(campaign_id)
+    assert found is not None
+    return found
+
+
+def _campaign_to_resume(
+    latest: CampaignRow | None,
+    digest: str,
+    new_campaign: bool,
+    scheduled_at: dt.datetime | None,
+    zone: dt.tzinfo | None = None,
+) -> CampaignRow | None:
+    """The campaign to go on with, or None to start one; NewsletterError when neither is right.
 
     The same content resumes its campaign, with or without --new-campaign: a command run again (or kept in a
-    script) never mails the list twice. Changed content needs --new-campaign.
+    script) never mails the list twice. Changed content, or a campaign that was cancelled or expired, needs
+    --new-campaign; a paused one needs `campaign resume`.
     """
-    if latest is None or latest.content_hash == digest:
-        return latest
-    if not new_campaign:
+    if latest is None:
+        return None
+    if latest.content_hash != digest:
+        if new_campaign:
+            return None
         raise NewsletterError(
             f"the issue changed since campaign {latest.id} to this list began on "
             f"{latest.created_at:%Y-%m-%d %H:%M} UTC; `newsletter status` shows who got the earlier version. "
             "To send the changed issue to the whole list as a new campaign, add --new-campaign"
         )
-    return None
+    if latest.status in (CANCELLED, EXPIRED):
+        if new_campaign:
+            return None
+        raise NewsletterError(
+            f"campaign {latest.id} of this issue to this list was {latest.status}; to send the issue to the "
+            "whole list as a new campaign, add --new-campaign"
+        )
+    if latest.status == PAUSED:
+        raise NewsletterError(f"campaign {latest.id} is paused; `newsletter campaign resume {latest.id}` goes on")
+    if latest.status == SCHEDULED and latest.scheduled_at != scheduled_at:
+        raise NewsletterError(
+            f"campaign {latest.id} is scheduled for {shown(latest.scheduled_at, zone)}; to send it at another "
+            f"time, `newsletter campaign cancel {latest.id}`, then send again with --new-campaign"
+        )
+    if scheduled_at is not None and latest.status != SCHEDULED:
+        raise NewsletterError(f"campaign {latest.id} of this issue to this list is already {latest.status}")
+    return latest
 
 
-def _dry_run(
-    prepared: Prepared, store: Store, mailing_list: ListRow, resume: CampaignRow | None, subscribed: int
-) -> SendSummary:
-    list_id = mailing_list.id
+def _dry_run(prepared: Prepared, store: Store, mailing_list: ListRow, resume: CampaignRow | None) -> SendSummary:
     campaign = _campaign(prepared, resume.id if resume else "dry-run", mailing_list)
-    if resume is not None:
+    if resume is not None and resume.started_at is not None:
         counts = store.counts(resume.id)
         audience = counts[PENDING]
-        first = store.pending(resume.id, list_id, after=0, limit=SAMPLE_RECIPIENTS, due=FAR_FUTURE)
+        first = store.pending(resume.id, limit=SAMPLE_RECIPIENTS)
         recipients = [Recipient(d.subscriber_id, d.email, d.name, d.fields) for d in first]
     else:
-        counts, audience = {}, subscribed
-        members = store.members(list_id, SUBSCRIBED, page=SAMPLE_RECIPIENTS)
+        counts, audience = {}, store.count_members(mailing_list.id, SUBSCRIBED)
         recipients = []
-        for member in members:
+        for member in store.members(mailing_list.id, SUBSCRIBED, page=SAMPLE_RECIPIENTS):
             recipients.append(Recipient(member.subscriber_id, member.email, member.name, member.fields))
             if len(recipients) == SAMPLE_RECIPIENTS:
                 break
@@ -248,6 +420,8 @@ def _dry_run(
         audience=audience,
         sample=sample,
         note=None if audience else "nobody would receive it",
+        status=resume.status if resume else None,
+        scheduled_at=resume.scheduled_at if resume else None,
     )
 
 
@@ -257,7 +431,7 @@ async def _test_send(prepared: Prepared, mailing_list: ListRow, address: str, dr
                           audience=1, sample=message.to_bytes().decode("utf-8", errors="replace"))  # fmt: skip
     if dry_run:
         return summary
-    transport = _transport(prepared)
+    transport = transport_for(prepared.workspace, prepared.dsn_text)
     try:
         (outcome,) = await transport.send_batch([message])
     finally:
@@ -270,20 +444,48 @@ async def _test_send(prepared: Prepared, mailing_list: ListRow, address: str, dr
 
 
 def campaign_status(workspace: Workspace, issue_slug: str, list_slug: str) -> SendSummary:
+    zone = workspace.config.zone
     store = open_store(workspace)
     try:
         list_id = store.list_id(list_slug)
+        store.expire_overdue()
         latest = store.latest_campaign(issue_slug, list_id)
         if latest is None:
             return SendSummary(None, transport="", dry_run=False, note="never sent to this list")
+        if latest.started_at:
+            when = f"started {shown(latest.started_at, zone)}"
+        else:
+            when = f"scheduled for {shown(latest.scheduled_at, zone)}"
+        if latest.finished_at:
+            when += f", {'finished' if latest.status == FINISHED else latest.status} {shown(latest.finished_at, zone)}"
         return SendSummary(
             campaign=latest.id,
             transport="",
             dry_run=False,
             counts=store.counts(latest.id),
             failures=store.failures(latest.id),
-            note=f"started {latest.created_at:%Y-%m-%d %H:%M} UTC"
-            + (f", finished {latest.finished_at:%Y-%m-%d %H:%M} UTC" if latest.finished_at else ""),
+            note=when,
+            status=latest.status,
+            scheduled_at=latest.scheduled_at,
         )
     finally:
         store.close()
+
+
+def change_campaign(store: Store, campaign_id: int, action: str) -> CampaignRow:
+    """pause, resume or cancel a campaign, for every sender on every host; NewsletterError when it cannot."""
+    row = store.campaign(campaign_id)
+    if row is None:
+        raise NewsletterError(f"no campaign {campaign_id}; `newsletter campaigns` lists them")
+    if action == "pause":
+        done = store.change_campaign_status(campaign_id, PAUSED, (RUNNING, SCHEDULED))
+    elif action == "resume":  # back to where it was: running once its audience is fixed, else scheduled
+        done = store.change_campaign_status(campaign_id, RUNNING if row.started_at else SCHEDULED, (PAUSED,))
+    else:
+        done = store.change_campaign_status(campaign_id, CANCELLED, (RUNNING, SCHEDULED, PAUSED))
+    if not done:
+        now_row = store.campaign(campaign_id)
+        raise NewsletterError(f"campaign {campaign_id} is {now_row.status if now_row else 'gone'}: it cannot {action}")
+    found = store.campaign(campaign_id)
+    assert found is not None
+    return found

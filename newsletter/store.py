@@ -22,6 +22,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,10 @@ from newsletter.errors import NewsletterError
 SUBSCRIBED, UNSUBSCRIBED, BOUNCED, COMPLAINED = "subscribed", "unsubscribed", "bounced", "complained"
 STATUSES = (SUBSCRIBED, UNSUBSCRIBED, BOUNCED, COMPLAINED)
 PENDING, SENT, FAILED, SKIPPED = "pending", "sent", "failed", "skipped"
+SCHEDULED, RUNNING, PAUSED, FINISHED, CANCELLED, EXPIRED = (
+    "scheduled", "running", "paused", "finished", "cancelled", "expired"
+)  # fmt: skip
+CAMPAIGN_STATUSES = (SCHEDULED, RUNNING, PAUSED, FINISHED, CANCELLED, EXPIRED)
 DEFAULT_DATABASE = "subscribers/newsletter.db"
 LIST_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")
 
@@ -99,7 +104,24 @@ campaigns = sa.Table(
     sa.Column("subject", sa.String(998), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
+    # Added by migration 3: the campaign as a unit of work that any sender on any host can pick up.
+    sa.Column("status", sa.String(16), nullable=False, server_default=RUNNING),
+    sa.Column("scheduled_at", sa.DateTime(timezone=True)),  # not sent before; None: at once
+    sa.Column("expires_at", sa.DateTime(timezone=True)),  # never started after (scheduled_at + max_lateness)
+    sa.Column("started_at", sa.DateTime(timezone=True)),  # when its audience was fixed
+    sa.Column("content", sa.JSON),  # the rendered issue and what every message shares (CampaignContent)
+    sa.Column("next_send_at", sa.DateTime(timezone=True)),  # the campaign-wide rate limit: the next free slot
     sa.Index("campaigns_by_issue", "issue_slug", "list_id"),
+    sa.Index("campaigns_by_status", "status"),
+)
+campaign_sends = sa.Table(  # how many messages each sender handed over, when: the campaign-wide per_hour limit
+    "campaign_sends",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id"), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Index("campaign_sends_by_time", "campaign_id", "at"),
 )
 deliveries = sa.Table(
     "deliveries",
@@ -112,6 +134,9 @@ deliveries = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("provider_id", sa.String(300)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # Added by migration 3: a pending row claimed by a sender is its own until lease_until (then anyone's again).
+    sa.Column("lease_owner", sa.String(120)),
+    sa.Column("lease_until", sa.DateTime(timezone=True)),
     sa.Index("deliveries_by_status", "campaign_id", "status", "subscriber_id"),
 )
 
@@ -139,7 +164,30 @@ def _migration_2(connection: Connection) -> None:
         connection.execute(list_aliases.insert().values(name=row.slug, list_id=row.id))
 
 
-MIGRATIONS = [(1, _migration_1), (2, _migration_2)]
+def _add_columns(connection: Connection, table: sa.Table, names: Sequence[str]) -> None:
+    """ALTER TABLE … ADD COLUMN for each named column the table lacks (migration 1 creates today's tables whole)."""
+    present = {column["name"] for column in sa.inspect(connection).get_columns(table.name)}
+    for name in names:
+        if name not in present:
+            column = sa.schema.CreateColumn(table.c[name]).compile(dialect=connection.dialect)
+            connection.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column}")
+
+
+def _migration_3(connection: Connection) -> None:
+    """The ledger as a shared work queue: campaign statuses, schedules and frozen content; leases on rows."""
+    _add_columns(
+        connection, campaigns, ["status", "scheduled_at", "expires_at", "started_at", "content", "next_send_at"]
+    )
+    _add_columns(connection, deliveries, ["lease_owner", "lease_until"])
+    metadata.create_all(connection, tables=[campaign_sends])
+    next(i for i in campaigns.indexes if i.name == "campaigns_by_status").create(connection, checkfirst=True)
+    connection.execute(campaigns.update().where(campaigns.c.finished_at.is_not(None)).values(status=FINISHED))
+    connection.execute(
+        campaigns.update().where(campaigns.c.started_at.is_(None)).values(started_at=campaigns.c.created_at)
+    )
+
+
+MIGRATIONS = [(1, _migration_1), (2, _migration_2), (3, _migration_3)]
 
 
 _LETTERS_WITHOUT_DECOMPOSITION = str.maketrans({"œ": "oe", "æ": "ae", "ß": "ss", "ø": "o", "ł": "l", "đ": "d"})
@@ -189,12 +237,20 @@ def database_url(root: Path) -> str:
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    dbapi_connection.isolation_level = None  # SQLAlchemy's begin event below starts the transactions
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the sender's writes
     cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; safe with WAL
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    """Writes take SQLite's lock at BEGIN (IMMEDIATE): a deferred transaction that read first could not wait for
+    it, and would fail with 'database is locked' as soon as another process wrote in between."""
+    immediate = connection.get_execution_options().get("newsletter_write")
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 @dataclass(frozen=True)
@@ -226,6 +282,11 @@ class CampaignRow:
     subject: str
     created_at: dt.datetime
     finished_at: dt.datetime | None
+    status: str = RUNNING
+    scheduled_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    content: dict | None = None  # what every message shares, frozen when the campaign was made
 
 
 @dataclass(frozen=True)
@@ -269,6 +330,7 @@ class Store:
             raise NewsletterError(f"cannot use the database {engine_name(url)}: {exc}") from None
         if engine.dialect.name == "sqlite":
             sa.event.listen(engine, "connect", _sqlite_pragmas)
+            sa.event.listen(engine, "begin", _sqlite_begin)
         store = cls(engine)
         if upgrade if upgrade is not None else engine.dialect.name == "sqlite":
             store.upgrade()
@@ -293,16 +355,21 @@ class Store:
     def upgrade(self, to: int | None = None) -> list[int]:
         """Apply the migrations this database lacks (up to version `to`, by default all); return their numbers."""
         try:
-            with self.engine.begin() as connection:
+            with self.transaction() as connection:
                 metadata.create_all(connection, tables=[schema_version])
             applied = []
-            current = self.version()
             for number, migrate in MIGRATIONS:
-                if current < number <= (to or number):
-                    with self.engine.begin() as connection:
-                        migrate(connection)
-                        connection.execute(schema_version.insert().values(version=number, applied_at=now()))
-                    applied.append(number)
+                if number > (to or number):
+                    break
+                with self.transaction() as connection:
+                    if connection.dialect.name == "postgresql":  # two `db upgrade` at once: the second waits
+                        connection.exec_driver_sql("LOCK TABLE schema_version IN EXCLUSIVE MODE")
+                    current = connection.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+                    if number <= current:
+                        continue
+                    migrate(connection)
+                    connection.execute(schema_version.insert().values(version=number, applied_at=now()))
+                applied.append(number)
             return applied
         except sa.exc.OperationalError as exc:
             raise NewsletterError(f"cannot open the database {engine_name(str(self.engine.url))}: {exc.orig}") from None
@@ -440,7 +507,7 @@ class Store:
 
     def change_status(self, subscriber_id: int, list_id: int, status: str, source: str, detail: dict) -> bool:
         """set_status in a transaction of its own (what one click or one webhook event does)."""
-        with self.engine.begin() as connection:
+        with self.transaction() as connection:
             return self.set_status(connection, subscriber_id, list_id, status, source, detail)
 
     def apply_event(self, kind: str, email: str, key: str | None, source: str, detail: dict) -> int:
@@ -449,7 +516,7 @@ class Store:
         With our ledger key (campaign-subscriber) it applies to that campaign's list; without, to every list of
         the address. An address we do not know changes nothing.
         """
-        with self.engine.begin() as connection:
+        with self.transaction() as connection:
             subscriber_id = self.find_subscriber(connection, email)
             if subscriber_id is None:
                 return 0
@@ -507,12 +574,14 @@ class Store:
                 return
             after = rows[-1].id
 
-    def count_members(self, list_id: int, status: str | None = SUBSCRIBED) -> int:
+    def count_members(self, list_id: int, status: str | None = SUBSCRIBED, connection: Connection | None = None) -> int:
         query = sa.select(sa.func.count()).select_from(memberships).where(memberships.c.list_id == list_id)
         if status:
             query = query.where(memberships.c.status == status)
-        with self.engine.connect() as connection:
+        if connection is not None:
             return connection.execute(query).scalar_one()
+        with self.engine.connect() as reading:
+            return reading.execute(query).scalar_one()
 
     def history(self, subscriber_id: int) -> list[dict]:
         with self.engine.connect() as connection:
@@ -521,77 +590,352 @@ class Store:
             ).all()
         return [dict(row._mapping) for row in rows]
 
-    # Campaigns and the ledger
+    # Campaigns
 
-    def latest_campaign(self, issue_slug: str, list_id: int) -> CampaignRow | None:
-        with self.engine.connect() as connection:
-            row = connection.execute(
-                sa.select(campaigns)
-                .where(campaigns.c.issue_slug == issue_slug, campaigns.c.list_id == list_id)
-                .order_by(campaigns.c.id.desc())
-                .limit(1)
-            ).first()
-        return _campaign(row)
+    def latest_campaign(
+        self, issue_slug: str, list_id: int, connection: Connection | None = None
+    ) -> CampaignRow | None:
+        query = (
+            sa.select(campaigns)
+            .where(campaigns.c.issue_slug == issue_slug, campaigns.c.list_id == list_id)
+            .order_by(campaigns.c.id.desc())
+            .limit(1)
+        )
+        if connection is not None:
+            return _campaign(connection.execute(query).first())
+        with self.engine.connect() as reading:
+            return _campaign(reading.execute(query).first())
 
     def campaign(self, campaign_id: int) -> CampaignRow | None:
         with self.engine.connect() as connection:
             return _campaign(connection.execute(sa.select(campaigns).where(campaigns.c.id == campaign_id)).first())
 
-    def start_campaign(self, list_id: int, issue_slug: str, content_hash: str, subject: str) -> CampaignRow:
-        """Create a campaign and its ledger: a pending row for every member subscribed at this instant."""
+    def lock_list(self, connection: Connection, list_id: int) -> None:
+        """Hold the list until the transaction ends, so that two senders starting at once agree on one campaign.
+
+        PostgreSQL locks the row; SQLite's write transaction (BEGIN IMMEDIATE) already excludes every other writer.
+        """
+        connection.execute(sa.select(lists.c.id).where(lists.c.id == list_id).with_for_update())
+
+    def create_campaign(
+        self,
+        connection: Connection,
+        list_id: int,
+        issue_slug: str,
+        content_hash: str,
+        subject: str,
+        content: dict,
+        *,
+        scheduled_at: dt.datetime | None = None,
+        expires_at: dt.datetime | None = None,
+    ) -> int:
+        """A new campaign: scheduled (its audience fixed when it starts), or running with its ledger at once."""
         at = now()
-        with self.engine.begin() as connection:
-            campaign_id = connection.execute(
-                campaigns.insert()
-                .values(
-                    list_id=list_id, issue_slug=issue_slug, content_hash=content_hash, subject=subject, created_at=at
-                )
-                .returning(campaigns.c.id)
-            ).scalar_one()
-            audience = sa.select(
-                sa.literal(campaign_id).label("campaign_id"),
-                memberships.c.subscriber_id,
-                sa.literal(PENDING).label("status"),
-                sa.literal(0).label("attempts"),
-                sa.literal(at, sa.DateTime(timezone=True)).label("updated_at"),
-            ).where(memberships.c.list_id == list_id, memberships.c.status == SUBSCRIBED)
-            connection.execute(
-                deliveries.insert().from_select(
-                    ["campaign_id", "subscriber_id", "status", "attempts", "updated_at"], audience
-                )
+        campaign_id = connection.execute(
+            campaigns.insert()
+            .values(
+                list_id=list_id, issue_slug=issue_slug, content_hash=content_hash, subject=subject, created_at=at,
+                content=content, status=SCHEDULED if scheduled_at else RUNNING, scheduled_at=scheduled_at,
+                expires_at=expires_at, started_at=None if scheduled_at else at,
             )
+            .returning(campaigns.c.id)
+        ).scalar_one()  # fmt: skip
+        if scheduled_at is None:
+            self._fix_audience(connection, campaign_id, list_id, at)
+        return campaign_id
+
+    def start_campaign(
+        self, list_id: int, issue_slug: str, content_hash: str, subject: str, content: dict | None = None
+    ) -> CampaignRow:
+        """create_campaign in a transaction of its own: a running campaign, its ledger fixed now."""
+        with self.transaction() as connection:
+            campaign_id = self.create_campaign(connection, list_id, issue_slug, content_hash, subject, content or {})
         found = self.campaign(campaign_id)
         assert found is not None
         return found
 
-    def pending(self, campaign_id: int, list_id: int, *, after: int, limit: int, due: dt.datetime) -> list[Delivery]:
-        """The next pending ledger rows (subscriber id > after) that are due, with their membership now."""
-        query = (
-            sa.select(
-                deliveries.c.subscriber_id,
-                deliveries.c.attempts,
-                subscribers.c.email,
-                subscribers.c.name,
-                subscribers.c.fields,
-                memberships.c.status.label("membership"),
+    def _fix_audience(self, connection: Connection, campaign_id: int, list_id: int, at: dt.datetime) -> None:
+        """The ledger: a pending row for every member subscribed at this instant."""
+        audience = sa.select(
+            sa.literal(campaign_id).label("campaign_id"),
+            memberships.c.subscriber_id,
+            sa.literal(PENDING).label("status"),
+            sa.literal(0).label("attempts"),
+            sa.literal(at, sa.DateTime(timezone=True)).label("updated_at"),
+        ).where(memberships.c.list_id == list_id, memberships.c.status == SUBSCRIBED)
+        connection.execute(
+            deliveries.insert().from_select(
+                ["campaign_id", "subscriber_id", "status", "attempts", "updated_at"], audience
             )
-            .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-            .outerjoin(
-                memberships,
-                sa.and_(memberships.c.subscriber_id == deliveries.c.subscriber_id, memberships.c.list_id == list_id),
+        )
+
+    def set_content(self, campaign_id: int, content: dict) -> None:
+        """Freeze the content of a campaign an earlier version started without it."""
+        with self.transaction() as connection:
+            connection.execute(
+                campaigns.update()
+                .where(campaigns.c.id == campaign_id, campaigns.c.content.is_(None))
+                .values(content=content)
             )
-            .where(
-                deliveries.c.campaign_id == campaign_id,
-                deliveries.c.status == PENDING,
-                deliveries.c.subscriber_id > after,
-                sa.or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= due),
+
+    def expire_overdue(self, at: dt.datetime | None = None) -> list[int]:
+        """Scheduled campaigns that nobody started before expires_at become expired, never to be sent."""
+        at = at or now()
+        with self.transaction() as connection:
+            return list(
+                connection.execute(
+                    campaigns.update()
+                    .where(
+                        campaigns.c.status == SCHEDULED,
+                        campaigns.c.expires_at.is_not(None),
+                        campaigns.c.expires_at <= at,
+                    )
+                    .values(status=EXPIRED, finished_at=at)
+                    .returning(campaigns.c.id)
+                ).scalars()
             )
-            .order_by(deliveries.c.subscriber_id)
-            .limit(limit)
+
+    def start_due(self, at: dt.datetime | None = None) -> list[int]:
+        """Start every scheduled campaign whose time has come: running, its audience fixed, in one transaction each.
+
+        Only one of the senders polling at once wins each campaign (the status changes from scheduled only once).
+        """
+        at = at or now()
+        self.expire_overdue(at)
+        with self.engine.connect() as connection:
+            due = connection.execute(
+                sa.select(campaigns.c.id, campaigns.c.list_id).where(
+                    campaigns.c.status == SCHEDULED, campaigns.c.scheduled_at <= at
+                )
+            ).all()
+        started = []
+        for campaign_id, list_id in due:
+            with self.transaction() as connection:
+                won = connection.execute(
+                    campaigns.update()
+                    .where(campaigns.c.id == campaign_id, campaigns.c.status == SCHEDULED)
+                    .values(status=RUNNING, started_at=at)
+                ).rowcount
+                if won:
+                    self._fix_audience(connection, campaign_id, list_id, at)
+                    started.append(campaign_id)
+        return started
+
+    def campaign_ids(self, *statuses: str) -> list[int]:
+        with self.engine.connect() as connection:
+            return list(
+                connection.execute(
+                    sa.select(campaigns.c.id).where(campaigns.c.status.in_(statuses)).order_by(campaigns.c.id)
+                ).scalars()
+            )
+
+    def change_campaign_status(self, campaign_id: int, to: str, allowed_from: Sequence[str]) -> bool:
+        """Move a campaign to status `to` if it is in one of allowed_from; False when it was not."""
+        values: dict = {"status": to}
+        if to in (FINISHED, CANCELLED, EXPIRED):
+            values["finished_at"] = now()
+        with self.transaction() as connection:
+            return bool(
+                connection.execute(
+                    campaigns.update()
+                    .where(campaigns.c.id == campaign_id, campaigns.c.status.in_(allowed_from))
+                    .values(**values)
+                ).rowcount
+            )
+
+    def finish_if_done(self, campaign_id: int) -> bool:
+        """A running campaign with no pending row left is finished; True when it is (now or already)."""
+        still_pending = sa.exists().where(deliveries.c.campaign_id == campaign_id, deliveries.c.status == PENDING)
+        with self.transaction() as connection:
+            connection.execute(
+                campaigns.update()
+                .where(campaigns.c.id == campaign_id, campaigns.c.status == RUNNING, ~still_pending)
+                .values(status=FINISHED, finished_at=now())
+            )
+            return (
+                connection.execute(sa.select(campaigns.c.status).where(campaigns.c.id == campaign_id)).scalar()
+                == FINISHED
+            )
+
+    def campaign_list(self, list_id: int | None = None) -> list[tuple[CampaignRow, str, dict[str, int]]]:
+        """Every campaign (of one list, or all), newest first, with its list's slug and its ledger counts."""
+        self.expire_overdue()
+        query = sa.select(campaigns, lists.c.slug.label("list_slug")).join(lists, lists.c.id == campaigns.c.list_id)
+        if list_id is not None:
+            query = query.where(campaigns.c.list_id == list_id)
+        tally = sa.select(deliveries.c.campaign_id, deliveries.c.status, sa.func.count()).group_by(
+            deliveries.c.campaign_id, deliveries.c.status
         )
         with self.engine.connect() as connection:
-            rows = connection.execute(query).all()
+            rows = connection.execute(query.order_by(campaigns.c.id.desc())).all()
+            if list_id is not None:
+                tally = tally.where(deliveries.c.campaign_id.in_([row.id for row in rows]))
+            counted: dict[int, dict[str, int]] = {}
+            for campaign_id, status, count in connection.execute(tally):
+                counted.setdefault(campaign_id, {})[status] = count
+        return [(_campaign(row), row.list_slug, _counts(counted.get(row.id, {}))) for row in rows]
+
+    # The ledger as a work queue
+
+    def claim(
+        self, campaign_id: int, list_id: int, owner: str, limit: int, lease: float, at: dt.datetime | None = None
+    ) -> list[Delivery] | None:
+        """Lease up to `limit` due pending rows of a running campaign to `owner` (one claim of a sender: "sender#n")
+        until now + lease, in subscriber order, with each subscriber's membership as it is now. None when the
+        campaign is not running.
+
+        One UPDATE picks and marks the rows; on PostgreSQL its subquery locks them FOR UPDATE SKIP LOCKED, so two
+        senders claiming at once take different rows; on SQLite the write transaction is exclusive.
+        """
+        at = at or now()
+        with self.transaction() as connection:
+            status = connection.execute(sa.select(campaigns.c.status).where(campaigns.c.id == campaign_id)).scalar()
+            if status != RUNNING:
+                return None
+            # A CTE, computed once: an IN (subquery … LIMIT n FOR UPDATE SKIP LOCKED) may be run again for each
+            # row PostgreSQL considers, each run locking other rows, and so claim more than n.
+            picked = (
+                sa.select(deliveries.c.subscriber_id)
+                .where(
+                    deliveries.c.campaign_id == campaign_id,
+                    deliveries.c.status == PENDING,
+                    sa.or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= at),
+                    sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < at),
+                )
+                .order_by(deliveries.c.subscriber_id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+                .cte("picked")
+                .prefix_with("MATERIALIZED", dialect="postgresql")
+            )
+            claimed = list(
+                connection.execute(
+                    deliveries.update()
+                    .where(
+                        deliveries.c.campaign_id == campaign_id, deliveries.c.subscriber_id == picked.c.subscriber_id
+                    )
+                    .values(lease_owner=owner, lease_until=at + dt.timedelta(seconds=lease))
+                    .returning(deliveries.c.subscriber_id)
+                ).scalars()
+            )
+            if not claimed:
+                return []
+            rows = connection.execute(
+                sa.select(
+                    deliveries.c.subscriber_id,
+                    deliveries.c.attempts,
+                    subscribers.c.email,
+                    subscribers.c.name,
+                    subscribers.c.fields,
+                    memberships.c.status.label("membership"),
+                )
+                .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                .outerjoin(
+                    memberships,
+                    sa.and_(
+                        memberships.c.subscriber_id == deliveries.c.subscriber_id, memberships.c.list_id == list_id
+                    ),
+                )
+                .where(deliveries.c.campaign_id == campaign_id, deliveries.c.subscriber_id.in_(claimed))
+                .order_by(deliveries.c.subscriber_id)
+            ).all()
         return [Delivery(r.subscriber_id, r.email, r.name, r.fields or {}, r.attempts, r.membership) for r in rows]
+
+    def renew(self, campaign_id: int, sender: str, lease: float) -> int:
+        """Push back the lease of every row this sender's claims still hold in the campaign; return how many."""
+        with self.transaction() as connection:
+            return connection.execute(
+                deliveries.update()
+                .where(deliveries.c.campaign_id == campaign_id, _held_by(sender), deliveries.c.status == PENDING)
+                .values(lease_until=now() + dt.timedelta(seconds=lease))
+            ).rowcount
+
+    def release(self, campaign_id: int, holder: str, subscriber_ids: Sequence[int] | None = None) -> int:
+        """Give back pending rows that a claim (or all of a sender's claims) holds but will not send."""
+        query = deliveries.update().where(
+            deliveries.c.campaign_id == campaign_id, _held_by(holder), deliveries.c.status == PENDING
+        )
+        if subscriber_ids is not None:
+            query = query.where(deliveries.c.subscriber_id.in_(subscriber_ids))
+        with self.transaction() as connection:
+            return connection.execute(query.values(lease_owner=None, lease_until=None)).rowcount
+
+    def next_claimable(self, campaign_id: int, at: dt.datetime | None = None) -> dt.datetime | None:
+        """When a pending row of the campaign can next be claimed: `at` if one can now, else the earliest retry or
+        lease expiry; None when nothing is pending."""
+        at = at or now()
+        free = sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < at)
+        pending = sa.and_(deliveries.c.campaign_id == campaign_id, deliveries.c.status == PENDING)
+        with self.engine.connect() as connection:
+            total, ready, retry_at, lease_at = connection.execute(
+                sa.select(
+                    sa.func.count(),
+                    sa.func.count().filter(
+                        free, sa.or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= at)
+                    ),
+                    sa.func.min(deliveries.c.next_attempt_at).filter(free),
+                    sa.func.min(deliveries.c.lease_until).filter(~free),
+                ).where(pending)
+            ).one()
+        if not total:
+            return None
+        if ready:
+            return at
+        return min(t for t in (_aware(retry_at), _aware(lease_at)) if t is not None)
+
+    def reserve(self, campaign_id: int, count: int, rate: float | None, per_hour: int | None) -> dt.datetime:
+        """Book `count` messages against the campaign's limits, shared by every sender; return when they may go.
+
+        rate: slots are handed out one after another, count/rate seconds apart (campaigns.next_send_at).
+        per_hour: at most per_hour messages in any hour, counted in campaign_sends; a booking never goes before
+        the latest one, so the hour ending at the booked instant is the only one to check.
+        """
+        at = now()
+        with self.transaction() as connection:
+            row = connection.execute(
+                sa.select(campaigns.c.next_send_at).where(campaigns.c.id == campaign_id).with_for_update()
+            ).one()
+            start = max(at, _aware(row.next_send_at) or at) if rate else at
+            if per_hour:
+                count = min(count, per_hour)
+                connection.execute(
+                    campaign_sends.delete().where(
+                        campaign_sends.c.campaign_id == campaign_id, campaign_sends.c.at <= at - _HOUR
+                    )
+                )
+                booked = [
+                    (_aware(when), n)
+                    for when, n in connection.execute(
+                        sa.select(campaign_sends.c.at, campaign_sends.c.count)
+                        .where(campaign_sends.c.campaign_id == campaign_id)
+                        .order_by(campaign_sends.c.at)
+                    )
+                ]
+                if booked:
+                    start = max(start, booked[-1][0])
+                while sum(n for when, n in booked if when > start - _HOUR) + count > per_hour:
+                    start = next(when for when, _ in booked if when > start - _HOUR) + _HOUR
+                connection.execute(campaign_sends.insert().values(campaign_id=campaign_id, at=start, count=count))
+            if rate:
+                connection.execute(
+                    campaigns.update()
+                    .where(campaigns.c.id == campaign_id)
+                    .values(next_send_at=start + dt.timedelta(seconds=count / rate))
+                )
+        return start
+
+    def pending(self, campaign_id: int, limit: int) -> list[Delivery]:
+        """The first pending rows of a campaign, claimed or not (what a dry run shows)."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(deliveries.c.subscriber_id, deliveries.c.attempts, subscribers.c.email, subscribers.c.name,
+                          subscribers.c.fields)
+                .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                .where(deliveries.c.campaign_id == campaign_id, deliveries.c.status == PENDING)
+                .order_by(deliveries.c.subscriber_id)
+                .limit(limit)
+            ).all()  # fmt: skip
+        return [Delivery(r.subscriber_id, r.email, r.name, r.fields or {}, r.attempts, None) for r in rows]
 
     def subscribed_among(self, list_id: int, subscriber_ids: Sequence[int]) -> set[int]:
         """Which of these subscribers are subscribed to the list at this instant."""
@@ -606,22 +950,8 @@ class Store:
                 ).scalars()
             )
 
-    def next_due(self, campaign_id: int) -> dt.datetime | None:
-        """When the earliest pending row waiting for a retry becomes due (None when nothing is pending)."""
-        with self.engine.connect() as connection:
-            pending, waiting, earliest = connection.execute(
-                sa.select(
-                    sa.func.count(),
-                    sa.func.count(deliveries.c.next_attempt_at),
-                    sa.func.min(deliveries.c.next_attempt_at),
-                ).where(deliveries.c.campaign_id == campaign_id, deliveries.c.status == PENDING)
-            ).one()
-        if not pending:
-            return None
-        return now() if waiting < pending else _aware(earliest)
-
     def record(self, campaign_id: int, list_id: int, results: Sequence[Result], source: str = "send") -> None:
-        """Write outcomes to the ledger in one transaction (and mark hard bounces on the membership)."""
+        """Write outcomes to the ledger in one transaction, releasing their leases (and mark hard bounces)."""
         if not results:
             return
         at = now()
@@ -639,6 +969,8 @@ class Store:
                 last_error=sa.bindparam("b_error", type_=sa.Text),
                 provider_id=sa.func.coalesce(sa.bindparam("b_provider", type_=sa.String), deliveries.c.provider_id),
                 attempts=deliveries.c.attempts + sa.bindparam("b_attempted", type_=sa.Integer),
+                lease_owner=None,
+                lease_until=None,
             )
         )
         rows = [
@@ -652,7 +984,7 @@ class Store:
             }
             for r in results
         ]
-        with self.engine.begin() as connection:
+        with self.transaction() as connection:
             connection.execute(update, rows)  # one executemany for the batch
             for result in results:
                 if result.bounce:
@@ -667,9 +999,7 @@ class Store:
                 .where(deliveries.c.campaign_id == campaign_id)
                 .group_by(deliveries.c.status)
             ).all()
-        counts = {PENDING: 0, SENT: 0, FAILED: 0, SKIPPED: 0}
-        counts.update({status: count for status, count in rows})
-        return counts
+        return _counts(dict(rows))
 
     def failures(self, campaign_id: int, limit: int = 20) -> list[tuple[str, str]]:
         with self.engine.connect() as connection:
@@ -682,16 +1012,28 @@ class Store:
             ).all()
         return [(row.email, row.last_error or "") for row in rows]
 
-    def finish_campaign(self, campaign_id: int) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(
-                campaigns.update()
-                .where(campaigns.c.id == campaign_id, campaigns.c.finished_at.is_(None))
-                .values(finished_at=now())
-            )
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction: BEGIN IMMEDIATE on SQLite, so that writers queue for the lock (busy_timeout) rather
+        than fail when another process wrote since they began; an ordinary transaction on PostgreSQL."""
+        with self.engine.connect() as connection:
+            connection.execution_options(newsletter_write=True)
+            with connection.begin():
+                yield connection
 
-    def transaction(self):
-        return self.engine.begin()
+
+_HOUR = dt.timedelta(hours=1)
+
+
+def _held_by(holder: str) -> sa.ColumnElement[bool]:
+    """Rows leased by this claim ("sender#n"), or by any claim of this sender."""
+    return sa.or_(
+        deliveries.c.lease_owner == holder, deliveries.c.lease_owner.startswith(f"{holder}#", autoescape=True)
+    )
+
+
+def _counts(found: dict[str, int]) -> dict[str, int]:
+    return {PENDING: 0, SENT: 0, FAILED: 0, SKIPPED: 0, **found}
 
 
 def _campaign(row) -> CampaignRow | None:
@@ -699,7 +1041,8 @@ def _campaign(row) -> CampaignRow | None:
         return None
     return CampaignRow(
         row.id, row.list_id, row.issue_slug, row.content_hash, row.subject, _aware(row.created_at),
-        _aware(row.finished_at),
+        _aware(row.finished_at), row.status, _aware(row.scheduled_at), _aware(row.expires_at), _aware(row.started_at),
+        row.content,
     )  # fmt: skip
 
 

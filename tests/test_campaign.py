@@ -1,19 +1,22 @@
-"""The campaign runner on a real SQLite file with a scripted transport: every outcome recorded, nobody lost."""
+"""The campaign runner and the ledger queue, on SQLite and PostgreSQL, with a scripted transport: every outcome
+recorded, nobody lost, nobody twice, however many senders share a campaign."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import time
 from collections import Counter
 
 import pytest
 from sample_messages import example_campaign
 
-from newsletter.campaign import Pacing, RateLimiter, run
-from newsletter.store import BOUNCED, FAILED, PENDING, SENT, SKIPPED, Store
+from newsletter.campaign import Pacing, run
+from newsletter.store import BOUNCED, CANCELLED, FAILED, PAUSED, PENDING, RUNNING, SENT, SKIPPED, Store, now
 from newsletter.subscribers import add
 from newsletter.transports.base import Outcome, TransportError
 
-FAST = Pacing(concurrency=2, base_delay=0.01, max_delay=0.05, max_attempts=4, page=5)
+FAST = Pacing(concurrency=2, base_delay=0.01, max_delay=0.05, max_attempts=4, poll=0.01)
 
 
 class ScriptedTransport:
@@ -124,7 +127,7 @@ def test_audience_is_fixed_when_the_campaign_starts(store):
 def test_a_transport_error_stops_the_run_and_the_next_run_finishes(store):
     failing = ScriptedTransport(fail_on_batch=2)
     with pytest.raises(TransportError):
-        send(store, failing, Pacing(concurrency=1, base_delay=0.01, page=5))
+        send(store, failing, Pacing(concurrency=1, base_delay=0.01, poll=0.01))
     campaign_id, _ = store._current
     counts = store.counts(campaign_id)
     assert counts[SENT] == 3 and counts[PENDING] == 9  # the refused batch stays pending
@@ -147,7 +150,7 @@ def test_stop_takes_no_new_batch_and_the_rerun_resumes(store):
         store._current = (campaign_id, list_id)
         transport = ScriptedTransport(on_batch=stop_after_first)
         report = await run(
-            store, transport, example_campaign(), campaign_id, list_id, Pacing(concurrency=1, page=5),
+            store, transport, example_campaign(), campaign_id, list_id, Pacing(concurrency=1, poll=0.01),
             stop=stop_holder["stop"],
         )  # fmt: skip
         return report, transport
@@ -160,25 +163,101 @@ def test_stop_takes_no_new_batch_and_the_rerun_resumes(store):
     assert first.delivered + second.delivered == Counter(addresses())
 
 
-def test_rate_limiter_paces_by_second_and_by_hour(monkeypatch):
-    moments = [0.0]
-    waits = []
+def test_two_senders_at_once_share_the_campaign_and_nobody_gets_it_twice(store):
+    for number in range(13, 61):
+        add(store, "alliances", f"p{number:02d}@example.org", None)
+    campaign_id, list_id = start(store)
+    first, second = ScriptedTransport(), ScriptedTransport()
 
-    async def fake_sleep(seconds):
-        waits.append(round(seconds, 3))
-        moments[0] += seconds
+    async def both():
+        return await asyncio.gather(
+            run(store, first, example_campaign(), campaign_id, list_id, FAST, owner="host-a:1:x"),
+            run(store, second, example_campaign(), campaign_id, list_id, FAST, owner="host-b:2:y"),
+        )
 
-    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
+    reports = asyncio.run(both())
+    assert first.delivered + second.delivered == Counter(addresses(60))
+    assert first.delivered and second.delivered  # both worked
+    assert [r.counts[SENT] for r in reports] == [60, 60] and reports[0].sent + reports[1].sent == 60
+    assert store.campaign(campaign_id).status == "finished"
 
-    async def go():
-        limiter = RateLimiter(rate=10, per_hour=25, clock=lambda: moments[0])
-        for _ in range(3):
-            await limiter.acquire(10)
 
-    asyncio.run(go())
-    # 10 messages at 10/s: the next batch waits 1 s; the third would pass 25 an hour: wait for the hour.
-    assert waits[0] == 1.0
-    assert any(w >= 3598 for w in waits)
+def test_a_claim_is_its_holders_until_released_recorded_or_expired(store):
+    campaign_id, list_id = start(store)
+    mine = store.claim(campaign_id, list_id, "a:1:x#1", 5, lease=60)
+    assert [d.email for d in mine] == addresses(5) and all(d.membership == "subscribed" for d in mine)
+    theirs = store.claim(campaign_id, list_id, "b:2:y#1", 100, lease=60)
+    assert [d.email for d in theirs] == addresses(12)[5:]  # never a row another holds
+    assert store.claim(campaign_id, list_id, "c:3:z#1", 100, lease=60) == []
+    assert store.next_claimable(campaign_id) > now()  # when the first lease runs out
+    assert store.release(campaign_id, "a:1:x#1", [mine[0].subscriber_id]) == 1  # given back: anyone's at once
+    assert [d.email for d in store.claim(campaign_id, list_id, "c:3:z#2", 100, lease=60)] == addresses(1)
+    assert store.renew(campaign_id, "b:2:y", lease=60) == 7  # every claim of that sender
+    later = now() + dt.timedelta(seconds=61)
+    expired = store.claim(campaign_id, list_id, "d:4:w#1", 100, lease=60, at=later)  # their holders died
+    assert len(expired) == 12
+    assert store.change_campaign_status(campaign_id, PAUSED, (RUNNING,))
+    assert store.claim(campaign_id, list_id, "d:4:w#2", 100, lease=60, at=later + dt.timedelta(seconds=61)) is None
+
+
+def test_pause_stops_the_runner_resume_finishes_cancel_leaves_the_rest(store):
+    campaign_id, list_id = start(store)
+
+    def pause_after_first(batch_number):
+        if batch_number == 1:
+            store.change_campaign_status(campaign_id, PAUSED, (RUNNING,))
+
+    transport = ScriptedTransport(on_batch=pause_after_first)
+    pacing = Pacing(concurrency=1, poll=0.01)
+    report = asyncio.run(run(store, transport, example_campaign(), campaign_id, list_id, pacing))
+    assert report.status == PAUSED and report.counts[SENT] == 3 and report.counts[PENDING] == 9
+    assert store.change_campaign_status(campaign_id, RUNNING, (PAUSED,))
+
+    def cancel_after_first(batch_number):
+        if batch_number == 2:
+            store.change_campaign_status(campaign_id, CANCELLED, (RUNNING,))
+
+    transport.on_batch = cancel_after_first
+    report = asyncio.run(run(store, transport, example_campaign(), campaign_id, list_id, pacing))
+    assert report.status == CANCELLED and report.counts[SENT] == 6 and report.counts[PENDING] == 6
+    assert store.claim(campaign_id, list_id, "x#1", 100, lease=60) is None  # nobody sends the rest
+
+
+def test_the_rate_and_hourly_limits_are_booked_for_the_whole_campaign(store):
+    campaign_id, _ = start(store)
+    at = now()
+    slots = [store.reserve(campaign_id, 10, rate=10, per_hour=None) for _ in range(3)]
+    gaps = [(b - a).total_seconds() for a, b in zip(slots, slots[1:], strict=False)]
+    assert all(0.99 <= gap <= 1.01 for gap in gaps) and slots[0] - at < dt.timedelta(seconds=1)
+    other, _ = start(store)  # per_hour=25: two bookings of 10 now, the third an hour after the first
+    hourly = [store.reserve(other, 10, rate=None, per_hour=25) for _ in range(3)]
+    assert hourly[1] - hourly[0] < dt.timedelta(seconds=1)
+    assert dt.timedelta(minutes=59, seconds=59) <= hourly[2] - hourly[0] <= dt.timedelta(hours=1, seconds=1)
+
+
+def test_a_rate_holds_across_two_senders(store):
+    for number in range(13, 41):
+        add(store, "alliances", f"p{number:02d}@example.org", None)
+    campaign_id, list_id = start(store)
+    moments: list[float] = []
+
+    class Timed(ScriptedTransport):
+        async def send_batch(self, messages):
+            moments.extend(time.monotonic() for _ in messages)
+            return await super().send_batch(messages)
+
+    pacing = Pacing(concurrency=2, rate=20, poll=0.01)
+
+    async def both():
+        await asyncio.gather(
+            run(store, Timed(), example_campaign(), campaign_id, list_id, pacing, owner="a:1:x"),
+            run(store, Timed(), example_campaign(), campaign_id, list_id, pacing, owner="b:2:y"),
+        )
+
+    asyncio.run(both())
+    moments.sort()
+    assert len(moments) == 40
+    assert moments[-1] - moments[0] >= (40 - 3) / 20  # 40 messages at 20/s: close to 2 s, not 1 (2 × 20/s)
 
 
 def test_progress_line_shows_done_rate_and_time_left():

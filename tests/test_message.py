@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import re
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sample_messages import RECIPIENTS
 
 from newsletter.message import DkimSigner, Recipient
+from newsletter.render import RenderedIssue
 
 
 def parsed(outgoing):
@@ -99,3 +101,34 @@ def test_dkim_signature_verifies_and_covers_list_unsubscribe(messages, dkim_key)
 
     assert dkim.verify(signed, dnsfunc=dns)
     assert not dkim.verify(signed.replace(b"Forum des Alliances", b"Forum des Alliancez", 1), dnsfunc=dns)
+
+
+def dotted_campaign(campaign):
+    """The example with lines that start with "." in the HTML, in the text, and where a merge field goes."""
+    rendered = campaign.rendered
+    html = rendered.html.replace("<body", "<body>\n.nl-a { color: red }\n.\n%%name%%\n<i", 1)
+    text = ".Net et C# : notes\n.\n" + "x" * 74 + ".y" + "\n%%name%%\n" + rendered.text
+    dotted = RenderedIssue(rendered.slug, rendered.lang, rendered.subject, "", html, text, {})
+    return dataclasses.replace(campaign, rendered=dotted)
+
+
+@pytest.mark.parametrize("value", [".Net", ".", "..", ". " + "é" * 80, "a\n.b"])
+def test_no_line_of_a_message_starts_with_a_dot_and_the_parts_decode_unchanged(campaign, value):
+    outgoing = dotted_campaign(campaign).build(Recipient(3, "zoe@example.org", value))
+    raw = outgoing.to_bytes()
+    assert not raw.startswith(b".") and b"\n." not in raw
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76
+    message = parsed(outgoing)
+    assert message.get_body(("html",)).get_content().replace("\r\n", "\n") == outgoing.html
+    assert message.get_body(("plain",)).get_content().replace("\r\n", "\n") == outgoing.text
+    assert f"\n{value}\n" in outgoing.text
+
+
+def test_a_name_with_line_breaks_stays_on_its_header_line(campaign):
+    outgoing = campaign.build(Recipient(3, "zoe@example.org", "Zoé\r\nBcc: victim@example.org\n.x"))
+    head = outgoing.to_bytes().split(b"\r\n\r\n", 1)[0]
+    assert b"\nBcc:" not in head and b"\n." not in head
+    message = parsed(outgoing)
+    assert message.get("Bcc") is None
+    assert message["To"].addresses[0].display_name == "Zoé Bcc: victim@example.org .x"

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 
 import pytest
 from conftest import EXAMPLE_SLUG, ROOT
@@ -76,8 +75,8 @@ def test_send_to_the_outbox_then_again_sends_nothing_more(workspace):
     result, document = send_json("--no-dry-run")
     assert result.exit_code == 0, result.output
     assert document == {
-        "campaign": 1, "sent": 4, "failed": 0, "skipped": 0, "pending": 0,
-        "transport": f"outbox://{workspace / 'build' / 'outbox'}", "dry_run": False,
+        "campaign": 1, "status": "finished", "scheduled_at": None, "sent": 4, "failed": 0, "skipped": 0,
+        "pending": 0, "transport": f"outbox://{workspace / 'build' / 'outbox'}", "dry_run": False,
     }  # fmt: skip
     files = sorted(p.name for p in (workspace / "build" / "outbox").glob("*.eml"))
     assert files == ["1-1.eml", "1-2.eml", "1-3.eml", "1-4.eml"]
@@ -114,17 +113,8 @@ def test_campaign_through_a_real_smtp_server(workspace):
 
 
 def test_a_server_failing_at_random_still_mails_everyone_exactly_once(workspace, monkeypatch):
-    from newsletter.sending import open_store
-    from newsletter.subscribers import add
-    from newsletter.workspace import Workspace
-
-    store = open_store(Workspace.discover(workspace))
-    for number in range(60):
-        add(store, "alliances", f"abonne{number:02d}@example.org", None)
-    store.close()
-    (workspace / "newsletter.toml").write_text(
-        (workspace / "newsletter.toml").read_text() + "\n[sending]\nmax_attempts = 30\n"
-    )
+    add_members(workspace, 60)
+    with_sending(workspace, max_attempts=30)
     monkeypatch.setattr("newsletter.campaign.retry_delay", lambda attempts, retry_after, pacing: 0.01)
     with RunningSmtp(SmtpSink(flaky=0.3, seed=11)) as server:
         result, document = send_json("--no-dry-run", "--transport", server.dsn())
@@ -193,41 +183,76 @@ def test_a_permanent_failure_exits_non_zero_and_is_listed(workspace):
     assert {m["email"] for m in json.loads(listed.stdout)} == {"zoe@example.org", "rebond@example.org"}
 
 
-def test_killed_mid_send_then_run_again_skips_nobody(workspace):
-    """SIGKILL the sending process mid-campaign; the same command finishes it; duplicates stay within the bound."""
+def add_members(workspace, count: int, prefix: str = "abonne") -> None:
     from newsletter.sending import open_store
     from newsletter.subscribers import add
     from newsletter.workspace import Workspace
 
     store = open_store(Workspace.discover(workspace))
-    for number in range(396):
-        add(store, "alliances", f"abonne{number:03d}@example.org", None)
+    for number in range(count):
+        add(store, "alliances", f"{prefix}{number:03d}@example.org", None)
     store.close()
-    sink = SmtpSink(delay=0.01)  # slow enough to be killed in the middle
-    with RunningSmtp(sink) as server:
-        command = [sys.executable, "-m", "newsletter", "send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run",
-                   "--transport", server.dsn(), "--json"]  # fmt: skip
-        environment = {**os.environ, "PYTHONPATH": str(ROOT)}
-        process = subprocess.Popen(
-            command, cwd=workspace, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        for _ in range(2000):  # until a hundred messages are in (a bounded wait, not a timing assertion)
-            if len(sink.received) >= 100 or process.poll() is not None:
-                break
-            time.sleep(0.01)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        assert process.returncode == -signal.SIGKILL
-        before = Counter(sink.per_recipient())
-        assert 100 <= sum(before.values()) < 400
-        done = subprocess.run(command, cwd=workspace, env=environment, capture_output=True, text=True)
+
+
+def with_sending(workspace, **settings) -> None:
+    """Append a [sending] table to the workspace's newsletter.toml."""
+    lines = "".join(f"{key} = {value!r}\n" if isinstance(value, str) else f"{key} = {value}\n"
+                    for key, value in settings.items())  # fmt: skip
+    config = workspace / "newsletter.toml"
+    config.write_text(config.read_text() + "\n[sending]\n" + lines)
+
+
+def newsletter_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "newsletter", *args]
+
+
+def environment(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+
+
+def wait_for(condition, what: str, *, limit: int = 6000) -> None:
+    """Poll until condition() is true (a bounded wait for a state, not a timing assertion)."""
+    for _ in range(limit):
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+def kill_mid_send_and_run_again(workspace, server, kill_after: int) -> tuple[int, int]:
+    """SIGKILL `send` once kill_after messages are in; run the same command again; return (before, duplicates)."""
+    command = newsletter_command("send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run", "--transport",
+                                 server.dsn(), "--json")  # fmt: skip
+    already = sum(server.sink.per_recipient().values())
+    process = subprocess.Popen(
+        command, cwd=workspace, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    wait_for(lambda: sum(server.sink.per_recipient().values()) - already >= kill_after or process.poll() is not None,
+             f"{kill_after} messages in")  # fmt: skip
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    before = sum(server.sink.per_recipient().values()) - already
+    done = subprocess.run(command, cwd=workspace, env=environment(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["sent"] == 400
+    assert json.loads(done.stdout)["pending"] == 0
+    return before, sum(n - 1 for n in server.sink.per_recipient().values())
+
+
+@pytest.mark.parametrize("kill_after", [37, 102, 251])
+def test_killed_mid_send_then_run_again_skips_nobody(workspace, kill_after):
+    """SIGKILL the sending process mid-campaign; the same command finishes it (once the dead one's leases run
+    out); at most two messages per SMTP connection go twice."""
+    add_members(workspace, 396)
+    with_sending(workspace, lease=2)
+    sink = SmtpSink(delay=0.005)  # slow enough to be killed in the middle
+    with RunningSmtp(sink) as server:
+        before, duplicates = kill_mid_send_and_run_again(workspace, server, kill_after)
+    assert kill_after <= before < 400
     counts = sink.per_recipient()
     assert len(counts) == 400  # nobody skipped
-    duplicates = sum(n - 1 for n in counts.values())
-    assert duplicates <= 4 * 20  # at most the messages in flight: concurrency × batch size
-    print(f"killed after {sum(before.values())} messages; {duplicates} sent twice (bound 80)")
+    assert duplicates <= 2 * 4  # two per connection, four connections
+    print(f"killed after {before} messages; {duplicates} sent twice (bound 8)")
 
 
 def test_smtp_messages_are_dkim_signed_when_configured(workspace, monkeypatch):

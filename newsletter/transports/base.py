@@ -7,7 +7,7 @@ recipient is an Outcome, never an exception; send_batch raises TransportError on
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, Literal, Protocol
@@ -66,6 +66,9 @@ class DeliveryEvent:
     at: datetime | None = None
     detail: str = ""  # the provider's words, for the event log: "hard bounce: 550 5.1.1 user unknown"
     key: str | None = None
+
+
+Record = Callable[[int, Outcome], Awaitable[None]]  # send_each's callback: the outcome of messages[index]
 
 
 class TransportError(NewsletterError):

@@ -1,6 +1,7 @@
 """smtp://user:pass@host:port?tls=starttls|ssl|none&pool=4 — SMTP through aiosmtplib, connections reused.
 
-A batch goes over one pooled connection, one message after another. What the server says maps to outcomes in
+A batch goes over one pooled connection, one message after another, each answer reported as it comes
+(send_each). What the server says maps to outcomes in
 one place (SMTP_OUTCOMES below): 4xx and a dropped connection are "retry", 5xx is "failed", and a 5.1.x
 "no such user" is also a hard bounce. Wrong credentials raise TransportError: nothing can work then.
 Messages are DKIM-signed here when a signer is configured (message.DkimSigner).
@@ -18,7 +19,7 @@ import aiosmtplib
 
 from newsletter.errors import NewsletterError
 from newsletter.message import DkimSigner, Outgoing
-from newsletter.transports.base import Dsn, Outcome, TransportError
+from newsletter.transports.base import Dsn, Outcome, Record, TransportError
 
 TLS_MODES = ("starttls", "ssl", "none")
 _HARD_BOUNCE = re.compile(r"\b5\.1\.[0-9]+\b")  # 5.1.1 bad mailbox, 5.1.2 bad domain, 5.1.10 null MX…
@@ -33,6 +34,53 @@ def outcome_for_reply(code: int, message: str) -> Outcome:
         return Outcome.retry(text)
     hard = code in (550, 551, 553) and bool(_HARD_BOUNCE.search(message)) or code == 551
     return Outcome.failed(text, bounce=hard)
+
+
+class _Client(aiosmtplib.SMTP):
+    """aiosmtplib's client, with a DATA for messages already in their wire form.
+
+    aiosmtplib's data() rewrites line endings and doubles leading dots with two regular-expression passes over the
+    whole message (about 1.8 ms for one of 76 KB, more than everything else a send costs). Our messages need
+    neither: every line ends in CRLF and none starts with "." (message.py writes such a line's dot as =2E). Those
+    two facts are checked (two fast scans), and a message that fails them goes through data() as before.
+    """
+
+    async def send_prepared(self, sender: str, recipient: str, data: bytes) -> None:
+        if self.is_ehlo_or_helo_needed:
+            await self.ehlo()
+        encoding, options = "ascii", []
+        if self.supports_extension("size"):
+            options.append(f"SIZE={len(data)}")
+        if not (sender.isascii() and recipient.isascii()):
+            if not self.supports_extension("smtputf8"):
+                raise aiosmtplib.SMTPNotSupported(f"the server takes no address like {recipient} (no SMTPUTF8)")
+            encoding = "utf-8"
+            options.append("SMTPUTF8")
+        await self.mail(sender, options=options, encoding=encoding)
+        await self.rcpt(recipient, encoding=encoding)
+        if not wire_ready(data):
+            await self.data(data)
+            return
+        start = await self.execute_command(b"DATA")
+        if start.code != 354:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        # Written and then read with no await between, as aiosmtplib's own data() does.
+        self.protocol.write(data)
+        self.protocol.write(b".\r\n")
+        response = await self.protocol.read_response(timeout=self.timeout)
+        if response.code != 250:
+            raise aiosmtplib.SMTPDataError(response.code, response.message)
+
+
+def wire_ready(data: bytes) -> bool:
+    """True when a message can go after DATA as it is: CRLF line ends only, no line starting with '.'."""
+    return (
+        data.endswith(b"\r\n")
+        and not data.startswith(b".")
+        and b"\n." not in data
+        and data.count(b"\n") == data.count(b"\r\n")
+        and data.count(b"\r") == data.count(b"\r\n")
+    )
 
 
 class SmtpTransport:
@@ -52,7 +100,7 @@ class SmtpTransport:
         self.tls = tls
         self.timeout = timeout
         self.dkim = dkim
-        self._idle: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
+        self._idle: asyncio.Queue[_Client] = asyncio.Queue()
         self._slots = asyncio.Semaphore(pool_size)
 
     @classmethod
@@ -70,8 +118,8 @@ class SmtpTransport:
     def __str__(self) -> str:
         return str(self.dsn)
 
-    async def _connect(self) -> aiosmtplib.SMTP:
-        client = aiosmtplib.SMTP(
+    async def _connect(self) -> _Client:
+        client = _Client(
             hostname=self.dsn.host,
             port=self.dsn.port or (465 if self.tls == "ssl" else 587 if self.tls == "starttls" else 25),
             use_tls=self.tls == "ssl",
@@ -94,51 +142,74 @@ class SmtpTransport:
         return client
 
     async def send_batch(self, messages: Sequence[Outgoing]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
+        outcomes: list[Outcome] = [Outcome.retry("not sent")] * len(messages)
+
+        async def keep(index: int, outcome: Outcome) -> None:
+            outcomes[index] = outcome
+
+        await self.send_each(messages, keep)
+        return outcomes
+
+    async def send_each(self, messages: Sequence[Outgoing], record: Record) -> None:
+        """Send the messages over one pooled connection, reporting each answer as it comes.
+
+        The connection is never handed a message while more than one earlier answer is unrecorded: each answer's
+        recording runs while the next message goes, and is awaited before the one after. After a crash at any
+        instant, at most two messages of this connection were sent without their outcome in the ledger.
+        """
+        recording: asyncio.Task | None = None
         async with self._slots:
             try:
                 client = self._idle.get_nowait()
             except asyncio.QueueEmpty:
                 client = None
-            for index, message in enumerate(messages):
-                try:
-                    if client is None or not client.is_connected:
-                        client = await self._connect()
-                    outcomes.append(await self._send_one(client, message))
-                except (
-                    ConnectionError,
-                    OSError,
-                    aiosmtplib.SMTPServerDisconnected,
-                    aiosmtplib.SMTPTimeoutError,
-                ) as exc:
-                    # The connection is gone: this message and the rest of the batch wait for the next round.
-                    reason = f"smtp: connection lost ({exc})"
-                    outcomes.extend(Outcome.retry(reason) for _ in messages[index:])
-                    if client is not None:
-                        with contextlib.suppress(Exception):
-                            client.close()
-                    client = None
-                    break
-            if client is not None and client.is_connected:
-                self._idle.put_nowait(client)
-        return outcomes
+            try:
+                for index, message in enumerate(messages):
+                    try:
+                        if client is None or not client.is_connected:
+                            client = await self._connect()
+                        outcome = await self._send_one(client, message)
+                    except (
+                        ConnectionError,
+                        OSError,
+                        aiosmtplib.SMTPServerDisconnected,
+                        aiosmtplib.SMTPTimeoutError,
+                    ) as exc:
+                        # The connection is gone: this message and the rest of the batch wait for the next round.
+                        reason = f"smtp: connection lost ({exc})"
+                        if client is not None:
+                            with contextlib.suppress(Exception):
+                                client.close()
+                        client = None
+                        if recording is not None:
+                            await recording
+                        recording = None
+                        for rest in range(index, len(messages)):
+                            await record(rest, Outcome.retry(reason))
+                        break
+                    if recording is not None:
+                        await recording  # the answer before this one is in the ledger
+                    recording = asyncio.ensure_future(record(index, outcome))
+                if recording is not None:
+                    await recording
+            finally:
+                if recording is not None and not recording.done():
+                    recording.cancel()
+                if client is not None and client.is_connected:
+                    self._idle.put_nowait(client)
 
-    async def _send_one(self, client: aiosmtplib.SMTP, message: Outgoing) -> Outcome:
+    async def _send_one(self, client: _Client, message: Outgoing) -> Outcome:
         data = message.to_bytes()
         if self.dkim is not None:
             data = self.dkim.sign(data)
         try:
-            errors, _response = await client.sendmail(message.sender.address, [message.recipient.address], data)
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            refused = exc.recipients[0]
-            return outcome_for_reply(refused.code, refused.message)
-        except aiosmtplib.SMTPResponseException as exc:  # sender refused, data refused, …
+            await client.send_prepared(message.sender.address, message.recipient.address, data)
+        except aiosmtplib.SMTPNotSupported as exc:
+            return Outcome.failed(f"smtp: {exc}")
+        except aiosmtplib.SMTPResponseException as exc:  # sender, recipient or data refused
             with contextlib.suppress(Exception):
                 await client.rset()
             return outcome_for_reply(exc.code, exc.message)
-        if errors:
-            code, text = next(iter(errors.values()))
-            return outcome_for_reply(code, text)
         return Outcome.sent(message.message_id)
 
     async def aclose(self) -> None:

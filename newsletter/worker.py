@@ -1,0 +1,106 @@
+"""`newsletter worker`: the long-running sender. It starts the scheduled campaigns whose time has come, expires
+those that nobody started in time, and sends every running campaign beside any other worker or `send`, on this host
+or on others sharing the PostgreSQL store.
+
+Each pass: expire and start what is due (store.start_due), then work on each running campaign until nothing of it
+can be claimed now (campaign.run with wait=False); then sleep `poll` seconds, or exit with --until-idle when the
+pass found nothing to send. A worker sends through its own NEWSLETTER_TRANSPORT, signs with its own
+NEWSLETTER_SECRET_KEY (the same key as `serve`'s), and builds every message from the campaign's frozen content, so
+it needs no issue files. Its first stop signal stops claiming and lets the batches in flight be recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from newsletter.campaign import run, sender_id
+from newsletter.sending import is_local, open_store, pacing_for, thaw, transport_for
+from newsletter.store import RUNNING
+from newsletter.tokens import TokenSigner
+from newsletter.workspace import Workspace
+
+POLL = 2.0  # seconds between two passes of an idle worker
+
+
+@dataclass
+class WorkerReport:
+    sent: int = 0
+    failed: int = 0
+    campaigns: list[int] = field(default_factory=list)  # those it sent messages of
+    skipped: dict[int, str] = field(default_factory=dict)  # campaigns it may not send, and why
+
+    def to_json(self) -> dict:
+        return {
+            "sent": self.sent,
+            "failed": self.failed,
+            "campaigns": self.campaigns,
+            "skipped": [{"campaign": k, "reason": v} for k, v in self.skipped.items()],
+        }
+
+
+async def work(
+    workspace: Workspace,
+    dsn_text: str,
+    *,
+    until_idle: bool = False,
+    stop: asyncio.Event | None = None,
+    poll: float = POLL,
+    log: Callable[[str], None] = lambda line: None,
+) -> WorkerReport:
+    """Send what is due, pass after pass, until stopped (or, with until_idle, until a pass finds nothing)."""
+    stop = stop or asyncio.Event()
+    local = is_local(dsn_text)
+    signer = TokenSigner.from_environment(required=not local)
+    report = WorkerReport()
+    owner = sender_id()
+    store = open_store(workspace)
+    transport = transport_for(workspace, dsn_text)
+    try:
+        while not stop.is_set():
+            for started in await asyncio.to_thread(store.start_due):
+                log(f"campaign {started}: started, as scheduled")
+            busy = False
+            for campaign_id in await asyncio.to_thread(store.campaign_ids, RUNNING):
+                if stop.is_set():
+                    break
+                row = await asyncio.to_thread(store.campaign, campaign_id)
+                if row is None or row.status != RUNNING:
+                    continue
+                why = _cannot_send(row.content, local)
+                if why is not None:
+                    if campaign_id not in report.skipped:
+                        report.skipped[campaign_id] = why
+                        log(f"campaign {campaign_id}: not sent by this worker: {why}")
+                    continue
+                done = await run(
+                    store, transport, thaw(row, signer), campaign_id, row.list_id,
+                    pacing_for(workspace.config, row.content), owner=owner, stop=stop, wait=False,
+                )  # fmt: skip
+                if done.sent or done.failed:
+                    busy = True
+                    report.sent += done.sent
+                    report.failed += done.failed
+                    if campaign_id not in report.campaigns:
+                        report.campaigns.append(campaign_id)
+                    log(f"campaign {campaign_id}: {done.sent} sent, {done.failed} failed here; now {done.status}")
+            if until_idle and not busy:
+                break
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=poll)
+    finally:
+        await transport.aclose()
+        store.close()
+    return report
+
+
+def _cannot_send(content: dict | None, local: bool) -> str | None:
+    """Why this worker may not send a campaign, or None."""
+    if content is None:
+        return "it was begun by an earlier version, which froze no content: finish it with `newsletter send`"
+    if not local and content.get("local_only"):
+        return f"its links only work on the machine that made it ({content['local_only']})"
+    return None

@@ -136,6 +136,10 @@ def result_for(delivery: Delivery, outcome: Outcome, pacing: Pacing) -> Result:
     return Result(delivery.subscriber_id, PENDING, error=outcome.reason, next_attempt_at=next_try)
 
 
+class LeaseExpiring(Exception):
+    """A batch's lease is about to run out (this sender was held up): the rest of it goes back to the queue."""
+
+
 class LedgerWriter:
     """Records outcomes as they arrive, in groups: whatever came in while the previous write ran goes in the next
     (one executemany), so recording each message costs little more than recording each batch."""
@@ -204,6 +208,7 @@ async def run(
         batch_size = max(1, min(batch_size, int(pacing.rate)))
     halted = asyncio.Event()  # the campaign is no longer running (paused, cancelled, finished)
     claims = itertools.count(1)
+    leases: dict[str, float] = {}  # claim -> when its lease runs out, by this process's clock
     last_progress = [0.0]
 
     def notify() -> None:
@@ -211,18 +216,28 @@ async def run(
             last_progress[0] = time.monotonic()
             progress(store.counts(campaign_id))
 
-    async def deliver(batch: list[Delivery]) -> None:
+    def lease_check(claim: str) -> None:
+        """Stop a batch before its lease could run out under it: another sender may claim the rows then."""
+        if time.monotonic() > leases[claim] - min(5.0, pacing.lease / 4):
+            raise LeaseExpiring(claim)
+
+    async def deliver(claim: str, batch: list[Delivery]) -> None:
         submitted: list[asyncio.Future] = []
 
         async def record(index: int, outcome: Outcome) -> None:
             future = writer.submit(result_for(batch[index], outcome, pacing))
             submitted.append(future)
             await future
+            lease_check(claim)  # raised here, it ends send_each before its next message
 
         messages = [campaign.build(Recipient(d.subscriber_id, d.email, d.name, d.fields)) for d in batch]
         send_each = getattr(transport, "send_each", None)
+        lease_check(claim)
         if send_each is not None:
-            await send_each(messages, record)
+            try:
+                await send_each(messages, record)
+            finally:
+                await asyncio.gather(*submitted, return_exceptions=True)  # whatever was answered is recorded
         else:
             outcomes = await transport.send_batch(messages)
             if len(outcomes) != len(messages):  # a transport bug must not lose anyone: treat all as unknown
@@ -247,15 +262,19 @@ async def run(
             if gone:
                 await asyncio.gather(*(writer.submit(result) for result in gone))
             if batch:
-                await deliver(batch)
+                await deliver(claim, batch)
             notify()
+        except LeaseExpiring:
+            pass  # the rest of the batch goes back to the queue
         finally:
+            leases.pop(claim, None)
             # Whatever is still ours was not sent (stopped, or the transport failed): back to the queue now.
             await asyncio.shield(asyncio.to_thread(store.release, campaign_id, claim, ids))
 
     async def lane(failures: list[BaseException]) -> None:
         while not stop.is_set() and not halted.is_set() and not failures:
             claim = f"{owner}#{next(claims)}"  # each claim its own holder: one lane never gives back another's rows
+            leases[claim] = time.monotonic() + pacing.lease  # measured before the claim: never later than its own
             claimed = await asyncio.to_thread(store.claim, campaign_id, list_id, claim, batch_size, pacing.lease)
             if claimed is None:
                 halted.set()
@@ -271,7 +290,12 @@ async def run(
     async def renew_leases() -> None:
         while True:
             await asyncio.sleep(pacing.lease / 3)
-            await asyncio.to_thread(store.renew, campaign_id, owner, pacing.lease)
+            for claim in list(leases):
+                deadline = time.monotonic() + pacing.lease
+                still = await asyncio.to_thread(store.renew, campaign_id, claim, pacing.lease)
+                if claim in leases:
+                    # None of its rows still ours: all recorded, or taken over while this process was held up.
+                    leases[claim] = deadline if still else 0.0
 
     async def one_pass() -> None:
         failures: list[BaseException] = []

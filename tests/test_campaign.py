@@ -274,3 +274,41 @@ def test_progress_line_shows_done_rate_and_time_left():
     line.close()
     shown = stream.getvalue().split("\r")[-1]
     assert shown.startswith("42/100 done (2 failed), 21 msg/s, 3 s left")
+
+
+def test_a_sender_held_up_past_its_lease_stops_its_batch_when_another_took_it_over(store):
+    """A's event loop is blocked longer than its lease (no renewal could run); B claims the rows meanwhile and
+    sends them. When A wakes up it records the answer it had and sends nothing more of that batch."""
+    import threading
+
+    class Streaming(ScriptedTransport):
+        max_batch = 12
+
+        def __init__(self, stall: float = 0.0):
+            super().__init__()
+            self.stall = stall
+
+        async def send_each(self, messages, record):
+            for index, message in enumerate(messages):
+                self.delivered[message.recipient.address] += 1
+                if self.stall:
+                    time.sleep(self.stall)  # held up: the whole loop, renewals included
+                    self.stall = 0.0
+                await record(index, Outcome.sent())
+
+    campaign_id, list_id = start(store)
+    pacing = Pacing(concurrency=1, lease=1.0, poll=0.05)
+    held_up, other = Streaming(stall=1.8), Streaming()
+
+    def b_after_a_began():
+        while not held_up.delivered:
+            time.sleep(0.01)
+        asyncio.run(run(store, other, example_campaign(), campaign_id, list_id, pacing, owner="b:2:y"))
+
+    b = threading.Thread(target=b_after_a_began)
+    b.start()
+    asyncio.run(run(store, held_up, example_campaign(), campaign_id, list_id, pacing, owner="a:1:x"))
+    b.join()
+    assert held_up.delivered == Counter(addresses(1))  # the message it was sending when it stalled, no more
+    assert other.delivered == Counter(addresses())
+    assert store.counts(campaign_id)[SENT] == 12

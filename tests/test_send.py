@@ -210,13 +210,13 @@ def environment(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
 
 
-def wait_for(condition, what: str, *, limit: int = 6000) -> None:
+def wait_for(condition, what: str, *, every: float = 0.01, within: float = 120) -> None:
     """Poll until condition() is true (a bounded wait for a state, not a timing assertion)."""
-    for _ in range(limit):
-        if condition():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(every)
 
 
 def kill_mid_send_and_run_again(workspace, server, kill_after: int) -> tuple[int, int]:

@@ -1,13 +1,18 @@
-"""Sending speed and memory: our smtp transport against postfix's own smtp-source, and a million through null://.
+"""Sending speed and memory: our smtp transport against postfix's own smtp-source, workers on one PostgreSQL
+campaign, and a million through null://.
 
-    .venv/bin/python bench/send.py [--recipients 20000] [--connections 4] [--million 1000000]
+    .venv/bin/python bench/send.py [--recipients 20000] [--connections 4] [--workers 1,2,4] [--million 1000000]
 
 1. N recipients (default 20,000) sent with `newsletter send` (the library call: ledger, runner, smtp transport)
    into postfix's smtp-sink on 127.0.0.1, beside smtp-source sending as many messages of the same size over the
    same number of connections into the same sink; messages per second of each, and the ratio.
 2. The time to build one recipient's message (placeholders, headers, MIME bytes), in µs.
-3. A list of a million subscribers sent through null:// (which builds every message and discards it), in a
-   separate process: its peak resident memory, which stays flat because the list is read a page at a time.
+3. 1, 2 and 4 `newsletter worker` processes (each with its connections) sharing one scheduled campaign of N into
+   smtp-sink, the ledger on a throwaway PostgreSQL server: messages per second from the campaign's start to its
+   end, so that the scaling shows.
+4. A list of a million subscribers sent through null:// (which builds every message and discards it) by a
+   separate process, which reports its own peak resident memory: it stays flat, the ledger being claimed a batch
+   at a time.
 Installs Debian's postfix package when smtp-sink is missing (never starting the postfix daemon).
 """
 
@@ -15,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
+import json
 import os
 import platform
-import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -33,7 +40,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from newsletter.campaign import Pacing  # noqa: E402
 from newsletter.sending import open_store, send  # noqa: E402
-from newsletter.store import SUBSCRIBED, ListRow, memberships, now, subscribers  # noqa: E402
+from newsletter.store import SUBSCRIBED, ListRow, Store, memberships, now, subscribers  # noqa: E402
 from newsletter.workspace import Workspace  # noqa: E402
 
 SLUG = "2024-11-forum-des-alliances"
@@ -156,27 +163,76 @@ def measure_million(count: int) -> None:
         workspace_with_list(Path(folder), count)
         print(f"a list of {count:,} subscribers made in {time.perf_counter() - started:.0f} s (bulk insert)")
         code = (
-            "import asyncio, sys, time; from pathlib import Path; sys.path.insert(0, sys.argv[2]);"
+            "import asyncio, resource, sys, time; from pathlib import Path; sys.path.insert(0, sys.argv[2]);"
             "from newsletter.workspace import Workspace; from newsletter.sending import send;"
             "w = Workspace.discover(Path(sys.argv[1])); t = time.perf_counter();"
             f"s = asyncio.run(send(w, w.root / 'issues' / '{SLUG}', 'bench', dsn_text='null://', dry_run=False));"
-            "print(s.counts['sent'], time.perf_counter() - t)"
+            "print(s.counts['sent'], time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
         )
         done = subprocess.run([sys.executable, "-c", code, folder, str(ROOT)], capture_output=True, text=True,
                               env={**os.environ, "NEWSLETTER_SECRET_KEY": SECRET})  # fmt: skip
         if done.returncode:
             print(done.stderr)
             return
-        sent, seconds = done.stdout.split()
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        sent, seconds, peak_kb = done.stdout.split()
     print(f"null://: {int(sent):,} sent in {float(seconds):.0f} s = {int(sent) / float(seconds):.0f} msg/s "
-          f"(ledger included); peak memory of that process {peak:.0f} MB")  # fmt: skip
+          f"(ledger included); peak memory of the sending process {int(peak_kb) / 1024:.0f} MB")  # fmt: skip
+
+
+def measure_workers(recipients: int, connections: int, counts: list[int]) -> None:
+    """k worker processes on one PostgreSQL campaign into smtp-sink, for each k."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from postgres_server import PostgresServer
+
+    if not ensure_postfix_tools():
+        return
+    try:
+        server = PostgresServer().start()
+    except FileNotFoundError as exc:
+        print(f"workers: skipped ({exc})")
+        return
+    port = free_port()
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    sink = subprocess.Popen(["/usr/sbin/smtp-sink", *user, f"127.0.0.1:{port}", "1024"], stderr=subprocess.DEVNULL)
+    try:
+        for count in counts:
+            url = server.new_database()
+            os.environ["NEWSLETTER_DATABASE_URL"] = url
+            Store.open(url, upgrade=True).close()
+            with tempfile.TemporaryDirectory() as folder:
+                workspace = workspace_with_list(Path(folder), recipients)
+                at = (now() + dt.timedelta(seconds=3)).isoformat()
+                summary = asyncio.run(send(workspace, workspace.root / "issues" / SLUG, "bench", dsn_text="null://",
+                                           dry_run=False, at=at))  # fmt: skip
+                environment = {**os.environ, "NEWSLETTER_TRANSPORT": f"smtp://127.0.0.1:{port}?tls=none&pool={connections}",
+                               "PYTHONPATH": str(ROOT)}  # fmt: skip
+                workers = [subprocess.Popen([sys.executable, "-m", "newsletter", "worker", "--json"], cwd=folder,
+                                            env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                           for _ in range(count)]  # fmt: skip
+                store = Store.open(url)
+                while (row := store.campaign(summary.campaign)).status != "finished":
+                    time.sleep(0.2)
+                for worker in workers:
+                    worker.send_signal(signal.SIGTERM)
+                shares = [json.loads(worker.communicate()[0])["sent"] for worker in workers]
+                seconds = (row.finished_at - row.started_at).total_seconds()
+                store.close()
+            print(
+                f"{count} worker{'s' if count > 1 else ''} × {connections} connections, PostgreSQL ledger: "
+                f"{recipients} in {seconds:.1f} s = {recipients / seconds:.0f} msg/s (each sent {shares})"
+            )
+    finally:
+        os.environ.pop("NEWSLETTER_DATABASE_URL", None)
+        sink.terminate()
+        sink.wait()
+        server.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--workers", default="1,2,4", help="worker counts on one PostgreSQL campaign ('' to skip)")
     parser.add_argument("--million", type=int, default=1_000_000, help="size of the null:// list (0 to skip)")
     arguments = parser.parse_args()
     os.environ.update(NEWSLETTER_SECRET_KEY=SECRET, NEWSLETTER_ASSET_BASE_URL="https://bench.example.org/archive")
@@ -184,6 +240,8 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     measure_build()
     measure_smtp(arguments.recipients, arguments.connections)
+    if arguments.workers:
+        measure_workers(arguments.recipients, arguments.connections, [int(n) for n in arguments.workers.split(",")])
     if arguments.million:
         measure_million(arguments.million)
 

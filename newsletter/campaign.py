@@ -158,7 +158,10 @@ class LedgerWriter:
             self.writing = asyncio.create_task(self._write())
         return future
 
+    GATHER = 0.002  # seconds the first answer waits for others to share its write
+
     async def _write(self) -> None:
+        await asyncio.sleep(self.GATHER)
         while self.queue:
             group, self.queue = self.queue, []
             try:
@@ -221,7 +224,8 @@ async def run(
         if time.monotonic() > leases[claim] - min(5.0, pacing.lease / 4):
             raise LeaseExpiring(claim)
 
-    async def deliver(claim: str, batch: list[Delivery]) -> None:
+    async def deliver(claim: str, batch: list[Delivery]) -> int:
+        """Send a batch and record each outcome; return how many were recorded."""
         submitted: list[asyncio.Future] = []
 
         async def record(index: int, outcome: Outcome) -> None:
@@ -244,9 +248,11 @@ async def run(
                 outcomes = [Outcome.retry("the transport answered for the wrong number of messages")] * len(messages)
             submitted.extend(writer.submit(result_for(d, o, pacing)) for d, o in zip(batch, outcomes, strict=True))
         await asyncio.gather(*submitted)
+        return len(submitted)
 
     async def send_claimed(claim: str, claimed: list[Delivery]) -> None:
         ids = [d.subscriber_id for d in claimed]
+        recorded = 0
         try:
             gone = [skipped(d, d.membership) for d in claimed if d.membership != SUBSCRIBED]
             batch = [d for d in claimed if d.membership == SUBSCRIBED]
@@ -261,15 +267,16 @@ async def run(
                 batch = [d for d in batch if d.subscriber_id in still]
             if gone:
                 await asyncio.gather(*(writer.submit(result) for result in gone))
+                recorded += len(gone)
             if batch:
-                await deliver(claim, batch)
+                recorded += await deliver(claim, batch)
             notify()
         except LeaseExpiring:
             pass  # the rest of the batch goes back to the queue
         finally:
             leases.pop(claim, None)
-            # Whatever is still ours was not sent (stopped, or the transport failed): back to the queue now.
-            await asyncio.shield(asyncio.to_thread(store.release, campaign_id, claim, ids))
+            if recorded < len(ids):  # not sent (stopped, the transport failed): back to the queue now
+                await asyncio.shield(asyncio.to_thread(store.release, campaign_id, claim, ids))
 
     async def lane(failures: list[BaseException]) -> None:
         while not stop.is_set() and not halted.is_set() and not failures:

@@ -20,6 +20,7 @@ import binascii
 import email
 import email.policy
 import email.utils
+import functools
 import hashlib
 import html as html_lib
 from collections.abc import Callable, Mapping
@@ -52,7 +53,12 @@ class Mailbox:
 
     def header(self) -> str:
         """For a From or To header: quoted or RFC 2047-encoded as the name needs, on one line whatever it holds."""
-        return email.utils.formataddr((" ".join(self.name.split()), self.address), charset="utf-8")
+        return _mailbox_header(self.name, self.address)
+
+
+@functools.lru_cache(maxsize=64)  # the sender's, asked for every message
+def _mailbox_header(name: str, address: str) -> str:
+    return email.utils.formataddr((" ".join(name.split()), address), charset="utf-8")
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,11 @@ in WAL mode, subscribers/newsletter.db) and on PostgreSQL (NEWSLETTER_DATABASE_U
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
+import threading
 import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -317,6 +319,7 @@ class Result:
 class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
+        self._writing = threading.RLock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool | None = None) -> Store:
@@ -784,61 +787,19 @@ class Store:
         until now + lease, in subscriber order, with each subscriber's membership as it is now. None when the
         campaign is not running.
 
-        One UPDATE picks and marks the rows; on PostgreSQL its subquery locks them FOR UPDATE SKIP LOCKED, so two
-        senders claiming at once take different rows; on SQLite the write transaction is exclusive.
+        One UPDATE picks and marks the rows (_CLAIM); on PostgreSQL its CTE locks them FOR UPDATE SKIP LOCKED, so
+        two senders claiming at once take different rows; on SQLite the write transaction is exclusive.
         """
         at = at or now()
         with self.transaction() as connection:
-            status = connection.execute(sa.select(campaigns.c.status).where(campaigns.c.id == campaign_id)).scalar()
-            if status != RUNNING:
+            if connection.execute(_CAMPAIGN_STATUS, {"c_id": campaign_id}).scalar() != RUNNING:
                 return None
-            # A CTE, computed once: an IN (subquery … LIMIT n FOR UPDATE SKIP LOCKED) may be run again for each
-            # row PostgreSQL considers, each run locking other rows, and so claim more than n.
-            picked = (
-                sa.select(deliveries.c.subscriber_id)
-                .where(
-                    deliveries.c.campaign_id == campaign_id,
-                    deliveries.c.status == PENDING,
-                    sa.or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= at),
-                    sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < at),
-                )
-                .order_by(deliveries.c.subscriber_id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-                .cte("picked")
-                .prefix_with("MATERIALIZED", dialect="postgresql")
-            )
-            claimed = list(
-                connection.execute(
-                    deliveries.update()
-                    .where(
-                        deliveries.c.campaign_id == campaign_id, deliveries.c.subscriber_id == picked.c.subscriber_id
-                    )
-                    .values(lease_owner=owner, lease_until=at + dt.timedelta(seconds=lease))
-                    .returning(deliveries.c.subscriber_id)
-                ).scalars()
-            )
+            lease_until = at + dt.timedelta(seconds=lease)
+            values = {"c_id": campaign_id, "c_at": at, "c_limit": limit, "c_owner": owner, "c_until": lease_until}
+            claimed = list(connection.execute(_CLAIM, values).scalars())
             if not claimed:
                 return []
-            rows = connection.execute(
-                sa.select(
-                    deliveries.c.subscriber_id,
-                    deliveries.c.attempts,
-                    subscribers.c.email,
-                    subscribers.c.name,
-                    subscribers.c.fields,
-                    memberships.c.status.label("membership"),
-                )
-                .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-                .outerjoin(
-                    memberships,
-                    sa.and_(
-                        memberships.c.subscriber_id == deliveries.c.subscriber_id, memberships.c.list_id == list_id
-                    ),
-                )
-                .where(deliveries.c.campaign_id == campaign_id, deliveries.c.subscriber_id.in_(claimed))
-                .order_by(deliveries.c.subscriber_id)
-            ).all()
+            rows = connection.execute(_CLAIMED, {"c_id": campaign_id, "c_list": list_id, "c_ids": claimed}).all()
         return [Delivery(r.subscriber_id, r.email, r.name, r.fields or {}, r.attempts, r.membership) for r in rows]
 
     def renew(self, campaign_id: int, sender: str, lease: float) -> int:
@@ -955,28 +916,12 @@ class Store:
         if not results:
             return
         at = now()
-        update = (
-            deliveries.update()
-            .where(
-                deliveries.c.campaign_id == campaign_id,
-                deliveries.c.subscriber_id == sa.bindparam("b_subscriber"),
-                deliveries.c.status == PENDING,  # a final row is never rewritten
-            )
-            .values(
-                status=sa.bindparam("b_status"),
-                updated_at=at,
-                next_attempt_at=sa.bindparam("b_next", type_=sa.DateTime(timezone=True)),
-                last_error=sa.bindparam("b_error", type_=sa.Text),
-                provider_id=sa.func.coalesce(sa.bindparam("b_provider", type_=sa.String), deliveries.c.provider_id),
-                attempts=deliveries.c.attempts + sa.bindparam("b_attempted", type_=sa.Integer),
-                lease_owner=None,
-                lease_until=None,
-            )
-        )
         rows = [
             {
+                "b_campaign": campaign_id,
                 "b_subscriber": r.subscriber_id,
                 "b_status": r.status,
+                "b_at": at,
                 "b_next": r.next_attempt_at,
                 "b_error": r.error,
                 "b_provider": r.provider_id,
@@ -985,7 +930,7 @@ class Store:
             for r in results
         ]
         with self.transaction() as connection:
-            connection.execute(update, rows)  # one executemany for the batch
+            connection.execute(_RECORD, rows)  # one executemany for the batch
             for result in results:
                 if result.bounce:
                     self.set_status(
@@ -1015,14 +960,83 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A write transaction: BEGIN IMMEDIATE on SQLite, so that writers queue for the lock (busy_timeout) rather
-        than fail when another process wrote since they began; an ordinary transaction on PostgreSQL."""
-        with self.engine.connect() as connection:
+        than fail when another process wrote since they began; an ordinary transaction on PostgreSQL.
+
+        On SQLite the threads of one process also take turns on a lock of their own first: waiting for SQLite's
+        lock means sleeping in steps of milliseconds, which would pace a send by the ledger's writes.
+        """
+        with self._writing, self.engine.connect() as connection:
             connection.execution_options(newsletter_write=True)
             with connection.begin():
                 yield connection
 
 
 _HOUR = dt.timedelta(hours=1)
+# Built once, as the statements below: they run for every few messages, and building one costs more than running it.
+_CAMPAIGN_STATUS = sa.select(campaigns.c.status).where(campaigns.c.id == sa.bindparam("c_id"))
+_AT = sa.bindparam("c_at", type_=sa.DateTime(timezone=True))
+# A CTE, computed once: an IN (subquery … LIMIT n FOR UPDATE SKIP LOCKED) may be run again for each row
+# PostgreSQL considers, each run locking other rows, and so claim more than n.
+_PICKED = (
+    sa.select(deliveries.c.subscriber_id)
+    .where(
+        deliveries.c.campaign_id == sa.bindparam("c_id"),
+        deliveries.c.status == PENDING,
+        sa.or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= _AT),
+        sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < _AT),
+    )
+    .order_by(deliveries.c.subscriber_id)
+    .limit(sa.bindparam("c_limit", type_=sa.Integer))
+    .with_for_update(skip_locked=True)
+    .cte("picked")
+    .prefix_with("MATERIALIZED", dialect="postgresql")
+)
+_CLAIM = (
+    deliveries.update()
+    .where(deliveries.c.campaign_id == sa.bindparam("c_id"), deliveries.c.subscriber_id == _PICKED.c.subscriber_id)
+    .values(lease_owner=sa.bindparam("c_owner"), lease_until=sa.bindparam("c_until", type_=sa.DateTime(timezone=True)))
+    .returning(deliveries.c.subscriber_id)
+)
+_CLAIMED = (
+    sa.select(
+        deliveries.c.subscriber_id,
+        deliveries.c.attempts,
+        subscribers.c.email,
+        subscribers.c.name,
+        subscribers.c.fields,
+        memberships.c.status.label("membership"),
+    )
+    .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+    .outerjoin(
+        memberships,
+        sa.and_(
+            memberships.c.subscriber_id == deliveries.c.subscriber_id, memberships.c.list_id == sa.bindparam("c_list")
+        ),
+    )
+    .where(
+        deliveries.c.campaign_id == sa.bindparam("c_id"),
+        deliveries.c.subscriber_id.in_(sa.bindparam("c_ids", expanding=True)),
+    )
+    .order_by(deliveries.c.subscriber_id)
+)
+_RECORD = (
+    deliveries.update()
+    .where(
+        deliveries.c.campaign_id == sa.bindparam("b_campaign"),
+        deliveries.c.subscriber_id == sa.bindparam("b_subscriber"),
+        deliveries.c.status == PENDING,  # a final row is never rewritten
+    )
+    .values(
+        status=sa.bindparam("b_status"),
+        updated_at=sa.bindparam("b_at", type_=sa.DateTime(timezone=True)),
+        next_attempt_at=sa.bindparam("b_next", type_=sa.DateTime(timezone=True)),
+        last_error=sa.bindparam("b_error", type_=sa.Text),
+        provider_id=sa.func.coalesce(sa.bindparam("b_provider", type_=sa.String), deliveries.c.provider_id),
+        attempts=deliveries.c.attempts + sa.bindparam("b_attempted", type_=sa.Integer),
+        lease_owner=None,
+        lease_until=None,
+    )
+)
 
 
 def _held_by(holder: str) -> sa.ColumnElement[bool]:

@@ -140,13 +140,13 @@ def test_bytes_that_are_not_wire_ready_go_through_aiosmtplibs_data(campaign, mon
     from newsletter.message import Outgoing
     from newsletter.transports.smtp import wire_ready
 
-    odd = b"Subject: x\r\n\r\n.starts with a dot\nbare line feed\r\n"
+    odd = b"Subject: x\nX-Odd: bare line feed above\r\n\r\n.a dot\r\n"
     assert not wire_ready(odd)
     monkeypatch.setattr(Outgoing, "to_bytes", lambda self: odd)
     with RunningSmtp(SmtpSink()) as server:
         (outcome,) = send(server.dsn(), [campaign.build(Recipient(1, "r@example.org"))])
     assert outcome.status == "sent"
-    assert server.sink.received[0].data == b"Subject: x\r\n\r\n.starts with a dot\r\nbare line feed\r\n"
+    assert server.sink.received[0].data == b"Subject: x\r\nX-Odd: bare line feed above\r\n\r\n.a dot\r\n"
 
 
 def test_a_connection_never_carries_a_message_while_two_earlier_answers_are_unrecorded(campaign):

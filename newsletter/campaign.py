@@ -209,15 +209,18 @@ async def run(
     batch_size = max(1, transport.max_batch)
     if pacing.rate:  # a batch is one booking: keep it within a second's worth of messages
         batch_size = max(1, min(batch_size, int(pacing.rate)))
+    if pacing.per_hour:
+        batch_size = min(batch_size, pacing.per_hour)
     halted = asyncio.Event()  # the campaign is no longer running (paused, cancelled, finished)
     claims = itertools.count(1)
     leases: dict[str, float] = {}  # claim -> when its lease runs out, by this process's clock
     last_progress = [0.0]
 
-    def notify() -> None:
-        if progress is not None and time.monotonic() - last_progress[0] > 0.25:
+    async def notify() -> None:
+        # Counting a large campaign's ledger takes a while: at most once a second, off the event loop.
+        if progress is not None and time.monotonic() - last_progress[0] > 1.0:
             last_progress[0] = time.monotonic()
-            progress(store.counts(campaign_id))
+            progress(await asyncio.to_thread(store.counts, campaign_id))
 
     def lease_check(claim: str) -> None:
         """Stop a batch before its lease could run out under it: another sender may claim the rows then."""
@@ -270,7 +273,7 @@ async def run(
                 recorded += len(gone)
             if batch:
                 recorded += await deliver(claim, batch)
-            notify()
+            await notify()
         except LeaseExpiring:
             pass  # the rest of the batch goes back to the queue
         finally:

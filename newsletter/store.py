@@ -538,12 +538,15 @@ class Store:
             return sum(self.set_status(connection, subscriber_id, i, kind, source, detail) for i in list_ids)
 
     def sent_issues(self) -> list[tuple[str, str, dt.datetime]]:
-        """(issue slug, subject, first sent) of every issue a campaign started for, newest first."""
+        """(issue slug, subject, first sent) of every issue a campaign started sending, newest first: not those
+        only scheduled (nor expired unsent), which the public archive must not show before their time."""
+        first_sent = sa.func.min(campaigns.c.started_at)
         with self.engine.connect() as connection:
             rows = connection.execute(
-                sa.select(campaigns.c.issue_slug, sa.func.min(campaigns.c.subject), sa.func.min(campaigns.c.created_at))
+                sa.select(campaigns.c.issue_slug, sa.func.min(campaigns.c.subject), first_sent)
+                .where(campaigns.c.started_at.is_not(None))
                 .group_by(campaigns.c.issue_slug)
-                .order_by(sa.func.min(campaigns.c.created_at).desc())
+                .order_by(first_sent.desc())
             ).all()
         return [(row[0], row[1], _aware(row[2])) for row in rows]
 

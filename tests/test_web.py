@@ -202,6 +202,14 @@ def test_archive_feed_and_health(site):
     assert len(entries) == 1 and entries[0].find("{http://www.w3.org/2005/Atom}title").text.startswith("Retour")
 
 
+def test_a_scheduled_issue_is_not_in_the_archive_before_it_goes(site):
+    base, store = site
+    assert run("send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run", "--at", "2099-01-01T09:00Z").exit_code == 0
+    assert httpx.get(f"{base}/archive/{EXAMPLE_SLUG}/").status_code == 404
+    assert EXAMPLE_SLUG not in httpx.get(f"{base}/archive/").text
+    assert EXAMPLE_SLUG not in httpx.get(f"{base}/archive/feed.xml").text
+
+
 def test_500_concurrent_one_clicks_are_all_recorded(workspace):  # noqa: F811
     ws = Workspace.discover(workspace)
     store = open_store(ws)

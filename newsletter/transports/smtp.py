@@ -1,4 +1,4 @@
-"""smtp://user:pass@host:port?tls=starttls|ssl|none&pool=4 — SMTP through aiosmtplib, connections reused.
+"""smtp://user:pass@host:port?tls=starttls|ssl|none&pool=4&timeout=60 — SMTP through aiosmtplib, connections reused.
 
 A batch goes over one pooled connection, one message after another, each answer reported as it comes
 (send_each). What the server says maps to outcomes in
@@ -61,19 +61,34 @@ class _Client(aiosmtplib.SMTP):
             await self.rcpt(recipient, encoding=encoding)
             await self.data(data)
             return
-        reply = await self.execute_command(b"MAIL", b"FROM:<" + sender.encode() + b">", *options)
+        try:
+            # One timer for the whole exchange rather than one per reply (asyncio.wait_for's cost, four times).
+            async with asyncio.timeout(self.timeout):
+                await self._exchange(sender, recipient, data, options)
+        except TimeoutError:
+            self.close()  # the replies may be out of step now: never reuse this connection
+            raise aiosmtplib.SMTPTimeoutError(f"no reply from the server in {self.timeout:g} s") from None
+        except aiosmtplib.SMTPServerDisconnected:
+            self.close()
+            raise
+
+    async def _exchange(self, sender: str, recipient: str, data: bytes, options: list[bytes]) -> None:
+        protocol = self.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Server not connected")
+        reply = await protocol.execute_command(b"MAIL", b"FROM:<" + sender.encode() + b">", *options, timeout=None)
         if reply.code != 250:
             raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
-        reply = await self.execute_command(b"RCPT", b"TO:<" + recipient.encode() + b">")
+        reply = await protocol.execute_command(b"RCPT", b"TO:<" + recipient.encode() + b">", timeout=None)
         if reply.code not in (250, 251):
             raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
-        reply = await self.execute_command(b"DATA")
+        reply = await protocol.execute_command(b"DATA", timeout=None)
         if reply.code != 354:
             raise aiosmtplib.SMTPDataError(reply.code, reply.message)
         # Written and then read with no await between, as aiosmtplib's own data() does.
-        self.protocol.write(data)
-        self.protocol.write(b".\r\n")
-        reply = await self.protocol.read_response(timeout=self.timeout)
+        protocol.write(data)
+        protocol.write(b".\r\n")
+        reply = await protocol.read_response(timeout=None)
         if reply.code != 250:
             raise aiosmtplib.SMTPDataError(reply.code, reply.message)
 
@@ -122,7 +137,11 @@ class SmtpTransport:
             pool = int(dsn.option("pool", "4"))
         except ValueError:
             raise NewsletterError("smtp://…?pool= takes a number of connections, e.g. pool=4") from None
-        return cls(dsn, tls=tls, pool_size=max(1, pool), dkim=dkim)
+        try:
+            timeout = float(dsn.option("timeout", "60"))
+        except ValueError:
+            raise NewsletterError("smtp://…?timeout= takes seconds, e.g. timeout=60") from None
+        return cls(dsn, tls=tls, pool_size=max(1, pool), timeout=timeout, dkim=dkim)
 
     def __str__(self) -> str:
         return str(self.dsn)

@@ -83,6 +83,25 @@ def test_a_dropped_connection_leaves_the_rest_of_the_batch_to_retry(campaign):
         assert delivered[message.recipient.address] == (1 if outcome.status == "sent" else 0)
 
 
+def test_a_server_that_stops_answering_is_a_retry_and_its_connection_is_dropped(campaign):
+    messages = [campaign.build(Recipient(i, f"r{i}@example.org")) for i in range(2)]
+
+    async def go(dsn):
+        transport = transport_from_dsn(dsn)
+        try:
+            first = await transport.send_batch(messages)
+            idle = transport._idle.qsize()
+            return first, idle
+        finally:
+            await transport.aclose()
+
+    with RunningSmtp(SmtpSink(delay=1.0)) as server:
+        outcomes, idle = asyncio.run(go(server.dsn(timeout="0.2", pool="1")))
+    assert [o.status for o in outcomes] == ["retry", "retry"]
+    assert "no reply from the server" in outcomes[0].reason
+    assert idle == 0  # the connection that went quiet is not kept for another batch
+
+
 def test_credentials(campaign, messages):
     with RunningSmtp(SmtpSink(), user="bulletin", password="s3cr3t") as server:
         assert [o.status for o in send(server.dsn("bulletin:s3cr3t"), messages[:1])] == ["sent"]

@@ -1,0 +1,79 @@
+"""The Starlette app behind `newsletter serve`, and what its groups of routes share (the Site).
+
+It only routes: tokens are checked by tokens.py, memberships and events written by store.py, issues rendered by
+render.py, webhooks verified and parsed by each provider's module, pages rendered from templates/pages/.
+Stateless apart from the store (and per-process limits), so several copies can run behind a proxy on one
+PostgreSQL database.
+
+    GET  /u/{token}, POST /u/{token}            unsubscribe.py: the page, RFC 8058 one-click, undo
+    GET  /archive/…                             archive.py: the web versions and their Atom feed
+    POST /webhooks/{provider}                   webhooks.py: bounces, complaints, provider-side unsubscribes
+    GET  /assets/page.css, /healthz
+A token that is forged, truncated, for an unknown list or subscriber, or signed with a retired key gets the same
+400 page whatever the reason. Nothing about a subscriber is logged but a hash of the path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from newsletter.config import Config
+from newsletter.store import Store
+from newsletter.tokens import TokenSigner
+from newsletter.web.common import BlockLimiter, SecurityHeaders
+from newsletter.web.pages import Pages
+from newsletter.workspace import Workspace
+
+log = logging.getLogger("newsletter.web")
+
+
+@dataclass
+class Site:
+    """What the routes of one app share."""
+
+    workspace: Workspace
+    store: Store
+    signer: TokenSigner
+    pages: Pages
+    # Refused tokens per address block: past 30 a minute, 429 instead of 400 (genuine clicks are never counted).
+    refusals: BlockLimiter = field(default_factory=lambda: BlockLimiter(limit=30, window=60.0))
+
+    @property
+    def config(self) -> Config:
+        return self.workspace.config
+
+    @property
+    def lang(self) -> str:
+        return self.config.lang
+
+    def invalid(self, request: Request, message: str = "invalid") -> Response:
+        """The one page for any refused token (429 once this block has been refused too often)."""
+        status = 429 if self.refusals.count(request.client.host if request.client else None) else 400
+        return self.pages.render("invalid.html.j2", self.lang, status, message=message)
+
+
+def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starlette:
+    from newsletter.web import archive, unsubscribe, webhooks
+
+    site = Site(workspace, store, signer, Pages(workspace.config, workspace.templates_dir))
+
+    async def healthz(request: Request) -> Response:
+        await asyncio.to_thread(store.version)
+        return PlainTextResponse("ok")
+
+    routes = [
+        *unsubscribe.routes(site),
+        *webhooks.routes(site),
+        *archive.routes(site),
+        Route("/assets/page.css", lambda request: site.pages.stylesheet()),
+        Route("/healthz", healthz),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])

@@ -1,0 +1,117 @@
+"""What every group of routes shares: security headers, the refusal limiter, request bodies, masked addresses."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import time
+from collections import defaultdict, deque
+
+from starlette.requests import Request
+
+MAX_BODY = 16 * 1024  # a one-click POST is 26 bytes; a sign-up form a few hundred
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self' https: data:; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # the token must not leak to the pages linked from here
+    "Cache-Control": "no-store",
+}
+
+
+class SecurityHeaders:
+    """Adds the security headers a response does not set itself (pure ASGI: streaming responses keep working)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in self.headers if k not in present]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def address_block(host: str | None) -> str:
+    """The address block a client is in (IPv4 /24, IPv6 /48): what limits count by."""
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        return "unknown"
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+class BlockLimiter:
+    """Counts events per address block in a sliding window; past the limit, `over` is true for that block.
+
+    Per process: copies behind a proxy each keep their own.
+    """
+
+    def __init__(self, limit: int, window: float):
+        self.limit, self.window = limit, window
+        self.seen: dict[str, deque[float]] = defaultdict(deque)
+
+    def count(self, host: str | None) -> bool:
+        """Count one event; True when this block is over its limit."""
+        moment = time.monotonic()
+        events = self.seen[address_block(host)]
+        while events and events[0] < moment - self.window:
+            events.popleft()
+        events.append(moment)
+        return len(events) > self.limit
+
+
+class RecentTokens:
+    """Webhook tokens seen in the last hours (per process: copies behind a proxy each keep their own)."""
+
+    def __init__(self, keep: float = 9 * 3600):
+        self.keep = keep
+        self.seen: dict[str, float] = {}
+
+    def recent(self) -> set[str]:
+        cutoff = time.monotonic() - self.keep
+        self.seen = {token: at for token, at in self.seen.items() if at > cutoff}
+        return set(self.seen)
+
+    def add(self, token: str) -> None:
+        self.seen[token] = time.monotonic()
+
+
+def mask(address: str) -> str:
+    """m•••@example.org: enough for its owner to recognise, not enough to harvest."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}•••@{domain}"
+
+
+def hashed(path: str) -> str:
+    """What the logs hold of a path with a token in it."""
+    return hashlib.sha256(path.encode()).hexdigest()[:12]
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None when it is larger than limit (read no further)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # Starlette's request.form() reads the cached body
+    return body

@@ -108,6 +108,22 @@ class Dkim(_Table):
     selector: str | None = Field(None, description="s= of the signature; the key is NEWSLETTER_DKIM_PRIVATE_KEY.")
 
 
+class ListSettings(_Table):
+    subscribe: bool = Field(False, description="Open the list to sign-ups: GET/POST /subscribe/<list> on serve.")
+    title: str | None = Field(None, description="The list's name on the pages and in the confirmation email.")
+    lang: str | None = Field(None, description=f"The pages' and the email's language: {', '.join(LANGUAGES)}.")
+    consent: str | None = Field(
+        None, description="The consent sentence shown above the button (a default per language)."
+    )
+
+    @field_validator("lang")
+    @classmethod
+    def _lang(cls, value: str | None) -> str | None:
+        if value is not None and value not in LANGUAGES:
+            raise ValueError(f"'{value}' is not a language of this tool; use one of {', '.join(LANGUAGES)}")
+        return value
+
+
 class Config(_Table):
     name: str = Field("Newsletter", description="The newsletter's name (archive title, List-Id label).")
     lang: str = Field("fr", description=f"Default language of new issues: one of {', '.join(LANGUAGES)}.")
@@ -123,9 +139,25 @@ class Config(_Table):
     brand: Brand = Field(default_factory=Brand)
     sending: Sending = Field(default_factory=Sending)
     dkim: Dkim = Field(default_factory=Dkim)
+    lists: dict[str, ListSettings] = Field(
+        default_factory=dict, description="Per list, by slug: [lists.alliances] subscribe = true, title, lang, consent."
+    )
 
     # Where it was read from; not part of the file.
     file: Path | None = Field(None, exclude=True)
+
+    @field_validator("lists")
+    @classmethod
+    def _slugs(cls, value: dict[str, ListSettings]) -> dict[str, ListSettings]:
+        from newsletter.store import LIST_SLUG
+
+        for slug in value:
+            if not LIST_SLUG.fullmatch(slug):
+                raise ValueError(f"[lists.{slug}]: a list is named by its slug (lowercase letters, digits, hyphens)")
+        return value
+
+    def list_settings(self, slug: str) -> ListSettings:
+        return self.lists.get(slug) or ListSettings()
 
     @field_validator("timezone")
     @classmethod

@@ -34,7 +34,8 @@ from sqlalchemy.engine import Connection, Engine
 from newsletter.errors import NewsletterError
 
 SUBSCRIBED, UNSUBSCRIBED, BOUNCED, COMPLAINED = "subscribed", "unsubscribed", "bounced", "complained"
-STATUSES = (SUBSCRIBED, UNSUBSCRIBED, BOUNCED, COMPLAINED)
+UNCONFIRMED = "pending"  # signed up through a form, not yet confirmed: never mailed but the confirmation
+STATUSES = (SUBSCRIBED, UNCONFIRMED, UNSUBSCRIBED, BOUNCED, COMPLAINED)
 PENDING, SENT, FAILED, SKIPPED = "pending", "sent", "failed", "skipped"
 SCHEDULED, RUNNING, PAUSED, FINISHED, CANCELLED, EXPIRED = (
     "scheduled", "running", "paused", "finished", "cancelled", "expired"
@@ -316,10 +317,33 @@ class Result:
     bounce: bool = False  # also mark the membership bounced
 
 
+@dataclass(frozen=True)
+class StatusChange:
+    """One membership to move to `status`, if it is now in one of allowed_from (what a click asks)."""
+
+    subscriber_id: int
+    list_id: int
+    status: str
+    allowed_from: tuple[str, ...]
+    source: str
+    detail: dict
+
+
+@dataclass(frozen=True)
+class ChangeResult:
+    before: str | None  # the membership's status before; None when there is no such membership
+    email: str | None
+
+    @property
+    def found(self) -> bool:
+        return self.before is not None
+
+
 class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._writing = threading.RLock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        self._durable_engine: Engine | None = None
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool | None = None) -> Store:
@@ -346,6 +370,8 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._durable_engine is not None:
+            self._durable_engine.dispose()
 
     # Migrations
 
@@ -395,13 +421,18 @@ class Store:
             lists.insert().values(slug=slug, name=name or slug, created_at=now()).returning(lists.c.id)
         ).scalar_one()
 
-    def find_list(self, name: str) -> ListRow:
-        """The list with this slug (or former name); NewsletterError naming the lists there are."""
+    def lookup_list(self, name: str) -> ListRow | None:
+        """The list with this slug (or former name), or None."""
         with self.engine.connect() as connection:
             row = connection.execute(sa.select(lists.c.id, lists.c.slug, lists.c.name).where(_list_named(name))).first()
-        if row is None:
+        return ListRow(row.id, row.slug, row.name) if row else None
+
+    def find_list(self, name: str) -> ListRow:
+        """The list with this slug (or former name); NewsletterError naming the lists there are."""
+        found = self.lookup_list(name)
+        if found is None:
             raise NewsletterError(f"no list '{name}'; lists: {', '.join(self.list_slugs()) or 'none yet'}")
-        return ListRow(row.id, row.slug, row.name)
+        return found
 
     def list_id(self, slug: str) -> int:
         return self.find_list(slug).id
@@ -509,9 +540,51 @@ class Store:
         return (ListRow(row.id, row.slug, row.name), row.email, row.status) if row else None
 
     def change_status(self, subscriber_id: int, list_id: int, status: str, source: str, detail: dict) -> bool:
-        """set_status in a transaction of its own (what one click or one webhook event does)."""
+        """set_status in a transaction of its own (what one webhook event does)."""
         with self.transaction() as connection:
             return self.set_status(connection, subscriber_id, list_id, status, source, detail)
+
+    def change_statuses(self, changes: Sequence[StatusChange]) -> list[ChangeResult]:
+        """Many clicks in one durable transaction (a group commit): each membership moves if it is in one of its
+        change's allowed states, with its event; returns, per change, the status it had and the address.
+
+        Durable means on disk before this returns: on SQLite these transactions run with synchronous=FULL (the
+        WAL is synced at each commit), where the others run with NORMAL.
+        """
+        at = now()
+        pairs = list({(c.subscriber_id, c.list_id) for c in changes})
+        results, updates, logged = [], [], []
+        with self.transaction(durable=True) as connection:
+            # One query for the whole group, then one executemany for the updates and one for the events.
+            current = {
+                (row.subscriber_id, row.list_id): [row.status, row.email]
+                for row in connection.execute(
+                    sa.select(memberships.c.subscriber_id, memberships.c.list_id, memberships.c.status,
+                              subscribers.c.email)
+                    .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
+                    .where(sa.tuple_(memberships.c.subscriber_id, memberships.c.list_id).in_(pairs))
+                )
+            }  # fmt: skip
+            for change in changes:
+                found = current.get((change.subscriber_id, change.list_id))
+                if found is None:
+                    results.append(ChangeResult(None, None))
+                    continue
+                before, address = found
+                results.append(ChangeResult(before, address))
+                if before != change.status and before in change.allowed_from:
+                    found[0] = change.status  # a second change of the same membership in the group sees this one
+                    updates.append({"m_subscriber": change.subscriber_id, "m_list": change.list_id,
+                                    "m_status": change.status, "m_at": at, "m_before": before})  # fmt: skip
+                    logged.append(
+                        {"at": at, "subscriber_id": change.subscriber_id, "list_id": change.list_id,
+                         "kind": change.status, "source": change.source, "detail": change.detail}
+                    )  # fmt: skip
+            if updates:
+                connection.execute(_SET_MEMBERSHIP, updates)
+            if logged:
+                connection.execute(events.insert(), logged)
+        return results
 
     def apply_event(self, kind: str, email: str, key: str | None, source: str, detail: dict) -> int:
         """A provider's report (bounced, complained, unsubscribed) applied to memberships; return how many changed.
@@ -961,22 +1034,44 @@ class Store:
         return [(row.email, row.last_error or "") for row in rows]
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
+    def transaction(self, *, durable: bool = False) -> Iterator[Connection]:
         """A write transaction: BEGIN IMMEDIATE on SQLite, so that writers queue for the lock (busy_timeout) rather
         than fail when another process wrote since they began; an ordinary transaction on PostgreSQL.
 
         On SQLite the threads of one process also take turns on a lock of their own first: waiting for SQLite's
-        lock means sleeping in steps of milliseconds, which would pace a send by the ledger's writes.
+        lock means sleeping in steps of milliseconds, which would pace a send by the ledger's writes. durable:
+        synced to disk at commit (SQLite's synchronous=FULL, set on connections of their own since it cannot
+        change inside a transaction); PostgreSQL's commits always are.
         """
-        with self._writing, self.engine.connect() as connection:
+        engine = self._durable() if durable else self.engine
+        with self._writing, engine.connect() as connection:
             connection.execution_options(newsletter_write=True)
             with connection.begin():
                 yield connection
+
+    def _durable(self) -> Engine:
+        if self.engine.dialect.name != "sqlite":
+            return self.engine
+        if self._durable_engine is None:
+            self._durable_engine = sa.create_engine(self.engine.url)
+            sa.event.listen(self._durable_engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self._durable_engine, "connect", lambda dbapi, _: dbapi.execute("PRAGMA synchronous=FULL"))
+            sa.event.listen(self._durable_engine, "begin", _sqlite_begin)
+        return self._durable_engine
 
 
 _HOUR = dt.timedelta(hours=1)
 # Built once, as the statements below: they run for every few messages, and building one costs more than running it.
 _CAMPAIGN_STATUS = sa.select(campaigns.c.status).where(campaigns.c.id == sa.bindparam("c_id"))
+_SET_MEMBERSHIP = (
+    memberships.update()
+    .where(
+        memberships.c.subscriber_id == sa.bindparam("m_subscriber"),
+        memberships.c.list_id == sa.bindparam("m_list"),
+        memberships.c.status == sa.bindparam("m_before"),
+    )
+    .values(status=sa.bindparam("m_status"), updated_at=sa.bindparam("m_at", type_=sa.DateTime(timezone=True)))
+)
 _AT = sa.bindparam("c_at", type_=sa.DateTime(timezone=True))
 # A CTE, computed once: an IN (subquery … LIMIT n FOR UPDATE SKIP LOCKED) may be run again for each row
 # PostgreSQL considers, each run locking other rows, and so claim more than n.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
@@ -26,10 +27,11 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from newsletter.config import Config
-from newsletter.store import Store
+from newsletter.store import ListRow, Store
 from newsletter.tokens import TokenSigner
 from newsletter.web.common import BlockLimiter, SecurityHeaders
 from newsletter.web.pages import Pages
+from newsletter.web.writes import GroupWriter
 from newsletter.workspace import Workspace
 
 log = logging.getLogger("newsletter.web")
@@ -45,6 +47,19 @@ class Site:
     pages: Pages
     # Refused tokens per address block: past 30 a minute, 429 instead of 400 (genuine clicks are never counted).
     refusals: BlockLimiter = field(default_factory=lambda: BlockLimiter(limit=30, window=60.0))
+    writer: GroupWriter = field(init=False)
+    _lists: dict[str, tuple[float, ListRow | None]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.writer = GroupWriter(self.store)
+
+    async def list_named(self, name: str) -> ListRow | None:
+        """The list a token names, from a cache kept a minute (lists are few and rarely change)."""
+        cached = self._lists.get(name)
+        if cached is None or cached[0] < time.monotonic():
+            cached = (time.monotonic() + 60, await asyncio.to_thread(self.store.lookup_list, name))
+            self._lists[name] = cached
+        return cached[1]
 
     @property
     def config(self) -> Config:

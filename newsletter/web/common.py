@@ -22,12 +22,18 @@ SECURITY_HEADERS = {
 }
 
 
+# What a plain-text answer (a one-click POST's, a webhook's) needs of them: it is never a document to frame or
+# to run, so no policy; but never sniffed as one, never cached, and no token in a Referer.
+TEXT_HEADERS = ("X-Content-Type-Options", "Cache-Control", "Referrer-Policy")
+
+
 class SecurityHeaders:
     """Adds the security headers a response does not set itself (pure ASGI: streaming responses keep working)."""
 
     def __init__(self, app):
         self.app = app
         self.headers = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+        self.text_headers = [(k.lower().encode(), SECURITY_HEADERS[k].encode()) for k in TEXT_HEADERS]
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -36,8 +42,9 @@ class SecurityHeaders:
         async def with_headers(message):
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                present = {k.lower() for k, _ in headers}
-                headers += [(k, v) for k, v in self.headers if k not in present]
+                present = {k.lower(): v for k, v in headers}
+                text = present.get(b"content-type", b"").startswith(b"text/plain")
+                headers += [(k, v) for k, v in (self.text_headers if text else self.headers) if k not in present]
                 message["headers"] = headers
             await send(message)
 

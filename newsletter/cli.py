@@ -20,8 +20,8 @@ from typer.core import TyperGroup
 from newsletter import __version__
 from newsletter.build import build_issue
 from newsletter.checks import check_issue
-from newsletter.errors import Diagnostic, IssueError, NewsletterError
-from newsletter.i18n import LANGUAGES
+from newsletter.errors import ConfigError, Diagnostic, IssueError, NewsletterError
+from newsletter.i18n import LANGUAGES, translate
 from newsletter.progress import ProgressLine
 from newsletter.sending import SendSummary, campaign_status, change_campaign, open_store, shown, transport_dsn
 from newsletter.sending import send as send_issue
@@ -311,6 +311,64 @@ def subscribers_remove(
         _print_json({"email": address, "list": list_slug, "result": "unsubscribed" if changed else "unchanged"})
     else:
         typer.echo(f"{address}: {'unsubscribed' if changed else 'was not subscribed'} from {list_slug}")
+
+
+@subscribers_app.command("pending")
+def subscribers_pending(list_slug: ListOpt, as_json: JsonOpt = False) -> None:
+    """Sign-ups waiting for their confirmation (oldest first)."""
+    store = open_store(Workspace.discover())
+    try:
+        waiting = store.unconfirmed(store.list_id(list_slug))
+    finally:
+        store.close()
+    if as_json:
+        _print_json({"list": list_slug, "pending": [{"email": e, "since": at.isoformat()} for e, at in waiting]})
+        return
+    for address, at in waiting:
+        typer.echo(f"{address}\t{at:%Y-%m-%d %H:%M} UTC")
+    typer.echo(f"{len(waiting)} waiting for confirmation", err=True)
+
+
+@subscribers_app.command("show")
+def subscribers_show(
+    address: Annotated[str, typer.Argument(help="The email address.")], as_json: JsonOpt = False
+) -> None:
+    """Everything held about one person: memberships, events (consent), deliveries."""
+    store = open_store(Workspace.discover())
+    try:
+        person = store.person(address)
+    finally:
+        store.close()
+    if person is None:
+        raise NewsletterError(f"nothing is held about {address}")
+    if as_json:
+        _print_json(json.loads(json.dumps(person, default=str)))
+        return
+    typer.echo(f"{person['email']}\t{person['name'] or ''}\tsince {person['created_at']:%Y-%m-%d}")
+    for membership in person["memberships"]:
+        typer.echo(f"list {membership['list']}: {membership['status']} since {membership['updated_at']:%Y-%m-%d %H:%M}")
+    for event in person["events"]:
+        typer.echo(f"{event['at']:%Y-%m-%d %H:%M} {event['kind']} ({event['source']}) {event['list'] or ''}")
+    for delivery in person["deliveries"]:
+        typer.echo(f"campaign {delivery['campaign']} ({delivery['issue']}): {delivery['status']}")
+
+
+@subscribers_app.command("forget")
+def subscribers_forget(
+    address: Annotated[str, typer.Argument(help="The email address.")], as_json: JsonOpt = False
+) -> None:
+    """Erase a person (Law 25, GDPR): only a one-way hash of the address stays, so nobody mails them again."""
+    store = open_store(Workspace.discover())
+    try:
+        forgotten = store.forget(address)
+    finally:
+        store.close()
+    if not forgotten:
+        raise NewsletterError(f"nothing is held about {address}")
+    if as_json:
+        _print_json({"email": address, "forgotten": True})
+    else:
+        typer.echo(f"{address}: forgotten; only a hash of the address is kept, so that no import mails them again")
 
 
 @subscribers_app.command("export")
@@ -638,6 +696,35 @@ def serve(
     # No access log: its lines would hold the unsubscribe tokens; web.py logs a hash of each path instead.
     uvicorn.run(create_app(workspace, store, signer), host=host, port=port, access_log=False, proxy_headers=True,
                 log_level="warning")  # fmt: skip
+
+
+@app.command()
+def form(list_slug: Annotated[str, typer.Argument(help="The list open to sign-up, e.g. alliances.")]) -> None:
+    """Print an HTML sign-up form for LIST to paste in a website (it posts to base_url/subscribe/LIST)."""
+    from newsletter.web.pages import Pages
+
+    workspace = Workspace.discover()
+    config = workspace.config
+    settings = config.lists.get(list_slug)
+    if settings is None or not settings.subscribe:
+        raise NewsletterError(
+            f"the list '{list_slug}' is not open to sign-up: add [lists.{list_slug}] subscribe = true to "
+            "newsletter.toml"
+        )
+    if not config.base_url:
+        raise ConfigError("base_url is not set: the form posts to the public URL of `newsletter serve`")
+    lang = settings.lang or config.lang
+    title = settings.title or config.name
+    consent = settings.consent or translate(lang, "consent_default", list=title,
+                                            publisher=config.publisher.name or config.name)  # fmt: skip
+    snippet = Pages(config, workspace.templates_dir).text(
+        "form.html.j2", lang, action=f"{config.base_url}/subscribe/{list_slug}", consent=consent
+    )
+    typer.echo(snippet.strip())
+    typer.echo(
+        "<!-- Hide the honeypot where your site has no stylesheet for it: "
+        ".away{position:absolute;left:-10000px;width:1px;height:1px;overflow:hidden} -->"
+    )
 
 
 @app.command()

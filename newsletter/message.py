@@ -276,6 +276,34 @@ class Campaign:
         )
 
 
+@dataclass(frozen=True)
+class Notice:
+    """A message to one person outside any campaign (a sign-up's confirmation): built, encoded and signed like a
+    campaign's messages, without their list headers; marked Auto-Submitted (RFC 3834) so that nobody replies."""
+
+    kind: str  # "confirm": in the Message-ID and the key
+    rendered: RenderedIssue  # its subject and parts, with %%placeholders%%
+    sender: Mailbox
+    reply_to: str | None = None
+
+    @cached_property
+    def body(self) -> Body:
+        return Body(self.rendered)
+
+    def build(self, address: str, name: str | None, key: str, values: Mapping[str, str]) -> Outgoing:
+        key = f"{self.kind}-{key}"
+        digest = hashlib.sha256(f"{address}:{key}".encode()).hexdigest()[:12]
+        headers = {
+            "Date": email.utils.formatdate(usegmt=True),
+            "Message-ID": f"<{key}.{digest}@{self.sender.domain}>",
+            "Auto-Submitted": "auto-generated",
+        }
+        if self.reply_to:
+            headers["Reply-To"] = self.reply_to
+        return Outgoing(key, self.sender, Mailbox(name or "", address), self.rendered.subject, headers,
+                        {"name": name or "", "email": address, **values}, self.body)  # fmt: skip
+
+
 def parse_mailbox(text: str) -> Mailbox:
     """'Name <a@b.org>' -> Mailbox; raise ConfigError for anything else."""
     name, address = email.utils.parseaddr(text)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import os
 import re
 import threading
@@ -144,6 +145,14 @@ deliveries = sa.Table(
 )
 
 
+suppressions = sa.Table(  # people erased at their request: a one-way hash of the address, nothing else
+    "suppressions",
+    metadata,
+    sa.Column("email_hash", sa.String(64), primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 def _migration_1(connection: Connection) -> None:
     metadata.create_all(connection, tables=[subscribers, lists, memberships, events, campaigns, deliveries])
 
@@ -190,7 +199,17 @@ def _migration_3(connection: Connection) -> None:
     )
 
 
-MIGRATIONS = [(1, _migration_1), (2, _migration_2), (3, _migration_3)]
+def _migration_4(connection: Connection) -> None:
+    """Suppressions: what is left of a person erased at their request (subscribers forget)."""
+    metadata.create_all(connection, tables=[suppressions])
+
+
+MIGRATIONS = [(1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4)]
+
+
+def address_hash(email: str) -> str:
+    """The one-way hash a suppression keeps of an address (lower-cased, as email_key)."""
+    return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
 
 
 _LETTERS_WITHOUT_DECOMPOSITION = str.maketrans({"œ": "oe", "æ": "ae", "ß": "ss", "ø": "o", "ł": "l", "đ": "d"})
@@ -453,7 +472,8 @@ class Store:
     ) -> str:
         """Add or update one subscriber on a list; return added, updated, unchanged or refused.
 
-        A member who unsubscribed, bounced or complained is refused: only they can subscribe again.
+        A member who unsubscribed, bounced, complained, or signed up without confirming yet is refused, as is a
+        person erased at their request: only they can subscribe again (undo, or a confirmed sign-up).
         """
         key = email.lower()
         at = now()
@@ -461,6 +481,8 @@ class Store:
             sa.select(subscribers.c.id, subscribers.c.name, subscribers.c.fields).where(subscribers.c.email_key == key)
         ).first()
         changed = False
+        if row is None and self.suppressed(connection, email):
+            return "refused"  # erased at their request: only their own new confirmation brings them back
         if row is None:
             subscriber_id = connection.execute(
                 subscribers.insert()
@@ -539,52 +561,203 @@ class Store:
             ).first()
         return (ListRow(row.id, row.slug, row.name), row.email, row.status) if row else None
 
+    def suppressed(self, connection: Connection, email: str) -> bool:
+        return (
+            connection.execute(
+                sa.select(suppressions.c.email_hash).where(suppressions.c.email_hash == address_hash(email))
+            ).first()
+            is not None
+        )
+
+    # Sign-ups (double opt-in)
+
+    def request_signup(
+        self, connection: Connection, list_id: int, email: str, name: str | None, detail: dict, *, every: dt.timedelta
+    ) -> int | None:
+        """A sign-up through a form; return the subscriber to send a confirmation to, or None to send nothing.
+
+        A new address becomes a pending (unconfirmed) member; whoever left or was erased stays as they are until
+        they confirm. Nothing is sent to a member already subscribed, to a bounced or complained address, or when
+        a confirmation went to this address for this list less than `every` ago. The request is an event
+        (signup-requested) holding what the person saw and agreed to; its confirmation copies it.
+        """
+        at = now()
+        key = email.lower()
+        found = connection.execute(
+            sa.select(subscribers.c.id).where(subscribers.c.email_key == key).with_for_update()
+        ).scalar()
+        if found is None:
+            found = connection.execute(
+                subscribers.insert().values(email=email, email_key=key, name=None, fields={}, created_at=at)
+                .returning(subscribers.c.id)
+            ).scalar_one()  # fmt: skip
+        status = connection.execute(
+            sa.select(memberships.c.status).where(
+                memberships.c.subscriber_id == found, memberships.c.list_id == list_id
+            )
+        ).scalar()
+        if status in (SUBSCRIBED, BOUNCED, COMPLAINED):
+            return None
+        last = connection.execute(
+            sa.select(sa.func.max(events.c.at)).where(
+                events.c.subscriber_id == found, events.c.list_id == list_id, events.c.kind == "signup-requested"
+            )
+        ).scalar()
+        if last is not None and _aware(last) > at - every:
+            return None
+        if status is None:
+            connection.execute(
+                memberships.insert().values(subscriber_id=found, list_id=list_id, status=UNCONFIRMED, updated_at=at)
+            )
+        self._event(connection, found, list_id, "signup-requested", "form", {**detail, "name": name})
+        return found
+
+    def confirm_signup(self, connection: Connection, subscriber_id: int, list_id: int, detail: dict) -> str | None:
+        """The person confirmed by their link: subscribe them (consent recorded), idempotently.
+
+        Returns their address, or None when the link cannot subscribe (no request, bounced, complained, gone).
+        """
+        row = connection.execute(
+            sa.select(memberships.c.status, subscribers.c.email, subscribers.c.name)
+            .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
+            .where(memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id)
+        ).first()
+        if row is None or row.status in (BOUNCED, COMPLAINED):
+            return None
+        if row.status == SUBSCRIBED:
+            return row.email
+        requested = connection.execute(
+            sa.select(events.c.detail)
+            .where(events.c.subscriber_id == subscriber_id, events.c.list_id == list_id,
+                   events.c.kind == "signup-requested")
+            .order_by(events.c.id.desc())
+            .limit(1)
+        ).scalar()  # fmt: skip
+        if requested is None:
+            return None  # an unsubscribed member who never asked through a form: only undo brings them back
+        consent = {"requested": requested, "confirmed": detail}
+        self.set_status(connection, subscriber_id, list_id, SUBSCRIBED, "double-opt-in", consent)
+        if not row.name and requested.get("name"):
+            connection.execute(
+                subscribers.update().where(subscribers.c.id == subscriber_id).values(name=requested["name"])
+            )
+        connection.execute(suppressions.delete().where(suppressions.c.email_hash == address_hash(row.email)))
+        return row.email
+
+    def unconfirmed(self, list_id: int) -> list[tuple[str, dt.datetime]]:
+        """Sign-ups of a list waiting for their confirmation: (address, when it was asked), oldest first."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(subscribers.c.email, memberships.c.updated_at)
+                .join(memberships, memberships.c.subscriber_id == subscribers.c.id)
+                .where(memberships.c.list_id == list_id, memberships.c.status == UNCONFIRMED)
+                .order_by(memberships.c.updated_at, subscribers.c.id)
+            ).all()
+        return [(row.email, _aware(row.updated_at)) for row in rows]
+
+    def memberships_of(self, subscriber_id: int) -> list[tuple[ListRow, str]]:
+        """Every list this person is on, with their status there, by slug."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(lists.c.id, lists.c.slug, lists.c.name, memberships.c.status)
+                .join(memberships, memberships.c.list_id == lists.c.id)
+                .where(memberships.c.subscriber_id == subscriber_id)
+                .order_by(lists.c.slug)
+            ).all()
+        return [(ListRow(row.id, row.slug, row.name), row.status) for row in rows]
+
+    # A person's data (Law 25, GDPR)
+
+    def person(self, email: str) -> dict | None:
+        """Everything held about one address: the subscriber, memberships, events, deliveries. None if nobody."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                sa.select(subscribers).where(subscribers.c.email_key == email.strip().lower())
+            ).first()
+            if row is None:
+                return None
+            slugs = dict(connection.execute(sa.select(lists.c.id, lists.c.slug)).all())
+            member_rows = connection.execute(
+                sa.select(memberships).where(memberships.c.subscriber_id == row.id).order_by(memberships.c.list_id)
+            ).all()
+            event_rows = connection.execute(
+                sa.select(events).where(events.c.subscriber_id == row.id).order_by(events.c.id)
+            ).all()
+            delivery_rows = connection.execute(
+                sa.select(deliveries, campaigns.c.issue_slug)
+                .join(campaigns, campaigns.c.id == deliveries.c.campaign_id)
+                .where(deliveries.c.subscriber_id == row.id)
+                .order_by(deliveries.c.campaign_id)
+            ).all()
+        return {
+            "email": row.email, "name": row.name, "fields": row.fields or {}, "created_at": _aware(row.created_at),
+            "memberships": [{"list": slugs.get(m.list_id), "status": m.status, "updated_at": _aware(m.updated_at)}
+                            for m in member_rows],
+            "events": [{"at": _aware(e.at), "list": slugs.get(e.list_id), "kind": e.kind, "source": e.source,
+                        "detail": e.detail} for e in event_rows],
+            "deliveries": [{"campaign": d.campaign_id, "issue": d.issue_slug, "status": d.status,
+                            "attempts": d.attempts, "updated_at": _aware(d.updated_at), "error": d.last_error,
+                            "provider_id": d.provider_id} for d in delivery_rows],
+        }  # fmt: skip
+
+    def forget(self, email: str) -> bool:
+        """Erase a person: their name, fields, memberships and the personal content of their events and ledger
+        rows go; a one-way hash of the address stays, so that no import or sign-up mails them again without their
+        own new confirmation. The counts of past campaigns stay right (the rows stay, anonymous). False if nobody.
+        """
+        at = now()
+        with self.transaction() as connection:
+            found = connection.execute(
+                sa.select(subscribers.c.id, subscribers.c.email).where(subscribers.c.email_key == email.strip().lower())
+            ).first()
+            if found is None:
+                return False
+            stand_in = f"forgotten-{found.id}"  # unique, and no address: email_key stays unique and not null
+            connection.execute(
+                subscribers.update().where(subscribers.c.id == found.id)
+                .values(email=stand_in, email_key=stand_in, name=None, fields={})
+            )  # fmt: skip
+            connection.execute(memberships.delete().where(memberships.c.subscriber_id == found.id))
+            connection.execute(events.update().where(events.c.subscriber_id == found.id).values(detail={}))
+            connection.execute(
+                deliveries.update().where(deliveries.c.subscriber_id == found.id)
+                .values(last_error=None, provider_id=None, lease_owner=None, lease_until=None)
+            )  # fmt: skip
+            key = address_hash(found.email)
+            if (
+                connection.execute(sa.select(suppressions.c.email_hash).where(suppressions.c.email_hash == key)).first()
+                is None
+            ):
+                connection.execute(suppressions.insert().values(email_hash=key, at=at))
+            self._event(connection, found.id, None, "forgotten", "cli", {})
+        return True
+
     def change_status(self, subscriber_id: int, list_id: int, status: str, source: str, detail: dict) -> bool:
         """set_status in a transaction of its own (what one webhook event does)."""
         with self.transaction() as connection:
             return self.set_status(connection, subscriber_id, list_id, status, source, detail)
 
-    def change_statuses(self, changes: Sequence[StatusChange]) -> list[ChangeResult]:
-        """Many clicks in one durable transaction (a group commit): each membership moves if it is in one of its
-        change's allowed states, with its event; returns, per change, the status it had and the address.
-
-        Durable means on disk before this returns: on SQLite these transactions run with synchronous=FULL (the
-        WAL is synced at each commit), where the others run with NORMAL.
-        """
-        at = now()
-        pairs = list({(c.subscriber_id, c.list_id) for c in changes})
-        results, updates, logged = [], [], []
-        with self.transaction(durable=True) as connection:
-            # One query for the whole group, then one executemany for the updates and one for the events.
-            current = {
-                (row.subscriber_id, row.list_id): [row.status, row.email]
-                for row in connection.execute(
-                    sa.select(memberships.c.subscriber_id, memberships.c.list_id, memberships.c.status,
-                              subscribers.c.email)
-                    .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
-                    .where(sa.tuple_(memberships.c.subscriber_id, memberships.c.list_id).in_(pairs))
-                )
-            }  # fmt: skip
-            for change in changes:
-                found = current.get((change.subscriber_id, change.list_id))
-                if found is None:
-                    results.append(ChangeResult(None, None))
-                    continue
-                before, address = found
-                results.append(ChangeResult(before, address))
-                if before != change.status and before in change.allowed_from:
-                    found[0] = change.status  # a second change of the same membership in the group sees this one
-                    updates.append({"m_subscriber": change.subscriber_id, "m_list": change.list_id,
-                                    "m_status": change.status, "m_at": at, "m_before": before})  # fmt: skip
-                    logged.append(
-                        {"at": at, "subscriber_id": change.subscriber_id, "list_id": change.list_id,
-                         "kind": change.status, "source": change.source, "detail": change.detail}
-                    )  # fmt: skip
-            if updates:
-                connection.execute(_SET_MEMBERSHIP, updates)
-            if logged:
-                connection.execute(events.insert(), logged)
-        return results
+    def apply_change(self, connection: Connection, change: StatusChange) -> ChangeResult:
+        """One click's change, in the caller's transaction: the membership moves if it is in one of the change's
+        allowed states, with its event; returns the status it had and the address."""
+        row = connection.execute(
+            _MEMBERSHIP_OF, {"m_subscriber": change.subscriber_id, "m_list": change.list_id}
+        ).first()
+        if row is None:
+            return ChangeResult(None, None)
+        if row.status != change.status and row.status in change.allowed_from:
+            at = now()
+            connection.execute(
+                _SET_MEMBERSHIP,
+                {"m_subscriber": change.subscriber_id, "m_list": change.list_id, "m_status": change.status,
+                 "m_at": at, "m_before": row.status},
+            )  # fmt: skip
+            connection.execute(
+                _LOG_EVENT,
+                {"e_at": at, "e_subscriber": change.subscriber_id, "e_list": change.list_id, "e_kind": change.status,
+                 "e_source": change.source, "e_detail": change.detail},
+            )  # fmt: skip
+        return ChangeResult(row.status, row.email)
 
     def apply_event(self, kind: str, email: str, key: str | None, source: str, detail: dict) -> int:
         """A provider's report (bounced, complained, unsubscribed) applied to memberships; return how many changed.
@@ -1063,6 +1236,19 @@ class Store:
 _HOUR = dt.timedelta(hours=1)
 # Built once, as the statements below: they run for every few messages, and building one costs more than running it.
 _CAMPAIGN_STATUS = sa.select(campaigns.c.status).where(campaigns.c.id == sa.bindparam("c_id"))
+_MEMBERSHIP_OF = (
+    sa.select(memberships.c.status, subscribers.c.email)
+    .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
+    .where(memberships.c.subscriber_id == sa.bindparam("m_subscriber"), memberships.c.list_id == sa.bindparam("m_list"))
+)
+_LOG_EVENT = events.insert().values(
+    at=sa.bindparam("e_at", type_=sa.DateTime(timezone=True)),
+    subscriber_id=sa.bindparam("e_subscriber"),
+    list_id=sa.bindparam("e_list"),
+    kind=sa.bindparam("e_kind"),
+    source=sa.bindparam("e_source"),
+    detail=sa.bindparam("e_detail", type_=sa.JSON),
+)
 _SET_MEMBERSHIP = (
     memberships.update()
     .where(

@@ -1,4 +1,6 @@
-"""Signed unsubscribe tokens: a URL-safe value naming a subscriber and a list, that only the key can make.
+"""Signed tokens: a URL-safe value naming a subscriber and a list, that only the key can make. Unsubscribe
+links carry one; a sign-up's confirmation link another kind (its own MAC domain), which also says when it was
+issued and expires.
 
 token = base64url("<subscriber id>.<list slug>") "." base64url(first 16 bytes of HMAC-SHA256(key, payload))
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import hmac
 import os
@@ -26,7 +29,9 @@ import re
 from newsletter.errors import ConfigError
 
 _DOMAIN = b"newsletter-unsubscribe-v1:"  # separates these MACs from any other use of the key
+_CONFIRM_DOMAIN = b"newsletter-confirm-v1:"  # a confirmation link is never an unsubscribe link, nor the reverse
 _PAYLOAD = re.compile(r"(0|[1-9][0-9]*)\.(.+)", re.DOTALL)
+_CONFIRMATION = re.compile(r"([1-9][0-9]*)\.(0|[1-9][0-9]*)\.([a-z0-9][a-z0-9-]*)")
 MIN_KEY_LENGTH = 16
 
 
@@ -47,6 +52,11 @@ class TokenSigner:
             )
         self._keys = [k.encode("utf-8") for k in (key, *old_keys) if k]
 
+    @property
+    def key(self) -> bytes:
+        """The current key, for other keyed hashes (derived with a label of their own)."""
+        return self._keys[0]
+
     @classmethod
     def from_environment(cls, *, required: bool) -> TokenSigner:
         """The signer for NEWSLETTER_SECRET_KEY; without it, a fixed development key unless required."""
@@ -61,25 +71,49 @@ class TokenSigner:
             key = "development-only-key-for-the-outbox"
         return cls(key, old)
 
-    def _mac(self, key: bytes, payload: bytes) -> bytes:
-        return hmac.new(key, _DOMAIN + payload, hashlib.sha256).digest()[:16]
+    def _mac(self, key: bytes, payload: bytes, domain: bytes = _DOMAIN) -> bytes:
+        return hmac.new(key, domain + payload, hashlib.sha256).digest()[:16]
 
-    def sign(self, subscriber_id: int, list_slug: str) -> str:
-        payload = f"{subscriber_id}.{list_slug}".encode()
-        return f"{_b64(payload)}.{_b64(self._mac(self._keys[0], payload))}"
+    def _seal(self, payload: bytes, domain: bytes) -> str:
+        return f"{_b64(payload)}.{_b64(self._mac(self._keys[0], payload, domain))}"
 
-    def verify(self, token: str) -> tuple[int, str] | None:
-        """Return (subscriber id, list slug) for a genuine token, None for anything else."""
+    def _open(self, token: str, domain: bytes) -> str | None:
+        """The payload of a genuine token in its canonical spelling, signed for this domain by a current key."""
         try:
             encoded_payload, encoded_mac = token.split(".")
             payload, mac = _unb64(encoded_payload), _unb64(encoded_mac)
-            match = _PAYLOAD.fullmatch(payload.decode("utf-8"))
+            text = payload.decode("utf-8")
         except (ValueError, binascii.Error, UnicodeDecodeError):
             return None
-        if _b64(payload) != encoded_payload or _b64(mac) != encoded_mac:
+        if _b64(payload) != encoded_payload or _b64(mac) != encoded_mac or len(mac) != 16:
             return None  # not the canonical spelling
-        if match is None or len(mac) != 16:
+        if not any(hmac.compare_digest(mac, self._mac(key, payload, domain)) for key in self._keys):
             return None
-        if not any(hmac.compare_digest(mac, self._mac(key, payload)) for key in self._keys):
+        return text
+
+    def sign(self, subscriber_id: int, list_slug: str) -> str:
+        return self._seal(f"{subscriber_id}.{list_slug}".encode(), _DOMAIN)
+
+    def verify(self, token: str) -> tuple[int, str] | None:
+        """Return (subscriber id, list slug) for a genuine token, None for anything else."""
+        text = self._open(token, _DOMAIN)
+        match = _PAYLOAD.fullmatch(text) if text is not None else None
+        if match is None:
             return None
         return int(match.group(1)), match.group(2)
+
+    def sign_confirmation(self, subscriber_id: int, list_slug: str, at: dt.datetime) -> str:
+        """A sign-up's confirmation link: the person, the list, and when it was issued (it expires)."""
+        minute = int(at.timestamp() // 60)
+        return self._seal(f"{subscriber_id}.{minute}.{list_slug}".encode(), _CONFIRM_DOMAIN)
+
+    def verify_confirmation(self, token: str, at: dt.datetime, *, valid: dt.timedelta) -> tuple[int, str] | None:
+        """(subscriber id, list slug) of a genuine confirmation token issued less than `valid` before `at`."""
+        text = self._open(token, _CONFIRM_DOMAIN)
+        match = _CONFIRMATION.fullmatch(text) if text is not None else None
+        if match is None:
+            return None
+        issued = dt.datetime.fromtimestamp(int(match.group(2)) * 60, dt.UTC)
+        if not issued - dt.timedelta(minutes=1) <= at <= issued + valid:
+            return None
+        return int(match.group(1)), match.group(3)

@@ -5,7 +5,8 @@ render.py, webhooks verified and parsed by each provider's module, pages rendere
 Stateless apart from the store (and per-process limits), so several copies can run behind a proxy on one
 PostgreSQL database.
 
-    GET  /u/{token}, POST /u/{token}            unsubscribe.py: the page, RFC 8058 one-click, undo
+    GET  /u/{token}, POST /u/{token}            unsubscribe.py: the page and preferences, RFC 8058 one-click, undo
+    /subscribe/{list}, /confirm/{token}         subscribe.py: sign-up forms, double opt-in
     GET  /archive/…                             archive.py: the web versions and their Atom feed
     POST /webhooks/{provider}                   webhooks.py: bounces, complaints, provider-side unsubscribes
     GET  /assets/page.css, /healthz
@@ -16,6 +17,7 @@ A token that is forged, truncated, for an unknown list or subscriber, or signed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,8 +29,10 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from newsletter.config import Config
+from newsletter.sending import transport_dsn, transport_for
 from newsletter.store import ListRow, Store
 from newsletter.tokens import TokenSigner
+from newsletter.transports import Transport
 from newsletter.web.common import BlockLimiter, SecurityHeaders
 from newsletter.web.pages import Pages
 from newsletter.web.writes import GroupWriter
@@ -53,6 +57,17 @@ class Site:
     def __post_init__(self) -> None:
         self.writer = GroupWriter(self.store)
 
+    _transport: Transport | None = None
+
+    def transport(self) -> Transport:
+        """The server's transport, for the mail it sends itself (confirmations): NEWSLETTER_TRANSPORT's DSN."""
+        if self._transport is None:
+            self._transport = transport_for(self.workspace, transport_dsn(None))
+        return self._transport
+
+    def forget_list(self, name: str) -> None:
+        self._lists.pop(name, None)
+
     async def list_named(self, name: str) -> ListRow | None:
         """The list a token names, from a cache kept a minute (lists are few and rarely change)."""
         cached = self._lists.get(name)
@@ -76,7 +91,7 @@ class Site:
 
 
 def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starlette:
-    from newsletter.web import archive, unsubscribe, webhooks
+    from newsletter.web import archive, subscribe, unsubscribe, webhooks
 
     site = Site(workspace, store, signer, Pages(workspace.config, workspace.templates_dir))
 
@@ -86,9 +101,17 @@ def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starl
 
     routes = [
         *unsubscribe.routes(site),
+        *subscribe.routes(site),
         *webhooks.routes(site),
         *archive.routes(site),
         Route("/assets/page.css", lambda request: site.pages.stylesheet()),
         Route("/healthz", healthz),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        if site._transport is not None:
+            await site._transport.aclose()
+
+    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)], lifespan=lifespan)

@@ -1,5 +1,6 @@
-"""The pages `serve` shows, rendered from Jinja2 templates in templates/pages/ (the workspace's override the
-package's, as for the email), with one stylesheet at /assets/page.css so that no page needs inline style."""
+"""The pages `serve` shows, and the sign-up form and confirmation email, rendered from Jinja2 templates in
+templates/pages/ (the workspace's override the package's, as for the email), with one stylesheet at
+/assets/page.css so that no page needs inline style."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ class Pages:
         loaders.append(jinja2.FileSystemLoader(PACKAGE_TEMPLATES / "pages"))
         self.env = jinja2.Environment(
             loader=jinja2.ChoiceLoader(loaders),
-            autoescape=True,
+            autoescape=jinja2.select_autoescape(disabled_extensions=("txt.j2",), default=True),
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
@@ -34,8 +35,11 @@ class Pages:
         self.env.globals["newsletter"] = config.name
         self.css = self.env.loader.get_source(self.env, "page.css")[0]
 
+    def text(self, name: str, lang: str, **values) -> str:
+        return self.env.get_template(name).render(lang=lang, **values)
+
     def render(self, name: str, lang: str, status: int = 200, **values) -> HTMLResponse:
-        return HTMLResponse(self.env.get_template(name).render(lang=lang, **values), status_code=status)
+        return HTMLResponse(self.text(name, lang, **values), status_code=status)
 
     def stylesheet(self) -> Response:
         return Response(self.css, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"})

@@ -1,9 +1,10 @@
-"""/u/{token}: the unsubscribe page and RFC 8058 one-click POSTs.
+"""/u/{token}: the unsubscribe page, the person's other lists (their preferences), and RFC 8058 one-click POSTs.
 
-GET shows a page: which list, the address partly hidden, one button. A GET never unsubscribes: mail scanners
-prefetch links. POST unsubscribes (one-click, urlencoded or multipart, or the page's button) with no cookie,
-session or CSRF token (the signed token is the authority), never redirects, and is idempotent.
-action=resubscribe undoes it, but never after a bounce or a complaint.
+GET shows a page: which list, the address partly hidden, one button, and the person's other lists with their
+states. A GET never unsubscribes: mail scanners prefetch links. POST unsubscribes (one-click, urlencoded or
+multipart, or the page's button) with no cookie, session or CSRF token (the signed token is the authority), never
+redirects, and is idempotent. action=resubscribe undoes it, but never after a bounce or a complaint;
+action=leave with list=SLUG leaves another of the person's lists; action=leave-all leaves every one.
 
 A POST is answered once its change is committed with others in one durable transaction (writes.GroupWriter).
 """
@@ -24,11 +25,12 @@ from newsletter.web.app import Site
 from newsletter.web.common import MAX_BODY, hashed, mask, read_body
 
 log = logging.getLogger("newsletter.web")
+LEAVING_FROM = (SUBSCRIBED, UNCONFIRMED)  # a bounce or a complaint stays what it is
 
 
 async def form_fields(request: Request, body: bytes) -> dict[str, str]:
-    """A small form's fields. Urlencoded (Gmail's one-click, a page's button) is parsed here: Starlette's form
-    parser costs more than the rest of the request."""
+    """A small form's fields. Urlencoded (Gmail's one-click, a page's button, a sign-up) is parsed here:
+    Starlette's form parser costs more than the rest of the request."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form(max_files=0, max_fields=20)
         return {key: value for key, value in form.items() if isinstance(value, str)}
@@ -38,22 +40,39 @@ async def form_fields(request: Request, body: bytes) -> dict[str, str]:
 def routes(site: Site) -> list[Route]:
     store, config = site.store, site.config
 
-    def show(state: str, address: str, list_name: str, undo: bool = False) -> Response:
-        return site.pages.render("unsubscribe.html.j2", site.lang, state=state, undo=undo, email=mask(address),
-                                 list=list_name)  # fmt: skip
+    def others(subscriber_id: int, list_id: int) -> list[dict]:
+        return [
+            {"slug": found.slug, "title": found.title(config.name), "status": status}
+            for found, status in store.memberships_of(subscriber_id)
+            if found.id != list_id
+        ]
+
+    async def show(state: str, subscriber_id: int, list_id: int, address: str, list_name: str, undo=False) -> Response:
+        return site.pages.render(
+            "unsubscribe.html.j2", site.lang, state=state, undo=undo, email=mask(address), list=list_name,
+            others=await asyncio.to_thread(others, subscriber_id, list_id), publisher=config.publisher.name or "",
+        )  # fmt: skip
 
     async def page(request: Request) -> Response:
         token = request.path_params["token"]
         found = site.signer.verify(token)
         membership = await asyncio.to_thread(store.membership, *found) if found else None
-        if membership is None:
+        if found is None or membership is None:
             log.info("GET /u/%s refused", hashed(token))
             return site.invalid(request)
         mailing_list, address, status = membership
         name = mailing_list.title(config.name)
-        if status != SUBSCRIBED:
-            return show("already", address, name, undo=status == UNSUBSCRIBED)  # a bounce is never undone here
-        return show("confirm", address, name)
+        if status != SUBSCRIBED:  # undo after an unsubscription only: a bounce is never undone here
+            return await show("already", found[0], mailing_list.id, address, name, undo=status == UNSUBSCRIBED)
+        return await show("confirm", found[0], mailing_list.id, address, name)
+
+    async def leave_all(subscriber_id: int, source: str, detail: dict) -> None:
+        changes = [
+            StatusChange(subscriber_id, found.id, UNSUBSCRIBED, LEAVING_FROM, source, detail)
+            for found, status in await asyncio.to_thread(store.memberships_of, subscriber_id)
+            if status in LEAVING_FROM
+        ]
+        await site.writer.run(lambda connection: [store.apply_change(connection, c) for c in changes])
 
     async def post(request: Request) -> Response:
         token = request.path_params["token"]
@@ -65,30 +84,39 @@ def routes(site: Site) -> list[Route]:
         if found is None or mailing_list is None:
             log.info("POST /u/%s refused", hashed(token))
             return site.invalid(request)
+        subscriber_id = found[0]
         fields = await form_fields(request, body)
         one_click = fields.get("List-Unsubscribe") == "One-Click"
+        action = "unsubscribe" if one_click else fields.get("action", "unsubscribe")
         detail = {"user_agent": request.headers.get("user-agent", "")[:300]}
-        undo = fields.get("action") == "resubscribe" and not one_click
-        if undo:  # from an unsubscription only: never after a bounce or a complaint
+        target = mailing_list
+        if action == "leave":  # another of the person's lists, from the preferences
+            target = await site.list_named(fields.get("list", "")) or mailing_list
+        if action == "resubscribe":
             change = StatusChange(
-                found[0], mailing_list.id, SUBSCRIBED, (UNSUBSCRIBED,), "page", {**detail, "undo": True}
+                subscriber_id, target.id, SUBSCRIBED, (UNSUBSCRIBED,), "page", {**detail, "undo": True}
             )
         else:
             source = "one-click" if one_click else "page"
-            change = StatusChange(found[0], mailing_list.id, UNSUBSCRIBED, (SUBSCRIBED, UNCONFIRMED), source, detail)
-        result = await site.writer.change(change)
+            change = StatusChange(subscriber_id, target.id, UNSUBSCRIBED, LEAVING_FROM, source, detail)
+        result = await site.writer.run(lambda connection: store.apply_change(connection, change))
         if not result.found:
             log.info("POST /u/%s refused", hashed(token))
             return site.invalid(request)
         name = mailing_list.title(config.name)
-        if undo:
-            log.debug("POST /u/%s resubscribe", hashed(token))
-            return show(
-                "resubscribed" if result.before in (UNSUBSCRIBED, SUBSCRIBED) else "already", result.email, name
-            )
-        log.debug("POST /u/%s unsubscribed (%s)", hashed(token), change.source)  # the events table records it
+        log.debug("POST /u/%s %s (%s)", hashed(token), action, change.source)  # the events table records it
         if one_click:  # answered to a mail provider, never shown to anyone: a line of text is enough
             return PlainTextResponse(translate(site.lang, "done", email=mask(result.email), list=name))
-        return show("done", result.email, name)
+        if action == "leave-all":
+            await leave_all(subscriber_id, "page", detail)
+            return await show("left-all", subscriber_id, mailing_list.id, result.email, name)
+        if action == "resubscribe":
+            state = "resubscribed" if result.before in (UNSUBSCRIBED, SUBSCRIBED) else "already"
+            return await show(state, subscriber_id, mailing_list.id, result.email, name)
+        if action == "leave":
+            membership = await asyncio.to_thread(store.membership, subscriber_id, mailing_list.slug)
+            state = "confirm" if membership and membership[2] == SUBSCRIBED else "already"
+            return await show(state, subscriber_id, mailing_list.id, result.email, name, undo=state == "already")
+        return await show("done", subscriber_id, mailing_list.id, result.email, name)
 
     return [Route("/u/{token}", page, methods=["GET"]), Route("/u/{token}", post, methods=["POST"])]

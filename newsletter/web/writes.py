@@ -1,10 +1,11 @@
-"""Group commit for the clicks `serve` records: one writer thread, one durable transaction for every change
-that arrived while the previous one committed.
+"""Group commit for what `serve` records (clicks, sign-ups, confirmations): one writer thread, one durable
+transaction for every write that arrived while the previous one committed.
 
-A request hands its change to the writer and awaits the answer; the answer comes only once the transaction that
-holds the change has committed (synced to disk), so nothing answered is lost, and a failed transaction fails
-every request in it (each answered 500 and nothing recorded for it). Fifty clicks at once cost one commit
-instead of fifty, and the event loop never waits on the database.
+A request hands its write (a function of the transaction's connection, made of store methods) to the writer
+and awaits the answer, which comes only once the transaction holding it has committed (synced to disk): nothing
+answered is lost. Should a group's transaction fail, each of its writes is tried again in a transaction of its
+own, so that one bad write fails only its own request (answered 500, nothing recorded for it). Fifty clicks at
+once cost one commit instead of fifty, and the event loop never waits on the database.
 """
 
 from __future__ import annotations
@@ -12,34 +13,37 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
-from newsletter.store import ChangeResult, StatusChange, Store
+from sqlalchemy.engine import Connection
 
-MAX_GROUP = 500  # changes in one transaction at most
+from newsletter.store import Store
+
+MAX_GROUP = 500  # writes in one transaction at most
+T = TypeVar("T")
 
 
 class GroupWriter:
     def __init__(self, store: Store):
         self.store = store
-        self.waiting: queue.SimpleQueue[tuple[StatusChange, asyncio.Future, asyncio.AbstractEventLoop]] = (
-            queue.SimpleQueue()
-        )
+        self.waiting: queue.SimpleQueue = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
 
-    async def change(self, change: StatusChange) -> ChangeResult:
-        """Record one change; return once it is committed."""
+    async def run(self, write: Callable[[Connection], T]) -> T:
+        """Run write(connection) in the next group's transaction; return its result once committed."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self.waiting.put((change, future, loop))
+        self.waiting.put((write, future, loop))
         if self.thread is None:
             with self.lock:
                 if self.thread is None:
-                    self.thread = threading.Thread(target=self._run, name="newsletter-writer", daemon=True)
+                    self.thread = threading.Thread(target=self._work, name="newsletter-writer", daemon=True)
                     self.thread.start()
         return await future
 
-    def _run(self) -> None:
+    def _work(self) -> None:
         while True:
             group = [self.waiting.get()]
             while len(group) < MAX_GROUP:
@@ -48,21 +52,34 @@ class GroupWriter:
                 except queue.Empty:
                     break
             try:
-                results: list = self.store.change_statuses([change for change, _, _ in group])
-            except Exception as exc:  # the transaction failed: nothing of it was recorded
-                results = [exc] * len(group)
+                with self.store.transaction(durable=True) as connection:
+                    results = [write(connection) for write, _, _ in group]
+            except Exception:
+                results = [self._alone(write) for write, _, _ in group]
             by_loop: dict[asyncio.AbstractEventLoop, list] = {}
             for (_, future, loop), result in zip(group, results, strict=True):
                 by_loop.setdefault(loop, []).append((future, result))
             for loop, answers in by_loop.items():
                 loop.call_soon_threadsafe(_answer, answers)
 
+    def _alone(self, write: Callable[[Connection], object]) -> object:
+        try:
+            with self.store.transaction(durable=True) as connection:
+                return write(connection)
+        except Exception as exc:
+            return _Failed(exc)
+
+
+class _Failed:
+    def __init__(self, error: Exception):
+        self.error = error
+
 
 def _answer(answers: list[tuple[asyncio.Future, object]]) -> None:
     for future, result in answers:
         if future.cancelled():
             continue
-        if isinstance(result, Exception):
-            future.set_exception(result)
+        if isinstance(result, _Failed):
+            future.set_exception(result.error)
         else:
             future.set_result(result)

@@ -1,0 +1,178 @@
+"""/subscribe/{list} and /confirm/{token}: people join a list open to sign-up, by double opt-in.
+
+    GET  /subscribe/{list}    the form: email, name (optional), the consent sentence, a honeypot (website)
+    POST /subscribe/{list}    for any well-formed address, the same page and status whatever the address's state,
+                              so that the form tells nobody who is on a list; one confirmation email for a new or
+                              returning address (none to a member, a bounce or a complaint; at most one in
+                              CONFIRM_EVERY per address and list; none past the block's limit); a malformed
+                              address gets a 400 page; a filled honeypot the 200 page and nothing else
+    GET  /confirm/{token}     a page with one button: mail scanners open links, so a GET never subscribes
+    POST /confirm/{token}     subscribes, idempotently, recording the consent; anything forged, expired or
+                              retired gets the same 400 page as a bad unsubscribe link
+A list is open when newsletter.toml says `[lists.SLUG] subscribe = true`; any other answers 404.
+The consent record is the request's event (what was shown, the page, the user agent, a keyed hash of the IP)
+and its confirmation's; the address itself is the only thing stored before the person confirms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import logging
+
+from email_validator import EmailNotValidError, validate_email
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from newsletter.i18n import translate
+from newsletter.message import Notice, parse_mailbox
+from newsletter.render import RenderedIssue
+from newsletter.store import now
+from newsletter.web.app import Site
+from newsletter.web.common import MAX_BODY, BlockLimiter, mask, read_body
+from newsletter.web.unsubscribe import form_fields
+
+log = logging.getLogger("newsletter.web")
+CONFIRM_EVERY = dt.timedelta(minutes=10)  # at most one confirmation email per address and list
+CONFIRM_VALID = dt.timedelta(days=7)
+SIGNUPS_PER_BLOCK = 100  # sign-ups an address block may make in SIGNUP_WINDOW
+SIGNUP_WINDOW = 3600.0
+
+
+def routes(site: Site) -> list[Route]:
+    store, config = site.store, site.config
+    signups = BlockLimiter(limit=SIGNUPS_PER_BLOCK, window=SIGNUP_WINDOW)
+    notices: dict[str, Notice] = {}
+    sending: set[asyncio.Task] = set()
+
+    def open_list(slug: str):
+        settings = config.lists.get(slug)
+        return settings if settings is not None and settings.subscribe else None
+
+    def title(slug: str) -> str:
+        return config.list_settings(slug).title or config.name
+
+    def lang(slug: str) -> str:
+        return config.list_settings(slug).lang or config.lang
+
+    def consent(slug: str) -> str:
+        sentence = config.list_settings(slug).consent
+        return sentence or translate(lang(slug), "consent_default", list=title(slug),
+                                     publisher=config.publisher.name or config.name)  # fmt: skip
+
+    def ip_hash(request: Request) -> str:
+        """A keyed hash of the client's address: the same person is recognisable in the record, never the IP."""
+        host = (request.client.host if request.client else "") or ""
+        return hmac.new(site.signer.key, b"newsletter-ip:" + host.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def form_page(request: Request, slug: str, state: str, status: int = 200) -> Response:
+        return site.pages.render("subscribe.html.j2", lang(slug), status, state=state, list=title(slug),
+                                 consent=consent(slug), action=request.url.path)  # fmt: skip
+
+    async def form(request: Request) -> Response:
+        slug = request.path_params["list"]
+        if open_list(slug) is None:
+            return PlainTextResponse("not found", status_code=404)
+        return form_page(request, slug, "form")
+
+    def notice(slug: str) -> Notice:
+        """The confirmation email of a list, rendered once: only the link changes from one person to the next."""
+        if slug not in notices:
+            values = {"list": title(slug), "publisher": config.publisher.name or config.name,
+                      "postal_address": config.publisher.postal_address or ""}  # fmt: skip
+            html = site.pages.text("confirmation.html.j2", lang(slug), **values)
+            text = site.pages.text("confirmation.txt.j2", lang(slug), **values)
+            subject = translate(lang(slug), "confirm_subject", list=title(slug))
+            rendered = RenderedIssue(f"confirm-{slug}", lang(slug), subject, "", html, text, {})
+            sender = parse_mailbox(config.sender.from_ or f"{config.name} <{config.publisher.email}>")
+            notices[slug] = Notice("confirm", rendered, sender, config.sender.reply_to)
+        return notices[slug]
+
+    async def send_confirmation(request: Request, slug: str, subscriber_id: int, address: str, name: str) -> None:
+        """In the background: the form's answer does not wait for the mail server. Should it fail, the person may
+        sign up again after CONFIRM_EVERY; the log says why (never who)."""
+        at = now()
+        token = site.signer.sign_confirmation(subscriber_id, slug, at)
+        base = config.base_url or str(request.base_url).rstrip("/")
+        try:
+            message = notice(slug).build(address, name or None, f"{subscriber_id}-{slug}-{int(at.timestamp())}",
+                                         {"confirm_url": f"{base}/confirm/{token}"})  # fmt: skip
+            (outcome,) = await site.transport().send_batch([message])
+        except Exception as exc:
+            log.warning("confirmation for %s not sent: %s", slug, exc)
+            return
+        if outcome.status != "sent":
+            log.warning("confirmation for %s not sent: %s", slug, outcome.reason)
+
+    async def submit(request: Request) -> Response:
+        slug = request.path_params["list"]
+        if open_list(slug) is None:
+            return PlainTextResponse("not found", status_code=404)
+        body = await read_body(request, MAX_BODY)
+        if body is None:
+            return PlainTextResponse("request body too large", status_code=413)
+        fields = await form_fields(request, body)
+        if fields.get("website"):  # the honeypot: the same answer, and nothing happens
+            return form_page(request, slug, "sent")
+        try:
+            address = validate_email(fields.get("email", "").strip(), check_deliverability=False).normalized
+        except EmailNotValidError:
+            return form_page(request, slug, "error", 400)
+        if signups.count(request.client.host if request.client else None):
+            log.info("POST /subscribe/%s: over the address block's limit", slug)
+            return form_page(request, slug, "sent")
+        name = " ".join(fields.get("name", "").split())[:300]
+        detail = {
+            "consent": consent(slug),
+            "page": request.headers.get("referer", "")[:500] or str(request.url),
+            "user_agent": request.headers.get("user-agent", "")[:300],
+            "ip_hash": ip_hash(request),
+        }
+        mailing_list = await site.list_named(slug)
+        if mailing_list is None:  # open in newsletter.toml, and nobody on it yet
+            await site.writer.run(
+                lambda connection: store.ensure_list(connection, slug, config.list_settings(slug).title)
+            )
+            site.forget_list(slug)
+            mailing_list = await site.list_named(slug)
+        list_id = mailing_list.id
+        subscriber_id = await site.writer.run(
+            lambda connection: store.request_signup(
+                connection, list_id, address, name or None, detail, every=CONFIRM_EVERY
+            )  # fmt: skip
+        )
+        if subscriber_id is not None:
+            task = asyncio.create_task(send_confirmation(request, slug, subscriber_id, address, name))
+            sending.add(task)
+            task.add_done_callback(sending.discard)
+        return form_page(request, slug, "sent")
+
+    async def confirmation(request: Request) -> Response:
+        found = site.signer.verify_confirmation(request.path_params["token"], now(), valid=CONFIRM_VALID)
+        mailing_list = await site.list_named(found[1]) if found else None
+        membership = await asyncio.to_thread(store.membership, *found) if found and mailing_list else None
+        if found is None or membership is None:
+            return site.invalid(request, "confirm_invalid")
+        slug = found[1]
+        values = {"email": mask(membership[1]), "list": title(slug)}
+        if request.method == "GET":
+            return site.pages.render("confirm.html.j2", lang(slug), state="ask", **values)
+        if await read_body(request, MAX_BODY) is None:
+            return PlainTextResponse("request body too large", status_code=413)
+        detail = {"user_agent": request.headers.get("user-agent", "")[:300], "ip_hash": ip_hash(request)}
+        address = await site.writer.run(
+            lambda connection: store.confirm_signup(connection, found[0], mailing_list.id, detail)
+        )
+        if address is None:
+            return site.invalid(request, "confirm_invalid")
+        log.debug("POST /confirm: %s confirmed", slug)
+        return site.pages.render("confirm.html.j2", lang(slug), state="done", **values)
+
+    return [
+        Route("/subscribe/{list}", form, methods=["GET"]),
+        Route("/subscribe/{list}", submit, methods=["POST"]),
+        Route("/confirm/{token}", confirmation, methods=["GET", "POST"]),
+    ]

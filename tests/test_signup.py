@@ -1,0 +1,301 @@
+"""People join by double opt-in through `serve`: the form, the same answer whatever the address, the honeypot,
+the limits, the confirmation link and its expiry, consent recorded, preferences, and a person forgotten.
+On a real uvicorn server, with the confirmation emails through a real SMTP server (aiosmtpd), on SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import html
+import re
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from smtp_server import RunningSmtp, SmtpSink
+from test_send import SECRET, run
+from test_send import workspace as workspace  # noqa: F401  (the fixture: example workspace and its list)
+from test_tokens import one_character_changes
+from web_server import serving
+
+from newsletter.sending import open_store
+from newsletter.store import metadata
+from newsletter.tokens import TokenSigner
+from newsletter.web import create_app
+from newsletter.workspace import Workspace
+
+OPEN = '\n[lists.alliances]\nsubscribe = true\ntitle = "Le bulletin des Alliances"\nlang = "fr"\n'
+
+
+@pytest.fixture
+def database_setting(database_url) -> str:
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return database_url
+
+
+@pytest.fixture
+def site(workspace, monkeypatch):  # noqa: F811
+    """serve over the example list opened to sign-up, its mail going to a real SMTP server."""
+    config = workspace / "newsletter.toml"
+    config.write_text(config.read_text() + OPEN)
+    with RunningSmtp(SmtpSink()) as mail:
+        monkeypatch.setenv("NEWSLETTER_TRANSPORT", mail.dsn())
+        ws = Workspace.discover(workspace)
+        store = open_store(ws)
+        with serving(create_app(ws, store, TokenSigner(SECRET))) as base:
+            ws.config.base_url = base  # the confirmation links point at this server
+            yield base, store, mail.sink
+        store.close()
+
+
+def sign_up(base: str, email: str, **fields: str) -> httpx.Response:
+    return httpx.post(f"{base}/subscribe/alliances", data={"email": email, "name": "", **fields},
+                      headers={"User-Agent": "Firefox de test", "Referer": "https://crdbsl.org/bulletin"})  # fmt: skip
+
+
+def status(store, email: str) -> str | None:
+    return {m.email: m.status for m in store.members(store.list_id("alliances"))}.get(email)
+
+
+def confirmation_links(sink, email: str) -> list[str]:
+    links = []
+    for received in sink.received:
+        if received.recipients == [email]:
+            text = received.message.get_body(("plain",)).get_content()
+            links += re.findall(r"https?://\S+/confirm/\S+", text)
+    return links
+
+
+def wait_for_mail(sink, count: int) -> None:
+    for _ in range(500):  # the confirmation goes in the background (a bounded wait, not a timing assertion)
+        if len(sink.received) >= count:
+            return
+        asyncio.run(asyncio.sleep(0.01))
+
+
+def test_the_form_page_labels_consent_and_a_hidden_honeypot(site):
+    base, store, sink = site
+    page = httpx.get(f"{base}/subscribe/alliances")
+    assert page.status_code == 200 and 'lang="fr"' in page.text
+    text = html.unescape(page.text)
+    assert '<label for="nl-email">Adresse courriel</label>' in text and 'type="email" name="email" required' in text
+    assert "J'accepte de recevoir Le bulletin des Alliances de Collectif régional" in text
+    assert 'class="away" aria-hidden="true"' in text and 'name="website" tabindex="-1"' in text
+    assert httpx.get(f"{base}/subscribe/inconnue").status_code == 404
+    assert sign_up(base, "x@example.org").status_code == 200
+    closed = httpx.post(f"{base}/subscribe/fermee", data={"email": "x@example.org"})
+    assert closed.status_code == 404
+
+
+def test_a_new_address_gets_one_confirmation_and_waits_unconfirmed(site):
+    base, store, sink = site
+    answer = sign_up(base, "nouvelle@example.org", name="Nouvelle Personne")
+    assert answer.status_code == 200 and "un courriel de confirmation" in html.unescape(answer.text)
+    wait_for_mail(sink, 1)
+    (received,) = sink.received
+    message = received.message
+    assert received.recipients == ["nouvelle@example.org"]
+    assert message["Subject"] == "Confirmez votre abonnement à Le bulletin des Alliances"
+    assert message["Auto-Submitted"] == "auto-generated" and "List-Unsubscribe" not in message
+    assert message["To"] == "Nouvelle Personne <nouvelle@example.org>"
+    assert len(confirmation_links(sink, "nouvelle@example.org")) == 1
+    assert status(store, "nouvelle@example.org") == "pending"
+    person = store.person("nouvelle@example.org")
+    (request,) = [e for e in person["events"] if e["kind"] == "signup-requested"]
+    assert request["source"] == "form" and request["list"] == "alliances"
+    assert request["detail"]["consent"].startswith("J'accepte de recevoir Le bulletin des Alliances")
+    assert request["detail"]["page"] == "https://crdbsl.org/bulletin"
+    assert request["detail"]["user_agent"] == "Firefox de test" and "127.0.0.1" not in str(request["detail"])
+    assert len(request["detail"]["ip_hash"]) == 32
+
+
+def test_every_well_formed_address_gets_the_same_answer_whatever_its_state(site):
+    base, store, sink = site
+    answers = {email: sign_up(base, email) for email in (
+        "inconnu@example.org",  # new
+        "marie@example.org",  # subscribed
+        "parti@example.org",  # unsubscribed
+        "rebond@example.org",  # bounced
+    )}  # fmt: skip
+    answers["inconnu@example.org (pending)"] = sign_up(base, "inconnu@example.org")
+    assert {(a.status_code, a.text) for a in answers.values()} == {(200, answers["inconnu@example.org"].text)}
+    wait_for_mail(sink, 2)
+    # A member already subscribed and a bounced address get nothing; the one who left may come back.
+    assert sorted(r.recipients[0] for r in sink.received) == ["inconnu@example.org", "parti@example.org"]
+    assert status(store, "parti@example.org") == "unsubscribed"  # until they confirm
+
+
+def test_honeypot_malformed_address_and_the_ten_minute_limit(site):
+    base, store, sink = site
+    trapped = sign_up(base, "robot@example.org", website="https://spam.example")
+    assert trapped.status_code == 200 and trapped.text == sign_up(base, "vraie@example.org").text
+    assert store.person("robot@example.org") is None
+    bad = sign_up(base, "pas une adresse")
+    assert bad.status_code == 400 and "ne semble pas valide" in bad.text and 'lang="fr"' in bad.text
+    for _ in range(3):
+        assert sign_up(base, "vraie@example.org").status_code == 200
+    wait_for_mail(sink, 1)
+    assert [r.recipients for r in sink.received] == [["vraie@example.org"]]  # one in ten minutes
+
+
+def test_confirming_subscribes_and_records_consent_a_get_never_does(site):
+    base, store, sink = site
+    sign_up(base, "nouvelle@example.org", name="Nouvelle")
+    wait_for_mail(sink, 1)
+    (link,) = confirmation_links(sink, "nouvelle@example.org")
+    page = httpx.get(link)
+    assert page.status_code == 200 and "Confirmer" in page.text and "n•••@example.org" in page.text
+    assert status(store, "nouvelle@example.org") == "pending"
+    done = httpx.post(link, headers={"User-Agent": "Navigateur"})
+    assert done.status_code == 200 and "recevra Le bulletin des Alliances" in html.unescape(done.text)
+    assert status(store, "nouvelle@example.org") == "subscribed"
+    assert httpx.post(link).status_code == 200  # idempotent
+    person = store.person("nouvelle@example.org")
+    assert person["name"] == "Nouvelle"
+    (consent,) = [e for e in person["events"] if e["kind"] == "subscribed"]
+    assert consent["source"] == "double-opt-in"
+    assert consent["detail"]["requested"]["consent"].startswith("J'accepte de recevoir")
+    assert consent["detail"]["confirmed"]["user_agent"] == "Navigateur"
+
+
+def test_forged_tampered_and_expired_confirmation_links_get_the_same_400(site):
+    base, store, sink = site
+    sign_up(base, "nouvelle@example.org")
+    wait_for_mail(sink, 1)
+    (link,) = confirmation_links(sink, "nouvelle@example.org")
+    token = link.rsplit("/", 1)[1]
+    reference = httpx.post(f"{base}/confirm/garbage")
+    assert reference.status_code == 400 and "expiré" in html.unescape(reference.text)
+    subscriber = store.person("nouvelle@example.org")
+    signer = TokenSigner(SECRET)
+    old = signer.sign_confirmation(_id(store, "nouvelle@example.org"), "alliances",
+                                   dt.datetime.now(dt.UTC) - dt.timedelta(days=7, minutes=2))  # fmt: skip
+    unsubscribe_token = signer.sign(_id(store, "nouvelle@example.org"), "alliances")  # another kind of token
+    for bad in (old, unsubscribe_token, TokenSigner("another-key-of-enough-length").sign_confirmation(1, "alliances",
+                dt.datetime.now(dt.UTC))):  # fmt: skip
+        answer = httpx.post(f"{base}/confirm/{bad}")
+        assert (answer.status_code, answer.text) == (400, reference.text)
+    changes = set(one_character_changes(token)) - {token}
+    accepted = [t for t in changes if signer.verify_confirmation(t, dt.datetime.now(dt.UTC),
+                                                                 valid=dt.timedelta(days=7))]  # fmt: skip
+    assert len(changes) > 1000 and accepted == []
+    assert status(store, "nouvelle@example.org") == "pending" and subscriber is not None
+
+
+def test_a_hundred_sign_ups_at_once(site):
+    base, store, sink = site
+
+    async def all_at_once():
+        async with httpx.AsyncClient(base_url=base, limits=httpx.Limits(max_connections=100), timeout=60) as client:
+            return await asyncio.gather(*(client.post("/subscribe/alliances", data={"email": f"n{i:03d}@example.org"})
+                                          for i in range(100)))  # fmt: skip
+
+    answers = asyncio.run(all_at_once())
+    assert {a.status_code for a in answers} == {200}
+    wait_for_mail(sink, 100)
+    assert len(sink.received) == 100 and len({r.recipients[0] for r in sink.received}) == 100
+    statuses = [status(store, f"n{i:03d}@example.org") for i in range(100)]
+    assert statuses == ["pending"] * 100  # nobody subscribed before confirming
+
+
+def test_who_left_comes_back_by_confirming_and_never_by_import(site, workspace):  # noqa: F811
+    base, store, sink = site
+    (workspace / "retour.csv").write_text("courriel\nparti@example.org\n")
+    assert run("subscribers", "import", "retour.csv", "--list", "alliances").exit_code == 0
+    assert status(store, "parti@example.org") == "unsubscribed"
+    sign_up(base, "parti@example.org")
+    wait_for_mail(sink, 1)
+    (link,) = confirmation_links(sink, "parti@example.org")
+    assert httpx.post(link).status_code == 200
+    assert status(store, "parti@example.org") == "subscribed"
+
+
+def test_the_preferences_page_shows_the_other_lists_and_leaves_one_or_all(site):
+    base, store, sink = site
+    from newsletter.subscribers import add
+
+    add(store, "evenements", "marie@example.org", None, list_name="Les événements")
+    add(store, "ateliers", "marie@example.org", None)
+    token = TokenSigner(SECRET).sign(_id(store, "marie@example.org"), "alliances")
+    page = html.unescape(httpx.get(f"{base}/u/{token}").text)
+    assert "Vos autres listes" in page and "Les événements — abonné·e" in page
+    left = httpx.post(f"{base}/u/{token}", data={"action": "leave", "list": "evenements"})
+    assert left.status_code == 200
+    statuses = {found.slug: state for found, state in store.memberships_of(_id(store, "marie@example.org"))}
+    assert statuses == {"alliances": "subscribed", "evenements": "unsubscribed", "ateliers": "subscribed"}
+    everything = httpx.post(f"{base}/u/{token}", data={"action": "leave-all"})
+    assert everything.status_code == 200 and "ne recevra plus rien" in html.unescape(everything.text)
+    statuses = {found.slug: state for found, state in store.memberships_of(_id(store, "marie@example.org"))}
+    assert set(statuses.values()) == {"unsubscribed"}
+
+
+def test_forget_leaves_nothing_personal_and_an_import_does_not_bring_them_back(site, workspace):  # noqa: F811
+    base, store, sink = site
+    sign_up(base, "marie@example.org")  # subscribed: no email, but an event with her user agent
+    marie = _id(store, "marie@example.org")
+    with store.transaction() as connection:
+        connection.execute(sa.text("UPDATE subscribers SET fields = :f WHERE id = :i"),
+                           {"f": '{"Organisme": "Le Jardin secret de Marie"}', "i": marie})  # fmt: skip
+    personal = ["marie@example.org", "Marie Côté", "Le Jardin secret de Marie", "Firefox de test"]
+    assert run("subscribers", "forget", "marie@example.org", "--json").exit_code == 0
+    with store.engine.connect() as connection:
+        for table in metadata.sorted_tables:
+            for row in connection.execute(sa.select(table)):
+                text = str(tuple(row))
+                assert not any(value in text for value in personal), (table.name, text)
+    (workspace / "again.csv").write_text("courriel,nom\nmarie@example.org,Marie Côté\n")
+    again = run("subscribers", "import", "again.csv", "--list", "alliances", "--json")
+    assert again.exit_code == 0 and '"added": 0' in again.stdout
+    assert store.person("marie@example.org") is None and status(store, "marie@example.org") is None
+    # Her own new consent brings her back.
+    sign_up(base, "marie@example.org")
+    wait_for_mail(sink, 1)
+    (link,) = confirmation_links(sink, "marie@example.org")
+    assert httpx.post(link).status_code == 200 and status(store, "marie@example.org") == "subscribed"
+
+
+def _id(store, email):
+    return {m.email: m.subscriber_id for m in store.members(store.list_id("alliances"))}[email]
+
+
+def test_an_address_block_past_its_limit_gets_the_same_page_and_no_email(workspace, monkeypatch):  # noqa: F811
+    import newsletter.web.subscribe as subscribe
+
+    monkeypatch.setattr(subscribe, "SIGNUPS_PER_BLOCK", 3)
+    config = workspace / "newsletter.toml"
+    config.write_text(config.read_text() + OPEN)
+    with RunningSmtp(SmtpSink()) as mail:
+        monkeypatch.setenv("NEWSLETTER_TRANSPORT", mail.dsn())
+        ws = Workspace.discover(workspace)
+        store = open_store(ws)
+        with serving(create_app(ws, store, TokenSigner(SECRET))) as base:
+            answers = [sign_up(base, f"n{i}@example.org") for i in range(5)]
+            wait_for_mail(mail.sink, 3)
+        store.close()
+    assert {(a.status_code, a.text) for a in answers} == {(200, answers[0].text)}
+    assert sorted(r.recipients[0] for r in mail.sink.received) == ["n0@example.org", "n1@example.org", "n2@example.org"]
+
+
+def test_a_failed_write_fails_its_own_request_only(database_url):
+    from newsletter.store import Store
+    from newsletter.subscribers import add
+    from newsletter.web.writes import GroupWriter
+
+    store = Store.open(database_url)
+    add(store, "alliances", "a@example.org", None)
+    writer = GroupWriter(store)
+
+    def broken(connection):
+        raise RuntimeError("this write fails")
+
+    async def together():
+        return await asyncio.gather(
+            writer.run(lambda c: store.ensure_list(c, "premiere")), writer.run(broken),
+            writer.run(lambda c: store.ensure_list(c, "seconde")), return_exceptions=True,
+        )  # fmt: skip
+
+    first, failed, second = asyncio.run(together())
+    assert isinstance(failed, RuntimeError) and isinstance(first, int) and isinstance(second, int)
+    assert {"premiere", "seconde"} <= set(store.list_slugs())  # the others were recorded
+    store.close()

@@ -90,6 +90,10 @@ def workspace_with_list(folder: Path, count: int) -> Workspace:
                 [{"subscriber_id": i + 1, "list_id": list_id, "status": SUBSCRIBED, "updated_at": at} for i in rows],
             )
         assert connection.execute(sa.select(sa.func.count()).select_from(subscribers)).scalar() == count
+        if connection.dialect.name == "postgresql":  # the ids were given: move the sequence past them
+            connection.exec_driver_sql(
+                "SELECT setval(pg_get_serial_sequence('subscribers', 'id'), max(id)) FROM subscribers"
+            )
     store.close()
     return workspace
 

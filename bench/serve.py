@@ -146,6 +146,9 @@ def measure(engine: str, database: str | None, count: int, connections: int, sec
         with (Path(folder) / "newsletter.toml").open("a") as config:
             config.write(
                 textwrap.dedent("""
+                [serve]
+                signups_per_block = 1000000  # wrk comes from one address
+
                 [lists.bench]
                 subscribe = true
                 """)

@@ -124,6 +124,12 @@ class ListSettings(_Table):
         return value
 
 
+class Serve(_Table):
+    signups_per_block: int = Field(
+        100, ge=1, description="Sign-ups an address block (IPv4 /24, IPv6 /48) may make in an hour, per serve process."
+    )
+
+
 class Config(_Table):
     name: str = Field("Newsletter", description="The newsletter's name (archive title, List-Id label).")
     lang: str = Field("fr", description=f"Default language of new issues: one of {', '.join(LANGUAGES)}.")
@@ -139,6 +145,7 @@ class Config(_Table):
     brand: Brand = Field(default_factory=Brand)
     sending: Sending = Field(default_factory=Sending)
     dkim: Dkim = Field(default_factory=Dkim)
+    serve: Serve = Field(default_factory=Serve)
     lists: dict[str, ListSettings] = Field(
         default_factory=dict, description="Per list, by slug: [lists.alliances] subscribe = true, title, lang, consent."
     )

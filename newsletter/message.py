@@ -202,6 +202,7 @@ class Outgoing:
         return email.message_from_bytes(self.to_bytes(), policy=email.policy.default)
 
 
+@functools.lru_cache(maxsize=256)  # a campaign's subject, asked for every message
 def _encode_header(value: str) -> str:
     """ASCII stays as it is (a URL is never encoded); anything else becomes RFC 2047 encoded-words."""
     if value.isascii():

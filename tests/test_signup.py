@@ -260,11 +260,8 @@ def _id(store, email):
 
 
 def test_an_address_block_past_its_limit_gets_the_same_page_and_no_email(workspace, monkeypatch):  # noqa: F811
-    import newsletter.web.subscribe as subscribe
-
-    monkeypatch.setattr(subscribe, "SIGNUPS_PER_BLOCK", 3)
     config = workspace / "newsletter.toml"
-    config.write_text(config.read_text() + OPEN)
+    config.write_text(config.read_text() + "\n[serve]\nsignups_per_block = 3\n" + OPEN)
     with RunningSmtp(SmtpSink()) as mail:
         monkeypatch.setenv("NEWSLETTER_TRANSPORT", mail.dsn())
         ws = Workspace.discover(workspace)

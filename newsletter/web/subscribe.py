@@ -4,7 +4,7 @@
     POST /subscribe/{list}    for any well-formed address, the same page and status whatever the address's state,
                               so that the form tells nobody who is on a list; one confirmation email for a new or
                               returning address (none to a member, a bounce or a complaint; at most one in
-                              CONFIRM_EVERY per address and list; none past the block's limit); a malformed
+                              ten minutes per address and list; none past the block's limit); a malformed
                               address gets a 400 page; a filled honeypot the 200 page and nothing else
     GET  /confirm/{token}     a page with one button: mail scanners open links, so a GET never subscribes
     POST /confirm/{token}     subscribes, idempotently, recording the consent; anything forged, expired or
@@ -24,27 +24,25 @@ import logging
 
 from email_validator import EmailNotValidError, validate_email
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from newsletter.i18n import translate
 from newsletter.message import Notice, parse_mailbox
 from newsletter.render import RenderedIssue
-from newsletter.store import now
+from newsletter.store import SignupRequest, now
 from newsletter.web.app import Site
 from newsletter.web.common import MAX_BODY, BlockLimiter, mask, read_body
 from newsletter.web.unsubscribe import form_fields
 
 log = logging.getLogger("newsletter.web")
-CONFIRM_EVERY = dt.timedelta(minutes=10)  # at most one confirmation email per address and list
 CONFIRM_VALID = dt.timedelta(days=7)
-SIGNUPS_PER_BLOCK = 100  # sign-ups an address block may make in SIGNUP_WINDOW
-SIGNUP_WINDOW = 3600.0
+SIGNUP_WINDOW = 3600.0  # [serve] signups_per_block counts in this window
 
 
 def routes(site: Site) -> list[Route]:
     store, config = site.store, site.config
-    signups = BlockLimiter(limit=SIGNUPS_PER_BLOCK, window=SIGNUP_WINDOW)
+    signups = BlockLimiter(limit=config.serve.signups_per_block, window=SIGNUP_WINDOW)
     notices: dict[str, Notice] = {}
     sending: set[asyncio.Task] = set()
 
@@ -68,9 +66,15 @@ def routes(site: Site) -> list[Route]:
         host = (request.client.host if request.client else "") or ""
         return hmac.new(site.signer.key, b"newsletter-ip:" + host.encode(), hashlib.sha256).hexdigest()[:32]
 
+    rendered: dict[tuple[str, str, str], bytes] = {}
+
     def form_page(request: Request, slug: str, state: str, status: int = 200) -> Response:
-        return site.pages.render("subscribe.html.j2", lang(slug), status, state=state, list=title(slug),
-                                 consent=consent(slug), action=request.url.path)  # fmt: skip
+        """A list's page in one of its three states: the same bytes for everyone, so rendered once each."""
+        key = (slug, state, request.url.path)
+        if key not in rendered:
+            rendered[key] = site.pages.text("subscribe.html.j2", lang(slug), state=state, list=title(slug),
+                                            consent=consent(slug), action=request.url.path).encode()  # fmt: skip
+        return HTMLResponse(rendered[key], status_code=status)
 
     async def form(request: Request) -> Response:
         slug = request.path_params["list"]
@@ -93,7 +97,7 @@ def routes(site: Site) -> list[Route]:
 
     async def send_confirmation(request: Request, slug: str, subscriber_id: int, address: str, name: str) -> None:
         """In the background: the form's answer does not wait for the mail server. Should it fail, the person may
-        sign up again after CONFIRM_EVERY; the log says why (never who)."""
+        sign up again ten minutes later; the log says why (never who)."""
         at = now()
         token = site.signer.sign_confirmation(subscriber_id, slug, at)
         base = config.base_url or str(request.base_url).rstrip("/")
@@ -138,12 +142,7 @@ def routes(site: Site) -> list[Route]:
             )
             site.forget_list(slug)
             mailing_list = await site.list_named(slug)
-        list_id = mailing_list.id
-        subscriber_id = await site.writer.run(
-            lambda connection: store.request_signup(
-                connection, list_id, address, name or None, detail, every=CONFIRM_EVERY
-            )  # fmt: skip
-        )
+        subscriber_id = await site.writer.signup(SignupRequest(mailing_list.id, address, name or None, detail))
         if subscriber_id is not None:
             task = asyncio.create_task(send_confirmation(request, slug, subscriber_id, address, name))
             sending.add(task)

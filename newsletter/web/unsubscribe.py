@@ -72,7 +72,7 @@ def routes(site: Site) -> list[Route]:
             for found, status in await asyncio.to_thread(store.memberships_of, subscriber_id)
             if status in LEAVING_FROM
         ]
-        await site.writer.run(lambda connection: [store.apply_change(connection, c) for c in changes])
+        await site.writer.run(lambda connection: store.apply_changes(connection, changes))
 
     async def post(request: Request) -> Response:
         token = request.path_params["token"]
@@ -99,7 +99,7 @@ def routes(site: Site) -> list[Route]:
         else:
             source = "one-click" if one_click else "page"
             change = StatusChange(subscriber_id, target.id, UNSUBSCRIBED, LEAVING_FROM, source, detail)
-        result = await site.writer.run(lambda connection: store.apply_change(connection, change))
+        result = await site.writer.change(change)
         if not result.found:
             log.info("POST /u/%s refused", hashed(token))
             return site.invalid(request)

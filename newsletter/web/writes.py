@@ -11,6 +11,7 @@ once cost one commit instead of fifty, and the event loop never waits on the dat
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import queue
 import threading
 from collections.abc import Callable
@@ -18,9 +19,10 @@ from typing import TypeVar
 
 from sqlalchemy.engine import Connection
 
-from newsletter.store import Store
+from newsletter.store import ChangeResult, SignupRequest, StatusChange, Store
 
 MAX_GROUP = 500  # writes in one transaction at most
+SIGNUP_EVERY = dt.timedelta(minutes=10)  # at most one confirmation email per address and list
 T = TypeVar("T")
 
 
@@ -30,6 +32,14 @@ class GroupWriter:
         self.waiting: queue.SimpleQueue = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
+
+    async def change(self, change: StatusChange) -> ChangeResult:
+        """Record one click's change in the next group (batched with the others); return once committed."""
+        return await self.run(change)  # type: ignore[arg-type]
+
+    async def signup(self, request: SignupRequest) -> int | None:
+        """Record one sign-up in the next group (batched); the subscriber to confirm, or None to send nothing."""
+        return await self.run(request)  # type: ignore[arg-type]
 
     async def run(self, write: Callable[[Connection], T]) -> T:
         """Run write(connection) in the next group's transaction; return its result once committed."""
@@ -53,7 +63,7 @@ class GroupWriter:
                     break
             try:
                 with self.store.transaction(durable=True) as connection:
-                    results = [write(connection) for write, _, _ in group]
+                    results = self._apply(connection, [write for write, _, _ in group])
             except Exception:
                 results = [self._alone(write) for write, _, _ in group]
             by_loop: dict[asyncio.AbstractEventLoop, list] = {}
@@ -62,10 +72,22 @@ class GroupWriter:
             for loop, answers in by_loop.items():
                 loop.call_soon_threadsafe(_answer, answers)
 
-    def _alone(self, write: Callable[[Connection], object]) -> object:
+    def _apply(self, connection: Connection, writes: list) -> list:
+        """Status changes (the clicks) together, and sign-ups together, each kind as one batch of statements; any
+        other write on its own."""
+        changes = iter(self.store.apply_changes(connection, [w for w in writes if isinstance(w, StatusChange)]))
+        signups = [w for w in writes if isinstance(w, SignupRequest)]
+        asked = iter(self.store.request_signups(connection, signups, every=SIGNUP_EVERY) if signups else [])
+        return [
+            next(changes) if isinstance(w, StatusChange) else next(asked) if isinstance(w, SignupRequest)
+            else w(connection)
+            for w in writes
+        ]  # fmt: skip
+
+    def _alone(self, write) -> object:
         try:
             with self.store.transaction(durable=True) as connection:
-                return write(connection)
+                return self._apply(connection, [write])[0]
         except Exception as exc:
             return _Failed(exc)
 

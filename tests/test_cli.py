@@ -164,3 +164,25 @@ def test_subscribers_remove_reports_in_json(example_workspace, monkeypatch):
         assert json.loads(result.stdout) == {"email": "marie@example.org", "list": "alliances", "result": expected}
     result = run("subscribers", "remove", "nobody@example.org", "--list", "alliances", "--json")
     assert result.exit_code == 1 and result.stderr == "error: nobody@example.org is not on any list\n"
+
+
+def test_form_pending_and_show(example_workspace, monkeypatch):
+    monkeypatch.chdir(example_workspace)
+    monkeypatch.delenv("NEWSLETTER_DATABASE_URL", raising=False)
+    closed = run("form", "alliances")
+    assert closed.exit_code == 1 and "add [lists.alliances] subscribe = true" in closed.stderr
+    config = example_workspace / "newsletter.toml"
+    config.write_text(config.read_text() + '\n[lists.alliances]\nsubscribe = true\ntitle = "Le bulletin"\n')
+    snippet = run("form", "alliances").stdout
+    assert '<form method="post" action="https://bulletin.crdbsl.example/subscribe/alliances"' in snippet
+    assert 'name="website" tabindex="-1"' in snippet and "J&#39;accepte de recevoir Le bulletin" in snippet
+    assert run("subscribers", "add", "marie@example.org", "--list", "alliances").exit_code == 0
+    assert json.loads(run("subscribers", "pending", "--list", "alliances", "--json").stdout) == {
+        "list": "alliances", "pending": []
+    }  # fmt: skip
+    shown = json.loads(run("subscribers", "show", "marie@example.org", "--json").stdout)
+    assert shown["memberships"] == [{"list": "alliances", "status": "subscribed", "updated_at": shown["memberships"][0]
+                                     ["updated_at"]}]  # fmt: skip
+    assert [e["kind"] for e in shown["events"]] == ["subscribed"]
+    missing = run("subscribers", "show", "personne@example.org")
+    assert missing.exit_code == 1 and missing.stderr == "error: nothing is held about personne@example.org\n"

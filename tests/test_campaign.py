@@ -257,7 +257,9 @@ def test_a_rate_holds_across_two_senders(store):
     asyncio.run(both())
     moments.sort()
     assert len(moments) == 40
-    assert moments[-1] - moments[0] >= (40 - 3) / 20  # 40 messages at 20/s: close to 2 s, not 1 (2 × 20/s)
+    # 40 messages at 20/s shared take close to 2 s; each sender at 20/s of its own would take under 1 s. The
+    # margin is for a first message that leaves late on a loaded machine (which shortens the span measured).
+    assert moments[-1] - moments[0] >= 1.5
 
 
 def test_progress_line_shows_done_rate_and_time_left():

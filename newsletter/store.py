@@ -368,6 +368,13 @@ class ChangeResult:
         return self.before is not None
 
 
+def _of_subscribers(column, pairs: set[tuple[int, int]]) -> sa.ColumnElement[bool]:
+    """Rows of the subscribers in these (subscriber, list) pairs, from which the caller keeps its pairs. Neither a
+    row-value IN nor a list_id IN, for which SQLite scans the whole table or every member of the list: a
+    subscriber has few rows, found by the indexes that start with subscriber_id."""
+    return column.in_(sorted({subscriber_id for subscriber_id, _ in pairs}))
+
+
 class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -603,29 +610,33 @@ class Store:
             ).all()
         )  # fmt: skip
         new = {r.email.lower(): r.email for r in requests if r.email.lower() not in ids}
-        if new:
-            made = connection.execute(
-                subscribers.insert().returning(subscribers.c.email_key, subscribers.c.id, sort_by_parameter_order=True),
+        if new:  # one executemany, then their ids (SQLite's RETURNING would take a statement per row)
+            connection.execute(
+                subscribers.insert(),
                 [{"email": email, "email_key": key, "name": None, "fields": {}, "created_at": at}
                  for key, email in new.items()],
-            ).all()  # fmt: skip
-            ids.update(dict(made))
+            )  # fmt: skip
+            ids.update(connection.execute(
+                sa.select(subscribers.c.email_key, subscribers.c.id).where(subscribers.c.email_key.in_(list(new)))
+            ).all())  # fmt: skip
         wanted = {(ids[r.email.lower()], r.list_id) for r in requests}
-        pairs = sa.tuple_(memberships.c.subscriber_id, memberships.c.list_id).in_(list(wanted))
         statuses = {
             (row.subscriber_id, row.list_id): row.status
             for row in connection.execute(
-                sa.select(memberships.c.subscriber_id, memberships.c.list_id, memberships.c.status).where(pairs)
+                sa.select(memberships.c.subscriber_id, memberships.c.list_id, memberships.c.status)
+                .where(_of_subscribers(memberships.c.subscriber_id, wanted))
             )
-        }
+            if (row.subscriber_id, row.list_id) in wanted
+        }  # fmt: skip
         asked = {
             (row.subscriber_id, row.list_id): _aware(row.last)
             for row in connection.execute(
                 sa.select(events.c.subscriber_id, events.c.list_id, sa.func.max(events.c.at).label("last"))
                 .where(events.c.kind == "signup-requested",
-                       sa.tuple_(events.c.subscriber_id, events.c.list_id).in_(list(wanted)))
+                       _of_subscribers(events.c.subscriber_id, wanted))
                 .group_by(events.c.subscriber_id, events.c.list_id)
             )
+            if (row.subscriber_id, row.list_id) in wanted
         }  # fmt: skip
         results: list[int | None] = []
         joined, logged = [], []
@@ -787,14 +798,15 @@ class Store:
         if not changes:
             return []
         at = now()
-        pairs = list({(c.subscriber_id, c.list_id) for c in changes})
+        pairs = {(c.subscriber_id, c.list_id) for c in changes}
         current = {
             (row.subscriber_id, row.list_id): [row.status, row.email]
             for row in connection.execute(
                 sa.select(memberships.c.subscriber_id, memberships.c.list_id, memberships.c.status, subscribers.c.email)
                 .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
-                .where(sa.tuple_(memberships.c.subscriber_id, memberships.c.list_id).in_(pairs))
+                .where(_of_subscribers(memberships.c.subscriber_id, pairs))
             )
+            if (row.subscriber_id, row.list_id) in pairs
         }
         results, updates, logged = [], [], []
         for change in changes:

@@ -16,8 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from email_validator import EmailNotValidError, validate_email
-
+from newsletter.addresses import normalize_address
 from newsletter.errors import NewsletterError
 from newsletter.store import Store
 from newsletter.transports.base import SuppressionSource, Transport
@@ -56,14 +55,6 @@ def _plain(header: str) -> str:
     """'Prénom ' -> 'prenom'; 'E-mail' -> 'e-mail'; 'first_name' -> 'first name'."""
     text = unicodedata.normalize("NFKD", header).encode("ascii", "ignore").decode()
     return " ".join(text.lower().replace("_", " ").replace(".", " ").split())
-
-
-def normalize_address(address: str) -> str:
-    """The address as it will be stored (domain lower-cased, IDN to Unicode); raise ValueError if invalid."""
-    try:
-        return validate_email(address.strip(), check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise ValueError(str(exc)) from None
 
 
 UTF16_BOMS = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}

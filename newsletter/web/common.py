@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import time
@@ -51,6 +52,7 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+@functools.lru_cache(maxsize=4096)  # the same clients come back: parsing an address costs more than the request
 def address_block(host: str | None) -> str:
     """The address block a client is in (IPv4 /24, IPv6 /48): what limits count by."""
     try:

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import logging
 
-from email_validator import EmailNotValidError, validate_email
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from newsletter.addresses import normalize_address
 from newsletter.i18n import translate
 from newsletter.message import Notice, parse_mailbox
 from newsletter.render import RenderedIssue
@@ -61,10 +62,13 @@ def routes(site: Site) -> list[Route]:
         return sentence or translate(lang(slug), "consent_default", list=title(slug),
                                      publisher=config.publisher.name or config.name)  # fmt: skip
 
+    @functools.lru_cache(maxsize=4096)
+    def host_hash(host: str) -> str:
+        return hmac.new(site.signer.key, b"newsletter-ip:" + host.encode(), hashlib.sha256).hexdigest()[:32]
+
     def ip_hash(request: Request) -> str:
         """A keyed hash of the client's address: the same person is recognisable in the record, never the IP."""
-        host = (request.client.host if request.client else "") or ""
-        return hmac.new(site.signer.key, b"newsletter-ip:" + host.encode(), hashlib.sha256).hexdigest()[:32]
+        return host_hash((request.client.host if request.client else "") or "")
 
     rendered: dict[tuple[str, str, str], bytes] = {}
 
@@ -122,8 +126,8 @@ def routes(site: Site) -> list[Route]:
         if fields.get("website"):  # the honeypot: the same answer, and nothing happens
             return form_page(request, slug, "sent")
         try:
-            address = validate_email(fields.get("email", "").strip(), check_deliverability=False).normalized
-        except EmailNotValidError:
+            address = normalize_address(fields.get("email", ""))
+        except ValueError:
             return form_page(request, slug, "error", 400)
         if signups.count(request.client.host if request.client else None):
             log.info("POST /subscribe/%s: over the address block's limit", slug)

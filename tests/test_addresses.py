@@ -1,0 +1,57 @@
+"""normalize_address agrees with email_validator on every address, whether its domain was seen before or not."""
+
+from __future__ import annotations
+
+import pytest
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from newsletter.addresses import normalize_address
+
+DOMAINS = [
+    "example.org", "Example.ORG", "exämple.org", "EXÄMPLE.org", "sub.example.co.uk", "a.b", "videotron.ca",
+    "xn--exmple-cua.org", "foo.test", "foo.local", "localhost", "exa_mple.org", "a-.org", "-a.org", "x.123",
+    "x..org", "[127.0.0.1]", "", "gmail.com.", "a" * 63 + ".org", "a" * 64 + ".org", ("abcdefghi." * 24) + "org",
+]  # fmt: skip
+LOCAL_CHARACTERS = st.sampled_from(list("abcXYZ019.!#$%&'*+-/=?^_`{|}~\"@ é\\") + ["..", "ü"])
+LOCALS = st.one_of(
+    st.lists(LOCAL_CHARACTERS, min_size=0, max_size=12).map("".join),
+    st.integers(min_value=55, max_value=70).map(lambda n: "a" * n),
+)
+
+
+def expected(address: str) -> str | None:
+    try:
+        return validate_email(address.strip(), check_deliverability=False).normalized
+    except EmailNotValidError:
+        return None
+
+
+def actual(address: str) -> str | None:
+    try:
+        return normalize_address(address)
+    except ValueError:
+        return None
+
+
+@settings(max_examples=1500, deadline=None)
+@given(local=LOCALS, domain=st.sampled_from(DOMAINS), padding=st.sampled_from(["", " ", "\t"]))
+def test_the_same_answer_as_email_validator(local, domain, padding):
+    actual(f"known@{domain}")  # the domain is now remembered when email_validator accepted it
+    address = f"{padding}{local}@{domain}{padding}"
+    assert actual(address) == expected(address)
+
+
+def test_a_long_address_at_a_known_international_domain_is_measured_in_its_ascii_form():
+    domain = "exämple.org"  # xn--exmple-cua.org: 17 characters against 11
+    normalize_address(f"known@{domain}")
+    local = "a" * 64
+    labels = ".".join(["b" * 60] * 3)
+    for address in (f"{local}@{labels}.{domain}", f"{local}@{domain}"):
+        assert actual(address) == expected(address)
+
+
+@pytest.mark.parametrize("address", ["Marie.Tremblay@Example.ORG", "m@EXÄMPLE.org"])
+def test_the_domain_is_stored_in_lower_case_and_unicode(address):
+    assert normalize_address(address) == normalize_address(address) == expected(address)

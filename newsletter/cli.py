@@ -699,6 +699,36 @@ def serve(
 
 
 @app.command()
+def archive(
+    issues: Annotated[
+        list[str] | None,
+        typer.Argument(help="Issues to publish before they are sent (folders or slugs); the sent ones are always in."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: build/archive).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the web archive `serve` shows as static files (index, a page per issue with its images, Atom feed)."""
+    from newsletter.archive import write_archive
+
+    named = [Workspace.for_issue(ref) for ref in issues or []]
+    workspace = named[0][0] if named else Workspace.discover()
+    store = open_store(workspace)
+    try:
+        result = write_archive(workspace, store, [folder for _, folder in named], out)
+    finally:
+        store.close()
+    for slug in result.skipped:
+        typer.echo(f"warning: {slug} was sent but its folder is gone or no longer renders; not archived", err=True)
+    if as_json:
+        _print_json(result.to_json())
+        return
+    if result.left:
+        typer.echo(f"left in place, no longer in the archive: {', '.join(result.left)} (delete them to unpublish)")
+    shown_issues = ", ".join(result.issues) or "no issue yet"
+    typer.echo(f"wrote {_relative(result.out / 'index.html')}: {shown_issues} ({result.files} files)")
+
+
+@app.command()
 def form(list_slug: Annotated[str, typer.Argument(help="The list open to sign-up, e.g. alliances.")]) -> None:
     """Print an HTML sign-up form for LIST to paste in a website (it posts to base_url/subscribe/LIST)."""
     from newsletter.web.pages import Pages

@@ -2,7 +2,7 @@
 
 The file holds what may be shared in a repository: publisher, sender, brand, URLs. Secrets (SMTP passwords, API
 tokens, the signing key) are read from the environment only, by the modules that need them.
-Environment overrides: NEWSLETTER_BASE_URL, NEWSLETTER_ASSET_BASE_URL.
+Environment overrides: NEWSLETTER_BASE_URL, NEWSLETTER_ASSET_BASE_URL, NEWSLETTER_ARCHIVE_URL.
 """
 
 from __future__ import annotations
@@ -139,6 +139,11 @@ class Config(_Table):
     )  # fmt: skip
     base_url: str | None = Field(None, description="Public URL of `newsletter serve` (unsubscribe links).")
     asset_base_url: str | None = Field(None, description="Public URL where the build/ folder is published.")
+    archive_url: str | None = Field(
+        None,
+        description="Public URL where the folder `newsletter archive` writes is published; the web version's "
+        "view-online link is then {archive_url}/{slug}/ (else {base_url}/archive/{slug}/).",
+    )
     sender: Sender = Field(default_factory=Sender)
     publisher: Publisher = Field(default_factory=Publisher)
     footer: Footer = Field(default_factory=Footer)
@@ -208,11 +213,13 @@ def load_config(root: Path) -> Config:
     for field, variable in (
         ("base_url", "NEWSLETTER_BASE_URL"),
         ("asset_base_url", "NEWSLETTER_ASSET_BASE_URL"),
+        ("archive_url", "NEWSLETTER_ARCHIVE_URL"),
     ):
         if os.environ.get(variable):
             setattr(config, field, os.environ[variable])
     config.base_url = config.base_url.rstrip("/") if config.base_url else None
     config.asset_base_url = config.asset_base_url.rstrip("/") if config.asset_base_url else None
+    config.archive_url = config.archive_url.rstrip("/") if config.archive_url else None
     return config
 
 

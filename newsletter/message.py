@@ -22,7 +22,6 @@ import email.policy
 import email.utils
 import functools
 import hashlib
-import html as html_lib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.header import Header
@@ -33,7 +32,7 @@ from urllib.parse import quote
 import dkim
 
 from newsletter.errors import ConfigError
-from newsletter.render import RenderedIssue
+from newsletter.render import RenderedIssue, Verbatim, escape_value
 from newsletter.tokens import TokenSigner
 
 CRLF = b"\r\n"
@@ -138,7 +137,7 @@ class Body:
     def __init__(self, rendered: RenderedIssue):
         self.rendered = rendered
         self.text = _QuotedPrintableTemplate(rendered.text_parts, str)
-        self.html = _QuotedPrintableTemplate(rendered.html_parts, html_lib.escape)
+        self.html = _QuotedPrintableTemplate(rendered.html_parts, escape_value)
         # "=_" never occurs in quoted-printable text, so this boundary cannot appear inside a part.
         self.boundary = "=_newsletter_" + hashlib.sha256(rendered.html.encode("utf-8")).hexdigest()[:24]
         marker = f"--{self.boundary}".encode()
@@ -211,8 +210,21 @@ def _encode_header(value: str) -> str:
 
 
 @dataclass(frozen=True)
+class HostedUnsubscribe:
+    """A provider's own unsubscribe (a transport's `unsubscribe=provider`): the footer's link is the provider's
+    placeholder, which it replaces per recipient with a page of its own; the provider writes List-Unsubscribe and
+    List-Unsubscribe-Post itself and keeps the suppression list that `send` reads back before sending."""
+
+    provider: str  # "postmark": what a campaign records, so that only the same provider sends it on
+    url: str  # the placeholder as written in the HTML's href and in the text part
+    description: str  # what the dry run says the message carries
+    fields: Mapping[str, object] = field(default_factory=dict)  # the setting that goes with it (a group id), frozen
+
+
+@dataclass(frozen=True)
 class Campaign:
-    """What every message of one campaign shares."""
+    """What every message of one campaign shares. With `hosted`, the unsubscribe link and headers are the
+    provider's: no token is signed, no List-Unsubscribe written here."""
 
     id: int | str
     list_slug: str
@@ -224,6 +236,8 @@ class Campaign:
     signer: TokenSigner
     unsubscribe_mailto: str | None = None
     subject_prefix: str = ""
+    hosted: HostedUnsubscribe | None = None
+    view_online: str | None = None  # the web version's URL when it is not base_url's archive (archive_url)
 
     @cached_property
     def body(self) -> Body:
@@ -239,12 +253,15 @@ class Campaign:
 
     @cached_property
     def view_online_url(self) -> str:
-        return f"{self.base_url}/archive/{self.rendered.slug}/"
+        return self.view_online or f"{self.base_url}/archive/{self.rendered.slug}/"
 
     def build(self, recipient: Recipient) -> Outgoing:
         """The message for one recipient: placeholder values and headers. No rendering happens here."""
-        token = self.signer.sign(recipient.subscriber_id, self.list_slug)
-        unsubscribe_url = f"{self.base_url}/u/{token}"
+        if self.hosted is not None:
+            token, unsubscribe_url = "", Verbatim(self.hosted.url)
+        else:
+            token = self.signer.sign(recipient.subscriber_id, self.list_slug)
+            unsubscribe_url = f"{self.base_url}/u/{token}"
         values = {
             **{k: str(v) for k, v in recipient.fields.items()},
             "name": recipient.name or "",
@@ -253,17 +270,18 @@ class Campaign:
             "view_online_url": self.view_online_url,
         }
         key = f"{self.id}-{recipient.subscriber_id}"
-        list_unsubscribe = f"<{unsubscribe_url}>"
-        if self.unsubscribe_mailto:
-            list_unsubscribe += f", <mailto:{self.unsubscribe_mailto}?subject={quote('unsubscribe ' + token)}>"
         digest = hashlib.sha256(f"{self.list_slug}:{key}".encode()).hexdigest()[:12]
         headers = {
             "Date": email.utils.formatdate(usegmt=True),
             "Message-ID": f"<{key}.{digest}@{self.domain}>",
             "List-Id": self.list_id,
-            "List-Unsubscribe": list_unsubscribe,
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         }
+        if self.hosted is None:
+            headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+            if self.unsubscribe_mailto:
+                subject = quote("unsubscribe " + token)
+                headers["List-Unsubscribe"] += f", <mailto:{self.unsubscribe_mailto}?subject={subject}>"
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         if self.reply_to:
             headers["Reply-To"] = self.reply_to
         return Outgoing(

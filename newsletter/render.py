@@ -60,6 +60,18 @@ _markdown = MarkdownIt("commonmark", {"html": False, "typographer": False}).enab
 _inliner = css_inline.CSSInliner(keep_style_tags=True, keep_link_tags=True, load_remote_stylesheets=False)
 
 
+class Verbatim(str):
+    """A placeholder's value written as it stands in both parts, never HTML-escaped: a provider's own unsubscribe
+    placeholder ({{{ pm:unsubscribe }}}, <%asm_group_unsubscribe_raw_url%>), which the provider replaces."""
+
+    __slots__ = ()
+
+
+def escape_value(value: str) -> str:
+    """A placeholder's value as the HTML part carries it."""
+    return value if isinstance(value, Verbatim) else html.escape(value)
+
+
 @dataclass(frozen=True)
 class RenderedIssue:
     """One issue, rendered once: the MJML, the email HTML and the text part, with %%placeholders%% left in."""
@@ -84,7 +96,7 @@ class RenderedIssue:
         A placeholder without a value takes its fallback (%%name|fallback%%), else the empty string.
         """
         return (
-            _join_placeholders(self.html_parts, values, html.escape),
+            _join_placeholders(self.html_parts, values, escape_value),
             _join_placeholders(self.text_parts, values, str),
         )
 
@@ -114,13 +126,21 @@ def _join_placeholders(parts: list, values: Mapping[str, str], escape) -> str:
 
 
 def web_values(config: Config, slug: str, lang: str) -> dict[str, str]:
-    """Neutral values for the web version of an issue (build output, preview, archive): nobody's personal links."""
+    """Neutral values for the web version of an issue (build output, preview, archive): nobody's personal links.
+
+    View online is where the archive publishes the issue: archive_url's static copy, else serve's /archive/, else
+    the page itself (a build opened from disk)."""
     unsubscribe = ""
     if config.publisher.email:
         unsubscribe = f"mailto:{config.publisher.email}?subject={quote(translate(lang, 'unsubscribe_subject'))}"
     elif config.publisher.website:
         unsubscribe = config.publisher.website
-    view_online = f"{config.base_url}/archive/{slug}/" if config.base_url else "index.html"
+    if config.archive_url:
+        view_online = f"{config.archive_url}/{slug}/"
+    elif config.base_url:
+        view_online = f"{config.base_url}/archive/{slug}/"
+    else:
+        view_online = "index.html"
     return {"unsubscribe_url": unsubscribe, "view_online_url": view_online, "name": "", "email": ""}
 
 

@@ -5,6 +5,10 @@ and null://) and base_url, NEWSLETTER_SECRET_KEY or absolute image URLs (asset_b
 list has nobody subscribed; and when the issue changed since a campaign to the same list began (--new-campaign
 starts another one deliberately).
 
+With a provider's hosted unsubscribe (a transport's `unsubscribe=provider`), the links are the provider's: no
+base_url nor NEWSLETTER_SECRET_KEY is needed, only a web version for "view online" (archive_url, or base_url),
+and the provider's suppression list is applied before sending, so whoever left through its page is skipped.
+
 A campaign freezes what every message shares when it is made (the rendered issue, sender, list, links, limits:
 `freeze`), so that any sender, on any host, builds the same messages from the store alone (`thaw`). Two `send`
 commands started at once agree on one campaign (the list is locked while they decide) and share its ledger.
@@ -23,7 +27,7 @@ from newsletter.campaign import Pacing, content_hash, run, sender_id, test_recip
 from newsletter.checks import check_issue
 from newsletter.config import Config, parse_duration
 from newsletter.errors import ConfigError, IssueError, NewsletterError
-from newsletter.message import Campaign, DkimSigner, Mailbox, Recipient, parse_mailbox
+from newsletter.message import Campaign, DkimSigner, HostedUnsubscribe, Mailbox, Recipient, parse_mailbox
 from newsletter.render import RenderedIssue
 from newsletter.store import (
     CANCELLED,
@@ -57,6 +61,7 @@ class SendSummary:
     recipients: list[str] = field(default_factory=list)  # dry run: the first few addresses
     audience: int = 0  # dry run: how many would get it
     sample: str | None = None  # dry run / test send: one whole message
+    unsubscribe: str | None = None  # dry run / test send: the mechanism its messages carry
     failures: list[tuple[str, str]] = field(default_factory=list)
     stopped: bool = False
     note: str | None = None
@@ -86,7 +91,8 @@ class SendSummary:
             "dry_run": self.dry_run,
         }
         if self.dry_run:
-            document.update(audience=self.audience, recipients=self.recipients, sample=self.sample)
+            document.update(audience=self.audience, recipients=self.recipients, sample=self.sample,
+                            unsubscribe=self.unsubscribe)  # fmt: skip
         if self.failures:
             document["failures"] = [{"email": e, "reason": r} for e, r in self.failures]
         if self.note:
@@ -137,14 +143,28 @@ class Prepared:
     sender_text: str
     signer: TokenSigner
     local_only: str | None  # why its messages must not leave this machine (no base_url, relative images), or None
+    hosted: HostedUnsubscribe | None = None  # the provider's unsubscribe, when the transport uses it
+
+    def unsubscribe(self) -> str:
+        """What the dry run says of the messages' unsubscribe."""
+        if self.hosted is not None:
+            return self.hosted.description
+        base = self.workspace.config.base_url or LOCAL_BASE_URL
+        return f"this tool's signed one-click links ({base}/u/…, answered by `newsletter serve`)"
 
 
-def leaving_problem(config: Config, rendered: RenderedIssue) -> str | None:
+def leaving_problem(config: Config, rendered: RenderedIssue, hosted: HostedUnsubscribe | None = None) -> str | None:
     """What stops this issue's messages from working outside this machine, or None."""
-    if not config.base_url:
+    if hosted is not None and not (config.archive_url or config.base_url):
+        return (
+            "no web version for the footer's 'view online' link: publish `newsletter archive` and set archive_url "
+            "in newsletter.toml (or NEWSLETTER_ARCHIVE_URL), or set base_url"
+        )
+    if hosted is None and not config.base_url:
         return (
             "base_url is not set: unsubscribe links need the public URL of `newsletter serve`; set base_url in "
-            "newsletter.toml or NEWSLETTER_BASE_URL"
+            "newsletter.toml or NEWSLETTER_BASE_URL, or use a provider's hosted unsubscribe (unsubscribe=provider "
+            "in an API transport's DSN)"
         )
     if rendered.images and not config.asset_base_url:
         return (
@@ -154,7 +174,9 @@ def leaving_problem(config: Config, rendered: RenderedIssue) -> str | None:
     return None
 
 
-def prepare(workspace: Workspace, folder: Path, dsn_text: str, *, real: bool) -> Prepared:
+def prepare(
+    workspace: Workspace, folder: Path, dsn_text: str, *, real: bool, hosted: HostedUnsubscribe | None = None
+) -> Prepared:
     """Check the issue and the settings a send needs; raise NewsletterError naming what is missing."""
     config = workspace.config
     dsn = Dsn.parse(dsn_text)
@@ -166,11 +188,11 @@ def prepare(workspace: Workspace, folder: Path, dsn_text: str, *, real: bool) ->
     if not sender_text:
         raise ConfigError('no sender: set [sender] from = "Name <news@example.org>" in newsletter.toml')
     parse_mailbox(sender_text)
-    problem = leaving_problem(config, result.rendered)
+    problem = leaving_problem(config, result.rendered, hosted)
     if real and not local and problem:
         raise ConfigError(problem)
-    signer = TokenSigner.from_environment(required=real and not local)
-    return Prepared(workspace, result.rendered, dsn_text, dsn, sender_text, signer, problem)
+    signer = TokenSigner.from_environment(required=real and not local and hosted is None)
+    return Prepared(workspace, result.rendered, dsn_text, dsn, sender_text, signer, problem, hosted)
 
 
 def _campaign(prepared: Prepared, campaign_id: int | str, mailing_list: ListRow, subject_prefix: str = "") -> Campaign:
@@ -186,6 +208,8 @@ def _campaign(prepared: Prepared, campaign_id: int | str, mailing_list: ListRow,
         signer=prepared.signer,
         unsubscribe_mailto=config.sending.unsubscribe_mailto,
         subject_prefix=subject_prefix,
+        hosted=prepared.hosted,
+        view_online=f"{config.archive_url}/{prepared.rendered.slug}/" if config.archive_url else None,
     )
 
 
@@ -206,6 +230,8 @@ def freeze(prepared: Prepared, mailing_list: ListRow) -> dict:
         "list_name": campaign.list_name,
         "base_url": campaign.base_url,
         "unsubscribe_mailto": campaign.unsubscribe_mailto,
+        "hosted_unsubscribe": _frozen_hosted(campaign.hosted),
+        "view_online": campaign.view_online,
         "local_only": prepared.local_only,
         "rate": config.sending.rate,
         "per_hour": config.sending.per_hour,
@@ -227,7 +253,62 @@ def thaw(row: CampaignRow, signer: TokenSigner) -> Campaign:
         base_url=content["base_url"],
         signer=signer,
         unsubscribe_mailto=content["unsubscribe_mailto"],
+        hosted=HostedUnsubscribe(**content["hosted_unsubscribe"]) if content.get("hosted_unsubscribe") else None,
+        view_online=content.get("view_online"),
     )
+
+
+def _frozen_hosted(hosted: HostedUnsubscribe | None) -> dict | None:
+    if hosted is None:
+        return None
+    return {"provider": hosted.provider, "url": hosted.url, "description": hosted.description,
+            "fields": dict(hosted.fields)}  # fmt: skip
+
+
+def hosted_unsubscribe(transport: Transport) -> HostedUnsubscribe | None:
+    return getattr(transport, "hosted_unsubscribe", None)
+
+
+def check_transport_fits(campaign: Campaign, transport: Transport) -> None:
+    """A campaign's messages carry the unsubscribe it was begun with: only a transport with the same one sends it on
+    (another would send links nobody answers, or a second unsubscribe beside the provider's)."""
+    mine, theirs = campaign.hosted, hosted_unsubscribe(transport)
+    if mine == theirs:
+        return
+    if mine is None:
+        raise NewsletterError(
+            f"campaign {campaign.id} carries the unsubscribe links of `newsletter serve`; {transport} uses "
+            f"{theirs.description if theirs else 'another unsubscribe'}: send it on with unsubscribe=own"
+        )
+    raise NewsletterError(
+        f"campaign {campaign.id} carries {mine.description}; send it on through the same provider and settings "
+        f"(a {mine.provider} DSN with unsubscribe=provider), not {transport}"
+    )
+
+
+async def apply_provider_suppressions(store: Store, transport: Transport, list_id: int) -> int:
+    """With a provider's hosted unsubscribe, whoever left through its page is recorded before anything is sent;
+    the runner then skips them. Its unsubscribes count for the list being sent (each campaign reads them for its
+    own), its bounces and complaints for every list, as `subscribers sync` records them. Returns how many
+    memberships changed."""
+    if hosted_unsubscribe(transport) is None:
+        return 0
+    changed = 0
+    async for event in transport.suppressions():
+        detail = {"provider": transport.scheme, "detail": event.detail}
+        scope = list_id if event.kind == "unsubscribed" else None
+        changed += await asyncio.to_thread(store.apply_event, event.kind, event.email, None, "sync", detail,
+                                           list_id=scope)  # fmt: skip
+    return changed
+
+
+async def ready(store: Store, transport: Transport, list_id: int) -> None:
+    """What a sender does before it sends a campaign's messages: the provider's own checks of the account (a
+    stream that would add a second unsubscribe link is refused), then its unsubscribes recorded in the store."""
+    preflight = getattr(transport, "preflight", None)
+    if preflight is not None:
+        await preflight()
+    await apply_provider_suppressions(store, transport, list_id)
 
 
 def transport_for(workspace: Workspace, dsn_text: str) -> Transport:
@@ -276,18 +357,41 @@ async def send(
     progress: Callable[[dict[str, int]], None] | None = None,
 ) -> SendSummary:
     """Dry-run, test-send, schedule, or send an issue to a list (joining or resuming its campaign)."""
-    prepared = prepare(workspace, folder, dsn_text, real=not dry_run)
+    transport = transport_for(workspace, dsn_text)
+    try:
+        return await _send(workspace, folder, list_slug, transport, dsn_text, dry_run, to, new_campaign, at, pacing,
+                           stop, progress)  # fmt: skip
+    finally:
+        await transport.aclose()
+
+
+async def _send(
+    workspace: Workspace,
+    folder: Path,
+    list_slug: str,
+    transport: Transport,
+    dsn_text: str,
+    dry_run: bool,
+    to: str | None,
+    new_campaign: bool,
+    at: str | None,
+    pacing: Pacing | None,
+    stop: asyncio.Event | None,
+    progress: Callable[[dict[str, int]], None] | None,
+) -> SendSummary:
+    prepared = prepare(workspace, folder, dsn_text, real=not dry_run, hosted=hosted_unsubscribe(transport))
     config = workspace.config
     scheduled_at = parse_at(at, config.zone) if at is not None else None
     store = open_store(workspace)
     try:
         mailing_list = store.find_list(list_slug)
         if to is not None:
-            return await _test_send(prepared, mailing_list, to, dry_run)
+            return await _test_send(prepared, transport, mailing_list, to, dry_run)
         digest = content_hash(prepared.rendered)
         if dry_run:
             latest = store.latest_campaign(prepared.rendered.slug, mailing_list.id)
             return _dry_run(prepared, store, mailing_list, _campaign_to_resume(latest, digest, new_campaign, None))
+        await ready(store, transport, mailing_list.id)  # before the audience is fixed: who left is out
         row = _open_campaign(store, prepared, mailing_list, digest, new_campaign, scheduled_at)
         if row.status == SCHEDULED:
             return SendSummary(row.id, str(prepared.dsn), False, store.counts(row.id), status=SCHEDULED,
@@ -297,14 +401,12 @@ async def send(
         if row.content is None:  # begun by a version that did not freeze it: the same content, by its hash
             store.set_content(row.id, freeze(prepared, mailing_list))
             row = store.campaign(row.id)
-        transport = transport_for(workspace, dsn_text)
-        try:
-            report = await run(
-                store, transport, thaw(row, prepared.signer), row.id, row.list_id,
-                pacing or pacing_for(config, row.content), owner=sender_id(), stop=stop, progress=progress,
-            )  # fmt: skip
-        finally:
-            await transport.aclose()
+        campaign = thaw(row, prepared.signer)
+        check_transport_fits(campaign, transport)
+        report = await run(
+            store, transport, campaign, row.id, row.list_id, pacing or pacing_for(config, row.content),
+            owner=sender_id(), stop=stop, progress=progress,
+        )  # fmt: skip
         note = None
         if report.status in (PAUSED, CANCELLED):
             note = f"campaign {row.id} was {report.status} while this command sent it"
@@ -412,6 +514,7 @@ def _dry_run(prepared: Prepared, store: Store, mailing_list: ListRow, resume: Ca
                 break
     sample = campaign.build(recipients[0]).to_bytes().decode("utf-8", errors="replace") if recipients else None
     return SendSummary(
+        unsubscribe=prepared.unsubscribe(),
         campaign=resume.id if resume else None,
         transport=str(prepared.dsn),
         dry_run=True,
@@ -425,17 +528,19 @@ def _dry_run(prepared: Prepared, store: Store, mailing_list: ListRow, resume: Ca
     )
 
 
-async def _test_send(prepared: Prepared, mailing_list: ListRow, address: str, dry_run: bool) -> SendSummary:
+async def _test_send(
+    prepared: Prepared, transport: Transport, mailing_list: ListRow, address: str, dry_run: bool
+) -> SendSummary:
     message = _campaign(prepared, "test", mailing_list, subject_prefix="[TEST] ").build(test_recipient(address))
     summary = SendSummary(campaign=None, transport=str(prepared.dsn), dry_run=dry_run, recipients=[address],
-                          audience=1, sample=message.to_bytes().decode("utf-8", errors="replace"))  # fmt: skip
+                          audience=1, sample=message.to_bytes().decode("utf-8", errors="replace"),
+                          unsubscribe=prepared.unsubscribe())  # fmt: skip
     if dry_run:
         return summary
-    transport = transport_for(prepared.workspace, prepared.dsn_text)
-    try:
-        (outcome,) = await transport.send_batch([message])
-    finally:
-        await transport.aclose()
+    preflight = getattr(transport, "preflight", None)
+    if preflight is not None:  # a test send shows what the list would get: refused as the send would be
+        await preflight()
+    (outcome,) = await transport.send_batch([message])
     summary.transport = str(transport)
     summary.counts = {"sent": int(outcome.status == "sent"), "failed": int(outcome.status != "sent")}
     if outcome.status != "sent":

@@ -832,22 +832,24 @@ class Store:
     def apply_change(self, connection: Connection, change: StatusChange) -> ChangeResult:
         return self.apply_changes(connection, [change])[0]
 
-    def apply_event(self, kind: str, email: str, key: str | None, source: str, detail: dict) -> int:
+    def apply_event(
+        self, kind: str, email: str, key: str | None, source: str, detail: dict, *, list_id: int | None = None
+    ) -> int:
         """A provider's report (bounced, complained, unsubscribed) applied to memberships; return how many changed.
 
-        With our ledger key (campaign-subscriber) it applies to that campaign's list; without, to every list of
-        the address. An address we do not know changes nothing.
+        With list_id, or our ledger key (campaign-subscriber), it applies to that list (the campaign's); without,
+        to every list of the address. An address we do not know changes nothing.
         """
         with self.transaction() as connection:
             subscriber_id = self.find_subscriber(connection, email)
             if subscriber_id is None:
                 return 0
-            list_ids: list[int] = []
-            if key and key.partition("-")[0].isdigit():
-                list_id = connection.execute(
+            list_ids: list[int] = [list_id] if list_id is not None else []
+            if not list_ids and key and key.partition("-")[0].isdigit():
+                campaign_list = connection.execute(
                     sa.select(campaigns.c.list_id).where(campaigns.c.id == int(key.partition("-")[0]))
                 ).scalar()
-                list_ids = [list_id] if list_id is not None else []
+                list_ids = [campaign_list] if campaign_list is not None else []
             if not list_ids:
                 list_ids = list(
                     connection.execute(

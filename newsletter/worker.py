@@ -6,23 +6,37 @@ Each pass: expire and start what is due (store.start_due), then work on each run
 can be claimed now (campaign.run with wait=False); then sleep `poll` seconds, or exit with --until-idle when the
 pass found nothing to send. A worker sends through its own NEWSLETTER_TRANSPORT, signs with its own
 NEWSLETTER_SECRET_KEY (the same key as `serve`'s), and builds every message from the campaign's frozen content, so
-it needs no issue files. Its first stop signal stops claiming and lets the batches in flight be recorded.
+it needs no issue files. A campaign begun with a provider's hosted unsubscribe goes on only through the same
+provider, whose unsubscribes the worker reads before it sends and every ten minutes of a long campaign. Its first
+stop signal stops claiming and lets the batches in flight be recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from newsletter.campaign import run, sender_id
-from newsletter.sending import is_local, open_store, pacing_for, thaw, transport_for
+from newsletter.errors import NewsletterError
+from newsletter.sending import (
+    check_transport_fits,
+    hosted_unsubscribe,
+    is_local,
+    open_store,
+    pacing_for,
+    ready,
+    thaw,
+    transport_for,
+)
 from newsletter.store import RUNNING
 from newsletter.tokens import TokenSigner
 from newsletter.workspace import Workspace
 
 POLL = 2.0  # seconds between two passes of an idle worker
+READY_EVERY = 600.0  # seconds: a long campaign reads the provider's unsubscribes again this often
 
 
 @dataclass
@@ -53,12 +67,13 @@ async def work(
     """Send what is due, pass after pass, until stopped (or, with until_idle, until a pass finds nothing)."""
     stop = stop or asyncio.Event()
     local = is_local(dsn_text)
-    signer = TokenSigner.from_environment(required=not local)
     report = WorkerReport()
     owner = sender_id()
     store = open_store(workspace)
     transport = transport_for(workspace, dsn_text)
+    readied: dict[int, float] = {}  # campaign -> when this worker last read the provider's account and suppressions
     try:
+        signer = TokenSigner.from_environment(required=not local and hosted_unsubscribe(transport) is None)
         while not stop.is_set():
             for started in await asyncio.to_thread(store.start_due):
                 log(f"campaign {started}: started, as scheduled")
@@ -75,8 +90,23 @@ async def work(
                         report.skipped[campaign_id] = why
                         log(f"campaign {campaign_id}: not sent by this worker: {why}")
                     continue
+                campaign = thaw(row, signer)
+                try:
+                    check_transport_fits(campaign, transport)
+                except NewsletterError as exc:
+                    if campaign_id not in report.skipped:
+                        report.skipped[campaign_id] = str(exc)
+                        log(f"campaign {campaign_id}: not sent by this worker: {exc}")
+                    continue
+                if time.monotonic() - readied.get(campaign_id, -READY_EVERY) >= READY_EVERY:
+                    try:
+                        await ready(store, transport, row.list_id)
+                    except NewsletterError as exc:  # the provider did not answer, or refused: the next pass asks again
+                        log(f"campaign {campaign_id}: not sent this pass: {exc}")
+                        continue
+                    readied[campaign_id] = time.monotonic()
                 done = await run(
-                    store, transport, thaw(row, signer), campaign_id, row.list_id,
+                    store, transport, campaign, campaign_id, row.list_id,
                     pacing_for(workspace.config, row.content), owner=owner, stop=stop, wait=False,
                 )  # fmt: skip
                 if done.sent or done.failed:

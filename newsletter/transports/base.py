@@ -76,6 +76,14 @@ class TransportError(NewsletterError):
 
 
 class Transport(Protocol):
+    """What every transport does. Two members are optional, read with getattr:
+    hosted_unsubscribe  HostedUnsubscribe | None: the provider's own unsubscribe, when the DSN asks for it
+                        (`unsubscribe=provider`) or the provider imposes it; its transport then also has
+                        suppressions() (SuppressionSource), which `send` applies before sending
+    preflight()         async, before a campaign's first message: refuse (NewsletterError) an account set up so
+                        that the messages would be wrong, e.g. a stream that adds a second unsubscribe link
+    """
+
     scheme: ClassVar[str]  # "postmark+api"
     max_batch: ClassVar[int]  # the provider's documented batch size; 1 where it has none
 
@@ -84,6 +92,15 @@ class Transport(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+UNSUBSCRIBE_OPTION = ("own", "provider")  # ?unsubscribe=: the links of `newsletter serve`, or the provider's
+
+
+def refuse_hosted_unsubscribe(dsn: Dsn, why: str) -> None:
+    """For a transport that cannot use a provider's unsubscribe: refuse ?unsubscribe=provider, saying why."""
+    if dsn.option("unsubscribe", "own", UNSUBSCRIBE_OPTION) == "provider":
+        raise NewsletterError(f"{dsn.scheme}://…?unsubscribe=provider: {why}; run `newsletter serve` for the links")
 
 
 class SuppressionSource(Protocol):

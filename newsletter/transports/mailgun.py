@@ -17,8 +17,9 @@ says in so many words that an h: value is substituted. django-anymail's `merge_h
 (anymail/backends/mailgun.py, issue #374), and so does a pull request merged into Mailgun's own mailgun-ruby
 (#97: List-Unsubscribe in batch messages, "each link is unique by user"). Not checked against the live API.
 Date and Message-ID are left to Mailgun: the batch is one Mailgun message whose id comes back in the answer.
-Tracking is off (o:tracking, o:tracking-clicks, o:tracking-opens = no: Law 25 s.9.1). Each recipient's ledger key
-goes in `v:newsletter-key=%recipient.newsletter_key%`: a custom variable filled from recipient-variables, which
+Tracking is off (o:tracking, o:tracking-clicks, o:tracking-opens = no: Law 25 s.9.1; with unsubscribe=provider the
+last two only, see below). Each recipient's ledger key goes in `v:newsletter-key=%recipient.newsletter_key%`: a
+custom variable filled from recipient-variables, which
 Mailgun documents for exactly this ("events and webhooks associated with the recipient … will contain a
 user-variable field"); recipient-variables themselves never reach a webhook. Mailgun also writes custom variables
 into the delivered message's X-Mailgun-Variables header, so a recipient who reads the headers sees "12-345", the
@@ -82,8 +83,9 @@ path, is refused (TransportError), never followed: the request would carry the A
                 `code` is a string, a number in older examples; code and error both go in detail.
   complaints    {address, created_at} -> complained (feedback-loop spam reports).
   unsubscribes  {address, tags, created_at} -> unsubscribed. tags ["*"] is every message of the domain; a named
-                tag only messages sent with that o:tag, which newsletter never sets: such a record is still an
-                unsubscribed event (key None: every list), its tags spelled out in detail for the event log.
+                tag only messages sent with that o:tag (with unsubscribe=provider, a list's slug: see below): such
+                a record is still an unsubscribed event (key None: every list), its tags spelled out in detail for
+                the event log.
 detail holds Mailgun's words and created_at as written ("Fri, 18 Oct 2024 18:28:14 UTC"); at is that date, or
 None (the import default "Mon, 01 Jan 0001 …" is no date). 401/403 -> TransportError (a Domain Sending Key may
 only POST messages; an Analyst key has no access to suppressions); 404 -> TransportError naming domain and
@@ -101,6 +103,42 @@ an answer that is not the documented JSON -> TransportError.
   https://documentation.mailgun.com/docs/mailgun/user-manual/api-key-mgmt/rbac-mgmt (Domain Sending Keys)
   The shape of real paging URLs (?page=next&address=…&limit=…) is from a recorded answer in a Mailgun client's
   tests (the reference pages show "<next page url>"); not checked against the live API.
+
+Mailgun's hosted unsubscribe (`?unsubscribe=provider`; the default, `own`, is everything above): the footer's
+link is Mailgun's %tag_unsubscribe_url%, written literally into the html and text sent once per batch (never as
+a recipient variable: Mailgun substitutes its own variables in the content, and no page says it does so inside a
+variable's value), and every batch carries o:tag=<the list's slug> (read from the List-Id, `<slug.domain>`).
+  Why the tag variable: %unsubscribe_url% unsubscribes "from all messages sent by given domain", which would also
+  block every other list sent from the domain and the confirmation of a later sign-up; %tag_unsubscribe_url% is
+  "unsubscribe from all tags provided in the message", and a message carries one tag, its list: one list left,
+  as with our own links (signed for one list). Mailgun then refuses that address only messages with that tag.
+  Our List-Unsubscribe and List-Unsubscribe-Post are not sent (message.Campaign writes none): Mailgun writes its
+  own when the domain's unsubscribe tracking is on (help article "Unsubscribe Handling Links": the domain-level
+  setting works "through Mailgun's automatic addition of the necessary List-Unsubscribe and List-Unsubscribe-Post
+  headers"). Which URL Mailgun puts in that header (the tag's or the domain's) is not documented, and the header
+  itself is not checked against the live API.
+  The trap: "Mailgun can automatically provide a customizable unsubscribe footer in each email you send"; the
+  manual's way to place the link yourself is to enable the feature, "Remove text in the HTML and text footer so
+  they won't be appended automatically", and insert a variable. preflight() reads GET /v3/domains/{domain}/tracking
+  and refuses to send unless tracking.unsubscribe.active is true and both html_footer and text_footer are blank
+  (else each message would carry two unsubscribe links). That call needs an account key, as sync does.
+  Tracking: o:tracking-clicks=no and o:tracking-opens=no are still sent (Law 25), but not o:tracking=no. The API
+  reference says o:tracking "toggles both click and open tracking", and Mailgun's tracking settings list
+  unsubscribes as a third kind beside them; no page says whether o:tracking=no also turns off the unsubscribe
+  variables. Not checked against the live API, so the two explicit flags are used, which keep tracking off either
+  way and cannot disable the link.
+  Suppressions: before each send `send` reads the unsubscribes list (suppressions() above). Tagged records become
+  unsubscribed events without a key, and `subscribers sync` applies such an event to every list of the address:
+  someone who leaves one list through Mailgun's page leaves every list in our store (Mailgun itself still
+  delivers the other lists' messages to them).
+  https://documentation.mailgun.com/docs/mailgun/user-manual/tracking-messages/tracking-unsubscribes (the three
+    variables, "Remove text in the HTML and text footer", the DNS records needed first)
+  https://help.mailgun.com/hc/en-us/articles/203306610-Unsubscribe-Handling-Links (domain or per-email handling,
+    Mailgun's List-Unsubscribe and List-Unsubscribe-Post)
+  https://documentation.mailgun.com/docs/mailgun/api-reference/send/mailgun/domain-tracking/get-v3-domains--name--tracking
+    (tracking.unsubscribe.active, html_footer, text_footer)
+  https://documentation.mailgun.com/docs/mailgun/api-reference/openapi-final/tag/Messages (o:tag, o:tracking:
+    "Toggles both click and open tracking on a per-message basis")
 """
 
 from __future__ import annotations
@@ -110,7 +148,6 @@ import base64
 import email.utils
 import hashlib
 import hmac
-import html
 import json
 import re
 import time
@@ -122,9 +159,10 @@ from urllib.parse import quote, unquote, urlsplit
 import httpx
 
 from newsletter.errors import NewsletterError
-from newsletter.message import Mailbox, Outgoing
+from newsletter.message import HostedUnsubscribe, Mailbox, Outgoing
+from newsletter.render import Verbatim, escape_value
 from newsletter.transports._http import ApiRequest, ApiTransport, api_base_url, retry_after, short
-from newsletter.transports.base import DeliveryEvent, Dsn, Outcome, TransportError
+from newsletter.transports.base import UNSUBSCRIBE_OPTION, DeliveryEvent, Dsn, Outcome, TransportError
 
 NAME = "Mailgun"
 MAX_BATCH = 1000  # "The maximum number of recipients allowed for batch is 1,000" (batch-sending page)
@@ -150,13 +188,70 @@ SUPPRESSION_RETRIES = 3  # after a 429, a 5xx or a connection error: the same pa
 SUPPRESSION_BACKOFF = (1.0, 2.0, 4.0)  # seconds before each retry when Mailgun sends no Retry-After
 SUPPRESSION_MAX_WAIT = 60.0  # a longer Retry-After stops the sync: run it again later
 _YEAR = re.compile(r"\b(\d{4})\b")
+# Mailgun's hosted unsubscribe (unsubscribe=provider): its variable for "all tags provided in the message", one tag
+# per message (the list's slug), and the headers it then writes itself.
+TAG_UNSUBSCRIBE_URL = "%tag_unsubscribe_url%"
+PROVIDER_HEADERS = ("List-Unsubscribe", "List-Unsubscribe-Post")
+MAX_TAG = 128  # "Tags are case insensitive and should be ascii only. Maximum tag length is 128 characters."
 
 
-def build_payload(messages: Sequence[Outgoing]) -> list[tuple[str, str]]:
+def hosted_unsubscribe(domain: str) -> HostedUnsubscribe:
+    """What unsubscribe=provider gives a Mailgun transport: the tag variable, for its sending domain's lists."""
+    return HostedUnsubscribe(
+        provider="mailgun",
+        url=TAG_UNSUBSCRIBE_URL,
+        description=(
+            f"Mailgun's hosted unsubscribe for {domain} (%tag_unsubscribe_url%, each message tagged with its list; "
+            "Mailgun writes List-Unsubscribe and keeps the unsubscribes list)"
+        ),
+        fields={"domain": domain},
+    )
+
+
+def list_tag(message: Outgoing) -> str | None:
+    """The list's slug, the o:tag of its messages: the List-Id's <slug.sender-domain>, or None."""
+    list_id = message.headers.get("List-Id") or ""
+    inside = list_id[list_id.rfind("<") + 1 : list_id.rfind(">")] if "<" in list_id and ">" in list_id else ""
+    suffix = "." + message.sender.domain
+    slug = inside[: -len(suffix)] if inside.endswith(suffix) else ""
+    return slug if slug and slug.isascii() and len(slug) <= MAX_TAG and not _BAD_ADDRESS_CHARS.search(slug) else None
+
+
+def hosted_problem(messages: Sequence[Outgoing], hosted: HostedUnsubscribe) -> str | None:
+    """Why these messages cannot go out with Mailgun's unsubscribe (one line), or None.
+
+    Every message must have been built for it (the placeholder's value is Mailgun's variable, no List-Unsubscribe of
+    ours), the issue must carry %%unsubscribe_url%% in its HTML and in its text, and the List-Id must name the list.
+    """
+    for message in messages:
+        if any(name in message.headers for name in PROVIDER_HEADERS):
+            return (
+                f"{message.key} carries this tool's List-Unsubscribe: its campaign was begun without "
+                "unsubscribe=provider; send it on through a DSN without it"
+            )
+        value = message.values.get("unsubscribe_url")
+        if not isinstance(value, Verbatim) or value != hosted.url:
+            return f"{message.key}'s unsubscribe link is not Mailgun's {hosted.url}: its campaign was begun otherwise"
+        if list_tag(message) is None:
+            return f"{message.key} has no List-Id naming its list (<slug.{message.sender.domain}>) to tag it with"
+    rendered = messages[0].body.rendered
+    for kind, parts in (("HTML", rendered.html_parts), ("text", rendered.text_parts)):
+        if not any(not isinstance(part, str) and part[0] == "unsubscribe_url" for part in parts):
+            return (
+                f"the issue's {kind} part has no %%unsubscribe_url%%, so it would carry no Mailgun unsubscribe link; "
+                "keep it in the footer template"
+            )
+    return None
+
+
+def build_payload(messages: Sequence[Outgoing], hosted: HostedUnsubscribe | None = None) -> list[tuple[str, str]]:
     """The form fields of one Mailgun batch, in order; repeated names (`to`) are repeated fields.
 
     Only the batch's members go in (see batch_members). Raise ValueError when the messages are not one campaign's
-    (one body, sender and subject): a Mailgun batch is one message with per-recipient values.
+    (one body, sender and subject): a Mailgun batch is one message with per-recipient values. With `hosted`
+    (unsubscribe=provider), a placeholder whose value is the same Verbatim text for every member (Mailgun's
+    %tag_unsubscribe_url%) is written into the html and text as it stands, the batch is tagged with its list,
+    and o:tracking (which might also cover unsubscribes) is left out; raise ValueError on a hosted_problem().
     """
     members = [messages[i] for i in batch_members(messages)]
     if not members:
@@ -170,9 +265,19 @@ def build_payload(messages: Sequence[Outgoing]) -> list[tuple[str, str]]:
                 f"Mailgun batches one campaign's messages (one body, sender and subject); {message.key} differs "
                 f"from {first.key}"
             )
+    if hosted is not None:
+        problem = hosted_problem(members, hosted)
+        if problem:
+            raise ValueError(problem)
     rendered = first.body.rendered
-    html_template, html_vars = _mailgun_template(rendered.html_parts, "html")
-    text_template, text_vars = _mailgun_template(rendered.text_parts, "text")
+    # A value the same for every member and never escaped (a provider's own variable) goes in the content itself.
+    verbatim = {
+        name: value
+        for name, value in first.values.items()
+        if isinstance(value, Verbatim) and all(message.values.get(name) == value for message in members)
+    }
+    html_template, html_vars = _mailgun_template(rendered.html_parts, "html", verbatim)
+    text_template, text_vars = _mailgun_template(rendered.text_parts, "text", verbatim)
 
     fields = [("from", _address(first.sender))]
     fields += [("to", _address(message.recipient)) for message in members]
@@ -186,7 +291,10 @@ def build_payload(messages: Sequence[Outgoing]) -> list[tuple[str, str]]:
         else:
             header_vars[name] = "header_" + name.lower().replace("-", "_")
             fields.append((f"h:{name}", f"%recipient.{header_vars[name]}%"))
-    fields += [("o:tracking", "no"), ("o:tracking-clicks", "no"), ("o:tracking-opens", "no")]
+    if hosted is None:
+        fields += [("o:tracking", "no"), ("o:tracking-clicks", "no"), ("o:tracking-opens", "no")]
+    else:
+        fields += [("o:tag", list_tag(first) or ""), ("o:tracking-clicks", "no"), ("o:tracking-opens", "no")]
     # Each recipient's ledger key, which Mailgun echoes in its webhooks' user-variables (see parse_webhook).
     fields.append((f"v:{KEY_VARIABLE}", f"%recipient.{KEY_RECIPIENT_VARIABLE}%"))
 
@@ -195,7 +303,7 @@ def build_payload(messages: Sequence[Outgoing]) -> list[tuple[str, str]]:
         own = {KEY_RECIPIENT_VARIABLE: message.key}
         for (placeholder, fallback), var in html_vars.items():
             value = message.values.get(placeholder)
-            own[var] = html.escape(value) if value else fallback  # the fallback is template text, already escaped
+            own[var] = escape_value(value) if value else fallback  # the fallback is template text, already escaped
         for (placeholder, fallback), var in text_vars.items():
             own[var] = message.values.get(placeholder) or fallback
         for name, var in header_vars.items():
@@ -485,13 +593,19 @@ def address_problem(address: str) -> str | None:
     return None
 
 
-def _mailgun_template(parts: list, kind: str) -> tuple[str, dict[tuple[str, str], str]]:
-    """The template with each (name, fallback) placeholder as %recipient.VAR%, and the variable of each."""
+def _mailgun_template(
+    parts: list, kind: str, verbatim: Mapping[str, str] | None = None
+) -> tuple[str, dict[tuple[str, str], str]]:
+    """The template with each (name, fallback) placeholder as %recipient.VAR%, and the variable of each; a
+    placeholder named in `verbatim` is its value as it stands (the same for every recipient, never escaped)."""
     variables: dict[tuple[str, str], str] = {}
     out = []
     for part in parts:
         if isinstance(part, str):
             out.append(part)
+            continue
+        if verbatim and verbatim.get(part[0]):
+            out.append(verbatim[part[0]])
             continue
         var = variables.get(part)
         if var is None:
@@ -532,10 +646,11 @@ class MailgunTransport(ApiTransport):
     name: ClassVar[str] = NAME
 
     def __init__(self, dsn: Dsn, **kwargs):
-        self.api_key, self.domain, region = _settings(dsn)  # before the HTTP client exists
+        self.api_key, self.domain, region, unsubscribe = _settings(dsn)  # before the HTTP client exists
         super().__init__(dsn, **kwargs)
         self.base_url = api_base_url(dsn, REGIONS[region])
         self._authorization = "Basic " + base64.b64encode(f"api:{self.api_key}".encode()).decode("ascii")
+        self.hosted_unsubscribe = hosted_unsubscribe(self.domain) if unsubscribe == "provider" else None
 
     @classmethod
     def from_dsn(cls, dsn: Dsn, **_: object) -> MailgunTransport:
@@ -546,7 +661,7 @@ class MailgunTransport(ApiTransport):
             path=f"/v3/{quote(self.domain, safe='')}/messages",
             headers={"Authorization": self._authorization, "Accept": "application/json"},
             # (None, value): a plain form field, no file name; httpx then sends multipart/form-data.
-            files=[(field, (None, value)) for field, value in build_payload(messages)],
+            files=[(field, (None, value)) for field, value in build_payload(messages, self.hosted_unsubscribe)],
         )
 
     def parse_response(
@@ -558,7 +673,47 @@ class MailgunTransport(ApiTransport):
         outcomes = local_outcomes(messages)
         if all(outcome is not None for outcome in outcomes):  # no valid address: nothing to ask Mailgun
             return [outcome for outcome in outcomes if outcome is not None]
+        if self.hosted_unsubscribe is not None:
+            problem = hosted_problem([messages[i] for i in batch_members(messages)], self.hosted_unsubscribe)
+            if problem:
+                raise TransportError(f"{NAME} (unsubscribe=provider): {problem}")
         return await super().send_batch(messages)
+
+    async def preflight(self) -> None:
+        """With unsubscribe=provider, refuse a domain whose messages would lack Mailgun's link or carry two.
+
+        Reads GET /v3/domains/{domain}/tracking: unsubscribe tracking must be active (else %tag_unsubscribe_url%
+        stays as written) and its HTML and text footers blank (else Mailgun appends its own footer, a second
+        link). Raise NewsletterError saying what to change; TransportError when Mailgun cannot be asked.
+        """
+        if self.hosted_unsubscribe is None:
+            return
+        where = f"{NAME}'s tracking settings for {self.domain}"
+        url = f"{self.base_url}/v3/domains/{quote(self.domain, safe='')}/tracking"
+        try:
+            response = await self.client.get(
+                url, headers={"Authorization": self._authorization, "Accept": "application/json"}
+            )
+        except httpx.TransportError as exc:
+            raise TransportError(f"{where} could not be read ({type(exc).__name__} {exc}); try again".strip()) from None
+        status, body = response.status_code, response.content
+        said = _json(body).get("message")
+        said = said if isinstance(said, str) and said else short(body)
+        if status in (401, 403):
+            raise TransportError(
+                f"{NAME} refused the key reading {where} ({status}: {said}); unsubscribe=provider needs an account "
+                "key (a Domain Sending Key may only send)"
+            )
+        if status == 404:
+            raise TransportError(
+                f"{NAME} 404 reading {where} ({said}); check the sending domain after the ':' in the DSN and its "
+                "region (?region=eu for a domain created in the EU)"
+            )
+        if not 200 <= status < 300:
+            raise TransportError(f"{NAME} {status} reading {where}: {said or 'no answer'}; try again")
+        problem = tracking_problem(body, self.domain)
+        if problem:
+            raise NewsletterError(f"{NAME} (unsubscribe=provider): {problem}")
 
     async def suppressions(self) -> AsyncIterator[DeliveryEvent]:
         """Every address on the domain's bounces, complaints and unsubscribes lists, page after page.
@@ -640,8 +795,29 @@ class MailgunTransport(ApiTransport):
         )
 
 
-def _settings(dsn: Dsn) -> tuple[str, str, str]:
-    """(API key, sending domain, region) from the DSN; raise NewsletterError saying what to write."""
+def tracking_problem(body: bytes, domain: str) -> str | None:
+    """What in a GET /v3/domains/{domain}/tracking answer stops Mailgun's hosted unsubscribe working alone, or None."""
+    tracking = _json(body).get("tracking")
+    unsubscribe = tracking.get("unsubscribe") if isinstance(tracking, dict) else None
+    if not isinstance(unsubscribe, dict):
+        return f"the tracking settings of {domain} are not the documented answer: {short(body)}"
+    settings = f"Sending > Domain settings > Tracking > Unsubscribes for {domain}"
+    if unsubscribe.get("active") is not True:
+        return (
+            f"unsubscribe tracking is off for {domain}, so %tag_unsubscribe_url% would reach readers as written; "
+            f"turn it on in {settings} (its DNS tracking record first), or send without unsubscribe=provider"
+        )
+    footers = [kind for kind in ("html_footer", "text_footer") if str(unsubscribe.get(kind) or "").strip()]
+    if footers:
+        return (
+            f"Mailgun appends its unsubscribe footer ({' and '.join(footers)}) to every message of {domain}, a "
+            f"second link beside the footer's: empty the HTML and text footers in {settings}"
+        )
+    return None
+
+
+def _settings(dsn: Dsn) -> tuple[str, str, str, str]:
+    """(API key, sending domain, region, unsubscribe) from the DSN; raise NewsletterError saying what to write."""
     example = "mailgun+api://KEY:mg.example.org@default?region=eu"
     if not dsn.user:
         raise NewsletterError(
@@ -660,4 +836,4 @@ def _settings(dsn: Dsn) -> tuple[str, str, str]:
             f"and the domain as Mailgun lists it, e.g. {example}"
         )
     region = dsn.option("region", "us", tuple(REGIONS))
-    return dsn.user, domain, region
+    return dsn.user, domain, region, dsn.option("unsubscribe", "own", UNSUBSCRIBE_OPTION)

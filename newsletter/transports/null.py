@@ -1,4 +1,7 @@
-"""null:// discards every message and reports it sent: for benchmarks and dry plumbing tests."""
+"""null:// discards every message and reports it sent: for benchmarks and dry plumbing tests.
+
+`?unsubscribe=provider` is refused: nothing is sent, so no provider hosts an unsubscribe page.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from newsletter.message import Outgoing
-from newsletter.transports.base import Dsn, Outcome
+from newsletter.transports.base import Dsn, Outcome, refuse_hosted_unsubscribe
 
 
 class NullTransport:
@@ -18,6 +21,7 @@ class NullTransport:
 
     @classmethod
     def from_dsn(cls, dsn: Dsn, **_: object) -> NullTransport:
+        refuse_hosted_unsubscribe(dsn, "null:// discards every message, so no provider hosts a page")
         return cls(serialize=dsn.option("serialize", "1", ("0", "1")) == "1")
 
     def __str__(self) -> str:

@@ -2,6 +2,7 @@
 
 Each file is named for its ledger key (campaign-subscriber), written under a temporary name and renamed: an
 interrupted send leaves no half file, and sending again overwrites instead of duplicating.
+`?unsubscribe=provider` is refused: the files stay on this machine, where no provider hosts an unsubscribe page.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from newsletter.message import Outgoing
-from newsletter.transports.base import Dsn, Outcome
+from newsletter.transports.base import Dsn, Outcome, refuse_hosted_unsubscribe
 
 
 class OutboxTransport:
@@ -25,6 +26,7 @@ class OutboxTransport:
 
     @classmethod
     def from_dsn(cls, dsn: Dsn, *, root: Path | None = None, **_: object) -> OutboxTransport:
+        refuse_hosted_unsubscribe(dsn, "the outbox writes files on this machine, where no provider hosts a page")
         # outbox://build/outbox is relative to the workspace; outbox:///var/mail/out is absolute.
         path = Path(dsn.host + dsn.path) if dsn.host else Path(dsn.path or "build/outbox")
         return cls(path if path.is_absolute() else (root or Path.cwd()) / path)

@@ -1,4 +1,4 @@
-"""postmark+api://TOKEN@default?stream=broadcast — Postmark's batch endpoint, up to 500 messages per request.
+"""postmark+api://TOKEN@default?stream=broadcast[&unsubscribe=provider|own] — Postmark's batch endpoint, 500 a request.
 
     POST https://api.postmarkapp.com/email/batch
     X-Postmark-Server-Token: TOKEN          (the server's API token; POSTMARK_API_TEST validates without sending)
@@ -14,6 +14,44 @@ Per-recipient content: /email/batch substitutes nothing (TemplateModel only work
 templates, django-anymail #470), so each message carries its own filled HtmlBody and TextBody. Open and link
 tracking are off (Law 25 s.9.1). Postmark has no idempotency key: the ledger is what prevents a double send; each
 message's key goes in Metadata, which Postmark returns in its webhooks.
+
+Unsubscribe (?unsubscribe=provider|own). A Broadcasts stream manages unsubscribes itself unless Postmark support
+has enabled "Manage unsubscribes on your own" for the account and the stream turned it on: it then adds its own
+RFC 8058 List-Unsubscribe and List-Unsubscribe-Post headers ("There is not a way to edit the List-Unsubscribe headers
+when Postmark is managing your unsubscribes") and appends an "Unsubscribe" link to any message that lacks its
+placeholder {{{ pm:unsubscribe }}}. Our own link and headers beside Postmark's would give two links and two
+suppression lists, so:
+  unsubscribe=provider  (the default, except on "outbound", Postmark's default transactional stream) the footer's
+                        link is {{{ pm:unsubscribe }}}, written as it stands in HtmlBody (the href) and TextBody;
+                        no List-Unsubscribe of ours is sent; whoever leaves through Postmark's page is on the
+                        stream's suppression list (ManualSuppression), which suppressions() reads before a send.
+  unsubscribe=own       the links of `newsletter serve` and our own List-Unsubscribe headers: only on a stream
+                        that does not manage unsubscribes (a Transactional stream, or a Broadcasts stream set to
+                        manage them on your own).
+preflight() reads the stream (GET /message-streams/STREAM: MessageStreamType, SubscriptionManagementConfiguration.
+UnsubscribeHandlingType None|Postmark|Custom) and refuses, before anything is sent: an Inbound stream; provider on a
+stream that is not Broadcasts (Postmark adds its headers only on Broadcasts streams) or whose handling is not
+"Postmark" (Custom or None: Postmark would leave the placeholder as it is); own on a Broadcasts stream whose handling
+is "Postmark" (two links). An answer without SubscriptionManagementConfiguration is read as the documented default
+("Broadcast Message Streams require unsubscribe management, Postmark is default. For Inbound and Transactional
+Streams default is none"). 401/403 stop with TransportError; 429, 5xx and a lost connection are asked again as for
+the suppression dump; 404/422 (no such stream) stop. send_batch refuses (TransportError, nothing sent) a batch for
+unsubscribe=provider in which a message lacks the placeholder in either part or carries our List-Unsubscribe.
+Why the default is provider: it is what Postmark does to a broadcast message anyway, every other combination is
+refused by preflight() with a one-line reason, and "outbound" is the one stream ID Postmark gives every server for
+transactional mail. Not checked against the live API: that Postmark replaces the placeholder inside an href of a
+non-template /email/batch message (article 1208 says "HTML and Plain Text copy of your message", and shows it as
+an href), and the exact spelling of UnsubscribeHandlingType values (compared without regard to case).
+  https://postmarkapp.com/support/article/1208-how-to-add-an-unsubscribe-link           the placeholder, HTML and
+      text, as an href; "Broadcast messages that aren't sent with a placeholder will automatically have the
+      unsubscribe link appended in the footer"
+  https://postmarkapp.com/support/article/1299-how-to-include-a-list-unsubscribe-header  Postmark adds the RFC 8058
+      headers on Broadcast streams it manages unsubscribes for
+  https://postmarkapp.com/support/article/managing-your-own-unsubscribe-process          "Manage unsubscribes on
+      your own": asked of support, then turned on per Broadcast stream
+  https://postmarkapp.com/developer/api/message-streams-api                              GET /message-streams/{ID}:
+      MessageStreamType, SubscriptionManagementConfiguration.UnsubscribeHandlingType and its defaults
+  https://postmarkapp.com/support/article/1215-managing-message-streams-with-postmarks-api   example answer
 
 Docs relied on:
   https://postmarkapp.com/developer/user-guide/send-email-with-api/batch-emails   endpoint, 500 / 50 MB, response
@@ -77,16 +115,20 @@ from urllib.parse import quote
 import httpx
 
 from newsletter.errors import NewsletterError
-from newsletter.message import Mailbox, Outgoing
+from newsletter.message import HostedUnsubscribe, Mailbox, Outgoing
 from newsletter.transports._http import ApiRequest, ApiTransport, header, iso_time, retry_after, short
-from newsletter.transports.base import DeliveryEvent, Dsn, Outcome, TransportError
+from newsletter.transports.base import UNSUBSCRIBE_OPTION, DeliveryEvent, Dsn, Outcome, TransportError
 
 BATCH_PATH = "/email/batch"
 MAX_MESSAGES = 500
 MAX_PAYLOAD_BYTES = 50_000_000  # "up to 50 MB payload size, including attachments" (batch-emails page)
 DEFAULT_STREAM = "broadcast"
-OPTIONS = ("stream",)
+TRANSACTIONAL_STREAM = "outbound"  # the transactional stream Postmark gives every server: unsubscribe=own by default
+OPTIONS = ("stream", "unsubscribe")
 CUSTOM_HEADERS = ("List-Id", "List-Unsubscribe", "List-Unsubscribe-Post")  # Reply-To has its own field
+OUR_UNSUBSCRIBE_HEADERS = ("List-Unsubscribe", "List-Unsubscribe-Post")  # Postmark's own when it hosts unsubscribes
+PLACEHOLDER = "{{{ pm:unsubscribe }}}"  # support article 1208, spaces included
+STREAM_PATH = "/message-streams/{stream}"
 METADATA_KEY = "newsletter-key"
 
 INACTIVE_RECIPIENT = 406
@@ -128,8 +170,24 @@ def address(mailbox: Mailbox) -> str:
     return f"{name} <{mailbox.address}>"
 
 
-def build_payload(messages: Sequence[Outgoing], *, stream: str = DEFAULT_STREAM) -> list[dict[str, Any]]:
-    """The JSON array /email/batch takes: one complete message per recipient, in order."""
+def hosted_unsubscribe(stream: str) -> HostedUnsubscribe:
+    """Postmark's own unsubscribe on a stream; the stream is part of it, since each stream keeps its suppressions."""
+    return HostedUnsubscribe(
+        provider="postmark",
+        url=PLACEHOLDER,
+        description=f"Postmark's unsubscribe page and its List-Unsubscribe headers (message stream {stream})",
+        fields={"stream": stream},
+    )
+
+
+def build_payload(
+    messages: Sequence[Outgoing], *, stream: str = DEFAULT_STREAM, hosted: bool = False
+) -> list[dict[str, Any]]:
+    """The JSON array /email/batch takes: one complete message per recipient, in order.
+
+    hosted (unsubscribe=provider): Postmark writes List-Unsubscribe and List-Unsubscribe-Post, so ours never go.
+    """
+    headers = [name for name in CUSTOM_HEADERS if not (hosted and name in OUR_UNSUBSCRIBE_HEADERS)]
     payload = []
     for message in messages:
         item: dict[str, Any] = {
@@ -138,9 +196,7 @@ def build_payload(messages: Sequence[Outgoing], *, stream: str = DEFAULT_STREAM)
             "Subject": message.subject,
             "HtmlBody": message.html,
             "TextBody": message.text,
-            "Headers": [
-                {"Name": name, "Value": message.headers[name]} for name in CUSTOM_HEADERS if name in message.headers
-            ],
+            "Headers": [{"Name": name, "Value": message.headers[name]} for name in headers if name in message.headers],
             "MessageStream": stream,
             "TrackOpens": False,
             "TrackLinks": "None",
@@ -150,6 +206,20 @@ def build_payload(messages: Sequence[Outgoing], *, stream: str = DEFAULT_STREAM)
             item["ReplyTo"] = reply_to
         payload.append(item)
     return payload
+
+
+def hosted_problem(message: Outgoing) -> str | None:
+    """Why this message must not go out with Postmark's hosted unsubscribe, or None: the placeholder in both parts,
+    none of our List-Unsubscribe headers."""
+    missing = [part for part, body in (("HTML", message.html), ("text", message.text)) if PLACEHOLDER not in body]
+    if missing:
+        return (
+            f"its {' and '.join(missing)} part lacks {PLACEHOLDER}, so Postmark would append a second unsubscribe "
+            "link; the footer's %%unsubscribe_url%% must stay in both templates"
+        )
+    if any(name in message.headers for name in OUR_UNSUBSCRIBE_HEADERS):
+        return "it carries newsletter's own List-Unsubscribe (built for unsubscribe=own)"
+    return None
 
 
 def encode(payload: Any) -> bytes:
@@ -437,6 +507,50 @@ def suppressions_path(stream: str) -> str:
     return SUPPRESSIONS_PATH.format(stream=quote(stream, safe=""))
 
 
+def stream_path(stream: str) -> str:
+    return STREAM_PATH.format(stream=quote(stream, safe=""))
+
+
+def stream_problem(body: bytes, stream: str, hosted: bool) -> str | None:
+    """Why a campaign must not go through this stream, from Postmark's answer to GET /message-streams/STREAM; None
+    when the stream fits. hosted: unsubscribe=provider. Raise ValueError when the answer is not a message stream."""
+    data = _json_or_none(body)
+    kind = data.get("MessageStreamType") if isinstance(data, dict) else None
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"postmark: GET {stream_path(stream)} did not answer a message stream: {short(body)}")
+    configuration = data.get("SubscriptionManagementConfiguration")
+    handling = configuration.get("UnsubscribeHandlingType") if isinstance(configuration, dict) else None
+    if not isinstance(handling, str) or not handling:
+        # "Broadcast Message Streams require unsubscribe management, Postmark is default. For Inbound and
+        # Transactional Streams default is none." (message-streams-api)
+        handling = "Postmark" if kind.lower() == "broadcasts" else "None"
+    shown_kind, shown_handling = kind, handling
+    kind, handling = kind.lower(), handling.lower()
+    where = f"postmark+api://…?stream={stream}"
+    if kind == "inbound":
+        return f"{where}: '{stream}' is an Inbound stream, which receives mail; use a Broadcasts stream to send"
+    if hosted and kind != "broadcasts":
+        return (
+            f"{where}&unsubscribe=provider: '{stream}' is a {shown_kind} stream, and Postmark adds its "
+            "unsubscribe link and List-Unsubscribe headers only on Broadcasts streams; use a Broadcasts stream, or "
+            "unsubscribe=own with `newsletter serve` for the links"
+        )
+    if hosted and handling != "postmark":
+        return (
+            f"{where}&unsubscribe=provider: stream '{stream}' manages unsubscribes on your own (UnsubscribeHandling"
+            f"Type {shown_handling}), so Postmark would not replace {PLACEHOLDER}; use "
+            "unsubscribe=own with `newsletter serve` for the links"
+        )
+    if not hosted and kind == "broadcasts" and handling == "postmark":
+        return (
+            f"{where}&unsubscribe=own: Postmark manages unsubscribes on Broadcasts stream '{stream}' and would add "
+            "its own link and List-Unsubscribe beside ours (two links, two suppression lists); use "
+            'unsubscribe=provider, or ask Postmark support to enable "Manage unsubscribes on your own" and turn '
+            "it on in the stream's settings"
+        )
+    return None
+
+
 def parse_suppressions(body: bytes) -> tuple[list[DeliveryEvent], None]:
     """Return the events in one answer of /message-streams/{stream}/suppressions/dump, and the next page: None.
 
@@ -476,10 +590,11 @@ class PostmarkTransport(ApiTransport):
     default_host: ClassVar[str] = "api.postmarkapp.com"
     name: ClassVar[str] = "postmark"
 
-    def __init__(self, dsn: Dsn, *, token: str, stream: str = DEFAULT_STREAM, **kwargs: Any):
+    def __init__(self, dsn: Dsn, *, token: str, stream: str = DEFAULT_STREAM, hosted: bool = False, **kwargs: Any):
         super().__init__(dsn, **kwargs)
         self._token = token
         self.stream = stream
+        self.hosted_unsubscribe: HostedUnsubscribe | None = hosted_unsubscribe(stream) if hosted else None
 
     @classmethod
     def from_dsn(cls, dsn: Dsn, **_: object) -> PostmarkTransport:
@@ -492,15 +607,18 @@ class PostmarkTransport(ApiTransport):
         unknown = sorted(set(dsn.options) - set(OPTIONS))
         if unknown:
             raise NewsletterError(
-                f"postmark+api://…?{unknown[0]}=…: unknown option; the only one is stream=MESSAGE_STREAM_ID, "
-                f"e.g. {example}"
+                f"postmark+api://…?{unknown[0]}=…: unknown option; the only ones are stream=MESSAGE_STREAM_ID and "
+                f"unsubscribe=provider|own, e.g. {example}"
             )
         stream = dsn.option("stream", DEFAULT_STREAM).strip()
         if not stream or any(ch.isspace() for ch in stream):
             raise NewsletterError(f"postmark+api://…?stream= takes a message stream's ID, e.g. {example}")
-        return cls(dsn, token=dsn.user, stream=stream)
+        default = "own" if stream == TRANSACTIONAL_STREAM else "provider"
+        unsubscribe = dsn.option("unsubscribe", default, UNSUBSCRIBE_OPTION)
+        return cls(dsn, token=dsn.user, stream=stream, hosted=unsubscribe == "provider")
 
     def build_request(self, messages: Sequence[Outgoing]) -> ApiRequest:
+        payload = build_payload(messages, stream=self.stream, hosted=self.hosted_unsubscribe is not None)
         return ApiRequest(
             path=BATCH_PATH,
             headers={
@@ -508,7 +626,7 @@ class PostmarkTransport(ApiTransport):
                 "Content-Type": "application/json",
                 "X-Postmark-Server-Token": self._token,
             },
-            content=encode(build_payload(messages, stream=self.stream)),
+            content=encode(payload),
         )
 
     def parse_response(
@@ -520,12 +638,32 @@ class PostmarkTransport(ApiTransport):
         """Send the messages in one request, or in halves while their JSON exceeds Postmark's 50 MB.
 
         500 newsletters of 100 KB of HTML each would be over the limit, and Postmark refuses the whole batch.
+        With unsubscribe=provider, raise TransportError (nothing sent) if a message lacks Postmark's placeholder.
         """
+        if self.hosted_unsubscribe is not None:
+            for message in messages:
+                if problem := hosted_problem(message):
+                    raise TransportError(
+                        f"postmark+api://…?unsubscribe=provider: the message to {message.recipient.address} cannot "
+                        f"go: {problem}; nothing was sent"
+                    )
         if len(messages) > 1 and len(self.build_request(messages).content or b"") > MAX_PAYLOAD_BYTES:
             half = len(messages) // 2
             first = await self.send_batch(messages[:half])
             return first + await self.send_batch(messages[half:])
         return await super().send_batch(messages)
+
+    async def preflight(self) -> None:
+        """Refuse (NewsletterError) a stream on which this transport's messages would be wrong: see the module
+        docstring (Unsubscribe). Raise TransportError when Postmark cannot tell (token refused, no such stream, no
+        answer after SYNC_ATTEMPTS tries)."""
+        body = await self._get(stream_path(self.stream), f"the message stream '{self.stream}'", "read")
+        try:
+            problem = stream_problem(body, self.stream, hosted=self.hosted_unsubscribe is not None)
+        except ValueError as error:
+            raise TransportError(f"{error}; nothing was sent") from None
+        if problem:
+            raise NewsletterError(problem)
 
     async def suppressions(self) -> AsyncIterator[DeliveryEvent]:
         """Every address on this stream's suppression list, read from one suppressions/dump answer.
@@ -534,7 +672,9 @@ class PostmarkTransport(ApiTransport):
         reached) after SYNC_ATTEMPTS tries, refuses the request (404/422, e.g. no such stream), or answers
         something else than the documented JSON.
         """
-        body = await self._suppression_dump()
+        body = await self._get(
+            suppressions_path(self.stream), f"the suppression list of stream '{self.stream}'", "synced"
+        )
         try:
             events, _ = parse_suppressions(body)
         except ValueError as error:
@@ -542,8 +682,13 @@ class PostmarkTransport(ApiTransport):
         for event in events:
             yield event
 
-    async def _suppression_dump(self) -> bytes:
-        url = self.base_url + suppressions_path(self.stream)
+    async def _get(self, path: str, what: str, done: str) -> bytes:
+        """The body of a 2xx answer to GET path, asked up to SYNC_ATTEMPTS times on 429, 5xx and lost connections.
+
+        what names the resource in messages ("the suppression list of stream 'broadcast'"); done says what did not
+        happen when it fails ("synced"). Raise TransportError on 401/403, another 4xx, or no answer in time.
+        """
+        url = self.base_url + path
         headers = {"Accept": "application/json", "X-Postmark-Server-Token": self._token}
         problem = ""
         for attempt in range(1, SYNC_ATTEMPTS + 1):
@@ -558,20 +703,20 @@ class PostmarkTransport(ApiTransport):
                     return body
                 if status in (401, 403):
                     raise TransportError(
-                        f"postmark refused the credentials ({status}: {short(body)}); the suppression dump needs the "
+                        f"postmark refused the credentials ({status}: {short(body)}) for {what}; it needs the "
                         "server's API token, check it in NEWSLETTER_TRANSPORT or --transport"
                     )
                 if status != 429 and status < 500:
                     code, text = _error(_json_or_none(body))
                     said = f"ErrorCode {code}: {_one_line(text)}" if code is not None else short(body)
                     raise TransportError(
-                        f"postmark {status} for the suppression list of stream '{self.stream}' ({said}); check "
-                        "?stream= in the transport DSN: the ID of a message stream of this server"
+                        f"postmark {status} for {what} ({said}); check ?stream= in the transport DSN: the ID of a "
+                        "message stream of this server"
                     )
                 problem, wait = f"{status}: {short(body)}", retry_after(response.headers)
             if attempt < SYNC_ATTEMPTS:
                 await _sleep(min(wait if wait is not None else SYNC_BACKOFF[attempt - 1], MAX_WAIT))
         raise TransportError(
-            f"postmark: the suppression list of stream '{self.stream}' could not be read after {SYNC_ATTEMPTS} "
-            f"attempts (last: {problem}); try again later"
+            f"postmark: {what} could not be read after {SYNC_ATTEMPTS} attempts (last: {problem}); nothing was "
+            f"{done}, try again later"
         )

@@ -37,6 +37,16 @@ Documentation relied on:
   https://resend.com/docs/dashboard/emails/tags                         (tags, their characters, in webhooks)
   https://resend.com/changelog/tags-for-batch-and-scheduled-emails      (tags on /emails/batch, 2025-09-24)
 
+Hosted unsubscribe: none for this endpoint, so `?unsubscribe=provider` is refused when the DSN is read. "Resend
+doesn't manage contact lists for transactional emails. If you manage your own list, you can add the
+List-Unsubscribe … header"; its unsubscribe link and page exist for Broadcasts and Automations sent to its
+Audiences (Contacts, Segments, Topics), not for /emails or /emails/batch. The trap seen elsewhere (a provider that
+appends its own link to messages without its placeholder) does not arise: Resend adds nothing to batch emails.
+`?unsubscribe=own`, the default, is accepted and changes nothing.
+  https://resend.com/docs/dashboard/emails/add-unsubscribe-to-transactional-emails
+  https://resend.com/docs/dashboard/audiences/managing-unsubscribe-list ("When you include an unsubscribe link in
+    your Broadcasts or Automations, Resend will automatically handle the unsubscribe flow")
+
 Webhooks: Resend delivers them through Svix, one event per POST, signed with the endpoint's signing secret
 ("whsec_" + base64 key, on the webhook's page in the dashboard), read here from NEWSLETTER_WEBHOOK_SECRET_RESEND.
 The headers svix-id, svix-timestamp (Unix seconds) and svix-signature ("v1,<base64>", several separated by
@@ -84,7 +94,7 @@ from newsletter import __version__
 from newsletter.errors import NewsletterError
 from newsletter.message import Mailbox, Outgoing
 from newsletter.transports._http import ApiRequest, ApiTransport, header, iso_time, retry_after, short
-from newsletter.transports.base import DeliveryEvent, Dsn, Outcome, TransportError
+from newsletter.transports.base import DeliveryEvent, Dsn, Outcome, TransportError, refuse_hosted_unsubscribe
 
 PATH = "/emails/batch"
 USER_AGENT = f"newsletter/{__version__}"
@@ -403,9 +413,13 @@ class ResendTransport(ApiTransport):
             )
         if dsn.path not in ("", "/"):
             raise NewsletterError(f"resend+api:// takes no path ('{dsn.path}'); write resend+api://re_API_KEY@default")
-        if dsn.options:
+        refuse_hosted_unsubscribe(
+            dsn, "Resend hosts an unsubscribe page only for Broadcasts to its Audiences, not for /emails/batch"
+        )
+        others = [name for name in dsn.options if name != "unsubscribe"]
+        if others:
             raise NewsletterError(
-                f"resend+api:// takes no options (got ?{'&'.join(dsn.options)}); write resend+api://re_API_KEY@default"
+                f"resend+api:// takes no options (got ?{'&'.join(others)}); write resend+api://re_API_KEY@default"
             )
         return cls(dsn, key=key)
 

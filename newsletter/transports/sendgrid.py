@@ -1,4 +1,4 @@
-"""sendgrid+api://KEY@default: SendGrid's v3 Mail Send endpoint, up to 1000 recipients per request.
+"""sendgrid+api://KEY@default[?unsubscribe=provider&group=ID]: SendGrid's v3 Mail Send, up to 1000 recipients a request.
 
     POST https://api.sendgrid.com/v3/mail/send      (?region=eu: https://api.eu.sendgrid.com, for EU subusers)
     Authorization: Bearer SG.…
@@ -23,11 +23,46 @@ So every recipient gets exactly message.html and message.text (a test replays th
 "The total collective size of your substitutions may not exceed 10,000 bytes per personalization object"
 (the API reference; the Substitution Tags guide says 50,000): a message above it fails alone, unsent.
 
-Settings: click, open and subscription tracking and Google Analytics are off (Law 25: no tracking by default;
-subscription tracking would add SendGrid's own link and List-Unsubscribe), the account's footer is off, and
-`asm` is omitted (an unsubscribe group adds SendGrid's own List-Unsubscribe: sendgrid/docs #3644, sendgrid-go
-#437). SendGrid writes Date and Message-ID itself; Reply-To goes in its `reply_to` field. SendGrid has no
-idempotency key: the deliveries ledger is what keeps a retried batch from sending twice.
+Settings: click, open and subscription tracking and Google Analytics are off (Law 25: no tracking by default),
+and the account's footer is off, in every request, whatever the account's settings say. Subscription tracking is
+SendGrid's trap (the counterpart of Postmark's broadcast streams): turned on under Settings > Tracking, it appends
+its own global-unsubscribe link to every message and writes its own List-Unsubscribe and List-Unsubscribe-Post;
+`tracking_settings.subscription_tracking.enable: false` in the request turns it off for that message, so neither
+mode gets a second link from it. SendGrid writes Date and Message-ID itself; Reply-To goes in its `reply_to`
+field. SendGrid has no idempotency key: the deliveries ledger is what keeps a retried batch from sending twice.
+
+Unsubscribe (?unsubscribe=own, the default, or ?unsubscribe=provider&group=ID):
+  own       the links and List-Unsubscribe headers of `newsletter serve`; no `asm` is sent (an unsubscribe group
+            makes SendGrid add its own List-Unsubscribe and, without its tags in the content, a footer of links:
+            sendgrid/docs #3644, sendgrid-go #437).
+  provider  the unsubscribe group ID (a positive integer, required; Suppressions > Unsubscribe Groups) goes in
+            every request as asm {"group_id": ID, "groups_to_display": [ID]}; the footer's link is the group's
+            substitution tag <%asm_group_unsubscribe_raw_url%>, written into the content itself, in the HTML (href)
+            and text parts alike, not as a per-recipient substitution (it is the same for everyone, and a
+            provider's own tag is safest where SendGrid's docs put it); our List-Unsubscribe is never sent.
+            preflight() checks that the group exists (GET /v3/asm/groups/ID; 404 refuses); suppressions() reads
+            the group's suppressions (GET /v3/asm/groups/ID/suppressions, a bare JSON array of addresses, not
+            paged) after the global unsubscribes, so whoever left through either page is skipped. send_batch
+            refuses (TransportError, nothing sent) a batch in which a message lacks the tag in a part or carries
+            our List-Unsubscribe. The key then also needs asm.groups.read and asm.groups.suppressions.read.
+Not checked against the live API, and to check on a real message ("Show original") before relying on it:
+SendGrid's documentation promises List-Unsubscribe with List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC
+8058) for subscription tracking; for a message sent with asm it documents the group's links and tags, not the
+headers, and sendgrid-go #437 (2021) reports a mailto-only List-Unsubscribe, which Gmail's one-click rule does not
+accept. Also unverified: that the group's page and List-Unsubscribe add the address to the group's suppressions
+(sendgrid/docs #4746 once saw the global list instead; both lists are read, so either way the address is skipped).
+  https://www.twilio.com/docs/sendgrid/for-developers/sending-email/suppressions   asm.group_id for the v3 API,
+      one group per send, integers only
+  https://www.twilio.com/docs/sendgrid/ui/sending-email/recipient-subscription-preferences   the group's links,
+      "If you choose not to use substitution tags, your emails will automatically have an Email Preferences link"
+  https://www.twilio.com/docs/sendgrid/ui/sending-email/global-unsubscribes        the <%asm_…_raw_url%> tags;
+      "When using our ASM Global or Group Unsubscribe tags, you must pass an unsubscribe group"
+  https://www.twilio.com/docs/sendgrid/ui/sending-email/list-unsubscribe           subscription tracking adds
+      List-Unsubscribe and List-Unsubscribe-Post
+  https://support.sendgrid.com/hc/en-us/articles/20631133325467                    the same, and "With this
+      setting not enabled, the list headers will need to be enabled yourself"
+  https://www.twilio.com/docs/sendgrid/api-reference/suppressions-unsubscribe-groups/get-information-on-a-single-suppression-group
+  https://www.twilio.com/docs/sendgrid/api-reference/suppressions-suppressions/retrieve-all-suppressions-for-a-suppression-group
 
 Answers (all or nothing: "Right now complete batch fails", sendgrid-nodejs #974):
   202, header X-Message-Id     every recipient accepted; the id is the request's, kept on each message (the
@@ -92,9 +127,9 @@ header SendGrid may add (an http:// URL, documented only on the generic Response
 list holds the addresses SendGrid drops every later message to, soft bounces included ("hard and soft bounce
 suppression lists", Bounce Purge): all of them are "bounced", a 4.x.x status is said to be a soft bounce in the
 detail. Not read: blocks, which are temporary ("Unlike addresses on other suppression lists, Twilio does attempt to
-send messages to blocked addresses"), and unsubscribe groups (/v3/asm/...), which only mail sent with `asm` offers:
-build_payload sends none. An address is yielded once per kind even when a list names it twice. The key needs read
-access to these lists (scopes suppression.bounces.read, suppression.invalid_emails.read,
+send messages to blocked addresses"), and unsubscribe groups (/v3/asm/...) other than unsubscribe=provider's, which
+is read last (see Unsubscribe above). An address is yielded once per kind even when a list names it twice. The key
+needs read access to these lists (scopes suppression.bounces.read, suppression.invalid_emails.read,
 suppression.spam_reports.read, suppression.unsubscribes.read): 401 and 403 stop the sync with a TransportError;
 429, 5xx and a dropped connection are retried after Retry-After, else X-RateLimit-Reset (the Unix time SendGrid's
 rate-limit page documents), else 2, 4, 8, 16 s, five tries in all; a malformed answer stops the sync.
@@ -119,7 +154,6 @@ import base64
 import binascii
 import email.utils
 import hashlib
-import html
 import json
 import re
 import time
@@ -137,9 +171,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
 from newsletter.errors import NewsletterError
-from newsletter.message import Body, Mailbox, Outgoing
+from newsletter.message import Body, HostedUnsubscribe, Mailbox, Outgoing
+from newsletter.render import Verbatim, escape_value
 from newsletter.transports._http import ApiRequest, ApiTransport, api_base_url, header, retry_after, short
-from newsletter.transports.base import DeliveryEvent, Dsn, Outcome, TransportError
+from newsletter.transports.base import UNSUBSCRIBE_OPTION, DeliveryEvent, Dsn, Outcome, TransportError
 
 PATH = "/v3/mail/send"
 DEFAULT_HOST = "api.sendgrid.com"
@@ -159,6 +194,9 @@ _ADDRESS_FIELD = re.compile(r"^to(?:\.\d+(?:\.email)?)?$")
 _INVALID_ADDRESS = re.compile(r"\bvalid (?:email )?address", re.IGNORECASE)  # not "Invalid type" (a bug of ours)
 # The custom arg holding the message's ledger key; SendGrid echoes it in every event about the message.
 KEY_ARG = "newsletter_key"
+OUR_UNSUBSCRIBE_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})  # SendGrid's own with asm
+# The unsubscribe group's own page ("Unsubscribe From This List") as a bare URL, for an href and the text part.
+GROUP_PLACEHOLDER = "<%asm_group_unsubscribe_raw_url%>"
 
 
 @dataclass(frozen=True)
@@ -178,33 +216,58 @@ class Content:
         subs = {}
         for (name, fallback), key in self.html_keys.items():
             value = values.get(name)
-            subs[key] = html.escape(value) if value else fallback
+            subs[key] = escape_value(value) if value else fallback
         for (name, fallback), key in self.text_keys.items():
             value = values.get(name)
             subs[key] = value if value else fallback
         return subs
 
 
+Fixed = tuple[tuple[str, str], ...]  # (name, value) of the placeholders valued alike for every recipient
+
+
+def fixed_values(message: Outgoing) -> Fixed:
+    """The message's Verbatim values (a provider's own placeholder, e.g. <%asm_group_unsubscribe_raw_url%>): the
+    same for every recipient of a campaign, so written into the content itself, never passed as a substitution."""
+    return tuple(sorted((k, str(v)) for k, v in message.values.items() if isinstance(v, Verbatim)))
+
+
 @lru_cache(maxsize=4)
-def content_for(body: Body) -> Content:
-    """The issue's HTML and text with each placeholder replaced by its substitution key (once per campaign)."""
+def content_for(body: Body, fixed: Fixed = ()) -> Content:
+    """The issue's HTML and text with each placeholder replaced by its substitution key (once per campaign).
+
+    A placeholder named in `fixed` is replaced by its value itself, in both parts, as RenderedIssue.fill() writes
+    it (escape_value: a Verbatim value unescaped), and gets no key.
+    """
     rendered = body.rendered
     literals = [p for p in (*rendered.html_parts, *rendered.text_parts) if isinstance(p, str)]
+    literals += [value for _, value in fixed]
     salt = hashlib.sha256(f"{rendered.html}\0{rendered.text}".encode()).hexdigest()[:10]
     # Keys start with `%%<salt>`; with the salt in no literal text, a key can match only where it was put.
     while any(salt in literal for literal in literals):
         salt = hashlib.sha256(salt.encode()).hexdigest()[:10]
-    html_value, html_keys = _with_keys(rendered.html_parts, f"{salt}h")
-    text_value, text_keys = _with_keys(rendered.text_parts, f"{salt}t")
+    values = {name: Verbatim(value) for name, value in fixed}
+    html_value, html_keys = _with_keys(rendered.html_parts, f"{salt}h", values, escape_value)
+    text_value, text_keys = _with_keys(rendered.text_parts, f"{salt}t", values, str)
     return Content(html_value, text_value, html_keys, text_keys)
 
 
-def _with_keys(parts: list, prefix: str) -> tuple[str, dict[tuple[str, str], str]]:
+def _content(messages: Sequence[Outgoing]) -> Content:
+    return content_for(messages[0].body, fixed_values(messages[0]))
+
+
+def _with_keys(
+    parts: list, prefix: str, fixed: Mapping[str, str] | None = None, escape=str
+) -> tuple[str, dict[tuple[str, str], str]]:
     keys: dict[tuple[str, str], str] = {}
     out = []
     for part in parts:
         if isinstance(part, str):
             out.append(part)
+            continue
+        if fixed and part[0] in fixed:
+            value = fixed[part[0]]
+            out.append(escape(value) if value else part[1])
             continue
         key = keys.get(part)
         if key is None:
@@ -218,7 +281,7 @@ def screen(messages: Sequence[Outgoing]) -> list[Outcome | None]:
     """For each message, None if it goes in the request, else the Outcome it gets without being sent."""
     if not messages:
         return []
-    content = content_for(messages[0].body)
+    content = _content(messages)
     seen: set[str] = set()
     screened: list[Outcome | None] = []
     for message in messages:
@@ -244,11 +307,12 @@ def screen(messages: Sequence[Outgoing]) -> list[Outcome | None]:
     return screened
 
 
-def build_payload(messages: Sequence[Outgoing]) -> dict[str, Any]:
+def build_payload(messages: Sequence[Outgoing], *, group_id: int | None = None) -> dict[str, Any]:
     """The Mail Send body: one content for the campaign, one personalization per message that screen() lets in.
 
-    Raise ValueError if the messages do not come from one campaign (body, sender, Reply-To): SendGrid sends
-    one content to the whole request.
+    group_id (unsubscribe=provider): the unsubscribe group, sent as asm; SendGrid then writes List-Unsubscribe
+    itself, so ours is never sent. Raise ValueError if the messages do not come from one campaign (body, sender,
+    Reply-To, fixed values): SendGrid sends one content to the whole request.
     """
     first = messages[0]
     for message in messages:
@@ -256,7 +320,10 @@ def build_payload(messages: Sequence[Outgoing]) -> dict[str, Any]:
             raise ValueError("sendgrid: a batch must hold messages of one campaign (one body), got several")
         if message.sender != first.sender or message.headers.get("Reply-To") != first.headers.get("Reply-To"):
             raise ValueError("sendgrid: a batch must hold messages with one sender and one Reply-To")
-    content = content_for(first.body)
+        if fixed_values(message) != fixed_values(first):
+            raise ValueError("sendgrid: a batch must hold messages with one unsubscribe placeholder")
+    content = _content(messages)
+    not_custom = NOT_CUSTOM_HEADERS | (OUR_UNSUBSCRIBE_HEADERS if group_id is not None else frozenset())
     personalizations = []
     for message, skip in zip(messages, screen(messages), strict=True):
         if skip is not None:
@@ -264,9 +331,7 @@ def build_payload(messages: Sequence[Outgoing]) -> dict[str, Any]:
         personalization: dict[str, Any] = {
             "to": [_address(message.recipient)],
             "headers": {
-                name: _header_value(value)
-                for name, value in message.headers.items()
-                if name.lower() not in NOT_CUSTOM_HEADERS
+                name: _header_value(value) for name, value in message.headers.items() if name.lower() not in not_custom
             },
             "substitutions": content.substitutions(message.values),
             # Campaign and subscriber numbers only: SendGrid keeps custom args as "Not PII", for good.
@@ -289,10 +354,34 @@ def build_payload(messages: Sequence[Outgoing]) -> dict[str, Any]:
         },
         "mail_settings": {"footer": {"enable": False}},
     }
+    if group_id is not None:
+        # groups_to_display: the preferences page, if SendGrid offers it, shows this group alone.
+        payload["asm"] = {"group_id": group_id, "groups_to_display": [group_id]}
     if reply_to := first.headers.get("Reply-To"):
         name, address = email.utils.parseaddr(reply_to)
         payload["reply_to"] = _address(Mailbox(name, address or reply_to))
     return payload
+
+
+def hosted_problem(message: Outgoing) -> str | None:
+    """Why this message must not go out with SendGrid's group unsubscribe, or None: GROUP_PLACEHOLDER in both parts
+    (else SendGrid appends its own footer of links), none of our List-Unsubscribe headers."""
+    missing = [part for part, body in (("HTML", message.html), ("text", message.text)) if GROUP_PLACEHOLDER not in body]
+    if missing:
+        return (
+            f"its {' and '.join(missing)} part lacks {GROUP_PLACEHOLDER}, so SendGrid would append its own "
+            "unsubscribe links; the footer's %%unsubscribe_url%% must stay in both templates"
+        )
+    if any(name.lower() in OUR_UNSUBSCRIBE_HEADERS for name in message.headers):
+        return "it carries newsletter's own List-Unsubscribe (built for unsubscribe=own)"
+    return None
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
 
 
 def _address(box: Mailbox) -> dict[str, str]:
@@ -533,7 +622,8 @@ def _event_time(value: Any) -> datetime | None:
 # Suppressions
 
 SUPPRESSION_PAGE_SIZE = 500  # "The maximum page size for this endpoint is 500 items per page."
-# name -> (path, kind); read in this order. Not read: blocks (temporary) and unsubscribe groups (no asm sent).
+# name -> (path, kind); read in this order. Not read: blocks (temporary). The unsubscribe group of
+# unsubscribe=provider is read after them (GROUP_SUPPRESSIONS_PATH), other groups never.
 SUPPRESSION_LISTS: dict[str, tuple[str, str]] = {
     "bounces": ("/v3/suppression/bounces", "bounced"),
     "invalid_emails": ("/v3/suppression/invalid_emails", "bounced"),
@@ -541,6 +631,9 @@ SUPPRESSION_LISTS: dict[str, tuple[str, str]] = {
     "unsubscribes": ("/v3/suppression/unsubscribes", "unsubscribed"),
 }
 SUPPRESSION_SCOPES = ", ".join(f"suppression.{name}.read" for name in SUPPRESSION_LISTS)
+GROUP_PATH = "/v3/asm/groups/{group_id}"
+GROUP_SUPPRESSIONS_PATH = "/v3/asm/groups/{group_id}/suppressions"
+GROUP_SCOPES = "asm.groups.read, asm.groups.suppressions.read"
 SYNC_TRIES = 5  # of one page, on 429, 5xx or a dropped connection
 SYNC_BACKOFF = 2.0  # seconds before the second try when SendGrid names no wait; doubled at each try after it
 SYNC_MAX_WAIT = 120.0  # a longer wait asked for ends the sync: run it again later
@@ -573,6 +666,26 @@ def parse_suppressions(
             DeliveryEvent(kind=kind, email=email.strip(), at=at, detail=_suppression_detail(list_name, item, at))
         )
     return events, (offset + len(data) if len(data) >= limit else None)
+
+
+def parse_group_suppressions(body: bytes, group_id: int) -> list[DeliveryEvent]:
+    """The events in SendGrid's answer to GET /v3/asm/groups/{group_id}/suppressions: a JSON array of addresses
+    (not paged), each "unsubscribed" from the group. Raise ValueError when the body is not a JSON array of addresses.
+    """
+    path = GROUP_SUPPRESSIONS_PATH.format(group_id=group_id)
+    try:
+        data = json.loads(body)
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"sendgrid {path}: the answer is not JSON ({error})") from None
+    if not isinstance(data, list):
+        raise ValueError(f"sendgrid {path}: expected a JSON array of addresses, got {type(data).__name__}")
+    events = []
+    for index, address in enumerate(data):
+        if not isinstance(address, str) or "@" not in address:
+            raise ValueError(f"sendgrid {path}: entry {index} is not an email address: {str(address)[:100]}")
+        detail = f"unsubscribed from SendGrid unsubscribe group {group_id}"
+        events.append(DeliveryEvent(kind="unsubscribed", email=address.strip(), detail=detail))
+    return events
 
 
 def _suppression_detail(list_name: str, item: dict[str, Any], at: datetime | None) -> str:
@@ -612,29 +725,61 @@ class SendgridTransport(ApiTransport):
     default_host: ClassVar[str] = DEFAULT_HOST
     name: ClassVar[str] = "SendGrid"
 
-    def __init__(self, dsn: Dsn, *, client: httpx.AsyncClient | None = None):
+    def __init__(self, dsn: Dsn, *, client: httpx.AsyncClient | None = None, group_id: int | None = None):
         super().__init__(dsn, client=client)
         self.key = dsn.user or ""
         if dsn.options.get("region") == "eu":
             self.base_url = api_base_url(dsn, EU_HOST)
+        self.group_id = group_id
+        self.hosted_unsubscribe: HostedUnsubscribe | None = None
+        if group_id is not None:
+            self.hosted_unsubscribe = HostedUnsubscribe(
+                provider="sendgrid",
+                url=GROUP_PLACEHOLDER,
+                description=f"SendGrid's unsubscribe page for unsubscribe group {group_id} and the List-Unsubscribe "
+                "header SendGrid adds for the group",
+                fields={"group_id": group_id},
+            )
 
     @classmethod
     def from_dsn(cls, dsn: Dsn, **_: object) -> SendgridTransport:
-        """The transport for sendgrid+api://KEY@default[?region=eu]; raise NewsletterError saying what to write."""
+        """The transport for sendgrid+api://KEY@default[?region=eu][&unsubscribe=provider&group=ID]; raise
+        NewsletterError saying what to write."""
         if not dsn.user or dsn.password:
             raise NewsletterError(
                 "sendgrid+api:// needs the API key alone before the @, e.g. sendgrid+api://SG.xxxx@default "
                 "(an API key with the Mail Send permission, from https://app.sendgrid.com/settings/api_keys)"
             )
-        unknown = sorted(set(dsn.options) - {"region"})
+        unknown = sorted(set(dsn.options) - {"region", "unsubscribe", "group"})
         if unknown:
-            raise NewsletterError(f"sendgrid+api://…?{unknown[0]}=…: unknown option; the only one is region=eu")
+            raise NewsletterError(
+                f"sendgrid+api://…?{unknown[0]}=…: unknown option; the only one is region=eu, beside the "
+                "hosted unsubscribe's unsubscribe=provider|own and group=UNSUBSCRIBE_GROUP_ID"
+            )
         dsn.option("region", "global", REGIONS)
-        return cls(dsn)
+        hosted = dsn.option("unsubscribe", "own", UNSUBSCRIBE_OPTION) == "provider"
+        group = dsn.options.get("group")
+        if not hosted:
+            if group is not None:
+                raise NewsletterError(
+                    "sendgrid+api://…?group=…: an unsubscribe group goes with SendGrid's hosted unsubscribe; write "
+                    "unsubscribe=provider&group=ID, or neither"
+                )
+            return cls(dsn)
+        text = (group or "").strip()
+        if not text.isascii() or not text.isdigit() or int(text) <= 0:
+            shown = f"group={group}" if group is not None else "no group="
+            raise NewsletterError(
+                f"sendgrid+api://…?unsubscribe=provider needs group=ID, the number of an unsubscribe group ({shown}); "
+                "SendGrid shows it under Suppressions > Unsubscribe Groups, e.g. "
+                "sendgrid+api://SG.xxxx@default?unsubscribe=provider&group=12345"
+            )
+        return cls(dsn, group_id=int(text))
 
     def build_request(self, messages: Sequence[Outgoing]) -> ApiRequest:
         # ensure_ascii=False: French names and subjects travel as UTF-8, not as \u escapes.
-        body = json.dumps(build_payload(messages), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        payload = build_payload(messages, group_id=self.group_id)
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
         return ApiRequest(PATH, headers=headers, content=body)
 
@@ -643,10 +788,28 @@ class SendgridTransport(ApiTransport):
     ) -> list[Outcome]:
         return parse_response(status, headers, body, messages)
 
+    async def preflight(self) -> None:
+        """With unsubscribe=provider, check that the unsubscribe group exists (GET /v3/asm/groups/ID): refuse
+        (NewsletterError) when SendGrid does not know it. Raise TransportError when SendGrid cannot tell (key
+        refused, no answer after SYNC_TRIES tries). Nothing to check for unsubscribe=own."""
+        if self.group_id is None:
+            return
+        path = GROUP_PATH.format(group_id=self.group_id)
+        status, body = await self._get(path, None, GROUP_SCOPES, missing_ok=True, again="try again later")
+        if status == 404:
+            raise NewsletterError(
+                f"sendgrid+api://…?group={self.group_id}: SendGrid has no unsubscribe group {self.group_id} in this "
+                "account; create one under Suppressions > Unsubscribe Groups and write its ID in group="
+            )
+        data = _json_or_none(body)
+        if not isinstance(data, dict) or data.get("id") not in (self.group_id, str(self.group_id)):
+            raise TransportError(f"SendGrid answered GET {path} with something else than that group: {short(body)}")
+
     suppression_page_size: ClassVar[int] = SUPPRESSION_PAGE_SIZE  # the tests lower it, to make short lists long
 
     async def suppressions(self) -> AsyncIterator[DeliveryEvent]:
-        """Every address on SendGrid's bounce, invalid email, spam report and global unsubscribe lists, page by page.
+        """Every address on SendGrid's bounce, invalid email, spam report and global unsubscribe lists, page by page,
+        and with unsubscribe=provider its unsubscribe group's suppressions too (group_unsubscribe: "unsubscribed").
 
         Raise TransportError when the key is refused (401, 403), when SendGrid still cannot answer after
         SYNC_TRIES tries or asks to wait longer than SYNC_MAX_WAIT, and when an answer is malformed.
@@ -673,45 +836,77 @@ class SendgridTransport(ApiTransport):
                         seen.add(key)
                         yield event
                 previous, offset = body, next_offset
+        if self.group_id is not None:
+            path = GROUP_SUPPRESSIONS_PATH.format(group_id=self.group_id)
+            _, body = await self._get(path, None, GROUP_SCOPES)
+            try:
+                events = parse_group_suppressions(body, self.group_id)
+            except ValueError as error:
+                raise TransportError(f"SendGrid's answer could not be read: {error}") from None
+            for event in events:
+                key = (event.kind, event.email.lower())
+                if key not in seen:
+                    seen.add(key)
+                    yield event
 
     async def _suppression_page(self, path: str, limit: int, offset: int) -> bytes:
         """The body of one page (2xx), after up to SYNC_TRIES tries on 429, 5xx and dropped connections."""
-        request = f"GET {path}?limit={limit}&offset={offset}"
+        _, body = await self._get(path, {"limit": limit, "offset": offset}, SUPPRESSION_SCOPES)
+        return body
+
+    async def _get(
+        self,
+        path: str,
+        params: dict[str, int] | None,
+        scopes: str,
+        *,
+        missing_ok: bool = False,
+        again: str = "run the sync again later",
+    ) -> tuple[int, bytes]:
+        """(status, body) of a 2xx answer to GET path (or of a 404 with missing_ok), after up to SYNC_TRIES tries on
+        429, 5xx and dropped connections. Raise TransportError on 401/403 (naming `scopes`), another 4xx, or no
+        answer in time."""
+        request = f"GET {path}" + ("?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else "")
         headers = {"Authorization": f"Bearer {self.key}", "Accept": "application/json"}
         for tries in range(1, SYNC_TRIES + 1):
             try:
-                response = await self.client.get(
-                    self.base_url + path, params={"limit": limit, "offset": offset}, headers=headers
-                )
+                response = await self.client.get(self.base_url + path, params=params, headers=headers)
             except httpx.TransportError as exc:  # refused, reset, timed out
                 problem, wait = f"{type(exc).__name__} {exc}".strip(), SYNC_BACKOFF * 2 ** (tries - 1)
             else:
                 status, body = response.status_code, response.content
-                if 200 <= status < 300:
-                    return body
+                if 200 <= status < 300 or (missing_ok and status == 404):
+                    return status, body
                 said = _describe(_errors(body)) or short(body) or "no error message"
                 if status in (401, 403):
                     hint = "check the key" if status == 401 else "the key may lack the permission"
+                    what = "the suppression lists" if scopes == SUPPRESSION_SCOPES else "the unsubscribe group"
                     raise TransportError(
-                        f"SendGrid refused the credentials ({status}: {said}) for {request}; reading the suppression "
-                        f"lists needs an API key with read access to them ({SUPPRESSION_SCOPES}): {hint} in "
-                        "NEWSLETTER_TRANSPORT or --transport"
+                        f"SendGrid refused the credentials ({status}: {said}) for {request}; reading {what} needs an "
+                        f"API key with read access to them ({scopes}): {hint} in NEWSLETTER_TRANSPORT or --transport"
                     )
                 if status != 429 and status < 500:
                     raise TransportError(f"SendGrid answered {status} to {request}: {said}")
                 problem, wait = f"{status}: {said}", _sync_wait(response.headers, tries)
             if tries == SYNC_TRIES:
                 raise TransportError(
-                    f"SendGrid still answered {problem} after {SYNC_TRIES} tries of {request}; run the sync again later"
+                    f"SendGrid still answered {problem} after {SYNC_TRIES} tries of {request}; {again}"
                 )
             if wait > SYNC_MAX_WAIT:
-                raise TransportError(
-                    f"SendGrid answered {problem} to {request} and asks to wait {wait:.0f} s; run the sync again later"
-                )
+                raise TransportError(f"SendGrid answered {problem} to {request} and asks to wait {wait:.0f} s; {again}")
             await _pause(wait)
         raise AssertionError("unreachable")  # the last try returned or raised
 
     async def send_batch(self, messages: Sequence[Outgoing]) -> list[Outcome]:
+        """Send the messages in one request. With unsubscribe=provider, raise TransportError (nothing sent) if a
+        message lacks the group's placeholder in a part or carries our List-Unsubscribe."""
+        if self.group_id is not None:
+            for message in messages:
+                if problem := hosted_problem(message):
+                    raise TransportError(
+                        f"sendgrid+api://…?unsubscribe=provider: the message to {message.recipient.address} cannot "
+                        f"go: {problem}; nothing was sent"
+                    )
         # Only to skip a request that would hold no recipient (SendGrid refuses it); one request otherwise.
         screened = screen(messages)
         if all(skip is not None for skip in screened):

@@ -98,6 +98,56 @@ TransportError. Only the account-level list is read, not a tenant's (TenantName)
   https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_sigv-create-signed-request.html (canonical query)
   botocore: botocore/data/sesv2/2019-09-27/service-2.json (ListSuppressedDestinationsRequest: querystring Reason,
   StartDate, EndDate, NextToken, PageSize; TooManyRequestsException httpStatusCode 429)
+
+SES subscription management (`?unsubscribe=provider&contact_list=NAME&topic=NAME`; the default, `own`, is all of
+the above): SES's own unsubscribe page, List-Unsubscribe and List-Unsubscribe-Post, for the account's contact list.
+  SendBulkEmail cannot do it: ListManagementOptions is a member of SendEmail's request only, not of SendBulkEmail's
+  (the API reference's request syntax of each, and botocore's SendBulkEmailRequest), and SES documents the feature
+  as "ListManagementOptions in the SendEmail operation request". So with unsubscribe=provider each message is one
+  SendEmail call, POST /v2/email/outbound-emails, and max_batch is 1. What it costs: one signed request per
+  recipient instead of one per 50, each carrying the whole HTML (about 50 times the requests and the upload).
+  Throughput is then the runner's requests in flight (4 by default) over SES's round trip: an estimate, not
+  measured, of 20 to 40 messages a second at 100 to 200 ms, under most accounts' send rate (SES counts recipients
+  against it either way, so the quota is the same; the campaign's own rate still applies). A crash can send again
+  at most the 4 messages in flight, not 4 batches of 50.
+  Content: Simple {Subject, Body {Text, Html}, Headers}, each Charset UTF-8, holding the recipient's own text and
+  HTML (Outgoing.text and .html: no SES template, so no brace escaping) with {{amazonSESUnsubscribeUrl}} where the
+  footer's link goes, literally, in both parts. ListManagementOptions {ContactListName, TopicName (when given)};
+  List-Id in Headers; the newsletter_key tag in EmailTags; ReplyToAddresses and ConfigurationSetName as above.
+  The answer is {"MessageId"} -> sent; errors are read as SendBulkEmail's. SES's words relied on
+  (sending-email-subscription-management): SES "automatically enables the unsubscribe links in every outgoing
+  email when you specify the contactListName and topicName within ListManagementOptions"; "You can include the
+  placeholder two times maximum. If used more than two times, only the first two occurrences are replaced"; "The
+  List-Unsubscribe header and footer link are added only if the email is being sent to a single recipient, and
+  the placeholder must present"; "Placeholder replacement is supported only for HTML and TEXT content types";
+  List-Unsubscribe and List-Unsubscribe-Post are SES's ("If you're adding these headers in your own email … Amazon
+  SES overrides them"); with a topic the header unsubscribes from that topic only, without one "from all the topics
+  in the list"; "available for those using Easy DKIM" (this transport never signs: SES does). send_batch refuses
+  (TransportError) a campaign whose HTML or text lacks the placeholder, or that holds it more than twice in all.
+  preflight() reads GetContactList (GET /v2/email/contact-lists/NAME) and refuses a list that does not exist in the
+  region, a topic it does not have, or a topic whose DefaultSubscriptionStatus is OPT_OUT (SES would then mail only
+  contacts who opted in inside SES, and our subscribers are not all contacts). "Only one contact list is allowed
+  per AWS account" (per region): a workspace with several lists gives each its topic, one DSN per list.
+  Suppressions: besides the account-level list, suppressions() reads the whole contact list with ListContacts (POST
+  /v2/email/contact-lists/NAME/contacts/list, {"NextToken"}, pages followed to the end) and reports as
+  "unsubscribed" each contact with UnsubscribeAll, or with the topic's explicit OPT_OUT preference (without a
+  topic: every preference it has OPT_OUT). No Filter is sent: the API documents FilteredStatus and TopicFilter but
+  not how they treat UnsubscribeAll contacts, and a filter that left them out would lose unsubscribes; judging
+  each contact by its own fields cannot, at the cost of reading every contact (SES's default page size). Default
+  preferences never count (a contact that never chose has not unsubscribed).
+  Not checked against the live API: whether SES adds a recipient who is not yet a contact to the list when they
+  unsubscribe (an emulator, floci-io/floci#1875, models it so; SES's pages do not say), the delivered headers and
+  their DKIM signature, and ListContacts's POST form (the current API reference; older SDKs send a GET with a body).
+  https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_SendBulkEmail.html (no ListManagementOptions)
+  https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_SendEmail.html (ListManagementOptions, Content)
+  https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_ListManagementOptions.html (ContactListName required)
+  https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_Message.html and API_Content.html (Headers, Charset)
+  https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_ListContacts.html, API_ListContactsFilter.html,
+    API_Contact.html, API_GetContactList.html, API_Topic.html (DefaultSubscriptionStatus)
+  https://docs.aws.amazon.com/ses/latest/dg/sending-email-subscription-management.html (quoted above; the same
+    text in github.com/awsdocs/amazon-ses-developer-guide doc-source/sending-email-subscription-management.md)
+  https://docs.aws.amazon.com/ses/latest/dg/sending-email-list-management.html (one contact list per account, 20
+    topics, "Amazon SES will bounce an email if it is sent to an unsubscribed contact on your contact list")
 """
 
 from __future__ import annotations
@@ -107,7 +157,6 @@ import base64
 import email.utils
 import hashlib
 import hmac
-import html
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -123,19 +172,26 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from newsletter.errors import NewsletterError
-from newsletter.message import Mailbox, Outgoing
+from newsletter.message import HostedUnsubscribe, Mailbox, Outgoing
+from newsletter.render import Verbatim, escape_value
 from newsletter.transports._http import ApiRequest, ApiTransport, api_base_url, iso_time, retry_after, short
-from newsletter.transports.base import DeliveryEvent, Dsn, Outcome, TransportError
+from newsletter.transports.base import UNSUBSCRIBE_OPTION, DeliveryEvent, Dsn, Outcome, TransportError
 
 PATH = "/v2/email/outbound-bulk-emails"
 SERVICE = "ses"
 REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 CONFIGURATION_SET = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-OPTIONS = ("region", "configuration_set")
+OPTIONS = ("region", "configuration_set", "unsubscribe", "contact_list", "topic")
 HEADER_VALUE_MAX = 870  # MessageHeaderValue: printable ASCII, at most 870 characters
 SHARED_HEADERS = ("List-Id", "List-Unsubscribe-Post")  # in Template.Headers when the batch agrees on them
 ENTRY_HEADERS = ("List-Unsubscribe",)  # always per entry
 TAG = "newsletter_key"
+# Subscription management (unsubscribe=provider): SendEmail, one recipient a call, and SES's placeholder.
+SEND_EMAIL_PATH = "/v2/email/outbound-emails"
+UNSUBSCRIBE_PLACEHOLDER = "{{amazonSESUnsubscribeUrl}}"
+PLACEHOLDER_MAX = 2  # "You can include the placeholder two times maximum"
+PROVIDER_HEADERS = ("List-Unsubscribe", "List-Unsubscribe-Post")  # SES writes them ("overrides them")
+LIST_NAME_MAX = 128
 
 # Per-entry statuses (BulkEmailStatus; the prose of the API reference spells three of them the old way).
 RETRY_STATUSES = {
@@ -325,7 +381,7 @@ class InlineTemplate:
         data = {"subject": subject, **self.braces}
         for (name, fallback), variable in self.html_vars.items():
             value = values.get(name)
-            data[variable] = html.escape(value) if value else fallback
+            data[variable] = escape_value(value) if value else fallback
         for (name, fallback), variable in self.text_vars.items():
             value = values.get(name)
             data[variable] = value if value else fallback
@@ -398,6 +454,172 @@ def build_payload(messages: Sequence[Outgoing], *, configuration_set: str | None
     return payload
 
 
+# Subscription management: SendEmail with ListManagementOptions, one recipient a call
+
+
+def hosted_unsubscribe(region: str, contact_list: str, topic: str | None) -> HostedUnsubscribe:
+    """What unsubscribe=provider gives an SES transport: SES's placeholder, for this region's list and topic."""
+    where = f"contact list {contact_list}" + (f", topic {topic}" if topic else ", every topic") + f", {region}"
+    return HostedUnsubscribe(
+        provider="ses",
+        url=UNSUBSCRIBE_PLACEHOLDER,
+        description=(
+            f"Amazon SES subscription management ({where}): SES's unsubscribe page, List-Unsubscribe and "
+            "List-Unsubscribe-Post; one SendEmail per message"
+        ),
+        fields={"region": region, "contact_list": contact_list, "topic": topic},
+    )
+
+
+def hosted_problem(messages: Sequence[Outgoing], hosted: HostedUnsubscribe) -> str | None:
+    """Why these messages cannot go out with SES's subscription management (one line), or None.
+
+    Each must have been built for it (SES's placeholder as the link, no List-Unsubscribe of ours), and carry the
+    placeholder in its HTML and in its text, at most twice in all (SES replaces "only the first two occurrences").
+    """
+    for message in messages:
+        if any(name in message.headers for name in PROVIDER_HEADERS):
+            return (
+                f"{message.key} carries this tool's List-Unsubscribe: its campaign was begun without "
+                "unsubscribe=provider; send it on through a DSN without it"
+            )
+        value = message.values.get("unsubscribe_url")
+        if not isinstance(value, Verbatim) or value != hosted.url:
+            return f"{message.key}'s unsubscribe link is not SES's {hosted.url}: its campaign was begun otherwise"
+    first = messages[0]
+    in_html, in_text = first.html.count(hosted.url), first.text.count(hosted.url)
+    if not in_html or not in_text:
+        part = "HTML" if not in_html else "text"
+        return (
+            f"the issue's {part} part has no %%unsubscribe_url%%, so SES would add no unsubscribe link (nor its "
+            "List-Unsubscribe header); keep it in the footer template"
+        )
+    if in_html + in_text > PLACEHOLDER_MAX:
+        return (
+            f"the issue holds %%unsubscribe_url%% {in_html + in_text} times; SES replaces only the first "
+            f"{PLACEHOLDER_MAX}, the others would reach readers as {hosted.url}: keep one in the HTML, one in the text"
+        )
+    return None
+
+
+def build_send_email_payload(
+    message: Outgoing, hosted: HostedUnsubscribe, *, configuration_set: str | None = None
+) -> dict[str, Any]:
+    """The SendEmail body for one message with SES's subscription management (see the module doc).
+
+    The recipient's own text and HTML, each with SES's placeholder as it stands; no List-Unsubscribe of ours.
+    """
+    utf8 = "UTF-8"
+    headers = _headers(
+        [
+            (name, value)
+            for name, value in message.headers.items()
+            if name in SHARED_HEADERS and name not in PROVIDER_HEADERS and value
+        ]
+    )
+    simple: dict[str, Any] = {
+        "Subject": {"Data": message.subject, "Charset": utf8},
+        "Body": {"Text": {"Data": message.text, "Charset": utf8}, "Html": {"Data": message.html, "Charset": utf8}},
+    }
+    if headers:
+        simple["Headers"] = headers
+    payload: dict[str, Any] = {
+        "FromEmailAddress": mailbox(message.sender),
+        "Destination": {"ToAddresses": [mailbox(message.recipient)]},
+    }
+    reply_to = message.headers.get("Reply-To")
+    if reply_to:
+        name, address = email.utils.parseaddr(reply_to)
+        payload["ReplyToAddresses"] = [mailbox(Mailbox(name, address or reply_to))]
+    payload["Content"] = {"Simple": simple}
+    payload["EmailTags"] = [{"Name": TAG, "Value": _tag(message.key)}]
+    if configuration_set:
+        payload["ConfigurationSetName"] = configuration_set
+    options = {"ContactListName": str(hosted.fields["contact_list"])}
+    if hosted.fields.get("topic"):
+        options["TopicName"] = str(hosted.fields["topic"])
+    payload["ListManagementOptions"] = options
+    return payload
+
+
+def parse_send_email_response(
+    status: int, headers: Mapping[str, str], body: bytes, messages: Sequence[Outgoing]
+) -> list[Outcome]:
+    """One Outcome per message (a SendEmail call carries one) from SendEmail's answer, {"MessageId": …} when sent."""
+    if 200 <= status < 300:
+        try:
+            message_id = json.loads(body).get("MessageId")
+        except (ValueError, AttributeError):
+            message_id = None
+        if isinstance(message_id, str) and message_id:
+            return [Outcome.sent(message_id)] * len(messages)
+        return [Outcome.retry(f"SES {status}: an answer without MessageId: {short(body)}")] * len(messages)
+    return _error_outcomes(status, headers, body, messages)
+
+
+def parse_contacts(body: bytes, topic: str | None) -> tuple[list[DeliveryEvent], str | None]:
+    """The unsubscribed contacts in one ListContacts answer, and its NextToken (None on the last page).
+
+    A contact is unsubscribed with UnsubscribeAll, or with an explicit OPT_OUT for `topic` (without a topic: when
+    every preference it states is OPT_OUT). TopicDefaultPreferences never count. Raise ValueError when the body is
+    not the documented JSON.
+    """
+    data = _json_object(body, "the ListContacts answer")
+    contacts = data.get("Contacts", [])
+    if not isinstance(contacts, list):
+        raise ValueError("Contacts is not a list")
+    token = data.get("NextToken")
+    if token is not None and not isinstance(token, str):
+        raise ValueError("NextToken is not a string")
+    events = []
+    for index, contact in enumerate(contacts):
+        if not isinstance(contact, dict):
+            raise ValueError(f"contact {index} is not an object")
+        address = _recipient(contact.get("EmailAddress"))
+        if address is None:
+            raise ValueError(f"contact {index} has no EmailAddress")
+        preferences = {
+            str(item.get("TopicName")): item.get("SubscriptionStatus")
+            for item in _list(contact.get("TopicPreferences"))
+            if isinstance(item, dict)
+        }
+        if contact.get("UnsubscribeAll") is True:
+            detail = "unsubscribed from every topic of the SES contact list"
+        elif topic is not None and preferences.get(topic) == "OPT_OUT":
+            detail = f"unsubscribed from the SES topic {topic}"
+        elif topic is None and preferences and all(status == "OPT_OUT" for status in preferences.values()):
+            detail = "unsubscribed from each topic of the SES contact list"
+        else:
+            continue
+        at = _unix_time(contact.get("LastUpdatedTimestamp"))
+        events.append(DeliveryEvent("unsubscribed", address, None, at, detail + (f", {at.isoformat()}" if at else "")))
+    return events, token or None
+
+
+def contact_list_problem(body: bytes, contact_list: str, topic: str | None) -> str | None:
+    """What in a GetContactList answer stops SES's subscription management from working as asked, or None."""
+    data = _json_object(body, "the GetContactList answer")
+    topics = {
+        str(item.get("TopicName")): item.get("DefaultSubscriptionStatus")
+        for item in _list(data.get("Topics"))
+        if isinstance(item, dict)
+    }
+    if topic is None:
+        return None
+    if topic not in topics:
+        known = ", ".join(sorted(topics)) or "none"
+        return (
+            f"the SES contact list {contact_list} has no topic {topic} (its topics: {known}); add it "
+            "(UpdateContactList) or fix ?topic="
+        )
+    if topics[topic] != "OPT_IN":
+        return (
+            f"the SES topic {topic} is OPT_OUT by default, so SES would mail only contacts who opted in to it inside "
+            "SES; give the list a topic whose default is OPT_IN (a topic's default cannot be changed)"
+        )
+    return None
+
+
 # The answer
 
 
@@ -445,7 +667,13 @@ def parse_response(status: int, headers: Mapping[str, str], body: bytes, message
         for index, result in enumerate(results[: len(messages)]):
             outcomes[index] = _entry_outcome(result)
         return outcomes
+    return _error_outcomes(status, headers, body, messages)
 
+
+def _error_outcomes(
+    status: int, headers: Mapping[str, str], body: bytes, messages: Sequence[Outgoing]
+) -> list[Outcome]:
+    """The outcomes of a whole request SES refused (SendBulkEmail's or SendEmail's); TransportError if none can work."""
     code, text = error_code(headers, body)
     label = f"SES {status} {code}" if code else f"SES {status}"
     if code in RETRY_ERRORS or status == 429 or status >= 500:
@@ -801,6 +1029,9 @@ class SesTransport(ApiTransport):
         clock: Callable[[], datetime] | None = None,
     ):
         self.access_key_id, self.secret_access_key, self.region, self.configuration_set = _settings(dsn)
+        self.hosted_unsubscribe = _hosted_settings(dsn, self.region)
+        if self.hosted_unsubscribe is not None:
+            self.max_batch = 1  # SendEmail, the only call that takes ListManagementOptions, has one recipient
         super().__init__(dsn, client=client)
         self.base_url = api_base_url(dsn, self.default_host.format(region=self.region))
         self.host = urlsplit(self.base_url).netloc
@@ -836,14 +1067,115 @@ class SesTransport(ApiTransport):
         return signed
 
     def build_request(self, messages: Sequence[Outgoing]) -> ApiRequest:
-        content = json.dumps(
-            build_payload(messages, configuration_set=self.configuration_set), ensure_ascii=False
-        ).encode("utf-8")
-        headers = self.signed_headers("POST", PATH, content, headers={"Content-Type": "application/json"})
-        return ApiRequest(PATH, headers=headers, content=content)
+        if self.hosted_unsubscribe is not None:
+            if len(messages) != 1:
+                raise ValueError(f"SendEmail with ListManagementOptions takes one message, not {len(messages)}")
+            payload = build_send_email_payload(
+                messages[0], self.hosted_unsubscribe, configuration_set=self.configuration_set
+            )
+            path = SEND_EMAIL_PATH
+        else:
+            payload, path = build_payload(messages, configuration_set=self.configuration_set), PATH
+        content = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        headers = self.signed_headers("POST", path, content, headers={"Content-Type": "application/json"})
+        return ApiRequest(path, headers=headers, content=content)
 
     async def suppressions(self) -> AsyncIterator[DeliveryEvent]:
-        """Every address on the region's account-level suppression list, page after page (see the module doc)."""
+        """Every address on the region's account-level suppression list, page after page (see the module doc);
+        with unsubscribe=provider, then every contact of the contact list who unsubscribed (from the topic or all)."""
+        async for event in self._account_suppressions():
+            yield event
+        if self.hosted_unsubscribe is not None:
+            async for event in self._contact_list_unsubscribes():
+                yield event
+
+    async def _contact_list_unsubscribes(self) -> AsyncIterator[DeliveryEvent]:
+        assert self.hosted_unsubscribe is not None
+        contact_list = str(self.hosted_unsubscribe.fields["contact_list"])
+        topic = self.hosted_unsubscribe.fields.get("topic")
+        path = f"/v2/email/contact-lists/{quote(contact_list, safe='')}/contacts/list"
+        token: str | None = None
+        seen: set[str] = set()
+        while True:
+            request = {"NextToken": token} if token else {}
+            body = await self._call("POST", path, json.dumps(request).encode(), "ListContacts", contact_list)
+            try:
+                events, token = parse_contacts(body, str(topic) if topic else None)
+            except ValueError as exc:
+                raise TransportError(f"SES ListContacts: an answer this transport cannot read: {exc}") from None
+            for event in events:
+                yield event
+            if token is None:
+                return
+            if token in seen:
+                raise TransportError("SES ListContacts gave the same NextToken twice; stopping there")
+            seen.add(token)
+
+    async def preflight(self) -> None:
+        """With unsubscribe=provider, refuse a contact list or topic that SES would not manage as asked: read
+        GetContactList; NewsletterError saying what to change, TransportError when SES cannot be asked."""
+        if self.hosted_unsubscribe is None:
+            return
+        contact_list = str(self.hosted_unsubscribe.fields["contact_list"])
+        topic = self.hosted_unsubscribe.fields.get("topic")
+        path = f"/v2/email/contact-lists/{quote(contact_list, safe='')}"
+        body = await self._call("GET", path, b"", "GetContactList", contact_list)
+        try:
+            problem = contact_list_problem(body, contact_list, str(topic) if topic else None)
+        except ValueError as exc:
+            raise TransportError(f"SES GetContactList: an answer this transport cannot read: {exc}") from None
+        if problem:
+            raise NewsletterError(f"ses+api://…?unsubscribe=provider: {problem}")
+
+    async def _call(self, method: str, path: str, content: bytes, operation: str, contact_list: str) -> bytes:
+        """The body of one contact-list call (signed; JSON); retried on throttling, 5xx and connection errors."""
+        problem, delay = "", SUPPRESSION_BACKOFF
+        headers = {"Content-Type": "application/json"} if content else {}
+        for attempt in range(SUPPRESSION_ATTEMPTS):
+            if attempt:
+                await self.sleep(delay)
+            delay = SUPPRESSION_BACKOFF * 2**attempt
+            try:
+                response = await self.client.request(
+                    method,
+                    self.base_url + path,
+                    headers=self.signed_headers(method, path, content, headers=headers),
+                    content=content or None,
+                )
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__} {exc}".strip()
+                continue
+            status, body = response.status_code, response.content
+            if 200 <= status < 300:
+                return body
+            code, text = error_code(response.headers, body)
+            label = f"SES {operation} {status}" + (f" {code}" if code else "")
+            if code == "NotFoundException" or status == 404:
+                raise TransportError(
+                    f"{label}: no contact list {contact_list} in {self.region} ({text}); create it (CreateContactList: "
+                    "one per account and region) or fix ?contact_list="
+                )
+            if code in ("AccessDeniedException", "NotAuthorized"):
+                raise TransportError(
+                    f"{label}: these credentials may not call ses:{operation}; grant it in IAM ({text})"
+                )
+            if code in STOP_ERRORS:
+                raise TransportError(f"{label}: {STOP_ERRORS[code]} ({text})")
+            if status in (401, 403):
+                raise TransportError(f"{label}: SES refused the credentials ({text}); check the access key")
+            if status == 429 or status >= 500 or code in RETRY_ERRORS:
+                problem = f"{status}" + (f" {code}" if code else "") + f": {text}"
+                asked = retry_after(response.headers)
+                if asked is not None and asked > SUPPRESSION_MAX_WAIT:
+                    raise TransportError(f"{label}: {text}; SES asks to wait {asked:.0f} s, try again then")
+                delay = asked if asked is not None else delay
+                continue
+            raise TransportError(f"{label}: {text}")
+        raise TransportError(
+            f"SES {operation} failed {SUPPRESSION_ATTEMPTS} times (last: {problem}); nothing was sent, try again later"
+        )
+
+    async def _account_suppressions(self) -> AsyncIterator[DeliveryEvent]:
         token: str | None = None
         seen: set[str] = set()
         while True:
@@ -912,12 +1244,21 @@ class SesTransport(ApiTransport):
     def parse_response(
         self, status: int, headers: Mapping[str, str], body: bytes, messages: Sequence[Outgoing]
     ) -> list[Outcome]:
+        if self.hosted_unsubscribe is not None:
+            return parse_send_email_response(status, headers, body, messages)
         return parse_response(status, headers, body, messages)
 
     async def send_batch(self, messages: Sequence[Outgoing]) -> list[Outcome]:
-        """Fail the messages SES cannot take without sending them; send the others in one call."""
+        """Fail the messages SES cannot take without sending them; send the others in one call (with
+        unsubscribe=provider, one SendEmail each: max_batch is then 1)."""
         if messages:
             check_campaign(messages[0])
+        if messages and self.hosted_unsubscribe is not None:
+            problem = hosted_problem(messages, self.hosted_unsubscribe)
+            if problem:
+                raise TransportError(f"SES (unsubscribe=provider): {problem}")
+            if len(messages) > 1:  # a caller that ignores max_batch: one call per message all the same
+                return [outcome for message in messages for outcome in await self.send_batch([message])]
         outcomes: list[Outcome | None] = []
         sendable = []
         for message in messages:
@@ -927,6 +1268,37 @@ class SesTransport(ApiTransport):
                 sendable.append(message)
         answers = iter(await super().send_batch(sendable) if sendable else [])
         return [outcome or next(answers) for outcome in outcomes]
+
+
+def _hosted_settings(dsn: Dsn, region: str) -> HostedUnsubscribe | None:
+    """SES's subscription management when the DSN asks for it (unsubscribe=provider&contact_list=…&topic=…)."""
+    unsubscribe = dsn.option("unsubscribe", "own", UNSUBSCRIBE_OPTION)
+    contact_list = dsn.options.get("contact_list", "").strip()
+    topic = dsn.options.get("topic", "").strip() or None
+    if unsubscribe == "own":
+        given = [name for name in ("contact_list", "topic") if dsn.options.get(name)]
+        if given:
+            raise NewsletterError(
+                f"ses+api://…?{given[0]}=: only with unsubscribe=provider (SES's subscription management); add "
+                "&unsubscribe=provider or remove it"
+            )
+        return None
+    if not contact_list:
+        raise NewsletterError(
+            "ses+api://…?unsubscribe=provider needs the SES contact list: "
+            "&contact_list=NAME (and &topic=NAME for one list's topic), e.g. "
+            "ses+api://ACCESS_KEY_ID:SECRET@default?region=ca-central-1&unsubscribe=provider&contact_list=infolettre"
+            "&topic=alliances"
+        )
+    for name, value in (("contact_list", contact_list), ("topic", topic)):
+        if value is not None and (
+            len(value) > LIST_NAME_MAX or not value.isascii() or not value.isprintable() or "/" in value
+        ):
+            raise NewsletterError(
+                f"ses+api://…?{name}=: not an SES {name.replace('_', ' ')} name (printable ASCII without /, at most "
+                f"{LIST_NAME_MAX} characters)"
+            )
+    return hosted_unsubscribe(region, contact_list, topic)
 
 
 def _settings(dsn: Dsn) -> tuple[str, str, str, str | None]:

@@ -5,6 +5,7 @@ A batch goes over one pooled connection, one message after another, each answer 
 one place (SMTP_OUTCOMES below): 4xx and a dropped connection are "retry", 5xx is "failed", and a 5.1.x
 "no such user" is also a hard bounce. Wrong credentials raise TransportError: nothing can work then.
 Messages are DKIM-signed here when a signer is configured (message.DkimSigner).
+`?unsubscribe=provider` is refused: an SMTP server hosts no unsubscribe page, so the links are `newsletter serve`'s.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import aiosmtplib
 
 from newsletter.errors import NewsletterError
 from newsletter.message import DkimSigner, Outgoing
-from newsletter.transports.base import Dsn, Outcome, Record, TransportError
+from newsletter.transports.base import Dsn, Outcome, Record, TransportError, refuse_hosted_unsubscribe
 
 TLS_MODES = ("starttls", "ssl", "none")
 _HARD_BOUNCE = re.compile(r"\b5\.1\.[0-9]+\b")  # 5.1.1 bad mailbox, 5.1.2 bad domain, 5.1.10 null MX…
@@ -131,6 +132,9 @@ class SmtpTransport:
     def from_dsn(cls, dsn: Dsn, *, dkim: DkimSigner | None = None, **_: object) -> SmtpTransport:
         if not dsn.host:
             raise NewsletterError("smtp:// needs a host, e.g. smtp://user:pass@smtp.example.org:587")
+        refuse_hosted_unsubscribe(
+            dsn, "an SMTP server hosts no unsubscribe page (only an API transport's provider can)"
+        )
         default_tls = "ssl" if dsn.port == 465 else "starttls"
         tls = dsn.option("tls", default_tls, TLS_MODES)
         try:

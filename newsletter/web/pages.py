@@ -36,6 +36,8 @@ class Pages:
         self.css = self.env.loader.get_source(self.env, "page.css")[0]
 
     def text(self, name: str, lang: str, **values) -> str:
+        """The page rendered; a `root` value replaces base_url's path in the pages' links (`newsletter archive`
+        gives "." so that the stylesheet is found relative to the page, from disk or under any prefix)."""
         return self.env.get_template(name).render(lang=lang, **values)
 
     def render(self, name: str, lang: str, status: int = 200, **values) -> HTMLResponse:

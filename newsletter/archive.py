@@ -1,0 +1,268 @@
+"""The web archive: which issues it holds, each one's web version and images, its index page and its Atom feed.
+
+`newsletter serve` answers it under /archive/ (web/archive.py); `newsletter archive` writes the same pages as
+static files (write_archive), all links relative, so the folder opens from disk and can be published under any
+URL, e.g. at archive_url on the organisation's own website:
+
+    index.html              the index (templates/pages/archive.html.j2), newest first
+    feed.xml                Atom 1.0, one entry per issue
+    <slug>/index.html       the web version (render.web_values), images relative
+    <slug>/images/<name>    the issue's images
+    assets/page.css         the pages' stylesheet
+
+The archive holds every issue a campaign started sending (Store.sent_issues), plus the issues named for it, so
+that an issue's page can be published before its campaign goes and its view-online link works on arrival.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import tempfile
+import uuid
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+
+from newsletter.checks import check_issue
+from newsletter.config import Config
+from newsletter.errors import NewsletterError
+from newsletter.i18n import format_date
+from newsletter.render import web_values
+from newsletter.store import Store
+from newsletter.workspace import Workspace
+
+ATOM = "http://www.w3.org/2005/Atom"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One issue as the index and the feed list it."""
+
+    slug: str
+    subject: str
+    updated: dt.datetime  # first sent; for an issue not sent yet, its date (or when issue.yaml last changed)
+    sent: bool = True
+
+
+@dataclass(frozen=True)
+class WebVersion:
+    """An issue's page in the archive: its web HTML and the images it shows (name under images/ -> file)."""
+
+    entry: Entry
+    html: str
+    images: dict[str, Path]
+
+
+def sent_entries(store: Store) -> list[Entry]:
+    """Every issue a campaign started sending, newest first (not those only scheduled)."""
+    return [Entry(slug, subject, at) for slug, subject, at in store.sent_issues()]
+
+
+def web_version(
+    workspace: Workspace, folder: Path, entry: Entry | None = None, *, unsubscribe_url: str | None = None,
+    strict: bool = False,
+) -> WebVersion | None:  # fmt: skip
+    """Render the issue in folder as the archive shows it (images relative, under images/).
+
+    Return None when it cannot be rendered; with strict, raise NewsletterError naming the issue instead, also
+    when its check finds errors (an issue published before it is sent must pass the check `send` makes).
+    """
+    config = workspace.config
+    if not (folder / "issue.yaml").is_file():
+        if strict:
+            raise NewsletterError(f"no issue '{folder.name}': {folder / 'issue.yaml'} does not exist")
+        return None
+    result = check_issue(folder, config, workspace.templates_dir, asset_base_url=None)
+    if strict and (result.rendered is None or not result.report.ok):
+        errors = result.report.errors
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        first = errors[0].format() if errors else "it does not render"
+        raise NewsletterError(f"{folder.name} is not archived: {first}{more}; run `newsletter check {folder.name}`")
+    if result.rendered is None or result.issue is None:
+        return None
+    rendered = result.rendered
+    if entry is None:
+        entry = Entry(rendered.slug, rendered.subject, _unsent_date(folder, result.issue.model.date, config), False)
+    values = web_values(config, rendered.slug, rendered.lang)
+    if unsubscribe_url is not None:
+        values["unsubscribe_url"] = unsubscribe_url
+    return WebVersion(entry, rendered.fill(values)[0], dict(rendered.images))
+
+
+def _unsent_date(folder: Path, date: dt.date | None, config: Config) -> dt.datetime:
+    """The feed's date of an issue not sent yet: its publication date, else when its issue.yaml last changed."""
+    if date is not None:  # midnight where the newsletter is written, so that the index shows that very date
+        midnight = dt.datetime.combine(date, dt.time())
+        return midnight.replace(tzinfo=config.zone) if config.zone else midnight.astimezone()
+    return dt.datetime.fromtimestamp((folder / "issue.yaml").stat().st_mtime, dt.UTC).replace(microsecond=0)
+
+
+def index_issues(entries: Sequence[Entry], config: Config, lang: str, *, page: str = "") -> list[dict[str, str]]:
+    """What archive.html.j2 lists: slug, subject, date (as a reader of lang writes it) and href.
+
+    href is relative to the index: "<slug>/" on a server, "<slug>/index.html" (page="index.html") from disk.
+    """
+    return [
+        {
+            "slug": entry.slug,
+            "subject": entry.subject,
+            "date": format_date(entry.updated.astimezone(config.zone).date(), lang),
+            "href": f"{entry.slug}/{page}",
+        }
+        for entry in entries
+    ]
+
+
+def public_url(config: Config) -> str | None:
+    """Where readers find the archive: archive_url (the static copy), else serve's {base_url}/archive."""
+    if config.archive_url:
+        return config.archive_url
+    return f"{config.base_url}/archive" if config.base_url else None
+
+
+def feed_document(config: Config, entries: Sequence[Entry], url: str | None, *, page: str = "") -> bytes:
+    """An Atom 1.0 feed (RFC 4287) of the entries, for the archive published at url (None: unknown).
+
+    With a url, links and ids are absolute ({url}/{slug}/); without one, links are relative to the feed
+    (which sits beside the index) and ids are urn:uuid IRIs derived from the publisher and the slug, so they
+    stay the same from one run to the next. page is appended to every issue link ("index.html" from disk).
+    """
+    # Atom's names unprefixed under its default namespace, attributes in none, as RFC 4287's examples are written.
+    feed = ElementTree.Element("feed", {"xmlns": ATOM, "xml:lang": config.lang})
+
+    def add(parent: ElementTree.Element, tag: str, text: str | None = None, **attributes: str):
+        child = ElementTree.SubElement(parent, tag, attributes)
+        child.text = text
+        return child
+
+    def link(slug: str | None) -> str:
+        path = (f"{slug}/" if slug else "") + page
+        return f"{url}/{path}" if url else path or "./"
+
+    def iri(slug: str | None) -> str:
+        if url:
+            return f"{url}/{slug}/" if slug else f"{url}/"
+        who = config.publisher.website or config.publisher.email or config.name
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"newsletter-archive:{who}/{slug or ''}").urn
+
+    newest = max((entry.updated for entry in entries), default=None)
+    add(feed, "title", config.name)
+    add(feed, "id", iri(None))
+    add(feed, "updated", _rfc3339(newest or dt.datetime.now(dt.UTC)))
+    add(feed, "link", rel="alternate", type="text/html", href=link(None))
+    if url:
+        add(feed, "link", rel="self", type="application/atom+xml", href=f"{url}/feed.xml")
+    author = add(feed, "author")
+    add(author, "name", config.publisher.name or config.name)
+    if config.publisher.website:
+        add(author, "uri", config.publisher.website)
+    for entry in entries:
+        item = add(feed, "entry")
+        add(item, "title", entry.subject)
+        add(item, "id", iri(entry.slug))
+        add(item, "updated", _rfc3339(entry.updated))
+        if entry.sent:
+            add(item, "published", _rfc3339(entry.updated))
+        add(item, "link", rel="alternate", type="text/html", href=link(entry.slug))
+    return ElementTree.tostring(feed, encoding="utf-8", xml_declaration=True)
+
+
+def _rfc3339(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
+class ArchiveResult:
+    out: Path
+    issues: list[str]  # slugs, in the index's order
+    files: int  # files written
+    skipped: list[str] = field(default_factory=list)  # sent issues whose folder is gone or no longer renders
+    left: list[str] = field(default_factory=list)  # pages in out of issues no longer in the archive, left in place
+
+    def to_json(self) -> dict:
+        return {"out": str(self.out), "issues": self.issues, "files": self.files}
+
+
+def write_archive(workspace: Workspace, store: Store, named: Sequence[Path], out: Path | None = None) -> ArchiveResult:
+    """Write the archive as static files to out (default build/archive): the sent issues and those named.
+
+    Everything is rendered before anything is written, so a named issue that is missing or fails its check
+    writes nothing. Each file is written under a temporary name and renamed: an interrupted run leaves every
+    file whole, and two runs at once do not mix their files. Pages of issues that left the archive are not
+    deleted (a page published before its send must keep working); they are reported in `left`.
+    """
+    config = workspace.config
+    out = out or workspace.build_dir / "archive"
+    named_versions = {folder.name: web_version(workspace, folder, strict=True) for folder in named}
+    sent = sent_entries(store)
+    sent_slugs = {entry.slug for entry in sent}
+    versions = [v for slug, v in named_versions.items() if v is not None and slug not in sent_slugs]
+    versions.sort(key=lambda v: v.entry.updated, reverse=True)  # not sent yet: the next to go, on top
+    skipped = []
+    for entry in sent:
+        if (version := named_versions.get(entry.slug)) is not None:
+            version = replace(version, entry=entry)
+        else:
+            version = web_version(workspace, workspace.issues_dir / entry.slug, entry)
+        if version is None:
+            skipped.append(entry.slug)
+        else:
+            versions.append(version)
+    entries = [v.entry for v in versions]
+
+    from newsletter.web.pages import Pages  # the pages' templates, with the workspace's overrides
+
+    pages = Pages(config, workspace.templates_dir)
+    index = pages.text("archive.html.j2", config.lang, root=".",
+                       issues=index_issues(entries, config, config.lang, page="index.html"))  # fmt: skip
+    feed = feed_document(config, entries, public_url(config), page="" if public_url(config) else "index.html")
+
+    written = 0
+    for version in versions:
+        folder = out / version.entry.slug
+        for name, source in version.images.items():
+            if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts or not source.is_file():
+                continue  # never outside the issue's folder; a missing image is what serve answers too (404)
+            _copy(source, folder / "images" / name)
+            written += 1
+        _write(folder / "index.html", version.html.encode("utf-8"))
+        written += 1
+    # The index and the feed last: they never link to a page not yet written.
+    _write(out / "assets" / "page.css", pages.css.encode("utf-8"))
+    _write(out / "feed.xml", feed)
+    _write(out / "index.html", index.encode("utf-8"))
+    written += 3
+    # Only folders named for an issue of this workspace: out may be a folder of a bigger site.
+    archived = {entry.slug for entry in entries}
+    left = sorted(
+        page.parent.name
+        for page in out.glob("*/index.html")
+        if page.parent.name not in archived and (workspace.issues_dir / page.parent.name).is_dir()
+    )
+    return ArchiveResult(out, [entry.slug for entry in entries], written, skipped, left)
+
+
+def _write(path: Path, data: bytes) -> None:
+    _replace(path, lambda stream: stream.write(data))
+
+
+def _copy(source: Path, path: Path) -> None:
+    with source.open("rb") as reading:
+        _replace(path, lambda stream: shutil.copyfileobj(reading, stream))
+
+
+def _replace(path: Path, fill) -> None:
+    """Write path through a temporary file of its own beside it, renamed over it once whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
+        try:
+            fill(tmp)
+        except BaseException:
+            tmp.close()
+            os.unlink(tmp.name)
+            raise
+    os.chmod(tmp.name, 0o644)  # mkstemp's 0600 would hide the page from the web server that publishes it
+    os.replace(tmp.name, path)

@@ -728,6 +728,21 @@ def archive(
     typer.echo(f"wrote {_relative(result.out / 'index.html')}: {shown_issues} ({result.files} files)")
 
 
+@app.command("mcp")
+def mcp_server(
+    workspace: Annotated[
+        Path | None, typer.Option(help="The workspace to serve (default: the one around the current folder).")
+    ] = None,
+) -> None:
+    """Serve the MCP tools on stdio, for an agent's host: draft, check, preview, dry-run and send issues.
+
+    stdout carries only the protocol; logs go to stderr. A send needs the confirmation code of a dry run.
+    """
+    from newsletter.mcp import serve as serve_mcp
+
+    serve_mcp(Workspace.discover(workspace).root)
+
+
 @app.command()
 def form(list_slug: Annotated[str, typer.Argument(help="The list open to sign-up, e.g. alliances.")]) -> None:
     """Print an HTML sign-up form for LIST to paste in a website (it posts to base_url/subscribe/LIST)."""

@@ -19,6 +19,7 @@ from newsletter.issue import ISSUE_FILE, SECTION_TYPES, issue_json_schema
 
 SKELETON = Path(__file__).parent / "skeleton"
 SCHEMA_FILE = "issue.schema.json"
+AGENTS_FILE = "AGENTS.md"  # how an agent works in the workspace
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
@@ -69,7 +70,7 @@ class Workspace:
 
 
 def init_workspace(target: Path, name: str, lang: str, *, force: bool = False) -> list[Path]:
-    """Create a workspace in target: newsletter.toml, issues/, templates/, subscribers/, .gitignore, schema."""
+    """Create a workspace in target: newsletter.toml, issues/, templates/, subscribers/, .gitignore, schema, AGENTS."""
     if lang not in LANGUAGES:
         raise NewsletterError(f"unknown language '{lang}'; use one of: {', '.join(LANGUAGES)}")
     config = target / CONFIG_FILE
@@ -84,10 +85,11 @@ def init_workspace(target: Path, name: str, lang: str, *, force: bool = False) -
         target / "templates" / "README.md": (SKELETON / "templates-README.md").read_text(),
         target / "subscribers" / ".gitkeep": "",
         target / SCHEMA_FILE: schema_text(),
+        target / AGENTS_FILE: Template((SKELETON / AGENTS_FILE).read_text(encoding="utf-8")).safe_substitute(name=name),
     }
     for path, text in written.items():
-        if path.name == ".gitignore" and path.exists() and not force:
-            continue
+        if path.name in (".gitignore", AGENTS_FILE) and path.exists() and not force:
+            continue  # the folder's own, perhaps: a repository's AGENTS.md for its code
         path.write_text(text, encoding="utf-8")
     return sorted(written)
 

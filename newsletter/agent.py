@@ -1,0 +1,411 @@
+"""What an agent may do in a workspace, and the gate in front of a send: the library behind `newsletter mcp`.
+
+An agent names an issue by its slug only, and writes only issues/<slug>/issue.yaml and issues/<slug>/images/<file>:
+a name with `..`, a slash or an absolute path is refused, and so is any path that resolves outside issues/ (a
+symlink). A send or a schedule needs a confirmation code, which only a dry run gives: the code is bound to the
+issue's rendered content, the list, the audience size and the transport of that dry run, is used once, and expires
+after CONFIRMATION_LIFETIME. The codes are kept, as SHA-256 hashes, in build/confirmations.json, which is read and
+rewritten under an exclusive lock and replaced atomically; a lost or unreadable file only refuses every code.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import datetime as dt
+import email
+import email.policy
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+
+from newsletter.campaign import content_hash
+from newsletter.checks import HEAVY_IMAGE_BYTES, check_issue
+from newsletter.errors import Diagnostic, NewsletterError
+from newsletter.issue import ISSUE_FILE, load_issue
+from newsletter.render import image_size
+from newsletter.sending import SendSummary, open_store, parse_at, prepare
+from newsletter.sending import send as send_issue
+from newsletter.store import STATUSES, SUBSCRIBED
+from newsletter.workspace import SLUG, Workspace
+
+CONFIRMATION_FILE = "confirmations.json"  # under build/
+CONFIRMATION_LIFETIME = dt.timedelta(hours=1)
+MAX_YAML_BYTES = 1024 * 1024
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif")
+README_SECTION = "## The issue format"
+AGAIN = "run send_dry_run again, look at what it shows, and use the code it gives"
+NO_CODE = f"no confirmation code: a send needs the code that a dry run of exactly this gives; {AGAIN}"
+
+
+# Issues, named by slug only
+
+
+def issue_folder(workspace: Workspace, name: str) -> Path:
+    """The folder of the issue named `name` (a slug) in this workspace; NewsletterError for anything else."""
+    if not isinstance(name, str) or not SLUG.fullmatch(name):
+        raise NewsletterError(
+            f"'{name}' is not an issue's slug: use lowercase letters, digits and hyphens, e.g. 2025-02-hiver "
+            "(list_issues shows them); paths are refused"
+        )
+    issues = workspace.issues_dir.resolve()
+    folder = (workspace.issues_dir / name).resolve()
+    if folder.parent != issues:
+        raise NewsletterError(f"issues/{name} leads outside {issues}; refused")
+    if not folder.is_dir():
+        raise NewsletterError(f"no issue '{name}' in {issues}; create it with new_issue or `newsletter new {name}`")
+    return folder
+
+
+def list_issues(workspace: Workspace) -> dict:
+    """Every issue folder: slug, subject, lang and date when its YAML loads, else the first problem."""
+    found = []
+    folders = sorted(workspace.issues_dir.iterdir()) if workspace.issues_dir.is_dir() else []
+    for folder in folders:
+        if not (SLUG.fullmatch(folder.name) and (folder / ISSUE_FILE).is_file()):
+            continue
+        item: dict = {"slug": folder.name, "file": str(folder / ISSUE_FILE)}
+        try:
+            model = load_issue(folder).model
+        except NewsletterError as exc:
+            item["problem"] = str(exc)
+        else:
+            item.update(subject=model.subject, lang=model.lang, date=model.date.isoformat() if model.date else None)
+        found.append(item)
+    return {"issues": found}
+
+
+def read_issue(workspace: Workspace, name: str) -> str:
+    file = issue_folder(workspace, name) / ISSUE_FILE
+    if not file.is_file():
+        raise NewsletterError(f"{file} does not exist; write it with write_issue")
+    return file.read_text(encoding="utf-8")
+
+
+def write_issue(workspace: Workspace, name: str, text: str) -> dict:
+    """Replace issues/<name>/issue.yaml with text (atomically), then answer with what `check --json` reports."""
+    folder = issue_folder(workspace, name)
+    data = text.encode("utf-8")
+    if len(data) > MAX_YAML_BYTES:
+        raise NewsletterError(f"the YAML is {len(data) // 1024} KB; an issue.yaml holds at most 1 MB")
+    _replace(folder / ISSUE_FILE, data)
+    return check_issue(folder, workspace.config, workspace.templates_dir).report.to_json()
+
+
+def add_image(workspace: Workspace, name: str, file_name: str, data_base64: str) -> dict:
+    """Write an image into issues/<name>/images/, refused unless it is a PNG, JPEG or GIF; warned when heavy."""
+    folder = issue_folder(workspace, name)
+    if (
+        Path(file_name).name != file_name
+        or file_name.startswith(".")
+        or not file_name.lower().endswith(IMAGE_SUFFIXES)
+        or "\\" in file_name
+    ):
+        raise NewsletterError(
+            f"'{file_name}' cannot name an image: give a file name without folders, ending in "
+            f"{', '.join(IMAGE_SUFFIXES)}, e.g. logo.png"
+        )
+    try:
+        data = base64.b64decode(data_base64, validate=True)
+    except (binascii.Error, ValueError):
+        raise NewsletterError("data_base64 is not base64: encode the image's bytes with base64") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise NewsletterError(f"the image weighs {len(data) / 1e6:.1f} MB; resize it (600 px wide is plenty)")
+    images = folder / "images"
+    images.mkdir(exist_ok=True)
+    target = images / file_name
+    if target.resolve().parent != images.resolve() or images.resolve().parent != folder:
+        raise NewsletterError(f"issues/{name}/images leads outside the issue's folder; refused")
+    temporary = images / f".{file_name}.tmp"
+    temporary.write_bytes(data)
+    size = image_size(temporary)
+    if size is None:
+        temporary.unlink()
+        raise NewsletterError(f"'{file_name}' is not a PNG, JPEG or GIF image")
+    os.replace(temporary, target)
+    warnings = []
+    if len(data) > HEAVY_IMAGE_BYTES:
+        warnings.append(
+            Diagnostic(
+                "warning",
+                "heavy-image",
+                f"'images/{file_name}' weighs {len(data) / 1e6:.1f} MB; resize it "
+                "(600 px wide, or 1200 for sharp screens, is plenty)",
+                str(target),
+            ).to_json()
+        )
+    return {
+        "src": f"images/{file_name}",
+        "file": str(target),
+        "width": size[0],
+        "height": size[1],
+        "bytes": len(data),
+        "warnings": warnings,
+    }
+
+
+def issue_format_text() -> str:
+    """The README's section on the issue format (from the checkout, else from the installed package's metadata)."""
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    if readme.is_file():
+        text = readme.read_text(encoding="utf-8")
+    else:
+        try:
+            text = metadata.metadata("newsletter").get_payload() or ""
+        except metadata.PackageNotFoundError:
+            text = ""
+    start = text.find(README_SECTION)
+    if start < 0:
+        return "The issue format: see `newsletter schema` (the JSON Schema of issue.yaml).\n"
+    end = text.find("\n## ", start + len(README_SECTION))
+    return text[start : end if end >= 0 else len(text)].strip() + "\n"
+
+
+def _replace(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+# Lists
+
+
+def lists_summary(workspace: Workspace) -> dict:
+    store = open_store(workspace)
+    try:
+        found = []
+        for slug in store.list_slugs():
+            row = store.find_list(slug)
+            found.append(
+                {
+                    "slug": row.slug,
+                    "name": row.title(workspace.config.name),
+                    "subscribed": store.count_members(row.id, SUBSCRIBED),
+                }
+            )
+        return {"lists": found}
+    finally:
+        store.close()
+
+
+def subscribers_summary(workspace: Workspace, list_slug: str, *, addresses: bool = False) -> dict:
+    """A list's members counted by status; their addresses only when asked."""
+    store = open_store(workspace)
+    try:
+        row = store.find_list(list_slug)
+        counts = {status: store.count_members(row.id, status) for status in STATUSES}
+        document: dict = {
+            "list": row.slug,
+            "name": row.title(workspace.config.name),
+            "counts": counts,
+            "total": sum(counts.values()),
+        }
+        if addresses:
+            document["members"] = [
+                {"email": m.email, "name": m.name, "status": m.status, "fields": m.fields}
+                for m in store.members(row.id)
+            ]
+        return document
+    finally:
+        store.close()
+
+
+# The send gate
+
+
+@dataclass(frozen=True)
+class SendBinding:
+    """What a confirmation code stands for: this content, to this list, of this size, through this transport."""
+
+    issue: str
+    list: str
+    content: str  # content_hash of the rendered issue
+    audience: int
+    transport: str  # without credentials
+
+
+class ConfirmationBook:
+    """Single-use confirmation codes, kept as hashes in a JSON file under an exclusive lock."""
+
+    def __init__(self, path: Path, lifetime: dt.timedelta = CONFIRMATION_LIFETIME):
+        self.path = path
+        self.lifetime = lifetime
+
+    @classmethod
+    def of(cls, workspace: Workspace) -> ConfirmationBook:
+        return cls(workspace.build_dir / CONFIRMATION_FILE)
+
+    def issue(self, binding: SendBinding, *, at: dt.datetime | None = None) -> tuple[str, dt.datetime]:
+        """A new code for binding, and when it expires."""
+        now = at or dt.datetime.now(dt.UTC)
+        code = secrets.token_hex(5)
+        expires = now + self.lifetime
+        with self._records(now) as records:
+            records[_code_key(code)] = {
+                **asdict(binding),
+                "created_at": now.isoformat(),
+                "expires_at": expires.isoformat(),
+                "used_at": None,
+            }
+        return code, expires
+
+    def redeem(self, code: str, binding: SendBinding, *, at: dt.datetime | None = None) -> None:
+        """Use the code for binding, once; NewsletterError saying why it cannot be (nothing is used then)."""
+        now = at or dt.datetime.now(dt.UTC)
+        again = AGAIN
+        if not code.strip():
+            raise NewsletterError(NO_CODE)
+        with self._records(now) as records:
+            record = records.get(_code_key(code.strip()))
+            if record is None:
+                raise NewsletterError(f"confirmation code '{code}' is unknown: no dry run gave it; {again}")
+            if record["used_at"]:
+                raise NewsletterError(
+                    f"confirmation code '{code}' was used at {record['used_at']}; a code sends once: {again}"
+                )
+            if dt.datetime.fromisoformat(record["expires_at"]) <= now:
+                raise NewsletterError(f"confirmation code '{code}' expired at {record['expires_at']}; {again}")
+            if (record["issue"], record["list"]) != (binding.issue, binding.list):
+                raise NewsletterError(
+                    f"confirmation code '{code}' is for {record['issue']} to the list "
+                    f"'{record['list']}', not {binding.issue} to '{binding.list}'; {again}"
+                )
+            if record["content"] != binding.content:
+                raise NewsletterError(f"{binding.issue} changed since the dry run that gave code '{code}'; {again}")
+            if record["audience"] != binding.audience:
+                raise NewsletterError(
+                    f"the audience changed since the dry run that gave code '{code}' "
+                    f"({record['audience']} then, {binding.audience} now); {again}"
+                )
+            if record["transport"] != binding.transport:
+                raise NewsletterError(
+                    f"the transport changed since the dry run that gave code '{code}' "
+                    f"({record['transport']} then, {binding.transport} now); {again}"
+                )
+            record["used_at"] = now.isoformat()
+
+    @contextlib.contextmanager
+    def _records(self, now: dt.datetime) -> Iterator[dict]:
+        """The records, to read and change under the lock; written back (atomically) when the block succeeds."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with _exclusive(self.path.with_name(self.path.name + ".lock")):
+            try:
+                records = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                records = {}  # none yet, or unreadable: every code is refused, never wrongly accepted
+            before = json.dumps(records, sort_keys=True)
+            yield records
+            horizon = now - dt.timedelta(days=1)  # expired a day ago: forgotten
+            for key in [k for k, r in records.items() if dt.datetime.fromisoformat(r["expires_at"]) < horizon]:
+                del records[key]
+            if json.dumps(records, sort_keys=True) != before:
+                _replace(self.path, json.dumps(records, indent=1, sort_keys=True).encode("utf-8"))
+
+
+def _code_key(code: str) -> str:
+    return hashlib.sha256(code.encode("utf-8")).hexdigest()
+
+
+@contextlib.contextmanager
+def _exclusive(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock on lock_file across processes (flock; msvcrt on Windows)."""
+    with lock_file.open("a+b") as handle:
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            import msvcrt
+
+            msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def sample_parts(sample: str | None) -> dict | None:
+    """One whole message as an agent reads it: its headers (decoded) and its plain-text part."""
+    if not sample:
+        return None
+    message = email.message_from_string(sample, policy=email.policy.default)
+    headers: dict[str, str] = {}
+    for key, value in message.items():
+        headers[key] = f"{headers[key]}, {value}" if key in headers else str(value)
+    part = message.get_body(preferencelist=("plain",))
+    return {"headers": headers, "text": part.get_content() if part is not None else ""}
+
+
+async def _binding(
+    workspace: Workspace, folder: Path, list_slug: str, dsn_text: str
+) -> tuple[SendSummary, SendBinding]:
+    """A dry run, and what it showed as a SendBinding; NewsletterError when the issue changed meanwhile."""
+    before = content_hash(prepare(workspace, folder, dsn_text, real=False).rendered)
+    summary = await send_issue(workspace, folder, list_slug, dsn_text=dsn_text, dry_run=True)
+    after = content_hash(prepare(workspace, folder, dsn_text, real=False).rendered)
+    if before != after:
+        raise NewsletterError(f"{folder.name} changed while the dry run ran; run it again")
+    store = open_store(workspace)
+    try:
+        slug = store.find_list(list_slug).slug
+    finally:
+        store.close()
+    return summary, SendBinding(folder.name, slug, after, summary.audience, summary.transport)
+
+
+async def confirmable_dry_run(workspace: Workspace, folder: Path, list_slug: str, dsn_text: str) -> dict:
+    """The dry run's JSON (as `send --json`), its sample as headers and text, and a confirmation code for it.
+
+    No code is given when a real send would be refused (no base_url, secret key or absolute image URLs for a
+    transport that leaves this machine); `refused` says why.
+    """
+    summary, binding = await _binding(workspace, folder, list_slug, dsn_text)
+    document = summary.to_json()
+    document["sample"] = sample_parts(summary.sample)
+    try:
+        prepare(workspace, folder, dsn_text, real=True)
+    except NewsletterError as exc:
+        document.update(confirmation=None, refused=str(exc))
+        return document
+    code, expires = ConfirmationBook.of(workspace).issue(binding)
+    document.update(
+        confirmation=code,
+        confirmation_expires_at=expires.isoformat(),
+        confirmation_for={
+            "issue": binding.issue,
+            "list": binding.list,
+            "audience": binding.audience,
+            "content": binding.content[:12],
+            "transport": binding.transport,
+        },
+    )
+    return document
+
+
+async def confirmed_send(
+    workspace: Workspace, folder: Path, list_slug: str, dsn_text: str, code: str, *, at: str | None = None
+) -> SendSummary:
+    """Send (or schedule, with `at`) the issue to the list when code is an unused code of a dry run of exactly this.
+
+    What would refuse the send is checked before the code is used, so a refusal leaves the code usable.
+    """
+    if not code.strip():
+        raise NewsletterError(NO_CODE)
+    _, binding = await _binding(workspace, folder, list_slug, dsn_text)
+    prepare(workspace, folder, dsn_text, real=True)
+    if at is not None:
+        parse_at(at, workspace.config.zone)
+    ConfirmationBook.of(workspace).redeem(code, binding)
+    return await send_issue(workspace, folder, list_slug, dsn_text=dsn_text, dry_run=False, at=at)

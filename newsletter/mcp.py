@@ -1,0 +1,359 @@
+"""`newsletter mcp`: the MCP server (stdio) through which an agent drafts, checks, looks at and sends an issue.
+
+Every tool calls the library functions the CLI calls and answers with the JSON the CLI prints with `--json`; the
+rules an agent works under (slugs only, writes only inside issues/<slug>/, no send without a dry run's
+confirmation code) live in `newsletter.agent`. No logic of its own, like `cli.py`.
+
+stdout carries only the protocol: the SDK's stdio transport points file descriptor 1 at stderr while it serves, so
+whatever a tool's work prints (a browser, a library) lands in the host's log. A NewsletterError becomes a tool
+error whose text is the CLI's line, `error: <message>`; bad arguments become one line too; the server goes on.
+"""
+
+import asyncio
+import base64
+import inspect
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
+from mcp_types import Resource as MCPResource
+from pydantic import Field, ValidationError
+
+from newsletter import __version__, agent
+from newsletter.build import build_issue
+from newsletter.checks import check_issue
+from newsletter.config import CONFIG_FILE
+from newsletter.errors import IssueError, NewsletterError
+from newsletter.i18n import LANGUAGES
+from newsletter.sending import campaign_status, transport_dsn
+from newsletter.sending import send as send_issue
+from newsletter.workspace import Workspace, new_issue, schema_text
+
+SCHEMA_URI = "newsletter://schema/issue.schema.json"
+FORMAT_URI = "newsletter://docs/issue-format.md"
+ISSUE_URI = "newsletter://issues/{slug}/issue.yaml"
+INSTRUCTIONS = (
+    "Write, check, look at and send the issues of the email newsletter in this workspace. Work in this order: "
+    "new_issue, write_issue until it reports no errors, add_image for each image, check_issue, preview_issue at "
+    "600 and 375 px (look at the pictures), send_dry_run, then ask the person you work for before send or "
+    "schedule with the dry run's confirmation code. Results are JSON, as the CLI's --json prints them."
+)
+
+IssueName = Annotated[str, Field(description="The issue's slug, its folder under issues/ (e.g. 2025-02-hiver).")]
+ListName = Annotated[str, Field(description="The list's slug (list_lists shows them), e.g. alliances.")]
+Confirmation = Annotated[
+    str, Field(description="The confirmation code that send_dry_run gave for exactly this issue and list.")
+]
+READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
+SENDS = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True)
+
+
+class NewsletterServer(MCPServer):
+    """MCPServer whose tool errors read like the CLI's, and whose resources list every issue's YAML."""
+
+    def __init__(self, root: Path):
+        super().__init__("newsletter", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+        self.root = root
+
+    def workspace(self) -> Workspace:
+        """The workspace as it is now: newsletter.toml is read again for every call."""
+        return Workspace.discover(self.root)
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context=None):
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, IssueError):
+                return _error(str(cause), {"ok": False, "errors": [d.to_json() for d in cause.diagnostics]})
+            if isinstance(cause, NewsletterError):
+                return _error(str(cause))
+            if isinstance(cause, ValidationError):
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in cause.errors()
+                )
+                return _error(f"bad arguments to {name}: {problems}")
+            raise
+
+    async def list_resources(self) -> list[MCPResource]:
+        try:
+            issues = agent.list_issues(self.workspace())["issues"]
+        except NewsletterError:  # newsletter.toml being edited, say: the tools say what is wrong
+            issues = []
+        return await super().list_resources() + [
+            MCPResource(
+                uri=ISSUE_URI.format(slug=item["slug"]),
+                name=f"issues/{item['slug']}/issue.yaml",
+                description=item.get("subject") or item.get("problem"),
+                mime_type="application/yaml",
+            )
+            for item in issues
+        ]
+
+
+def _json(document: object) -> str:
+    return json.dumps(document, ensure_ascii=False, indent=2, default=str)
+
+
+def _result(document: object, *, is_error: bool = False) -> CallToolResult:
+    return CallToolResult(content=[TextContent(text=_json(document))], is_error=is_error)
+
+
+def _error(message: str, document: object | None = None) -> CallToolResult:
+    content = [TextContent(text=f"error: {message}")]
+    if document is not None:
+        content.append(TextContent(text=_json(document)))
+    return CallToolResult(content=content, is_error=True)
+
+
+def create_server(root: Path) -> NewsletterServer:
+    """The server for the workspace at root, with its tools, resources and the draft_issue prompt."""
+    server = NewsletterServer(root)
+    workspace = server.workspace
+
+    def tool(annotations: ToolAnnotations, name: str | None = None):
+        def register(function):
+            description = inspect.cleandoc(function.__doc__ or "")
+            server.add_tool(function, name=name, description=description, annotations=annotations,
+                            structured_output=False)  # fmt: skip
+            return function
+
+        return register
+
+    @tool(READ_ONLY)
+    def list_issues() -> CallToolResult:
+        """List the workspace's issues: slug, subject, lang, date (or the problem that stops the YAML loading)."""
+        return _result(agent.list_issues(workspace()))
+
+    @tool(WRITES, "new_issue")
+    def new_issue_tool(
+        slug: Annotated[str, Field(description="The new issue's slug: lowercase letters, digits, hyphens.")],
+        lang: Annotated[
+            Literal[LANGUAGES] | None,  # type: ignore[valid-type]
+            Field(description="Its language (default: lang in newsletter.toml)."),
+        ] = None,
+    ) -> CallToolResult:
+        """Create issues/SLUG/issue.yaml from the commented skeleton (as `newsletter new`); read_issue shows it."""
+        file = new_issue(workspace(), slug, lang=lang)
+        return _result({"issue": str(file.parent), "file": str(file)})
+
+    @tool(READ_ONLY)
+    def read_issue(issue: IssueName) -> CallToolResult:
+        """Return the issue's issue.yaml as it is on disk (YAML text), to edit and give back to write_issue."""
+        return CallToolResult(content=[TextContent(text=agent.read_issue(workspace(), issue))])
+
+    @tool(WRITES)
+    def write_issue(
+        issue: IssueName,
+        yaml: Annotated[str, Field(description="The whole new issue.yaml, in UTF-8 (see the issue-format resource).")],
+    ) -> CallToolResult:
+        """Replace the issue's issue.yaml (only that file, in that issue's folder), then check it.
+
+        Answers like check_issue: {"ok", "errors", "warnings"}, each with file, line, column, path, code and
+        message. Fix what it reports and write again until ok is true. The file is written even when it has errors.
+        """
+        return _result(agent.write_issue(workspace(), issue, yaml))
+
+    @tool(WRITES)
+    def add_image(
+        issue: IssueName,
+        name: Annotated[str, Field(description="The image's file name, no folders: logo.png, photo.jpg, …")],
+        data_base64: Annotated[str, Field(description="The image's bytes, base64-encoded: a PNG, JPEG or GIF.")],
+    ) -> CallToolResult:
+        """Save an image in the issue's images/ folder; refused unless it is a PNG, JPEG or GIF.
+
+        Answers {"src", "width", "height", "bytes", "warnings"}; use src (images/NAME) in an image's src, with alt.
+        """
+        return _result(agent.add_image(workspace(), issue, name, data_base64))
+
+    @tool(READ_ONLY, "check_issue")
+    def check_issue_tool(issue: IssueName) -> CallToolResult:
+        """Report every problem of the issue, as `newsletter check --json`: {"ok", "errors", "warnings"}.
+
+        Each problem has file, line, column, path (e.g. sections[3].url), code and message. ok false: fix the errors.
+        """
+        current = workspace()
+        folder = agent.issue_folder(current, issue)
+        return _result(check_issue(folder, current.config, current.templates_dir).report.to_json())
+
+    @tool(WRITES, "build_issue")
+    def build_issue_tool(issue: IssueName) -> CallToolResult:
+        """Check and build the issue into build/SLUG/ (index.html, index.txt, issue.mjml, images/).
+
+        Answers {"html", "text", "html_bytes", "warnings"}; with errors nothing is built: {"ok": false, "errors"}.
+        """
+        current = workspace()
+        folder = agent.issue_folder(current, issue)
+        try:
+            return _result(build_issue(current, folder).to_json())
+        except IssueError as exc:
+            return _error(
+                f"{issue} has errors; nothing was built",
+                {"ok": False, "errors": [d.to_json() for d in exc.diagnostics]},
+            )
+
+    @tool(READ_ONLY)
+    def preview_issue(
+        issue: IssueName,
+        width: Annotated[int, Field(ge=200, le=2000, description="Width in px: 600 desktop, 375 a phone.")] = 600,
+        view: Annotated[Literal["html", "text"], Field(description="html: the email; text: its plain part.")] = "html",
+    ) -> CallToolResult:
+        """Look at the email: a PNG of the whole page at that width, in headless Chromium, plus the problems found.
+
+        Answers an image and {"png", "width", "height", "view", "diagnostics"}. An issue with errors shows them.
+        """
+        from newsletter.preview import take_screenshot
+
+        current = workspace()
+        folder = agent.issue_folder(current, issue)
+        output = current.build_dir / "previews" / f"{folder.name}-{width}-{view}.png"
+        shot = take_screenshot(folder, output, width=width, view=view)
+        picture = base64.b64encode(shot.path.read_bytes()).decode("ascii")
+        return CallToolResult(
+            content=[ImageContent(data=picture, mime_type="image/png"), TextContent(text=_json(shot.to_json()))]
+        )
+
+    @tool(READ_ONLY)
+    def list_lists() -> CallToolResult:
+        """List the subscriber lists: slug, the name subscribers see, how many are subscribed."""
+        return _result(agent.lists_summary(workspace()))
+
+    @tool(READ_ONLY)
+    def subscribers_summary(
+        list: ListName,
+        addresses: Annotated[bool, Field(description="Also list every member's address (only when needed).")] = False,
+    ) -> CallToolResult:
+        """Count a list's members by status (subscribed, pending, unsubscribed, bounced, complained)."""
+        return _result(agent.subscribers_summary(workspace(), list, addresses=addresses))
+
+    @tool(READ_ONLY)
+    def send_dry_run(issue: IssueName, list: ListName) -> CallToolResult:
+        """Show what sending the issue to the list would do, and give the confirmation code a send needs.
+
+        Answers as `newsletter send --json` (a dry run: audience, recipients, transport), with the sample message
+        as its headers and plain text, and `confirmation`: a code for exactly this content, list and audience,
+        used once, valid for an hour. Nothing is sent. Show the person you work for what it says before sending.
+        """
+        current = workspace()
+        folder = agent.issue_folder(current, issue)
+        return _result(asyncio.run(agent.confirmable_dry_run(current, folder, list, transport_dsn(None))))
+
+    @tool(SENDS)
+    def send(issue: IssueName, list: ListName, confirmation: Confirmation) -> CallToolResult:
+        """Send the issue to every subscribed member of the list, through NEWSLETTER_TRANSPORT (default: the outbox).
+
+        Refused without the code of a dry run of exactly this content and list, or with a used or expired code.
+        Answers as `newsletter send --json`: campaign, status, sent, failed, skipped, pending. Nobody gets it twice.
+        """
+        current = workspace()
+        folder = agent.issue_folder(current, issue)
+        dsn = transport_dsn(None)
+        summary = asyncio.run(agent.confirmed_send(current, folder, list, dsn, confirmation))
+        return _result(summary.to_json(), is_error=not summary.ok)
+
+    @tool(SENDS)
+    def send_test(
+        issue: IssueName,
+        list: ListName,
+        to: Annotated[str, Field(description="The one address to send the test to, e.g. your own.")],
+    ) -> CallToolResult:
+        """Send one test message, subject prefixed [TEST], to one address, as a member of the list would get it."""
+        current = workspace()
+        folder = agent.issue_folder(current, issue)
+        summary = asyncio.run(send_issue(current, folder, list, dsn_text=transport_dsn(None), dry_run=False, to=to))
+        return _result(summary.to_json(), is_error=not summary.ok)
+
+    @tool(SENDS)
+    def schedule(
+        issue: IssueName,
+        list: ListName,
+        at: Annotated[
+            str,
+            Field(description='When: "2027-02-10 09:00" (newsletter.toml\'s timezone) or ISO 8601 with an offset.'),
+        ],
+        confirmation: Confirmation,
+    ) -> CallToolResult:
+        """Schedule the issue to the list at a time to come; a running `newsletter worker` sends it then.
+
+        Needs the confirmation code of a dry run of exactly this content and list, as send does.
+        """
+        current = workspace()
+        folder = agent.issue_folder(current, issue)
+        dsn = transport_dsn(None)
+        summary = asyncio.run(agent.confirmed_send(current, folder, list, dsn, confirmation, at=at))
+        return _result(summary.to_json())
+
+    @tool(READ_ONLY, "campaign_status")
+    def campaign_status_tool(issue: IssueName, list: ListName) -> CallToolResult:
+        """Show where sending the issue to the list stands, as `newsletter status --json`: sent, pending, failed."""
+        current = workspace()
+        folder = agent.issue_folder(current, issue)
+        return _result(campaign_status(current, folder.name, list).to_json())
+
+    @server.resource(
+        SCHEMA_URI,
+        name="issue.schema.json",
+        mime_type="application/schema+json",
+        description="The JSON Schema of issue.yaml.",
+    )
+    def issue_schema() -> str:
+        return schema_text()
+
+    @server.resource(
+        FORMAT_URI,
+        name="The issue format",
+        mime_type="text/markdown",
+        description="The README's section on issue.yaml: fields, section types, what check reports.",
+    )
+    def issue_format() -> str:
+        return agent.issue_format_text()
+
+    @server.resource(
+        ISSUE_URI, name="issue.yaml", mime_type="application/yaml", description="An issue's YAML, by its slug."
+    )
+    def issue_yaml(slug: str) -> str:
+        try:
+            return agent.read_issue(workspace(), slug)
+        except NewsletterError as exc:
+            raise ResourceNotFoundError(f"error: {exc}") from None
+
+    @server.prompt(name="draft_issue", description="Draft an issue, check it, look at it, dry-run it, then send it.")
+    def draft_issue(slug: str, about: str = "", list: str = "") -> str:
+        return DRAFT_PROMPT.format(
+            slug=slug, about=about or "(ask the person you work for)", list=list or "(list_lists shows them; ask which)"
+        )
+
+    return server
+
+
+DRAFT_PROMPT = """\
+Draft the newsletter issue `{slug}` about: {about}. The list to send it to: {list}.
+
+Work in this order, with the tools of the newsletter server:
+1. new_issue with slug `{slug}` (skip it if list_issues already shows it), then read_issue to see the skeleton.
+   The resources issue.schema.json and "The issue format" describe every field and section type.
+2. write_issue with the whole YAML. It answers with every problem as file:line:column, a code and a message:
+   fix them and write again until "ok" is true. Read the warnings too (subject length, preheader, leftover TODO).
+3. add_image for each image, then use the src it answers (images/NAME) with an alt text that says what it shows.
+4. check_issue, then preview_issue at width 600 and at width 375 (a phone). Look at both pictures: nothing cut
+   off, nothing wider than the screen, the text readable. Fix and preview again.
+5. send_dry_run to the list: read the audience, the first recipients and the sample message's headers and text.
+   Show them to the person you work for and ask whether to send; do not send without a clear yes.
+6. send (or schedule, with a time) with the confirmation code of that dry run. If the issue or the list changed
+   since, the code is refused: run send_dry_run again. campaign_status shows how the sending goes.
+Never send without a dry run, never put a secret in a file, never write outside the issue's folder.
+"""
+
+
+def serve(root: Path) -> None:
+    """Serve the workspace at root over stdio until the host closes stdin."""
+    if not (root / CONFIG_FILE).is_file():
+        raise NewsletterError(
+            f"no {CONFIG_FILE} in {root}: start the server in a workspace, or --workspace DIR "
+            "(`newsletter init` makes one)"
+        )
+    create_server(root).run("stdio")

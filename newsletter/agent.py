@@ -30,7 +30,7 @@ from newsletter.checks import HEAVY_IMAGE_BYTES, check_issue
 from newsletter.errors import Diagnostic, NewsletterError
 from newsletter.issue import ISSUE_FILE, load_issue
 from newsletter.render import image_size
-from newsletter.sending import SendSummary, open_store, parse_at, prepare
+from newsletter.sending import SendSummary, open_store, parse_at, prepare, prepare_real_send
 from newsletter.sending import send as send_issue
 from newsletter.store import STATUSES, SUBSCRIBED
 from newsletter.workspace import SLUG, Workspace
@@ -375,7 +375,7 @@ async def confirmable_dry_run(workspace: Workspace, folder: Path, list_slug: str
     document = summary.to_json()
     document["sample"] = sample_parts(summary.sample)
     try:
-        prepare(workspace, folder, dsn_text, real=True)
+        await prepare_real_send(workspace, folder, dsn_text)
     except NewsletterError as exc:
         document.update(confirmation=None, refused=str(exc))
         return document
@@ -404,8 +404,9 @@ async def confirmed_send(
     if not code.strip():
         raise NewsletterError(NO_CODE)
     _, binding = await _binding(workspace, folder, list_slug, dsn_text)
-    prepare(workspace, folder, dsn_text, real=True)
+    await prepare_real_send(workspace, folder, dsn_text)
     if at is not None:
         parse_at(at, workspace.config.zone)
     ConfirmationBook.of(workspace).redeem(code, binding)
-    return await send_issue(workspace, folder, list_slug, dsn_text=dsn_text, dry_run=False, at=at)
+    return await send_issue(workspace, folder, list_slug, dsn_text=dsn_text, dry_run=False, at=at,
+                            content=binding.content)  # fmt: skip

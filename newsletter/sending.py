@@ -355,12 +355,25 @@ async def send(
     pacing: Pacing | None = None,
     stop: asyncio.Event | None = None,
     progress: Callable[[dict[str, int]], None] | None = None,
+    content: str | None = None,
 ) -> SendSummary:
-    """Dry-run, test-send, schedule, or send an issue to a list (joining or resuming its campaign)."""
+    """Dry-run, test-send, schedule, or send an issue to a list (joining or resuming its campaign).
+
+    content: the content_hash the caller saw (an agent's dry run); the issue rendered now must be the same.
+    """
     transport = transport_for(workspace, dsn_text)
     try:
         return await _send(workspace, folder, list_slug, transport, dsn_text, dry_run, to, new_campaign, at, pacing,
-                           stop, progress)  # fmt: skip
+                           stop, progress, content)  # fmt: skip
+    finally:
+        await transport.aclose()
+
+
+async def prepare_real_send(workspace: Workspace, folder: Path, dsn_text: str) -> Prepared:
+    """What a real send checks before the store: raise NewsletterError with what it would be refused for."""
+    transport = transport_for(workspace, dsn_text)
+    try:
+        return prepare(workspace, folder, dsn_text, real=True, hosted=hosted_unsubscribe(transport))
     finally:
         await transport.aclose()
 
@@ -378,8 +391,11 @@ async def _send(
     pacing: Pacing | None,
     stop: asyncio.Event | None,
     progress: Callable[[dict[str, int]], None] | None,
+    content: str | None,
 ) -> SendSummary:
     prepared = prepare(workspace, folder, dsn_text, real=not dry_run, hosted=hosted_unsubscribe(transport))
+    if content is not None and content_hash(prepared.rendered) != content:
+        raise NewsletterError(f"{folder.name} changed since the dry run that was confirmed; run the dry run again")
     config = workspace.config
     scheduled_at = parse_at(at, config.zone) if at is not None else None
     store = open_store(workspace)

@@ -22,7 +22,7 @@ from newsletter.build import build_issue
 from newsletter.checks import check_issue
 from newsletter.errors import ConfigError, Diagnostic, IssueError, NewsletterError
 from newsletter.i18n import LANGUAGES, translate
-from newsletter.progress import ProgressLine
+from newsletter.progress import ProgressBar, ProgressLine
 from newsletter.sending import SendSummary, campaign_status, change_campaign, open_store, shown, transport_dsn
 from newsletter.sending import send as send_issue
 from newsletter.store import CANCELLED, PAUSED, SCHEDULED, STATUSES, Store, database_url, engine_name
@@ -224,27 +224,44 @@ def subscribers_import(
     ],
     list_slug: ListOpt,
     list_name: ListNameOpt = None,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(
+            "--rejects", help="Write every row rejected or not re-subscribed here (CSV: line, email, reason)."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add the CSV's addresses to a list (created if needed); report added, updated, rejected with their line."""
+    """Add the CSV's addresses to a list (created if needed); report added, updated, rejected with their line.
+
+    Safe to interrupt: the rows already imported stay, and running it again completes the list.
+    """
     workspace = Workspace.discover()
+    shown = not as_json and sys.stdout.isatty() and sys.stderr.isatty()
+    progress = ProgressBar("rows") if shown else None
     store = open_store(workspace)
     try:
-        report = import_csv(store, list_slug, csv_file, list_name=list_name)
+        report = import_csv(store, list_slug, csv_file, list_name=list_name, rejects=rejects, progress=progress)
     finally:
         store.close()
+        if progress is not None:
+            progress.close()
     if as_json:
         _print_json(report.to_json())
-    else:
-        for line, reason in report.rejected:
-            typer.echo(f"{_relative(csv_file)}:{line}: rejected: {reason}", err=True)
-        for line, address, why in report.refused:
-            typer.echo(f"{_relative(csv_file)}:{line}: not re-subscribed: {address} ({why})", err=True)
-        typer.echo(
-            f"{list_slug}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-            f"{len(report.refused)} not re-subscribed, {len(report.rejected)} rejected "
-            f"({report.encoding}, {'tab' if report.delimiter == chr(9) else repr(report.delimiter)} separated)"
-        )
+        return
+    for line, reason in report.rejected:
+        typer.echo(f"{_relative(csv_file)}:{line}: rejected: {reason}", err=True)
+    for line, address, why in report.refused:
+        typer.echo(f"{_relative(csv_file)}:{line}: not re-subscribed: {address} ({why})", err=True)
+    unshown = report.rejected_count - len(report.rejected) + report.refused_count - len(report.refused)
+    if unshown:
+        where = f"{_relative(rejects)} has them all" if rejects else "--rejects FILE writes them all"
+        typer.echo(f"… and {unshown} more rows rejected or not re-subscribed: {where}", err=True)
+    typer.echo(
+        f"{list_slug}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{report.refused_count} not re-subscribed, {report.rejected_count} rejected "
+        f"({report.encoding}, {'tab' if report.delimiter == chr(9) else repr(report.delimiter)} separated)"
+    )
 
 
 @subscribers_app.command("add")
@@ -277,21 +294,30 @@ def subscribers_list(
     status: Annotated[
         str | None, typer.Option(help="Only this status: subscribed, unsubscribed, bounced, complained.")
     ] = None,
+    limit: Annotated[int | None, typer.Option(min=0, help="At most this many members.")] = None,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many first (members are in a stable order).")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a list's members."""
+    """Show a list's members, streamed (a list of any size); --limit and --offset page through it."""
     if status is not None and status not in STATUSES:
         raise NewsletterError(f"unknown status '{status}'; use one of {', '.join(STATUSES)}")
     store = open_store(Workspace.discover())
     try:
-        members = store.members(store.list_id(list_slug), status)
-        if as_json:
-            _print_json([{"email": m.email, "name": m.name, "status": m.status, "fields": m.fields} for m in members])
+        members = store.iter_members(store.list_id(list_slug), status, offset=offset, limit=limit)
+        out = sys.stdout
+        if as_json:  # one JSON array, written a member at a time
+            separator = "[\n  "
+            for m in members:
+                item = {"email": m.email, "name": m.name, "status": m.status, "fields": m.fields}
+                out.write(separator + json.dumps(item, ensure_ascii=False))
+                separator = ",\n  "
+            out.write("[]\n" if separator.startswith("[") else "\n]\n")
             return
         count = 0
         for member in members:
-            typer.echo(f"{member.email}\t{member.name or ''}\t{member.status}")
+            out.write(f"{member.email}\t{member.name or ''}\t{member.status}\n")
             count += 1
+        out.flush()
         typer.echo(f"{count} member{'s' if count != 1 else ''}", err=True)
     finally:
         store.close()
@@ -376,12 +402,15 @@ def subscribers_export(
     list_slug: ListOpt,
     status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
 ) -> None:
-    """Write a list as CSV on stdout (email, name, status, other fields)."""
+    """Write a list as CSV on stdout (email, name, status, other fields), streamed: a list of any size."""
+    progress = ProgressBar("rows") if sys.stderr.isatty() else None  # stdout is the file: the bar goes to stderr
     store = open_store(Workspace.discover())
     try:
-        count = export_csv(store, list_slug, sys.stdout, status)
+        count = export_csv(store, list_slug, sys.stdout, status, progress=progress)
     finally:
         store.close()
+        if progress is not None:
+            progress.close()
     typer.echo(f"{count} exported", err=True)
 
 

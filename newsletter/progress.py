@@ -32,3 +32,51 @@ class ProgressLine:
     def close(self) -> None:
         self.stream.write("\n")
         self.stream.flush()
+
+
+class ProgressBar:
+    """A bar for work of a known size (an import's bytes, an export's rows), with the rate and the time left:
+
+        [#########···············]  38 %  380,112 rows  31,240 rows/s  20 s left
+
+    Drawn only once the work has lasted `delay` seconds, so that a short one prints nothing, and at most five
+    times a second. Call it with (done, total, count): done and total measure the work, count is what the rate
+    counts (rows), done when omitted.
+    """
+
+    WIDTH = 24
+
+    def __init__(self, unit: str = "rows", stream=sys.stderr, delay: float = 1.0):
+        self.unit, self.stream, self.delay = unit, stream, delay
+        self.started = time.monotonic()
+        self.last_drawn = 0.0
+        self.drawn = False
+        self.last: tuple[float, float, int] = (0, 0, 0)
+
+    def __call__(self, done: float, total: float, count: int | None = None) -> None:
+        self.last = (done, total, int(done if count is None else count))
+        moment = time.monotonic()
+        if moment - self.started < self.delay or moment - self.last_drawn < 0.2:
+            return
+        self.last_drawn = moment
+        self._draw(moment)
+
+    def _draw(self, moment: float) -> None:
+        done, total, count = self.last
+        elapsed = moment - self.started
+        share = min(done / total, 1.0) if total else 1.0
+        filled = round(share * self.WIDTH)
+        rate = count / elapsed if elapsed > 0 else 0.0
+        left = elapsed * (1 - share) / share if share > 0 else None
+        eta = f"  {left:.0f} s left" if left is not None and share < 1 else ""
+        bar = "#" * filled + "·" * (self.WIDTH - filled)
+        self.stream.write(f"\r[{bar}] {share:4.0%}  {count:,} {self.unit}  {rate:,.0f} {self.unit}/s{eta}   ")
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        """Draw the final state and end the line, if the bar was ever drawn."""
+        if self.drawn:
+            self._draw(time.monotonic())
+            self.stream.write("\n")
+            self.stream.flush()

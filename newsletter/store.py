@@ -19,18 +19,23 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
+import heapq
+import itertools
+import json
 import os
 import re
 import threading
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
 
 from newsletter.errors import NewsletterError
 
@@ -44,6 +49,7 @@ SCHEDULED, RUNNING, PAUSED, FINISHED, CANCELLED, EXPIRED = (
 CAMPAIGN_STATUSES = (SCHEDULED, RUNNING, PAUSED, FINISHED, CANCELLED, EXPIRED)
 DEFAULT_DATABASE = "subscribers/newsletter.db"
 LIST_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")
+IMPORT_CACHE_KB = 16_384  # SQLite's page cache for an import's connection (its default is 2 MB)
 
 metadata = sa.MetaData()
 
@@ -334,6 +340,16 @@ class Result:
     next_attempt_at: dt.datetime | None = None
     attempted: bool = True  # counts as an attempt
     bounce: bool = False  # also mark the membership bounced
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One address to subscribe to a list among many (an import's row): what subscribe() takes."""
+
+    email: str  # validated and normalised
+    name: str | None
+    fields: dict
+    detail: dict  # for its event: where it came from (the file and line)
 
 
 @dataclass(frozen=True)
@@ -875,31 +891,12 @@ class Store:
         return connection.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == email.lower())).scalar()
 
     def members(self, list_id: int, status: str | None = None, *, page: int = 1000) -> Iterator[Member]:
-        """Stream a list's members in id order, a page at a time (never the whole list in memory)."""
-        after = 0
-        while True:
-            query = (
-                sa.select(
-                    subscribers.c.id,
-                    subscribers.c.email,
-                    subscribers.c.name,
-                    subscribers.c.fields,
-                    memberships.c.status,
-                )
-                .join(memberships, memberships.c.subscriber_id == subscribers.c.id)
-                .where(memberships.c.list_id == list_id, subscribers.c.id > after)
-                .order_by(subscribers.c.id)
-                .limit(page)
-            )
-            if status:
-                query = query.where(memberships.c.status == status)
-            with self.engine.connect() as connection:
-                rows = connection.execute(query).all()
-            for row in rows:
-                yield Member(row.id, row.email, row.name, row.fields or {}, row.status)
-            if len(rows) < page:
-                return
-            after = rows[-1].id
+        """Stream a list's members in id order, a page at a time (never the whole list in memory).
+
+        iter_members' queries, which read memberships_by_list in order: ordering by subscribers.id made SQLite
+        sort the whole list for every page (even for a dry run's five).
+        """
+        return self.iter_members(list_id, status, page=page)
 
     def count_members(self, list_id: int, status: str | None = SUBSCRIBED, connection: Connection | None = None) -> int:
         query = sa.select(sa.func.count()).select_from(memberships).where(memberships.c.list_id == list_id)
@@ -909,6 +906,159 @@ class Store:
             return connection.execute(query).scalar_one()
         with self.engine.connect() as reading:
             return reading.execute(query).scalar_one()
+
+    def subscribe_many(
+        self, connection: Connection, list_id: int, rows: Sequence[Subscription], source: str
+    ) -> list[str]:
+        """subscribe() for many addresses at once (distinct whatever their case), in the caller's transaction: for
+        each, added, updated, unchanged or refused, by the same rules, in a handful of statements whatever their
+        number.
+
+        New subscribers and memberships are inserted ON CONFLICT DO NOTHING, then read back by this batch's
+        instant, which they are stamped with: those that are not were added by someone else meanwhile (a sign-up,
+        another import, on PostgreSQL), and are taken as they now are, so that the batch never fails on them.
+        Existing subscribers are locked (FOR UPDATE) while their fields merge.
+        """
+        if not rows:
+            return []
+        at = now()
+        if connection.dialect.name == "sqlite":  # thousands of lookups by key a batch: keep more of the indexes
+            connection.exec_driver_sql(f"PRAGMA cache_size = -{IMPORT_CACHE_KB}")
+        keys = [row.email.lower() for row in rows]
+        found = {r.email_key: r for r in connection.execute(_SUBSCRIBERS_BY_KEY, {"k_keys": keys})}
+        results: list[str | None] = [None] * len(rows)
+        new = [i for i, key in enumerate(keys) if key not in found]
+        if new and connection.execute(_ANY_SUPPRESSED).first() is not None:
+            hashes = {address_hash(rows[i].email): i for i in new}
+            for erased in connection.execute(_SUPPRESSED_AMONG, {"k_hashes": list(hashes)}).scalars():
+                results[hashes[erased]] = "refused"  # erased at their request: only their own confirmation
+        wanted = [i for i in new if results[i] is None]
+        ids: dict[str, int] = {}
+        if wanted:
+            fresh = [(rows[i].email, keys[i], rows[i].name, rows[i].fields, at) for i in wanted]
+            _INSERT_SUBSCRIBERS(connection, fresh)
+            wanted_keys = [keys[i] for i in wanted]
+            ids.update(connection.execute(_INSERTED_IDS, {"k_keys": wanted_keys, "k_at": at}).all())
+            lost = [key for key in wanted_keys if key not in ids]  # added by someone else since we looked
+            if lost:
+                found.update({r.email_key: r for r in connection.execute(_SUBSCRIBERS_BY_KEY, {"k_keys": lost})})
+        changed: set[int] = set()
+        updates = []
+        for i, key in enumerate(keys):
+            row = found.get(key)
+            if row is None or results[i] is not None:
+                continue
+            before = json.loads(row.fields) if row.fields and row.fields != "{}" else {}
+            merged = {**before, **rows[i].fields}
+            new_name = rows[i].name or row.name
+            if new_name != row.name or merged != before:
+                updates.append((new_name, merged, row.id))
+                changed.add(i)
+            ids[key] = row.id
+        if updates:
+            _UPDATE_SUBSCRIBERS(connection, updates)
+        statuses = self._statuses(connection, list_id, [ids[key] for key in found if key in ids])
+        joining = [i for i, key in enumerate(keys) if results[i] is None and statuses.get(ids[key]) is None]
+        if joining:
+            _INSERT_MEMBERSHIPS(connection, [(ids[keys[i]], list_id, SUBSCRIBED, at) for i in joining])
+            joining_ids = [ids[keys[i]] for i in joining]
+            joined = set(connection.execute(_JOINED, {"k_list": list_id, "k_ids": joining_ids, "k_at": at}).scalars())
+            # Those joined by someone else since we looked are taken as they now are.
+            statuses.update(self._statuses(connection, list_id, [i for i in joining_ids if i not in joined]))
+            for i in joining:
+                if ids[keys[i]] in joined:
+                    results[i] = "added"
+        logged = []
+        for i, key in enumerate(keys):
+            if results[i] == "added":
+                kind = SUBSCRIBED
+            elif results[i] is not None:
+                continue
+            elif statuses.get(ids[key]) != SUBSCRIBED:
+                results[i] = "refused"
+                continue
+            elif i in changed:
+                results[i] = kind = "updated"
+            else:
+                results[i] = "unchanged"
+                continue
+            logged.append((at, ids[key], list_id, kind, source, rows[i].detail))
+        if logged:
+            _LOG_EVENTS(connection, logged)
+        return results  # type: ignore[return-value]  # every row got its result above
+
+    def _statuses(self, connection: Connection, list_id: int, subscriber_ids: Sequence[int]) -> dict[int, str]:
+        if not subscriber_ids:
+            return {}
+        return dict(connection.execute(_STATUSES_AMONG, {"k_list": list_id, "k_ids": list(subscriber_ids)}).all())
+
+    def iter_members(
+        self, list_id: int, status: str | None = None, *, offset: int = 0, limit: int | None = None, page: int = 2000
+    ) -> Iterator[Member]:
+        """A list's members in subscriber order, from the offset-th and at most limit of them, read a page at a
+        time so that memory and time per page stay flat whatever the list's size.
+
+        Each status is read on its own, by memberships_by_list (list, status, subscriber) in subscriber order,
+        each page after the last id of the one before (keyset); without a status the statuses are merged. Any
+        other form (every status at once) lets the planner sort the whole list for each page, on either engine.
+        Without a status, one query finds the offset-th member's id (the database counts, in one pass), from
+        which the merge starts.
+        """
+        if status:
+            yield from self._members_of(list_id, status, offset, limit, page)
+            return
+        after = 0
+        if offset:
+            with self.engine.connect() as connection:
+                first = connection.execute(
+                    sa.select(memberships.c.subscriber_id)
+                    .where(memberships.c.list_id == list_id)
+                    .order_by(memberships.c.subscriber_id)
+                    .offset(offset)
+                    .limit(1)
+                ).scalar()
+            if first is None:
+                return
+            after = first - 1
+        merged = heapq.merge(*(self._members_of(list_id, s, 0, None, page, after) for s in STATUSES),
+                             key=lambda member: member.subscriber_id)  # fmt: skip
+        yield from itertools.islice(merged, limit)
+
+    def _members_of(
+        self, list_id: int, status: str, offset: int, limit: int | None, page: int, after: int = 0
+    ) -> Iterator[Member]:
+        skip, left = offset, limit
+        while left is None or left > 0:
+            size = page if left is None else min(page, left)
+            query = (
+                sa.select(subscribers.c.id, subscribers.c.email, subscribers.c.name,
+                          sa.cast(subscribers.c.fields, sa.Text).label("fields"))
+                .select_from(memberships.join(subscribers, subscribers.c.id == memberships.c.subscriber_id))
+                .where(memberships.c.list_id == list_id, memberships.c.status == status,
+                       memberships.c.subscriber_id > after)
+                .order_by(memberships.c.subscriber_id)
+                .offset(skip)
+                .limit(size)
+            )  # fmt: skip
+            with self.engine.connect() as connection:
+                rows = connection.execute(query).all()
+            for row in rows:  # the fields as text: most members have none to parse
+                fields = json.loads(row.fields) if row.fields and row.fields != "{}" else {}
+                yield Member(row.id, row.email, row.name, fields, status)
+            if len(rows) < size:
+                return
+            after, skip = rows[-1].id, 0
+            if left is not None:
+                left -= len(rows)
+
+    def member_field_names(self, list_id: int, status: str | None = None) -> list[str]:
+        """The names of the fields a list's members have, in the order they first appear (by subscriber): the
+        columns of an export."""
+        names: dict[str, None] = {}
+        for member in self.iter_members(list_id, status, page=5000):
+            if member.fields:
+                names.update(dict.fromkeys(member.fields))
+        return list(names)
 
     def history(self, subscriber_id: int) -> list[dict]:
         with self.engine.connect() as connection:
@@ -1328,6 +1478,169 @@ _SET_MEMBERSHIP = (
     )
     .values(status=sa.bindparam("m_status"), updated_at=sa.bindparam("m_at", type_=sa.DateTime(timezone=True)))
 )
+
+
+class _Many:
+    """A statement for many rows at once, handed to the driver's executemany with each value made ready as
+    SQLAlchemy would make it (times, JSON), but without its per-row machinery: that machinery cost an import
+    more than the database's own work (most of a million rows' time). Compiled once per dialect; rows are tuples
+    in the order of `names`.
+
+    On PostgreSQL, where psycopg's executemany still costs a round of its protocol per row (and its arrays a
+    regular expression per value), `postgresql` is the same statement reading the whole batch from one JSON
+    document, `json_to_recordset(%(rows)s::json) AS u(name type, …)`: one statement, and json.dumps (in C) does
+    the work. Nested JSON (fields) keeps json.dumps' text, as SQLAlchemy would write it; times go as ISO 8601.
+    """
+
+    def __init__(self, build: Callable[[str], sa.Executable], names: Sequence[str], *, postgresql: str):
+        self.build, self.names, self.postgresql = build, tuple(names), postgresql
+        self.compiled: dict[str, tuple[str, list[int] | None, list[tuple[int, Callable]]]] = {}
+
+    def __call__(self, connection: Connection, rows: Sequence[tuple]) -> None:
+        if not rows:
+            return
+        dialect = connection.dialect
+        if dialect.name == "postgresql":
+            document = json.dumps([dict(zip(self.names, row, strict=True)) for row in rows], default=_iso)
+            connection.exec_driver_sql(self.postgresql, {"rows": document})
+            return
+        if dialect.name not in self.compiled:
+            compiled = self.build(dialect.name).compile(dialect=dialect, for_executemany=True)
+            types = [compiled.binds[name].type.dialect_impl(dialect) for name in self.names]
+            processors = [type_.bind_processor(dialect) for type_ in types]
+            order = [self.names.index(name) for name in compiled.positiontup] if compiled.positional else None
+            active = [(i, p) for i, p in enumerate(processors) if p is not None]
+            self.compiled[dialect.name] = (compiled.string, order, active)
+        sql, order, active = self.compiled[dialect.name]
+        columns: list[Sequence] = list(zip(*rows, strict=True))
+        for i, process in active:
+            values, first = columns[i], columns[i][0]
+            if all(value is first for value in values):  # the batch's instant: made ready once
+                columns[i] = (process(first),) * len(values)
+            else:
+                columns[i] = list(map(process, values))
+        if order is not None:
+            ready: list = list(zip(*(columns[i] for i in order), strict=True))
+        else:
+            ready = [dict(zip(self.names, row, strict=True)) for row in zip(*columns, strict=True)]
+        connection.exec_driver_sql(sql, ready)
+
+
+@functools.lru_cache(maxsize=8)  # the batch's instant, once per batch
+def _iso(value: object) -> str:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _insert_ignoring(dialect_name: str, table: sa.Table):
+    """INSERT … ON CONFLICT DO NOTHING, in the dialect's own words (SQLite and PostgreSQL both have it)."""
+    if dialect_name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing()
+
+
+class _Among(sa.sql.expression.ColumnElement):
+    """`column IN (the values of a list parameter)`: an expanding IN on SQLite; on PostgreSQL the list goes as one
+    JSON parameter, unpacked by json_array_elements_text, since thousands of bound values cost SQLAlchemy and
+    psycopg more in rendering and parsing the statement than the database spends running it."""
+
+    type = sa.types.NullType()  # not Boolean: SQLite would be given `(… IN …) = 1`, which no index serves
+    inherit_cache = True
+
+    def __init__(self, column: sa.ColumnElement, name: str):
+        self.column, self.name = column, name
+
+    def _gen_cache_key(self, anon_map, bindparams):
+        return (type(self), self.column._gen_cache_key(anon_map, bindparams), self.name)
+
+
+@compiles(_Among)
+def _among_expanding(element: _Among, compiler, **kw) -> str:
+    return compiler.process(element.column.in_(sa.bindparam(element.name, expanding=True)), **kw)
+
+
+@compiles(_Among, "postgresql")
+def _among_json(element: _Among, compiler, **kw) -> str:
+    # = ANY (ARRAY(…)): the array is computed once and the index probed for each value, whatever the planner
+    # believes of a table that this very transaction is filling (an IN (subquery) may scan it for each batch).
+    values = sa.func.json_array_elements_text(sa.bindparam(element.name, type_=sa.JSON))
+    if not isinstance(element.column.type, sa.String):
+        values = sa.cast(values, element.column.type)
+    column = compiler.process(element.column, **kw)
+    return f"{column} = ANY (ARRAY({compiler.process(sa.select(values), asfrom=True, **kw)}))"
+
+
+# An import's statements: a batch of thousands of rows costs a handful of them.
+_SUBSCRIBERS_BY_KEY = (  # the fields as text: most subscribers have none to parse
+    sa.select(
+        subscribers.c.id,
+        subscribers.c.email_key,
+        subscribers.c.name,
+        sa.cast(subscribers.c.fields, sa.Text).label("fields"),
+    )
+    .where(_Among(subscribers.c.email_key, "k_keys"))
+    .with_for_update()
+)
+_TIME = sa.DateTime(timezone=True)
+# What this batch inserted: the rows stamped with its instant (another writer's have theirs).
+_INSERTED_IDS = sa.select(subscribers.c.email_key, subscribers.c.id).where(
+    _Among(subscribers.c.email_key, "k_keys"),
+    subscribers.c.created_at == sa.bindparam("k_at", type_=_TIME),
+)
+_JOINED = sa.select(memberships.c.subscriber_id).where(
+    memberships.c.list_id == sa.bindparam("k_list"),
+    _Among(memberships.c.subscriber_id, "k_ids"),
+    memberships.c.updated_at == sa.bindparam("k_at", type_=_TIME),
+)
+_ANY_SUPPRESSED = sa.select(suppressions.c.email_hash).limit(1)
+_SUPPRESSED_AMONG = sa.select(suppressions.c.email_hash).where(_Among(suppressions.c.email_hash, "k_hashes"))
+_STATUSES_AMONG = sa.select(memberships.c.subscriber_id, memberships.c.status).where(
+    memberships.c.list_id == sa.bindparam("k_list"),
+    _Among(memberships.c.subscriber_id, "k_ids"),
+)
+_INSERT_SUBSCRIBERS = _Many(
+    lambda dialect: _insert_ignoring(dialect, subscribers).values(
+        email=sa.bindparam("s_email"), email_key=sa.bindparam("s_key"), name=sa.bindparam("s_name"),
+        fields=sa.bindparam("s_fields", type_=sa.JSON), created_at=sa.bindparam("s_at", type_=_TIME),
+    ),
+    ["s_email", "s_key", "s_name", "s_fields", "s_at"],
+    postgresql="INSERT INTO subscribers (email, email_key, name, fields, created_at) "
+               "SELECT s_email, s_key, s_name, s_fields, s_at FROM json_to_recordset(%(rows)s::json) "
+               "AS u(s_email text, s_key text, s_name text, s_fields json, s_at timestamptz) ON CONFLICT DO NOTHING",
+)  # fmt: skip
+_UPDATE_SUBSCRIBERS = _Many(
+    lambda _: (
+        subscribers.update()
+        .where(subscribers.c.id == sa.bindparam("s_id"))
+        .values(name=sa.bindparam("s_name"), fields=sa.bindparam("s_fields", type_=sa.JSON))
+    ),
+    ["s_name", "s_fields", "s_id"],
+    postgresql="UPDATE subscribers SET name = u.s_name, fields = u.s_fields "
+               "FROM json_to_recordset(%(rows)s::json) AS u(s_name text, s_fields json, s_id int) "
+               "WHERE subscribers.id = u.s_id",
+)  # fmt: skip
+_INSERT_MEMBERSHIPS = _Many(
+    lambda dialect: _insert_ignoring(dialect, memberships).values(
+        subscriber_id=sa.bindparam("m_subscriber"), list_id=sa.bindparam("m_list"), status=sa.bindparam("m_status"),
+        updated_at=sa.bindparam("m_at", type_=_TIME),
+    ),
+    ["m_subscriber", "m_list", "m_status", "m_at"],
+    postgresql="INSERT INTO memberships (subscriber_id, list_id, status, updated_at) "
+               "SELECT m_subscriber, m_list, m_status, m_at FROM json_to_recordset(%(rows)s::json) "
+               "AS u(m_subscriber int, m_list int, m_status text, m_at timestamptz) ON CONFLICT DO NOTHING",
+)  # fmt: skip
+_LOG_EVENTS = _Many(
+    lambda _: _LOG_EVENT,
+    ["e_at", "e_subscriber", "e_list", "e_kind", "e_source", "e_detail"],
+    postgresql="INSERT INTO events (at, subscriber_id, list_id, kind, source, detail) "
+               "SELECT e_at, e_subscriber, e_list, e_kind, e_source, e_detail FROM json_to_recordset(%(rows)s::json) "
+               "AS u(e_at timestamptz, e_subscriber int, e_list int, e_kind text, e_source text, e_detail json)",
+)  # fmt: skip
+
+
 _AT = sa.bindparam("c_at", type_=sa.DateTime(timezone=True))
 # A CTE, computed once: an IN (subquery … LIMIT n FOR UPDATE SKIP LOCKED) may be run again for each row
 # PostgreSQL considers, each run locking other rows, and so claim more than n.

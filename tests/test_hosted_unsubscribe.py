@@ -113,8 +113,9 @@ def test_the_providers_unsubscribes_count_for_the_list_being_sent_its_bounces_fo
     asyncio.run(ready(store, provider, sent))
     with store.transaction() as connection:
         marie, luc = (store.find_subscriber(connection, a) for a in ("marie@example.org", "luc@example.org"))
-    statuses = {(who, slug): store.membership(subscriber, slug)[2]
-                for who, subscriber in (("marie", marie), ("luc", luc)) for slug in ("alliances", "membres")}  # fmt: skip
+    people = (("marie", marie), ("luc", luc))
+    statuses = {(who, slug): store.membership(subscriber, slug)[2] for who, subscriber in people
+                for slug in ("alliances", "membres")}  # fmt: skip
     store.close()
     assert provider.checked
     assert statuses == {("marie", "alliances"): "unsubscribed", ("marie", "membres"): "subscribed",

@@ -237,3 +237,184 @@ def test_sync_needs_a_provider_with_a_suppression_list(store):
 
     with pytest.raises(NewsletterError, match="outbox:// keeps no suppression list"):
         asyncio.run(sync_suppressions(store, transport_from_dsn("outbox://x")))
+
+
+# A list of a million streams (issue 13): the same reports, batch after batch, in bounded memory.
+
+FIXTURES = sorted(path.name for path in CSV.iterdir())
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_a_reimport_is_all_unchanged_with_the_same_rejections(store, name):
+    first = import_csv(store, "alliances", CSV / name)
+    again = import_csv(store, "alliances", CSV / name)
+    assert (again.added, again.updated, again.unchanged) == (0, 0, first.added + first.updated + first.unchanged)
+    assert (again.rejected, again.refused, again.encoding, again.delimiter) == (
+        first.rejected, first.refused, first.encoding, first.delimiter
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_small_batches_and_small_chunks_give_the_same_report(database_url, tmp_path, monkeypatch, name):
+    """Batches of 2 rows and file chunks of 3 bytes (a character cut in two): the same report, the same list, as
+    the whole file read and imported at once; duplicates found across batches."""
+    import newsletter.subscribers as subscribers
+
+    whole = Store.open(f"sqlite:///{tmp_path / 'whole.db'}")
+    expected = import_csv(whole, "alliances", CSV / name).to_json()
+    expected_members = {(m.email, m.name, tuple(m.fields.items())) for m in whole.members(whole.list_id("alliances"))}
+    whole.close()
+    monkeypatch.setattr(subscribers, "BATCH", 2)
+    monkeypatch.setattr(subscribers, "CHUNK", 3)
+    store = Store.open(database_url)
+    assert import_csv(store, "alliances", CSV / name).to_json() == expected
+    assert {(m.email, m.name, tuple(m.fields.items())) for m in members(store).values()} == expected_members
+    store.close()
+
+
+def test_a_file_longer_than_the_sniffed_sample_keeps_its_lines(store, tmp_path):
+    """The delimiter is sniffed on the first 8192 characters, which end inside a row: that row, the quoted field
+    with a line break after it, and the line numbers of the rejected rows stay right."""
+    rows = [f"personne{n}@example.org;Personne {n} é" for n in range(400)]
+    rows[300] = 'personne300@example.org;"Deux\nlignes"'
+    rows[350] = "pas une adresse;x"
+    text = "courriel;nom\n" + "\n".join(rows) + "\n"
+    (tmp_path / "long.csv").write_text(text, encoding="utf-8")
+    report = import_csv(store, "alliances", tmp_path / "long.csv")
+    assert (report.added, report.encoding, report.delimiter) == (399, "utf-8", ";")
+    assert [line for line, _ in report.rejected] == [353]  # the field on two lines counts two
+    found = members(store)
+    assert found["personne300@example.org"].name == "Deux\nlignes"
+    assert found["personne199@example.org"].name == "Personne 199 é"
+
+
+def test_a_utf8_file_with_a_bom_that_breaks_it_is_refused_before_anything_is_imported(store, tmp_path):
+    (tmp_path / "broken.csv").write_bytes(b"\xef\xbb\xbfemail\na@example.org\n\xff@example.org\n")
+    with pytest.raises(NewsletterError, match=r"starts as UTF-8 \(with a BOM\) but byte 23 is not"):
+        import_csv(store, "alliances", tmp_path / "broken.csv")
+    assert store.lookup_list("alliances") is None
+
+
+def test_the_report_keeps_the_first_rejections_and_the_rejects_file_all(store, tmp_path):
+    from newsletter.subscribers import REPORTED
+
+    add(store, "alliances", "left@example.org", None)
+    remove(store, "alliances", "left@example.org")
+    lines = ["email,name", "left@example.org,Left"] + [f"bad{n},Bad" for n in range(REPORTED + 20)]
+    lines += ["good@example.org,Good", "GOOD@example.org,Again", ",nobody"]
+    (tmp_path / "many.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rejects = tmp_path / "rejects.csv"
+    report = import_csv(store, "alliances", tmp_path / "many.csv", rejects=rejects)
+    assert (report.added, report.rejected_count, report.refused_count) == (1, REPORTED + 22, 1)
+    assert len(report.rejected) == REPORTED and report.rejected[0][0] == 3
+    assert report.refused == [(2, "left@example.org", "unsubscribed, bounced or complained before")]
+    document = report.to_json()
+    assert (document["rejected_count"], len(document["rejected"])) == (REPORTED + 22, REPORTED)
+    written = list(csv.DictReader(rejects.open(encoding="utf-8")))
+    assert len(written) == REPORTED + 23 and not (tmp_path / "rejects.csv.part").exists()
+    by_line = {int(row["line"]): row for row in written}
+    assert by_line[2] == {"line": "2", "email": "left@example.org",
+                          "reason": "not re-subscribed: unsubscribed, bounced or complained before"}  # fmt: skip
+    assert by_line[3]["email"] == "bad0" and by_line[3]["reason"].startswith("invalid address 'bad0'")
+    last = REPORTED + 24
+    assert by_line[last]["reason"] == f"duplicate of line {last - 1} (GOOD@example.org)"
+    assert by_line[last + 1] == {"line": str(last + 1), "email": "", "reason": "no address"}
+
+
+def test_an_address_erased_at_its_request_is_not_imported_again(store, tmp_path):
+    add(store, "alliances", "gone@example.org", "Gone")
+    assert store.forget("gone@example.org")
+    (tmp_path / "back.csv").write_text("email\nGone@example.org\nnew@example.org\n", encoding="utf-8")
+    report = import_csv(store, "alliances", tmp_path / "back.csv")
+    assert (report.added, report.refused_count) == (1, 1)
+    assert set(members(store)) == {"new@example.org"}
+
+
+def test_an_interrupted_import_keeps_its_whole_batches_and_a_rerun_completes_it(store, tmp_path, monkeypatch):
+    """Ctrl-C after the second batch: those rows are in, nothing of the third; run again, the list is the same as
+    an import never interrupted, nobody subscribed twice, nobody who left subscribed again."""
+    import newsletter.subscribers as subscribers
+    from newsletter.subscribers import ImportInterrupted
+
+    monkeypatch.setattr(subscribers, "BATCH", 10)
+    add(store, "alliances", "left7@example.org", None)
+    remove(store, "alliances", "left7@example.org")
+    lines = ["email"] + [f"{'left' if n == 7 else 'person'}{n}@example.org" for n in range(45)] + ["bad"]
+    (tmp_path / "list.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    batches = []
+
+    def interrupt(*_):
+        batches.append(1)
+        if len(batches) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(ImportInterrupted, match="rows up to line 21 are in the list .19 added") as interrupted:
+        import_csv(store, "alliances", tmp_path / "list.csv", progress=interrupt)
+    assert interrupted.value.report.refused_count == 1
+    assert len(members(store)) == 20  # two whole batches (the one who left among them)
+    report = import_csv(store, "alliances", tmp_path / "list.csv")
+    assert (report.added, report.unchanged, report.refused_count, report.rejected_count) == (25, 19, 1, 1)
+    found = members(store)
+    assert len(found) == 45 and found["left7@example.org"].status == UNSUBSCRIBED
+    for member in found.values():
+        kinds = [event["kind"] for event in store.history(member.subscriber_id)]
+        assert kinds.count("subscribed") == 1
+
+
+def test_export_and_list_page_through_a_list(store, tmp_path, monkeypatch):
+    """Pages of 7 members: the whole list in subscriber order, the fields as columns, --limit/--offset pages
+    that add up to it, and `list --json` one JSON document."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from newsletter.cli import app
+
+    lines = ["email,name,ville"] + [f"p{n:02d}@example.org,P {n},{'Rimouski' if n % 5 == 0 else ''}" for n in range(30)]
+    (tmp_path / "list.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    import_csv(store, "alliances", tmp_path / "list.csv")
+    remove(store, "alliances", "p03@example.org")
+    list_id = store.list_id("alliances")
+    assert [m.email for m in store.iter_members(list_id, page=7)] == [f"p{n:02d}@example.org" for n in range(30)]
+    assert [m.email for m in store.iter_members(list_id, offset=8, limit=9, page=4)] == [
+        f"p{n:02d}@example.org" for n in range(8, 17)
+    ]
+    assert len(list(store.iter_members(list_id, "subscribed", page=7))) == 29
+    assert [m.email for m in store.iter_members(list_id, "unsubscribed")] == ["p03@example.org"]
+    assert store.member_field_names(list_id) == ["ville"]
+    out = io.StringIO()
+    assert export_csv(store, "alliances", out, "subscribed") == 29
+    exported = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert exported[0] == {"email": "p00@example.org", "name": "P 0", "status": "subscribed", "ville": "Rimouski"}
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", str(store.engine.url.render_as_string(hide_password=False)))
+    (tmp_path / "newsletter.toml").write_text('name = "Test"\n', encoding="utf-8")
+    runner = CliRunner()
+    pages = []
+    for offset in range(0, 40, 12):
+        result = runner.invoke(app, ["subscribers", "list", "--list", "alliances", "--json", "--limit", "12",
+                                     "--offset", str(offset)])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        pages.append(json.loads(result.stdout))
+    assert [len(page) for page in pages] == [12, 12, 6, 0]
+    everyone = json.loads(runner.invoke(app, ["subscribers", "list", "--list", "alliances", "--json"]).stdout)
+    assert [m for page in pages for m in page] == everyone and len(everyone) == 30
+    assert everyone[0] == {"email": "p00@example.org", "name": "P 0", "status": "subscribed",
+                           "fields": {"ville": "Rimouski"}}  # fmt: skip
+
+
+def test_the_progress_bar_is_drawn_only_for_long_work():
+    from newsletter.progress import ProgressBar
+
+    quick = ProgressBar(stream=io.StringIO())
+    quick(50, 100, 10)
+    quick.close()
+    assert quick.stream.getvalue() == ""
+    slow = ProgressBar(stream=io.StringIO(), delay=0)
+    slow.started -= 10  # ten seconds ago
+    slow(25, 100, 1000)
+    assert slow.stream.getvalue().startswith("\r[######··················]  25%  1,000 rows  100 rows/s  30 s left")
+    slow(100, 100, 4000)
+    slow.close()
+    assert slow.stream.getvalue().endswith("100%  4,000 rows  400 rows/s   \n")

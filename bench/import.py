@@ -1,0 +1,230 @@
+"""A list of a million: `subscribers import` beside the cheapest correct import, and the memory of what reads
+the list afterwards (export, list, send through null://, status), on SQLite and on PostgreSQL.
+
+    .venv/bin/python bench/import.py [--rows 1000000] [--engines sqlite,postgresql] [--no-send]
+
+1. A CSV of `rows` rows, `email,name` as people have them (some 38 MB for a million): addresses at a few
+   hundred domains, accented names, one row in a thousand a duplicate by case of an earlier one and one in a
+   thousand an invalid address.
+2. The reference, in a process of its own: the cheapest correct import, that is email-validator on each address
+   (no DNS) then executemany into a table with a unique lower-cased key, in transactions of 10,000 rows (SQLite in
+   WAL mode as the store has it; on PostgreSQL the same with psycopg). Rows per second.
+3. `python -m newsletter subscribers import FILE --list mil --json` on the same file in the same run: rows per
+   second, the ratio to the reference (the issue asks for at least 0.5) and the peak resident memory; then the
+   same import again, every row unchanged.
+4. `subscribers export`, `subscribers list --json` (both to /dev/null), `list --limit 100 --offset` near the end,
+   `send --no-dry-run --transport null://` to the whole list, and `status`: time and peak memory of each.
+
+Each command is a child process; its peak memory is VmHWM from its own /proc/self/status, read as it exits (as
+bench/send.py reads it): the peak of that process alone, not of this one, which forked it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SLUG = "2024-11-forum-des-alliances"
+SECRET = "bench-secret-key-0123456789abcdef"
+FIRST_NAMES = ["Marie", "Jean", "Zoé", "François", "Noémie", "Luc", "Chloé", "Élise", "Gaëtan", "Anne"]
+LOCAL_PARTS = ["marie", "jean", "zoe", "francois", "noemie", "luc", "chloe", "elise", "gaetan", "anne"]
+LAST_NAMES = ["Côté", "Tremblay", "Gagnon", "Bœuf", "Thériault", "Roy", "Lévesque", "Bélanger", "Ouellet", "Pagé"]
+
+# Runs `python -m newsletter ARGS…` and, as it exits, writes its own peak resident memory (KB) to $PEAK_FILE.
+PEAK_WRAPPER = """
+import atexit, os, runpy, sys
+def peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            open(os.environ["PEAK_FILE"], "w").write(line.split()[1])
+atexit.register(peak)
+sys.argv = ["newsletter", *sys.argv[1:]]
+runpy.run_module("newsletter", run_name="__main__")
+"""
+
+# The reference: exactly the cheapest correct import, and nothing else. argv: csv file, database URL or file.
+REFERENCE = """
+import csv, sys, time
+from email_validator import EmailNotValidError, validate_email
+path, target = sys.argv[1], sys.argv[2]
+if target.startswith("postgresql"):
+    import psycopg
+    database = psycopg.connect(target.replace("postgresql+psycopg://", "postgresql://", 1))
+    database.execute("CREATE TABLE reference (id serial PRIMARY KEY, email text NOT NULL, "
+                     "email_key text NOT NULL UNIQUE, name text)")
+    database.commit()
+    insert = "INSERT INTO reference (email, email_key, name) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
+else:
+    import sqlite3
+    database = sqlite3.connect(target)
+    database.execute("PRAGMA journal_mode=WAL")
+    database.execute("PRAGMA synchronous=NORMAL")
+    database.execute("CREATE TABLE reference (id INTEGER PRIMARY KEY, email TEXT NOT NULL, "
+                     "email_key TEXT NOT NULL UNIQUE, name TEXT)")
+    insert = "INSERT OR IGNORE INTO reference (email, email_key, name) VALUES (?, ?, ?)"
+started = time.perf_counter()
+rows, batch = 0, []
+with open(path, encoding="utf-8", newline="") as file:
+    reader = csv.reader(file)
+    next(reader)
+    for email, name in reader:
+        rows += 1
+        try:
+            address = validate_email(email, check_deliverability=False).normalized
+        except EmailNotValidError:
+            continue
+        batch.append((address, address.lower(), name))
+        if len(batch) == 10_000:
+            database.cursor().executemany(insert, batch)
+            database.commit()
+            batch = []
+database.cursor().executemany(insert, batch)
+database.commit()
+seconds = time.perf_counter() - started
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        print(rows, seconds, line.split()[1])
+"""
+
+
+def write_csv(path: Path, rows: int) -> None:
+    """email,name rows (ASCII local parts, as nearly all are); one in a thousand a duplicate by case of the row
+    500 before, one in a thousand invalid."""
+    with path.open("w", encoding="utf-8", newline="") as file:
+        file.write("email,name\n")
+        for number in range(rows):
+            first, last = FIRST_NAMES[number % 10], LAST_NAMES[number // 10 % 10]
+            local = LOCAL_PARTS[number % 10]
+            if number % 1000 == 999:
+                address = f"{local}{number - 500}@Domaine{(number - 500) % 300}.example.ORG"
+            elif number % 1000 == 998:
+                address = f"{local} {number}@domaine.example.org"  # a space: invalid
+            else:
+                address = f"{local}{number}@domaine{number % 300}.example.org"
+            file.write(f"{address},{first} {last}\n")
+
+
+def workspace(folder: Path) -> Path:
+    shutil.copy(ROOT / "newsletter.toml", folder / "newsletter.toml")
+    shutil.copytree(ROOT / "issues" / SLUG, folder / "issues" / SLUG)
+    return folder
+
+
+def newsletter(folder: Path, *args: str, stdout=subprocess.DEVNULL) -> tuple[float, int, str]:
+    """Run `newsletter ARGS` in the workspace: (seconds, peak memory in KB, what it printed on stdout)."""
+    peak_file = folder / "peak"
+    peak_file.unlink(missing_ok=True)
+    environment = {**os.environ, "PEAK_FILE": str(peak_file), "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, *args], cwd=folder, env=environment,
+                          stdout=stdout, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(f"newsletter {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return seconds, int(peak_file.read_text()), done.stdout if stdout == subprocess.PIPE else ""
+
+
+def reference(csv_file: Path, target: str) -> tuple[int, float, int]:
+    done = subprocess.run([sys.executable, "-c", REFERENCE, str(csv_file), target], capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    rows, seconds, peak = done.stdout.split()
+    return int(rows), float(seconds), int(peak)
+
+
+def mb(kb: int) -> str:
+    return f"{kb / 1024:.0f} MB"
+
+
+def measure(engine: str, csv_file: Path, rows: int, url: str | None, reference_target: str, send: bool) -> None:
+    print(f"\n== {engine}")
+    done, seconds, peak = reference(csv_file, reference_target)
+    theirs = done / seconds
+    print(f"reference (email-validator, executemany in transactions of 10,000): {done:,} rows in {seconds:.1f} s "
+          f"= {theirs:,.0f} rows/s, peak {mb(peak)}")  # fmt: skip
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = workspace(Path(scratch))
+        if url:
+            os.environ["NEWSLETTER_DATABASE_URL"] = url
+        try:
+            seconds, peak, out = newsletter(folder, "subscribers", "import", str(csv_file), "--list", "mil", "--json",
+                                            "--rejects", "rejects.csv", stdout=subprocess.PIPE)  # fmt: skip
+            report = json.loads(out)
+            ours = rows / seconds
+            print(f"subscribers import: {rows:,} rows in {seconds:.1f} s = {ours:,.0f} rows/s, peak {mb(peak)}; "
+                  f"{report['added']:,} added, {report['rejected_count']:,} rejected")  # fmt: skip
+            print(f"ratio import / reference: {ours / theirs:.2f}")
+            seconds, peak, out = newsletter(folder, "subscribers", "import", str(csv_file), "--list", "mil", "--json",
+                                            stdout=subprocess.PIPE)  # fmt: skip
+            again = json.loads(out)
+            print(f"the same import again: {seconds:.1f} s = {rows / seconds:,.0f} rows/s, peak {mb(peak)}; "
+                  f"{again['unchanged']:,} unchanged, {again['added']} added")  # fmt: skip
+            seconds, peak, _ = newsletter(folder, "subscribers", "export", "--list", "mil")
+            print(f"subscribers export > /dev/null: {seconds:.1f} s, peak {mb(peak)}")
+            seconds, peak, _ = newsletter(folder, "subscribers", "list", "--list", "mil", "--json")
+            print(f"subscribers list --json > /dev/null: {seconds:.1f} s, peak {mb(peak)}")
+            offset = report["added"] - 1000
+            seconds, peak, out = newsletter(folder, "subscribers", "list", "--list", "mil", "--json", "--limit", "100",
+                                            "--offset", str(offset), stdout=subprocess.PIPE)  # fmt: skip
+            print(f"subscribers list --json --limit 100 --offset {offset:,}: {len(json.loads(out))} members in "
+                  f"{seconds:.1f} s, peak {mb(peak)}")  # fmt: skip
+            if send:
+                seconds, peak, _ = newsletter(folder, "send", SLUG, "--list", "mil")
+                print(f"send (dry run): {seconds:.1f} s, peak {mb(peak)}")
+                seconds, peak, out = newsletter(folder, "send", SLUG, "--list", "mil", "--no-dry-run", "--json",
+                                                "--transport", "null://", stdout=subprocess.PIPE)  # fmt: skip
+                sent = json.loads(out)["sent"]
+                print(f"send --transport null://: {sent:,} sent in {seconds:.0f} s = {sent / seconds:,.0f} msg/s, "
+                      f"peak {mb(peak)}")  # fmt: skip
+                seconds, peak, _ = newsletter(folder, "status", SLUG, "--list", "mil")
+                print(f"status: {seconds:.1f} s, peak {mb(peak)}")
+        finally:
+            os.environ.pop("NEWSLETTER_DATABASE_URL", None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--engines", default="sqlite,postgresql")
+    parser.add_argument("--no-send", dest="send", action="store_false", help="skip send and status")
+    arguments = parser.parse_args()
+    os.environ.update(NEWSLETTER_SECRET_KEY=SECRET, NEWSLETTER_ASSET_BASE_URL="https://bench.example.org/archive")
+    os.environ.pop("NEWSLETTER_DATABASE_URL", None)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    with tempfile.TemporaryDirectory() as scratch:
+        csv_file = Path(scratch) / "m.csv"
+        write_csv(csv_file, arguments.rows)
+        print(f"{csv_file.name}: {arguments.rows:,} rows, {csv_file.stat().st_size / 1e6:.0f} MB")
+        engines = arguments.engines.split(",")
+        if "sqlite" in engines:
+            measure("SQLite", csv_file, arguments.rows, None, str(Path(scratch) / "reference.db"), arguments.send)
+        if "postgresql" in engines:
+            sys.path.insert(0, str(ROOT / "tests"))
+            sys.path.insert(0, str(ROOT))
+            from postgres_server import PostgresServer
+
+            from newsletter.store import Store
+
+            try:
+                server = PostgresServer().start()
+            except FileNotFoundError as exc:
+                print(f"PostgreSQL: skipped ({exc})")
+                return
+            try:
+                url = server.new_database()
+                Store.open(url, upgrade=True).close()
+                measure("PostgreSQL", csv_file, arguments.rows, url, server.new_database(), arguments.send)
+            finally:
+                server.stop()
+
+
+if __name__ == "__main__":
+    main()

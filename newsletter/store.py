@@ -820,7 +820,8 @@ class Store:
             for row in connection.execute(
                 sa.select(memberships.c.subscriber_id, memberships.c.list_id, memberships.c.status, subscribers.c.email)
                 .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
-                .where(_of_subscribers(memberships.c.subscriber_id, pairs))
+                # Both sides of the join by their key: with only one, PostgreSQL hashes the whole subscribers table.
+                .where(_of_subscribers(memberships.c.subscriber_id, pairs), _of_subscribers(subscribers.c.id, pairs))
             )
             if (row.subscriber_id, row.list_id) in pairs
         }

@@ -627,11 +627,7 @@ class Store:
         )  # fmt: skip
         new = {r.email.lower(): r.email for r in requests if r.email.lower() not in ids}
         if new:  # one executemany, then their ids (SQLite's RETURNING would take a statement per row)
-            connection.execute(
-                subscribers.insert(),
-                [{"email": email, "email_key": key, "name": None, "fields": {}, "created_at": at}
-                 for key, email in new.items()],
-            )  # fmt: skip
+            _INSERT_SUBSCRIBERS(connection, [(email, key, None, {}, at) for key, email in new.items()])
             ids.update(connection.execute(
                 sa.select(subscribers.c.email_key, subscribers.c.id).where(subscribers.c.email_key.in_(list(new)))
             ).all())  # fmt: skip
@@ -665,18 +661,15 @@ class Store:
                 continue
             if pair not in statuses:
                 statuses[pair] = UNCONFIRMED
-                joined.append({"subscriber_id": subscriber_id, "list_id": request.list_id, "status": UNCONFIRMED,
-                               "updated_at": at})  # fmt: skip
+                joined.append((subscriber_id, request.list_id, UNCONFIRMED, at))
             asked[pair] = at  # a second request in the same group sends nothing more
-            logged.append(
-                {"e_at": at, "e_subscriber": subscriber_id, "e_list": request.list_id, "e_kind": "signup-requested",
-                 "e_source": "form", "e_detail": {**request.detail, "name": request.name}}
-            )  # fmt: skip
+            logged.append((at, subscriber_id, request.list_id, "signup-requested", "form",
+                           {**request.detail, "name": request.name}))  # fmt: skip
             results.append(subscriber_id)
         if joined:
-            connection.execute(memberships.insert(), joined)
+            _INSERT_MEMBERSHIPS(connection, joined)
         if logged:
-            connection.execute(_LOG_EVENT, logged)
+            _LOG_EVENTS(connection, logged)
         return results
 
     def confirm_signup(self, connection: Connection, subscriber_id: int, list_id: int, detail: dict) -> str | None:
@@ -837,13 +830,10 @@ class Store:
                 found[0] = change.status  # a second change of the same membership in the group sees this one
                 updates.append({"m_subscriber": change.subscriber_id, "m_list": change.list_id,
                                 "m_status": change.status, "m_at": at, "m_before": before})  # fmt: skip
-                logged.append(
-                    {"e_at": at, "e_subscriber": change.subscriber_id, "e_list": change.list_id,
-                     "e_kind": change.status, "e_source": change.source, "e_detail": change.detail}
-                )  # fmt: skip
+                logged.append((at, change.subscriber_id, change.list_id, change.status, change.source, change.detail))
         if updates:
             connection.execute(_SET_MEMBERSHIP, updates)
-            connection.execute(_LOG_EVENT, logged)
+            _LOG_EVENTS(connection, logged)
         return results
 
     def apply_change(self, connection: Connection, change: StatusChange) -> ChangeResult:

@@ -14,7 +14,8 @@ from typing import ClassVar, Literal, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from newsletter.errors import NewsletterError
-from newsletter.message import Outgoing
+from newsletter.message import HostedUnsubscribe, Outgoing
+from newsletter.render import Verbatim
 
 Status = Literal["sent", "retry", "failed"]
 
@@ -95,6 +96,23 @@ class Transport(Protocol):
 
 
 UNSUBSCRIBE_OPTION = ("own", "provider")  # ?unsubscribe=: the links of `newsletter serve`, or the provider's
+
+
+HOSTED_HEADERS = ("List-Unsubscribe", "List-Unsubscribe-Post")  # the provider writes them with its own unsubscribe
+
+
+def not_built_for(message: Outgoing, hosted: HostedUnsubscribe, provider: str) -> str | None:
+    """Why a message was not built for the provider's hosted unsubscribe (it carries our List-Unsubscribe, or its
+    link is not the provider's placeholder), or None: what a campaign begun without unsubscribe=provider shows."""
+    if any(name in message.headers for name in HOSTED_HEADERS):
+        return (
+            f"{message.key} carries this tool's List-Unsubscribe: its campaign was begun without "
+            "unsubscribe=provider; send it on through a DSN without it"
+        )
+    value = message.values.get("unsubscribe_url")
+    if not isinstance(value, Verbatim) or value != hosted.url:
+        return f"{message.key}'s unsubscribe link is not {provider}'s {hosted.url}: its campaign was begun otherwise"
+    return None
 
 
 def refuse_hosted_unsubscribe(dsn: Dsn, why: str) -> None:

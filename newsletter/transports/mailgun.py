@@ -162,7 +162,14 @@ from newsletter.errors import NewsletterError
 from newsletter.message import HostedUnsubscribe, Mailbox, Outgoing
 from newsletter.render import Verbatim, escape_value
 from newsletter.transports._http import ApiRequest, ApiTransport, api_base_url, retry_after, short
-from newsletter.transports.base import UNSUBSCRIBE_OPTION, DeliveryEvent, Dsn, Outcome, TransportError
+from newsletter.transports.base import (
+    UNSUBSCRIBE_OPTION,
+    DeliveryEvent,
+    Dsn,
+    Outcome,
+    TransportError,
+    not_built_for,
+)
 
 NAME = "Mailgun"
 MAX_BATCH = 1000  # "The maximum number of recipients allowed for batch is 1,000" (batch-sending page)
@@ -191,7 +198,6 @@ _YEAR = re.compile(r"\b(\d{4})\b")
 # Mailgun's hosted unsubscribe (unsubscribe=provider): its variable for "all tags provided in the message", one tag
 # per message (the list's slug), and the headers it then writes itself.
 TAG_UNSUBSCRIBE_URL = "%tag_unsubscribe_url%"
-PROVIDER_HEADERS = ("List-Unsubscribe", "List-Unsubscribe-Post")
 MAX_TAG = 128  # "Tags are case insensitive and should be ascii only. Maximum tag length is 128 characters."
 
 
@@ -224,14 +230,8 @@ def hosted_problem(messages: Sequence[Outgoing], hosted: HostedUnsubscribe) -> s
     ours), the issue must carry %%unsubscribe_url%% in its HTML and in its text, and the List-Id must name the list.
     """
     for message in messages:
-        if any(name in message.headers for name in PROVIDER_HEADERS):
-            return (
-                f"{message.key} carries this tool's List-Unsubscribe: its campaign was begun without "
-                "unsubscribe=provider; send it on through a DSN without it"
-            )
-        value = message.values.get("unsubscribe_url")
-        if not isinstance(value, Verbatim) or value != hosted.url:
-            return f"{message.key}'s unsubscribe link is not Mailgun's {hosted.url}: its campaign was begun otherwise"
+        if problem := not_built_for(message, hosted, "Mailgun"):
+            return problem
         if list_tag(message) is None:
             return f"{message.key} has no List-Id naming its list (<slug.{message.sender.domain}>) to tag it with"
     rendered = messages[0].body.rendered

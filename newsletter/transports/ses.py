@@ -173,9 +173,16 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from newsletter.errors import NewsletterError
 from newsletter.message import HostedUnsubscribe, Mailbox, Outgoing
-from newsletter.render import Verbatim, escape_value
+from newsletter.render import escape_value
 from newsletter.transports._http import ApiRequest, ApiTransport, api_base_url, iso_time, retry_after, short
-from newsletter.transports.base import UNSUBSCRIBE_OPTION, DeliveryEvent, Dsn, Outcome, TransportError
+from newsletter.transports.base import (
+    UNSUBSCRIBE_OPTION,
+    DeliveryEvent,
+    Dsn,
+    Outcome,
+    TransportError,
+    not_built_for,
+)
 
 PATH = "/v2/email/outbound-bulk-emails"
 SERVICE = "ses"
@@ -478,14 +485,8 @@ def hosted_problem(messages: Sequence[Outgoing], hosted: HostedUnsubscribe) -> s
     placeholder in its HTML and in its text, at most twice in all (SES replaces "only the first two occurrences").
     """
     for message in messages:
-        if any(name in message.headers for name in PROVIDER_HEADERS):
-            return (
-                f"{message.key} carries this tool's List-Unsubscribe: its campaign was begun without "
-                "unsubscribe=provider; send it on through a DSN without it"
-            )
-        value = message.values.get("unsubscribe_url")
-        if not isinstance(value, Verbatim) or value != hosted.url:
-            return f"{message.key}'s unsubscribe link is not SES's {hosted.url}: its campaign was begun otherwise"
+        if problem := not_built_for(message, hosted, "SES"):
+            return problem
     first = messages[0]
     in_html, in_text = first.html.count(hosted.url), first.text.count(hosted.url)
     if not in_html or not in_text:

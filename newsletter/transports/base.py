@@ -99,6 +99,7 @@ UNSUBSCRIBE_OPTION = ("own", "provider")  # ?unsubscribe=: the links of `newslet
 
 
 HOSTED_HEADERS = ("List-Unsubscribe", "List-Unsubscribe-Post")  # the provider writes them with its own unsubscribe
+_HOSTED_HEADERS_LOWER = frozenset(name.lower() for name in HOSTED_HEADERS)
 
 
 def not_built_for(message: Outgoing, hosted: HostedUnsubscribe, provider: str) -> str | None:
@@ -113,6 +114,26 @@ def not_built_for(message: Outgoing, hosted: HostedUnsubscribe, provider: str) -
     if not isinstance(value, Verbatim) or value != hosted.url:
         return f"{message.key}'s unsubscribe link is not {provider}'s {hosted.url}: its campaign was begun otherwise"
     return None
+
+
+def refuse_unless_placeholder(scheme: str, messages: Sequence[Outgoing], placeholder: str, otherwise: str) -> None:
+    """Raise TransportError (nothing sent) unless every message carries the provider's placeholder in both parts and
+    none of our List-Unsubscribe headers; otherwise: what the provider would do instead ("… would append …")."""
+    for message in messages:
+        missing = [part for part, body in (("HTML", message.html), ("text", message.text)) if placeholder not in body]
+        if missing:
+            problem = (
+                f"its {' and '.join(missing)} part lacks {placeholder}, so {otherwise}; the footer's "
+                "%%unsubscribe_url%% must stay in both templates"
+            )
+        elif any(name.lower() in _HOSTED_HEADERS_LOWER for name in message.headers):
+            problem = "it carries newsletter's own List-Unsubscribe (built for unsubscribe=own)"
+        else:
+            continue
+        raise TransportError(
+            f"{scheme}://…?unsubscribe=provider: the message to {message.recipient.address} cannot go: {problem}; "
+            "nothing was sent"
+        )
 
 
 def refuse_hosted_unsubscribe(dsn: Dsn, why: str) -> None:

@@ -117,7 +117,15 @@ import httpx
 from newsletter.errors import NewsletterError
 from newsletter.message import HostedUnsubscribe, Mailbox, Outgoing
 from newsletter.transports._http import ApiRequest, ApiTransport, header, iso_time, retry_after, short
-from newsletter.transports.base import UNSUBSCRIBE_OPTION, DeliveryEvent, Dsn, Outcome, TransportError
+from newsletter.transports.base import (
+    HOSTED_HEADERS,
+    UNSUBSCRIBE_OPTION,
+    DeliveryEvent,
+    Dsn,
+    Outcome,
+    TransportError,
+    refuse_unless_placeholder,
+)
 
 BATCH_PATH = "/email/batch"
 MAX_MESSAGES = 500
@@ -126,7 +134,6 @@ DEFAULT_STREAM = "broadcast"
 TRANSACTIONAL_STREAM = "outbound"  # the transactional stream Postmark gives every server: unsubscribe=own by default
 OPTIONS = ("stream", "unsubscribe")
 CUSTOM_HEADERS = ("List-Id", "List-Unsubscribe", "List-Unsubscribe-Post")  # Reply-To has its own field
-OUR_UNSUBSCRIBE_HEADERS = ("List-Unsubscribe", "List-Unsubscribe-Post")  # Postmark's own when it hosts unsubscribes
 PLACEHOLDER = "{{{ pm:unsubscribe }}}"  # support article 1208, spaces included
 STREAM_PATH = "/message-streams/{stream}"
 METADATA_KEY = "newsletter-key"
@@ -187,7 +194,7 @@ def build_payload(
 
     hosted (unsubscribe=provider): Postmark writes List-Unsubscribe and List-Unsubscribe-Post, so ours never go.
     """
-    headers = [name for name in CUSTOM_HEADERS if not (hosted and name in OUR_UNSUBSCRIBE_HEADERS)]
+    headers = [name for name in CUSTOM_HEADERS if not (hosted and name in HOSTED_HEADERS)]
     payload = []
     for message in messages:
         item: dict[str, Any] = {
@@ -206,20 +213,6 @@ def build_payload(
             item["ReplyTo"] = reply_to
         payload.append(item)
     return payload
-
-
-def hosted_problem(message: Outgoing) -> str | None:
-    """Why this message must not go out with Postmark's hosted unsubscribe, or None: the placeholder in both parts,
-    none of our List-Unsubscribe headers."""
-    missing = [part for part, body in (("HTML", message.html), ("text", message.text)) if PLACEHOLDER not in body]
-    if missing:
-        return (
-            f"its {' and '.join(missing)} part lacks {PLACEHOLDER}, so Postmark would append a second unsubscribe "
-            "link; the footer's %%unsubscribe_url%% must stay in both templates"
-        )
-    if any(name in message.headers for name in OUR_UNSUBSCRIBE_HEADERS):
-        return "it carries newsletter's own List-Unsubscribe (built for unsubscribe=own)"
-    return None
 
 
 def encode(payload: Any) -> bytes:
@@ -641,12 +634,9 @@ class PostmarkTransport(ApiTransport):
         With unsubscribe=provider, raise TransportError (nothing sent) if a message lacks Postmark's placeholder.
         """
         if self.hosted_unsubscribe is not None:
-            for message in messages:
-                if problem := hosted_problem(message):
-                    raise TransportError(
-                        f"postmark+api://…?unsubscribe=provider: the message to {message.recipient.address} cannot "
-                        f"go: {problem}; nothing was sent"
-                    )
+            refuse_unless_placeholder(
+                self.scheme, messages, PLACEHOLDER, "Postmark would append a second unsubscribe link"
+            )
         if len(messages) > 1 and len(self.build_request(messages).content or b"") > MAX_PAYLOAD_BYTES:
             half = len(messages) // 2
             first = await self.send_batch(messages[:half])

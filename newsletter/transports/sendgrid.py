@@ -174,7 +174,14 @@ from newsletter.errors import NewsletterError
 from newsletter.message import Body, HostedUnsubscribe, Mailbox, Outgoing
 from newsletter.render import Verbatim, escape_value
 from newsletter.transports._http import ApiRequest, ApiTransport, api_base_url, header, retry_after, short
-from newsletter.transports.base import UNSUBSCRIBE_OPTION, DeliveryEvent, Dsn, Outcome, TransportError
+from newsletter.transports.base import (
+    UNSUBSCRIBE_OPTION,
+    DeliveryEvent,
+    Dsn,
+    Outcome,
+    TransportError,
+    refuse_unless_placeholder,
+)
 
 PATH = "/v3/mail/send"
 DEFAULT_HOST = "api.sendgrid.com"
@@ -361,20 +368,6 @@ def build_payload(messages: Sequence[Outgoing], *, group_id: int | None = None) 
         name, address = email.utils.parseaddr(reply_to)
         payload["reply_to"] = _address(Mailbox(name, address or reply_to))
     return payload
-
-
-def hosted_problem(message: Outgoing) -> str | None:
-    """Why this message must not go out with SendGrid's group unsubscribe, or None: GROUP_PLACEHOLDER in both parts
-    (else SendGrid appends its own footer of links), none of our List-Unsubscribe headers."""
-    missing = [part for part, body in (("HTML", message.html), ("text", message.text)) if GROUP_PLACEHOLDER not in body]
-    if missing:
-        return (
-            f"its {' and '.join(missing)} part lacks {GROUP_PLACEHOLDER}, so SendGrid would append its own "
-            "unsubscribe links; the footer's %%unsubscribe_url%% must stay in both templates"
-        )
-    if any(name.lower() in OUR_UNSUBSCRIBE_HEADERS for name in message.headers):
-        return "it carries newsletter's own List-Unsubscribe (built for unsubscribe=own)"
-    return None
 
 
 def _json_or_none(body: bytes) -> Any:
@@ -901,12 +894,8 @@ class SendgridTransport(ApiTransport):
         """Send the messages in one request. With unsubscribe=provider, raise TransportError (nothing sent) if a
         message lacks the group's placeholder in a part or carries our List-Unsubscribe."""
         if self.group_id is not None:
-            for message in messages:
-                if problem := hosted_problem(message):
-                    raise TransportError(
-                        f"sendgrid+api://…?unsubscribe=provider: the message to {message.recipient.address} cannot "
-                        f"go: {problem}; nothing was sent"
-                    )
+            refuse_unless_placeholder(self.scheme, messages, GROUP_PLACEHOLDER,
+                                      "SendGrid would append its own unsubscribe links")  # fmt: skip
         # Only to skip a request that would hold no recipient (SendGrid refuses it); one request otherwise.
         screened = screen(messages)
         if all(skip is not None for skip in screened):

@@ -395,7 +395,7 @@ async def _send(
 ) -> SendSummary:
     prepared = prepare(workspace, folder, dsn_text, real=not dry_run, hosted=hosted_unsubscribe(transport))
     if content is not None and content_hash(prepared.rendered) != content:
-        raise NewsletterError(f"{folder.name} changed since the dry run that was confirmed; run the dry run again")
+        raise NewsletterError(f"{folder.name} changed while it was being checked or sent; run the dry run again")
     config = workspace.config
     scheduled_at = parse_at(at, config.zone) if at is not None else None
     store = open_store(workspace)

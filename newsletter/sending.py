@@ -17,6 +17,7 @@ commands started at once agree on one campaign (the list is locked while they de
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 from collections.abc import Callable
@@ -361,83 +362,58 @@ async def send(
 
     content: the content_hash the caller saw (an agent's dry run); the issue rendered now must be the same.
     """
-    transport = transport_for(workspace, dsn_text)
-    try:
-        return await _send(workspace, folder, list_slug, transport, dsn_text, dry_run, to, new_campaign, at, pacing,
-                           stop, progress, content)  # fmt: skip
-    finally:
-        await transport.aclose()
+    async with contextlib.aclosing(transport_for(workspace, dsn_text)) as transport:
+        prepared = prepare(workspace, folder, dsn_text, real=not dry_run, hosted=hosted_unsubscribe(transport))
+        if content is not None and content_hash(prepared.rendered) != content:
+            raise NewsletterError(f"{folder.name} changed while it was being checked or sent; run the dry run again")
+        config = workspace.config
+        scheduled_at = parse_at(at, config.zone) if at is not None else None
+        store = open_store(workspace)
+        try:
+            mailing_list = store.find_list(list_slug)
+            if to is not None:
+                return await _test_send(prepared, transport, mailing_list, to, dry_run)
+            digest = content_hash(prepared.rendered)
+            if dry_run:
+                latest = store.latest_campaign(prepared.rendered.slug, mailing_list.id)
+                return _dry_run(prepared, store, mailing_list, _campaign_to_resume(latest, digest, new_campaign, None))
+            await ready(store, transport, mailing_list.id)  # before the audience is fixed: who left is out
+            row = _open_campaign(store, prepared, mailing_list, digest, new_campaign, scheduled_at)
+            if row.status == SCHEDULED:
+                return SendSummary(row.id, str(prepared.dsn), False, store.counts(row.id), status=SCHEDULED,
+                                   scheduled_at=row.scheduled_at,
+                                   note=f"scheduled for {shown(row.scheduled_at, config.zone)}: a running "
+                                        "`newsletter worker` sends it then")  # fmt: skip
+            if row.content is None:  # begun by a version that did not freeze it: the same content, by its hash
+                store.set_content(row.id, freeze(prepared, mailing_list))
+                row = store.campaign(row.id)
+            campaign = thaw(row, prepared.signer)
+            check_transport_fits(campaign, transport)
+            report = await run(
+                store, transport, campaign, row.id, row.list_id, pacing or pacing_for(config, row.content),
+                owner=sender_id(), stop=stop, progress=progress,
+            )  # fmt: skip
+            note = None
+            if report.status in (PAUSED, CANCELLED):
+                note = f"campaign {row.id} was {report.status} while this command sent it"
+            return SendSummary(
+                campaign=row.id,
+                transport=str(transport),
+                dry_run=False,
+                counts=report.counts,
+                failures=store.failures(row.id),
+                stopped=report.stopped,
+                status=report.status,
+                note=note,
+            )
+        finally:
+            store.close()
 
 
 async def prepare_real_send(workspace: Workspace, folder: Path, dsn_text: str) -> Prepared:
     """What a real send checks before the store: raise NewsletterError with what it would be refused for."""
-    transport = transport_for(workspace, dsn_text)
-    try:
+    async with contextlib.aclosing(transport_for(workspace, dsn_text)) as transport:
         return prepare(workspace, folder, dsn_text, real=True, hosted=hosted_unsubscribe(transport))
-    finally:
-        await transport.aclose()
-
-
-async def _send(
-    workspace: Workspace,
-    folder: Path,
-    list_slug: str,
-    transport: Transport,
-    dsn_text: str,
-    dry_run: bool,
-    to: str | None,
-    new_campaign: bool,
-    at: str | None,
-    pacing: Pacing | None,
-    stop: asyncio.Event | None,
-    progress: Callable[[dict[str, int]], None] | None,
-    content: str | None,
-) -> SendSummary:
-    prepared = prepare(workspace, folder, dsn_text, real=not dry_run, hosted=hosted_unsubscribe(transport))
-    if content is not None and content_hash(prepared.rendered) != content:
-        raise NewsletterError(f"{folder.name} changed while it was being checked or sent; run the dry run again")
-    config = workspace.config
-    scheduled_at = parse_at(at, config.zone) if at is not None else None
-    store = open_store(workspace)
-    try:
-        mailing_list = store.find_list(list_slug)
-        if to is not None:
-            return await _test_send(prepared, transport, mailing_list, to, dry_run)
-        digest = content_hash(prepared.rendered)
-        if dry_run:
-            latest = store.latest_campaign(prepared.rendered.slug, mailing_list.id)
-            return _dry_run(prepared, store, mailing_list, _campaign_to_resume(latest, digest, new_campaign, None))
-        await ready(store, transport, mailing_list.id)  # before the audience is fixed: who left is out
-        row = _open_campaign(store, prepared, mailing_list, digest, new_campaign, scheduled_at)
-        if row.status == SCHEDULED:
-            return SendSummary(row.id, str(prepared.dsn), False, store.counts(row.id), status=SCHEDULED,
-                               scheduled_at=row.scheduled_at,
-                               note=f"scheduled for {shown(row.scheduled_at, config.zone)}: a running "
-                                    "`newsletter worker` sends it then")  # fmt: skip
-        if row.content is None:  # begun by a version that did not freeze it: the same content, by its hash
-            store.set_content(row.id, freeze(prepared, mailing_list))
-            row = store.campaign(row.id)
-        campaign = thaw(row, prepared.signer)
-        check_transport_fits(campaign, transport)
-        report = await run(
-            store, transport, campaign, row.id, row.list_id, pacing or pacing_for(config, row.content),
-            owner=sender_id(), stop=stop, progress=progress,
-        )  # fmt: skip
-        note = None
-        if report.status in (PAUSED, CANCELLED):
-            note = f"campaign {row.id} was {report.status} while this command sent it"
-        return SendSummary(
-            campaign=row.id,
-            transport=str(transport),
-            dry_run=False,
-            counts=report.counts,
-            failures=store.failures(row.id),
-            stopped=report.stopped,
-            status=report.status,
-            note=note,
-        )
-    finally:
-        store.close()
 
 
 def _open_campaign(

@@ -619,50 +619,32 @@ class Store:
         """
         at = now()
         keys = list({r.email.lower() for r in requests})
-        ids = dict(
-            connection.execute(
-                sa.select(subscribers.c.email_key, subscribers.c.id).where(subscribers.c.email_key.in_(keys))
-                .with_for_update()
-            ).all()
-        )  # fmt: skip
+        ids = dict(_SUBSCRIBER_IDS(connection, keys))
         new = {r.email.lower(): r.email for r in requests if r.email.lower() not in ids}
         if new:  # one executemany, then their ids (SQLite's RETURNING would take a statement per row)
-            _INSERT_SUBSCRIBERS(connection, [(email, key, None, {}, at) for key, email in new.items()])
-            ids.update(connection.execute(
-                sa.select(subscribers.c.email_key, subscribers.c.id).where(subscribers.c.email_key.in_(list(new)))
-            ).all())  # fmt: skip
+            no_fields: dict = {}  # one object for the batch: _Many writes it once
+            _INSERT_SUBSCRIBERS(connection, [(email, key, None, no_fields, at) for key, email in new.items()])
+            ids.update(_SUBSCRIBER_IDS(connection, list(new)))
         wanted = {(ids[r.email.lower()], r.list_id) for r in requests}
+        people = sorted({subscriber_id for subscriber_id, _ in wanted})
         statuses = {
-            (row.subscriber_id, row.list_id): row.status
-            for row in connection.execute(
-                sa.select(memberships.c.subscriber_id, memberships.c.list_id, memberships.c.status)
-                .where(_of_subscribers(memberships.c.subscriber_id, wanted))
-            )
-            if (row.subscriber_id, row.list_id) in wanted
-        }  # fmt: skip
-        asked = {
-            (row.subscriber_id, row.list_id): _aware(row.last)
-            for row in connection.execute(
-                sa.select(events.c.subscriber_id, events.c.list_id, sa.func.max(events.c.at).label("last"))
-                .where(events.c.kind == "signup-requested",
-                       _of_subscribers(events.c.subscriber_id, wanted))
-                .group_by(events.c.subscriber_id, events.c.list_id)
-            )
-            if (row.subscriber_id, row.list_id) in wanted
-        }  # fmt: skip
+            (subscriber_id, list_id): status
+            for subscriber_id, list_id, status in _STATUSES(connection, people)
+            if (subscriber_id, list_id) in wanted
+        }
+        asked = {tuple(pair) for pair in _ASKED_SINCE(connection, people, at - every)}
         results: list[int | None] = []
         joined, logged = [], []
         for request in requests:
             subscriber_id = ids[request.email.lower()]
             pair = (subscriber_id, request.list_id)
-            last = asked.get(pair)
-            if statuses.get(pair) in (SUBSCRIBED, BOUNCED, COMPLAINED) or (last is not None and last > at - every):
+            if statuses.get(pair) in (SUBSCRIBED, BOUNCED, COMPLAINED) or pair in asked:
                 results.append(None)
                 continue
             if pair not in statuses:
                 statuses[pair] = UNCONFIRMED
                 joined.append((subscriber_id, request.list_id, UNCONFIRMED, at))
-            asked[pair] = at  # a second request in the same group sends nothing more
+            asked.add(pair)  # a second request in the same group sends nothing more
             logged.append((at, subscriber_id, request.list_id, "signup-requested", "form",
                            {**request.detail, "name": request.name}))  # fmt: skip
             results.append(subscriber_id)
@@ -1517,6 +1499,33 @@ class _Many:
         connection.exec_driver_sql(sql, ready)
 
 
+class _Lookup:
+    """A select of rows whose `column IN (values)`, handed to the driver as written, with placeholders made for
+    the number of values (kept per number): for the few dozen values of a group of sign-ups, SQLAlchemy's
+    expanding IN and its result machinery cost more than the database's own work. In `sql`, `{values}` is where
+    the values go, `{p}` a parameter before them (a time is made ready as SQLAlchemy would write it) and `{lock}`
+    FOR UPDATE on PostgreSQL."""
+
+    def __init__(self, sql: str):
+        self.sql = sql
+        self.ready: dict[tuple[str, int], str] = {}
+        self.times: dict[str, Callable] = {}
+
+    def __call__(self, connection: Connection, values: Sequence, *before: object) -> list[tuple]:
+        if not values:
+            return []
+        dialect = connection.dialect
+        key = (dialect.name, len(values))
+        if key not in self.ready:
+            mark = "?" if dialect.paramstyle == "qmark" else "%s"
+            lock = " FOR UPDATE" if dialect.name == "postgresql" else ""
+            self.ready[key] = self.sql.format(p=mark, values=", ".join([mark] * len(values)), lock=lock)
+            self.times[dialect.name] = _TIME.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
+        time = self.times[dialect.name]
+        ready = [time(value) if isinstance(value, dt.datetime) else value for value in before]
+        return connection.exec_driver_sql(self.ready[key], (*ready, *values)).all()
+
+
 @functools.lru_cache(maxsize=8)  # the batch's instant, once per batch
 def _iso(value: object) -> str:
     if isinstance(value, dt.datetime):
@@ -1576,6 +1585,13 @@ _SUBSCRIBERS_BY_KEY = (  # the fields as text: most subscribers have none to par
     .with_for_update()
 )
 _TIME = sa.DateTime(timezone=True)
+# A group of sign-ups' statements.
+_SUBSCRIBER_IDS = _Lookup("SELECT email_key, id FROM subscribers WHERE email_key IN ({values}){lock}")
+_STATUSES = _Lookup("SELECT subscriber_id, list_id, status FROM memberships WHERE subscriber_id IN ({values})")
+_ASKED_SINCE = _Lookup(
+    "SELECT DISTINCT subscriber_id, list_id FROM events "
+    "WHERE kind = 'signup-requested' AND at > {p} AND subscriber_id IN ({values})"
+)
 # What this batch inserted: the rows stamped with its instant (another writer's have theirs).
 _INSERTED_IDS = sa.select(subscribers.c.email_key, subscribers.c.id).where(
     _Among(subscribers.c.email_key, "k_keys"),

@@ -22,6 +22,7 @@ import email.policy
 import email.utils
 import functools
 import hashlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.header import Header
@@ -272,7 +273,7 @@ class Campaign:
         key = f"{self.id}-{recipient.subscriber_id}"
         digest = hashlib.sha256(f"{self.list_slug}:{key}".encode()).hexdigest()[:12]
         headers = {
-            "Date": email.utils.formatdate(usegmt=True),
+            "Date": _date(int(time.time())),
             "Message-ID": f"<{key}.{digest}@{self.domain}>",
             "List-Id": self.list_id,
         }
@@ -313,7 +314,7 @@ class Notice:
         key = f"{self.kind}-{key}"
         digest = hashlib.sha256(f"{address}:{key}".encode()).hexdigest()[:12]
         headers = {
-            "Date": email.utils.formatdate(usegmt=True),
+            "Date": _date(int(time.time())),
             "Message-ID": f"<{key}.{digest}@{self.sender.domain}>",
             "Auto-Submitted": "auto-generated",
         }
@@ -321,6 +322,11 @@ class Notice:
             headers["Reply-To"] = self.reply_to
         return Outgoing(key, self.sender, Mailbox(name or "", address), self.rendered.subject, headers,
                         {"name": name or "", "email": address, **values}, self.body)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=2)  # formatted once a second: it cost more than the rest of a notice's headers
+def _date(second: int) -> str:
+    return email.utils.formatdate(second, usegmt=True)
 
 
 def parse_mailbox(text: str) -> Mailbox:

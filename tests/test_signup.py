@@ -197,6 +197,62 @@ def test_a_hundred_sign_ups_at_once(site):
     assert len(sink.received) == 100 and len({r.recipients[0] for r in sink.received}) == 100
     statuses = [status(store, f"n{i:03d}@example.org") for i in range(100)]
     assert statuses == ["pending"] * 100  # nobody subscribed before confirming
+    signer, ids = TokenSigner(SECRET), {m.email: m.subscriber_id for m in store.members(store.list_id("alliances"))}
+    for received in sink.received:  # sent in batches: each link is its own recipient's
+        (link,) = confirmation_links(sink, received.recipients[0])
+        found = signer.verify_confirmation(link.rsplit("/", 1)[1], dt.datetime.now(dt.UTC), valid=dt.timedelta(1))
+        assert found == (ids[received.recipients[0]], "alliances")
+
+
+def test_a_refused_confirmation_fails_alone_and_a_dead_mail_server_loses_no_sign_up(workspace, monkeypatch, caplog):  # noqa: F811
+    config = workspace / "newsletter.toml"
+    config.write_text(config.read_text() + OPEN)
+    sink = SmtpSink(refuse={"refusee@example.org": "550 5.1.1 no such user"})
+    ws = Workspace.discover(workspace)
+    store = open_store(ws)
+    with RunningSmtp(sink) as mail:
+        monkeypatch.setenv("NEWSLETTER_TRANSPORT", mail.dsn())
+        with serving(create_app(ws, store, TokenSigner(SECRET))) as base:
+            answers = [sign_up(base, email) for email in ("refusee@example.org", "acceptee@example.org")]
+            wait_for_mail(sink, 1)
+    assert [a.status_code for a in answers] == [200, 200]
+    assert [r.recipients for r in sink.received] == [["acceptee@example.org"]]
+    monkeypatch.setenv("NEWSLETTER_TRANSPORT", RunningSmtp(sink).dsn())  # a free port, never listened on
+    with serving(create_app(ws, store, TokenSigner(SECRET))) as base:
+        answer = sign_up(base, "sans-courriel@example.org")
+        for _ in range(500):
+            if caplog.text.count("not sent") == 2:
+                break
+            asyncio.run(asyncio.sleep(0.01))
+    assert answer.status_code == 200 and answer.text == answers[0].text
+    refused, lost = [r.getMessage() for r in caplog.records if "not sent" in r.getMessage()]
+    assert "550: 5.1.1 no such user" in refused and "Connection refused" in lost
+    assert "@example.org" not in caplog.text  # the log says why, never who
+    assert status(store, "sans-courriel@example.org") == "pending"  # recorded: signing up again later sends one
+    store.close()
+
+
+def test_one_confirmation_per_window_and_another_once_it_has_passed(database_url):
+    from newsletter.store import SignupRequest, Store, events
+
+    store = Store.open(database_url)
+    with store.transaction() as connection:
+        list_id = store.ensure_list(connection, "alliances")
+    request = SignupRequest(list_id, "Fenetre@Example.org", None, {"consent": "oui"})
+    window = dt.timedelta(minutes=10)
+
+    def ask(every=window):
+        with store.transaction() as connection:
+            return store.request_signups(connection, [request, request], every=every)
+
+    first = ask()
+    assert first[0] is not None and first[1] is None  # twice in one group: one email
+    assert ask() == [None, None]  # again within ten minutes: nothing
+    with store.transaction() as connection:  # the request as if made eleven minutes ago
+        connection.execute(events.update().values(at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=11)))
+    assert ask() == [first[0], None]  # the window has passed: one more
+    assert ask(every=dt.timedelta(0)) == [first[0], None]
+    store.close()
 
 
 def test_who_left_comes_back_by_confirming_and_never_by_import(site, workspace):  # noqa: F811

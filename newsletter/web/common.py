@@ -8,7 +8,7 @@ import ipaddress
 import time
 from collections import defaultdict, deque
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 MAX_BODY = 16 * 1024  # a one-click POST is 26 bytes; a sign-up form a few hundred
 SECURITY_HEADERS = {
@@ -110,13 +110,26 @@ def hashed(path: str) -> str:
     return hashlib.sha256(path.encode()).hexdigest()[:12]
 
 
+def header(request: Request, name: bytes) -> str:
+    """One request header by its lower-case name ("" when absent). The routes read a few: a dict made once per
+    request costs less than Starlette's Headers, which decodes every name on each lookup."""
+    found = request.scope.get("newsletter.headers")
+    if found is None:
+        found = request.scope["newsletter.headers"] = dict(request.scope["headers"])
+    return found.get(name, b"").decode("latin-1")
+
+
 async def read_body(request: Request, limit: int) -> bytes | None:
     """The request body, or None when it is larger than limit (read no further)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+    declared = header(request, b"content-length")
+    if declared and (not declared.isdigit() or int(declared) > limit):
         return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    chunks, size, more = [], 0, True
+    while more:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk, more = message.get("body", b""), message.get("more_body", False)
         size += len(chunk)
         if size > limit:
             return None

@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import logging
 
+from starlette.datastructures import URL
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -33,19 +34,26 @@ from newsletter.message import Notice, parse_mailbox
 from newsletter.render import RenderedIssue
 from newsletter.store import SignupRequest, now
 from newsletter.web.app import Site
-from newsletter.web.common import MAX_BODY, BlockLimiter, mask, read_body
+from newsletter.web.common import MAX_BODY, BlockLimiter, header, mask, read_body
 from newsletter.web.unsubscribe import form_fields
 
 log = logging.getLogger("newsletter.web")
 CONFIRM_VALID = dt.timedelta(days=7)
 SIGNUP_WINDOW = 3600.0  # [serve] signups_per_block counts in this window
+CONFIRMING_AT_ONCE = 4  # background senders of confirmation emails, each a batch at a time
+
+
+@functools.lru_cache(maxsize=256)
+def _url(scheme: str, host: str, root_path: str, path: str, query: bytes, server: tuple | None) -> str:
+    scope = {"type": "http", "scheme": scheme, "root_path": root_path, "path": path, "query_string": query,
+             "server": server, "headers": [(b"host", host.encode("latin-1"))] if host else []}  # fmt: skip
+    return str(URL(scope=scope))
 
 
 def routes(site: Site) -> list[Route]:
     store, config = site.store, site.config
     signups = BlockLimiter(limit=config.serve.signups_per_block, window=SIGNUP_WINDOW)
     notices: dict[str, Notice] = {}
-    sending: set[asyncio.Task] = set()
 
     def open_list(slug: str):
         settings = config.lists.get(slug)
@@ -57,6 +65,7 @@ def routes(site: Site) -> list[Route]:
     def lang(slug: str) -> str:
         return config.list_settings(slug).lang or config.lang
 
+    @functools.cache  # the configuration is read once per process
     def consent(slug: str) -> str:
         sentence = config.list_settings(slug).consent
         return sentence or translate(lang(slug), "consent_default", list=title(slug),
@@ -70,15 +79,25 @@ def routes(site: Site) -> list[Route]:
         """A keyed hash of the client's address: the same person is recognisable in the record, never the IP."""
         return host_hash((request.client.host if request.client else "") or "")
 
-    rendered: dict[tuple[str, str, str], bytes] = {}
+    rendered: dict[tuple[str, str, str], Response] = {}
 
     def form_page(request: Request, slug: str, state: str, status: int = 200) -> Response:
-        """A list's page in one of its three states: the same bytes for everyone, so rendered once each."""
-        key = (slug, state, request.url.path)
+        """A list's page in one of its three states: the same bytes for everyone, so one response each, made once
+        (a Starlette response sends the same bytes each time it is called)."""
+        path = request.scope["path"]
+        key = (slug, state, path)
         if key not in rendered:
-            rendered[key] = site.pages.text("subscribe.html.j2", lang(slug), state=state, list=title(slug),
-                                            consent=consent(slug), action=request.url.path).encode()  # fmt: skip
-        return HTMLResponse(rendered[key], status_code=status)
+            page = site.pages.text("subscribe.html.j2", lang(slug), state=state, list=title(slug),
+                                   consent=consent(slug), action=path)  # fmt: skip
+            rendered[key] = HTMLResponse(page, status_code=status)
+        return rendered[key]
+
+    def form_url(request: Request) -> str:
+        """The address posted to, for a consent record whose request named no Referer page (as our own form's
+        do: its pages send none), made once per host and path."""
+        scope = request.scope
+        return _url(scope["scheme"], header(request, b"host"), scope.get("root_path", ""), scope["path"],
+                    scope["query_string"], scope.get("server"))  # fmt: skip
 
     async def form(request: Request) -> Response:
         slug = request.path_params["list"]
@@ -99,21 +118,48 @@ def routes(site: Site) -> list[Route]:
             notices[slug] = Notice("confirm", rendered, sender, config.sender.reply_to)
         return notices[slug]
 
-    async def send_confirmation(request: Request, slug: str, subscriber_id: int, address: str, name: str) -> None:
-        """In the background: the form's answer does not wait for the mail server. Should it fail, the person may
-        sign up again ten minutes later; the log says why (never who)."""
-        at = now()
-        token = site.signer.sign_confirmation(subscriber_id, slug, at)
-        base = config.base_url or str(request.base_url).rstrip("/")
-        try:
-            message = notice(slug).build(address, name or None, f"{subscriber_id}-{slug}-{int(at.timestamp())}",
-                                         {"confirm_url": f"{base}/confirm/{token}"})  # fmt: skip
-            (outcome,) = await site.transport().send_batch([message])
-        except Exception as exc:
-            log.warning("confirmation for %s not sent: %s", slug, exc)
-            return
-        if outcome.status != "sent":
-            log.warning("confirmation for %s not sent: %s", slug, outcome.reason)
+    waiting: list[tuple[str, int, str, str, str]] = []  # (list, subscriber, address, name, base URL) to confirm
+    senders: set[asyncio.Task] = set()
+
+    def confirm_later(request: Request, slug: str, subscriber_id: int, address: str, name: str) -> None:
+        """In the background: the form's answer does not wait for the mail server. A few senders take what waits
+        in batches as large as the transport takes, so that a hundred sign-ups at once cost a few of its calls."""
+        waiting.append((slug, subscriber_id, address, name, config.base_url or str(request.base_url).rstrip("/")))
+        if len(senders) < CONFIRMING_AT_ONCE:
+            task = asyncio.create_task(send_waiting())
+            senders.add(task)
+            task.add_done_callback(senders.discard)
+
+    async def send_waiting() -> None:
+        """Send confirmations until none waits. Should one fail, its person may sign up again ten minutes later;
+        the log says why (never who)."""
+        while waiting:
+            try:
+                transport = site.transport()
+            except Exception as exc:
+                log.warning("%d confirmations not sent: %s", len(waiting), exc)
+                waiting.clear()
+                return
+            batch = waiting[: max(1, transport.max_batch)]
+            del waiting[: len(batch)]
+            at = now()
+            messages = []
+            for slug, subscriber_id, address, name, base in batch:
+                token = site.signer.sign_confirmation(subscriber_id, slug, at)
+                try:
+                    messages.append(notice(slug).build(address, name or None,
+                                                       f"{subscriber_id}-{slug}-{int(at.timestamp())}",
+                                                       {"confirm_url": f"{base}/confirm/{token}"}))  # fmt: skip
+                except Exception as exc:
+                    log.warning("confirmation for %s not sent: %s", slug, exc)
+            try:
+                outcomes = await transport.send_batch(messages) if messages else []
+            except Exception as exc:
+                log.warning("%d confirmations not sent: %s", len(messages), exc)
+                continue
+            for outcome in outcomes:
+                if outcome.status != "sent":
+                    log.warning("a confirmation not sent: %s", outcome.reason)
 
     async def submit(request: Request) -> Response:
         slug = request.path_params["list"]
@@ -135,8 +181,8 @@ def routes(site: Site) -> list[Route]:
         name = " ".join(fields.get("name", "").split())[:300]
         detail = {
             "consent": consent(slug),
-            "page": request.headers.get("referer", "")[:500] or str(request.url),
-            "user_agent": request.headers.get("user-agent", "")[:300],
+            "page": header(request, b"referer")[:500] or form_url(request),
+            "user_agent": header(request, b"user-agent")[:300],
             "ip_hash": ip_hash(request),
         }
         mailing_list = await site.list_named(slug)
@@ -148,9 +194,7 @@ def routes(site: Site) -> list[Route]:
             mailing_list = await site.list_named(slug)
         subscriber_id = await site.writer.signup(SignupRequest(mailing_list.id, address, name or None, detail))
         if subscriber_id is not None:
-            task = asyncio.create_task(send_confirmation(request, slug, subscriber_id, address, name))
-            sending.add(task)
-            task.add_done_callback(sending.discard)
+            confirm_later(request, slug, subscriber_id, address, name)
         return form_page(request, slug, "sent")
 
     async def confirmation(request: Request) -> Response:
@@ -165,7 +209,7 @@ def routes(site: Site) -> list[Route]:
             return site.pages.render("confirm.html.j2", lang(slug), state="ask", **values)
         if await read_body(request, MAX_BODY) is None:
             return PlainTextResponse("request body too large", status_code=413)
-        detail = {"user_agent": request.headers.get("user-agent", "")[:300], "ip_hash": ip_hash(request)}
+        detail = {"user_agent": header(request, b"user-agent")[:300], "ip_hash": ip_hash(request)}
         address = await site.writer.run(
             lambda connection: store.confirm_signup(connection, found[0], mailing_list.id, detail)
         )

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from newsletter.i18n import translate
 from newsletter.store import SUBSCRIBED, UNCONFIRMED, UNSUBSCRIBED, StatusChange
 from newsletter.web.app import Site
-from newsletter.web.common import MAX_BODY, hashed, mask, read_body
+from newsletter.web.common import MAX_BODY, hashed, header, mask, read_body
 
 log = logging.getLogger("newsletter.web")
 LEAVING_FROM = (SUBSCRIBED, UNCONFIRMED)  # a bounce or a complaint stays what it is
@@ -31,7 +31,7 @@ LEAVING_FROM = (SUBSCRIBED, UNCONFIRMED)  # a bounce or a complaint stays what i
 async def form_fields(request: Request, body: bytes) -> dict[str, str]:
     """A small form's fields. Urlencoded (Gmail's one-click, a page's button, a sign-up) is parsed here:
     Starlette's form parser costs more than the rest of the request."""
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+    if header(request, b"content-type").startswith("multipart/form-data"):
         form = await request.form(max_files=0, max_fields=20)
         return {key: value for key, value in form.items() if isinstance(value, str)}
     return dict(parse_qsl(body.decode("utf-8", errors="replace"), max_num_fields=20))
@@ -88,7 +88,7 @@ def routes(site: Site) -> list[Route]:
         fields = await form_fields(request, body)
         one_click = fields.get("List-Unsubscribe") == "One-Click"
         action = "unsubscribe" if one_click else fields.get("action", "unsubscribe")
-        detail = {"user_agent": request.headers.get("user-agent", "")[:300]}
+        detail = {"user_agent": header(request, b"user-agent")[:300]}
         target = mailing_list
         if action == "leave":  # another of the person's lists, from the preferences
             target = await site.list_named(fields.get("list", "")) or mailing_list

@@ -384,13 +384,6 @@ class ChangeResult:
         return self.before is not None
 
 
-def _of_subscribers(column, pairs: set[tuple[int, int]]) -> sa.ColumnElement[bool]:
-    """Rows of the subscribers in these (subscriber, list) pairs, from which the caller keeps its pairs. Neither a
-    row-value IN nor a list_id IN, for which SQLite scans the whole table or every member of the list: a
-    subscriber has few rows, found by the indexes that start with subscriber_id."""
-    return column.in_(sorted({subscriber_id for subscriber_id, _ in pairs}))
-
-
 class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -790,15 +783,11 @@ class Store:
             return []
         at = now()
         pairs = {(c.subscriber_id, c.list_id) for c in changes}
+        people = sorted({subscriber_id for subscriber_id, _ in pairs})
         current = {
-            (row.subscriber_id, row.list_id): [row.status, row.email]
-            for row in connection.execute(
-                sa.select(memberships.c.subscriber_id, memberships.c.list_id, memberships.c.status, subscribers.c.email)
-                .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
-                # Both sides of the join by their key: with only one, PostgreSQL hashes the whole subscribers table.
-                .where(_of_subscribers(memberships.c.subscriber_id, pairs), _of_subscribers(subscribers.c.id, pairs))
-            )
-            if (row.subscriber_id, row.list_id) in pairs
+            (subscriber_id, list_id): [status, email]
+            for subscriber_id, list_id, status, email in _MEMBERSHIPS_AND_ADDRESSES(connection, people)
+            if (subscriber_id, list_id) in pairs
         }
         results, updates, logged = [], [], []
         for change in changes:
@@ -1501,10 +1490,10 @@ class _Many:
 
 class _Lookup:
     """A select of rows whose `column IN (values)`, handed to the driver as written, with placeholders made for
-    the number of values (kept per number): for the few dozen values of a group of sign-ups, SQLAlchemy's
-    expanding IN and its result machinery cost more than the database's own work. In `sql`, `{values}` is where
-    the values go, `{p}` a parameter before them (a time is made ready as SQLAlchemy would write it) and `{lock}`
-    FOR UPDATE on PostgreSQL."""
+    the number of values (kept per number): for the few dozen values of a group of clicks or sign-ups,
+    SQLAlchemy's expanding IN and its result machinery cost more than the database's own work. In `sql`,
+    `{values}` is where the values go (each time it is written), `{p}` a parameter before them (a time is made
+    ready as SQLAlchemy would write it) and `{lock}` FOR UPDATE on PostgreSQL."""
 
     def __init__(self, sql: str):
         self.sql = sql
@@ -1523,7 +1512,7 @@ class _Lookup:
             self.times[dialect.name] = _TIME.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
         time = self.times[dialect.name]
         ready = [time(value) if isinstance(value, dt.datetime) else value for value in before]
-        return connection.exec_driver_sql(self.ready[key], (*ready, *values)).all()
+        return connection.exec_driver_sql(self.ready[key], (*ready, *values * self.sql.count("{values}"))).all()
 
 
 @functools.lru_cache(maxsize=8)  # the batch's instant, once per batch
@@ -1585,7 +1574,14 @@ _SUBSCRIBERS_BY_KEY = (  # the fields as text: most subscribers have none to par
     .with_for_update()
 )
 _TIME = sa.DateTime(timezone=True)
-# A group of sign-ups' statements.
+# A group of clicks' and of sign-ups' statements. A subscriber has few rows, found by the indexes that start with
+# subscriber_id; neither a row-value IN nor a list_id IN, for which SQLite scans the whole table or every member
+# of the list. Both sides of the join by their key: with only one, PostgreSQL hashes the whole subscribers table.
+_MEMBERSHIPS_AND_ADDRESSES = _Lookup(
+    "SELECT memberships.subscriber_id, memberships.list_id, memberships.status, subscribers.email FROM memberships "
+    "JOIN subscribers ON subscribers.id = memberships.subscriber_id "
+    "WHERE memberships.subscriber_id IN ({values}) AND subscribers.id IN ({values})"
+)
 _SUBSCRIBER_IDS = _Lookup("SELECT email_key, id FROM subscribers WHERE email_key IN ({values}){lock}")
 _STATUSES = _Lookup("SELECT subscriber_id, list_id, status FROM memberships WHERE subscriber_id IN ({values})")
 _ASKED_SINCE = _Lookup(

@@ -807,9 +807,6 @@ class Store:
             _LOG_EVENTS(connection, logged)
         return results
 
-    def apply_change(self, connection: Connection, change: StatusChange) -> ChangeResult:
-        return self.apply_changes(connection, [change])[0]
-
     def apply_event(
         self, kind: str, email: str, key: str | None, source: str, detail: dict, *, list_id: int | None = None
     ) -> int:

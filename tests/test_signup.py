@@ -9,12 +9,14 @@ import asyncio
 import datetime as dt
 import html
 import re
+import signal
+import subprocess
 
 import httpx
 import pytest
 import sqlalchemy as sa
 from smtp_server import RunningSmtp, SmtpSink
-from test_send import SECRET, run
+from test_send import SECRET, environment, newsletter_command, run, wait_for
 from test_send import workspace as workspace  # noqa: F401  (the fixture: example workspace and its list)
 from test_tokens import one_character_changes
 from web_server import serving
@@ -352,3 +354,32 @@ def test_a_failed_write_fails_its_own_request_only(database_url):
     assert isinstance(failed, RuntimeError) and isinstance(first, int) and isinstance(second, int)
     assert {"premiere", "seconde"} <= set(store.list_slugs())  # the others were recorded
     store.close()
+
+
+def test_a_server_told_to_stop_sends_the_confirmations_still_waiting(workspace):  # noqa: F811
+    """SIGTERM (a deploy, a restart) right after the form answered: the emails still go, then the server exits."""
+    config = workspace / "newsletter.toml"
+    config.write_text(config.read_text() + OPEN)
+    with RunningSmtp(SmtpSink(delay=2.0)) as mail:  # the mail server takes its time
+        port = RunningSmtp(mail.sink).port  # a free port for serve
+        server = subprocess.Popen(newsletter_command("serve", "--port", str(port)), cwd=workspace,
+                                  env=environment(NEWSLETTER_TRANSPORT=mail.dsn()), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{base}/healthz").status_code == 200
+            except httpx.TransportError:
+                return server.poll() is not None
+
+        wait_for(up, "serve listening")
+        answers = [sign_up(base, f"partante{i}@example.org") for i in range(5)]
+        received_when_stopped = len(mail.sink.received)
+        server.send_signal(signal.SIGTERM)
+        _, errors = server.communicate(timeout=120)
+    assert [a.status_code for a in answers] == [200] * 5
+    assert received_when_stopped < 5  # some were still waiting when it was told to stop
+    assert server.returncode == -signal.SIGTERM, errors  # uvicorn stops gracefully, then exits by the signal
+    assert "Traceback" not in errors
+    assert sorted(r.recipients[0] for r in mail.sink.received) == [f"partante{i}@example.org" for i in range(5)]

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
@@ -39,6 +40,7 @@ from newsletter.web.writes import GroupWriter
 from newsletter.workspace import Workspace
 
 log = logging.getLogger("newsletter.web")
+STOPPING_WAIT = 30.0  # seconds a stopping server gives its background sends
 
 
 @dataclass
@@ -52,6 +54,8 @@ class Site:
     # Refused tokens per address block: past 30 a minute, 429 instead of 400 (genuine clicks are never counted).
     refusals: BlockLimiter = field(default_factory=lambda: BlockLimiter(limit=30, window=60.0))
     writer: GroupWriter = field(init=False)
+    # Mail the server sends itself (confirmations), still going when it is told to stop: awaited before it stops.
+    background: set[asyncio.Task] = field(default_factory=set)
     _lists: dict[str, tuple[float, ListRow | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -64,6 +68,12 @@ class Site:
         if self._transport is None:
             self._transport = transport_for(self.workspace, transport_dsn(None))
         return self._transport
+
+    def in_background(self, work: Coroutine) -> asyncio.Task:
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
 
     def forget_list(self, name: str) -> None:
         self._lists.pop(name, None)
@@ -111,6 +121,10 @@ def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starl
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
+        if site.background:  # a restart (a deploy) loses no confirmation that was waiting to go
+            _, unfinished = await asyncio.wait(site.background, timeout=STOPPING_WAIT)
+            if unfinished:
+                log.warning("stopped with %d background sends unfinished after %.0f s", len(unfinished), STOPPING_WAIT)
         if site._transport is not None:
             await site._transport.aclose()
 

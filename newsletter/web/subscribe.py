@@ -126,7 +126,7 @@ def routes(site: Site) -> list[Route]:
         in batches as large as the transport takes, so that a hundred sign-ups at once cost a few of its calls."""
         waiting.append((slug, subscriber_id, address, name, config.base_url or str(request.base_url).rstrip("/")))
         if len(senders) < CONFIRMING_AT_ONCE:
-            task = asyncio.create_task(send_waiting())
+            task = site.in_background(send_waiting())
             senders.add(task)
             task.add_done_callback(senders.discard)
 

@@ -423,14 +423,20 @@ def subscribers_sync(
         str | None,
         typer.Option("--transport", envvar="NEWSLETTER_TRANSPORT", show_envvar=True, help="The provider's DSN."),
     ] = None,
+    list_slug: Annotated[
+        str | None,
+        typer.Option("--list", help="The list sent through this provider: its unsubscribes count for it alone."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Apply the provider's suppression list (bounces, complaints, unsubscribes) to every list."""
+    """Apply the provider's suppression list: bounces and complaints to every list, unsubscribes to --list (or,
+    without it, to every list)."""
     from newsletter.transports import transport_from_dsn
 
     store = open_store(Workspace.discover())
     try:
-        report = asyncio.run(_sync(store, transport_from_dsn(transport_dsn(transport))))
+        list_id = store.list_id(list_slug) if list_slug else None
+        report = asyncio.run(_sync(store, transport_from_dsn(transport_dsn(transport)), list_id))
     finally:
         store.close()
     if as_json:
@@ -440,9 +446,9 @@ def subscribers_sync(
         typer.echo(f"{report.seen} suppressed addresses ({kinds}); {report.changed} memberships changed")
 
 
-async def _sync(store, transport):
+async def _sync(store, transport, list_id: int | None):
     try:
-        return await sync_suppressions(store, transport)
+        return await sync_suppressions(store, transport, list_id=list_id)
     finally:
         await transport.aclose()
 

@@ -44,6 +44,7 @@ from newsletter.store import (
     Store,
     database_url,
 )
+from newsletter.subscribers import sync_suppressions
 from newsletter.tokens import TokenSigner
 from newsletter.transports import DEFAULT_DSN, Dsn, Transport, transport_from_dsn
 from newsletter.workspace import Workspace
@@ -289,18 +290,12 @@ def check_transport_fits(campaign: Campaign, transport: Transport) -> None:
 
 async def apply_provider_suppressions(store: Store, transport: Transport, list_id: int) -> int:
     """With a provider's hosted unsubscribe, whoever left through its page is recorded before anything is sent;
-    the runner then skips them. Its unsubscribes count for the list being sent (each campaign reads them for its
-    own), its bounces and complaints for every list, as `subscribers sync` records them. Returns how many
-    memberships changed."""
+    the runner then skips them. As `subscribers sync --list`: unsubscribes count for the list being sent (each
+    campaign reads them for its own), bounces and complaints for every list. Returns how many memberships
+    changed."""
     if hosted_unsubscribe(transport) is None:
         return 0
-    changed = 0
-    async for event in transport.suppressions():
-        detail = {"provider": transport.scheme, "detail": event.detail}
-        scope = list_id if event.kind == "unsubscribed" else None
-        changed += await asyncio.to_thread(store.apply_event, event.kind, event.email, None, "sync", detail,
-                                           list_id=scope)  # fmt: skip
-    return changed
+    return (await sync_suppressions(store, transport, list_id=list_id)).changed
 
 
 async def ready(store: Store, transport: Transport, list_id: int) -> None:

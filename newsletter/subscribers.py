@@ -15,6 +15,7 @@ them unchanged and completes the list.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import csv
 import io
@@ -371,8 +372,11 @@ class SyncReport:
         return {"seen": self.seen, "changed": self.changed, "kinds": self.kinds}
 
 
-async def sync_suppressions(store: Store, transport: Transport | SuppressionSource) -> SyncReport:
-    """Apply a provider's suppression list (bounces, complaints, unsubscribes) to every list of each address.
+async def sync_suppressions(
+    store: Store, transport: Transport | SuppressionSource, *, list_id: int | None = None
+) -> SyncReport:
+    """Apply a provider's suppression list to the store: bounces and complaints to every list of each address,
+    unsubscribes to the list `list_id` (the one sent through this provider) or, without it, to every list.
 
     For people who run no server to receive webhooks; running it again changes nothing more.
     """
@@ -387,7 +391,9 @@ async def sync_suppressions(store: Store, transport: Transport | SuppressionSour
         report.seen += 1
         report.kinds[event.kind] = report.kinds.get(event.kind, 0) + 1
         detail = {"provider": transport.scheme, "detail": event.detail}
-        report.changed += store.apply_event(event.kind, event.email, None, "sync", detail)
+        scope = list_id if event.kind == "unsubscribed" else None
+        report.changed += await asyncio.to_thread(store.apply_event, event.kind, event.email, None, "sync", detail,
+                                                  list_id=scope)  # fmt: skip
     return report
 
 

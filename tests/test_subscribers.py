@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 import pytest
+from test_send import workspace as workspace  # noqa: F401  (the fixture: example workspace and its list)
 
 from newsletter.errors import NewsletterError
 from newsletter.store import BOUNCED, MIGRATIONS, UNSUBSCRIBED, Store
@@ -227,6 +228,42 @@ def test_sync_applies_a_providers_suppressions_once(store):
     assert asyncio.run(sync_suppressions(store, Provider())).changed == 0
     history = store.history(members(store)["b@example.org"].subscriber_id)
     assert (history[-1]["kind"], history[-1]["source"]) == ("complained", "sync")
+
+
+def test_sync_with_a_list_scopes_its_unsubscribes_to_it(workspace, monkeypatch):  # noqa: F811
+    """`subscribers sync --list`, against Postmark's documented dump (respx): the ManualSuppression (an
+    unsubscribe) leaves the list named only, the bounce and the complaint every list."""
+    import json
+
+    import httpx
+    import respx
+    from test_send import run
+
+    from newsletter.sending import open_store
+    from newsletter.workspace import Workspace
+
+    store = open_store(Workspace.discover(workspace))
+    for address in ("address@wildbit.com", "bounce.address@wildbit.com", "spam.complaint.address@wildbit.com"):
+        for slug in ("alliances", "autre"):
+            add(store, slug, address, None)
+    dump = (Path(__file__).parent / "fixtures" / "postmark" / "sync" / "suppressions-dump.json").read_bytes()
+    with respx.mock:
+        respx.get("https://api.postmarkapp.com/message-streams/broadcast/suppressions/dump").mock(
+            return_value=httpx.Response(200, content=dump)
+        )
+        result = run("subscribers", "sync", "--transport", "postmark+api://token@default", "--list", "alliances",
+                     "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["changed"] == 5  # the unsubscribe once, the bounce and complaint twice
+    statuses = {
+        slug: {m.email: m.status for m in store.members(store.list_id(slug))} for slug in ("alliances", "autre")
+    }
+    assert statuses["alliances"]["address@wildbit.com"] == UNSUBSCRIBED
+    assert statuses["autre"]["address@wildbit.com"] == "subscribed"
+    assert {statuses[slug]["bounce.address@wildbit.com"] for slug in statuses} == {BOUNCED}
+    assert {statuses[slug]["spam.complaint.address@wildbit.com"] for slug in statuses} == {"complained"}
+    assert run("subscribers", "sync", "--transport", "postmark+api://t@default", "--list", "nulle").exit_code != 0
+    store.close()
 
 
 def test_sync_needs_a_provider_with_a_suppression_list(store):

@@ -7,6 +7,7 @@ Any NewsletterError becomes `error: <message>` on stderr; `--json` prints one JS
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import signal
 import sys
@@ -20,6 +21,7 @@ from typer.core import TyperGroup
 from newsletter import __version__
 from newsletter.build import build_issue
 from newsletter.checks import check_issue
+from newsletter.config import parse_duration
 from newsletter.errors import ConfigError, Diagnostic, IssueError, NewsletterError
 from newsletter.i18n import LANGUAGES, translate
 from newsletter.progress import ProgressBar, ProgressLine
@@ -353,6 +355,33 @@ def subscribers_pending(list_slug: ListOpt, as_json: JsonOpt = False) -> None:
     for address, at in waiting:
         typer.echo(f"{address}\t{at:%Y-%m-%d %H:%M} UTC")
     typer.echo(f"{len(waiting)} waiting for confirmation", err=True)
+
+
+@subscribers_app.command("purge-pending")
+def subscribers_purge_pending(
+    list_slug: ListOpt,
+    older_than: Annotated[
+        str, typer.Option(help="Last asked longer ago than this: 7d (a confirmation link's life), 30d, …")
+    ] = "7d",
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove the sign-ups never confirmed (Law 25, GDPR: keep nothing longer than needed), and the person when
+    nothing else is held about them. A link of a removed sign-up no longer confirms."""
+    try:
+        age = dt.timedelta(seconds=parse_duration(older_than))
+    except ValueError as exc:
+        raise NewsletterError(f"--older-than: {exc}") from None
+    store = open_store(Workspace.discover())
+    try:
+        removed, erased = store.purge_unconfirmed(store.list_id(list_slug), dt.datetime.now(dt.UTC) - age)
+    finally:
+        store.close()
+    if as_json:
+        _print_json({"list": list_slug, "older_than": older_than, "removed": removed, "erased": erased})
+        return
+    for address in removed:
+        typer.echo(address)
+    typer.echo(f"{len(removed)} unconfirmed sign-ups removed from {list_slug}; {erased} people erased whole", err=True)
 
 
 @subscribers_app.command("show")

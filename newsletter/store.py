@@ -690,6 +690,47 @@ class Store:
             ).all()
         return [(row.email, _aware(row.updated_at)) for row in rows]
 
+    def purge_unconfirmed(self, list_id: int, before: dt.datetime) -> tuple[list[str], int]:
+        """Sign-ups of a list never confirmed whose last request came before `before` (their link has expired):
+        their membership and their requests go (what they saw, their user agent, the hash of their IP), and the
+        person too when nothing else is held about them (no other list, delivery or event). Returns the addresses
+        and how many people went whole. A confirmation that commits first keeps its person: the memberships are
+        locked as they are read (FOR UPDATE on PostgreSQL; SQLite's write lock is whole)."""
+        last_asked = (
+            sa.select(events.c.subscriber_id, sa.func.max(events.c.at).label("at"))
+            .where(events.c.list_id == list_id, events.c.kind == "signup-requested")
+            .group_by(events.c.subscriber_id)
+            .subquery()
+        )
+        erased = 0
+        with self.transaction() as connection:
+            rows = connection.execute(
+                sa.select(subscribers.c.id, subscribers.c.email)
+                .join(memberships, memberships.c.subscriber_id == subscribers.c.id)
+                .outerjoin(last_asked, last_asked.c.subscriber_id == subscribers.c.id)
+                .where(memberships.c.list_id == list_id, memberships.c.status == UNCONFIRMED,
+                       sa.func.coalesce(last_asked.c.at, memberships.c.updated_at) < before)
+                .order_by(subscribers.c.id)
+                .with_for_update(of=memberships)
+            ).all()  # fmt: skip
+            for start in range(0, len(rows), 500):
+                ids = [row.id for row in rows[start : start + 500]]
+                connection.execute(
+                    memberships.delete().where(memberships.c.list_id == list_id, memberships.c.subscriber_id.in_(ids))
+                )
+                connection.execute(
+                    events.delete().where(events.c.list_id == list_id, events.c.kind == "signup-requested",
+                                          events.c.subscriber_id.in_(ids))
+                )  # fmt: skip
+                held = [
+                    sa.select(table.c.subscriber_id).where(table.c.subscriber_id == subscribers.c.id).exists()
+                    for table in (memberships, deliveries, events)
+                ]
+                erased += connection.execute(
+                    subscribers.delete().where(subscribers.c.id.in_(ids), *(~found for found in held))
+                ).rowcount
+        return [row.email for row in rows], erased
+
     def memberships_of(self, subscriber_id: int) -> list[tuple[ListRow, str]]:
         """Every list this person is on, with their status there, by slug."""
         with self.engine.connect() as connection:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import html
+import json
 import re
 import signal
 import subprocess
@@ -311,6 +312,43 @@ def test_forget_leaves_nothing_personal_and_an_import_does_not_bring_them_back(s
     wait_for_mail(sink, 1)
     (link,) = confirmation_links(sink, "marie@example.org")
     assert httpx.post(link).status_code == 200 and status(store, "marie@example.org") == "subscribed"
+
+
+def test_purge_pending_removes_expired_sign_ups_whole_and_keeps_everyone_else(site, workspace):  # noqa: F811
+    from newsletter.store import events, memberships
+    from newsletter.subscribers import add
+
+    base, store, sink = site
+    people = ["ancienne@example.org", "recente@example.org", "confirmee@example.org", "double@example.org"]
+    add(store, "autre", "double@example.org", None)  # on another list too: stays, off this one
+    for address in people:
+        sign_up(base, address, name="Nom Personnel")
+    wait_for_mail(sink, 4)
+    assert httpx.post(confirmation_links(sink, "confirmee@example.org")[0]).status_code == 200
+    old = [_id(store, a) for a in ("ancienne@example.org", "confirmee@example.org", "double@example.org")]
+    eight_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=8)
+    with store.transaction() as connection:  # as if they had signed up eight days ago
+        connection.execute(events.update().where(events.c.subscriber_id.in_(old)).values(at=eight_days_ago))
+        connection.execute(memberships.update().where(memberships.c.subscriber_id.in_(old))
+                           .values(updated_at=eight_days_ago))  # fmt: skip
+    result = run("subscribers", "purge-pending", "--list", "alliances", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (sorted(report["removed"]), report["erased"]) == (["ancienne@example.org", "double@example.org"], 1)
+    with store.engine.connect() as connection:  # nothing of her in any table
+        for table in metadata.sorted_tables:
+            for row in connection.execute(sa.select(table)):
+                assert "ancienne@example.org" not in str(tuple(row)), table.name
+    double = store.person("double@example.org")
+    assert [(m["list"], m["status"]) for m in double["memberships"]] == [("autre", "subscribed")]
+    assert not [e for e in double["events"] if e["kind"] == "signup-requested"]
+    assert status(store, "recente@example.org") == "pending"  # asked a moment ago: its link still works
+    assert status(store, "confirmee@example.org") == "subscribed"
+    assert [e["kind"] for e in store.person("confirmee@example.org")["events"]].count("signup-requested") == 1
+    assert httpx.post(confirmation_links(sink, "ancienne@example.org")[0]).status_code == 400
+    assert json.loads(run("subscribers", "purge-pending", "--list", "alliances", "--json").stdout)["removed"] == []
+    refused = run("subscribers", "purge-pending", "--list", "alliances", "--older-than", "longtemps")
+    assert refused.exit_code != 0 and "--older-than" in refused.output
 
 
 def _id(store, email):

@@ -64,6 +64,8 @@ class LedgerStore(Protocol):
 
     def next_claimable(self, campaign_id: int, at: dt.datetime | None = None) -> dt.datetime | None: ...
 
+    def held(self, campaign_id: int, at: dt.datetime | None = None) -> tuple[int, dt.datetime | None]: ...
+
     def counts(self, campaign_id: int) -> dict[str, int]: ...
 
     def campaign(self, campaign_id: int) -> CampaignRow | None: ...
@@ -333,6 +335,13 @@ async def run(
             due = await asyncio.to_thread(store.next_claimable, campaign_id)
             if due is None:
                 break
+            if progress is not None and due > now():
+                # Nothing to claim now: say whose rows it waits for (a rerun after a crash waits out the dead
+                # sender's leases), so that the wait is not taken for a hang.
+                held, until = await asyncio.to_thread(store.held, campaign_id)
+                if held and until is not None:
+                    counts = await asyncio.to_thread(store.counts, campaign_id)
+                    progress({**counts, "held": held, "held_until": int(until.timestamp())})
             await _pause(stop, min(pacing.poll, (due - now()).total_seconds()))
     finally:
         with contextlib.suppress(Exception):

@@ -520,7 +520,7 @@ def send(
     nobody gets it twice.
     """
     workspace, folder = Workspace.for_issue(issue)
-    progress = None if as_json or not sys.stderr.isatty() else ProgressLine()
+    progress = None if as_json else ProgressLine()  # a terminal gets the counts; a log only why it waits
     dsn = transport_dsn(transport)
 
     def sending(stop: asyncio.Event):

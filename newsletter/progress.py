@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 import time
 
@@ -12,8 +13,14 @@ class ProgressLine:
         self.started = time.monotonic()
         self.first_done: int | None = None
         self.last_drawn = 0.0
+        self.held_until = 0
 
     def __call__(self, counts: dict[str, int]) -> None:
+        if counts.get("held"):
+            self.held(counts["held"], counts.get("held_until", 0))
+            return
+        if not self.stream.isatty():  # a log, not a terminal: only the lines that say why it waits
+            return
         moment = time.monotonic()
         if moment - self.last_drawn < 0.2 and counts.get("pending"):
             return
@@ -29,9 +36,21 @@ class ProgressLine:
         self.stream.write(f"\r{done}/{total} done ({counts.get('failed', 0)} failed), {rate:.0f} msg/s{eta}   ")
         self.stream.flush()
 
-    def close(self) -> None:
-        self.stream.write("\n")
+    def held(self, count: int, until: int) -> None:
+        """Once per wait: the messages another sender holds, and when they are given up should it have stopped."""
+        if until == self.held_until:
+            return
+        self.held_until = until
+        end = dt.datetime.fromtimestamp(until, dt.UTC).strftime("%H:%M:%S UTC")
+        start = "\r" if self.stream.isatty() else ""  # over the counts' line, on a terminal
+        self.stream.write(f"{start}waiting for {count} messages another sender holds; should it have stopped (a "
+                          f"crash), they are sent once its lease ends at {end}\n")  # fmt: skip
         self.stream.flush()
+
+    def close(self) -> None:
+        if self.stream.isatty():
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 class ProgressBar:

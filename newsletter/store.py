@@ -1318,6 +1318,19 @@ class Store:
             return at
         return min(t for t in (_aware(retry_at), _aware(lease_at)) if t is not None)
 
+    def held(self, campaign_id: int, at: dt.datetime | None = None) -> tuple[int, dt.datetime | None]:
+        """Pending rows of the campaign under a lease that has not run out: how many, and when the last lease ends
+        (the time a sender that died gives them up)."""
+        at = at or now()
+        with self.engine.connect() as connection:
+            count, until = connection.execute(
+                sa.select(sa.func.count(), sa.func.max(deliveries.c.lease_until)).where(
+                    deliveries.c.campaign_id == campaign_id, deliveries.c.status == PENDING,
+                    deliveries.c.lease_until >= at,
+                )
+            ).one()  # fmt: skip
+        return count, _aware(until)
+
     def reserve(self, campaign_id: int, count: int, rate: float | None, per_hour: int | None) -> dt.datetime:
         """Book `count` messages against the campaign's limits, shared by every sender; return when they may go.
 

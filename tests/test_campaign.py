@@ -267,7 +267,11 @@ def test_progress_line_shows_done_rate_and_time_left():
 
     from newsletter.progress import ProgressLine
 
-    stream = io.StringIO()
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
     line = ProgressLine(stream)
     line({"sent": 0, "failed": 0, "skipped": 0, "pending": 100})
     line.started -= 2.0  # two seconds ago
@@ -276,6 +280,23 @@ def test_progress_line_shows_done_rate_and_time_left():
     line.close()
     shown = stream.getvalue().split("\r")[-1]
     assert shown.startswith("42/100 done (2 failed), 21 msg/s, 3 s left")
+
+
+def test_progress_in_a_log_says_only_why_it_waits_and_once_per_wait():
+    import io
+
+    from newsletter.progress import ProgressLine
+
+    stream = io.StringIO()  # not a terminal: a log, a pipe
+    line = ProgressLine(stream)
+    line({"sent": 40, "failed": 0, "skipped": 0, "pending": 60})
+    for _ in range(3):  # polled every second while it waits: one line
+        line({"sent": 40, "failed": 0, "skipped": 0, "pending": 60, "held": 12, "held_until": 1764648662})
+    line.close()
+    assert stream.getvalue() == (
+        "waiting for 12 messages another sender holds; should it have stopped (a crash), they are sent once its "
+        "lease ends at 04:11:02 UTC\n"
+    )
 
 
 def test_a_sender_held_up_past_its_lease_stops_its_batch_when_another_took_it_over(store):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -253,6 +254,27 @@ def test_killed_mid_send_then_run_again_skips_nobody(workspace, kill_after):
     assert len(counts) == 400  # nobody skipped
     assert duplicates <= 2 * 4  # two per connection, four connections
     print(f"killed after {before} messages; {duplicates} sent twice (bound 8)")
+
+
+def test_a_rerun_after_a_crash_says_whose_rows_it_waits_for(workspace):
+    """The rerun waits out the dead sender's leases; its stderr says so (a wait is not a hang), then it finishes."""
+    add_members(workspace, 196)
+    with_sending(workspace, lease=5)
+    with RunningSmtp(SmtpSink(delay=0.01)) as server:
+        command = newsletter_command("send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run", "--transport",
+                                     server.dsn())  # fmt: skip
+        process = subprocess.Popen(command, cwd=workspace, env=environment(), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)  # fmt: skip
+        wait_for(lambda: len(server.sink.received) >= 20 or process.poll() is not None, "20 messages in")
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        done = subprocess.run(command, cwd=workspace, env=environment(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("waiting for")]
+    assert re.fullmatch(r"waiting for \d+ messages another sender holds; should it have stopped \(a crash\), they "
+                        r"are sent once its lease ends at \d\d:\d\d:\d\d UTC", line), line  # fmt: skip
+    assert "\r" not in done.stderr  # not a terminal: no counts line drawn over itself
+    assert len(server.sink.per_recipient()) == 200  # nobody skipped
 
 
 def test_smtp_messages_are_dkim_signed_when_configured(workspace, monkeypatch):

@@ -343,17 +343,21 @@ def subscribers_remove(
 
 @subscribers_app.command("pending")
 def subscribers_pending(list_slug: ListOpt, as_json: JsonOpt = False) -> None:
-    """Sign-ups waiting for their confirmation (oldest first)."""
+    """Sign-ups waiting for their confirmation (oldest first), with when each last asked."""
     store = open_store(Workspace.discover())
     try:
         waiting = store.unconfirmed(store.list_id(list_slug))
     finally:
         store.close()
     if as_json:
-        _print_json({"list": list_slug, "pending": [{"email": e, "since": at.isoformat()} for e, at in waiting]})
+        pending = [
+            {"email": email, "since": first.isoformat(), "last_asked": last.isoformat()}
+            for email, first, last in waiting
+        ]
+        _print_json({"list": list_slug, "pending": pending})
         return
-    for address, at in waiting:
-        typer.echo(f"{address}\t{at:%Y-%m-%d %H:%M} UTC")
+    for address, first, last in waiting:
+        typer.echo(f"{address}\tsince {first:%Y-%m-%d %H:%M} UTC\tlast asked {last:%Y-%m-%d %H:%M} UTC")
     typer.echo(f"{len(waiting)} waiting for confirmation", err=True)
 
 

@@ -679,16 +679,19 @@ class Store:
         connection.execute(suppressions.delete().where(suppressions.c.email_hash == address_hash(row.email)))
         return row.email
 
-    def unconfirmed(self, list_id: int) -> list[tuple[str, dt.datetime]]:
-        """Sign-ups of a list waiting for their confirmation: (address, when it was asked), oldest first."""
+    def unconfirmed(self, list_id: int) -> list[tuple[str, dt.datetime, dt.datetime]]:
+        """Sign-ups of a list waiting for their confirmation: (address, when first asked, when last asked: the
+        link of that request is the one still valid), oldest first."""
+        asked = _last_asked(list_id)
         with self.engine.connect() as connection:
             rows = connection.execute(
-                sa.select(subscribers.c.email, memberships.c.updated_at)
+                sa.select(subscribers.c.email, memberships.c.updated_at, asked.c.at)
                 .join(memberships, memberships.c.subscriber_id == subscribers.c.id)
+                .outerjoin(asked, asked.c.subscriber_id == subscribers.c.id)
                 .where(memberships.c.list_id == list_id, memberships.c.status == UNCONFIRMED)
                 .order_by(memberships.c.updated_at, subscribers.c.id)
             ).all()
-        return [(row.email, _aware(row.updated_at)) for row in rows]
+        return [(row.email, _aware(row.updated_at), _aware(row.at or row.updated_at)) for row in rows]
 
     def purge_unconfirmed(self, list_id: int, before: dt.datetime) -> tuple[list[str], int]:
         """Sign-ups of a list never confirmed whose last request came before `before` (their link has expired):
@@ -696,12 +699,7 @@ class Store:
         person too when nothing else is held about them (no other list, delivery or event). Returns the addresses
         and how many people went whole. A confirmation that commits first keeps its person: the memberships are
         locked as they are read (FOR UPDATE on PostgreSQL; SQLite's write lock is whole)."""
-        last_asked = (
-            sa.select(events.c.subscriber_id, sa.func.max(events.c.at).label("at"))
-            .where(events.c.list_id == list_id, events.c.kind == "signup-requested")
-            .group_by(events.c.subscriber_id)
-            .subquery()
-        )
+        last_asked = _last_asked(list_id)
         erased = 0
         with self.transaction() as connection:
             rows = connection.execute(
@@ -1537,6 +1535,16 @@ class _Many:
         else:
             ready = [dict(zip(self.names, row, strict=True)) for row in zip(*columns, strict=True)]
         connection.exec_driver_sql(sql, ready)
+
+
+def _last_asked(list_id: int) -> sa.Subquery:
+    """(subscriber_id, at) of each person's last sign-up request for a list."""
+    return (
+        sa.select(events.c.subscriber_id, sa.func.max(events.c.at).label("at"))
+        .where(events.c.list_id == list_id, events.c.kind == "signup-requested")
+        .group_by(events.c.subscriber_id)
+        .subquery()
+    )
 
 
 class _Lookup:

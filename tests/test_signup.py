@@ -331,6 +331,14 @@ def test_purge_pending_removes_expired_sign_ups_whole_and_keeps_everyone_else(si
         connection.execute(events.update().where(events.c.subscriber_id.in_(old)).values(at=eight_days_ago))
         connection.execute(memberships.update().where(memberships.c.subscriber_id.in_(old))
                            .values(updated_at=eight_days_ago))  # fmt: skip
+    with store.transaction() as connection:  # recente first asked eight days ago too, and again just now
+        connection.execute(memberships.update().where(memberships.c.subscriber_id == _id(store, "recente@example.org"))
+                           .values(updated_at=eight_days_ago))  # fmt: skip
+    waiting = json.loads(run("subscribers", "pending", "--list", "alliances", "--json").stdout)["pending"]
+    last_asked = {w["email"]: dt.datetime.fromisoformat(w["last_asked"]) for w in waiting}
+    assert sorted(last_asked) == ["ancienne@example.org", "double@example.org", "recente@example.org"]
+    assert last_asked["ancienne@example.org"] < dt.datetime.now(dt.UTC) - dt.timedelta(days=7)
+    assert last_asked["recente@example.org"] > dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     result = run("subscribers", "purge-pending", "--list", "alliances", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

@@ -538,12 +538,7 @@ def parse_webhook(body: bytes, headers: Mapping[str, str] | None = None) -> list
     Raise ValueError when the body is not a JSON array of objects, or when an event that changes a membership
     names no address.
     """
-    try:
-        data = json.loads(body)
-    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ValueError(f"sendgrid webhook: the body is not JSON ({error})") from None
-    if not isinstance(data, list):
-        raise ValueError(f"sendgrid webhook: expected a JSON array of events, got {type(data).__name__}")
+    data = _json_array(body, "sendgrid webhook", "body", " of events")
     events = []
     for index, item in enumerate(data):
         if not isinstance(item, dict):
@@ -641,12 +636,7 @@ def parse_suppressions(
     when the body is not a JSON array of objects, or when an entry names no address.
     """
     path, kind = SUPPRESSION_LISTS[list_name]
-    try:
-        data = json.loads(body)
-    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ValueError(f"sendgrid {path}: the answer is not JSON ({error})") from None
-    if not isinstance(data, list):
-        raise ValueError(f"sendgrid {path}: expected a JSON array, got {type(data).__name__}")
+    data = _json_array(body, f"sendgrid {path}", "answer")
     events = []
     for index, item in enumerate(data):
         if not isinstance(item, dict):
@@ -661,17 +651,23 @@ def parse_suppressions(
     return events, (offset + len(data) if len(data) >= limit else None)
 
 
+def _json_array(body: bytes, where: str, noun: str, of: str = "") -> list:
+    """The JSON array a body holds; ValueError naming where it came from (a webhook, an endpoint) otherwise."""
+    try:
+        data = json.loads(body)
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{where}: the {noun} is not JSON ({error})") from None
+    if not isinstance(data, list):
+        raise ValueError(f"{where}: expected a JSON array{of}, got {type(data).__name__}")
+    return data
+
+
 def parse_group_suppressions(body: bytes, group_id: int) -> list[DeliveryEvent]:
     """The events in SendGrid's answer to GET /v3/asm/groups/{group_id}/suppressions: a JSON array of addresses
     (not paged), each "unsubscribed" from the group. Raise ValueError when the body is not a JSON array of addresses.
     """
     path = GROUP_SUPPRESSIONS_PATH.format(group_id=group_id)
-    try:
-        data = json.loads(body)
-    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ValueError(f"sendgrid {path}: the answer is not JSON ({error})") from None
-    if not isinstance(data, list):
-        raise ValueError(f"sendgrid {path}: expected a JSON array of addresses, got {type(data).__name__}")
+    data = _json_array(body, f"sendgrid {path}", "answer", " of addresses")
     events = []
     for index, address in enumerate(data):
         if not isinstance(address, str) or "@" not in address:

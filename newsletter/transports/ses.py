@@ -565,20 +565,9 @@ def parse_contacts(body: bytes, topic: str | None) -> tuple[list[DeliveryEvent],
     every preference it states is OPT_OUT). TopicDefaultPreferences never count. Raise ValueError when the body is
     not the documented JSON.
     """
-    data = _json_object(body, "the ListContacts answer")
-    contacts = data.get("Contacts", [])
-    if not isinstance(contacts, list):
-        raise ValueError("Contacts is not a list")
-    token = data.get("NextToken")
-    if token is not None and not isinstance(token, str):
-        raise ValueError("NextToken is not a string")
+    contacts, token = _page_of_addresses(body, "the ListContacts answer", "Contacts", "contact")
     events = []
-    for index, contact in enumerate(contacts):
-        if not isinstance(contact, dict):
-            raise ValueError(f"contact {index} is not an object")
-        address = _recipient(contact.get("EmailAddress"))
-        if address is None:
-            raise ValueError(f"contact {index} has no EmailAddress")
+    for contact, address in contacts:
         preferences = {
             str(item.get("TopicName")): item.get("SubscriptionStatus")
             for item in _list(contact.get("TopicPreferences"))
@@ -594,7 +583,28 @@ def parse_contacts(body: bytes, topic: str | None) -> tuple[list[DeliveryEvent],
             continue
         at = _unix_time(contact.get("LastUpdatedTimestamp"))
         events.append(DeliveryEvent("unsubscribed", address, None, at, detail + (f", {at.isoformat()}" if at else "")))
-    return events, token or None
+    return events, token
+
+
+def _page_of_addresses(body: bytes, what: str, key: str, item: str) -> tuple[list[tuple[dict, str]], str | None]:
+    """The objects of one page of a listing (ListContacts, ListSuppressedDestinations), each with its
+    EmailAddress, and the page's NextToken (None on the last). Raise ValueError for anything else."""
+    data = _json_object(body, what)
+    found = data.get(key, [])
+    if not isinstance(found, list):
+        raise ValueError(f"{key} is not a list")
+    token = data.get("NextToken")
+    if token is not None and not isinstance(token, str):
+        raise ValueError("NextToken is not a string")
+    page = []
+    for index, entry in enumerate(found):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{item} {index} is not an object")
+        address = _recipient(entry.get("EmailAddress"))
+        if address is None:
+            raise ValueError(f"{item} {index} has no EmailAddress")
+        page.append((entry, address))
+    return page, token or None
 
 
 def contact_list_problem(body: bytes, contact_list: str, topic: str | None) -> str | None:
@@ -989,20 +999,11 @@ def parse_suppressions(body: bytes) -> tuple[list[DeliveryEvent], str | None]:
     BOUNCE -> "bounced", COMPLAINT -> "complained", another reason is skipped. Raise ValueError when the body is
     not the documented JSON (a summary without an address, a list that is not a list).
     """
-    data = _json_object(body, "the ListSuppressedDestinations answer")
-    summaries = data.get("SuppressedDestinationSummaries", [])
-    if not isinstance(summaries, list):
-        raise ValueError("SuppressedDestinationSummaries is not a list")
-    token = data.get("NextToken")
-    if token is not None and not isinstance(token, str):
-        raise ValueError("NextToken is not a string")
+    summaries, token = _page_of_addresses(
+        body, "the ListSuppressedDestinations answer", "SuppressedDestinationSummaries", "summary"
+    )
     events = []
-    for index, summary in enumerate(summaries):
-        if not isinstance(summary, dict):
-            raise ValueError(f"summary {index} is not an object")
-        address = _recipient(summary.get("EmailAddress"))
-        if address is None:
-            raise ValueError(f"summary {index} has no EmailAddress")
+    for summary, address in summaries:
         reason = summary.get("Reason")
         if reason not in SUPPRESSION_REASONS:
             continue
@@ -1010,7 +1011,7 @@ def parse_suppressions(body: bytes) -> tuple[list[DeliveryEvent], str | None]:
         at = _unix_time(summary.get("LastUpdateTime"))
         detail = f"on the SES suppression list: {reason} ({label})" + (f", since {at.isoformat()}" if at else "")
         events.append(DeliveryEvent(kind, address, None, at, detail))
-    return events, token or None
+    return events, token
 
 
 # The transport
@@ -1130,51 +1131,17 @@ class SesTransport(ApiTransport):
 
     async def _call(self, method: str, path: str, content: bytes, operation: str, contact_list: str) -> bytes:
         """The body of one contact-list call (signed; JSON); retried on throttling, 5xx and connection errors."""
-        problem, delay = "", SUPPRESSION_BACKOFF
-        headers = {"Content-Type": "application/json"} if content else {}
-        for attempt in range(SUPPRESSION_ATTEMPTS):
-            if attempt:
-                await self.sleep(delay)
-            delay = SUPPRESSION_BACKOFF * 2**attempt
-            try:
-                response = await self.client.request(
-                    method,
-                    self.base_url + path,
-                    headers=self.signed_headers(method, path, content, headers=headers),
-                    content=content or None,
-                )
-            except httpx.TransportError as exc:
-                problem = f"{type(exc).__name__} {exc}".strip()
-                continue
-            status, body = response.status_code, response.content
-            if 200 <= status < 300:
-                return body
-            code, text = error_code(response.headers, body)
-            label = f"SES {operation} {status}" + (f" {code}" if code else "")
+
+        def missing(code: str | None, status: int, label: str, text: str) -> str | None:
             if code == "NotFoundException" or status == 404:
-                raise TransportError(
-                    f"{label}: no contact list {contact_list} in {self.region} ({text}); create it (CreateContactList: "
-                    "one per account and region) or fix ?contact_list="
-                )
-            if code in ("AccessDeniedException", "NotAuthorized"):
-                raise TransportError(
-                    f"{label}: these credentials may not call ses:{operation}; grant it in IAM ({text})"
-                )
-            if code in STOP_ERRORS:
-                raise TransportError(f"{label}: {STOP_ERRORS[code]} ({text})")
-            if status in (401, 403):
-                raise TransportError(f"{label}: SES refused the credentials ({text}); check the access key")
-            if status == 429 or status >= 500 or code in RETRY_ERRORS:
-                problem = f"{status}" + (f" {code}" if code else "") + f": {text}"
-                asked = retry_after(response.headers)
-                if asked is not None and asked > SUPPRESSION_MAX_WAIT:
-                    raise TransportError(f"{label}: {text}; SES asks to wait {asked:.0f} s, try again then")
-                delay = asked if asked is not None else delay
-                continue
-            raise TransportError(f"{label}: {text}")
-        raise TransportError(
-            f"SES {operation} failed {SUPPRESSION_ATTEMPTS} times (last: {problem}); nothing was sent, try again later"
-        )
+                return (f"{label}: no contact list {contact_list} in {self.region} ({text}); create it "
+                        "(CreateContactList: one per account and region) or fix ?contact_list=")  # fmt: skip
+            return None
+
+        return await self._read(
+            method, path, operation, content=content, before=missing, refused="check the access key",
+            again="try again", exhausted="nothing was sent, try again later",
+        )  # fmt: skip
 
     async def _account_suppressions(self) -> AsyncIterator[DeliveryEvent]:
         token: str | None = None
@@ -1200,14 +1167,48 @@ class SesTransport(ApiTransport):
         query = {"PageSize": str(SUPPRESSION_PAGE_SIZE)}
         if token:
             query["NextToken"] = token
-        url = f"{self.base_url}{SUPPRESSION_PATH}?{canonical_query(query)}"
+
+        def expired(code: str | None, status: int, label: str, text: str) -> str | None:
+            if code == "InvalidNextTokenException":
+                return f"{label}: the NextToken is invalid or expired ({text}); run the sync again"
+            return None
+
+        return await self._read(
+            "GET", SUPPRESSION_PATH, "ListSuppressedDestinations", query=query, after=expired,
+            refused="check the access key in NEWSLETTER_TRANSPORT or --transport", again="run the sync again",
+            exhausted="nothing is lost, run the sync again later", exhausted_where=" on the same page",
+        )  # fmt: skip
+
+    async def _read(
+        self,
+        method: str,
+        path: str,
+        operation: str,
+        *,
+        content: bytes = b"",
+        query: dict[str, str] | None = None,
+        before: Callable[[str | None, int, str, str], str | None] = lambda *_: None,
+        after: Callable[[str | None, int, str, str], str | None] = lambda *_: None,
+        refused: str,
+        again: str,
+        exhausted: str,
+        exhausted_where: str = "",
+    ) -> bytes:
+        """The body of one signed call that reads (the contact list, the suppressions): retried on throttling, 5xx
+        and connection errors; TransportError saying what to do otherwise. `before` and `after` name the
+        operation's own errors, checked before and after the retryable ones."""
+        headers = {"Content-Type": "application/json"} if content else {}
+        url = self.base_url + path + (f"?{canonical_query(query)}" if query else "")
         problem, delay = "", SUPPRESSION_BACKOFF
         for attempt in range(SUPPRESSION_ATTEMPTS):
             if attempt:
                 await self.sleep(delay)
             delay = SUPPRESSION_BACKOFF * 2**attempt  # before the next try, unless SES says Retry-After
             try:
-                response = await self.client.get(url, headers=self.signed_headers("GET", SUPPRESSION_PATH, query=query))
+                response = await self.client.request(
+                    method, url, headers=self.signed_headers(method, path, content, query=query, headers=headers),
+                    content=content or None,
+                )  # fmt: skip
             except httpx.TransportError as exc:  # refused, reset, timed out
                 problem = f"{type(exc).__name__} {exc}".strip()
                 continue
@@ -1215,31 +1216,29 @@ class SesTransport(ApiTransport):
             if 200 <= status < 300:
                 return body
             code, text = error_code(response.headers, body)
-            label = f"SES ListSuppressedDestinations {status}" + (f" {code}" if code else "")
+            label = f"SES {operation} {status}" + (f" {code}" if code else "")
+            if message := before(code, status, label, text):
+                raise TransportError(message)
             if code in ("AccessDeniedException", "NotAuthorized"):
                 raise TransportError(
-                    f"{label}: these credentials may not call ses:ListSuppressedDestinations; grant it in IAM ({text})"
+                    f"{label}: these credentials may not call ses:{operation}; grant it in IAM ({text})"
                 )
             if code in STOP_ERRORS:
                 raise TransportError(f"{label}: {STOP_ERRORS[code]} ({text})")
             if status in (401, 403):
-                raise TransportError(
-                    f"{label}: SES refused the credentials ({text}); check the access key in NEWSLETTER_TRANSPORT or "
-                    "--transport"
-                )
+                raise TransportError(f"{label}: SES refused the credentials ({text}); {refused}")
             if status == 429 or status >= 500 or code in RETRY_ERRORS:
                 problem = f"{status}" + (f" {code}" if code else "") + f": {text}"
                 asked = retry_after(response.headers)
                 if asked is not None and asked > SUPPRESSION_MAX_WAIT:
-                    raise TransportError(f"{label}: {text}; SES asks to wait {asked:.0f} s, run the sync again then")
+                    raise TransportError(f"{label}: {text}; SES asks to wait {asked:.0f} s, {again} then")
                 delay = asked if asked is not None else delay
                 continue
-            if code == "InvalidNextTokenException":
-                raise TransportError(f"{label}: the NextToken is invalid or expired ({text}); run the sync again")
+            if message := after(code, status, label, text):
+                raise TransportError(message)
             raise TransportError(f"{label}: {text}")
         raise TransportError(
-            f"SES ListSuppressedDestinations failed {SUPPRESSION_ATTEMPTS} times on the same page (last: {problem}); "
-            "nothing is lost, run the sync again later"
+            f"SES {operation} failed {SUPPRESSION_ATTEMPTS} times{exhausted_where} (last: {problem}); {exhausted}"
         )
 
     def parse_response(

@@ -1555,7 +1555,7 @@ class _Lookup:
     ready as SQLAlchemy would write it) and `{lock}` FOR UPDATE on PostgreSQL."""
 
     def __init__(self, sql: str):
-        self.sql = sql
+        self.sql, self.repeats = sql, sql.count("{values}")
         self.ready: dict[tuple[str, int], str] = {}
         self.times: dict[str, Callable] = {}
 
@@ -1571,7 +1571,7 @@ class _Lookup:
             self.times[dialect.name] = _TIME.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
         time = self.times[dialect.name]
         ready = [time(value) if isinstance(value, dt.datetime) else value for value in before]
-        return connection.exec_driver_sql(self.ready[key], (*ready, *values * self.sql.count("{values}"))).all()
+        return connection.exec_driver_sql(self.ready[key], (*ready, *values * self.repeats)).all()
 
 
 @functools.lru_cache(maxsize=8)  # the batch's instant, once per batch

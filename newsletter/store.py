@@ -28,7 +28,7 @@ import os
 import re
 import threading
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +103,13 @@ events = sa.Table(
     sa.Column("source", sa.String(32), nullable=False),  # import, cli, one-click, page, webhook, send
     sa.Column("detail", sa.JSON, nullable=False, default=dict),
     sa.Index("events_by_subscriber", "subscriber_id", "at"),
+    # The sign-ups of the last day, which a server looks through for confirmations that never went.
+    sa.Index(
+        "events_signups_by_time",
+        "at",
+        sqlite_where=sa.text("kind = 'signup-requested'"),
+        postgresql_where=sa.text("kind = 'signup-requested'"),
+    ),
 )
 campaigns = sa.Table(
     "campaigns",
@@ -210,7 +217,12 @@ def _migration_4(connection: Connection) -> None:
     metadata.create_all(connection, tables=[suppressions])
 
 
-MIGRATIONS = [(1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4)]
+def _migration_5(connection: Connection) -> None:
+    """An index of the sign-up requests by time: confirmations that never went are found and sent again."""
+    next(i for i in events.indexes if i.name == "events_signups_by_time").create(connection, checkfirst=True)
+
+
+MIGRATIONS = [(1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4), (5, _migration_5)]
 
 
 def address_hash(email: str) -> str:
@@ -372,6 +384,17 @@ class SignupRequest:
     email: str  # as validated and normalised
     name: str | None
     detail: dict  # what they saw and agreed to: the consent sentence, the page, the user agent, a hash of the IP
+
+
+@dataclass(frozen=True)
+class UnsentConfirmation:
+    """A sign-up whose confirmation email never went."""
+
+    subscriber_id: int
+    list_id: int
+    list_slug: str
+    email: str
+    name: str | None
 
 
 @dataclass(frozen=True)
@@ -679,6 +702,70 @@ class Store:
         connection.execute(suppressions.delete().where(suppressions.c.email_hash == address_hash(row.email)))
         return row.email
 
+    def confirmations_done(self, connection: Connection, done: Sequence[tuple[int, int, str | None]]) -> None:
+        """Record what became of confirmation emails, (subscriber, list, None once the mail server took it, else
+        why it refused it for good): either way the request is not sent again (unsent_confirmations)."""
+        at = now()
+        _LOG_EVENTS(connection, [
+            (at, subscriber_id, list_id, *(("confirmation-sent", "serve", {}) if refused is None
+                                           else ("confirmation-refused", "serve", {"reason": refused[:300]})))
+            for subscriber_id, list_id, refused in done
+        ])  # fmt: skip
+
+    def unsent_confirmations(
+        self, since: dt.datetime, until: dt.datetime, skip: Collection[tuple[int, int]] = ()
+    ) -> tuple[dt.datetime, list[UnsentConfirmation]]:
+        """Sign-ups requested between `since` and `until` whose confirmation email never went (the server stopped
+        before it sent it, or the mail server could not be reached), each once (its latest request), and not to
+        someone since subscribed, bounced or complained; `skip`: (subscriber, list) pairs the caller is sending.
+
+        They are claimed in the same transaction, as confirmation-sent events stamped with the instant returned,
+        so that two servers never both send one (on PostgreSQL the second waits for the first's claim, an
+        advisory lock). A claim whose email then could not be sent is handed back by release_confirmations."""
+        claimed_at = now()
+        with self.transaction(durable=True) as connection:
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('newsletter-unsent-confirmations'))")
+            done = sa.alias(events, "done")
+            rows = connection.execute(
+                sa.select(events.c.subscriber_id, events.c.list_id, events.c.detail, lists.c.slug, subscribers.c.email)
+                .join(memberships, sa.and_(memberships.c.subscriber_id == events.c.subscriber_id,
+                                           memberships.c.list_id == events.c.list_id))
+                .join(subscribers, subscribers.c.id == events.c.subscriber_id)
+                .join(lists, lists.c.id == events.c.list_id)
+                .where(events.c.kind == "signup-requested", events.c.at > since, events.c.at <= until,
+                       memberships.c.status.not_in((SUBSCRIBED, BOUNCED, COMPLAINED)),
+                       ~sa.select(done.c.id).where(
+                           done.c.subscriber_id == events.c.subscriber_id, done.c.list_id == events.c.list_id,
+                           done.c.kind.in_(("confirmation-sent", "confirmation-refused")), done.c.at >= events.c.at,
+                       ).exists())
+                .order_by(events.c.id)
+            ).all()  # fmt: skip
+            latest = {
+                (row.subscriber_id, row.list_id): row for row in rows if (row.subscriber_id, row.list_id) not in skip
+            }
+            unsent = [UnsentConfirmation(row.subscriber_id, row.list_id, row.slug, row.email, row.detail.get("name"))
+                      for row in latest.values()]  # fmt: skip
+            _LOG_EVENTS(connection, [(claimed_at, u.subscriber_id, u.list_id, "confirmation-sent", "serve",
+                                      {"resumed": True}) for u in unsent])  # fmt: skip
+        return claimed_at, unsent
+
+    def release_confirmations(self, claimed_at: dt.datetime, released: Sequence[tuple[int, int, str | None]]) -> None:
+        """What became of claimed confirmations that did not go: (subscriber, list, why it was refused for good,
+        or None to hand the claim back, for a later try)."""
+        claims = [
+            sa.and_(events.c.subscriber_id == subscriber_id, events.c.list_id == list_id,
+                    events.c.at == claimed_at, events.c.kind == "confirmation-sent")
+            for subscriber_id, list_id, _ in released
+        ]  # fmt: skip
+        with self.transaction(durable=True) as connection:
+            for claim, (_, _, refused) in zip(claims, released, strict=True):
+                if refused is None:
+                    connection.execute(events.delete().where(claim))
+                else:
+                    connection.execute(events.update().where(claim).values(
+                        kind="confirmation-refused", detail={"reason": refused[:300], "resumed": True}))  # fmt: skip
+
     def unconfirmed(self, list_id: int) -> list[tuple[str, dt.datetime, dt.datetime]]:
         """Sign-ups of a list waiting for their confirmation: (address, when first asked, when last asked: the
         link of that request is the one still valid), oldest first."""
@@ -717,7 +804,7 @@ class Store:
                     memberships.delete().where(memberships.c.list_id == list_id, memberships.c.subscriber_id.in_(ids))
                 )
                 connection.execute(
-                    events.delete().where(events.c.list_id == list_id, events.c.kind == "signup-requested",
+                    events.delete().where(events.c.list_id == list_id, events.c.kind.in_(_SIGNUP_KINDS),
                                           events.c.subscriber_id.in_(ids))
                 )  # fmt: skip
                 held = [
@@ -1633,6 +1720,7 @@ _SUBSCRIBERS_BY_KEY = (  # the fields as text: most subscribers have none to par
     .with_for_update()
 )
 _TIME = sa.DateTime(timezone=True)
+_SIGNUP_KINDS = ("signup-requested", "confirmation-sent", "confirmation-refused")  # a sign-up's own events
 # A group of clicks' and of sign-ups' statements. A subscriber has few rows, found by the indexes that start with
 # subscriber_id; neither a row-value IN nor a list_id IN, for which SQLite scans the whole table or every member
 # of the list. Both sides of the join by their key: with only one, PostgreSQL hashes the whole subscribers table.

@@ -23,7 +23,7 @@ from test_tokens import one_character_changes
 from web_server import serving
 
 from newsletter.sending import open_store
-from newsletter.store import metadata
+from newsletter.store import events, metadata, subscribers
 from newsletter.tokens import TokenSigner
 from newsletter.web import create_app
 from newsletter.workspace import Workspace
@@ -68,6 +68,15 @@ def confirmation_links(sink, email: str) -> list[str]:
             text = received.message.get_body(("plain",)).get_content()
             links += re.findall(r"https?://\S+/confirm/\S+", text)
     return links
+
+
+def events_of(store, email: str) -> list[str]:
+    """The kinds of a person's events, oldest first, read from the table."""
+    with store.engine.connect() as connection:
+        return list(connection.execute(
+            sa.select(events.c.kind).join(subscribers, subscribers.c.id == events.c.subscriber_id)
+            .where(subscribers.c.email_key == email).order_by(events.c.id)
+        ).scalars())  # fmt: skip
 
 
 def wait_for_mail(sink, count: int) -> None:
@@ -232,7 +241,13 @@ def test_a_refused_confirmation_fails_alone_and_a_dead_mail_server_loses_no_sign
     # our words, not the OS's: how a refused connection is put differs from one Python version to the next
     assert "550: 5.1.1 no such user" in refused and "cannot connect to 127.0.0.1" in lost
     assert "@example.org" not in caplog.text  # the log says why, never who
-    assert status(store, "sans-courriel@example.org") == "pending"  # recorded: signing up again later sends one
+    assert status(store, "sans-courriel@example.org") == "pending"  # recorded
+    assert events_of(store, "acceptee@example.org")[-1] == "confirmation-sent"
+    assert events_of(store, "refusee@example.org")[-1] == "confirmation-refused"  # never tried again
+    assert events_of(store, "sans-courriel@example.org") == ["signup-requested"]
+    at = dt.datetime.now(dt.UTC)
+    _, unsent = store.unsent_confirmations(at - dt.timedelta(days=1), at)  # what a running server sends again
+    assert [u.email for u in unsent] == ["sans-courriel@example.org"]
     store.close()
 
 
@@ -325,6 +340,8 @@ def test_purge_pending_removes_expired_sign_ups_whole_and_keeps_everyone_else(si
     for address in people:
         sign_up(base, address, name="Nom Personnel")
     wait_for_mail(sink, 4)
+    for address in people:  # what became of each email is recorded too, and goes with the rest
+        wait_for(lambda address=address: "confirmation-sent" in events_of(store, address), "recorded as sent")
     assert httpx.post(confirmation_links(sink, "confirmee@example.org")[0]).status_code == 200
     old = [_id(store, a) for a in ("ancienne@example.org", "confirmee@example.org", "double@example.org")]
     eight_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=8)
@@ -350,7 +367,7 @@ def test_purge_pending_removes_expired_sign_ups_whole_and_keeps_everyone_else(si
                 assert "ancienne@example.org" not in str(tuple(row)), table.name
     double = store.person("double@example.org")
     assert [(m["list"], m["status"]) for m in double["memberships"]] == [("autre", "subscribed")]
-    assert not [e for e in double["events"] if e["kind"] == "signup-requested"]
+    assert not [e for e in double["events"] if e["kind"] in ("signup-requested", "confirmation-sent")]
     assert status(store, "recente@example.org") == "pending"  # asked a moment ago: its link still works
     assert status(store, "confirmee@example.org") == "subscribed"
     assert [e["kind"] for e in store.person("confirmee@example.org")["events"]].count("signup-requested") == 1
@@ -430,3 +447,112 @@ def test_a_server_told_to_stop_sends_the_confirmations_still_waiting(workspace):
     assert server.returncode == -signal.SIGTERM, errors  # uvicorn stops gracefully, then exits by the signal
     assert "Traceback" not in errors
     assert sorted(r.recipients[0] for r in mail.sink.received) == [f"partante{i}@example.org" for i in range(5)]
+
+
+def test_unsent_confirmations_are_claimed_once_handed_back_and_never_sent_twice(database_url):
+    """What a server finds to send again: each unsent request once, claimed so that no other server sends it too,
+    handed back when it could not go, never once sent, refused for good, or its person subscribed since."""
+    import concurrent.futures
+    import threading
+
+    from newsletter.store import SignupRequest, Store
+
+    store = Store.open(database_url)
+    with store.transaction() as connection:
+        list_id = store.ensure_list(connection, "alliances")
+    people = ["envoyee", "perdue", "refusee", "confirmee", "revenue"]
+
+    def ask(*names: str) -> dict[str, int]:
+        requests = [SignupRequest(list_id, f"{n}@example.org", None, {"name": n.title()}) for n in names]
+        with store.transaction() as connection:
+            ids = store.request_signups(connection, requests, every=dt.timedelta(0))
+        return dict(zip(names, ids, strict=True))
+
+    ids = ask(*people)
+    with store.transaction() as connection:
+        store.confirmations_done(connection, [(ids["envoyee"], list_id, None), (ids["refusee"], list_id, "550 non"),
+                                              (ids["revenue"], list_id, None)])  # fmt: skip
+        store.confirm_signup(connection, ids["confirmee"], list_id, {})
+    ask("revenue")  # asked again after their confirmation went: this request's has not
+
+    def unsent(skip=()) -> tuple[dt.datetime, list[str]]:
+        at = dt.datetime.now(dt.UTC)
+        claimed_at, found = store.unsent_confirmations(at - dt.timedelta(days=1), at, skip)
+        return claimed_at, sorted(u.email.split("@")[0] for u in found)
+
+    claimed_at, first = unsent()
+    assert first == ["perdue", "revenue"]  # not the one sent, refused or confirmed
+    assert unsent()[1] == []  # claimed
+    store.release_confirmations(claimed_at, [(ids["perdue"], list_id, None), (ids["revenue"], list_id, "550 non")])
+    assert unsent(skip={(ids["perdue"], list_id)})[1] == []  # the caller is sending it itself
+    claimed_at, again = unsent()
+    assert again == ["perdue"]  # handed back; the refused one is not tried again
+    _, found = store.unsent_confirmations(claimed_at - dt.timedelta(days=2), claimed_at - dt.timedelta(days=1))
+    assert found == []  # older than the window: left
+
+    many = ask(*(f"n{i:02d}" for i in range(40)))
+    stores = [Store.open(database_url) for _ in range(2)]
+    start = threading.Barrier(2)
+
+    def claim(other: Store) -> set[int]:
+        start.wait()
+        at = dt.datetime.now(dt.UTC)
+        return {u.subscriber_id for u in other.unsent_confirmations(at - dt.timedelta(days=1), at)[1]}
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        one, two = pool.map(claim, stores)
+    assert not one & two and one | two == set(many.values())  # two servers at once: each sign-up claimed once
+    for other in (store, *stores):
+        other.close()
+
+
+def test_a_server_killed_before_its_confirmations_went_sends_them_when_it_runs_again(workspace):  # noqa: F811
+    """SIGKILL after the form answered and before the mail server took the emails: the requests are recorded,
+    and the server, run again, sends each confirmation once."""
+    import socket
+
+    config = workspace / "newsletter.toml"
+    config.write_text(config.read_text() + OPEN)
+    silent = socket.socket()  # a mail server that takes connections and never says a word
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    with silent, RunningSmtp(SmtpSink()) as mail:
+
+        def serve(transport: str) -> tuple[subprocess.Popen, str]:
+            port = RunningSmtp(mail.sink).port  # a free port
+            server = subprocess.Popen(newsletter_command("serve", "--port", str(port)), cwd=workspace,
+                                      env=environment(NEWSLETTER_TRANSPORT=transport), stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)  # fmt: skip
+            base = f"http://127.0.0.1:{port}"
+
+            def up() -> bool:
+                try:
+                    return httpx.get(f"{base}/healthz").status_code == 200
+                except httpx.TransportError:
+                    return server.poll() is not None
+
+            wait_for(up, "serve listening")
+            return server, base
+
+        server, base = serve(f"smtp://127.0.0.1:{silent.getsockname()[1]}?tls=none")
+        answers = [sign_up(base, f"patiente{i}@example.org") for i in range(5)]
+        server.kill()
+        server.communicate(timeout=60)
+        store = open_store(Workspace.discover(workspace))
+        assert [events_of(store, f"patiente{i}@example.org") for i in range(5)] == [["signup-requested"]] * 5
+        with store.transaction() as connection:  # two minutes ago: no longer the killed server's own to send
+            connection.execute(events.update().where(events.c.kind == "signup-requested")
+                               .values(at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2)))  # fmt: skip
+        server, base = serve(mail.dsn())
+        wait_for(lambda: len(mail.sink.received) >= 5, "the confirmations sent again")
+        server.send_signal(signal.SIGTERM)
+        _, errors = server.communicate(timeout=120)
+    assert [a.status_code for a in answers] == [200] * 5
+    assert sorted(r.recipients[0] for r in mail.sink.received) == [f"patiente{i}@example.org" for i in range(5)]
+    assert "Traceback" not in errors
+    for i in range(5):
+        assert events_of(store, f"patiente{i}@example.org") == ["signup-requested", "confirmation-sent"]
+        assert status(store, f"patiente{i}@example.org") == "pending"
+    (link,) = confirmation_links(mail.sink, "patiente0@example.org")
+    assert link.startswith("https://bulletin.crdbsl.example/confirm/")  # newsletter.toml's base_url
+    store.close()

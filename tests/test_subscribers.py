@@ -141,7 +141,7 @@ def test_unknown_list(store):
 def test_migrations_are_versioned_and_idempotent(tmp_path):
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     store = Store.open(url)
-    assert store.version() == MIGRATIONS[-1][0] == 4
+    assert store.version() == MIGRATIONS[-1][0] == 5
     assert store.upgrade() == []
     store.close()
     with Store.open(url).engine.connect() as connection:
@@ -159,11 +159,12 @@ def test_campaigns_of_an_earlier_version_get_their_status_and_the_ledger_its_lea
     add(store, "alliances", "a@example.org", None)
     added = {"campaigns": ["status", "scheduled_at", "expires_at", "started_at", "content", "next_send_at"],
              "deliveries": ["lease_owner", "lease_until"]}  # fmt: skip
-    with store.engine.begin() as connection:  # undo what migrations 3 and 4 add (migration 1 makes today's tables)
+    with store.engine.begin() as connection:  # undo what migrations 3 to 5 add (migration 1 makes today's tables)
         connection.exec_driver_sql("DELETE FROM schema_version WHERE version >= 3")
         connection.exec_driver_sql("DROP TABLE IF EXISTS campaign_sends")
         connection.exec_driver_sql("DROP TABLE IF EXISTS suppressions")
         connection.exec_driver_sql("DROP INDEX IF EXISTS campaigns_by_status")
+        connection.exec_driver_sql("DROP INDEX IF EXISTS events_signups_by_time")
         for table, columns in added.items():
             for column in columns:
                 connection.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
@@ -176,7 +177,8 @@ def test_campaigns_of_an_earlier_version_get_their_status_and_the_ledger_its_lea
             insert, [{"id": 1, "at": now(), "finished": now()}, {"id": 2, "at": now(), "finished": None}]
         )
     assert store.version() == 2
-    assert store.upgrade() == [3, 4]
+    assert store.upgrade() == [3, 4, 5]
+    assert "events_signups_by_time" in {index["name"] for index in sa.inspect(store.engine).get_indexes("events")}
     columns = {table: {c["name"] for c in sa.inspect(store.engine).get_columns(table)} for table in added}
     assert all(set(names) <= columns[table] for table, names in added.items())
     assert [(c.id, c.status, c.started_at is not None) for c in (store.campaign(1), store.campaign(2))] == [
@@ -196,7 +198,7 @@ def test_postgresql_is_migrated_only_by_db_upgrade(postgresql, monkeypatch, tmp_
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NEWSLETTER_DATABASE_URL", url)
     result = CliRunner().invoke(app, ["db", "upgrade"])
-    assert result.exit_code == 0 and "applied 1, 2, 3, 4 (schema version 4)" in result.stdout
+    assert result.exit_code == 0 and "applied 1, 2, 3, 4, 5 (schema version 5)" in result.stdout
     assert "already up to date" in CliRunner().invoke(app, ["db", "upgrade"]).stdout
     Store.open(url).close()
 

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
@@ -56,6 +56,9 @@ class Site:
     writer: GroupWriter = field(init=False)
     # Mail the server sends itself (confirmations), still going when it is told to stop: awaited before it stops.
     background: set[asyncio.Task] = field(default_factory=set)
+    # Work a running server does now and then, (seconds between, the work): started with the server, each run
+    # finished before it stops.
+    periodic: list[tuple[float, Callable[[], Coroutine]]] = field(default_factory=list)
     _lists: dict[str, tuple[float, ListRow | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -120,7 +123,21 @@ def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starl
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        stopping = asyncio.Event()
+
+        async def every(seconds: float, work: Callable[[], Coroutine]) -> None:
+            while not stopping.is_set():
+                try:
+                    await work()
+                except Exception as exc:  # the next run tries again
+                    log.warning("%s failed: %s", getattr(work, "__name__", "periodic work"), exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), seconds)
+
+        for seconds, work in site.periodic:
+            site.in_background(every(seconds, work))
         yield
+        stopping.set()
         if site.background:  # a restart (a deploy) loses no confirmation that was waiting to go
             _, unfinished = await asyncio.wait(site.background, timeout=STOPPING_WAIT)
             if unfinished:

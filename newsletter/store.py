@@ -719,9 +719,10 @@ class Store:
         before it sent it, or the mail server could not be reached), each once (its latest request), and not to
         someone since subscribed, bounced or complained; `skip`: (subscriber, list) pairs the caller is sending.
 
-        They are claimed in the same transaction, as confirmation-sent events stamped with the instant returned,
-        so that two servers never both send one (on PostgreSQL the second waits for the first's claim, an
-        advisory lock). A claim whose email then could not be sent is handed back by release_confirmations."""
+        They are claimed in the same transaction, as confirmation-claimed events stamped with the instant
+        returned, so that two servers never both send one (on PostgreSQL the second waits for the first's claim,
+        an advisory lock). finish_claims settles them once tried; a claim left unsettled (its server killed while
+        sending) lapses after CLAIM_LEASE, and its email is found again."""
         claimed_at = now()
         with self.transaction(durable=True) as connection:
             if connection.dialect.name == "postgresql":
@@ -737,7 +738,10 @@ class Store:
                        memberships.c.status.not_in((SUBSCRIBED, BOUNCED, COMPLAINED)),
                        ~sa.select(done.c.id).where(
                            done.c.subscriber_id == events.c.subscriber_id, done.c.list_id == events.c.list_id,
-                           done.c.kind.in_(("confirmation-sent", "confirmation-refused")), done.c.at >= events.c.at,
+                           done.c.at >= events.c.at,
+                           sa.or_(done.c.kind.in_(("confirmation-sent", "confirmation-refused")),
+                                  sa.and_(done.c.kind == "confirmation-claimed",
+                                          done.c.at > claimed_at - CLAIM_LEASE)),
                        ).exists())
                 .order_by(events.c.id)
             ).all()  # fmt: skip
@@ -746,25 +750,23 @@ class Store:
             }
             unsent = [UnsentConfirmation(row.subscriber_id, row.list_id, row.slug, row.email, row.detail.get("name"))
                       for row in latest.values()]  # fmt: skip
-            _LOG_EVENTS(connection, [(claimed_at, u.subscriber_id, u.list_id, "confirmation-sent", "serve",
-                                      {"resumed": True}) for u in unsent])  # fmt: skip
+            _LOG_EVENTS(connection, [(claimed_at, u.subscriber_id, u.list_id, "confirmation-claimed", "serve", {})
+                                     for u in unsent])  # fmt: skip
         return claimed_at, unsent
 
-    def release_confirmations(self, claimed_at: dt.datetime, released: Sequence[tuple[int, int, str | None]]) -> None:
-        """What became of claimed confirmations that did not go: (subscriber, list, why it was refused for good,
-        or None to hand the claim back, for a later try)."""
-        claims = [
-            sa.and_(events.c.subscriber_id == subscriber_id, events.c.list_id == list_id,
-                    events.c.at == claimed_at, events.c.kind == "confirmation-sent")
-            for subscriber_id, list_id, _ in released
-        ]  # fmt: skip
+    def finish_claims(
+        self, claimed_at: dt.datetime, claimed: Sequence[int], done: Sequence[tuple[int, int, str | None]]
+    ) -> None:
+        """Settle the claims that unsent_confirmations stamped claimed_at, for these subscribers, once tried: each
+        claim goes, and what became of the emails that went or were refused is recorded (confirmations_done); one
+        that could not go this time is found again by a later look."""
         with self.transaction(durable=True) as connection:
-            for claim, (_, _, refused) in zip(claims, released, strict=True):
-                if refused is None:
-                    connection.execute(events.delete().where(claim))
-                else:
-                    connection.execute(events.update().where(claim).values(
-                        kind="confirmation-refused", detail={"reason": refused[:300], "resumed": True}))  # fmt: skip
+            for start in range(0, len(claimed), 500):
+                connection.execute(events.delete().where(
+                    events.c.kind == "confirmation-claimed", events.c.at == claimed_at,
+                    events.c.subscriber_id.in_(claimed[start : start + 500])))  # fmt: skip
+            if done:
+                self.confirmations_done(connection, done)
 
     def unconfirmed(self, list_id: int) -> list[tuple[str, dt.datetime, dt.datetime]]:
         """Sign-ups of a list waiting for their confirmation: (address, when first asked, when last asked: the
@@ -1557,6 +1559,7 @@ class Store:
 
 
 _HOUR = dt.timedelta(hours=1)
+CLAIM_LEASE = dt.timedelta(minutes=10)  # a claimed confirmation still unsettled after this is found again
 # Built once, as the statements below: they run for every few messages, and building one costs more than running it.
 _CAMPAIGN_STATUS = sa.select(campaigns.c.status).where(campaigns.c.id == sa.bindparam("c_id"))
 _LOG_EVENT = events.insert().values(
@@ -1720,7 +1723,8 @@ _SUBSCRIBERS_BY_KEY = (  # the fields as text: most subscribers have none to par
     .with_for_update()
 )
 _TIME = sa.DateTime(timezone=True)
-_SIGNUP_KINDS = ("signup-requested", "confirmation-sent", "confirmation-refused")  # a sign-up's own events
+# A sign-up's own events: what the person asked, and what became of their confirmation email.
+_SIGNUP_KINDS = ("signup-requested", "confirmation-claimed", "confirmation-sent", "confirmation-refused")
 # A group of clicks' and of sign-ups' statements. A subscriber has few rows, found by the indexes that start with
 # subscriber_id; neither a row-value IN nor a list_id IN, for which SQLite scans the whole table or every member
 # of the list. Both sides of the join by their key: with only one, PostgreSQL hashes the whole subscribers table.

@@ -6,12 +6,14 @@ PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import html
 import json
 import re
 import signal
 import subprocess
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -420,24 +422,37 @@ def test_a_failed_write_fails_its_own_request_only(database_url):
     store.close()
 
 
+@contextlib.contextmanager
+def serve_process(workspace, transport: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`newsletter serve` as its own process, its mail through `transport`: (the process, its base URL); killed on
+    the way out if it still runs."""
+    port = RunningSmtp(SmtpSink()).port  # a free port
+    server = subprocess.Popen(newsletter_command("serve", "--port", str(port)), cwd=workspace,
+                              env=environment(NEWSLETTER_TRANSPORT=transport), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{base}/healthz").status_code == 200
+        except httpx.TransportError:
+            return server.poll() is not None
+
+    try:
+        wait_for(up, "serve listening")
+        yield server, base
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+
+
 def test_a_server_told_to_stop_sends_the_confirmations_still_waiting(workspace):  # noqa: F811
     """SIGTERM (a deploy, a restart) right after the form answered: the emails still go, then the server exits."""
     config = workspace / "newsletter.toml"
     config.write_text(config.read_text() + OPEN)
-    with RunningSmtp(SmtpSink(delay=2.0)) as mail:  # the mail server takes its time
-        port = RunningSmtp(mail.sink).port  # a free port for serve
-        server = subprocess.Popen(newsletter_command("serve", "--port", str(port)), cwd=workspace,
-                                  env=environment(NEWSLETTER_TRANSPORT=mail.dsn()), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            try:
-                return httpx.get(f"{base}/healthz").status_code == 200
-            except httpx.TransportError:
-                return server.poll() is not None
-
-        wait_for(up, "serve listening")
+    with RunningSmtp(SmtpSink(delay=2.0)) as mail, serve_process(workspace, mail.dsn()) as (server, base):
+        # (the mail server takes two seconds a message)
         answers = [sign_up(base, f"partante{i}@example.org") for i in range(5)]
         received_when_stopped = len(mail.sink.received)
         server.send_signal(signal.SIGTERM)
@@ -483,10 +498,22 @@ def test_unsent_confirmations_are_claimed_once_handed_back_and_never_sent_twice(
     claimed_at, first = unsent()
     assert first == ["perdue", "revenue"]  # not the one sent, refused or confirmed
     assert unsent()[1] == []  # claimed
-    store.release_confirmations(claimed_at, [(ids["perdue"], list_id, None), (ids["revenue"], list_id, "550 non")])
+    store.finish_claims(claimed_at, [ids["perdue"], ids["revenue"]], [(ids["revenue"], list_id, "550 non")])
     assert unsent(skip={(ids["perdue"], list_id)})[1] == []  # the caller is sending it itself
     claimed_at, again = unsent()
-    assert again == ["perdue"]  # handed back; the refused one is not tried again
+    assert again == ["perdue"]  # could not go: found again; the refused one is not tried again
+    assert unsent()[1] == []
+    with store.transaction() as connection:  # asked 20 minutes ago, claimed 11 minutes ago by a server since killed
+        for kind, minutes in (("signup-requested", 20), ("confirmation-claimed", 11)):
+            connection.execute(events.update().where(events.c.kind == kind, events.c.subscriber_id == ids["perdue"])
+                               .values(at=claimed_at - dt.timedelta(minutes=minutes)))  # fmt: skip
+    claimed_at, lapsed = unsent()
+    assert lapsed == ["perdue"]  # the claim has lapsed
+    assert unsent()[1] == []  # claimed again, by that look
+    store.finish_claims(claimed_at, [ids["perdue"]], [(ids["perdue"], list_id, None)])
+    assert unsent()[1] == []  # sent at last
+    # the lapsed claim stays, the record of a try that never ended; the settled one went
+    assert events_of(store, "perdue@example.org")[1:] == ["confirmation-claimed", "confirmation-sent"]
     _, found = store.unsent_confirmations(claimed_at - dt.timedelta(days=2), claimed_at - dt.timedelta(days=1))
     assert found == []  # older than the window: left
 
@@ -516,34 +543,16 @@ def test_a_server_killed_before_its_confirmations_went_sends_them_when_it_runs_a
     silent = socket.socket()  # a mail server that takes connections and never says a word
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)
-    with silent, RunningSmtp(SmtpSink()) as mail:
-
-        def serve(transport: str) -> tuple[subprocess.Popen, str]:
-            port = RunningSmtp(mail.sink).port  # a free port
-            server = subprocess.Popen(newsletter_command("serve", "--port", str(port)), cwd=workspace,
-                                      env=environment(NEWSLETTER_TRANSPORT=transport), stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True)  # fmt: skip
-            base = f"http://127.0.0.1:{port}"
-
-            def up() -> bool:
-                try:
-                    return httpx.get(f"{base}/healthz").status_code == 200
-                except httpx.TransportError:
-                    return server.poll() is not None
-
-            wait_for(up, "serve listening")
-            return server, base
-
-        server, base = serve(f"smtp://127.0.0.1:{silent.getsockname()[1]}?tls=none")
+    with silent, serve_process(workspace, f"smtp://127.0.0.1:{silent.getsockname()[1]}?tls=none") as (server, base):
         answers = [sign_up(base, f"patiente{i}@example.org") for i in range(5)]
         server.kill()
         server.communicate(timeout=60)
-        store = open_store(Workspace.discover(workspace))
-        assert [events_of(store, f"patiente{i}@example.org") for i in range(5)] == [["signup-requested"]] * 5
-        with store.transaction() as connection:  # two minutes ago: no longer the killed server's own to send
-            connection.execute(events.update().where(events.c.kind == "signup-requested")
-                               .values(at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2)))  # fmt: skip
-        server, base = serve(mail.dsn())
+    store = open_store(Workspace.discover(workspace))
+    assert [events_of(store, f"patiente{i}@example.org") for i in range(5)] == [["signup-requested"]] * 5
+    with store.transaction() as connection:  # two minutes ago: no longer the killed server's own to send
+        connection.execute(events.update().where(events.c.kind == "signup-requested")
+                           .values(at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2)))  # fmt: skip
+    with RunningSmtp(SmtpSink()) as mail, serve_process(workspace, mail.dsn()) as (server, base):
         wait_for(lambda: len(mail.sink.received) >= 5, "the confirmations sent again")
         server.send_signal(signal.SIGTERM)
         _, errors = server.communicate(timeout=120)

@@ -229,13 +229,11 @@ def routes(site: Site) -> list[Route]:
             return
         log.info("sending %d confirmations that had not gone", len(unsent))
         batch = [Confirmation(u.list_slug, u.list_id, u.subscriber_id, u.email, u.name or "", base) for u in unsent]
-        not_sent = []
+        results = []
         for start in range(0, len(batch), max_batch()):
-            results = await send(batch[start : start + max_batch()])
-            not_sent += [(c.subscriber_id, c.list_id, None if refused == RETRY else refused)
-                         for c, refused in results if refused is not None]  # fmt: skip
-        if not_sent:
-            await asyncio.to_thread(store.release_confirmations, claimed_at, not_sent)
+            results += await send(batch[start : start + max_batch()])
+        done = [(c.subscriber_id, c.list_id, refused) for c, refused in results if refused != RETRY]
+        await asyncio.to_thread(store.finish_claims, claimed_at, [c.subscriber_id for c in batch], done)
 
     site.periodic.append((RESEND_EVERY, resend_unsent))
 

@@ -244,8 +244,8 @@ def test_a_refused_confirmation_fails_alone_and_a_dead_mail_server_loses_no_sign
     assert "550: 5.1.1 no such user" in refused and "cannot connect to 127.0.0.1" in lost
     assert "@example.org" not in caplog.text  # the log says why, never who
     assert status(store, "sans-courriel@example.org") == "pending"  # recorded
-    assert events_of(store, "acceptee@example.org")[-1] == "confirmation-sent"
-    assert events_of(store, "refusee@example.org")[-1] == "confirmation-refused"  # never tried again
+    wait_for(lambda: events_of(store, "acceptee@example.org")[-1] == "confirmation-sent", "recorded as sent")
+    wait_for(lambda: events_of(store, "refusee@example.org")[-1] == "confirmation-refused", "recorded as refused")
     assert events_of(store, "sans-courriel@example.org") == ["signup-requested"]
     at = dt.datetime.now(dt.UTC)
     _, unsent = store.unsent_confirmations(at - dt.timedelta(days=1), at)  # what a running server sends again
@@ -462,6 +462,11 @@ def test_a_server_told_to_stop_sends_the_confirmations_still_waiting(workspace):
     assert server.returncode == -signal.SIGTERM, errors  # uvicorn stops gracefully, then exits by the signal
     assert "Traceback" not in errors
     assert sorted(r.recipients[0] for r in mail.sink.received) == [f"partante{i}@example.org" for i in range(5)]
+    store = open_store(Workspace.discover(workspace))  # and recorded as sent: no later start sends them again
+    assert [events_of(store, f"partante{i}@example.org") for i in range(5)] == [
+        ["signup-requested", "confirmation-sent"]
+    ] * 5
+    store.close()
 
 
 def test_unsent_confirmations_are_claimed_once_handed_back_and_never_sent_twice(database_url):

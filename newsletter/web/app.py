@@ -142,6 +142,7 @@ def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starl
             _, unfinished = await asyncio.wait(site.background, timeout=STOPPING_WAIT)
             if unfinished:
                 log.warning("stopped with %d background sends unfinished after %.0f s", len(unfinished), STOPPING_WAIT)
+        await site.writer.run(lambda connection: None)  # commits what the writer holds for later
         if site._transport is not None:
             await site._transport.aclose()
 

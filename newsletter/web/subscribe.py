@@ -49,6 +49,7 @@ RESEND_EVERY = 300.0  # seconds between two looks for confirmations that never w
 RESEND_AFTER = dt.timedelta(minutes=1)  # a younger request is still its own server's to send
 RESEND_WITHIN = dt.timedelta(days=1)  # an older one is left: the person has had time to sign up again
 RETRY = "retry"  # a confirmation that did not go this time
+RECORDED_WITHIN = 5.0  # seconds after which what became of a confirmation is in the store (LATER_WITHIN and more)
 
 
 @dataclass(frozen=True)
@@ -167,15 +168,13 @@ def routes(site: Site) -> list[Route]:
         while waiting:
             batch = waiting[: max_batch()]
             del waiting[: len(batch)]
+            pairs = [(c.subscriber_id, c.list_id) for c in batch]
             try:
                 results = await send(batch)
-                done = [(c.subscriber_id, c.list_id, refused) for c, refused in results if refused != RETRY]
-                if done:
-                    await site.writer.run(functools.partial(store.confirmations_done, done=done))
-            except Exception as exc:  # not recorded as sent: resend_unsent will send them again
-                log.warning("%d confirmations sent but not recorded: %s", len(batch), exc)
-            finally:
-                sending.difference_update((c.subscriber_id, c.list_id) for c in batch)
+            finally:  # once what became of them is recorded (with the next group) or, for those to try again, not
+                asyncio.get_running_loop().call_later(RECORDED_WITHIN, sending.difference_update, pairs)
+            if done := [(c.subscriber_id, c.list_id, refused) for c, refused in results if refused != RETRY]:
+                site.writer.later(store.confirmations_done, done)  # a server killed first sends them again
 
     def max_batch() -> int:
         try:
@@ -229,9 +228,9 @@ def routes(site: Site) -> list[Route]:
             return
         log.info("sending %d confirmations that had not gone", len(unsent))
         batch = [Confirmation(u.list_slug, u.list_id, u.subscriber_id, u.email, u.name or "", base) for u in unsent]
-        results = []
-        for start in range(0, len(batch), max_batch()):
-            results += await send(batch[start : start + max_batch()])
+        results, size = [], max_batch()
+        for start in range(0, len(batch), size):
+            results += await send(batch[start : start + size])
         done = [(c.subscriber_id, c.list_id, refused) for c, refused in results if refused != RETRY]
         await asyncio.to_thread(store.finish_claims, claimed_at, [c.subscriber_id for c in batch], done)
 

@@ -5,23 +5,28 @@ A request hands its write (a function of the transaction's connection, made of s
 and awaits the answer, which comes only once the transaction holding it has committed (synced to disk): nothing
 answered is lost. Should a group's transaction fail, each of its writes is tried again in a transaction of its
 own, so that one bad write fails only its own request (answered 500, nothing recorded for it). Fifty clicks at
-once cost one commit instead of fifty, and the event loop never waits on the database.
+once cost one commit instead of fifty, and the event loop never waits on the database. Records that nobody
+waits on (what became of a confirmation email) join whichever group comes next, all of a kind in one statement,
+without waking the writer for them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from sqlalchemy.engine import Connection
 
 from newsletter.store import ChangeResult, SignupRequest, StatusChange, Store
 
+log = logging.getLogger("newsletter.web")
 MAX_GROUP = 500  # writes in one transaction at most
+LATER_WITHIN = 0.5  # seconds a record written later waits for a group to join before it makes one
 SIGNUP_EVERY = dt.timedelta(minutes=10)  # at most one confirmation email per address and list
 T = TypeVar("T")
 
@@ -30,6 +35,7 @@ class GroupWriter:
     def __init__(self, store: Store):
         self.store = store
         self.waiting: queue.SimpleQueue = queue.SimpleQueue()
+        self.deferred: queue.SimpleQueue = queue.SimpleQueue()  # (record, items) for later()
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
 
@@ -46,26 +52,56 @@ class GroupWriter:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.waiting.put((write, future, loop))
+        self._start()
+        return await future
+
+    def later(self, record: Callable[[Connection, list], None], items: Sequence) -> None:
+        """Run record(connection, items) in the next group's transaction, with the items of every other call for
+        the same record since, in one call: within LATER_WITHIN seconds when no request comes. Nobody waits for
+        it, and a process killed first loses it: for what can be lost (what became of a confirmation email,
+        whose loss only means it may be sent twice)."""
+        self.deferred.put((record, items))
+        self._start()
+
+    def _start(self) -> None:
         if self.thread is None:
             with self.lock:
                 if self.thread is None:
                     self.thread = threading.Thread(target=self._work, name="newsletter-writer", daemon=True)
                     self.thread.start()
-        return await future
 
     def _work(self) -> None:
         while True:
-            group = [self.waiting.get()]
+            try:  # never blocked for good: what later() left must not wait for a request that may never come
+                group = [self.waiting.get(timeout=LATER_WITHIN)]
+            except queue.Empty:
+                group = []
             while len(group) < MAX_GROUP:
                 try:
                     group.append(self.waiting.get_nowait())
                 except queue.Empty:
                     break
+            records: dict[Callable, list] = {}
+            while True:
+                try:
+                    record, items = self.deferred.get_nowait()
+                except queue.Empty:
+                    break
+                records.setdefault(record, []).extend(items)
+            if not group and not records:
+                continue
             try:
                 with self.store.transaction(durable=True) as connection:
                     results = self._apply(connection, [write for write, _, _ in group])
+                    for record, items in records.items():
+                        record(connection, items)
             except Exception:
                 results = [self._alone(write) for write, _, _ in group]
+                for record, items in records.items():
+                    if isinstance(
+                        failed := self._alone(lambda c, record=record, items=items: record(c, items)), _Failed
+                    ):
+                        log.warning("%d records not written: %s", len(items), failed.error)
             by_loop: dict[asyncio.AbstractEventLoop, list] = {}
             for (_, future, loop), result in zip(group, results, strict=True):
                 by_loop.setdefault(loop, []).append((future, result))

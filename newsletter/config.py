@@ -128,6 +128,17 @@ class Serve(_Table):
     signups_per_block: int = Field(
         100, ge=1, description="Sign-ups an address block (IPv4 /24, IPv6 /48) may make in an hour, per serve process."
     )
+    purge_pending_after: str | None = Field(
+        None, description='Remove the sign-ups never confirmed this long after their last request ("7d", "30d"), '
+        "every hour; by default never (`subscribers purge-pending` does it on demand).",
+    )  # fmt: skip
+
+    @field_validator("purge_pending_after")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
 
 
 class Config(_Table):

@@ -570,3 +570,36 @@ def test_a_server_killed_before_its_confirmations_went_sends_them_when_it_runs_a
     (link,) = confirmation_links(mail.sink, "patiente0@example.org")
     assert link.startswith("https://bulletin.crdbsl.example/confirm/")  # newsletter.toml's base_url
     store.close()
+
+
+def test_serve_removes_the_sign_ups_never_confirmed_when_newsletter_toml_asks(workspace):  # noqa: F811
+    """[serve] purge_pending_after: a running server removes, as purge-pending does, the sign-ups whose last
+    request is older than that, and nobody else."""
+    from newsletter.store import SignupRequest, memberships
+
+    config = workspace / "newsletter.toml"
+    config.write_text(config.read_text() + OPEN + '\n[serve]\npurge_pending_after = "7d"\n')
+    store = open_store(Workspace.discover(workspace))
+    with store.transaction() as connection:
+        list_id = store.ensure_list(connection, "alliances")
+        requests = [SignupRequest(list_id, f"{n}@example.org", None, {}) for n in ("oubliee", "attendue")]
+        old, _ = store.request_signups(connection, requests, every=dt.timedelta(0))
+        eight_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=8)
+        connection.execute(events.update().where(events.c.subscriber_id == old).values(at=eight_days_ago))
+        connection.execute(memberships.update().where(memberships.c.subscriber_id == old)
+                           .values(updated_at=eight_days_ago))  # fmt: skip
+    with RunningSmtp(SmtpSink()) as mail, serve_process(workspace, mail.dsn()) as (server, _):
+        wait_for(lambda: status(store, "oubliee@example.org") is None, "the old sign-up removed")
+        server.send_signal(signal.SIGTERM)
+        _, errors = server.communicate(timeout=120)
+    assert status(store, "attendue@example.org") == "pending"  # asked a moment ago
+    assert store.person("oubliee@example.org") is None  # nothing else was held about her: gone whole
+    assert "oubliee" not in errors  # the log counts, never names
+    store.close()
+
+
+def test_purge_pending_after_must_be_a_duration(workspace):  # noqa: F811
+    config = workspace / "newsletter.toml"
+    config.write_text(config.read_text() + '\n[serve]\npurge_pending_after = "une semaine"\n')
+    result = run("subscribers", "pending", "--list", "alliances")
+    assert result.exit_code != 0 and "purge_pending_after" in result.output and "une semaine" in result.output

@@ -32,6 +32,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from newsletter.addresses import normalize_address
+from newsletter.config import parse_duration
 from newsletter.i18n import translate
 from newsletter.message import Notice, parse_mailbox
 from newsletter.render import RenderedIssue
@@ -49,6 +50,7 @@ RESEND_EVERY = 300.0  # seconds between two looks for confirmations that never w
 RESEND_AFTER = dt.timedelta(minutes=1)  # a younger request is still its own server's to send
 RESEND_WITHIN = dt.timedelta(days=1)  # an older one is left: the person has had time to sign up again
 RETRY = "retry"  # a confirmation that did not go this time
+PURGE_EVERY = 3600.0  # seconds between two purges of the sign-ups never confirmed, when newsletter.toml asks
 RECORDED_WITHIN = 5.0  # seconds after which what became of a confirmation is in the store (LATER_WITHIN and more)
 
 
@@ -235,6 +237,24 @@ def routes(site: Site) -> list[Route]:
         await asyncio.to_thread(store.finish_claims, claimed_at, [c.subscriber_id for c in batch], done)
 
     site.periodic.append((RESEND_EVERY, resend_unsent))
+
+    def purge(before: dt.datetime) -> dict[str, int]:
+        removed = {}
+        for slug in store.list_slugs():
+            addresses, _ = store.purge_unconfirmed(store.list_id(slug), before)
+            if addresses:
+                removed[slug] = len(addresses)
+        return removed
+
+    async def purge_pending() -> None:
+        """[serve] purge_pending_after: the sign-ups never confirmed go once that long has passed since their last
+        request, as `subscribers purge-pending` removes them (several servers may: the second finds nothing)."""
+        keep = dt.timedelta(seconds=parse_duration(config.serve.purge_pending_after or "0"))
+        for slug, count in (await asyncio.to_thread(purge, now() - keep)).items():
+            log.info("removed %d sign-ups of %s never confirmed", count, slug)
+
+    if config.serve.purge_pending_after:
+        site.periodic.append((PURGE_EVERY, purge_pending))
 
     async def submit(request: Request) -> Response:
         slug = request.path_params["list"]

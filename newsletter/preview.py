@@ -386,6 +386,21 @@ class Screenshot:
         }
 
 
+def capture_full_page(page, output: Path, *, tries: int = 3) -> None:
+    """page.screenshot(full_page=True), tried again after a moment: on a busy machine Chromium's compositor may
+    not have a frame ready ("Unable to capture screenshot"), which the next try finds."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    for attempt in range(1, tries + 1):
+        try:
+            page.screenshot(path=str(output), full_page=True)
+            return
+        except PlaywrightError as exc:
+            if attempt == tries:
+                raise PreviewError(f"Chromium could not take the screenshot: {str(exc).splitlines()[0]}") from None
+            page.wait_for_timeout(250 * attempt)
+
+
 def take_screenshot(folder: Path, output: Path, *, width: int = VIEWS["desktop"], view: str = "html") -> Screenshot:
     """Render the issue, open it in headless Chromium at width px, and save a full-page PNG."""
     from playwright.sync_api import sync_playwright
@@ -397,7 +412,7 @@ def take_screenshot(folder: Path, output: Path, *, width: int = VIEWS["desktop"]
             block_remote_requests(page)
             page.goto(f"{base}/email.{'txt' if view == 'text' else 'html'}", wait_until="load")
             output.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(output), full_page=True)
+            capture_full_page(page, output)
             height = page.evaluate("document.documentElement.scrollHeight")
         finally:
             browser.close()

@@ -170,3 +170,39 @@ def test_port_in_use_falls_back_to_a_free_port(example_folder):
         sock.close()
     finally:
         taken.close()
+
+
+def test_a_screenshot_chromium_could_not_capture_is_tried_again_then_refused_in_one_line(tmp_path):
+    """Chromium on a busy machine may answer that it has no frame to capture (seen in this suite): the capture is
+    tried again, and only a third refusal fails, in one line. The page here stands for Chromium's answers alone;
+    the tests above take real screenshots."""
+    from pathlib import Path
+
+    from playwright.sync_api import Error
+
+    from newsletter.errors import PreviewError
+    from newsletter.preview import capture_full_page
+
+    class Refusing:
+        def __init__(self, refusals: int):
+            self.refusals, self.calls = refusals, 0
+
+        def screenshot(self, path: str, full_page: bool) -> None:
+            self.calls += 1
+            if self.calls <= self.refusals:
+                raise Error("Page.screenshot: Protocol error (Page.captureScreenshot): Unable to capture screenshot\n"
+                            "Call log:\n  - taking page screenshot")  # fmt: skip
+            Path(path).write_bytes(b"\x89PNG")
+
+        def wait_for_timeout(self, milliseconds: float) -> None:
+            pass
+
+    page = Refusing(2)
+    capture_full_page(page, tmp_path / "shot.png")
+    assert page.calls == 3 and (tmp_path / "shot.png").read_bytes() == b"\x89PNG"
+    with pytest.raises(PreviewError) as refused:
+        capture_full_page(Refusing(3), tmp_path / "never.png")
+    assert str(refused.value) == (
+        "Chromium could not take the screenshot: Page.screenshot: Protocol error (Page.captureScreenshot): "
+        "Unable to capture screenshot"
+    )

@@ -398,7 +398,7 @@ def test_an_address_block_past_its_limit_gets_the_same_page_and_no_email(workspa
     assert sorted(r.recipients[0] for r in mail.sink.received) == ["n0@example.org", "n1@example.org", "n2@example.org"]
 
 
-def test_a_failed_write_fails_its_own_request_only(database_url):
+def test_a_failed_write_fails_its_own_request_only(database_url, caplog):
     from newsletter.store import Store
     from newsletter.subscribers import add
     from newsletter.web.writes import GroupWriter
@@ -410,7 +410,11 @@ def test_a_failed_write_fails_its_own_request_only(database_url):
     def broken(connection):
         raise RuntimeError("this write fails")
 
+    def broken_record(connection, items):
+        raise RuntimeError("this record fails")
+
     async def together():
+        writer.later(broken_record, [1, 2])  # a record nobody waits on fails too: logged, nothing else lost
         return await asyncio.gather(
             writer.run(lambda c: store.ensure_list(c, "premiere")), writer.run(broken),
             writer.run(lambda c: store.ensure_list(c, "seconde")), return_exceptions=True,
@@ -419,6 +423,7 @@ def test_a_failed_write_fails_its_own_request_only(database_url):
     first, failed, second = asyncio.run(together())
     assert isinstance(failed, RuntimeError) and isinstance(first, int) and isinstance(second, int)
     assert {"premiere", "seconde"} <= set(store.list_slugs())  # the others were recorded
+    assert "2 records not written: this record fails" in caplog.text
     store.close()
 
 

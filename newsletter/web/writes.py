@@ -7,7 +7,7 @@ answered is lost. Should a group's transaction fail, each of its writes is tried
 own, so that one bad write fails only its own request (answered 500, nothing recorded for it). Fifty clicks at
 once cost one commit instead of fifty, and the event loop never waits on the database. Records that nobody
 waits on (what became of a confirmation email) join whichever group comes next, all of a kind in one statement,
-without waking the writer for them.
+with no commit of their own while requests come.
 """
 
 from __future__ import annotations
@@ -98,9 +98,8 @@ class GroupWriter:
             except Exception:
                 results = [self._alone(write) for write, _, _ in group]
                 for record, items in records.items():
-                    if isinstance(
-                        failed := self._alone(lambda c, record=record, items=items: record(c, items)), _Failed
-                    ):
+                    failed = self._alone(lambda connection, record=record, items=items: record(connection, items))
+                    if isinstance(failed, _Failed):
                         log.warning("%d records not written: %s", len(items), failed.error)
             by_loop: dict[asyncio.AbstractEventLoop, list] = {}
             for (_, future, loop), result in zip(group, results, strict=True):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from newsletter.errors import ConfigError, Diagnostic
 from newsletter.i18n import LANGUAGES
@@ -78,6 +78,14 @@ def parse_duration(text: str) -> float:
     return float(found.group(1)) * DURATION_UNITS[found.group(2)]
 
 
+def _checked_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+Duration = Annotated[str, AfterValidator(_checked_duration)]  # a setting such as "90s", "30m", "6h" or "2d"
+
+
 class Sending(_Table):
     rate: float | None = Field(
         None, gt=0, description="Messages per second at most, for a campaign as a whole (the provider's limit)."
@@ -88,15 +96,9 @@ class Sending(_Table):
     lease: float = Field(
         60, ge=1, le=3600, description="Seconds a sender holds a claimed batch before another may take it over."
     )
-    max_lateness: str = Field(
+    max_lateness: Duration = Field(
         "6h", description='How late a scheduled campaign may still start ("90s", "30m", "6h", "2d"); then it expires.'
     )
-
-    @field_validator("max_lateness")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        parse_duration(value)
-        return value
 
     unsubscribe_mailto: str | None = Field(
         None, description="An address that unsubscribes whoever writes to it, added to List-Unsubscribe."
@@ -128,17 +130,10 @@ class Serve(_Table):
     signups_per_block: int = Field(
         100, ge=1, description="Sign-ups an address block (IPv4 /24, IPv6 /48) may make in an hour, per serve process."
     )
-    purge_pending_after: str | None = Field(
+    purge_pending_after: Duration | None = Field(
         None, description='Remove the sign-ups never confirmed this long after their last request ("7d", "30d"), '
         "every hour; by default never (`subscribers purge-pending` does it on demand).",
     )  # fmt: skip
-
-    @field_validator("purge_pending_after")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
 
 
 class Config(_Table):

@@ -12,8 +12,7 @@
 A list is open when newsletter.toml says `[lists.SLUG] subscribe = true`; any other answers 404.
 The consent record is the request's event (what was shown, the page, the user agent, a keyed hash of the IP)
 and its confirmation's; the address itself is the only thing stored before the person confirms.
-What became of each confirmation email is an event too, so that one which never went (the server killed first,
-the mail server unreachable) is found and sent by a running server (resend_unsent).
+The confirmation emails themselves are confirmations.py's: sent in the background, and never lost.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ import functools
 import hashlib
 import hmac
 import logging
-from dataclasses import dataclass
 
 from starlette.datastructures import URL
 from starlette.requests import Request
@@ -37,33 +35,15 @@ from newsletter.i18n import translate
 from newsletter.message import Notice, parse_mailbox
 from newsletter.render import RenderedIssue
 from newsletter.store import SignupRequest, now
-from newsletter.transports import Outcome
 from newsletter.web.app import Site
 from newsletter.web.common import MAX_BODY, BlockLimiter, header, mask, read_body
+from newsletter.web.confirmations import RESEND_EVERY, Confirmation, ConfirmationMail
 from newsletter.web.unsubscribe import form_fields
 
 log = logging.getLogger("newsletter.web")
 CONFIRM_VALID = dt.timedelta(days=7)
 SIGNUP_WINDOW = 3600.0  # [serve] signups_per_block counts in this window
-CONFIRMING_AT_ONCE = 4  # background senders of confirmation emails, each a batch at a time
-RESEND_EVERY = 300.0  # seconds between two looks for confirmations that never went
-RESEND_AFTER = dt.timedelta(minutes=1)  # a younger request is still its own server's to send
-RESEND_WITHIN = dt.timedelta(days=1)  # an older one is left: the person has had time to sign up again
-RETRY = "retry"  # a confirmation that did not go this time
 PURGE_EVERY = 3600.0  # seconds between two purges of the sign-ups never confirmed, when newsletter.toml asks
-RECORDED_WITHIN = 5.0  # seconds after which what became of a confirmation is in the store (LATER_WITHIN and more)
-
-
-@dataclass(frozen=True)
-class Confirmation:
-    """A confirmation email to send: to whom, for which list, with links on which server."""
-
-    slug: str
-    list_id: int
-    subscriber_id: int
-    email: str
-    name: str
-    base: str
 
 
 @functools.lru_cache(maxsize=256)
@@ -141,102 +121,8 @@ def routes(site: Site) -> list[Route]:
             notices[slug] = Notice("confirm", rendered, sender, config.sender.reply_to)
         return notices[slug]
 
-    waiting: list[Confirmation] = []
-    sending: set[tuple[int, int]] = set()  # (subscriber, list) waiting or being sent by this server
-    senders: set[asyncio.Task] = set()
-    last_base: list[str] = []  # the base URL of the latest sign-up, for links when newsletter.toml names none
-
-    def base_url(request: Request | None = None) -> str | None:
-        if config.base_url:
-            return config.base_url
-        if request is not None:
-            last_base[:] = [str(request.base_url).rstrip("/")]
-        return last_base[0] if last_base else None
-
-    def confirm_later(confirmation: Confirmation) -> None:
-        """In the background: the form's answer does not wait for the mail server. A few senders take what waits
-        in batches as large as the transport takes, so that a hundred sign-ups at once cost a few of its calls."""
-        waiting.append(confirmation)
-        sending.add((confirmation.subscriber_id, confirmation.list_id))
-        if len(senders) < CONFIRMING_AT_ONCE:
-            task = site.in_background(send_waiting())
-            senders.add(task)
-            task.add_done_callback(senders.discard)
-
-    async def send_waiting() -> None:
-        """Send confirmations until none waits, then record what became of them: sent, or refused for good.
-        One that could not go (the mail server unreachable, or this server killed first) is found again by
-        resend_unsent; the log says why (never who)."""
-        while waiting:
-            batch = waiting[: max_batch()]
-            del waiting[: len(batch)]
-            pairs = [(c.subscriber_id, c.list_id) for c in batch]
-            try:
-                results = await send(batch)
-            finally:  # once what became of them is recorded (with the next group) or, for those to try again, not
-                asyncio.get_running_loop().call_later(RECORDED_WITHIN, sending.difference_update, pairs)
-            if done := [(c.subscriber_id, c.list_id, refused) for c, refused in results if refused != RETRY]:
-                site.writer.later(store.confirmations_done, done)  # a server killed first sends them again
-
-    def max_batch() -> int:
-        try:
-            return max(1, site.transport().max_batch)
-        except Exception:
-            return 500  # all in one: send() says why, once
-
-    async def send(batch: list[Confirmation]) -> list[tuple[Confirmation, str | None]]:
-        """Send a batch of confirmations; for each, None once the mail server took it, RETRY if it did not this
-        time, or why it was refused for good."""
-        try:
-            transport = site.transport()
-        except Exception as exc:
-            log.warning("%d confirmations not sent: %s", len(batch), exc)
-            return [(c, RETRY) for c in batch]
-        at = now()
-        built, results = [], {}
-        for c in batch:
-            token = site.signer.sign_confirmation(c.subscriber_id, c.slug, at)
-            try:
-                message = notice(c.slug).build(c.email, c.name or None,
-                                               f"{c.subscriber_id}-{c.slug}-{int(at.timestamp())}",
-                                               {"confirm_url": f"{c.base}/confirm/{token}"})  # fmt: skip
-            except Exception as exc:
-                log.warning("confirmation for %s not sent: %s", c.slug, exc)
-                results[id(c)] = str(exc)
-                continue
-            built.append((c, message))
-        try:
-            outcomes = await transport.send_batch([message for _, message in built]) if built else []
-        except Exception as exc:
-            log.warning("%d confirmations not sent: %s", len(built), exc)
-            outcomes = [Outcome.retry(str(exc))] * len(built)
-        for (c, _), outcome in zip(built, outcomes, strict=True):
-            if outcome.status != "sent":
-                log.warning("a confirmation not sent: %s", outcome.reason)
-            sent, retry = outcome.status == "sent", outcome.status == "retry"
-            results[id(c)] = None if sent else RETRY if retry else outcome.reason or "refused"
-        return [(c, results[id(c)]) for c in batch]
-
-    async def resend_unsent() -> None:
-        """Send again the confirmations of the last day that never went: a server killed before it sent them, a
-        mail server that could not be reached. A request younger than RESEND_AFTER is still its server's own."""
-        base = base_url()
-        if base is None:  # no base_url and no sign-up since this server started: nothing to make links with
-            return
-        at = now()
-        claimed_at, unsent = await asyncio.to_thread(store.unsent_confirmations, at - RESEND_WITHIN,
-                                                     at - RESEND_AFTER, set(sending))  # fmt: skip
-        if not unsent:
-            return
-        log.info("sending %d confirmations that had not gone", len(unsent))
-        batch = [Confirmation(u.list_slug, u.list_id, u.subscriber_id, u.email, u.name or "", base) for u in unsent]
-        results, size = [], max_batch()
-        for start in range(0, len(batch), size):
-            results += await send(batch[start : start + size])
-        done = [(c.subscriber_id, c.list_id, refused) for c, refused in results if refused != RETRY]
-        await asyncio.to_thread(store.finish_claims, claimed_at, [c.subscriber_id for c in batch], done)
-
-    site.periodic.append((RESEND_EVERY, resend_unsent))
+    mail = ConfirmationMail(site, notice)
+    site.periodic.append((RESEND_EVERY, mail.resend_unsent))
 
     def purge(before: dt.datetime) -> dict[str, int]:
         removed = {}
@@ -249,11 +135,11 @@ def routes(site: Site) -> list[Route]:
     async def purge_pending() -> None:
         """[serve] purge_pending_after: the sign-ups never confirmed go once that long has passed since their last
         request, as `subscribers purge-pending` removes them (several servers may: the second finds nothing)."""
-        keep = dt.timedelta(seconds=parse_duration(config.serve.purge_pending_after or "0"))
-        for slug, count in (await asyncio.to_thread(purge, now() - keep)).items():
+        for slug, count in (await asyncio.to_thread(purge, now() - keep_pending)).items():
             log.info("removed %d sign-ups of %s never confirmed", count, slug)
 
     if config.serve.purge_pending_after:
+        keep_pending = dt.timedelta(seconds=parse_duration(config.serve.purge_pending_after))
         site.periodic.append((PURGE_EVERY, purge_pending))
 
     async def submit(request: Request) -> Response:
@@ -289,7 +175,7 @@ def routes(site: Site) -> list[Route]:
             mailing_list = await site.list_named(slug)
         subscriber_id = await site.writer.signup(SignupRequest(mailing_list.id, address, name or None, detail))
         if subscriber_id is not None:
-            confirm_later(Confirmation(slug, mailing_list.id, subscriber_id, address, name, base_url(request)))
+            mail.later(Confirmation(slug, mailing_list.id, subscriber_id, address, name, mail.base_url(request)))
         return form_page(request, slug, "sent")
 
     async def confirmation(request: Request) -> Response:

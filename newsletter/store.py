@@ -166,6 +166,17 @@ suppressions = sa.Table(  # people erased at their request: a one-way hash of th
 )
 
 
+webhook_tokens = sa.Table(  # the signed tokens of the provider webhooks acted on: the same one again is a replay
+    "webhook_tokens",
+    metadata,
+    sa.Column("provider", sa.String(32), primary_key=True),
+    sa.Column("token", sa.Text, primary_key=True),
+    sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("kept_until", sa.DateTime(timezone=True), nullable=False),  # the provider refuses it by its age after
+    sa.Index("webhook_tokens_by_time", "kept_until"),
+)
+
+
 def _migration_1(connection: Connection) -> None:
     metadata.create_all(connection, tables=[subscribers, lists, memberships, events, campaigns, deliveries])
 
@@ -222,7 +233,14 @@ def _migration_5(connection: Connection) -> None:
     next(i for i in events.indexes if i.name == "events_signups_by_time").create(connection, checkfirst=True)
 
 
-MIGRATIONS = [(1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4), (5, _migration_5)]
+def _migration_6(connection: Connection) -> None:
+    """The webhook tokens acted on, so that a replay is refused by every server, and after a restart."""
+    metadata.create_all(connection, tables=[webhook_tokens])
+
+
+MIGRATIONS = [
+    (1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4), (5, _migration_5), (6, _migration_6)
+]  # fmt: skip
 
 
 def address_hash(email: str) -> str:
@@ -944,22 +962,61 @@ class Store:
         to every list of the address. An address we do not know changes nothing.
         """
         with self.transaction() as connection:
-            subscriber_id = self.find_subscriber(connection, email)
-            if subscriber_id is None:
-                return 0
-            list_ids: list[int] = [list_id] if list_id is not None else []
-            if not list_ids and key and key.partition("-")[0].isdigit():
-                campaign_list = connection.execute(
-                    sa.select(campaigns.c.list_id).where(campaigns.c.id == int(key.partition("-")[0]))
-                ).scalar()
-                list_ids = [campaign_list] if campaign_list is not None else []
-            if not list_ids:
-                list_ids = list(
-                    connection.execute(
-                        sa.select(memberships.c.list_id).where(memberships.c.subscriber_id == subscriber_id)
-                    ).scalars()
-                )
-            return sum(self.set_status(connection, subscriber_id, i, kind, source, detail) for i in list_ids)
+            return self._apply_event(connection, kind, email, key, source, detail, list_id)
+
+    def _apply_event(
+        self, connection: Connection, kind: str, email: str, key: str | None, source: str, detail: dict,
+        list_id: int | None = None,
+    ) -> int:  # fmt: skip
+        subscriber_id = self.find_subscriber(connection, email)
+        if subscriber_id is None:
+            return 0
+        list_ids: list[int] = [list_id] if list_id is not None else []
+        if not list_ids and key and key.partition("-")[0].isdigit():
+            campaign_list = connection.execute(
+                sa.select(campaigns.c.list_id).where(campaigns.c.id == int(key.partition("-")[0]))
+            ).scalar()
+            list_ids = [campaign_list] if campaign_list is not None else []
+        if not list_ids:
+            list_ids = list(
+                connection.execute(
+                    sa.select(memberships.c.list_id).where(memberships.c.subscriber_id == subscriber_id)
+                ).scalars()
+            )
+        return sum(self.set_status(connection, subscriber_id, i, kind, source, detail) for i in list_ids)
+
+    def apply_webhook(
+        self, provider: str, token: str | None, reports: Sequence[tuple[str, str, str | None, dict]],
+        *, keep: dt.timedelta,
+    ) -> int | None:  # fmt: skip
+        """A provider's webhook: its reports (kind, address, ledger key, detail) applied as apply_event does, in one
+        transaction with the reservation of its signed token; how many memberships changed, or None when that
+        token was reserved before (a replay: nothing is applied).
+
+        The reservation is a row of webhook_tokens, unique by provider and token, kept `keep` (as long as the
+        provider's own check of the token's age would let it through): two requests with one token at once, on
+        one server or several, and the same request after a restart, find it. On PostgreSQL the second insert
+        waits for the first's transaction; on SQLite writers take turns. Reserved in the same transaction as
+        the changes, so that a failure releases it with them and the provider's retry (which carries the same
+        token) is applied. Without a token (the providers that sign the event itself), the reports only.
+        """
+        at = now()
+        with self.transaction() as connection:
+            if token is not None:
+                reserved = connection.execute(
+                    _insert_ignoring(connection.dialect.name, webhook_tokens).returning(webhook_tokens.c.token),
+                    {"provider": provider, "token": token, "seen_at": at, "kept_until": at + keep},
+                ).first()  # no row when the token was there (psycopg's rowcount is -1 for this insert)
+                if reserved is None:
+                    return None
+            return sum(self._apply_event(connection, kind, email, key, "webhook", detail)
+                       for kind, email, key, detail in reports)  # fmt: skip
+
+    def forget_webhook_tokens(self, at: dt.datetime | None = None) -> int:
+        """Remove the webhook tokens whose provider would refuse them by their age anyway; return how many."""
+        past = webhook_tokens.c.kept_until < (at or now())
+        with self.transaction() as connection:
+            return connection.execute(webhook_tokens.delete().where(past)).rowcount
 
     def sent_issues(self) -> list[tuple[str, str, dt.datetime]]:
         """(issue slug, subject, first sent) of every issue a campaign started sending, newest first: not those

@@ -315,3 +315,83 @@ def test_pages_come_from_templates_the_workspace_may_override(workspace):  # noq
     assert '<link rel="stylesheet" href="/assets/page.css">' in refused.text and "<style" not in refused.text
     assert css.headers["content-type"].startswith("text/css") and "button{" in css.text
     assert "style-src 'self'" in refused.headers["content-security-policy"]
+
+
+def mailgun_body(recipient: str, token: str, key: str, *, kind: str = "complained.json") -> bytes:
+    """A Mailgun webhook as Mailgun posts it, signed with key: only timestamp + token are signed, not the event."""
+    import hashlib
+    import hmac
+    import json
+    import time
+    from pathlib import Path
+
+    event = json.loads((Path(__file__).parent / "fixtures" / "mailgun" / "webhooks" / kind).read_text())
+    event["recipient"] = recipient
+    event.pop("user-variables", None)
+    stamp = str(int(time.time()))
+    signature = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
+    return json.dumps({"signature": {"timestamp": stamp, "token": token, "signature": signature},
+                       "event-data": event}).encode()  # fmt: skip
+
+
+def test_one_mailgun_token_is_acted_on_once_even_six_at_once_and_after_a_restart(workspace, monkeypatch):  # noqa: F811
+    """Mailgun signs a token, not the event: six bodies under one signature, each naming another recipient, posted
+    at once, change one membership; the same body after the server restarted over the same store, none."""
+    from newsletter.subscribers import add
+
+    key, token = "mailgun-signing-key", "b" * 50
+    monkeypatch.setenv("NEWSLETTER_WEBHOOK_SECRET_MAILGUN", key)
+    ws = Workspace.discover(workspace)
+    store = open_store(ws)
+    people = [f"plainte{i}@example.org" for i in range(6)]
+    for address in people:
+        add(store, "alliances", address, None)
+    bodies = [mailgun_body(address, token, key) for address in people]
+
+    async def post_all(base):
+        async with httpx.AsyncClient(base_url=base, limits=httpx.Limits(max_connections=6), timeout=60) as client:
+            return await asyncio.gather(*(client.post("/webhooks/mailgun", content=body) for body in bodies))
+
+    with serving(create_app(ws, store, TokenSigner(SECRET))) as base:
+        answers = asyncio.run(post_all(base))
+    assert sorted(a.status_code for a in answers) == [200] + [401] * 5
+    (accepted,) = [i for i, a in enumerate(answers) if a.status_code == 200]
+    assert [status(store, address) for address in people].count("complained") == 1
+    assert status(store, people[accepted]) == "complained"
+    store.close()
+
+    store = open_store(ws)  # a restart: another process's memory, the same store
+    with serving(create_app(ws, store, TokenSigner(SECRET))) as base:
+        for body in (bodies[accepted], bodies[(accepted + 1) % 6]):
+            assert httpx.post(f"{base}/webhooks/mailgun", content=body).status_code == 401
+        fresh = mailgun_body(people[(accepted + 1) % 6], "c" * 50, key)  # another token: Mailgun's next event
+        assert httpx.post(f"{base}/webhooks/mailgun", content=fresh).status_code == 200
+    assert [status(store, address) for address in people].count("complained") == 2
+    store.close()
+
+
+def test_a_webhook_whose_events_fail_to_apply_leaves_its_token_to_the_retry(database_url):
+    """The reservation is in the transaction that applies the events: a failure takes both back, and the
+    provider's retry (the same token) is applied; a token goes once its provider's window has passed."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from newsletter.store import Store, now
+    from newsletter.subscribers import add
+
+    store = Store.open(database_url)
+    add(store, "alliances", "a@example.org", None)
+    keep = dt.timedelta(hours=9)
+    unwritable = [("complained", "a@example.org", None, {"detail": object()})]  # its event cannot be written
+    with pytest.raises((sa.exc.StatementError, TypeError)):  # as each driver reports it
+        store.apply_webhook("mailgun", "t" * 50, unwritable, keep=keep)
+    assert store.membership(ids(store)["a@example.org"], "alliances")[2] == "subscribed"  # taken back too
+    complaint = [("complained", "a@example.org", None, {"provider": "mailgun"})]
+    assert store.apply_webhook("mailgun", "t" * 50, complaint, keep=keep) == 1
+    assert store.apply_webhook("mailgun", "t" * 50, complaint, keep=keep) is None
+    assert store.apply_webhook("resend", "t" * 50, [], keep=keep) == 0  # each provider's tokens are its own
+    assert store.apply_webhook("postmark", None, complaint, keep=keep) == 0  # no token: applied (no change left)
+    assert store.forget_webhook_tokens(now() + keep - dt.timedelta(minutes=1)) == 0
+    assert store.forget_webhook_tokens(now() + keep + dt.timedelta(minutes=1)) == 2
+    store.close()

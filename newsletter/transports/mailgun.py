@@ -47,8 +47,9 @@ Webhooks: Mailgun posts one JSON object per event, {"signature": {"timestamp", "
 "event-data": {…}}, and signs it in the body: signature = hex HMAC-SHA256(HTTP webhook signing key, timestamp +
 token), the key read from NEWSLETTER_WEBHOOK_SECRET_MAILGUN. Only timestamp and token are signed, never the event:
 verify_webhook refuses a timestamp older than 9 hours (Mailgun retries for 8, and a retry may carry the first
-attempt's signature) or 5 minutes in the future, and a token the server says it has seen; the server must
-remember each accepted token (webhook_token) for those 9 hours, or a signature seen once could carry any event.
+attempt's signature) or 5 minutes in the future. The server reserves each token it acts on (webhook_token) in
+its store for as long as its timestamp would pass (WEBHOOK_TOKEN_KEPT), in the transaction that applies the
+event, and refuses a token reserved before: otherwise a signature seen once could carry any event.
 Mailgun takes 200 as done and 406 as refused for good; any other status makes it retry. Events:
 failed with severity permanent -> bounced (temporary failures are retried by Mailgun and change nothing),
 complained, unsubscribed (only sent when the domain's own unsubscribe tracking is on); accepted, delivered,
@@ -151,7 +152,7 @@ import hmac
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Container, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import ClassVar
 from urllib.parse import quote, unquote, urlsplit
@@ -188,6 +189,8 @@ _LEDGER_KEY = re.compile(r"\d+-\d+")  # Outgoing.key: campaign id - subscriber i
 # Mailgun retries a webhook "during 8 hours" (5 min, 10 min, 15 min, 1 h, 2 h, 4 h); an hour more for its queue.
 WEBHOOK_MAX_AGE = 9 * 3600
 WEBHOOK_MAX_SKEW = 300  # a timestamp ahead of our clock by more than this is refused too
+# Seconds the server keeps a token it acted on: until no timestamp it may have been signed with would still pass.
+WEBHOOK_TOKEN_KEPT = WEBHOOK_MAX_AGE + WEBHOOK_MAX_SKEW
 # The suppression lists, in the order suppressions() reads them, and the event each entry becomes.
 SUPPRESSION_LISTS = {"bounces": "bounced", "complaints": "complained", "unsubscribes": "unsubscribed"}
 SUPPRESSION_PAGE_LIMIT = 1000  # "Maximum number of records to return (optional, default: 100, max: 1000)"
@@ -354,11 +357,10 @@ def verify_webhook(
     secret: str,
     *,
     now: float | None = None,
-    seen_tokens: Container[str] = (),
     max_age: float = WEBHOOK_MAX_AGE,
     **_: object,
 ) -> bool:
-    """True only if the body carries Mailgun's signature, made with `secret`, fresh, and with a token not seen.
+    """True only if the body carries Mailgun's signature, made with `secret`, and fresh.
 
     secret: the account's "HTTP webhook signing key", as Mailgun's control panel names it (not the sending API
     key, which Mailgun's earlier pages told to use), which the server reads from NEWSLETTER_WEBHOOK_SECRET_MAILGUN.
@@ -366,9 +368,10 @@ def verify_webhook(
     with signature = hex HMAC-SHA256(secret, timestamp + token). A subaccount's events also carry a
     "parent-signature" made with the primary account's key; either one may match `secret`.
     Refused: a timestamp more than `max_age` seconds old (9 hours: Mailgun retries a webhook for 8, and a
-    retry may carry the first attempt's signature) or more than 5 minutes ahead of `now`; a token in
-    `seen_tokens`. Mailgun signs only timestamp + token, not the event: the tokens of accepted requests must be
-    remembered for `max_age` (webhook_token gives it) or a signature seen once can carry any event for 9 hours.
+    retry may carry the first attempt's signature) or more than 5 minutes ahead of `now`. Mailgun signs only
+    timestamp + token, not the event: this says nothing of a replay. The server reserves the token of each
+    request it acts on (webhook_token gives it) and refuses one reserved before, or a signature seen once could
+    carry any event for 9 hours.
     headers play no part. Never raises: anything malformed is False.
     """
     try:
@@ -379,7 +382,7 @@ def verify_webhook(
             timestamp = str(timestamp)
         if not key or not isinstance(timestamp, str) or not isinstance(token, str) or not token:
             return False
-        if not timestamp.isascii() or not timestamp.isdigit() or token in seen_tokens:
+        if not timestamp.isascii() or not timestamp.isdigit():
             return False
         age = (time.time() if now is None else now) - int(timestamp)
         if age > max_age or age < -WEBHOOK_MAX_SKEW:
@@ -393,7 +396,7 @@ def verify_webhook(
 
 
 def webhook_token(body: bytes) -> str | None:
-    """The token of a webhook's signature: what the server remembers (for WEBHOOK_MAX_AGE) to refuse a replay."""
+    """The token of a webhook's signature: what the server reserves (for WEBHOOK_TOKEN_KEPT) to refuse a replay."""
     try:
         token = json.loads(body)["signature"]["token"]
     except (ValueError, TypeError, KeyError, RecursionError):

@@ -83,22 +83,6 @@ class BlockLimiter:
         return len(events) > self.limit
 
 
-class RecentTokens:
-    """Webhook tokens seen in the last hours (per process: copies behind a proxy each keep their own)."""
-
-    def __init__(self, keep: float = 9 * 3600):
-        self.keep = keep
-        self.seen: dict[str, float] = {}
-
-    def recent(self) -> set[str]:
-        cutoff = time.monotonic() - self.keep
-        self.seen = {token: at for token, at in self.seen.items() if at > cutoff}
-        return set(self.seen)
-
-    def add(self, token: str) -> None:
-        self.seen[token] = time.monotonic()
-
-
 def mask(address: str) -> str:
     """m•••@example.org: enough for its owner to recognise, not enough to harvest."""
     local, _, domain = address.partition("@")

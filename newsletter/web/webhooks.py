@@ -1,9 +1,16 @@
 """POST /webhooks/{provider}: bounces, complaints and provider-side unsubscribes, once the provider's own
-authentication is verified (each provider's module verifies and parses); 401 without a configured secret."""
+authentication is verified (each provider's module verifies and parses); 401 without a configured secret.
+
+A provider that signs a token rather than the event (Mailgun: webhook_token) has each token reserved in the store
+in the transaction that applies the request's events (store.apply_webhook): a token reserved before is a replay,
+refused (401) by every server and after a restart; a request whose events fail to apply leaves its token free
+for the provider's retry. Tokens go once the provider's own check would refuse them by their age.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import importlib
 import logging
 import os
@@ -13,17 +20,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from newsletter.store import now
 from newsletter.web.app import Site
-from newsletter.web.common import RecentTokens, read_body
+from newsletter.web.common import read_body
 
 log = logging.getLogger("newsletter.web")
 MAX_WEBHOOK_BODY = 1024 * 1024  # a webhook batch is a few kilobytes
 WEBHOOK_PROVIDERS = ("postmark", "sendgrid", "mailgun", "ses", "resend")
+FORGET_TOKENS_EVERY = 3600.0  # seconds between two removals of the webhook tokens past their provider's window
 
 
 def routes(site: Site) -> list[Route]:
     store = site.store
-    replays = RecentTokens()
+
+    async def forget_webhook_tokens() -> None:
+        """The tokens no provider would let through any more go (several servers may: the second finds none)."""
+        await asyncio.to_thread(store.forget_webhook_tokens, now())
+
+    site.periodic.append((FORGET_TOKENS_EVERY, forget_webhook_tokens))
 
     async def webhook(request: Request) -> Response:
         provider = request.path_params["provider"]
@@ -35,12 +49,9 @@ def routes(site: Site) -> list[Route]:
         secret = os.environ.get(f"NEWSLETTER_WEBHOOK_SECRET_{provider.upper()}", "")
         module = importlib.import_module(f"newsletter.transports.{provider}")
         verify, parse = getattr(module, "verify_webhook", None), getattr(module, "parse_webhook", None)
-        # Mailgun signs a timestamp and a token, not the event: a token seen before is a replay.
-        token_of = getattr(module, "webhook_token", None)
-        options = {"seen_tokens": replays.recent()} if token_of is not None else {}
         # In a thread: verifying may fetch a certificate the first time (Amazon SNS).
         verified = bool(secret) and verify is not None and parse is not None
-        if not verified or not await asyncio.to_thread(verify, request.headers, body, secret, **options):
+        if not verified or not await asyncio.to_thread(verify, request.headers, body, secret):
             log.info("POST /webhooks/%s refused", provider)
             return PlainTextResponse("unauthorized", status_code=401)
         confirm = getattr(module, "subscription_confirmation_url", None)
@@ -52,12 +63,19 @@ def routes(site: Site) -> list[Route]:
             events = parse(body, request.headers)
         except ValueError as exc:
             return PlainTextResponse(f"malformed payload: {exc}", status_code=400)
-        changed = 0
-        for event in events:
-            detail = {"provider": provider, "detail": event.detail, "provider_id": event.provider_id}
-            changed += await asyncio.to_thread(store.apply_event, event.kind, event.email, event.key, "webhook", detail)
-        if token_of is not None and (token := token_of(body)):
-            replays.add(token)  # remembered once recorded, so that a retry after a failure still gets through
+        # Mailgun signs a timestamp and a token, not the event: a token acted on before is a replay.
+        token_of = getattr(module, "webhook_token", None)
+        token = token_of(body) if token_of is not None else None
+        keep = dt.timedelta(seconds=getattr(module, "WEBHOOK_TOKEN_KEPT", 0))
+        reports = [(event.kind, event.email, event.key,
+                    {"provider": provider, "detail": event.detail, "provider_id": event.provider_id})
+                   for event in events]  # fmt: skip
+        changed = None
+        if token_of is None or token is not None:
+            changed = await asyncio.to_thread(store.apply_webhook, provider, token, reports, keep=keep)
+        if changed is None:
+            log.info("POST /webhooks/%s refused: its token was used before", provider)
+            return PlainTextResponse("unauthorized", status_code=401)
         log.info("POST /webhooks/%s: %d events, %d memberships changed", provider, len(events), changed)
         return JSONResponse({"events": len(events), "changed": changed})
 

@@ -405,6 +405,14 @@ class SignupRequest:
 
 
 @dataclass(frozen=True)
+class AskedSignup:
+    """A sign-up request recorded, whose confirmation email is to go: to whom, and the request its link confirms."""
+
+    subscriber_id: int
+    request_id: int  # the request's signup-requested event
+
+
+@dataclass(frozen=True)
 class UnsentConfirmation:
     """A sign-up whose confirmation email never went."""
 
@@ -413,6 +421,7 @@ class UnsentConfirmation:
     list_slug: str
     email: str
     name: str | None
+    request_id: int  # the request its link confirms
 
 
 @dataclass(frozen=True)
@@ -640,9 +649,9 @@ class Store:
 
     def request_signups(
         self, connection: Connection, requests: Sequence[SignupRequest], *, every: dt.timedelta
-    ) -> list[int | None]:
+    ) -> list[AskedSignup | None]:
         """Sign-ups through a form, in the caller's transaction; for each, the subscriber to send a confirmation
-        to, or None to send nothing.
+        to and the request it confirms, or None to send nothing.
 
         A new address becomes a pending (unconfirmed) member; whoever left or was erased stays as they are until
         they confirm. Nothing is sent to a member already subscribed, to a bounced or complained address, or when
@@ -667,13 +676,13 @@ class Store:
             if (subscriber_id, list_id) in wanted
         }
         asked = {tuple(pair) for pair in _ASKED_SINCE(connection, people, at - every)}
-        results: list[int | None] = []
+        chosen: list[tuple[int, int] | None] = []
         joined, logged = [], []
         for request in requests:
             subscriber_id = ids[request.email.lower()]
             pair = (subscriber_id, request.list_id)
             if statuses.get(pair) in (SUBSCRIBED, BOUNCED, COMPLAINED) or pair in asked:
-                results.append(None)
+                chosen.append(None)
                 continue
             if pair not in statuses:
                 statuses[pair] = UNCONFIRMED
@@ -681,17 +690,28 @@ class Store:
             asked.add(pair)  # a second request in the same group sends nothing more
             logged.append((at, subscriber_id, request.list_id, "signup-requested", "form",
                            {**request.detail, "name": request.name}))  # fmt: skip
-            results.append(subscriber_id)
+            chosen.append(pair)
         if joined:
             _INSERT_MEMBERSHIPS(connection, joined)
-        if logged:
-            _LOG_EVENTS(connection, logged)
-        return results
+        if not logged:
+            return [None] * len(requests)
+        _LOG_EVENTS(connection, logged)
+        # The requests' ids, for their links: the rows stamped with this group's instant (one per person and list).
+        requesting = sorted({pair[0] for pair in chosen if pair})
+        request_ids = {(row.subscriber_id, row.list_id): row.id
+                       for row in connection.execute(_REQUESTED_AT, {"k_ids": requesting, "k_at": at})}  # fmt: skip
+        return [AskedSignup(pair[0], request_ids[pair]) if pair else None for pair in chosen]
 
-    def confirm_signup(self, connection: Connection, subscriber_id: int, list_id: int, detail: dict) -> str | None:
-        """The person confirmed by their link: subscribe them (consent recorded), idempotently.
+    def _confirming(
+        self, connection: Connection, subscriber_id: int, list_id: int, request_id: int | None
+    ) -> tuple[sa.Row, dict, bool] | None:
+        """What a confirmation link for sign-up request `request_id` may do: (the membership's status, address and
+        name; the request's detail; whether that request is confirmed already), or None when it may do nothing.
 
-        Returns their address, or None when the link cannot subscribe (no request, bounced, complained, gone).
+        A link confirms its own request, once that request is the person's latest for the list and nothing has
+        changed the membership since, but that request's own confirmation: a later request, an unsubscribe, a
+        bounce, a complaint, an import, a purge or an erasure make it void. request_id None: a link made before
+        links named their request, taken for the latest request on the same terms.
         """
         row = connection.execute(
             sa.select(memberships.c.status, subscribers.c.email, subscribers.c.name)
@@ -700,17 +720,48 @@ class Store:
         ).first()
         if row is None or row.status in (BOUNCED, COMPLAINED):
             return None
-        if row.status == SUBSCRIBED:
-            return row.email
-        requested = connection.execute(
-            sa.select(events.c.detail)
+        latest = connection.execute(
+            sa.select(events.c.id, events.c.detail)
             .where(events.c.subscriber_id == subscriber_id, events.c.list_id == list_id,
                    events.c.kind == "signup-requested")
             .order_by(events.c.id.desc())
             .limit(1)
-        ).scalar()  # fmt: skip
-        if requested is None:
-            return None  # an unsubscribed member who never asked through a form: only undo brings them back
+        ).first()  # fmt: skip
+        if latest is None or request_id not in (None, latest.id):
+            return None  # another request's link, or one who never asked through a form: only undo brings them back
+        since = connection.execute(
+            sa.select(events.c.kind, events.c.source)
+            .where(events.c.subscriber_id == subscriber_id, events.c.list_id == list_id,
+                   events.c.kind.in_(STATUSES), events.c.id > latest.id)
+            .order_by(events.c.id)
+        ).all()  # fmt: skip
+        if not since:
+            return row, latest.detail, row.status == SUBSCRIBED
+        if [tuple(change) for change in since] == [(SUBSCRIBED, "double-opt-in")] and row.status == SUBSCRIBED:
+            return row, latest.detail, True  # confirmed by this request's link, and nothing since: done
+        return None
+
+    def confirmable(self, subscriber_id: int, list_id: int, request_id: int | None) -> str | None:
+        """The address a confirmation link for this request would subscribe (or has), or None if it may not."""
+        with self.engine.connect() as connection:
+            found = self._confirming(connection, subscriber_id, list_id, request_id)
+        return found[0].email if found else None
+
+    def confirm_signup(
+        self, connection: Connection, subscriber_id: int, list_id: int, detail: dict, *, request_id: int | None
+    ) -> str | None:
+        """The person confirmed by the link of sign-up request `request_id`: subscribe them (consent recorded),
+        idempotently, as long as _confirming lets that link (its own request, nothing changed since).
+
+        Returns their address, or None when the link cannot subscribe (another request's, unsubscribed since,
+        bounced, complained, gone).
+        """
+        found = self._confirming(connection, subscriber_id, list_id, request_id)
+        if found is None:
+            return None
+        row, requested, done = found
+        if done:
+            return row.email
         consent = {"requested": requested, "confirmed": detail}
         self.set_status(connection, subscriber_id, list_id, SUBSCRIBED, "double-opt-in", consent)
         if not row.name and requested.get("name"):
@@ -747,7 +798,8 @@ class Store:
                 connection.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('newsletter-unsent-confirmations'))")
             done = sa.alias(events, "done")
             rows = connection.execute(
-                sa.select(events.c.subscriber_id, events.c.list_id, events.c.detail, lists.c.slug, subscribers.c.email)
+                sa.select(events.c.id, events.c.subscriber_id, events.c.list_id, events.c.detail, lists.c.slug,
+                          subscribers.c.email)
                 .join(memberships, sa.and_(memberships.c.subscriber_id == events.c.subscriber_id,
                                            memberships.c.list_id == events.c.list_id))
                 .join(subscribers, subscribers.c.id == events.c.subscriber_id)
@@ -766,8 +818,8 @@ class Store:
             latest = {
                 (row.subscriber_id, row.list_id): row for row in rows if (row.subscriber_id, row.list_id) not in skip
             }
-            unsent = [UnsentConfirmation(row.subscriber_id, row.list_id, row.slug, row.email, row.detail.get("name"))
-                      for row in latest.values()]  # fmt: skip
+            unsent = [UnsentConfirmation(row.subscriber_id, row.list_id, row.slug, row.email, row.detail.get("name"),
+                                         row.id) for row in latest.values()]  # fmt: skip
             _LOG_EVENTS(connection, [(claimed_at, u.subscriber_id, u.list_id, "confirmation-claimed", "serve", {})
                                      for u in unsent])  # fmt: skip
         return claimed_at, unsent
@@ -1795,6 +1847,11 @@ _STATUSES = _Lookup("SELECT subscriber_id, list_id, status FROM memberships WHER
 _ASKED_SINCE = _Lookup(
     "SELECT DISTINCT subscriber_id, list_id FROM events "
     "WHERE kind = 'signup-requested' AND at > {p} AND subscriber_id IN ({values})"
+)
+_REQUESTED_AT = sa.select(events.c.id, events.c.subscriber_id, events.c.list_id).where(
+    _Among(events.c.subscriber_id, "k_ids"),
+    events.c.kind == "signup-requested",
+    events.c.at == sa.bindparam("k_at", type_=_TIME),
 )
 # What this batch inserted: the rows stamped with its instant (another writer's have theirs).
 _INSERTED_IDS = sa.select(subscribers.c.email_key, subscribers.c.id).where(

@@ -1,6 +1,8 @@
 """Signed tokens: a URL-safe value naming a subscriber and a list, that only the key can make. Unsubscribe
 links carry one; a sign-up's confirmation link another kind (its own MAC domain), which also says when it was
-issued and expires.
+issued (it expires) and which sign-up request it confirms (its event's id: the store lets a link confirm its own
+request only, and never after the membership changed since). Confirmation links made before they named their
+request (subscriber, minute, list) still verify, with no request: the store takes them for the latest one.
 
 token = base64url("<subscriber id>.<list slug>") "." base64url(first 16 bytes of HMAC-SHA256(key, payload))
 
@@ -25,14 +27,25 @@ import hashlib
 import hmac
 import os
 import re
+from typing import NamedTuple
 
 from newsletter.errors import ConfigError
 
 _DOMAIN = b"newsletter-unsubscribe-v1:"  # separates these MACs from any other use of the key
 _CONFIRM_DOMAIN = b"newsletter-confirm-v1:"  # a confirmation link is never an unsubscribe link, nor the reverse
 _PAYLOAD = re.compile(r"(0|[1-9][0-9]*)\.(.+)", re.DOTALL)
-_CONFIRMATION = re.compile(r"([1-9][0-9]*)\.(0|[1-9][0-9]*)\.([a-z0-9][a-z0-9-]*)")
+# subscriber . minute issued . request . list slug; without the request in links made before they named it (a
+# slug has no dot: the two never read as each other)
+_CONFIRMATION = re.compile(r"([1-9][0-9]*)\.(0|[1-9][0-9]*)\.(?:([1-9][0-9]*)\.)?([a-z0-9][a-z0-9-]*)")
 MIN_KEY_LENGTH = 16
+
+
+class Confirming(NamedTuple):
+    """What a genuine confirmation token names."""
+
+    subscriber_id: int
+    list_slug: str
+    request_id: int | None  # the sign-up request it confirms; None in links made before they named it
 
 
 def _b64(data: bytes) -> str:
@@ -102,13 +115,14 @@ class TokenSigner:
             return None
         return int(match.group(1)), match.group(2)
 
-    def sign_confirmation(self, subscriber_id: int, list_slug: str, at: dt.datetime) -> str:
-        """A sign-up's confirmation link: the person, the list, and when it was issued (it expires)."""
+    def sign_confirmation(self, subscriber_id: int, list_slug: str, request_id: int, at: dt.datetime) -> str:
+        """A sign-up's confirmation link: the person, the list, the request it confirms, and when it was issued
+        (it expires)."""
         minute = int(at.timestamp() // 60)
-        return self._seal(f"{subscriber_id}.{minute}.{list_slug}".encode(), _CONFIRM_DOMAIN)
+        return self._seal(f"{subscriber_id}.{minute}.{request_id}.{list_slug}".encode(), _CONFIRM_DOMAIN)
 
-    def verify_confirmation(self, token: str, at: dt.datetime, *, valid: dt.timedelta) -> tuple[int, str] | None:
-        """(subscriber id, list slug) of a genuine confirmation token issued less than `valid` before `at`."""
+    def verify_confirmation(self, token: str, at: dt.datetime, *, valid: dt.timedelta) -> Confirming | None:
+        """What a genuine confirmation token issued less than `valid` before `at` names; None for anything else."""
         text = self._open(token, _CONFIRM_DOMAIN)
         match = _CONFIRMATION.fullmatch(text) if text is not None else None
         if match is None:
@@ -116,4 +130,5 @@ class TokenSigner:
         issued = dt.datetime.fromtimestamp(int(match.group(2)) * 60, dt.UTC)
         if not issued - dt.timedelta(minutes=1) <= at <= issued + valid:
             return None
-        return int(match.group(1)), match.group(3)
+        request = match.group(3)
+        return Confirming(int(match.group(1)), match.group(4), int(request) if request else None)

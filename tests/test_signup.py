@@ -183,11 +183,14 @@ def test_forged_tampered_and_expired_confirmation_links_get_the_same_400(site):
     assert reference.status_code == 400 and "expiré" in html.unescape(reference.text)
     subscriber = store.person("nouvelle@example.org")
     signer = TokenSigner(SECRET)
-    old = signer.sign_confirmation(_id(store, "nouvelle@example.org"), "alliances",
+    request_id = signer.verify_confirmation(token, dt.datetime.now(dt.UTC), valid=dt.timedelta(days=7)).request_id
+    old = signer.sign_confirmation(_id(store, "nouvelle@example.org"), "alliances", request_id,
                                    dt.datetime.now(dt.UTC) - dt.timedelta(days=7, minutes=2))  # fmt: skip
     unsubscribe_token = signer.sign(_id(store, "nouvelle@example.org"), "alliances")  # another kind of token
-    for bad in (old, unsubscribe_token, TokenSigner("another-key-of-enough-length").sign_confirmation(1, "alliances",
-                dt.datetime.now(dt.UTC))):  # fmt: skip
+    another_request = signer.sign_confirmation(_id(store, "nouvelle@example.org"), "alliances", request_id + 1,
+                                               dt.datetime.now(dt.UTC))  # fmt: skip
+    for bad in (old, unsubscribe_token, another_request, TokenSigner("another-key-of-enough-length")
+                .sign_confirmation(1, "alliances", request_id, dt.datetime.now(dt.UTC))):  # fmt: skip
         answer = httpx.post(f"{base}/confirm/{bad}")
         assert (answer.status_code, answer.text) == (400, reference.text)
     changes = set(one_character_changes(token)) - {token}
@@ -215,7 +218,7 @@ def test_a_hundred_sign_ups_at_once(site):
     for received in sink.received:  # sent in batches: each link is its own recipient's
         (link,) = confirmation_links(sink, received.recipients[0])
         found = signer.verify_confirmation(link.rsplit("/", 1)[1], dt.datetime.now(dt.UTC), valid=dt.timedelta(1))
-        assert found == (ids[received.recipients[0]], "alliances")
+        assert found[:2] == (ids[received.recipients[0]], "alliances") and found.request_id is not None
 
 
 def test_a_refused_confirmation_fails_alone_and_a_dead_mail_server_loses_no_sign_up(workspace, monkeypatch, caplog):  # noqa: F811
@@ -271,8 +274,10 @@ def test_one_confirmation_per_window_and_another_once_it_has_passed(database_url
     assert ask() == [None, None]  # again within ten minutes: nothing
     with store.transaction() as connection:  # the request as if made eleven minutes ago
         connection.execute(events.update().values(at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=11)))
-    assert ask() == [first[0], None]  # the window has passed: one more
-    assert ask(every=dt.timedelta(0)) == [first[0], None]
+    again = ask()
+    assert again[0].subscriber_id == first[0].subscriber_id and again[1] is None  # the window has passed: one more
+    assert again[0].request_id > first[0].request_id  # its own request, which its link confirms
+    assert [a and a.subscriber_id for a in ask(every=dt.timedelta(0))] == [first[0].subscriber_id, None]
     store.close()
 
 
@@ -490,14 +495,14 @@ def test_unsent_confirmations_are_claimed_once_handed_back_and_never_sent_twice(
     def ask(*names: str) -> dict[str, int]:
         requests = [SignupRequest(list_id, f"{n}@example.org", None, {"name": n.title()}) for n in names]
         with store.transaction() as connection:
-            ids = store.request_signups(connection, requests, every=dt.timedelta(0))
-        return dict(zip(names, ids, strict=True))
+            asked = store.request_signups(connection, requests, every=dt.timedelta(0))
+        return {name: a.subscriber_id for name, a in zip(names, asked, strict=True)}
 
     ids = ask(*people)
     with store.transaction() as connection:
         store.confirmations_done(connection, [(ids["envoyee"], list_id, None), (ids["refusee"], list_id, "550 non"),
                                               (ids["revenue"], list_id, None)])  # fmt: skip
-        store.confirm_signup(connection, ids["confirmee"], list_id, {})
+        store.confirm_signup(connection, ids["confirmee"], list_id, {}, request_id=None)
     ask("revenue")  # asked again after their confirmation went: this request's has not
 
     def unsent(skip=()) -> tuple[dt.datetime, list[str]]:
@@ -588,7 +593,7 @@ def test_serve_removes_the_sign_ups_never_confirmed_when_newsletter_toml_asks(wo
     with store.transaction() as connection:
         list_id = store.ensure_list(connection, "alliances")
         requests = [SignupRequest(list_id, f"{n}@example.org", None, {}) for n in ("oubliee", "attendue")]
-        old, _ = store.request_signups(connection, requests, every=dt.timedelta(0))
+        old = store.request_signups(connection, requests, every=dt.timedelta(0))[0].subscriber_id
         eight_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=8)
         connection.execute(events.update().where(events.c.subscriber_id == old).values(at=eight_days_ago))
         connection.execute(memberships.update().where(memberships.c.subscriber_id == old)
@@ -608,3 +613,69 @@ def test_purge_pending_after_must_be_a_duration(workspace):  # noqa: F811
     config.write_text(config.read_text() + '\n[serve]\npurge_pending_after = "une semaine"\n')
     result = run("subscribers", "pending", "--list", "alliances")
     assert result.exit_code != 0 and "purge_pending_after" in result.output and "une semaine" in result.output
+
+
+def age_requests(store, email: str, minutes: int) -> None:
+    """Move a person's events `minutes` into the past, as if that much time had gone by (no sleeping)."""
+    with store.transaction() as connection:
+        rows = connection.execute(
+            sa.select(events.c.id, events.c.at).join(subscribers, subscribers.c.id == events.c.subscriber_id)
+            .where(subscribers.c.email_key == email)
+        ).all()  # fmt: skip
+        for row in rows:
+            at = row.at if row.at.tzinfo else row.at.replace(tzinfo=dt.UTC)
+            connection.execute(
+                events.update().where(events.c.id == row.id).values(at=at - dt.timedelta(minutes=minutes))
+            )
+
+
+def test_a_confirmation_link_never_subscribes_again_after_an_unsubscribe(site):
+    """Confirm, leave by one-click, then the same confirmation link again: still unsubscribed, the invalid page."""
+    base, store, sink = site
+    sign_up(base, "partante@example.org")
+    wait_for_mail(sink, 1)
+    (link,) = confirmation_links(sink, "partante@example.org")
+    assert httpx.post(link).status_code == 200 and status(store, "partante@example.org") == "subscribed"
+    again = httpx.post(link)  # twice, nothing changed since: the same "done" page
+    assert again.status_code == 200 and "recevra Le bulletin des Alliances" in html.unescape(again.text)
+    unsubscribe = TokenSigner(SECRET).sign(_id(store, "partante@example.org"), "alliances")
+    left = httpx.post(f"{base}/u/{unsubscribe}", content=b"List-Unsubscribe=One-Click",
+                      headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert left.status_code == 200 and status(store, "partante@example.org") == "unsubscribed"
+    reference = httpx.post(f"{base}/confirm/garbage")
+    for answer in (httpx.post(link), httpx.get(link)):
+        assert (answer.status_code, answer.text) == (400, reference.text)
+    assert status(store, "partante@example.org") == "unsubscribed"
+    assert events_of(store, "partante@example.org").count("subscribed") == 1
+
+
+def test_a_confirmation_link_confirms_its_own_request_only(site):
+    """A second request (once the limit allows it) brings a second link; the first one no longer confirms."""
+    base, store, sink = site
+    sign_up(base, "deux-fois@example.org")
+    wait_for_mail(sink, 1)
+    age_requests(store, "deux-fois@example.org", 11)
+    sign_up(base, "deux-fois@example.org")
+    wait_for_mail(sink, 2)
+    first, second = confirmation_links(sink, "deux-fois@example.org")
+    assert httpx.post(first).status_code == 400 and status(store, "deux-fois@example.org") == "pending"
+    assert httpx.post(second).status_code == 200 and status(store, "deux-fois@example.org") == "subscribed"
+
+
+def test_a_link_sent_before_links_named_their_request_confirms_only_a_sign_up_still_waiting(site):
+    """Links in the emails of the version before (subscriber, minute and list, no request) still confirm the
+    latest request while nothing has changed since it, never once the person confirmed and left."""
+    from newsletter.tokens import _CONFIRM_DOMAIN
+
+    base, store, sink = site
+    sign_up(base, "ancien-lien@example.org")
+    wait_for_mail(sink, 1)
+    minute = int(dt.datetime.now(dt.UTC).timestamp() // 60)
+    payload = f"{_id(store, 'ancien-lien@example.org')}.{minute}.alliances".encode()
+    old = f"{base}/confirm/{TokenSigner(SECRET)._seal(payload, _CONFIRM_DOMAIN)}"
+    assert httpx.get(old).status_code == 200
+    assert httpx.post(old).status_code == 200 and status(store, "ancien-lien@example.org") == "subscribed"
+    assert httpx.post(old).status_code == 200  # idempotent
+    unsubscribe = TokenSigner(SECRET).sign(_id(store, "ancien-lien@example.org"), "alliances")
+    assert httpx.post(f"{base}/u/{unsubscribe}", content=b"List-Unsubscribe=One-Click").status_code == 200
+    assert httpx.post(old).status_code == 400 and status(store, "ancien-lien@example.org") == "unsubscribed"

@@ -79,3 +79,21 @@ def test_only_the_canonical_spelling_verifies(subscriber_id, slug):
     accepted = [t for t in changes if signer.verify(t) is not None]
     assert accepted == []
     assert signer.verify(token) == (subscriber_id, slug)
+
+
+def test_a_confirmation_token_names_its_request_and_older_ones_still_verify_without():
+    """A confirmation link carries the sign-up request it confirms; one made before links did (subscriber,
+    minute, list) reads with no request, and neither reads as the other or as an unsubscribe token."""
+    import datetime as dt
+
+    from newsletter.tokens import _CONFIRM_DOMAIN
+
+    signer, at, week = TokenSigner(KEY), dt.datetime.now(dt.UTC), dt.timedelta(days=7)
+    token = signer.sign_confirmation(42, "2024", 7, at)  # a slug of digits too
+    assert signer.verify_confirmation(token, at, valid=week) == (42, "2024", 7)
+    minute = int(at.timestamp() // 60)
+    older = signer._seal(f"42.{minute}.2024".encode(), _CONFIRM_DOMAIN)
+    assert signer.verify_confirmation(older, at, valid=week) == (42, "2024", None)
+    assert signer.verify(token) is None and signer.verify_confirmation(signer.sign(42, "2024"), at, valid=week) is None
+    for bad in (f"42.{minute}.0.2024", f"42.{minute}.7.", f"42.{minute}.7.8.2024", f"42.{minute}..2024"):
+        assert signer.verify_confirmation(signer._seal(bad.encode(), _CONFIRM_DOMAIN), at, valid=week) is None

@@ -41,6 +41,7 @@ class Confirmation:
     slug: str
     list_id: int
     subscriber_id: int
+    request_id: int  # the sign-up request its link confirms
     email: str
     name: str
     base: str
@@ -100,7 +101,7 @@ class ConfirmationMail:
         at = now()
         built, results = [], {}
         for c in batch:
-            token = self.site.signer.sign_confirmation(c.subscriber_id, c.slug, at)
+            token = self.site.signer.sign_confirmation(c.subscriber_id, c.slug, c.request_id, at)
             try:
                 message = self.notice(c.slug).build(c.email, c.name or None,
                                                     f"{c.subscriber_id}-{c.slug}-{int(at.timestamp())}",
@@ -134,7 +135,8 @@ class ConfirmationMail:
         if not unsent:
             return
         log.info("sending %d confirmations that had not gone", len(unsent))
-        batch = [Confirmation(u.list_slug, u.list_id, u.subscriber_id, u.email, u.name or "", base) for u in unsent]
+        batch = [Confirmation(u.list_slug, u.list_id, u.subscriber_id, u.request_id, u.email, u.name or "", base)
+                 for u in unsent]  # fmt: skip
         results, size = [], self._max_batch()
         for start in range(0, len(batch), size):
             results += await self._send(batch[start : start + size])

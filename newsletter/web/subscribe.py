@@ -7,8 +7,10 @@
                               ten minutes per address and list; none past the block's limit); a malformed
                               address gets a 400 page; a filled honeypot the 200 page and nothing else
     GET  /confirm/{token}     a page with one button: mail scanners open links, so a GET never subscribes
-    POST /confirm/{token}     subscribes, idempotently, recording the consent; anything forged, expired or
-                              retired gets the same 400 page as a bad unsubscribe link
+    POST /confirm/{token}     subscribes, idempotently, recording the consent; a link confirms its own request,
+                              never once a later one was made or the membership changed since (an unsubscribe,
+                              a bounce); that, and anything forged, expired or retired, gets the same 400 page
+                              as a bad unsubscribe link
 A list is open when newsletter.toml says `[lists.SLUG] subscribe = true`; any other answers 404.
 The consent record is the request's event (what was shown, the page, the user agent, a keyed hash of the IP)
 and its confirmation's; the address itself is the only thing stored before the person confirms.
@@ -173,31 +175,34 @@ def routes(site: Site) -> list[Route]:
             )
             site.forget_list(slug)
             mailing_list = await site.list_named(slug)
-        subscriber_id = await site.writer.signup(SignupRequest(mailing_list.id, address, name or None, detail))
-        if subscriber_id is not None:
-            mail.later(Confirmation(slug, mailing_list.id, subscriber_id, address, name, mail.base_url(request)))
+        asked = await site.writer.signup(SignupRequest(mailing_list.id, address, name or None, detail))
+        if asked is not None:
+            mail.later(Confirmation(slug, mailing_list.id, asked.subscriber_id, asked.request_id, address, name,
+                                    mail.base_url(request)))  # fmt: skip
         return form_page(request, slug, "sent")
 
     async def confirmation(request: Request) -> Response:
+        """A link confirms its own request, and only while nothing changed since (store._confirming): the same
+        link again right after says done; after an unsubscribe, a later request or a purge it is invalid."""
         found = site.signer.verify_confirmation(request.path_params["token"], now(), valid=CONFIRM_VALID)
-        mailing_list = await site.list_named(found[1]) if found else None
-        membership = await asyncio.to_thread(store.membership, *found) if found and mailing_list else None
-        if found is None or membership is None:
+        mailing_list = await site.list_named(found.list_slug) if found else None
+        if found is None or mailing_list is None:
             return site.invalid(request, "confirm_invalid")
-        slug = found[1]
-        values = {"email": mask(membership[1]), "list": title(slug)}
+        slug, subscriber_id, request_id = found.list_slug, found.subscriber_id, found.request_id
         if request.method == "GET":
-            return site.pages.render("confirm.html.j2", lang(slug), state="ask", **values)
+            address = await asyncio.to_thread(store.confirmable, subscriber_id, mailing_list.id, request_id)
+            if address is None:
+                return site.invalid(request, "confirm_invalid")
+            return site.pages.render("confirm.html.j2", lang(slug), state="ask", email=mask(address), list=title(slug))
         if await read_body(request, MAX_BODY) is None:
             return PlainTextResponse("request body too large", status_code=413)
         detail = {"user_agent": header(request, b"user-agent")[:300], "ip_hash": ip_hash(request)}
-        address = await site.writer.run(
-            lambda connection: store.confirm_signup(connection, found[0], mailing_list.id, detail)
-        )
+        address = await site.writer.run(lambda connection: store.confirm_signup(
+            connection, subscriber_id, mailing_list.id, detail, request_id=request_id))  # fmt: skip
         if address is None:
             return site.invalid(request, "confirm_invalid")
         log.debug("POST /confirm: %s confirmed", slug)
-        return site.pages.render("confirm.html.j2", lang(slug), state="done", **values)
+        return site.pages.render("confirm.html.j2", lang(slug), state="done", email=mask(address), list=title(slug))
 
     return [
         Route("/subscribe/{list}", form, methods=["GET"]),

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from sqlalchemy.engine import Connection
 
-from newsletter.store import ChangeResult, SignupRequest, StatusChange, Store
+from newsletter.store import AskedSignup, ChangeResult, SignupRequest, StatusChange, Store
 
 log = logging.getLogger("newsletter.web")
 MAX_GROUP = 500  # writes in one transaction at most
@@ -43,8 +43,9 @@ class GroupWriter:
         """Record one click's change in the next group (batched with the others); return once committed."""
         return await self.run(change)  # type: ignore[arg-type]
 
-    async def signup(self, request: SignupRequest) -> int | None:
-        """Record one sign-up in the next group (batched); the subscriber to confirm, or None to send nothing."""
+    async def signup(self, request: SignupRequest) -> AskedSignup | None:
+        """Record one sign-up in the next group (batched); whom to confirm and which request, or None to send
+        nothing."""
         return await self.run(request)  # type: ignore[arg-type]
 
     async def run(self, write: Callable[[Connection], T]) -> T:

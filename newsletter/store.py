@@ -24,6 +24,7 @@ import hashlib
 import heapq
 import itertools
 import json
+import logging
 import os
 import re
 import threading
@@ -48,6 +49,7 @@ SCHEDULED, RUNNING, PAUSED, FINISHED, CANCELLED, EXPIRED = (
 )  # fmt: skip
 CAMPAIGN_STATUSES = (SCHEDULED, RUNNING, PAUSED, FINISHED, CANCELLED, EXPIRED)
 DEFAULT_DATABASE = "subscribers/newsletter.db"
+log = logging.getLogger("newsletter.store")
 LIST_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")
 IMPORT_CACHE_KB = 16_384  # SQLite's page cache for an import's connection (its default is 2 MB)
 
@@ -654,11 +656,16 @@ class Store:
         to and the request it confirms, or None to send nothing.
 
         A new address becomes a pending (unconfirmed) member; whoever left or was erased stays as they are until
-        they confirm. Nothing is sent to a member already subscribed, to a bounced or complained address, or when
-        a confirmation went to this address for this list less than `every` ago. Each request is an event
-        (signup-requested) holding what the person saw and agreed to; its confirmation copies it. A handful of
-        statements serve the whole group; the subscribers' rows are locked (FOR UPDATE on PostgreSQL), so that two
-        servers never both send to one address.
+        they confirm. Nothing is sent to a member already subscribed, to a bounced or complained address, or past
+        the address's limit, which counts its confirmations across every list, so that nobody's address can be
+        made to receive them by the dozen from the open lists: with n requests of this address in the last day
+        (SIGNUPS_COUNTED), the next needs every · 2^(n-1) since the latest (10 minutes, then 20, 40, 80…: at
+        most 8 in any day, about 6 a day for good). A request held back leaves no trace (the person may ask again
+        later) and is counted in the log, never named. Each request is an event (signup-requested) holding what
+        the person saw and agreed to; its confirmation copies it; and those events are what the limit counts, so
+        that it holds across processes, restarts and servers. A handful of statements serve the whole group; the
+        subscribers' rows are locked (FOR UPDATE on PostgreSQL), so that two servers never both send to one
+        address, nor both count without the other.
         """
         at = now()
         keys = list({r.email.lower() for r in requests})
@@ -675,22 +682,31 @@ class Store:
             for subscriber_id, list_id, status in _STATUSES(connection, people)
             if (subscriber_id, list_id) in wanted
         }
-        asked = {tuple(pair) for pair in _ASKED_SINCE(connection, people, at - every)}
+        found = connection.execute(_ASKED_SINCE, {"k_ids": people, "k_since": at - SIGNUPS_COUNTED})
+        asked = {row.subscriber_id: (row.count, _aware(row.latest)) for row in found}
         chosen: list[tuple[int, int] | None] = []
-        joined, logged = [], []
+        joined, logged, held, in_group = [], [], 0, set()
         for request in requests:
             subscriber_id = ids[request.email.lower()]
             pair = (subscriber_id, request.list_id)
-            if statuses.get(pair) in (SUBSCRIBED, BOUNCED, COMPLAINED) or pair in asked:
+            count, latest = asked.get(subscriber_id, (0, None))
+            if statuses.get(pair) in (SUBSCRIBED, BOUNCED, COMPLAINED) or pair in in_group:
+                chosen.append(None)  # nothing to confirm, or a second request in the same group
+                continue
+            if latest is not None and at - latest < every * 2 ** min(count - 1, 16):
+                held += 1
                 chosen.append(None)
                 continue
             if pair not in statuses:
                 statuses[pair] = UNCONFIRMED
                 joined.append((subscriber_id, request.list_id, UNCONFIRMED, at))
-            asked.add(pair)  # a second request in the same group sends nothing more
+            asked[subscriber_id] = (count + 1, at)
+            in_group.add(pair)
             logged.append((at, subscriber_id, request.list_id, "signup-requested", "form",
                            {**request.detail, "name": request.name}))  # fmt: skip
             chosen.append(pair)
+        if held:
+            log.info("sign-ups held back by their address's limit, no confirmation sent: %d", held)
         if joined:
             _INSERT_MEMBERSHIPS(connection, joined)
         if not logged:
@@ -1669,6 +1685,7 @@ class Store:
 
 _HOUR = dt.timedelta(hours=1)
 CLAIM_LEASE = dt.timedelta(minutes=10)  # a claimed confirmation still unsettled after this is found again
+SIGNUPS_COUNTED = dt.timedelta(days=1)  # an address's sign-up limit counts its requests of this long back
 # Built once, as the statements below: they run for every few messages, and building one costs more than running it.
 _CAMPAIGN_STATUS = sa.select(campaigns.c.status).where(campaigns.c.id == sa.bindparam("c_id"))
 _LOG_EVENT = events.insert().values(
@@ -1844,10 +1861,12 @@ _MEMBERSHIPS_AND_ADDRESSES = _Lookup(
 )
 _SUBSCRIBER_IDS = _Lookup("SELECT email_key, id FROM subscribers WHERE email_key IN ({values}){lock}")
 _STATUSES = _Lookup("SELECT subscriber_id, list_id, status FROM memberships WHERE subscriber_id IN ({values})")
-_ASKED_SINCE = _Lookup(
-    "SELECT DISTINCT subscriber_id, list_id FROM events "
-    "WHERE kind = 'signup-requested' AND at > {p} AND subscriber_id IN ({values})"
-)
+_ASKED_SINCE = (  # per person, their sign-up requests since k_since, on every list: how many, the latest when
+    sa.select(events.c.subscriber_id, sa.func.count().label("count"), sa.func.max(events.c.at).label("latest"))
+    .where(_Among(events.c.subscriber_id, "k_ids"), events.c.kind == "signup-requested",
+           events.c.at > sa.bindparam("k_since", type_=_TIME))
+    .group_by(events.c.subscriber_id)
+)  # fmt: skip
 _REQUESTED_AT = sa.select(events.c.id, events.c.subscriber_id, events.c.list_id).where(
     _Among(events.c.subscriber_id, "k_ids"),
     events.c.kind == "signup-requested",

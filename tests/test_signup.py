@@ -679,3 +679,60 @@ def test_a_link_sent_before_links_named_their_request_confirms_only_a_sign_up_st
     unsubscribe = TokenSigner(SECRET).sign(_id(store, "ancien-lien@example.org"), "alliances")
     assert httpx.post(f"{base}/u/{unsubscribe}", content=b"List-Unsubscribe=One-Click").status_code == 200
     assert httpx.post(old).status_code == 400 and status(store, "ancien-lien@example.org") == "unsubscribed"
+
+
+THREE_OPEN = OPEN + "\n[lists.evenements]\nsubscribe = true\n\n[lists.ateliers]\nsubscribe = true\n"
+
+
+def test_one_address_gets_one_confirmation_across_lists_then_fewer_and_fewer(workspace, monkeypatch, caplog):  # noqa: F811
+    """Signing one address up to every open list in a row sends one confirmation; the next needs ten minutes
+    since it, the one after twenty, whatever the list; the form's answer is the same every time; the log counts
+    the requests held back, never names them."""
+    caplog.set_level("INFO", logger="newsletter.store")
+    config = workspace / "newsletter.toml"
+    config.write_text(config.read_text() + THREE_OPEN)
+    with RunningSmtp(SmtpSink()) as mail:
+        monkeypatch.setenv("NEWSLETTER_TRANSPORT", mail.dsn())
+        ws = Workspace.discover(workspace)
+        store = open_store(ws)
+        with serving(create_app(ws, store, TokenSigner(SECRET))) as base:
+            ws.config.base_url = base
+
+            def ask(slug: str, email: str = "cible@example.org") -> httpx.Response:
+                answer = httpx.post(f"{base}/subscribe/{slug}", data={"email": email})
+                answers.append((slug, answer.status_code, answer.text))
+                return answer
+
+            def requested() -> list[str]:
+                return [
+                    e["list"] for e in store.person("cible@example.org")["events"] if e["kind"] == "signup-requested"
+                ]
+
+            answers: list[tuple[str, int, str]] = []
+            for slug in ("alliances", "evenements", "ateliers"):
+                ask(slug)
+            assert requested() == ["alliances"]
+            age_requests(store, "cible@example.org", 9)
+            ask("ateliers")
+            assert requested() == ["alliances"]  # nine minutes: too soon
+            age_requests(store, "cible@example.org", 2)
+            ask("evenements")
+            ask("ateliers")
+            assert requested() == ["alliances", "evenements"]  # ten minutes since the first: one more, not two
+            age_requests(store, "cible@example.org", 11)
+            ask("ateliers")
+            assert requested() == ["alliances", "evenements"]  # the third needs twenty minutes since the second
+            age_requests(store, "cible@example.org", 10)
+            ask("ateliers")
+            assert requested() == ["alliances", "evenements", "ateliers"]
+            wait_for_mail(mail.sink, 3)
+            wait_for(lambda: events_of(store, "cible@example.org").count("confirmation-sent") == 3, "recorded as sent")
+            references = {slug: ask(slug, f"autre-{slug}@example.org").text for slug in ("alliances", "evenements",
+                                                                                        "ateliers")}  # fmt: skip
+        store.close()
+    # whatever became of it, the same answer as a stranger's to that list: the form tells nothing
+    assert {(slug, code, text == references[slug]) for slug, code, text in answers} <= {
+        (slug, 200, True) for slug in references
+    }
+    assert sum(r.recipients == ["cible@example.org"] for r in mail.sink.received) == 3
+    assert "held back by their address's limit, no confirmation sent: 1" in caplog.text and "cible" not in caplog.text

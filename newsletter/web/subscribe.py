@@ -4,8 +4,9 @@
     POST /subscribe/{list}    for any well-formed address, the same page and status whatever the address's state,
                               so that the form tells nobody who is on a list; one confirmation email for a new or
                               returning address (none to a member, a bounce or a complaint; at most one in
-                              ten minutes per address and list; none past the block's limit); a malformed
-                              address gets a 400 page; a filled honeypot the 200 page and nothing else
+                              ten minutes per address across every list, then 20, 40… minutes apart; none
+                              past the block's limit); a malformed address gets a 400 page; a filled honeypot
+                              the 200 page and nothing else
     GET  /confirm/{token}     a page with one button: mail scanners open links, so a GET never subscribes
     POST /confirm/{token}     subscribes, idempotently, recording the consent; a link confirms its own request,
                               never once a later one was made or the membership changed since (an unsubscribe,

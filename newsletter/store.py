@@ -725,9 +725,9 @@ class Store:
         name; the request's detail; whether that request is confirmed already), or None when it may do nothing.
 
         A link confirms its own request, once that request is the person's latest for the list and nothing has
-        changed the membership since, but that request's own confirmation: a later request, an unsubscribe, a
-        bounce, a complaint, an import, a purge or an erasure make it void. request_id None: a link made before
-        links named their request, taken for the latest request on the same terms.
+        changed the membership since, but that request's own confirmation: a later request, an unsubscribe (and
+        a resubscribe), a bounce, a complaint, a purge or an erasure make it void. request_id None: a link made
+        before links named their request, taken for the latest request on the same terms.
         """
         row = connection.execute(
             sa.select(memberships.c.status, subscribers.c.email, subscribers.c.name)

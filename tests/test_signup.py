@@ -398,6 +398,41 @@ def test_an_address_block_past_its_limit_gets_the_same_page_and_no_email(workspa
     assert sorted(r.recipients[0] for r in mail.sink.received) == ["n0@example.org", "n1@example.org", "n2@example.org"]
 
 
+def test_serve_refuses_a_list_open_to_sign_up_without_base_url(workspace):  # noqa: F811
+    """Without base_url the confirmation links would come from the request's Host, which anyone writes: the app
+    refuses to start, and so does `newsletter serve`, in one line naming the setting."""
+    from newsletter.errors import ConfigError
+
+    config = workspace / "newsletter.toml"
+    config.write_text(config.read_text().replace('base_url = "https://bulletin.crdbsl.example"', "") + OPEN)
+    line = config.read_text().splitlines().index("subscribe = true") + 1
+    expected = f"newsletter.toml:{line}: [lists.alliances] subscribe = true needs base_url"
+    ws = Workspace.discover(workspace)
+    store = open_store(ws)
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        create_app(ws, store, TokenSigner(SECRET))
+    store.close()
+    port = RunningSmtp(SmtpSink()).port  # a free port
+    refused = subprocess.run(newsletter_command("serve", "--port", str(port)), cwd=workspace, env=environment(),
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert refused.returncode == 1 and refused.stderr.startswith(f"error: {expected}")
+    assert len(refused.stderr.splitlines()) == 1 and "NEWSLETTER_BASE_URL" in refused.stderr
+    assert refused.stdout == ""  # it never said it was serving
+
+
+def test_the_links_and_the_consent_record_come_from_base_url_never_from_host(site):
+    base, store, sink = site
+    forged = {"Host": "evil.example", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}
+    answer = httpx.post(f"{base}/subscribe/alliances", data={"email": "cible@example.org"}, headers=forged)
+    assert answer.status_code == 200
+    wait_for_mail(sink, 1)
+    (link,) = confirmation_links(sink, "cible@example.org")
+    assert link.startswith(f"{base}/confirm/")  # base_url, whatever the request said
+    (request,) = [e for e in store.person("cible@example.org")["events"] if e["kind"] == "signup-requested"]
+    assert request["detail"]["page"] == f"{base}/subscribe/alliances"  # no Referer: the page posted to
+    assert "evil" not in str(store.person("cible@example.org")) and "evil" not in answer.text
+
+
 def test_a_failed_write_fails_its_own_request_only(database_url, caplog):
     from newsletter.store import Store
     from newsletter.subscribers import add

@@ -203,6 +203,24 @@ def test_archive_feed_and_health(site):
     assert len(entries) == 1 and entries[0].find("{http://www.w3.org/2005/Atom}title").text.startswith("Retour")
 
 
+def test_the_feed_ids_come_from_newsletter_toml_never_from_host(workspace):  # noqa: F811
+    assert send_json("--no-dry-run")[0].exit_code == 0
+    ws = Workspace.discover(workspace)
+    store = open_store(ws)
+    feeds = {}
+    for base_url in ("https://bulletin.crdbsl.example", None):  # without base_url: ids from the publisher
+        ws.config.base_url = base_url
+        with serving(create_app(ws, store, TokenSigner(SECRET))) as base:
+            feeds[base_url] = [httpx.get(f"{base}/archive/feed.xml", headers={"Host": host, "X-Forwarded-Proto":
+                               "https"}).content for host in ("bulletin.crdbsl.example", "evil.example")]  # fmt: skip
+    store.close()
+    for base_url, (genuine, forged) in feeds.items():
+        assert genuine == forged and b"evil" not in forged, base_url
+        ids = [e.text for e in ElementTree.fromstring(forged).iter("{http://www.w3.org/2005/Atom}id")]
+        assert len(ids) == 2
+        assert all(i.startswith("https://bulletin.crdbsl.example/archive/" if base_url else "urn:uuid:") for i in ids)
+
+
 def test_a_scheduled_issue_is_not_in_the_archive_before_it_goes(site):
     base, store = site
     assert run("send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run", "--at", "2099-01-01T09:00Z").exit_code == 0

@@ -29,7 +29,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from newsletter.config import Config
+from newsletter.config import CONFIG_FILE, Config, toml_line
+from newsletter.errors import ConfigError
 from newsletter.sending import transport_dsn, transport_for
 from newsletter.store import ListRow, Store
 from newsletter.tokens import TokenSigner
@@ -103,9 +104,27 @@ class Site:
         return self.pages.render("invalid.html.j2", self.lang, status, message=message)
 
 
+def links_problem(config: Config) -> str | None:
+    """Why serve cannot mail links for this configuration: a list open to sign-up and no base_url. The links in a
+    confirmation email come from newsletter.toml only, never from a request's Host, which anyone can write."""
+    open_lists = [slug for slug, settings in config.lists.items() if settings.subscribe]
+    if config.base_url or not open_lists:
+        return None
+    file = config.file.read_text(encoding="utf-8") if config.file else ""
+    line = toml_line(file, ("lists", open_lists[0], "subscribe"))
+    return (
+        f"{CONFIG_FILE}{f':{line}' if line else ''}: [lists.{open_lists[0]}] subscribe = true needs base_url, the "
+        'public URL of `newsletter serve` its confirmation links point to: set base_url = "https://…" there (or '
+        "NEWSLETTER_BASE_URL)"
+    )
+
+
 def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starlette:
+    """The app; ConfigError when newsletter.toml asks for what it cannot do safely (see links_problem)."""
     from newsletter.web import archive, subscribe, unsubscribe, webhooks
 
+    if problem := links_problem(workspace.config):
+        raise ConfigError(problem)
     site = Site(workspace, store, signer, Pages(workspace.config, workspace.templates_dir))
 
     async def healthz(request: Request) -> Response:

@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import logging
 
-from starlette.datastructures import URL
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -44,13 +43,6 @@ log = logging.getLogger("newsletter.web")
 CONFIRM_VALID = dt.timedelta(days=7)
 SIGNUP_WINDOW = 3600.0  # [serve] signups_per_block counts in this window
 PURGE_EVERY = 3600.0  # seconds between two purges of the sign-ups never confirmed, when newsletter.toml asks
-
-
-@functools.lru_cache(maxsize=256)
-def _url(scheme: str, host: str, root_path: str, path: str, query: bytes, server: tuple | None) -> str:
-    scope = {"type": "http", "scheme": scheme, "root_path": root_path, "path": path, "query_string": query,
-             "server": server, "headers": [(b"host", host.encode("latin-1"))] if host else []}  # fmt: skip
-    return str(URL(scope=scope))
 
 
 def routes(site: Site) -> list[Route]:
@@ -94,13 +86,6 @@ def routes(site: Site) -> list[Route]:
                                    consent=consent(slug), action=path)  # fmt: skip
             rendered[key] = HTMLResponse(page, status_code=status)
         return rendered[key]
-
-    def form_url(request: Request) -> str:
-        """The address posted to, for a consent record whose request named no Referer page (as our own form's
-        do: its pages send none), made once per host and path."""
-        scope = request.scope
-        return _url(scope["scheme"], header(request, b"host"), scope.get("root_path", ""), scope["path"],
-                    scope["query_string"], scope.get("server"))  # fmt: skip
 
     async def form(request: Request) -> Response:
         slug = request.path_params["list"]
@@ -162,7 +147,8 @@ def routes(site: Site) -> list[Route]:
         name = " ".join(fields.get("name", "").split())[:300]
         detail = {
             "consent": consent(slug),
-            "page": header(request, b"referer")[:500] or form_url(request),
+            # the address posted to when the request names no page (our own form's send no Referer)
+            "page": header(request, b"referer")[:500] or f"{config.base_url}/subscribe/{slug}",
             "user_agent": header(request, b"user-agent")[:300],
             "ip_hash": ip_hash(request),
         }
@@ -175,7 +161,7 @@ def routes(site: Site) -> list[Route]:
             mailing_list = await site.list_named(slug)
         subscriber_id = await site.writer.signup(SignupRequest(mailing_list.id, address, name or None, detail))
         if subscriber_id is not None:
-            mail.later(Confirmation(slug, mailing_list.id, subscriber_id, address, name, mail.base_url(request)))
+            mail.later(Confirmation(slug, mailing_list.id, subscriber_id, address, name))
         return form_page(request, slug, "sent")
 
     async def confirmation(request: Request) -> Response:

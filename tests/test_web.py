@@ -174,6 +174,38 @@ def test_refusals_are_rate_limited_per_address_block_but_genuine_clicks_never(si
     assert httpx.post(f"{base}/u/{token_for(store, 'marie@example.org')}", content=GMAIL_BODY).status_code == 200
 
 
+def test_leave_takes_only_one_of_the_persons_lists_and_keeps_no_name_it_was_sent(workspace):  # noqa: F811
+    """action=leave with a list she is not on, or any text, is refused and changes nothing (before, it left the
+    token's list), and the names sent are kept nowhere: 300 POSTs of 15 KB names leave the caches as they were."""
+    import random
+    import string
+
+    from newsletter.subscribers import add
+
+    ws = Workspace.discover(workspace)
+    store = open_store(ws)
+    add(store, "evenements", "marie@example.org", None)
+    add(store, "ateliers", "jean@example.org", None)  # a list, not hers
+    url = f"/u/{token_for(store, 'marie@example.org')}"
+    app = create_app(ws, store, TokenSigner(SECRET))
+    with serving(app) as base, httpx.Client(base_url=base) as client:
+        for _ in range(300):
+            name = "".join(random.choices(string.ascii_letters + string.digits + "-", k=15_000))
+            assert client.post(url, data={"action": "leave", "list": name}).status_code == 400
+        assert list(app.state.site.lists) == ["alliances"]  # the token's list, and nothing the requests named
+        refused = [client.post(url, data={"action": "leave", **fields}).status_code
+                   for fields in ({"list": "ateliers"}, {"list": "inconnue"}, {}, {"list": "Alliances"})]  # fmt: skip
+        assert refused == [400] * 4 and list(app.state.site.lists) == ["alliances"]
+        memberships = {found.slug: state for found, state in store.memberships_of(ids(store)["marie@example.org"])}
+        assert memberships == {"alliances": "subscribed", "evenements": "subscribed"}
+        assert status(store, "jean@example.org") == "subscribed"
+        assert store.count_members(store.list_id("ateliers"), "subscribed") == 1
+        assert client.post(url, data={"action": "leave", "list": "evenements"}).status_code == 200  # hers: left
+        memberships = {found.slug: state for found, state in store.memberships_of(ids(store)["marie@example.org"])}
+        assert memberships == {"alliances": "subscribed", "evenements": "unsubscribed"}
+    store.close()
+
+
 def test_webhooks_without_a_configured_secret_are_refused(site, monkeypatch):
     base, store = site
     for provider in ("postmark", "sendgrid", "mailgun", "ses", "resend"):

@@ -60,7 +60,8 @@ class Site:
     # Work a running server does now and then, (seconds between, the work): started with the server, each run
     # finished before it stops.
     periodic: list[tuple[float, Callable[[], Coroutine]]] = field(default_factory=list)
-    _lists: dict[str, tuple[float, ListRow | None]] = field(default_factory=dict)
+    # The lists found, by the name looked up: only names the store holds (a miss is not kept), so a few.
+    lists: dict[str, tuple[float, ListRow]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.writer = GroupWriter(self.store)
@@ -79,16 +80,17 @@ class Site:
         task.add_done_callback(self.background.discard)
         return task
 
-    def forget_list(self, name: str) -> None:
-        self._lists.pop(name, None)
-
     async def list_named(self, name: str) -> ListRow | None:
         """The list a token names, from a cache kept a minute (lists are few and rarely change)."""
-        cached = self._lists.get(name)
-        if cached is None or cached[0] < time.monotonic():
-            cached = (time.monotonic() + 60, await asyncio.to_thread(self.store.lookup_list, name))
-            self._lists[name] = cached
-        return cached[1]
+        cached = self.lists.get(name)
+        if cached is not None and cached[0] >= time.monotonic():
+            return cached[1]
+        found = await asyncio.to_thread(self.store.lookup_list, name)
+        if found is None:
+            self.lists.pop(name, None)
+        else:
+            self.lists[name] = (time.monotonic() + 60, found)
+        return found
 
     @property
     def config(self) -> Config:
@@ -165,4 +167,6 @@ def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starl
         if site._transport is not None:
             await site._transport.aclose()
 
-    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)], lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)], lifespan=lifespan)
+    app.state.site = site  # what a test looks at: the caches' sizes
+    return app

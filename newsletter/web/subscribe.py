@@ -157,7 +157,6 @@ def routes(site: Site) -> list[Route]:
             await site.writer.run(
                 lambda connection: store.ensure_list(connection, slug, config.list_settings(slug).title)
             )
-            site.forget_list(slug)
             mailing_list = await site.list_named(slug)
         subscriber_id = await site.writer.signup(SignupRequest(mailing_list.id, address, name or None, detail))
         if subscriber_id is not None:

@@ -20,7 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from newsletter.i18n import translate
-from newsletter.store import SUBSCRIBED, UNCONFIRMED, UNSUBSCRIBED, StatusChange
+from newsletter.store import LIST_SLUG, SUBSCRIBED, UNCONFIRMED, UNSUBSCRIBED, StatusChange
 from newsletter.web.app import Site
 from newsletter.web.common import MAX_BODY, hashed, header, mask, read_body
 
@@ -90,8 +90,12 @@ def routes(site: Site) -> list[Route]:
         action = "unsubscribe" if one_click else fields.get("action", "unsubscribe")
         detail = {"user_agent": header(request, b"user-agent")[:300]}
         target = mailing_list
-        if action == "leave":  # another of the person's lists, from the preferences
-            target = await site.list_named(fields.get("list", "")) or mailing_list
+        if action == "leave":  # another of the person's lists, from the preferences: only one of theirs
+            named = fields.get("list", "")
+            theirs = LIST_SLUG.fullmatch(named) and await asyncio.to_thread(store.membership, subscriber_id, named)
+            if not theirs:
+                return PlainTextResponse("not one of your lists", status_code=400)
+            target = theirs[0]
         if action == "resubscribe":
             change = StatusChange(
                 subscriber_id, target.id, SUBSCRIBED, (UNSUBSCRIBED,), "page", {**detail, "undo": True}

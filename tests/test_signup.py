@@ -433,6 +433,33 @@ def test_the_links_and_the_consent_record_come_from_base_url_never_from_host(sit
     assert "evil" not in str(store.person("cible@example.org")) and "evil" not in answer.text
 
 
+def form_bodies() -> dict[str, dict]:
+    """Bodies that are no form serve takes, as httpx's keyword arguments."""
+    many = {f"champ{i}": "x" for i in range(25)}
+    return {
+        "25 urlencoded fields": {"data": many},
+        "25 multipart fields": {"files": {key: (None, value) for key, value in many.items()}},
+        "a file": {"files": {"email": ("cv.txt", b"une@example.org", "text/plain")}},
+        "multipart without a boundary": {"content": b"email=x", "headers": {"Content-Type": "multipart/form-data"}},
+    }
+
+
+def test_a_body_that_is_no_form_gets_a_400_and_no_traceback(workspace):  # noqa: F811
+    config = workspace / "newsletter.toml"
+    config.write_text(config.read_text() + OPEN)
+    store = open_store(Workspace.discover(workspace))
+    token = TokenSigner(SECRET).sign(_id(store, "marie@example.org"), "alliances")
+    with RunningSmtp(SmtpSink()) as mail, serve_process(workspace, mail.dsn()) as (server, base):
+        answers = {(path, what): httpx.post(f"{base}{path}", **body) for path in ("/subscribe/alliances", f"/u/{token}")
+                   for what, body in form_bodies().items()}  # fmt: skip
+        server.send_signal(signal.SIGTERM)
+        _, errors = server.communicate(timeout=120)
+    assert {key: answer.status_code for key, answer in answers.items()} == dict.fromkeys(answers, 400)
+    assert "Traceback" not in errors and "Exception" not in errors, errors
+    assert mail.sink.received == [] and status(store, "marie@example.org") == "subscribed"
+    store.close()
+
+
 def test_a_failed_write_fails_its_own_request_only(database_url, caplog):
     from newsletter.store import Store
     from newsletter.subscribers import add

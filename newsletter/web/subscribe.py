@@ -135,6 +135,8 @@ def routes(site: Site) -> list[Route]:
         if body is None:
             return PlainTextResponse("request body too large", status_code=413)
         fields = await form_fields(request, body)
+        if fields is None:
+            return PlainTextResponse("malformed form", status_code=400)
         if fields.get("website"):  # the honeypot: the same answer, and nothing happens
             return form_page(request, slug, "sent")
         try:

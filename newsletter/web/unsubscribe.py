@@ -15,6 +15,8 @@ import asyncio
 import logging
 from urllib.parse import parse_qsl
 
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -26,15 +28,20 @@ from newsletter.web.common import MAX_BODY, hashed, header, mask, read_body
 
 log = logging.getLogger("newsletter.web")
 LEAVING_FROM = (SUBSCRIBED, UNCONFIRMED)  # a bounce or a complaint stays what it is
+MAX_FIELDS = 20  # a one-click POST has one field, the page's buttons two, a sign-up form three
 
 
-async def form_fields(request: Request, body: bytes) -> dict[str, str]:
-    """A small form's fields. Urlencoded (Gmail's one-click, a page's button, a sign-up) is parsed here:
+async def form_fields(request: Request, body: bytes) -> dict[str, str] | None:
+    """A small form's fields; None for what is not one (more than MAX_FIELDS fields, a file, broken multipart),
+    which the routes answer 400. Urlencoded (Gmail's one-click, a page's button, a sign-up) is parsed here:
     Starlette's form parser costs more than the rest of the request."""
-    if header(request, b"content-type").startswith("multipart/form-data"):
-        form = await request.form(max_files=0, max_fields=20)
-        return {key: value for key, value in form.items() if isinstance(value, str)}
-    return dict(parse_qsl(body.decode("utf-8", errors="replace"), max_num_fields=20))
+    try:
+        if header(request, b"content-type").startswith("multipart/form-data"):
+            form = await request.form(max_files=0, max_fields=MAX_FIELDS)
+            return {key: value for key, value in form.items() if isinstance(value, str)}
+        return dict(parse_qsl(body.decode("utf-8", errors="replace"), max_num_fields=MAX_FIELDS))
+    except (HTTPException, MultiPartException, ValueError):  # ValueError: parse_qsl's too many, a bad charset
+        return None
 
 
 def routes(site: Site) -> list[Route]:
@@ -86,6 +93,8 @@ def routes(site: Site) -> list[Route]:
             return site.invalid(request)
         subscriber_id = found[0]
         fields = await form_fields(request, body)
+        if fields is None:
+            return PlainTextResponse("malformed form", status_code=400)
         one_click = fields.get("List-Unsubscribe") == "One-Click"
         action = "unsubscribe" if one_click else fields.get("action", "unsubscribe")
         detail = {"user_agent": header(request, b"user-agent")[:300]}

@@ -433,6 +433,47 @@ def test_the_links_and_the_consent_record_come_from_base_url_never_from_host(sit
     assert "evil" not in str(store.person("cible@example.org")) and "evil" not in answer.text
 
 
+def over_the_limit_config(workspace, trusted: str) -> None:
+    config = workspace / "newsletter.toml"
+    config.write_text(config.read_text() + f"\n[serve]\nsignups_per_block = 1\ntrusted_proxies = {trusted}\n" + OPEN)
+
+
+@pytest.mark.parametrize(
+    ("trusted", "mailed"),
+    [
+        ("[]", ["une@example.org"]),  # the default: X-Forwarded-For from anyone is ignored, both from 127.0.0.1
+        ('["127.0.0.1"]', ["deux@example.org", "une@example.org"]),  # a proxy here: the addresses it forwards
+    ],
+)
+def test_x_forwarded_for_counts_only_from_a_trusted_proxy(workspace, trusted, mailed):  # noqa: F811
+    """Two visitors who claim to come from two distinct blocks, through `newsletter serve` itself; the refused
+    sign-up is counted in the log, which never says from where nor who."""
+    over_the_limit_config(workspace, trusted)
+    with RunningSmtp(SmtpSink()) as mail, serve_process(workspace, mail.dsn()) as (server, base):
+        answers = [
+            httpx.post(f"{base}/subscribe/alliances", data={"email": email}, headers={"X-Forwarded-For": forwarded})
+            for email, forwarded in (("une@example.org", "203.0.113.5"), ("deux@example.org", "198.51.100.7"))
+        ]
+        server.send_signal(signal.SIGTERM)  # it sends what waits before it exits
+        _, errors = server.communicate(timeout=120)
+    assert [a.status_code for a in answers] == [200, 200] and answers[0].text == answers[1].text
+    assert sorted(r.recipients[0] for r in mail.sink.received) == mailed
+    refused_line = "limit ([serve] signups_per_block) in the last minute: 1, from 1 blocks"
+    assert (refused_line in errors) == (len(mailed) == 1), errors
+    assert "Traceback" not in errors
+    for secret in ("203.0.113", "198.51.100", "127.0.0.1", "@example.org"):
+        assert secret not in errors
+
+
+def test_trusted_proxies_must_be_addresses_or_networks(workspace):  # noqa: F811
+    over_the_limit_config(workspace, '["127.0.0.1", "dix.0.0.0/8"]')
+    line = (workspace / "newsletter.toml").read_text().splitlines().index('trusted_proxies = ["127.0.0.1", '
+                                                                          '"dix.0.0.0/8"]') + 1  # fmt: skip
+    result = run("serve")
+    assert result.exit_code == 1 and f"newsletter.toml:{line}: serve.trusted_proxies.1:" in result.stderr
+    assert "'dix.0.0.0/8' is not an IP address or network" in result.stderr and "Traceback" not in result.stderr
+
+
 def form_bodies() -> dict[str, dict]:
     """Bodies that are no form serve takes, as httpx's keyword arguments."""
     many = {f"champ{i}": "x" for i in range(25)}

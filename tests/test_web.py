@@ -206,6 +206,24 @@ def test_leave_takes_only_one_of_the_persons_lists_and_keeps_no_name_it_was_sent
     store.close()
 
 
+def test_a_block_limiter_forgets_the_blocks_whose_window_emptied():
+    from newsletter.web.common import BlockLimiter
+
+    moment = [0.0]
+    limiter = BlockLimiter(limit=2, window=60.0, clock=lambda: moment[0])
+    for number in range(1000):  # a thousand blocks, once each
+        assert not limiter.count(f"10.{number // 256}.{number % 256}.1")
+    assert len(limiter.seen) == 1000
+    assert [limiter.count("192.0.2.7") for _ in range(5)] == [False, False, True, True, True]
+    assert len(limiter.seen["192.0.2.0/24"]) == 3  # a block hammering holds no more than one past its limit
+    moment[0] = 61.0  # a window later, one more visitor: the others are forgotten
+    assert not limiter.count("198.51.100.1")
+    assert sorted(limiter.seen) == ["198.51.100.0/24"]
+    assert [limiter.count("192.0.2.7") for _ in range(3)] == [False, False, True]  # its window emptied too
+    assert not limiter.count(None) and not limiter.count("x" * 10_000)  # no address: one "unknown" block
+    assert sorted(limiter.seen) == ["192.0.2.0/24", "198.51.100.0/24", "unknown"]
+
+
 def test_webhooks_without_a_configured_secret_are_refused(site, monkeypatch):
     base, store = site
     for provider in ("postmark", "sendgrid", "mailgun", "ses", "resend"):

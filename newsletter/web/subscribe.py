@@ -23,6 +23,7 @@ import functools
 import hashlib
 import hmac
 import logging
+import time
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
@@ -35,7 +36,7 @@ from newsletter.message import Notice, parse_mailbox
 from newsletter.render import RenderedIssue
 from newsletter.store import SignupRequest, now
 from newsletter.web.app import Site
-from newsletter.web.common import MAX_BODY, BlockLimiter, header, mask, read_body
+from newsletter.web.common import MAX_ADDRESS, MAX_BODY, BlockLimiter, address_block, header, mask, read_body
 from newsletter.web.confirmations import RESEND_EVERY, Confirmation, ConfirmationMail
 from newsletter.web.unsubscribe import form_fields
 
@@ -45,9 +46,38 @@ SIGNUP_WINDOW = 3600.0  # [serve] signups_per_block counts in this window
 PURGE_EVERY = 3600.0  # seconds between two purges of the sign-ups never confirmed, when newsletter.toml asks
 
 
+class OverTheLimit:
+    """The sign-ups refused over an address block's limit, in the log as counts: the first at once, then at most a
+    line a minute (an attack would fill the log otherwise); never from where."""
+
+    def __init__(self, every: float = 60.0):
+        self.every = every
+        self.refused, self.blocks = 0, set()
+        self.logged_at, self.waiting = -every, False
+
+    def add(self, block: str) -> None:
+        self.refused += 1
+        self.blocks.add(block)
+        if self.waiting:
+            return
+        wait = self.logged_at + self.every - time.monotonic()
+        if wait <= 0:
+            self._log()
+        else:  # the count so far goes in the next line, due in `wait` seconds
+            self.waiting = True
+            asyncio.get_running_loop().call_later(wait, self._log)
+
+    def _log(self) -> None:
+        log.warning("sign-ups refused over their address block's limit ([serve] signups_per_block) in the last "
+                    "minute: %d, from %d blocks", self.refused, len(self.blocks))  # fmt: skip
+        self.refused, self.blocks = 0, set()
+        self.logged_at, self.waiting = time.monotonic(), False
+
+
 def routes(site: Site) -> list[Route]:
     store, config = site.store, site.config
     signups = BlockLimiter(limit=config.serve.signups_per_block, window=SIGNUP_WINDOW)
+    over_the_limit = OverTheLimit()
     notices: dict[str, Notice] = {}
 
     def open_list(slug: str):
@@ -72,7 +102,9 @@ def routes(site: Site) -> list[Route]:
 
     def ip_hash(request: Request) -> str:
         """A keyed hash of the client's address: the same person is recognisable in the record, never the IP."""
-        return host_hash((request.client.host if request.client else "") or "")
+        host = (request.client.host if request.client else "") or ""
+        # no address is longer: anything else (a proxy's X-Forwarded-For) is hashed without taking room in the cache
+        return host_hash(host) if len(host) <= MAX_ADDRESS else host_hash.__wrapped__(host)
 
     rendered: dict[tuple[str, str, str], Response] = {}
 
@@ -143,8 +175,9 @@ def routes(site: Site) -> list[Route]:
             address = normalize_address(fields.get("email", ""))
         except ValueError:
             return form_page(request, slug, "error", 400)
-        if signups.count(request.client.host if request.client else None):
-            log.info("POST /subscribe/%s: over the address block's limit", slug)
+        host = request.client.host if request.client else None
+        if signups.count(host):
+            over_the_limit.add(address_block(host))
             return form_page(request, slug, "sent")
         name = " ".join(fields.get("name", "").split())[:300]
         detail = {

@@ -757,13 +757,17 @@ def serve(
     workspace = Workspace.discover()
     signer = TokenSigner.from_environment(required=True)
     store = open_store(workspace)
+    web_app = create_app(workspace, store, signer)  # refuses a configuration it cannot serve safely
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     typer.echo(
         f"serving {workspace.config.name} on http://{host}:{port}/ (database {store.engine.url.render_as_string()})"
     )
     # No access log: its lines would hold the unsubscribe tokens; web.py logs a hash of each path instead.
-    uvicorn.run(create_app(workspace, store, signer), host=host, port=port, access_log=False, proxy_headers=True,
-                log_level="warning")  # fmt: skip
+    # X-Forwarded-For only from the proxies newsletter.toml names ([serve] trusted_proxies): by default uvicorn
+    # believes anyone who connects from 127.0.0.1, whatever is in front of it.
+    trusted = workspace.config.serve.trusted_proxies
+    uvicorn.run(web_app, host=host, port=port, access_log=False, proxy_headers=bool(trusted),
+                forwarded_allow_ips=trusted or None, log_level="warning")  # fmt: skip
 
 
 @app.command()

@@ -8,6 +8,7 @@ Environment overrides: NEWSLETTER_BASE_URL, NEWSLETTER_ASSET_BASE_URL, NEWSLETTE
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 import re
 import tomllib
@@ -126,6 +127,18 @@ class ListSettings(_Table):
         return value
 
 
+def _checked_proxy(text: str) -> str:
+    try:
+        ipaddress.ip_network(text)  # a bare address is its own network: 10.0.0.7 is 10.0.0.7/32
+    except ValueError:
+        raise ValueError(f"'{text}' is not an IP address or network; write e.g. \"127.0.0.1\" or \"10.0.0.0/8\" "
+                         "(a network by its first address)") from None  # fmt: skip
+    return text
+
+
+Proxy = Annotated[str, AfterValidator(_checked_proxy)]  # an IP address or a network (CIDR) of one
+
+
 class Serve(_Table):
     signups_per_block: int = Field(
         100, ge=1, description="Sign-ups an address block (IPv4 /24, IPv6 /48) may make in an hour, per serve process."
@@ -133,6 +146,11 @@ class Serve(_Table):
     purge_pending_after: Duration | None = Field(
         None, description='Remove the sign-ups never confirmed this long after their last request ("7d", "30d"), '
         "every hour; by default never (`subscribers purge-pending` does it on demand).",
+    )  # fmt: skip
+    trusted_proxies: list[Proxy] = Field(
+        default_factory=list, description='The proxies in front of serve whose X-Forwarded-For and X-Forwarded-Proto '
+        'are believed, as addresses or networks (["127.0.0.1"], ["10.0.0.0/8"]); by default none: the limits count '
+        "by the connecting address.",
     )  # fmt: skip
 
 

@@ -403,6 +403,109 @@ def test_an_address_block_past_its_limit_gets_the_same_page_and_no_email(workspa
     assert sorted(r.recipients[0] for r in mail.sink.received) == ["n0@example.org", "n1@example.org", "n2@example.org"]
 
 
+def test_serve_refuses_a_list_open_to_sign_up_without_base_url(workspace):  # noqa: F811
+    """Without base_url the confirmation links would come from the request's Host, which anyone writes: the app
+    refuses to start, and so does `newsletter serve`, in one line naming the setting."""
+    from newsletter.errors import ConfigError
+
+    config = workspace / "newsletter.toml"
+    config.write_text(config.read_text().replace('base_url = "https://bulletin.crdbsl.example"', "") + OPEN)
+    line = config.read_text().splitlines().index("subscribe = true") + 1
+    expected = f"newsletter.toml:{line}: [lists.alliances] subscribe = true needs base_url"
+    ws = Workspace.discover(workspace)
+    store = open_store(ws)
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        create_app(ws, store, TokenSigner(SECRET))
+    store.close()
+    port = RunningSmtp(SmtpSink()).port  # a free port
+    refused = subprocess.run(newsletter_command("serve", "--port", str(port)), cwd=workspace, env=environment(),
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert refused.returncode == 1 and refused.stderr.startswith(f"error: {expected}")
+    assert len(refused.stderr.splitlines()) == 1 and "NEWSLETTER_BASE_URL" in refused.stderr
+    assert refused.stdout == ""  # it never said it was serving
+
+
+def test_the_links_and_the_consent_record_come_from_base_url_never_from_host(site):
+    base, store, sink = site
+    forged = {"Host": "evil.example", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}
+    answer = httpx.post(f"{base}/subscribe/alliances", data={"email": "cible@example.org"}, headers=forged)
+    assert answer.status_code == 200
+    wait_for_mail(sink, 1)
+    (link,) = confirmation_links(sink, "cible@example.org")
+    assert link.startswith(f"{base}/confirm/")  # base_url, whatever the request said
+    (request,) = [e for e in store.person("cible@example.org")["events"] if e["kind"] == "signup-requested"]
+    assert request["detail"]["page"] == f"{base}/subscribe/alliances"  # no Referer: the page posted to
+    assert "evil" not in str(store.person("cible@example.org")) and "evil" not in answer.text
+
+
+def over_the_limit_config(workspace, trusted: str) -> None:
+    config = workspace / "newsletter.toml"
+    config.write_text(config.read_text() + f"\n[serve]\nsignups_per_block = 1\ntrusted_proxies = {trusted}\n" + OPEN)
+
+
+@pytest.mark.parametrize(
+    ("trusted", "mailed"),
+    [
+        ("[]", ["une@example.org"]),  # the default: X-Forwarded-For from anyone is ignored, both from 127.0.0.1
+        ('["127.0.0.1"]', ["deux@example.org", "une@example.org"]),  # a proxy here: the addresses it forwards
+    ],
+)
+def test_x_forwarded_for_counts_only_from_a_trusted_proxy(workspace, trusted, mailed):  # noqa: F811
+    """Two visitors who claim to come from two distinct blocks, through `newsletter serve` itself; the refused
+    sign-up is counted in the log, which never says from where nor who."""
+    over_the_limit_config(workspace, trusted)
+    with RunningSmtp(SmtpSink()) as mail, serve_process(workspace, mail.dsn()) as (server, base):
+        answers = [
+            httpx.post(f"{base}/subscribe/alliances", data={"email": email}, headers={"X-Forwarded-For": forwarded})
+            for email, forwarded in (("une@example.org", "203.0.113.5"), ("deux@example.org", "198.51.100.7"))
+        ]
+        server.send_signal(signal.SIGTERM)  # it sends what waits before it exits
+        _, errors = server.communicate(timeout=120)
+    assert [a.status_code for a in answers] == [200, 200] and answers[0].text == answers[1].text
+    assert sorted(r.recipients[0] for r in mail.sink.received) == mailed
+    refused_line = "limit ([serve] signups_per_block) in the last minute: 1, from 1 blocks"
+    assert (refused_line in errors) == (len(mailed) == 1), errors
+    assert "Traceback" not in errors
+    for secret in ("203.0.113", "198.51.100", "127.0.0.1", "@example.org"):
+        assert secret not in errors
+
+
+def test_trusted_proxies_must_be_addresses_or_networks(workspace):  # noqa: F811
+    over_the_limit_config(workspace, '["127.0.0.1", "dix.0.0.0/8"]')
+    line = (workspace / "newsletter.toml").read_text().splitlines().index('trusted_proxies = ["127.0.0.1", '
+                                                                          '"dix.0.0.0/8"]') + 1  # fmt: skip
+    result = run("serve")
+    assert result.exit_code == 1 and f"newsletter.toml:{line}: serve.trusted_proxies.1:" in result.stderr
+    assert "'dix.0.0.0/8' is not an IP address or network" in result.stderr and "Traceback" not in result.stderr
+
+
+def form_bodies() -> dict[str, dict]:
+    """Bodies that are no form serve takes, as httpx's keyword arguments."""
+    many = {f"champ{i}": "x" for i in range(25)}
+    return {
+        "25 urlencoded fields": {"data": many},
+        "25 multipart fields": {"files": {key: (None, value) for key, value in many.items()}},
+        "a file": {"files": {"email": ("cv.txt", b"une@example.org", "text/plain")}},
+        "multipart without a boundary": {"content": b"email=x", "headers": {"Content-Type": "multipart/form-data"}},
+    }
+
+
+def test_a_body_that_is_no_form_gets_a_400_and_no_traceback(workspace):  # noqa: F811
+    config = workspace / "newsletter.toml"
+    config.write_text(config.read_text() + OPEN)
+    store = open_store(Workspace.discover(workspace))
+    token = TokenSigner(SECRET).sign(_id(store, "marie@example.org"), "alliances")
+    with RunningSmtp(SmtpSink()) as mail, serve_process(workspace, mail.dsn()) as (server, base):
+        answers = {(path, what): httpx.post(f"{base}{path}", **body) for path in ("/subscribe/alliances", f"/u/{token}")
+                   for what, body in form_bodies().items()}  # fmt: skip
+        server.send_signal(signal.SIGTERM)
+        _, errors = server.communicate(timeout=120)
+    assert {key: answer.status_code for key, answer in answers.items()} == dict.fromkeys(answers, 400)
+    assert "Traceback" not in errors and "Exception" not in errors, errors
+    assert mail.sink.received == [] and status(store, "marie@example.org") == "subscribed"
+    store.close()
+
+
 def test_a_failed_write_fails_its_own_request_only(database_url, caplog):
     from newsletter.store import Store
     from newsletter.subscribers import add

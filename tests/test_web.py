@@ -174,6 +174,56 @@ def test_refusals_are_rate_limited_per_address_block_but_genuine_clicks_never(si
     assert httpx.post(f"{base}/u/{token_for(store, 'marie@example.org')}", content=GMAIL_BODY).status_code == 200
 
 
+def test_leave_takes_only_one_of_the_persons_lists_and_keeps_no_name_it_was_sent(workspace):  # noqa: F811
+    """action=leave with a list she is not on, or any text, is refused and changes nothing (before, it left the
+    token's list), and the names sent are kept nowhere: 300 POSTs of 15 KB names leave the caches as they were."""
+    import random
+    import string
+
+    from newsletter.subscribers import add
+
+    ws = Workspace.discover(workspace)
+    store = open_store(ws)
+    add(store, "evenements", "marie@example.org", None)
+    add(store, "ateliers", "jean@example.org", None)  # a list, not hers
+    url = f"/u/{token_for(store, 'marie@example.org')}"
+    app = create_app(ws, store, TokenSigner(SECRET))
+    with serving(app) as base, httpx.Client(base_url=base) as client:
+        for _ in range(300):
+            name = "".join(random.choices(string.ascii_letters + string.digits + "-", k=15_000))
+            assert client.post(url, data={"action": "leave", "list": name}).status_code == 400
+        assert list(app.state.site.lists) == ["alliances"]  # the token's list, and nothing the requests named
+        refused = [client.post(url, data={"action": "leave", **fields}).status_code
+                   for fields in ({"list": "ateliers"}, {"list": "inconnue"}, {}, {"list": "Alliances"})]  # fmt: skip
+        assert refused == [400] * 4 and list(app.state.site.lists) == ["alliances"]
+        memberships = {found.slug: state for found, state in store.memberships_of(ids(store)["marie@example.org"])}
+        assert memberships == {"alliances": "subscribed", "evenements": "subscribed"}
+        assert status(store, "jean@example.org") == "subscribed"
+        assert store.count_members(store.list_id("ateliers"), "subscribed") == 1
+        assert client.post(url, data={"action": "leave", "list": "evenements"}).status_code == 200  # hers: left
+        memberships = {found.slug: state for found, state in store.memberships_of(ids(store)["marie@example.org"])}
+        assert memberships == {"alliances": "subscribed", "evenements": "unsubscribed"}
+    store.close()
+
+
+def test_a_block_limiter_forgets_the_blocks_whose_window_emptied():
+    from newsletter.web.common import BlockLimiter
+
+    moment = [0.0]
+    limiter = BlockLimiter(limit=2, window=60.0, clock=lambda: moment[0])
+    for number in range(1000):  # a thousand blocks, once each
+        assert not limiter.count(f"10.{number // 256}.{number % 256}.1")
+    assert len(limiter.seen) == 1000
+    assert [limiter.count("192.0.2.7") for _ in range(5)] == [False, False, True, True, True]
+    assert len(limiter.seen["192.0.2.0/24"]) == 3  # a block hammering holds no more than one past its limit
+    moment[0] = 61.0  # a window later, one more visitor: the others are forgotten
+    assert not limiter.count("198.51.100.1")
+    assert sorted(limiter.seen) == ["198.51.100.0/24"]
+    assert [limiter.count("192.0.2.7") for _ in range(3)] == [False, False, True]  # its window emptied too
+    assert not limiter.count(None) and not limiter.count("x" * 10_000)  # no address: one "unknown" block
+    assert sorted(limiter.seen) == ["192.0.2.0/24", "198.51.100.0/24", "unknown"]
+
+
 def test_webhooks_without_a_configured_secret_are_refused(site, monkeypatch):
     base, store = site
     for provider in ("postmark", "sendgrid", "mailgun", "ses", "resend"):
@@ -201,6 +251,24 @@ def test_archive_feed_and_health(site):
     feed = ElementTree.fromstring(httpx.get(f"{base}/archive/feed.xml").content)
     entries = feed.findall("{http://www.w3.org/2005/Atom}entry")
     assert len(entries) == 1 and entries[0].find("{http://www.w3.org/2005/Atom}title").text.startswith("Retour")
+
+
+def test_the_feed_ids_come_from_newsletter_toml_never_from_host(workspace):  # noqa: F811
+    assert send_json("--no-dry-run")[0].exit_code == 0
+    ws = Workspace.discover(workspace)
+    store = open_store(ws)
+    feeds = {}
+    for base_url in ("https://bulletin.crdbsl.example", None):  # without base_url: ids from the publisher
+        ws.config.base_url = base_url
+        with serving(create_app(ws, store, TokenSigner(SECRET))) as base:
+            feeds[base_url] = [httpx.get(f"{base}/archive/feed.xml", headers={"Host": host, "X-Forwarded-Proto":
+                               "https"}).content for host in ("bulletin.crdbsl.example", "evil.example")]  # fmt: skip
+    store.close()
+    for base_url, (genuine, forged) in feeds.items():
+        assert genuine == forged and b"evil" not in forged, base_url
+        ids = [e.text for e in ElementTree.fromstring(forged).iter("{http://www.w3.org/2005/Atom}id")]
+        assert len(ids) == 2
+        assert all(i.startswith("https://bulletin.crdbsl.example/archive/" if base_url else "urn:uuid:") for i in ids)
 
 
 def test_a_scheduled_issue_is_not_in_the_archive_before_it_goes(site):

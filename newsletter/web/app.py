@@ -29,7 +29,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from newsletter.config import Config
+from newsletter.config import CONFIG_FILE, Config, toml_line
+from newsletter.errors import ConfigError
 from newsletter.sending import transport_dsn, transport_for
 from newsletter.store import ListRow, Store
 from newsletter.tokens import TokenSigner
@@ -59,7 +60,8 @@ class Site:
     # Work a running server does now and then, (seconds between, the work): started with the server, each run
     # finished before it stops.
     periodic: list[tuple[float, Callable[[], Coroutine]]] = field(default_factory=list)
-    _lists: dict[str, tuple[float, ListRow | None]] = field(default_factory=dict)
+    # The lists found, by the name looked up: only names the store holds (a miss is not kept), so a few.
+    lists: dict[str, tuple[float, ListRow]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.writer = GroupWriter(self.store)
@@ -78,16 +80,17 @@ class Site:
         task.add_done_callback(self.background.discard)
         return task
 
-    def forget_list(self, name: str) -> None:
-        self._lists.pop(name, None)
-
     async def list_named(self, name: str) -> ListRow | None:
         """The list a token names, from a cache kept a minute (lists are few and rarely change)."""
-        cached = self._lists.get(name)
-        if cached is None or cached[0] < time.monotonic():
-            cached = (time.monotonic() + 60, await asyncio.to_thread(self.store.lookup_list, name))
-            self._lists[name] = cached
-        return cached[1]
+        cached = self.lists.get(name)
+        if cached is not None and cached[0] >= time.monotonic():
+            return cached[1]
+        found = await asyncio.to_thread(self.store.lookup_list, name)
+        if found is None:
+            self.lists.pop(name, None)
+        else:
+            self.lists[name] = (time.monotonic() + 60, found)
+        return found
 
     @property
     def config(self) -> Config:
@@ -103,9 +106,27 @@ class Site:
         return self.pages.render("invalid.html.j2", self.lang, status, message=message)
 
 
+def links_problem(config: Config) -> str | None:
+    """Why serve cannot mail links for this configuration: a list open to sign-up and no base_url. The links in a
+    confirmation email come from newsletter.toml only, never from a request's Host, which anyone can write."""
+    open_lists = [slug for slug, settings in config.lists.items() if settings.subscribe]
+    if config.base_url or not open_lists:
+        return None
+    file = config.file.read_text(encoding="utf-8") if config.file else ""
+    line = toml_line(file, ("lists", open_lists[0], "subscribe"))
+    return (
+        f"{CONFIG_FILE}{f':{line}' if line else ''}: [lists.{open_lists[0]}] subscribe = true needs base_url, the "
+        'public URL of `newsletter serve` its confirmation links point to: set base_url = "https://…" there (or '
+        "NEWSLETTER_BASE_URL)"
+    )
+
+
 def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starlette:
+    """The app; ConfigError when newsletter.toml asks for what it cannot do safely (see links_problem)."""
     from newsletter.web import archive, subscribe, unsubscribe, webhooks
 
+    if problem := links_problem(workspace.config):
+        raise ConfigError(problem)
     site = Site(workspace, store, signer, Pages(workspace.config, workspace.templates_dir))
 
     async def healthz(request: Request) -> Response:
@@ -146,4 +167,6 @@ def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starl
         if site._transport is not None:
             await site._transport.aclose()
 
-    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)], lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)], lifespan=lifespan)
+    app.state.site = site  # what a test looks at: the caches' sizes
+    return app

@@ -55,9 +55,9 @@ def routes(site: Site) -> list[Route]:
         return FileResponse(file, headers={"Cache-Control": "public, max-age=86400"})
 
     async def feed(request: Request) -> Response:
-        base = config.base_url or str(request.base_url).rstrip("/")
+        url = f"{config.base_url}/archive" if config.base_url else None  # never from Host: ids must not change
         entries = await asyncio.to_thread(sent_entries, store)
-        return Response(feed_document(config, entries, f"{base}/archive"), media_type="application/atom+xml")
+        return Response(feed_document(config, entries, url), media_type="application/atom+xml")
 
     return [
         Route("/archive/", index),

@@ -6,7 +6,8 @@ import functools
 import hashlib
 import ipaddress
 import time
-from collections import defaultdict, deque
+from collections import deque
+from collections.abc import Callable
 
 from starlette.requests import ClientDisconnect, Request
 
@@ -52,11 +53,18 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-@functools.lru_cache(maxsize=4096)  # the same clients come back: parsing an address costs more than the request
+MAX_ADDRESS = 45  # characters of the longest IP address (IPv6 with an IPv4 tail): a longer "host" is none
+
+
 def address_block(host: str | None) -> str:
     """The address block a client is in (IPv4 /24, IPv6 /48): what limits count by."""
+    return _block(host or "") if len(host or "") <= MAX_ADDRESS else "unknown"
+
+
+@functools.lru_cache(maxsize=4096)  # the same clients come back: parsing an address costs more than the request
+def _block(host: str) -> str:
     try:
-        address = ipaddress.ip_address(host or "")
+        address = ipaddress.ip_address(host)
     except ValueError:
         return "unknown"
     prefix = 24 if address.version == 4 else 48
@@ -64,23 +72,34 @@ def address_block(host: str | None) -> str:
 
 
 class BlockLimiter:
-    """Counts events per address block in a sliding window; past the limit, `over` is true for that block.
+    """Counts events per address block in a sliding window; past the limit, `count` is true for that block.
 
-    Per process: copies behind a proxy each keep their own.
+    Holds at most limit + 1 moments a block, and no block whose window has emptied once a window has passed, so
+    that its size follows the blocks seen lately, not every one ever seen. Per process: copies behind a proxy
+    each keep their own.
     """
 
-    def __init__(self, limit: int, window: float):
-        self.limit, self.window = limit, window
-        self.seen: dict[str, deque[float]] = defaultdict(deque)
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic):
+        self.limit, self.window, self.clock = limit, window, clock
+        self.seen: dict[str, deque[float]] = {}
+        self.swept_at = clock()
 
     def count(self, host: str | None) -> bool:
         """Count one event; True when this block is over its limit."""
-        moment = time.monotonic()
-        events = self.seen[address_block(host)]
+        moment = self.clock()
+        if moment - self.swept_at > self.window:
+            self._sweep(moment)
+        events = self.seen.setdefault(address_block(host), deque())
         while events and events[0] < moment - self.window:
             events.popleft()
-        events.append(moment)
+        if len(events) <= self.limit:  # one past the limit is enough to know it is over
+            events.append(moment)
         return len(events) > self.limit
+
+    def _sweep(self, moment: float) -> None:
+        """Forget the blocks with no event left in the window."""
+        self.seen = {block: events for block, events in self.seen.items() if events[-1] >= moment - self.window}
+        self.swept_at = moment
 
 
 def mask(address: str) -> str:

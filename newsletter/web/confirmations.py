@@ -18,8 +18,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from starlette.requests import Request
-
 from newsletter.message import Notice
 from newsletter.store import now
 from newsletter.transports import Outcome
@@ -36,7 +34,7 @@ RECORDED_WITHIN = 5.0  # seconds after which what became of a confirmation is in
 
 @dataclass(frozen=True)
 class Confirmation:
-    """A confirmation email to send: to whom, for which list, with links on which server."""
+    """A confirmation email to send: to whom, for which list (its link is on base_url)."""
 
     slug: str
     list_id: int
@@ -44,7 +42,6 @@ class Confirmation:
     request_id: int  # the sign-up request its link confirms
     email: str
     name: str
-    base: str
 
 
 class ConfirmationMail:
@@ -53,14 +50,6 @@ class ConfirmationMail:
         self.waiting: list[Confirmation] = []
         self.sending: set[tuple[int, int]] = set()  # (subscriber, list) waiting or being sent by this server
         self.senders: set[asyncio.Task] = set()
-        self.last_base: str | None = None  # of the latest sign-up, for links when newsletter.toml names none
-
-    def base_url(self, request: Request | None = None) -> str | None:
-        if self.site.config.base_url:
-            return self.site.config.base_url
-        if request is not None:
-            self.last_base = str(request.base_url).rstrip("/")
-        return self.last_base
 
     def later(self, confirmation: Confirmation) -> None:
         """Send it in the background, with whatever else waits."""
@@ -98,14 +87,14 @@ class ConfirmationMail:
         except Exception as exc:
             log.warning("%d confirmations not sent: %s", len(batch), exc)
             return [(c, RETRY) for c in batch]
-        at = now()
+        at, base = now(), self.site.config.base_url  # never a request's Host: anyone can write one
         built, results = [], {}
         for c in batch:
             token = self.site.signer.sign_confirmation(c.subscriber_id, c.slug, c.request_id, at)
             try:
                 message = self.notice(c.slug).build(c.email, c.name or None,
                                                     f"{c.subscriber_id}-{c.slug}-{int(at.timestamp())}",
-                                                    {"confirm_url": f"{c.base}/confirm/{token}"})  # fmt: skip
+                                                    {"confirm_url": f"{base}/confirm/{token}"})  # fmt: skip
             except Exception as exc:
                 log.warning("confirmation for %s not sent: %s", c.slug, exc)
                 results[id(c)] = str(exc)
@@ -126,8 +115,7 @@ class ConfirmationMail:
     async def resend_unsent(self) -> None:
         """Send the confirmations of the last day that never went: a server killed before it sent them, a mail
         server that could not be reached. A request younger than RESEND_AFTER is still its server's own."""
-        base = self.base_url()
-        if base is None:  # no base_url and no sign-up since this server started: nothing to make links with
+        if not self.site.config.base_url:  # no list open to sign-up (create_app), and nothing to make links with
             return
         at = now()
         claimed_at, unsent = await asyncio.to_thread(self.store.unsent_confirmations, at - RESEND_WITHIN,
@@ -135,7 +123,7 @@ class ConfirmationMail:
         if not unsent:
             return
         log.info("sending %d confirmations that had not gone", len(unsent))
-        batch = [Confirmation(u.list_slug, u.list_id, u.subscriber_id, u.request_id, u.email, u.name or "", base)
+        batch = [Confirmation(u.list_slug, u.list_id, u.subscriber_id, u.request_id, u.email, u.name or "")
                  for u in unsent]  # fmt: skip
         results, size = [], self._max_batch()
         for start in range(0, len(batch), size):

@@ -26,8 +26,8 @@ import functools
 import hashlib
 import hmac
 import logging
+import time
 
-from starlette.datastructures import URL
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -39,7 +39,7 @@ from newsletter.message import Notice, parse_mailbox
 from newsletter.render import RenderedIssue
 from newsletter.store import SignupRequest, now
 from newsletter.web.app import Site
-from newsletter.web.common import MAX_BODY, BlockLimiter, header, mask, read_body
+from newsletter.web.common import MAX_ADDRESS, MAX_BODY, BlockLimiter, address_block, header, mask, read_body
 from newsletter.web.confirmations import RESEND_EVERY, Confirmation, ConfirmationMail
 from newsletter.web.unsubscribe import form_fields
 
@@ -49,16 +49,38 @@ SIGNUP_WINDOW = 3600.0  # [serve] signups_per_block counts in this window
 PURGE_EVERY = 3600.0  # seconds between two purges of the sign-ups never confirmed, when newsletter.toml asks
 
 
-@functools.lru_cache(maxsize=256)
-def _url(scheme: str, host: str, root_path: str, path: str, query: bytes, server: tuple | None) -> str:
-    scope = {"type": "http", "scheme": scheme, "root_path": root_path, "path": path, "query_string": query,
-             "server": server, "headers": [(b"host", host.encode("latin-1"))] if host else []}  # fmt: skip
-    return str(URL(scope=scope))
+class OverTheLimit:
+    """The sign-ups refused over an address block's limit, in the log as counts: the first at once, then at most a
+    line a minute (an attack would fill the log otherwise); never from where."""
+
+    def __init__(self, every: float = 60.0):
+        self.every = every
+        self.refused, self.blocks = 0, set()
+        self.logged_at, self.waiting = -every, False
+
+    def add(self, block: str) -> None:
+        self.refused += 1
+        self.blocks.add(block)
+        if self.waiting:
+            return
+        wait = self.logged_at + self.every - time.monotonic()
+        if wait <= 0:
+            self._log()
+        else:  # the count so far goes in the next line, due in `wait` seconds
+            self.waiting = True
+            asyncio.get_running_loop().call_later(wait, self._log)
+
+    def _log(self) -> None:
+        log.warning("sign-ups refused over their address block's limit ([serve] signups_per_block) in the last "
+                    "minute: %d, from %d blocks", self.refused, len(self.blocks))  # fmt: skip
+        self.refused, self.blocks = 0, set()
+        self.logged_at, self.waiting = time.monotonic(), False
 
 
 def routes(site: Site) -> list[Route]:
     store, config = site.store, site.config
     signups = BlockLimiter(limit=config.serve.signups_per_block, window=SIGNUP_WINDOW)
+    over_the_limit = OverTheLimit()
     notices: dict[str, Notice] = {}
 
     def open_list(slug: str):
@@ -83,7 +105,9 @@ def routes(site: Site) -> list[Route]:
 
     def ip_hash(request: Request) -> str:
         """A keyed hash of the client's address: the same person is recognisable in the record, never the IP."""
-        return host_hash((request.client.host if request.client else "") or "")
+        host = (request.client.host if request.client else "") or ""
+        # no address is longer: anything else (a proxy's X-Forwarded-For) is hashed without taking room in the cache
+        return host_hash(host) if len(host) <= MAX_ADDRESS else host_hash.__wrapped__(host)
 
     rendered: dict[tuple[str, str, str], Response] = {}
 
@@ -97,13 +121,6 @@ def routes(site: Site) -> list[Route]:
                                    consent=consent(slug), action=path)  # fmt: skip
             rendered[key] = HTMLResponse(page, status_code=status)
         return rendered[key]
-
-    def form_url(request: Request) -> str:
-        """The address posted to, for a consent record whose request named no Referer page (as our own form's
-        do: its pages send none), made once per host and path."""
-        scope = request.scope
-        return _url(scope["scheme"], header(request, b"host"), scope.get("root_path", ""), scope["path"],
-                    scope["query_string"], scope.get("server"))  # fmt: skip
 
     async def form(request: Request) -> Response:
         slug = request.path_params["list"]
@@ -153,19 +170,23 @@ def routes(site: Site) -> list[Route]:
         if body is None:
             return PlainTextResponse("request body too large", status_code=413)
         fields = await form_fields(request, body)
+        if fields is None:
+            return PlainTextResponse("malformed form", status_code=400)
         if fields.get("website"):  # the honeypot: the same answer, and nothing happens
             return form_page(request, slug, "sent")
         try:
             address = normalize_address(fields.get("email", ""))
         except ValueError:
             return form_page(request, slug, "error", 400)
-        if signups.count(request.client.host if request.client else None):
-            log.info("POST /subscribe/%s: over the address block's limit", slug)
+        host = request.client.host if request.client else None
+        if signups.count(host):
+            over_the_limit.add(address_block(host))
             return form_page(request, slug, "sent")
         name = " ".join(fields.get("name", "").split())[:300]
         detail = {
             "consent": consent(slug),
-            "page": header(request, b"referer")[:500] or form_url(request),
+            # the address posted to when the request names no page (our own form's send no Referer)
+            "page": header(request, b"referer")[:500] or f"{config.base_url}/subscribe/{slug}",
             "user_agent": header(request, b"user-agent")[:300],
             "ip_hash": ip_hash(request),
         }
@@ -174,12 +195,10 @@ def routes(site: Site) -> list[Route]:
             await site.writer.run(
                 lambda connection: store.ensure_list(connection, slug, config.list_settings(slug).title)
             )
-            site.forget_list(slug)
             mailing_list = await site.list_named(slug)
         asked = await site.writer.signup(SignupRequest(mailing_list.id, address, name or None, detail))
         if asked is not None:
-            mail.later(Confirmation(slug, mailing_list.id, asked.subscriber_id, asked.request_id, address, name,
-                                    mail.base_url(request)))  # fmt: skip
+            mail.later(Confirmation(slug, mailing_list.id, asked.subscriber_id, asked.request_id, address, name))
         return form_page(request, slug, "sent")
 
     async def confirmation(request: Request) -> Response:

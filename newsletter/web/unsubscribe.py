@@ -15,26 +15,33 @@ import asyncio
 import logging
 from urllib.parse import parse_qsl
 
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from newsletter.i18n import translate
-from newsletter.store import SUBSCRIBED, UNCONFIRMED, UNSUBSCRIBED, StatusChange
+from newsletter.store import LIST_SLUG, SUBSCRIBED, UNCONFIRMED, UNSUBSCRIBED, StatusChange
 from newsletter.web.app import Site
 from newsletter.web.common import MAX_BODY, hashed, header, mask, read_body
 
 log = logging.getLogger("newsletter.web")
 LEAVING_FROM = (SUBSCRIBED, UNCONFIRMED)  # a bounce or a complaint stays what it is
+MAX_FIELDS = 20  # a one-click POST has one field, the page's buttons two, a sign-up form three
 
 
-async def form_fields(request: Request, body: bytes) -> dict[str, str]:
-    """A small form's fields. Urlencoded (Gmail's one-click, a page's button, a sign-up) is parsed here:
+async def form_fields(request: Request, body: bytes) -> dict[str, str] | None:
+    """A small form's fields; None for what is not one (more than MAX_FIELDS fields, a file, broken multipart),
+    which the routes answer 400. Urlencoded (Gmail's one-click, a page's button, a sign-up) is parsed here:
     Starlette's form parser costs more than the rest of the request."""
-    if header(request, b"content-type").startswith("multipart/form-data"):
-        form = await request.form(max_files=0, max_fields=20)
-        return {key: value for key, value in form.items() if isinstance(value, str)}
-    return dict(parse_qsl(body.decode("utf-8", errors="replace"), max_num_fields=20))
+    try:
+        if header(request, b"content-type").startswith("multipart/form-data"):
+            form = await request.form(max_files=0, max_fields=MAX_FIELDS)
+            return {key: value for key, value in form.items() if isinstance(value, str)}
+        return dict(parse_qsl(body.decode("utf-8", errors="replace"), max_num_fields=MAX_FIELDS))
+    except (HTTPException, MultiPartException, ValueError):  # ValueError: parse_qsl's too many, a bad charset
+        return None
 
 
 def routes(site: Site) -> list[Route]:
@@ -86,12 +93,18 @@ def routes(site: Site) -> list[Route]:
             return site.invalid(request)
         subscriber_id = found[0]
         fields = await form_fields(request, body)
+        if fields is None:
+            return PlainTextResponse("malformed form", status_code=400)
         one_click = fields.get("List-Unsubscribe") == "One-Click"
         action = "unsubscribe" if one_click else fields.get("action", "unsubscribe")
         detail = {"user_agent": header(request, b"user-agent")[:300]}
         target = mailing_list
-        if action == "leave":  # another of the person's lists, from the preferences
-            target = await site.list_named(fields.get("list", "")) or mailing_list
+        if action == "leave":  # another of the person's lists, from the preferences: only one of theirs
+            named = fields.get("list", "")
+            theirs = LIST_SLUG.fullmatch(named) and await asyncio.to_thread(store.membership, subscriber_id, named)
+            if not theirs:
+                return PlainTextResponse("not one of your lists", status_code=400)
+            target = theirs[0]
         if action == "resubscribe":
             change = StatusChange(
                 subscriber_id, target.id, SUBSCRIBED, (UNSUBSCRIBED,), "page", {**detail, "undo": True}

@@ -20,7 +20,18 @@ from newsletter.issue import ISSUE_FILE, SECTION_TYPES, issue_json_schema
 SKELETON = Path(__file__).parent / "skeleton"
 SCHEMA_FILE = "issue.schema.json"
 AGENTS_FILE = "AGENTS.md"  # how an agent works in the workspace
-SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+SLUG_MAX = 100  # a folder name every file system takes, with room for build/<slug>/images/<name>
+SLUG = re.compile(rf"[a-z0-9][a-z0-9-]{{0,{SLUG_MAX - 1}}}")  # fullmatch only: `$` would take "evil\n"
+
+
+def is_slug(name: object) -> bool:
+    """Whether name can name an issue: the one rule of the CLI and every MCP tool."""
+    return isinstance(name, str) and SLUG.fullmatch(name) is not None
+
+
+def shown_name(name: object) -> str:
+    """A name as an error message quotes it: on one line (control characters escaped), and not too long."""
+    return repr(name if not isinstance(name, str) or len(name) <= 60 else name[:60] + "…")
 
 
 @dataclass
@@ -61,10 +72,10 @@ class Workspace:
             return cls.discover(folder.parent), folder
         workspace = cls.discover()
         folder = workspace.issues_dir / ref
-        if SLUG.match(ref) and folder.is_dir():
+        if is_slug(ref) and folder.is_dir():
             return workspace, folder
         raise NewsletterError(
-            f"no issue '{ref}': neither a folder nor a slug in {workspace.issues_dir}; "
+            f"no issue {shown_name(ref)}: neither a folder nor a slug in {workspace.issues_dir}; "
             "list them with `ls issues/` or create one with `newsletter new SLUG`"
         )
 
@@ -96,9 +107,10 @@ def init_workspace(target: Path, name: str, lang: str, *, force: bool = False) -
 
 def new_issue(workspace: Workspace, slug: str, *, lang: str | None = None, today: dt.date | None = None) -> Path:
     """Create issues/<slug>/issue.yaml from the commented skeleton; refuse to overwrite."""
-    if not SLUG.match(slug):
+    if not is_slug(slug):
         raise NewsletterError(
-            f"'{slug}' is not a valid slug: use lowercase letters, digits and hyphens, e.g. 2025-02-hiver"
+            f"{shown_name(slug)} is not a valid slug: use lowercase letters, digits and hyphens (at most {SLUG_MAX}), "
+            "e.g. 2025-02-hiver"
         )
     lang = lang or workspace.config.lang
     if lang not in LANGUAGES:

@@ -45,6 +45,9 @@ def test_init_new_check_build_from_scratch(tmp_path, monkeypatch):
     assert created["file"].endswith("issues/2025-02-hiver/issue.yaml")
     assert run("new", "2025-02-hiver").exit_code == 1
     assert "not a valid slug" in run("new", "Hiver 2025").output
+    for slug in ("evil\n", "a" * 300):  # a folder no tool could name again; a name past the file system's limit
+        refused = run("new", slug)
+        assert refused.exit_code == 1 and "not a valid slug" in refused.output
 
     result = run("check", "2025-02-hiver", "--json")
     assert result.exit_code == 1

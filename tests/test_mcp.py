@@ -321,7 +321,8 @@ def test_failures_are_one_line_tool_errors_and_the_server_goes_on(workspace, tmp
     assert "Traceback" not in (tmp_path / "stderr.log").read_text()
 
 
-ESCAPES = ["../outside", "..", "/etc", str(Path("/tmp").resolve()), "issues/../../outside", "a/b", "evil", "", " x"]
+ESCAPES = ["../outside", "..", "/etc", str(Path("/tmp").resolve()), "issues/../../outside", "a/b", "evil", "", " x",
+           "new\n", "a" * 300]  # fmt: skip
 
 
 def test_every_tool_that_takes_a_name_refuses_a_path(workspace, tmp_path):

@@ -2,8 +2,9 @@
 
 An agent names an issue by its slug only, and writes only issues/<slug>/issue.yaml and issues/<slug>/images/<file>:
 a name with `..`, a slash or an absolute path is refused, and so is any path that resolves outside issues/ (a
-symlink). A send or a schedule needs a confirmation code, which only a dry run gives: the code is bound to the
-issue's rendered content, the list, the audience size and the transport of that dry run, is used once, and expires
+symlink). A send or a schedule needs a confirmation code, which only a dry run gives: the code is bound to every
+byte the messages are made of (subject, HTML, text, sender, reply-to, the list's name, links, each image's bytes),
+the list, the audience size and the transport of that dry run, is used once, and expires
 after CONFIRMATION_LIFETIME. The codes are kept, as SHA-256 hashes, in build/confirmations.json, which is read and
 rewritten under an exclusive lock and replaced atomically; a lost or unreadable file only refuses every code.
 """
@@ -25,15 +26,14 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
-from newsletter.campaign import content_hash
 from newsletter.checks import HEAVY_IMAGE_BYTES, check_issue
 from newsletter.errors import Diagnostic, NewsletterError
 from newsletter.issue import ISSUE_FILE, load_issue
 from newsletter.render import image_size
-from newsletter.sending import SendSummary, open_store, parse_at, prepare, prepare_real_send
+from newsletter.sending import SendSummary, open_store, parse_at, prepare_real_send
 from newsletter.sending import send as send_issue
 from newsletter.store import STATUSES, SUBSCRIBED
-from newsletter.workspace import SLUG, Workspace
+from newsletter.workspace import SLUG_MAX, Workspace, is_slug, shown_name
 
 CONFIRMATION_FILE = "confirmations.json"  # under build/
 CONFIRMATION_LIFETIME = dt.timedelta(hours=1)
@@ -50,10 +50,10 @@ NO_CODE = f"no confirmation code: a send needs the code that a dry run of exactl
 
 def issue_folder(workspace: Workspace, name: str) -> Path:
     """The folder of the issue named `name` (a slug) in this workspace; NewsletterError for anything else."""
-    if not isinstance(name, str) or not SLUG.fullmatch(name):
+    if not is_slug(name):
         raise NewsletterError(
-            f"'{name}' is not an issue's slug: use lowercase letters, digits and hyphens, e.g. 2025-02-hiver "
-            "(list_issues shows them); paths are refused"
+            f"{shown_name(name)} is not an issue's slug: use lowercase letters, digits and hyphens (at most "
+            f"{SLUG_MAX}), e.g. 2025-02-hiver (list_issues shows them); paths are refused"
         )
     issues = workspace.issues_dir.resolve()
     folder = (workspace.issues_dir / name).resolve()
@@ -69,7 +69,7 @@ def list_issues(workspace: Workspace) -> dict:
     found = []
     folders = sorted(workspace.issues_dir.iterdir()) if workspace.issues_dir.is_dir() else []
     for folder in folders:
-        if not (SLUG.fullmatch(folder.name) and (folder / ISSUE_FILE).is_file()):
+        if not (is_slug(folder.name) and (folder / ISSUE_FILE).is_file()):
             continue
         item: dict = {"slug": folder.name, "file": str(folder / ISSUE_FILE)}
         try:
@@ -109,7 +109,7 @@ def add_image(workspace: Workspace, name: str, file_name: str, data_base64: str)
         or "\\" in file_name
     ):
         raise NewsletterError(
-            f"'{file_name}' cannot name an image: give a file name without folders, ending in "
+            f"{shown_name(file_name)} cannot name an image: give a file name without folders, ending in "
             f"{', '.join(IMAGE_SUFFIXES)}, e.g. logo.png"
         )
     try:
@@ -226,7 +226,7 @@ class SendBinding:
 
     issue: str
     list: str
-    content: str  # content_hash of the rendered issue
+    content: str  # sending.message_digest: subject, both parts, sender, reply-to, list, links, images' bytes
     audience: int
     transport: str  # without credentials
 
@@ -351,16 +351,15 @@ def sample_parts(sample: str | None) -> dict | None:
 async def _binding(
     workspace: Workspace, folder: Path, list_slug: str, dsn_text: str
 ) -> tuple[SendSummary, SendBinding]:
-    """A dry run, and what it showed as a SendBinding; NewsletterError when the issue changed meanwhile."""
-    content = content_hash(prepare(workspace, folder, dsn_text, real=False).rendered)
-    # The dry run refuses an issue that changed since: the summary shows exactly this content.
-    summary = await send_issue(workspace, folder, list_slug, dsn_text=dsn_text, dry_run=True, content=content)
+    """A dry run, and what it showed as a SendBinding: the digest of every byte its messages are made of."""
+    summary = await send_issue(workspace, folder, list_slug, dsn_text=dsn_text, dry_run=True)
     store = open_store(workspace)
     try:
         slug = store.find_list(list_slug).slug
     finally:
         store.close()
-    return summary, SendBinding(folder.name, slug, content, summary.audience, summary.transport)
+    assert summary.message is not None
+    return summary, SendBinding(folder.name, slug, summary.message, summary.audience, summary.transport)
 
 
 async def confirmable_dry_run(workspace: Workspace, folder: Path, list_slug: str, dsn_text: str) -> dict:

@@ -19,11 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from newsletter.addresses import normalize_address
 from newsletter.campaign import Pacing, content_hash, run, sender_id, test_recipient
 from newsletter.checks import check_issue
 from newsletter.config import Config, parse_duration
@@ -69,6 +72,7 @@ class SendSummary:
     note: str | None = None
     status: str | None = None  # the campaign's
     scheduled_at: dt.datetime | None = None
+    message: str | None = None  # dry run: the message_digest of what would be sent, which an agent's code binds
 
     @property
     def ok(self) -> bool:
@@ -146,6 +150,7 @@ class Prepared:
     signer: TokenSigner
     local_only: str | None  # why its messages must not leave this machine (no base_url, relative images), or None
     hosted: HostedUnsubscribe | None = None  # the provider's unsubscribe, when the transport uses it
+    reply_to: str | None = None  # the issue's reply_to, else [sender]'s
 
     def unsubscribe(self) -> str:
         """What the dry run says of the messages' unsubscribe."""
@@ -194,59 +199,64 @@ def prepare(
     if real and not local and problem:
         raise ConfigError(problem)
     signer = TokenSigner.from_environment(required=real and not local and hosted is None)
-    return Prepared(workspace, result.rendered, dsn_text, dsn, sender_text, signer, problem, hosted)
-
-
-def _campaign(prepared: Prepared, campaign_id: int | str, mailing_list: ListRow, subject_prefix: str = "") -> Campaign:
-    config = prepared.workspace.config
-    return Campaign(
-        id=campaign_id,
-        list_slug=mailing_list.slug,
-        list_name=mailing_list.title(config.name),
-        rendered=prepared.rendered,
-        sender=parse_mailbox(prepared.sender_text),
-        reply_to=config.sender.reply_to,
-        base_url=config.base_url or LOCAL_BASE_URL,
-        signer=prepared.signer,
-        unsubscribe_mailto=config.sending.unsubscribe_mailto,
-        subject_prefix=subject_prefix,
-        hosted=prepared.hosted,
-        view_online=f"{config.archive_url}/{prepared.rendered.slug}/" if config.archive_url else None,
-    )
+    reply_to = result.issue.model.reply_to or config.sender.reply_to
+    return Prepared(workspace, result.rendered, dsn_text, dsn, sender_text, signer, problem, hosted, reply_to)
 
 
 def freeze(prepared: Prepared, mailing_list: ListRow) -> dict:
-    """Everything a campaign's messages share, as the store keeps it (JSON): what `thaw` builds them from."""
+    """Everything a campaign's messages share, as the store keeps it (JSON): what `campaign_of` builds them from."""
     config = prepared.workspace.config
-    campaign = _campaign(prepared, 0, mailing_list)
-    rendered = campaign.rendered
+    rendered = prepared.rendered
+    sender = parse_mailbox(prepared.sender_text)
     return {
         "slug": rendered.slug,
         "lang": rendered.lang,
         "subject": rendered.subject,
         "html": rendered.html,
         "text": rendered.text,
-        "sender": {"name": campaign.sender.name, "address": campaign.sender.address},
-        "reply_to": campaign.reply_to,
-        "list_slug": campaign.list_slug,
-        "list_name": campaign.list_name,
-        "base_url": campaign.base_url,
-        "unsubscribe_mailto": campaign.unsubscribe_mailto,
-        "hosted_unsubscribe": _frozen_hosted(campaign.hosted),
-        "view_online": campaign.view_online,
+        "sender": {"name": sender.name, "address": sender.address},
+        "reply_to": prepared.reply_to,
+        "list_slug": mailing_list.slug,
+        "list_name": mailing_list.title(config.name),
+        "base_url": config.base_url or LOCAL_BASE_URL,
+        "unsubscribe_mailto": config.sending.unsubscribe_mailto,
+        "hosted_unsubscribe": _frozen_hosted(prepared.hosted),
+        "view_online": f"{config.archive_url}/{rendered.slug}/" if config.archive_url else None,
         "local_only": prepared.local_only,
         "rate": config.sending.rate,
         "per_hour": config.sending.per_hour,
+        "images": image_digests(rendered),
     }
+
+
+# What a campaign's frozen content holds that is not in its messages: how fast they go, and where they may go.
+NOT_IN_MESSAGES = ("rate", "per_hour", "local_only")
+
+
+def image_digests(rendered: RenderedIssue) -> dict[str, str]:
+    """The SHA-256 of each image the issue shows, by its name under images/: what its messages and its archive page
+    show, bound by an agent's code and checked by the archive before it serves a file."""
+    return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in sorted(rendered.images.items())}
+
+
+def message_digest(content: dict) -> str:
+    """What an agent's confirmation code binds: every byte a campaign's messages are made of (subject, both parts,
+    sender, reply-to, the list's name and id, links, unsubscribe, and each image's bytes through its digest)."""
+    made_of = {key: value for key, value in content.items() if key not in NOT_IN_MESSAGES}
+    return hashlib.sha256(json.dumps(made_of, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def thaw(row: CampaignRow, signer: TokenSigner) -> Campaign:
     """The message builder of a campaign, from its frozen content alone (no issue files needed)."""
-    content = row.content or {}
+    return campaign_of(row.content or {}, row.id, signer)
+
+
+def campaign_of(content: dict, campaign_id: int | str, signer: TokenSigner, subject_prefix: str = "") -> Campaign:
+    """The message builder of frozen content (a campaign's, or what a new one would freeze)."""
     rendered = RenderedIssue(content["slug"], content["lang"], content["subject"], "", content["html"], content["text"],
                              {})  # fmt: skip
     return Campaign(
-        id=row.id,
+        id=campaign_id,
         list_slug=content["list_slug"],
         list_name=content["list_name"],
         rendered=rendered,
@@ -255,6 +265,7 @@ def thaw(row: CampaignRow, signer: TokenSigner) -> Campaign:
         base_url=content["base_url"],
         signer=signer,
         unsubscribe_mailto=content["unsubscribe_mailto"],
+        subject_prefix=subject_prefix,
         hosted=HostedUnsubscribe(**content["hosted_unsubscribe"]) if content.get("hosted_unsubscribe") else None,
         view_online=content.get("view_online"),
     )
@@ -355,25 +366,27 @@ async def send(
 ) -> SendSummary:
     """Dry-run, test-send, schedule, or send an issue to a list (joining or resuming its campaign).
 
-    content: the content_hash the caller saw (an agent's dry run); the issue rendered now must be the same.
+    content: the message_digest an agent's dry run showed (SendSummary.message); what would be sent now must be
+    the same, or nothing is sent.
     """
     async with contextlib.aclosing(transport_for(workspace, dsn_text)) as transport:
         prepared = prepare(workspace, folder, dsn_text, real=not dry_run, hosted=hosted_unsubscribe(transport))
-        if content is not None and content_hash(prepared.rendered) != content:
-            raise NewsletterError(f"{folder.name} changed while it was being checked or sent; run the dry run again")
         config = workspace.config
         scheduled_at = parse_at(at, config.zone) if at is not None else None
         store = open_store(workspace)
         try:
             mailing_list = store.find_list(list_slug)
             if to is not None:
-                return await _test_send(prepared, transport, mailing_list, to, dry_run)
+                return await _test_send(prepared, transport, mailing_list, single_address(to), dry_run)
             digest = content_hash(prepared.rendered)
             if dry_run:
                 latest = store.latest_campaign(prepared.rendered.slug, mailing_list.id)
-                return _dry_run(prepared, store, mailing_list, _campaign_to_resume(latest, digest, new_campaign, None))
+                resume = _campaign_to_resume(latest, digest, new_campaign, None)
+                frozen = _frozen(prepared, mailing_list, resume)
+                _same_as_shown(frozen, content, folder)
+                return _dry_run(prepared, store, mailing_list, resume, frozen)
             await ready(store, transport, mailing_list.id)  # before the audience is fixed: who left is out
-            row = _open_campaign(store, prepared, mailing_list, digest, new_campaign, scheduled_at)
+            row = _open_campaign(store, prepared, mailing_list, digest, new_campaign, scheduled_at, content)
             if row.status == SCHEDULED:
                 return SendSummary(row.id, str(prepared.dsn), False, store.counts(row.id), status=SCHEDULED,
                                    scheduled_at=row.scheduled_at,
@@ -418,10 +431,12 @@ def _open_campaign(
     digest: str,
     new_campaign: bool,
     scheduled_at: dt.datetime | None,
+    shown_digest: str | None = None,
 ) -> CampaignRow:
     """The campaign this send works on: the one it resumes or joins, or a new one (scheduled or running).
 
-    Decided with the list locked: two commands started at once take the same campaign.
+    Decided with the list locked: two commands started at once take the same campaign. With shown_digest (an
+    agent's dry run), the campaign's frozen content must be what that dry run showed, else nothing is created.
     """
     config = prepared.workspace.config
     rendered = prepared.rendered
@@ -429,18 +444,36 @@ def _open_campaign(
         store.lock_list(connection, mailing_list.id)
         latest = store.latest_campaign(rendered.slug, mailing_list.id, connection)
         found = _campaign_to_resume(latest, digest, new_campaign, scheduled_at, config.zone)
+        frozen = _frozen(prepared, mailing_list, found)
+        _same_as_shown(frozen, shown_digest, prepared.workspace.issues_dir / rendered.slug)
         if found is not None:
             return found
         if scheduled_at is None and store.count_members(mailing_list.id, SUBSCRIBED, connection) == 0:
             raise NewsletterError(f"the list '{mailing_list.slug}' has nobody subscribed; nothing to send")
         lateness = dt.timedelta(seconds=parse_duration(config.sending.max_lateness))
         campaign_id = store.create_campaign(
-            connection, mailing_list.id, rendered.slug, digest, rendered.subject, freeze(prepared, mailing_list),
+            connection, mailing_list.id, rendered.slug, digest, rendered.subject, frozen,
             scheduled_at=scheduled_at, expires_at=scheduled_at + lateness if scheduled_at else None,
         )  # fmt: skip
     found = store.campaign(campaign_id)
     assert found is not None
     return found
+
+
+def _frozen(prepared: Prepared, mailing_list: ListRow, resume: CampaignRow | None) -> dict:
+    """What the messages of this send are built from: the frozen content of the campaign it resumes, else what a new
+    campaign would freeze now."""
+    if resume is not None and resume.content:
+        return resume.content
+    return freeze(prepared, mailing_list)
+
+
+def _same_as_shown(frozen: dict, shown_digest: str | None, folder: Path) -> None:
+    if shown_digest is not None and message_digest(frozen) != shown_digest:
+        raise NewsletterError(
+            f"{folder.name} changed since its dry run (its text, sender, reply-to, images or the list's settings); "
+            "run the dry run again"
+        )
 
 
 def _campaign_to_resume(
@@ -485,8 +518,11 @@ def _campaign_to_resume(
     return latest
 
 
-def _dry_run(prepared: Prepared, store: Store, mailing_list: ListRow, resume: CampaignRow | None) -> SendSummary:
-    campaign = _campaign(prepared, resume.id if resume else "dry-run", mailing_list)
+def _dry_run(
+    prepared: Prepared, store: Store, mailing_list: ListRow, resume: CampaignRow | None, frozen: dict
+) -> SendSummary:
+    """What a send would do, its sample built from exactly the content the send would freeze or resume."""
+    campaign = campaign_of(frozen, resume.id if resume else "dry-run", prepared.signer)
     if resume is not None and resume.started_at is not None:
         counts = store.counts(resume.id)
         audience = counts[PENDING]
@@ -512,13 +548,24 @@ def _dry_run(prepared: Prepared, store: Store, mailing_list: ListRow, resume: Ca
         note=None if audience else "nobody would receive it",
         status=resume.status if resume else None,
         scheduled_at=resume.scheduled_at if resume else None,
+        message=message_digest(frozen),
     )
+
+
+def single_address(text: str) -> str:
+    """The one address a test send goes to, checked as a subscriber's is: a second address, a name or a header
+    smuggled after a line break is refused."""
+    try:
+        return normalize_address(text)
+    except ValueError as exc:
+        raise NewsletterError(f"--to {text!r} is not one email address ({exc}); give a single address") from None
 
 
 async def _test_send(
     prepared: Prepared, transport: Transport, mailing_list: ListRow, address: str, dry_run: bool
 ) -> SendSummary:
-    message = _campaign(prepared, "test", mailing_list, subject_prefix="[TEST] ").build(test_recipient(address))
+    campaign = campaign_of(freeze(prepared, mailing_list), "test", prepared.signer, subject_prefix="[TEST] ")
+    message = campaign.build(test_recipient(address))
     summary = SendSummary(campaign=None, transport=str(prepared.dsn), dry_run=dry_run, recipients=[address],
                           audience=1, sample=message.to_bytes().decode("utf-8", errors="replace"),
                           unsubscribe=prepared.unsubscribe())  # fmt: skip

@@ -252,6 +252,45 @@ def test_draft_fix_check_dry_run_then_the_right_code_sends_exactly_once(workspac
     assert "Quatre rendez-vous" in marie.read_text()
 
 
+def test_a_code_covers_the_sender_the_reply_to_and_the_bytes_of_every_image(workspace, tmp_path):
+    """The review's probe: a dry run, then a new From or a replaced picture, then send with the old code."""
+    picture = base64.b64encode(PNG_1x1).decode()
+
+    async def scenario():
+        async with connected(workspace, tmp_path / "stderr.log") as agent:
+            _, content = await agent.call("read_issue", issue=EXAMPLE_SLUG)
+            original = content[0].text
+            code = (await agent.json("send_dry_run", issue=EXAMPLE_SLUG, list="alliances"))["confirmation"]
+            spoofed = original.replace(
+                "\nlang: fr\n", '\nlang: fr\nfrom: "Your Bank Security <security@bank.example>"\n'
+            )
+            assert (await agent.json("write_issue", issue=EXAMPLE_SLUG, yaml=spoofed))["ok"] is True
+            refused = await agent.error("send", issue=EXAMPLE_SLUG, list="alliances", confirmation=code)
+            assert "changed since the dry run" in refused and outbox(workspace) == []
+
+            await agent.json("write_issue", issue=EXAMPLE_SLUG, yaml=original)
+            code = (await agent.json("send_dry_run", issue=EXAMPLE_SLUG, list="alliances"))["confirmation"]
+            await agent.json("add_image", issue=EXAMPLE_SLUG, name="logo-alliances.png", data_base64=picture)
+            refused = await agent.error("send", issue=EXAMPLE_SLUG, list="alliances", confirmation=code)
+            assert "changed since the dry run" in refused and outbox(workspace) == []
+
+            replying = original.replace("\nlang: fr\n", "\nlang: fr\nreply_to: redaction@crdbsl.org\n")
+            await agent.json("write_issue", issue=EXAMPLE_SLUG, yaml=replying)
+            dry = await agent.json("send_dry_run", issue=EXAMPLE_SLUG, list="alliances")
+            assert dry["sample"]["headers"]["Reply-To"] == "redaction@crdbsl.org"  # the issue's, over [sender]'s
+            sent = await agent.json("send", issue=EXAMPLE_SLUG, list="alliances", confirmation=dry["confirmation"])
+            assert sent["sent"] == 4
+
+            for smuggled in ("victim@example.org\r\nBcc: hidden@evil.example", "a@example.org, b@example.org"):
+                refused = await agent.error("send_test", issue=EXAMPLE_SLUG, list="alliances", to=smuggled)
+                assert "is not one email address" in refused
+
+    asyncio.run(scenario())
+    files = outbox(workspace)
+    assert len(files) == 4 and all(b"Reply-To: redaction@crdbsl.org" in f.read_bytes() for f in files)
+    assert not any(b"hidden@evil.example" in f.read_bytes() or b"bank.example" in f.read_bytes() for f in files)
+
+
 def test_preview_at_phone_width_is_a_png_of_that_width(workspace, tmp_path, chromium_installed):
     from PIL import Image
 

@@ -17,24 +17,26 @@ that an issue's page can be published before its campaign goes and its view-onli
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import logging
 import os
-import shutil
 import tempfile
 import uuid
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from newsletter.checks import check_issue
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.i18n import format_date
-from newsletter.render import web_values
+from newsletter.render import RenderedIssue, image_file, web_values
 from newsletter.store import Store
 from newsletter.workspace import Workspace
 
 ATOM = "http://www.w3.org/2005/Atom"
+log = logging.getLogger("newsletter.archive")
 
 
 @dataclass(frozen=True)
@@ -49,16 +51,60 @@ class Entry:
 
 @dataclass(frozen=True)
 class WebVersion:
-    """An issue's page in the archive: its web HTML and the images it shows (name under images/ -> file)."""
+    """An issue's page in the archive: its web HTML and the images it shows (name under images/ -> file), each
+    with the SHA-256 of the bytes its campaign sent when it has one (digests: None for an issue not sent yet)."""
 
     entry: Entry
     html: str
     images: dict[str, Path]
+    digests: dict[str, str] | None = None
+
+    def image(self, name: str) -> bytes | None:
+        """The bytes of the image the page names `name`, read once: None when the page shows no such image, or
+        when the file is no longer what was sent (replaced since: the archive shows what readers got or nothing)."""
+        file = self.images.get(name)
+        if file is None or not file.is_file():
+            return None
+        data = file.read_bytes()
+        if self.digests is not None and hashlib.sha256(data).hexdigest() != self.digests.get(name):
+            log.warning("archive: %s/images/%s changed since it was sent; not shown", self.entry.slug, name)
+            return None
+        return data
 
 
 def sent_entries(store: Store) -> list[Entry]:
     """Every issue a campaign started sending, newest first (not those only scheduled)."""
     return [Entry(slug, subject, at) for slug, subject, at in store.sent_issues()]
+
+
+def sent_version(workspace: Workspace, store: Store, entry: Entry, *, unsubscribe_url: str | None = None
+                 ) -> WebVersion | None:  # fmt: skip
+    """The page of an issue that was sent, as its latest campaign froze it: what readers got, whatever issue.yaml
+    says today. A campaign begun before campaigns froze their images is shown from the issue as it is now, and
+    only while its check passes. None when there is nothing to show."""
+    found = store.sent_content(entry.slug)
+    folder = workspace.issues_dir / entry.slug
+    content = found[1] if found is not None else None
+    if not content or "images" not in content:
+        try:
+            return web_version(workspace, folder, entry, unsubscribe_url=unsubscribe_url, strict=True)
+        except NewsletterError as exc:
+            log.warning("archive: %s is not shown: %s", entry.slug, exc)
+            return None
+    rendered = RenderedIssue(content["slug"], content["lang"], content["subject"], "", content["html"],
+                             content["text"], {})  # fmt: skip
+    values = web_values(workspace.config, entry.slug, content["lang"])
+    if unsubscribe_url is not None:
+        values["unsubscribe_url"] = unsubscribe_url
+    images = {}
+    for name in content["images"]:  # where the file was: images/<name>, or <name> when its src had no images/
+        candidates = (image_file(folder, f"images/{name}"), image_file(folder, name))
+        if (file := next((f for f in candidates if f is not None and f.is_file()), None)) is not None:
+            images[name] = file
+    html = rendered.fill(values)[0]
+    if content.get("images_url"):  # the page and its images/ are published together: relative, as web_version's
+        html = html.replace(f'"{content["images_url"]}', '"images/')
+    return WebVersion(entry, html, images, dict(content["images"]))
 
 
 def web_version(
@@ -206,7 +252,7 @@ def write_archive(workspace: Workspace, store: Store, named: Sequence[Path], out
         if (version := named_versions.get(entry.slug)) is not None:
             version = replace(version, entry=entry)
         else:
-            version = web_version(workspace, workspace.issues_dir / entry.slug, entry)
+            version = sent_version(workspace, store, entry)
         if version is None:
             skipped.append(entry.slug)
         else:
@@ -223,10 +269,11 @@ def write_archive(workspace: Workspace, store: Store, named: Sequence[Path], out
     written = 0
     for version in versions:
         folder = out / version.entry.slug
-        for name, source in version.images.items():
-            if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts or not source.is_file():
-                continue  # never outside the issue's folder; a missing image is what serve answers too (404)
-            _copy(source, folder / "images" / name)
+        for name in version.images:
+            data = version.image(name)  # confined to the issue's folder by render.image_file, and what was sent
+            if data is None:
+                continue  # what serve answers too (404)
+            _write(folder / "images" / name, data)
             written += 1
         _write(folder / "index.html", version.html.encode("utf-8"))
         written += 1
@@ -247,11 +294,6 @@ def write_archive(workspace: Workspace, store: Store, named: Sequence[Path], out
 
 def _write(path: Path, data: bytes) -> None:
     _replace(path, lambda stream: stream.write(data))
-
-
-def _copy(source: Path, path: Path) -> None:
-    with source.open("rb") as reading:
-        _replace(path, lambda stream: shutil.copyfileobj(reading, stream))
 
 
 def _replace(path: Path, fill) -> None:

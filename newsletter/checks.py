@@ -24,6 +24,7 @@ from newsletter.render import (
     PLACEHOLDER,
     PLACEHOLDERS,
     RenderedIssue,
+    image_file,
     image_size,
     is_remote,
     markdown_tokens,
@@ -195,14 +196,14 @@ def _image_diagnostics(issue: LoadedIssue, path: YamlPath, image) -> list[Diagno
                 )
             )
         return found
-    folder = issue.folder.resolve()
-    file = (issue.folder / src).resolve()
-    if not file.is_relative_to(folder):
+    file = image_file(issue.folder, src)
+    if file is None:
         found.append(
             issue.diagnostic(
                 "error",
                 "image-outside-issue",
-                f"image '{src}' is outside the issue folder; copy it into it",
+                f"image '{src}' is outside the issue folder (an absolute path, a '..' or a link that leads out); "
+                "copy the file into the issue's images/ and write src: images/NAME",
                 (*path, "src"),
             )
         )

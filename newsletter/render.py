@@ -173,6 +173,16 @@ def is_remote(src: str) -> bool:
     return src.startswith(("https://", "http://"))
 
 
+def image_file(folder: Path, src: str) -> Path | None:
+    """The file an image's src names, or None unless it lies inside the issue's folder: an absolute path, a `..`
+    or a symlink that leads out names nothing (check reports it), so no build, send or archive ever reads it."""
+    path = PurePosixPath(src)
+    if path.is_absolute() or ".." in path.parts or "\\" in src or src.startswith("~"):
+        return None
+    file = (folder / src).resolve()
+    return file if file.is_relative_to(folder.resolve()) else None
+
+
 def image_output_name(src: str) -> str:
     """The file's name under build/<slug>/images/: its path in the issue folder, less a leading images/."""
     parts = PurePosixPath(src).parts
@@ -195,7 +205,10 @@ class _Renderer:
         if is_remote(src):
             return src
         name = image_output_name(src)
-        self.images[name] = self.issue.folder / src
+        file = image_file(self.issue.folder, src)
+        if file is None:
+            return ""  # nothing outside the issue's folder is ever linked or copied
+        self.images[name] = file
         if self.asset_base_url:
             return f"{self.asset_base_url}/{self.issue.slug}/images/{name}"
         return f"images/{name}"

@@ -1099,6 +1099,18 @@ class Store:
             ).all()
         return [(row[0], row[1], _aware(row[2])) for row in rows]
 
+    def sent_content(self, issue_slug: str) -> tuple[int, dict | None] | None:
+        """(campaign id, frozen content) of the issue's latest campaign that started sending: what the archive shows
+        (None content: begun by a version that did not freeze it); None when no campaign of it started."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                sa.select(campaigns.c.id, campaigns.c.content)
+                .where(campaigns.c.issue_slug == issue_slug, campaigns.c.started_at.is_not(None))
+                .order_by(campaigns.c.started_at.desc(), campaigns.c.id.desc())
+                .limit(1)
+            ).first()
+        return (row[0], row[1]) if row is not None else None
+
     def find_subscriber(self, connection: Connection, email: str) -> int | None:
         return connection.execute(sa.select(subscribers.c.id).where(subscribers.c.email_key == email.lower())).scalar()
 

@@ -208,3 +208,23 @@ def test_an_issue_failing_its_check_fails_in_one_line_and_changes_nothing(sent, 
     assert result.exit_code == 1
     assert result.stderr.startswith("error: 2025-03-casse is not archived: ") and result.stderr.count("\n") == 1
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_the_static_archive_writes_what_was_sent_and_nothing_from_outside_the_issue(sent, tmp_path):
+    """An issue edited after its send to show the store's file as an image: the static copy is the page as sent,
+    and no file from outside the issue's folder is copied into it."""
+    (sent / "subscribers" / "secret.db").write_bytes(b"SQLite format 3\0 every subscriber")
+    issue_file = sent / "issues" / WINTER / "issue.yaml"
+    text = issue_file.read_text(encoding="utf-8").replace("Consulter les documents!", "Réécrit après l'envoi")
+    issue_file.write_text(
+        text + "  - type: image\n    src: ../../subscribers/secret.db\n    alt: x\n", encoding="utf-8"
+    )
+    out = tmp_path / "site"
+    archive("--out", str(out))
+    page = (out / WINTER / "index.html").read_text(encoding="utf-8")
+    assert "Consulter les documents!" in page and "Réécrit" not in page
+    copied = [p for p in out.rglob("*") if p.is_file()]
+    assert not any(b"every subscriber" in p.read_bytes() for p in copied)
+    assert sorted(p.name for p in (out / WINTER / "images").iterdir()) == sorted(
+        p.name for p in (sent / "issues" / WINTER / "images").iterdir()
+    )

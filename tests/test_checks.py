@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CONFIG
+from conftest import CONFIG, render_folder
 
 from newsletter.checks import check_issue
 from newsletter.config import load_config
@@ -48,6 +48,19 @@ def test_missing_image_and_not_an_image(make_issue):
 def test_image_outside_the_issue_folder(make_issue):
     report = check(make_issue(HEADER + "  - type: image\n    src: ../../newsletter.toml\n    alt: x\n"))
     assert ("error", "image-outside-issue", 6, "sections[0].src") in found(report)
+
+
+@pytest.mark.parametrize(
+    "src", ["/etc/passwd", "images/../images/a.png", "images//../../../newsletter.toml", "out.png", "images\\a.png"]
+)
+def test_an_image_path_that_could_lead_out_is_an_error_and_is_never_rendered(make_issue, src):
+    """Absolute paths and `..` are refused even where they land inside (as a link that leads out is): a name that
+    can climb is never in the rendered issue's images, which build, send and the archive copy or serve."""
+    folder = make_issue(HEADER + f"  - type: image\n    src: '{src}'\n    alt: x\n", images=("images/a.png",))
+    (folder / "out.png").symlink_to(folder.parent.parent / "newsletter.toml")
+    report = check(folder)
+    assert ("error", "image-outside-issue", 6, "sections[0].src") in found(report)
+    assert render_folder(folder).images == {}
 
 
 def test_empty_alt_is_an_error(make_issue):

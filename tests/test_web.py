@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import html
+import http.client
 import xml.etree.ElementTree as ElementTree
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from conftest import EXAMPLE_SLUG
+from conftest import EXAMPLE_SLUG, PNG_1x1
 from test_send import SECRET, run, send_json
 from test_send import workspace as workspace  # noqa: F401  (the fixture: example workspace and its list)
 from test_tokens import one_character_changes
@@ -251,6 +253,51 @@ def test_archive_feed_and_health(site):
     feed = ElementTree.fromstring(httpx.get(f"{base}/archive/feed.xml").content)
     entries = feed.findall("{http://www.w3.org/2005/Atom}entry")
     assert len(entries) == 1 and entries[0].find("{http://www.w3.org/2005/Atom}title").text.startswith("Retour")
+
+
+def raw_get(base: str, path: str) -> tuple[int, bytes]:
+    """GET path exactly as written (no client's normalisation of `..`, `//` or %2e)."""
+    address = urlsplit(base)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_the_archive_shows_what_was_sent_and_serves_no_file_outside_the_issue(site, workspace):  # noqa: F811
+    """The review's probes: an issue edited after it was sent to name the store's own file (and /etc/passwd) as
+    images; the archive still shows the page as sent and answers 404 to every way of climbing out of its folder."""
+    base, store = site
+    assert send_json("--no-dry-run")[0].exit_code == 0
+    issue_file = workspace / "issues" / EXAMPLE_SLUG / "issue.yaml"
+    text = issue_file.read_text(encoding="utf-8")
+    (workspace / "subscribers" / "secret.db").write_bytes(b"SQLite format 3\0 every subscriber")
+    edited = text.replace("Consulter les documents!", "Texte réécrit après l'envoi") + (
+        "  - type: image\n    src: ../../subscribers/secret.db\n    alt: x\n"
+        "  - type: image\n    src: /etc/passwd\n    alt: x\n"
+    )
+    issue_file.write_text(edited, encoding="utf-8")
+    page = httpx.get(f"{base}/archive/{EXAMPLE_SLUG}/")
+    assert page.status_code == 200 and "Consulter les documents!" in page.text and "réécrit" not in page.text
+    slug = EXAMPLE_SLUG
+    for path in (
+        f"/archive/{slug}/images/../../subscribers/secret.db",
+        f"/archive/{slug}/images/%2e%2e/%2e%2e/subscribers/secret.db",
+        f"/archive/{slug}/images/..%2f..%2fsubscribers%2fsecret.db",
+        f"/archive/{slug}/images///etc/passwd",
+        f"/archive/{slug}/images/%2fetc%2fpasswd",
+        f"/archive/{slug}/images/../issue.yaml",
+    ):
+        status_code, body = raw_get(base, path)
+        assert status_code == 404 and b"subscriber" not in body and b"root:" not in body, path
+    assert raw_get(base, f"/archive/{slug}/images/logo-alliances.png")[0] == 200
+    # A picture replaced after the send is not what readers got: not shown, the others still are.
+    (workspace / "issues" / slug / "images" / "partenaire-crd-bsl.png").write_bytes(PNG_1x1)
+    assert raw_get(base, f"/archive/{slug}/images/partenaire-crd-bsl.png")[0] == 404
+    assert raw_get(base, f"/archive/{slug}/images/logo-alliances.png")[0] == 200
 
 
 def test_the_feed_ids_come_from_newsletter_toml_never_from_host(workspace):  # noqa: F811

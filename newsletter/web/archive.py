@@ -7,12 +7,13 @@ Only routes: which issues, their pages, the index's data and the feed come from 
 from __future__ import annotations
 
 import asyncio
+import mimetypes
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from newsletter.archive import WebVersion, feed_document, index_issues, sent_entries, web_version
+from newsletter.archive import WebVersion, feed_document, index_issues, sent_entries, sent_version
 from newsletter.web.app import Site
 
 # An email is styled inline: its page allows inline styles, and still runs and loads nothing else.
@@ -24,14 +25,13 @@ def routes(site: Site) -> list[Route]:
     cache: dict[str, WebVersion] = {}
 
     def archived(slug: str) -> WebVersion | None:
-        """The page of an issue that was sent, rendered once per process."""
+        """The page of an issue that was sent, as its campaign froze it, made once per process."""
         if slug in cache:
             return cache[slug]
         entry = next((e for e in sent_entries(store) if e.slug == slug), None)
         if entry is None:
             return None
-        version = web_version(workspace, workspace.issues_dir / slug, entry,
-                              unsubscribe_url=f"{config.base_url or ''}/")  # fmt: skip
+        version = sent_version(workspace, store, entry, unsubscribe_url=f"{config.base_url or ''}/")
         if version is not None:
             cache[slug] = version
         return version
@@ -49,10 +49,12 @@ def routes(site: Site) -> list[Route]:
 
     async def image(request: Request) -> Response:
         found = await asyncio.to_thread(archived, request.path_params["slug"])
-        file = found.images.get(request.path_params["name"]) if found else None
-        if file is None or not file.is_file():
+        name = request.path_params["name"]
+        data = await asyncio.to_thread(found.image, name) if found else None  # only a name the page shows
+        if data is None:
             return PlainTextResponse("not found", status_code=404)
-        return FileResponse(file, headers={"Cache-Control": "public, max-age=86400"})
+        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return Response(data, media_type=kind, headers={"Cache-Control": "public, max-age=86400"})
 
     async def feed(request: Request) -> Response:
         url = f"{config.base_url}/archive" if config.base_url else None  # never from Host: ids must not change

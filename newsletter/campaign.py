@@ -72,6 +72,8 @@ class LedgerStore(Protocol):
 
     def finish_if_done(self, campaign_id: int) -> bool: ...
 
+    def is_running(self, campaign_id: int) -> bool: ...
+
 
 class Sender(Protocol):
     """What the runner needs from a transport. One that can also report each message as it goes defines
@@ -140,6 +142,10 @@ def result_for(delivery: Delivery, outcome: Outcome, pacing: Pacing) -> Result:
 
 class LeaseExpiring(Exception):
     """A batch's lease is about to run out (this sender was held up): the rest of it goes back to the queue."""
+
+
+class CampaignHalted(LeaseExpiring):
+    """The campaign was paused or cancelled while a batch went: the rest of it goes back to the queue."""
 
 
 class LedgerWriter:
@@ -238,6 +244,11 @@ async def run(
             submitted.append(future)
             await future
             lease_check(claim)  # raised here, it ends send_each before its next message
+            # A pause or a cancel holds this connection after the message in flight: at most two of its messages
+            # go once the status changed (the one being sent, and the one handed while this ran).
+            if not await asyncio.to_thread(store.is_running, campaign_id):
+                halted.set()
+                raise CampaignHalted(claim)
 
         messages = [campaign.build(Recipient(d.subscriber_id, d.email, d.name, d.fields)) for d in batch]
         send_each = getattr(transport, "send_each", None)

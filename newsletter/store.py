@@ -1430,6 +1430,12 @@ class Store:
                 ).scalars()
             )
 
+    def is_running(self, campaign_id: int) -> bool:
+        """Whether the campaign is running now: what a sender asks between two messages of a batch."""
+        with self.engine.connect() as connection:
+            status = connection.execute(sa.select(campaigns.c.status).where(campaigns.c.id == campaign_id)).scalar()
+        return status == RUNNING
+
     def change_campaign_status(self, campaign_id: int, to: str, allowed_from: Sequence[str]) -> bool:
         """Move a campaign to status `to` if it is in one of allowed_from; False when it was not."""
         values: dict = {"status": to}

@@ -220,7 +220,13 @@ class SmtpTransport:
                             await record(rest, Outcome.retry(reason))
                         break
                     if recording is not None:
-                        await recording  # the answer before this one is in the ledger
+                        try:
+                            await recording  # the answer before this one is in the ledger
+                        except Exception:  # told to stop (a pause, a lease running out): this one went, record it
+                            recording = None
+                            with contextlib.suppress(Exception):
+                                await record(index, outcome)
+                            raise
                     recording = asyncio.ensure_future(record(index, outcome))
                 if recording is not None:
                     await recording

@@ -5,7 +5,8 @@ No MJML and no template runs here. Headers:
   subscriber) and stable across retries, List-Id (RFC 2919), List-Unsubscribe with the https link (and a
   mailto: when configured, RFC 2369), List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058).
 Headers are written whole, never folded into RFC 2047 encoded-words (clients cannot parse a List-Unsubscribe
-written so); no line of a message exceeds 998 octets.
+written so); no line of a message exceeds 998 octets. Names are cleaned (addresses.clean_name) here too, for
+those stored before they were.
 
 Speed: the body is multipart/alternative with two quoted-printable parts whose lines stay at RFC 2045's 76
 characters. Encoding 60 KB of HTML per recipient would dominate the cost of a send, so Body encodes the issue's
@@ -32,6 +33,7 @@ from urllib.parse import quote
 
 import dkim
 
+from newsletter.addresses import clean_name
 from newsletter.errors import ConfigError
 from newsletter.render import RenderedIssue, Verbatim, escape_value
 from newsletter.tokens import TokenSigner
@@ -52,13 +54,15 @@ class Mailbox:
         return self.address.rpartition("@")[2]
 
     def header(self) -> str:
-        """For a From or To header: quoted or RFC 2047-encoded as the name needs, on one line whatever it holds."""
+        """For a From or To header: the name cleaned, quoted or RFC 2047-encoded as it needs, on one line under 998
+        octets whatever it holds."""
         return _mailbox_header(self.name, self.address)
 
 
 @functools.lru_cache(maxsize=64)  # the sender's, asked for every message
 def _mailbox_header(name: str, address: str) -> str:
-    return email.utils.formataddr((" ".join(name.split()), address), charset="utf-8")
+    name = clean_name(name) or ""  # again here: a name stored before names were cleaned
+    return email.utils.formataddr((name, address), charset="utf-8")
 
 
 @dataclass(frozen=True)
@@ -288,7 +292,8 @@ class Campaign:
         return Outgoing(
             key=key,
             sender=self.sender,
-            recipient=Mailbox(recipient.name or "", recipient.email),
+            # The name cleaned again (one stored before names were): every transport writes its To from this.
+            recipient=Mailbox(clean_name(recipient.name) or "", recipient.email),
             subject=self.subject_prefix + self.rendered.subject,
             headers=headers,
             values=values,
@@ -320,7 +325,7 @@ class Notice:
         }
         if self.reply_to:
             headers["Reply-To"] = self.reply_to
-        return Outgoing(key, self.sender, Mailbox(name or "", address), self.rendered.subject, headers,
+        return Outgoing(key, self.sender, Mailbox(clean_name(name) or "", address), self.rendered.subject, headers,
                         {"name": name or "", "email": address, **values}, self.body)  # fmt: skip
 
 

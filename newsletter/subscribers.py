@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from newsletter.addresses import normalize_address
+from newsletter.addresses import clean_name, normalize_address
 from newsletter.errors import NewsletterError
 from newsletter.store import Store, Subscription
 from newsletter.transports.base import SuppressionSource, Transport
@@ -322,7 +322,8 @@ def import_csv(
                 if first is not None:
                     outcomes.reject(line, f"duplicate of line {first} ({address})", cell)
                     continue
-                batch.append((line, Subscription(address, name, extra, {"file": file_name, "line": line})))
+                subscription = Subscription(address, clean_name(name), extra, {"file": file_name, "line": line})
+                batch.append((line, subscription))
                 if len(batch) == BATCH:
                     commit()
             if batch:
@@ -349,7 +350,7 @@ def add(
         raise NewsletterError(f"'{address}' is not a valid address: {exc}") from None
     with store.transaction() as connection:
         list_id = store.ensure_list(connection, list_slug, list_name)
-        return store.subscribe(connection, list_id, normalized, name, {}, source)
+        return store.subscribe(connection, list_id, normalized, clean_name(name), {}, source)
 
 
 def remove(store: Store, list_slug: str, address: str, *, source: str = "cli") -> bool:

@@ -1,4 +1,5 @@
-"""normalize_address agrees with email_validator on every address, whether its domain was seen before or not."""
+"""normalize_address agrees with email_validator on every address, whether its domain was seen before or not;
+a name as it is stored and shown (clean_name)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.addresses import normalize_address
+from newsletter.addresses import NAME_MAX_OCTETS, clean_name, normalize_address
 
 DOMAINS = [
     "example.org", "Example.ORG", "exämple.org", "EXÄMPLE.org", "sub.example.co.uk", "a.b", "videotron.ca",
@@ -55,3 +56,28 @@ def test_a_long_address_at_a_known_international_domain_is_measured_in_its_ascii
 @pytest.mark.parametrize("address", ["Marie.Tremblay@Example.ORG", "m@EXÄMPLE.org"])
 def test_the_domain_is_stored_in_lower_case_and_unicode(address):
     assert normalize_address(address) == normalize_address(address) == expected(address)
+
+
+@pytest.mark.parametrize(
+    ("name", "cleaned"),
+    [
+        ("Marie Côté", "Marie Côté"),
+        ("  Jean \t Tremblay\r\n", "Jean Tremblay"),
+        ("Zo\x00é\x1b[31m B\x7fœuf\x9b", "Zoé[31m Bœuf"),  # NUL, ESC, DEL and a C1 control gone
+        ("Ann\u2028Example\x85Jr", "Ann Example Jr"),  # Unicode line breaks are whitespace
+        ("lone \udc80 surrogate", "lone surrogate"),
+        ("\x00\x1b\x7f", None),
+        ("   ", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_a_name_loses_its_control_characters_and_extra_whitespace(name, cleaned):
+    assert clean_name(name) == cleaned
+
+
+@pytest.mark.parametrize("name", ["😀" * 300, "é" * 300, "x" * 300, "a" * 199 + "é"])
+def test_a_long_name_is_cut_between_two_characters_at_200_octets(name):
+    cleaned = clean_name(name)
+    assert len(cleaned.encode("utf-8")) <= NAME_MAX_OCTETS and name.startswith(cleaned)
+    assert len(cleaned.encode("utf-8")) > NAME_MAX_OCTETS - 4  # cut at most one character short

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sample_messages import RECIPIENTS
 
+from newsletter.addresses import clean_name
 from newsletter.message import DkimSigner, Recipient
 from newsletter.render import RenderedIssue
 
@@ -132,3 +133,18 @@ def test_a_name_with_line_breaks_stays_on_its_header_line(campaign):
     message = parsed(outgoing)
     assert message.get("Bcc") is None
     assert message["To"].addresses[0].display_name == "Zoé Bcc: victim@example.org .x"
+
+
+def header_line(outgoing, name: bytes) -> bytes:
+    head = outgoing.to_bytes().split(b"\r\n\r\n", 1)[0]
+    (line,) = [line for line in head.split(b"\r\n") if line.startswith(name + b":")]
+    return line
+
+
+@pytest.mark.parametrize("name", ["😀" * 300, '"\\' * 300, "Zoé\x00 \x1b[2J\x7fBœuf" + "é" * 500])
+def test_a_name_never_makes_the_to_line_longer_than_998_octets_nor_carries_a_control(campaign, name):
+    for outgoing in (campaign.build(Recipient(3, "zoe@example.org", name)),):
+        line = header_line(outgoing, b"To")
+        assert len(line) <= 998
+        assert not any(byte < 0x20 or byte == 0x7F for byte in line)
+        assert parsed(outgoing)["To"].addresses[0].display_name == clean_name(name)

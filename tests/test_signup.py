@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from smtp_server import RunningSmtp, SmtpSink
 from test_send import SECRET, environment, newsletter_command, run, wait_for
 from test_send import workspace as workspace  # noqa: F401  (the fixture: example workspace and its list)
+from test_subscribers import CLEANED_NAME, UNRULY_NAME
 from test_tokens import one_character_changes
 from web_server import serving
 
@@ -122,6 +123,18 @@ def test_a_new_address_gets_one_confirmation_and_waits_unconfirmed(site):
     assert request["detail"]["page"] == "https://crdbsl.org/bulletin"
     assert request["detail"]["user_agent"] == "Firefox de test" and "127.0.0.1" not in str(request["detail"])
     assert len(request["detail"]["ip_hash"]) == 32
+
+
+def test_a_signed_up_name_loses_its_control_characters_and_is_capped(site):
+    base, store, sink = site
+    assert sign_up(base, "nom@example.org", name=UNRULY_NAME).status_code == 200
+    wait_for_mail(sink, 1)
+    (request,) = [e for e in store.person("nom@example.org")["events"] if e["kind"] == "signup-requested"]
+    assert request["detail"]["name"] == CLEANED_NAME  # the name kept until they confirm
+    head = sink.received[0].data.split(b"\r\n\r\n", 1)[0]
+    (line,) = [line for line in head.split(b"\r\n") if line.startswith(b"To:")]
+    assert len(line) <= 998 and not any(byte < 0x20 or byte == 0x7F for byte in line)
+    assert sink.received[0].message["To"].addresses[0].display_name == CLEANED_NAME
 
 
 def test_every_well_formed_address_gets_the_same_answer_whatever_its_state(site):

@@ -10,6 +10,7 @@ import pytest
 from test_send import workspace as workspace  # noqa: F401  (the fixture: example workspace and its list)
 
 from newsletter.errors import NewsletterError
+from newsletter.message import Recipient
 from newsletter.store import BOUNCED, MIGRATIONS, UNSUBSCRIBED, Store
 from newsletter.subscribers import add, export_csv, import_csv, remove
 
@@ -97,6 +98,30 @@ def test_add_validates_and_updates(store):
         add(store, "news", "zoe@", None)
     history = store.history(members(store, "news")["Zoe@example.org"].subscriber_id)
     assert [(e["kind"], e["source"]) for e in history] == [("subscribed", "cli"), ("updated", "cli")]
+
+
+# NUL, ESC (a terminal's "clear screen"), DEL, a tab and a line break, then 300 emoji (1,200 octets).
+UNRULY_NAME = "\x00Zoé\x1b[2J \t Bœuf\x7f\r\n" + "😀" * 300
+CLEANED_NAME = "Zoé[2J Bœuf " + "😀" * 46  # 200 octets at most: 14, and 46 emoji of 4
+
+
+def to_line(campaign, email: str, name: str | None) -> bytes:
+    head = campaign.build(Recipient(1, email, name)).to_bytes().split(b"\r\n\r\n", 1)[0]
+    (line,) = [line for line in head.split(b"\r\n") if line.startswith(b"To:")]
+    return line
+
+
+def test_a_name_loses_its_control_characters_and_is_capped_at_import_and_add(store, tmp_path, campaign):
+    rows = tmp_path / "names.csv"
+    rows.write_text(f'email,name\nimporte@example.org,"{UNRULY_NAME}"\n', encoding="utf-8")
+    assert import_csv(store, "alliances", rows).added == 1
+    assert add(store, "alliances", "ajoute@example.org", UNRULY_NAME) == "added"
+    found = members(store)
+    for email in ("importe@example.org", "ajoute@example.org"):
+        name = found[email].name
+        assert name == CLEANED_NAME and len(name.encode()) <= 200
+        line = to_line(campaign, email, name)
+        assert len(line) <= 998 and not any(byte < 0x20 or byte == 0x7F for byte in line)
 
 
 def test_remove_keeps_the_record_and_logs_the_event(store):
@@ -325,7 +350,7 @@ def test_a_file_longer_than_the_sniffed_sample_keeps_its_lines(store, tmp_path):
     assert (report.added, report.encoding, report.delimiter) == (399, "utf-8", ";")
     assert [line for line, _ in report.rejected] == [353]  # the field on two lines counts two
     found = members(store)
-    assert found["personne300@example.org"].name == "Deux\nlignes"
+    assert found["personne300@example.org"].name == "Deux lignes"  # read whole; a name keeps no line break
     assert found["personne199@example.org"].name == "Personne 199 é"
 
 

@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from newsletter.addresses import normalize_address
+from newsletter.addresses import clean_name, normalize_address
 from newsletter.config import parse_duration
 from newsletter.i18n import translate
 from newsletter.message import Notice, parse_mailbox
@@ -182,7 +182,7 @@ def routes(site: Site) -> list[Route]:
         if signups.count(host):
             over_the_limit.add(address_block(host))
             return form_page(request, slug, "sent")
-        name = " ".join(fields.get("name", "").split())[:300]
+        name = clean_name(fields.get("name", "")) or ""
         detail = {
             "consent": consent(slug),
             # the address posted to when the request names no page (our own form's send no Referer)

@@ -1,5 +1,5 @@
-"""An email address as it is stored: checked for syntax (no DNS), the domain normalized (lower case, IDN); a
-person's name as it is stored and shown in To:.
+"""An email address as it is stored: checked for syntax (no DNS), the domain normalized (lower case, IDN); the
+address as messages write it (the domain in A-labels); a person's name as it is stored and shown in To:.
 
 email_validator does the checking. It costs some 80 µs an address, most of it on the domain, and the domains of a
 list repeat (a sign-up form, a CSV of a million rows): an ASCII local part at a domain it has already accepted is
@@ -9,6 +9,7 @@ generated addresses.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from email_validator import EmailNotValidError, validate_email
@@ -37,6 +38,31 @@ def normalize_address(address: str) -> str:
     if len(_domains) < KNOWN_DOMAINS:  # the ASCII form's length: never accept here what email_validator refuses
         _domains[domain] = (checked.domain, len(checked.ascii_domain))
     return checked.normalized
+
+
+@functools.lru_cache(maxsize=KNOWN_DOMAINS)
+def a_label_domain(domain: str) -> str:
+    """An international domain in A-labels (Punycode, RFC 5891): münchen.example -> xn--mnchen-3ya.example, as
+    email_validator writes it (IDNA 2008: straße.de is xn--strae-oqa.de, where Python's idna codec would write
+    another domain, strasse.de). Raise ValueError for a domain that has no such form."""
+    if domain.isascii():
+        return domain
+    try:  # only the domain's own syntax: the address was checked when it was stored (the sender's, in the config)
+        checked = validate_email(f"a@{domain}", check_deliverability=False, globally_deliverable=False,
+                                 test_environment=True)  # fmt: skip
+    except EmailNotValidError as exc:
+        raise ValueError(f"the domain {domain} has no ASCII form: {exc}") from None
+    return checked.ascii_domain
+
+
+def a_label_address(address: str) -> str:
+    """The address as headers and the SMTP envelope carry it: its domain in A-labels, its local part as it is.
+
+    A local part that is not ASCII (zoé@…) stays so: only a server offering SMTPUTF8 (RFC 6531) takes it, written
+    in UTF-8 in the headers too (RFC 6532). Raise ValueError for a domain that has no ASCII form.
+    """
+    local, at, domain = address.rpartition("@")
+    return address if domain.isascii() else f"{local}{at}{a_label_domain(domain)}"
 
 
 # A name is at most this many octets of UTF-8: longer than any real name, and short enough that the To: line

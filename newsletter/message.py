@@ -5,8 +5,11 @@ No MJML and no template runs here. Headers:
   subscriber) and stable across retries, List-Id (RFC 2919), List-Unsubscribe with the https link (and a
   mailto: when configured, RFC 2369), List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058).
 Headers are written whole, never folded into RFC 2047 encoded-words (clients cannot parse a List-Unsubscribe
-written so); no line of a message exceeds 998 octets. Names are cleaned (addresses.clean_name) here too, for
-those stored before they were.
+written so); no line of a message exceeds 998 octets. An address's international domain is written in A-labels
+(xn--…); a local part that is not ASCII in UTF-8 (RFC 6532), which only a server offering SMTPUTF8 takes: the
+transports decide. A domain with no ASCII form (no stored address has one) raises ValueError where it is
+written; every transport makes that one message's failure. Names are cleaned (addresses.clean_name) here too,
+for those stored before they were.
 
 Speed: the body is multipart/alternative with two quoted-printable parts whose lines stay at RFC 2045's 76
 characters. Encoding 60 KB of HTML per recipient would dominate the cost of a send, so Body encodes the issue's
@@ -33,7 +36,7 @@ from urllib.parse import quote
 
 import dkim
 
-from newsletter.addresses import clean_name
+from newsletter.addresses import a_label_address, a_label_domain, clean_name
 from newsletter.errors import ConfigError
 from newsletter.render import RenderedIssue, Verbatim, escape_value
 from newsletter.tokens import TokenSigner
@@ -53,16 +56,25 @@ class Mailbox:
     def domain(self) -> str:
         return self.address.rpartition("@")[2]
 
+    @property
+    def addr_spec(self) -> str:
+        """The address as the headers and the envelope write it: its domain in A-labels (ValueError if it has none)."""
+        return a_label_address(self.address)
+
     def header(self) -> str:
         """For a From or To header: the name cleaned, quoted or RFC 2047-encoded as it needs, on one line under 998
-        octets whatever it holds."""
+        octets whatever it holds; the address as addr_spec."""
         return _mailbox_header(self.name, self.address)
 
 
 @functools.lru_cache(maxsize=64)  # the sender's, asked for every message
 def _mailbox_header(name: str, address: str) -> str:
     name = clean_name(name) or ""  # again here: a name stored before names were cleaned
-    return email.utils.formataddr((name, address), charset="utf-8")
+    addr_spec = a_label_address(address)
+    if not name:
+        return addr_spec
+    # formataddr refuses an address that is not ASCII (one RFC 6532 writes in UTF-8): it writes the name alone.
+    return email.utils.formataddr((name, "x@x"), charset="utf-8").removesuffix("<x@x>") + f"<{addr_spec}>"
 
 
 @dataclass(frozen=True)
@@ -188,7 +200,8 @@ class Outgoing:
         return self.headers["Message-ID"]
 
     def to_bytes(self) -> bytes:
-        """The whole message as sent: CRLF line ends, every line at most 998 octets."""
+        """The whole message as sent: CRLF line ends, every line at most 998 octets. ASCII, but for an address whose
+        local part is not (RFC 6532's UTF-8 headers); ValueError for a domain with no ASCII form."""
         lines = [
             f"From: {self.sender.header()}",
             f"To: {self.recipient.header()}",
@@ -197,7 +210,7 @@ class Outgoing:
             "MIME-Version: 1.0",
             f"Content-Type: {self.body.content_type()}",
         ]
-        head = "\r\n".join(lines).encode("ascii") + CRLF + CRLF
+        head = "\r\n".join(lines).encode("utf-8") + CRLF + CRLF
         return head + self.body.mime(self.values)
 
     @cached_property
@@ -250,7 +263,8 @@ class Campaign:
 
     @cached_property
     def domain(self) -> str:
-        return self.sender.domain
+        """The sender's domain in A-labels, for Message-ID and List-Id."""
+        return a_label_domain(self.sender.domain)
 
     @cached_property
     def list_id(self) -> str:
@@ -320,7 +334,7 @@ class Notice:
         digest = hashlib.sha256(f"{address}:{key}".encode()).hexdigest()[:12]
         headers = {
             "Date": _date(int(time.time())),
-            "Message-ID": f"<{key}.{digest}@{self.sender.domain}>",
+            "Message-ID": f"<{key}.{digest}@{a_label_domain(self.sender.domain)}>",
             "Auto-Submitted": "auto-generated",
         }
         if self.reply_to:

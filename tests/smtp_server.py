@@ -93,12 +93,14 @@ class _Authenticator:
 
 
 class RunningSmtp:
-    def __init__(self, sink: SmtpSink, *, user: str | None = None, password: str | None = None):
+    """smtputf8: the server offers SMTPUTF8 (RFC 6531), and so takes addresses whose local part is not ASCII."""
+
+    def __init__(self, sink: SmtpSink, *, user: str | None = None, password: str | None = None, smtputf8=False):
         self.sink = sink
         self.port = free_port()
-        kwargs = {}
+        kwargs: dict = {"enable_SMTPUTF8": smtputf8}
         if user:
-            kwargs = {"authenticator": _Authenticator(user, password or ""), "auth_require_tls": False}
+            kwargs |= {"authenticator": _Authenticator(user, password or ""), "auth_require_tls": False}
         self.controller = Controller(sink, hostname="127.0.0.1", port=self.port, **kwargs)
 
     def __enter__(self) -> RunningSmtp:

@@ -1,5 +1,5 @@
 """normalize_address agrees with email_validator on every address, whether its domain was seen before or not;
-a name as it is stored and shown (clean_name)."""
+an address as messages write it (its domain in A-labels); a name as it is stored and shown (clean_name)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.addresses import NAME_MAX_OCTETS, clean_name, normalize_address
+from newsletter.addresses import NAME_MAX_OCTETS, a_label_address, clean_name, normalize_address
 
 DOMAINS = [
     "example.org", "Example.ORG", "exämple.org", "EXÄMPLE.org", "sub.example.co.uk", "a.b", "videotron.ca",
@@ -56,6 +56,25 @@ def test_a_long_address_at_a_known_international_domain_is_measured_in_its_ascii
 @pytest.mark.parametrize("address", ["Marie.Tremblay@Example.ORG", "m@EXÄMPLE.org"])
 def test_the_domain_is_stored_in_lower_case_and_unicode(address):
     assert normalize_address(address) == normalize_address(address) == expected(address)
+
+
+@pytest.mark.parametrize(
+    ("address", "written"),
+    [
+        ("hana@münchen.example", "hana@xn--mnchen-3ya.example"),
+        ("x@straße.de", "x@xn--strae-oqa.de"),  # IDNA 2008, as stored: Python's idna codec would say strasse.de
+        ("zoé@exämple.org", "zoé@xn--exmple-cua.org"),  # the local part as it is: SMTPUTF8's to carry
+        ("marie@example.org", "marie@example.org"),
+    ],
+)
+def test_an_address_is_written_with_its_domain_in_a_labels(address, written):
+    assert a_label_address(normalize_address(address)) == written
+    assert a_label_address(written) == written
+
+
+def test_a_domain_with_no_ascii_form_is_a_value_error():
+    with pytest.raises(ValueError, match=r"the domain ☃\.example has no ASCII form"):
+        a_label_address("neige@☃.example")
 
 
 @pytest.mark.parametrize(

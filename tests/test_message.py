@@ -141,9 +141,25 @@ def header_line(outgoing, name: bytes) -> bytes:
     return line
 
 
+def test_an_international_domain_is_written_in_a_labels_and_a_local_part_in_utf8(campaign):
+    idn = campaign.build(Recipient(5, "hana@münchen.example", "Hana Müller"))
+    assert header_line(idn, b"To") == b"To: =?utf-8?q?Hana_M=C3=BCller?= <hana@xn--mnchen-3ya.example>"
+    assert idn.to_bytes().isascii()
+    local = campaign.build(Recipient(6, "zoé@exämple.org", "Zoé"))
+    # RFC 6532: the address in UTF-8, as it is, never RFC 2047-encoded (an encoded-word is no addr-spec).
+    assert header_line(local, b"To") == "To: =?utf-8?q?Zo=C3=A9?= <zoé@xn--exmple-cua.org>".encode()
+    assert parsed(local)["To"] == "Zoé <zoé@xn--exmple-cua.org>"
+    sender = dataclasses.replace(campaign, sender=dataclasses.replace(campaign.sender, address="info@exämple.org"))
+    message = sender.build(RECIPIENTS[0])
+    assert header_line(message, b"From") == b"From: Le bulletin des Alliances <info@xn--exmple-cua.org>"
+    assert header_line(message, b"Message-ID").endswith(b"@xn--exmple-cua.org>")
+    assert header_line(message, b"List-Id") == b"List-Id: Le bulletin des Alliances <alliances.xn--exmple-cua.org>"
+
+
 @pytest.mark.parametrize("name", ["😀" * 300, '"\\' * 300, "Zoé\x00 \x1b[2J\x7fBœuf" + "é" * 500])
 def test_a_name_never_makes_the_to_line_longer_than_998_octets_nor_carries_a_control(campaign, name):
-    for outgoing in (campaign.build(Recipient(3, "zoe@example.org", name)),):
+    for outgoing in (campaign.build(Recipient(3, "zoé@" + "a" * 60 + ".exämple.org", name)),
+                     campaign.build(Recipient(3, "zoe@example.org", name))):  # fmt: skip
         line = header_line(outgoing, b"To")
         assert len(line) <= 998
         assert not any(byte < 0x20 or byte == 0x7F for byte in line)

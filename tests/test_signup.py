@@ -234,6 +234,31 @@ def test_a_hundred_sign_ups_at_once(site):
         assert found[:2] == (ids[received.recipients[0]], "alliances") and found.request_id is not None
 
 
+def test_six_sign_ups_at_once_one_address_the_mail_server_cannot_take_all_six_recorded(site, caplog):
+    """One of six confirmations cannot go (a local part that is not ASCII, a mail server without SMTPUTF8): it is
+    recorded as refused, the five others go once each (an international domain in A-labels) and are recorded as
+    sent, so that none is sent again."""
+    base, store, sink = site
+    people = ["un@example.org", "deux@example.org", "trois@example.org", "quatre@example.org",
+              "hana@münchen.example", "zoé@exämple.org"]  # fmt: skip
+
+    async def all_at_once():
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            return await asyncio.gather(*(client.post("/subscribe/alliances", data={"email": email, "name": "Ana"})
+                                          for email in people))  # fmt: skip
+
+    assert {a.status_code for a in asyncio.run(all_at_once())} == {200}
+    for email in people:
+        wait_for(lambda email=email: len(events_of(store, email)) == 2, f"what became of {email}'s confirmation")
+    assert sorted(r.recipients[0] for r in sink.received) == sorted(people[:4] + ["hana@xn--mnchen-3ya.example"])
+    assert [events_of(store, email)[-1] for email in people] == ["confirmation-sent"] * 5 + ["confirmation-refused"]
+    at = dt.datetime.now(dt.UTC)
+    assert store.unsent_confirmations(at - dt.timedelta(days=1), at)[1] == []  # nothing to send again
+    assert "not ASCII and the server does not offer SMTPUTF8" in caplog.text
+    assert "@" not in caplog.text  # why, never to whom
+    assert "Traceback" not in caplog.text
+
+
 def test_a_refused_confirmation_fails_alone_and_a_dead_mail_server_loses_no_sign_up(workspace, monkeypatch, caplog):  # noqa: F811
     config = workspace / "newsletter.toml"
     config.write_text(config.read_text() + OPEN)

@@ -28,10 +28,17 @@ class NullTransport:
         return "null://"
 
     async def send_batch(self, messages: Sequence[Outgoing]) -> list[Outcome]:
-        if self.serialize:
-            for message in messages:
-                message.to_bytes()
-        return [Outcome.sent() for _ in messages]
+        if not self.serialize:
+            return [Outcome.sent() for _ in messages]
+        return [self._built(message) for message in messages]
+
+    @staticmethod
+    def _built(message: Outgoing) -> Outcome:
+        try:
+            message.to_bytes()
+        except ValueError as exc:  # as a real transport would: this message fails, not the batch
+            return Outcome.failed(f"null: the message cannot be written: {exc}")
+        return Outcome.sent()
 
     async def aclose(self) -> None:
         pass

@@ -41,7 +41,12 @@ class OutboxTransport:
             target = self.folder / f"{message.key}.eml"
             temporary = self.folder / f".{message.key}.eml.tmp"
             try:
-                temporary.write_bytes(message.to_bytes())
+                data = message.to_bytes()
+            except ValueError as exc:  # this message cannot be written (an address with no ASCII form): it alone
+                outcomes.append(Outcome.failed(f"outbox: the message cannot be written: {exc}"))
+                continue
+            try:
+                temporary.write_bytes(data)
                 os.replace(temporary, target)
             except OSError as exc:
                 outcomes.append(Outcome.retry(f"outbox: cannot write {target}: {exc.strerror}"))

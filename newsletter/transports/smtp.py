@@ -5,6 +5,9 @@ A batch goes over one pooled connection, one message after another, each answer 
 one place (SMTP_OUTCOMES below): 4xx and a dropped connection are "retry", 5xx is "failed", and a 5.1.x
 "no such user" is also a hard bounce. Wrong credentials raise TransportError: nothing can work then.
 Messages are DKIM-signed here when a signer is configured (message.DkimSigner).
+Addresses: an international domain goes in A-labels (xn--…) in MAIL FROM and RCPT TO as in the headers; a local
+part that is not ASCII goes with SMTPUTF8 (RFC 6531) when the server offers it, and fails that one message when
+it does not. A message that cannot be written fails alone; the others of the batch go.
 `?unsubscribe=provider` is refused: an SMTP server hosts no unsubscribe page, so the links are `newsletter serve`'s.
 """
 
@@ -52,9 +55,14 @@ class _Client(aiosmtplib.SMTP):
         if self.is_ehlo_or_helo_needed:
             await self.ehlo()
         options = [f"SIZE={len(data)}".encode()] if self.supports_extension("size") else []
-        utf8 = not (sender.isascii() and recipient.isascii())
+        utf8 = not (sender.isascii() and recipient.isascii())  # a local part: the domains are in A-labels
         if utf8 and not self.supports_extension("smtputf8"):
-            raise aiosmtplib.SMTPNotSupported(f"the server takes no address like {recipient} (no SMTPUTF8)")
+            # Not the address itself: the reason is logged, and a log says why, never to whom.
+            who = "recipient" if sender.isascii() else "sender"
+            raise aiosmtplib.SMTPNotSupported(
+                f"the {who}'s address has a local part that is not ASCII and the server does not offer SMTPUTF8 "
+                "(RFC 6531), which it needs"
+            )
         if utf8 or not wire_ready(data):
             encoding = "utf-8" if utf8 else "ascii"
             await self.mail(sender, options=[o.decode() for o in options] + (["SMTPUTF8"] if utf8 else []),
@@ -237,11 +245,14 @@ class SmtpTransport:
                     self._idle.put_nowait(client)
 
     async def _send_one(self, client: _Client, message: Outgoing) -> Outcome:
-        data = message.to_bytes()
+        try:
+            sender, recipient, data = message.sender.addr_spec, message.recipient.addr_spec, message.to_bytes()
+        except ValueError as exc:  # an address with no ASCII form: this message fails, the batch goes on
+            return Outcome.failed(f"smtp: the message cannot be written: {exc}")
         if self.dkim is not None:
             data = self.dkim.sign(data)
         try:
-            await client.send_prepared(message.sender.address, message.recipient.address, data)
+            await client.send_prepared(sender, recipient, data)
         except aiosmtplib.SMTPNotSupported as exc:
             return Outcome.failed(f"smtp: {exc}")
         except aiosmtplib.SMTPResponseException as exc:  # sender, recipient or data refused

@@ -8,6 +8,8 @@ does the rest, mapping httpx's exceptions and the statuses every provider shares
 A provider that tells more apart within those statuses (a 403 for an unverified domain, a 429 for a spent daily
 quota) lists them in `own_statuses`, and its parse_response gets them first; it may raise TransportError to stop
 the run (a quota spent: the campaign pauses, everyone still pending).
+A message that build_request cannot write (ValueError: an address with no ASCII form) fails alone, before
+anything is sent; the others of the batch go in a request without it.
 """
 
 from __future__ import annotations
@@ -119,7 +121,10 @@ class ApiTransport:
         raise NotImplementedError
 
     async def send_batch(self, messages: Sequence[Outgoing]) -> list[Outcome]:
-        request = self.build_request(messages)
+        try:
+            request = self.build_request(messages)
+        except ValueError as exc:
+            return await self._without_unwritable(messages, exc)
         try:
             response = await self.client.request(
                 request.method,
@@ -145,6 +150,21 @@ class ApiTransport:
             delay = retry_after(response.headers)
             return [Outcome.retry(f"{self.name} {status}: {short(body)}", delay) for _ in messages]
         return self.parse_response(status, response.headers, body, messages)
+
+    async def _without_unwritable(self, messages: Sequence[Outgoing], error: ValueError) -> list[Outcome]:
+        """Fail the messages that cannot be written even alone and send the others (nothing was sent yet); raise
+        the error again when each can (the batch itself is wrong, e.g. two campaigns in one: a bug to see)."""
+        unwritable: dict[int, Outcome] = {}
+        for index, message in enumerate(messages):
+            try:
+                self.build_request([message])
+            except ValueError as exc:
+                unwritable[index] = Outcome.failed(f"{self.name}: the message cannot be written: {exc}")
+        if not unwritable:
+            raise error
+        rest = [message for index, message in enumerate(messages) if index not in unwritable]
+        answers = iter(await self.send_batch(rest) if rest else [])
+        return [unwritable[index] if index in unwritable else next(answers) for index in range(len(messages))]
 
     async def aclose(self) -> None:
         await self.client.aclose()

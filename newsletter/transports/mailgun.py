@@ -311,7 +311,7 @@ def build_payload(messages: Sequence[Outgoing], hosted: HostedUnsubscribe | None
             own[var] = message.values.get(placeholder) or fallback
         for name, var in header_vars.items():
             own[var] = message.headers.get(name, "")
-        variables[message.recipient.address] = own
+        variables[message.recipient.addr_spec] = own  # keyed as the `to` field writes it
     fields.append(("recipient-variables", json.dumps(variables, ensure_ascii=False)))
     return fields
 
@@ -574,6 +574,11 @@ def local_outcomes(messages: Sequence[Outgoing]) -> list[Outcome | None]:
         problem = address_problem(address)
         if problem:
             outcomes.append(Outcome.failed(f"{NAME}: '{address}' is not a valid address ({problem})", bounce=True))
+        elif not _local_part(address).isascii():  # not a bounce: another transport may deliver it
+            outcomes.append(Outcome.failed(
+                f"{NAME} takes no address whose local part is not ASCII (its 400 would refuse the whole batch); "
+                "send to this subscriber through smtp:// with a server offering SMTPUTF8"
+            ))  # fmt: skip
         elif address.casefold() in seen:
             outcomes.append(
                 Outcome.retry(f"{NAME}: {address} is twice in this batch (one copy per address); it goes in the next")
@@ -594,6 +599,10 @@ def address_problem(address: str) -> str | None:
     if "." not in domain or domain.startswith(".") or domain.endswith(".") or ".." in domain:
         return f"'{domain}' is not a domain name"
     return None
+
+
+def _local_part(address: str) -> str:
+    return address.rpartition("@")[0]
 
 
 def _mailgun_template(
@@ -619,19 +628,20 @@ def _mailgun_template(
 
 
 def _address(mailbox: Mailbox) -> str:
-    """A `from` or `to` value: UTF-8 as it is, except where Mailgun is known to mangle it.
+    """A `from` or `to` value: UTF-8 as it is, except where Mailgun is known to mangle it; an international
+    domain in A-labels (local_outcomes keeps a local part that is not ASCII out of the request).
 
     Mailgun wraps a display name holding both non-ASCII characters and punctuation in stray quotes, giving an
     invalid header (django-anymail issue #270): such a name is sent RFC 2047-encoded instead.
     """
     name = " ".join(mailbox.name.split())  # no line break may reach a header
     if not name:
-        return mailbox.address
+        return mailbox.addr_spec
     if name.isascii():
-        return email.utils.formataddr((name, mailbox.address))
+        return email.utils.formataddr((name, mailbox.addr_spec))
     if _SPECIALS.intersection(name):
         return Mailbox(name, mailbox.address).header()
-    return f"{name} <{mailbox.address}>"
+    return f"{name} <{mailbox.addr_spec}>"
 
 
 def _json(body: bytes) -> dict:
@@ -676,11 +686,14 @@ class MailgunTransport(ApiTransport):
         outcomes = local_outcomes(messages)
         if all(outcome is not None for outcome in outcomes):  # no valid address: nothing to ask Mailgun
             return [outcome for outcome in outcomes if outcome is not None]
+        members = [message for message, outcome in zip(messages, outcomes, strict=True) if outcome is None]
         if self.hosted_unsubscribe is not None:
-            problem = hosted_problem([messages[i] for i in batch_members(messages)], self.hosted_unsubscribe)
+            problem = hosted_problem(members, self.hosted_unsubscribe)
             if problem:
                 raise TransportError(f"{NAME} (unsubscribe=provider): {problem}")
-        return await super().send_batch(messages)
+        # The members alone: a message that cannot be written is then told apart from one kept out (_http).
+        answers = iter(await super().send_batch(members))
+        return [outcome or next(answers) for outcome in outcomes]
 
     async def preflight(self) -> None:
         """With unsubscribe=provider, refuse a domain whose messages would lack Mailgun's link or carry two.

@@ -114,6 +114,7 @@ from urllib.parse import quote
 
 import httpx
 
+from newsletter.addresses import a_label_domain
 from newsletter.errors import NewsletterError
 from newsletter.message import HostedUnsubscribe, Mailbox, Outgoing
 from newsletter.transports._http import ApiRequest, ApiTransport, header, iso_time, retry_after, short
@@ -168,13 +169,14 @@ _NAME_SPECIALS = re.compile(r'[][\\()<>@,:;".]')
 
 
 def address(mailbox: Mailbox) -> str:
-    """'Name <address>' in plain UTF-8 (Postmark encodes the header itself), quoted when the name has specials."""
+    """'Name <address>' in plain UTF-8 (Postmark encodes the header itself), quoted when the name has specials; an
+    international domain in A-labels (a local part that is not ASCII as it is: Postmark refuses that one message)."""
     name = " ".join(mailbox.name.split())  # no line break can reach a header
     if not name:
-        return mailbox.address
+        return mailbox.addr_spec
     if _NAME_SPECIALS.search(name):
         name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return f"{name} <{mailbox.address}>"
+    return f"{name} <{mailbox.addr_spec}>"
 
 
 def hosted_unsubscribe(stream: str) -> HostedUnsubscribe:
@@ -334,11 +336,12 @@ def _names(to: str, wanted: str) -> bool:
 def _same_address(a: str, b: str) -> bool:
     if a.lower() == b.lower():
         return True
-    # Postmark may give back an internationalized domain in its ASCII (IDNA) form.
+    # Postmark gives back an internationalized domain in its A-labels, as it was sent.
     (local_a, _, domain_a), (local_b, _, domain_b) = a.rpartition("@"), b.rpartition("@")
     try:
-        return local_a.lower() == local_b.lower() and domain_a.encode("idna") == domain_b.encode("idna")
-    except UnicodeError:
+        same_domain = a_label_domain(domain_a).lower() == a_label_domain(domain_b).lower()
+        return local_a.lower() == local_b.lower() and same_domain
+    except ValueError:
         return False
 
 
@@ -637,11 +640,17 @@ class PostmarkTransport(ApiTransport):
             refuse_unless_placeholder(
                 self.scheme, messages, PLACEHOLDER, "Postmark would append a second unsubscribe link"
             )
-        if len(messages) > 1 and len(self.build_request(messages).content or b"") > MAX_PAYLOAD_BYTES:
+        if len(messages) > 1 and self._payload_size(messages) > MAX_PAYLOAD_BYTES:
             half = len(messages) // 2
             first = await self.send_batch(messages[:half])
             return first + await self.send_batch(messages[half:])
         return await super().send_batch(messages)
+
+    def _payload_size(self, messages: Sequence[Outgoing]) -> int:
+        try:
+            return len(self.build_request(messages).content or b"")
+        except ValueError:  # a message that cannot be written: super().send_batch fails it alone
+            return 0
 
     async def preflight(self) -> None:
         """Refuse (NewsletterError) a stream on which this transport's messages would be wrong: see the module

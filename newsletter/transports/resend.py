@@ -131,13 +131,14 @@ def idempotency_key(messages: Sequence[Outgoing]) -> str:
 
 
 def mailbox(box: Mailbox) -> str:
-    """`Name <address>` as Resend's from/to fields take it: UTF-8 kept, the name quoted when RFC 5322 needs it."""
+    """`Name <address>` as Resend's from/to fields take it: UTF-8 kept, the name quoted when RFC 5322 needs it, an
+    international domain in A-labels (an address Resend refuses fails alone: the batch is sent permissive)."""
     name = _CONTROL.sub(" ", box.name).strip()
     if not name:
-        return box.address
+        return box.addr_spec
     if _SPECIALS.search(name):
         name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return f"{name} <{box.address}>"
+    return f"{name} <{box.addr_spec}>"
 
 
 def build_email(message: Outgoing) -> dict[str, Any]:

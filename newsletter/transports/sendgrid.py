@@ -378,9 +378,12 @@ def _json_or_none(body: bytes) -> Any:
 
 
 def _address(box: Mailbox) -> dict[str, str]:
-    """{"email", "name"}: "The to.name … cannot include either the ; or , characters", so they become spaces."""
+    """{"email", "name"}: "The to.name … cannot include either the ; or , characters", so they become spaces. An
+    international domain in A-labels; a local part that is not ASCII as it is (Twilio's changelog announced
+    UTF-8 addresses in 2025, twilio.com/en-us/changelog/support-for-utf-8-email-addresses; one SendGrid refuses
+    fails alone, its error naming the personalization)."""
     name = " ".join(box.name.replace(",", " ").replace(";", " ").split())
-    return {"email": box.address, "name": name} if name else {"email": box.address}
+    return {"email": box.addr_spec, "name": name} if name else {"email": box.addr_spec}
 
 
 def _header_value(value: str) -> str:

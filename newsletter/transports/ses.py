@@ -171,6 +171,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from newsletter.addresses import a_label_domain
 from newsletter.errors import NewsletterError
 from newsletter.message import HostedUnsubscribe, Mailbox, Outgoing
 from newsletter.render import escape_value
@@ -309,12 +310,10 @@ def ascii_address(address: str) -> str:
             f"the local part of {address} is not ASCII and Amazon SES does not support SMTPUTF8 (RFC 6531); "
             "send to this subscriber through smtp:// or another provider"
         )
-    if not domain.isascii():
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise ValueError(f"the domain of {address} cannot be written in Punycode") from None
-    return f"{local}@{domain}"
+    try:
+        return f"{local}@{a_label_domain(domain)}"
+    except ValueError:
+        raise ValueError(f"the domain of {address} cannot be written in Punycode") from None
 
 
 def mailbox(box: Mailbox) -> str:

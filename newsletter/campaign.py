@@ -20,7 +20,9 @@ messages that can then go twice are those it had handed to the transport without
   - the outbox: none (it overwrites its file);
   - an API transport: the batches in flight, concurrency × its batch size (one request carries a whole batch).
 Ctrl-C stops claiming and waits for the batches in flight to be recorded; a second Ctrl-C abandons them (released,
-so that the next run sends them again at once: the same bound).
+so that the next run sends them again at once: the same bound). A pause or a cancel is seen between two messages
+(record asks the store): after it, the same bound goes (smtp: 2 a connection; an API: the requests made), and the
+rest of each claimed batch is given back.
 """
 
 from __future__ import annotations

@@ -703,7 +703,7 @@ def _control(campaign_id: int, action: str, as_json: bool) -> None:
 
 @campaign_app.command("pause")
 def campaign_pause(campaign_id: CampaignArg, as_json: JsonOpt = False) -> None:
-    """Stop every sender, on every host, from taking more of it; the batches in flight finish."""
+    """Stop every sender, on every host: at most the message in flight and the next go on each SMTP connection."""
     _control(campaign_id, "pause", as_json)
 
 

@@ -118,7 +118,7 @@ class ImageSection(Section):
     alt: str = Field(description="What the image shows, for screen readers and for mail clients that block images.")
     link: Url | None = None
     width: int | None = Field(None, ge=1, le=600, description="Display width in px; the file's own width otherwise.")
-    caption: str | None = None
+    caption: Markdown | None = Field(None, description="Shown under the image; Markdown, as in text.")
 
     def as_image(self) -> Image:
         return Image(src=self.src, alt=self.alt, link=self.link, width=self.width)
@@ -506,9 +506,12 @@ def iter_values(obj: Any, path: YamlPath = ()) -> Iterator[tuple[YamlPath, Any, 
             key = (*path, info.alias or name)
             if isinstance(value, str):
                 kind = "text"
-                if any(isinstance(m, _UrlField) for m in info.metadata):
+                # `Url | None` keeps its marker inside the union's Annotated member, not in the field's metadata.
+                inside = (m for arg in get_args(info.annotation) for m in getattr(arg, "__metadata__", ()))
+                markers = [*info.metadata, *inside]
+                if any(isinstance(m, _UrlField) for m in markers):
                     kind = "url"
-                elif any(isinstance(m, _MarkdownField) for m in info.metadata):
+                elif any(isinstance(m, _MarkdownField) for m in markers):
                     kind = "markdown"
                 yield key, value, kind
             else:

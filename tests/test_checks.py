@@ -87,6 +87,23 @@ def test_links_that_go_nowhere_are_errors(make_issue):
     assert ("error", "bad-url", 18, "sections[3].url") in codes
 
 
+def test_optional_links_are_checked_too(make_issue):
+    """`Url | None` and `Markdown | None` fields: their markers sit inside the union, where checks now find them."""
+    report = check(
+        make_issue(
+            HEADER
+            + "  - type: image\n    src: a.png\n    alt: A\n    link: '#'\n"
+            + "  - type: button\n    label: Lire\n    url: https://example.org\n    lead: Voir [ici](/page).\n"
+            + "  - type: logos\n    logos:\n      - {src: a.png, alt: A, link: 'javascript:alert(1)'}\n",
+            images=("a.png",),
+        )
+    )
+    codes = found(report)
+    assert ("error", "empty-url", 8, "sections[0].link") in codes
+    assert ("error", "relative-url", 12, "sections[1].lead") in codes
+    assert ("error", "bad-url", 15, "sections[2].logos[0].link") in codes
+
+
 def test_warnings_http_subject_preheader_leftovers(make_issue):
     report = check(
         make_issue(

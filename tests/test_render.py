@@ -169,6 +169,7 @@ def test_every_section_fixture_renders_each_type():
     assert "> a quotation" in text
     assert "Left-aligned button: https://example.org/left" in text
     assert "HEADING LEVEL ONE" not in text and "Heading level one\n=================" in text
+    assert "The caption under it, with a link (https://example.org/caption) and\nemphasis." in text
     assert max(len(line) for line in text.splitlines() if "://" not in line) <= 76
 
 
@@ -178,6 +179,22 @@ def test_markdown_text_links_and_mailto():
     assert markdown_text("[a@b.org](mailto:a@b.org)") == "a@b.org"
     assert markdown_text("[écrire](mailto:a@b.org)") == "écrire (a@b.org)"
     assert markdown_text("<b>raw</b>") == "<b>raw</b>"  # raw HTML is text, never markup
+
+
+def test_an_image_caption_is_markdown_in_both_parts_and_its_link_is_checked(make_issue):
+    from newsletter.checks import check_issue
+    from newsletter.config import load_config
+
+    caption = SIMPLE + "    caption: Photo de *Marie* ; voir [l'album](https://example.org/album) et [ici](/x).\n"
+    folder = make_issue(caption, images=("images/photo.png",))
+    rendered = render_folder(folder)
+    assert "<em>Marie</em>" in rendered.html
+    assert re.search(
+        r'<a href="https://example.org/album" style="[^"]*color: #00677f[^"]*">l\'album</a>', rendered.html
+    )
+    assert "Photo de Marie ; voir l'album (https://example.org/album) et ici (/x)." in rendered.text
+    report = check_issue(folder, load_config(folder.parent.parent)).report
+    assert [(d.code, d.path) for d in report.errors] == [("relative-url", "sections[1].caption")]
 
 
 def test_web_values_are_neutral(example_workspace):

@@ -280,7 +280,7 @@ class _Renderer:
             return self.template_origin("email.mjml.j2")
 
         lint_mjml(source, where)
-        email_html = inline_css(compile_mjml(source, where, culprit), self.issue.slug)
+        email_html = keep_year_ranges_together(inline_css(compile_mjml(source, where, culprit), self.issue.slug))
         text = self.render_template("email.txt.j2", sections=texts, footer=self.render_template("footer.txt.j2"))
         for required in ("unsubscribe_url", "view_online_url"):
             for part, content in (("footer.mjml.j2", email_html), ("footer.txt.j2", text)):
@@ -381,6 +381,36 @@ def markdown_tokens(text: str) -> tuple:
 def markdown_html(text: str) -> Markup:
     """Markdown to HTML (raw HTML in the source is escaped, not rendered)."""
     return Markup(_markdown.renderer.render(list(markdown_tokens(text)), _markdown.options, {}).strip())
+
+
+# A year range (2023-2026, 2023–2026) from the author or the tool: never broken at its dash. A span with
+# white-space:nowrap rather than U+2011: the text stays what was written (found by search, copied as typed, read
+# aloud as a range), and needs no glyph the reader's font may lack. Only in the text of the body: never in an
+# attribute, a comment (Outlook's conditional ones), the <title>, a <style> or the preheader, which shows no lines.
+_YEAR_RANGE = re.compile(r"(?<![\w\u2010-\u2014-])\d{4}[-\u2013]\d{4}(?![\w\u2010-\u2014-])")
+_MARKUP = re.compile(r"<!--.*?-->|<(?:[^>\"']|\"[^\"]*\"|'[^']*')*>", re.DOTALL)
+_NO_LINES = re.compile(r"<(style|script|title|textarea)\b|<div class=\"nl-preheader\"", re.IGNORECASE)
+
+
+def keep_year_ranges_together(page: str) -> str:
+    """Wrap each year range in the text of the page's body in <span style="white-space:nowrap">."""
+    body = page.find("<body")
+    if body < 0 or not _YEAR_RANGE.search(page, body):
+        return page
+    out = [page[:body]]
+    position, skip_until = body, None
+    for markup in _MARKUP.finditer(page, body):
+        text = page[position : markup.start()]
+        out.append(text if skip_until else _YEAR_RANGE.sub(r'<span style="white-space:nowrap">\g<0></span>', text))
+        tag = markup.group(0)
+        if skip_until is None and (opening := _NO_LINES.match(tag)):
+            skip_until = f"</{opening.group(1).lower()}" if opening.group(1) else "</div"
+        elif skip_until and tag.lower().startswith(skip_until):
+            skip_until = None
+        out.append(tag)
+        position = markup.end()
+    out.append(page[position:])
+    return "".join(out)
 
 
 def lint_mjml(source: str, where: Callable[[int], str] | str) -> None:

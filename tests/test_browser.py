@@ -67,3 +67,30 @@ def test_the_preheader_is_invisible_even_where_display_none_and_opacity_are_igno
         shots[name] = screenshot(chromium, page_file.as_uri(), width, tmp_path / f"{name}.png")
     assert changed_pixel_ratio(shots["as sent"], shots["without preheader"]) == 0
     assert changed_pixel_ratio(shots["display and opacity ignored"], shots["without preheader"]) == 0
+
+
+# Words of every length before each range, so that at some line end a range would straddle the edge.
+YEAR_RANGES = " ".join(f"{'x' * (n % 9 + 1)} {2000 + n}{'-' if n % 2 else '–'}{2003 + n}" for n in range(60))
+BROKEN_RANGES = """(style) => Array.from(document.querySelectorAll('span'))
+  .filter(s => /^\\d{4}.\\d{4}$/.test(s.textContent))
+  .map(s => { s.style.whiteSpace = style || s.style.whiteSpace; return s; })
+  .filter(s => s.getClientRects().length > 1).map(s => s.textContent)"""
+
+
+def test_a_year_range_stays_on_one_line_on_a_phone(make_issue, chromium, tmp_path):
+    """At 375 px, no range 2023-2026 (or 2023–2026) is split at its dash; the same spans without white-space:nowrap
+    are, which shows that the paragraph does reach the cases that matter."""
+    folder = make_issue(
+        "subject: Des priorités sur plusieurs années\npreheader: Un aperçu\nlang: fr\nsections:\n"
+        f"  - type: text\n    text: {YEAR_RANGES}\n"
+    )
+    result = build_issue(Workspace.discover(folder), folder, tmp_path / "out")
+    page = chromium.new_page(viewport={"width": 375, "height": 900})
+    try:
+        block_remote_requests(page)
+        page.goto(result.html.as_uri(), wait_until="load")
+        assert page.evaluate("document.querySelectorAll('span[style*=nowrap]').length") == 60
+        assert page.evaluate(BROKEN_RANGES, "") == []
+        assert page.evaluate(BROKEN_RANGES, "normal") != []  # the control: the same text, breakable
+    finally:
+        page.close()

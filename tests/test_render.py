@@ -197,6 +197,43 @@ def test_an_image_caption_is_markdown_in_both_parts_and_its_link_is_checked(make
     assert [(d.code, d.path) for d in report.errors] == [("relative-url", "sections[1].caption")]
 
 
+YEARS = """\
+subject: Les priorités régionales
+preheader: Les priorités 2023-2026
+lang: fr
+sections:
+  - type: heading
+    text: Priorités 2023-2026
+  - type: text
+    text: Le plan 2024–2029 remplace celui de 2017-2023 ([le bilan 2017-2023](https://example.org/bilan-2017-2023)).
+  - type: image
+    src: images/photo.png
+    alt: Affiche 2023-2026
+    caption: Le forum de 2023-2026
+"""
+NOWRAP = '<span style="white-space:nowrap">{}</span>'
+
+
+def test_a_year_range_never_breaks_at_its_dash_in_the_final_html(make_issue):
+    rendered = render_folder(make_issue(YEARS, images=("images/photo.png",)))
+    page = rendered.html
+    for years in ("2023-2026", "2024–2029", "2017-2023"):
+        assert NOWRAP.format(years) in page, years
+    assert page.count(NOWRAP.format("2023-2026")) == 2  # the heading and the caption, not the alt nor the preheader
+    assert 'href="https://example.org/bilan-2017-2023"' in page and 'alt="Affiche 2023-2026"' in page
+    assert "<title>Les priorités régionales</title>" in page
+    assert "white-space:nowrap" not in rendered.mjml  # made on the final HTML, after MJML and the CSS inliner
+    assert "<span" not in rendered.text
+
+
+def test_the_text_part_never_breaks_at_a_hyphen():
+    from newsletter.render import wrap_text
+
+    wrapped = wrap_text("Les priorités régionales 2017-2023 et les priorités nationales 2024-2029", width=30)
+    assert wrapped.splitlines() == ["Les priorités régionales", "2017-2023 et les priorités", "nationales 2024-2029"]
+    assert markdown_text("un mot-composé " * 6 + "2023-2026", width=20).splitlines()[-1].endswith("2023-2026")
+
+
 def test_web_values_are_neutral(example_workspace):
     from newsletter.config import load_config
 

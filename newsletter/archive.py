@@ -8,6 +8,7 @@ URL, e.g. at archive_url on the organisation's own website:
     feed.xml                Atom 1.0, one entry per issue
     <slug>/index.html       the web version (render.web_values), images relative
     <slug>/images/<name>    the issue's images
+    <slug>/event-<n>.ics    the calendar file of each event section, as its campaign sent it
     assets/page.css         the pages' stylesheet
 
 The archive holds every issue a campaign started sending (Store.sent_issues), plus the issues named for it, so
@@ -30,6 +31,7 @@ from pathlib import Path
 from newsletter.checks import check_issue
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
+from newsletter.events import CALENDAR_NAME
 from newsletter.i18n import format_date
 from newsletter.render import RenderedIssue, image_file, web_values
 from newsletter.store import Store
@@ -52,12 +54,14 @@ class Entry:
 @dataclass(frozen=True)
 class WebVersion:
     """An issue's page in the archive: its web HTML and the images it shows (name under images/ -> file), each
-    with the SHA-256 of the bytes its campaign sent when it has one (digests: None for an issue not sent yet)."""
+    with the SHA-256 of the bytes its campaign sent when it has one (digests: None for an issue not sent yet), and
+    its events' .ics files (event-3.ics -> text; as sent, none for an issue sent before campaigns froze them)."""
 
     entry: Entry
     html: str
     images: dict[str, Path]
     digests: dict[str, str] | None = None
+    calendars: dict[str, str] = field(default_factory=dict)
 
     def image(self, name: str) -> bytes | None:
         """The bytes of the image the page names `name`, read once: None when the page shows no such image, or
@@ -104,7 +108,8 @@ def sent_version(workspace: Workspace, store: Store, entry: Entry, *, unsubscrib
     html = rendered.fill(values)[0]
     if content.get("images_url"):  # the page and its images/ are published together: relative, as web_version's
         html = html.replace(f'"{content["images_url"]}', '"images/')
-    return WebVersion(entry, html, images, dict(content["images"]))
+    calendars = {name: text for name, text in content.get("calendars", {}).items() if CALENDAR_NAME.fullmatch(name)}
+    return WebVersion(entry, html, images, dict(content["images"]), calendars)
 
 
 def web_version(
@@ -135,7 +140,7 @@ def web_version(
     values = web_values(config, rendered.slug, rendered.lang)
     if unsubscribe_url is not None:
         values["unsubscribe_url"] = unsubscribe_url
-    return WebVersion(entry, rendered.fill(values)[0], dict(rendered.images))
+    return WebVersion(entry, rendered.fill(values)[0], dict(rendered.images), calendars=dict(rendered.calendars))
 
 
 def _unsent_date(folder: Path, date: dt.date | None, config: Config) -> dt.datetime:
@@ -274,6 +279,9 @@ def write_archive(workspace: Workspace, store: Store, named: Sequence[Path], out
             if data is None:
                 continue  # what serve answers too (404)
             _write(folder / "images" / name, data)
+            written += 1
+        for name, calendar in version.calendars.items():  # names made by events.calendar_name only
+            _write(folder / name, calendar.encode("utf-8"))
             written += 1
         _write(folder / "index.html", version.html.encode("utf-8"))
         written += 1

@@ -1,4 +1,5 @@
-"""Write a checked, rendered issue to build/<slug>/: index.html, index.txt, issue.mjml and images/.
+"""Write a checked, rendered issue to build/<slug>/: index.html, index.txt, issue.mjml, images/ and each event's
+.ics (event-3.ics for sections[3]), which its "add to calendar" link names.
 
 index.html and index.txt are the web version: placeholders hold neutral values (render.web_values), so the
 folder can be opened from disk or published as is. Every file is written under a temporary name and renamed,
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from newsletter.checks import check_issue
 from newsletter.errors import Diagnostic, IssueError
+from newsletter.events import CALENDAR_NAME
 from newsletter.render import web_values
 from newsletter.workspace import Workspace
 
@@ -56,6 +58,11 @@ def build_issue(workspace: Workspace, folder: Path, out_dir: Path | None = None)
         target = images / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
+    for name, calendar in rendered.calendars.items():
+        _write(out / name, calendar.encode("utf-8"))
+    for stale in out.glob("event-*.ics"):  # an event removed since an earlier build
+        if CALENDAR_NAME.fullmatch(stale.name) and stale.name not in rendered.calendars:
+            stale.unlink()
     return BuildResult(out, out / "index.html", out / "index.txt", len(html.encode("utf-8")), result.report.warnings)
 
 

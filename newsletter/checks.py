@@ -6,10 +6,13 @@ without publisher, postal address or a way to reach the publisher, a template th
 http:// links and images, HTML over Gmail's clipping size, a subject outside 10–78 characters, no preheader,
 leftover placeholder text (TK, TODO, lorem ipsum), unknown %%placeholders%%, a DKIM domain that does not align
 with the From address.
+
+An event section: ending before it starts is an error, a registration deadline after its start a warning.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import re
 from dataclasses import dataclass, field
@@ -19,7 +22,9 @@ from email_validator import EmailNotValidError, validate_email
 
 from newsletter.config import CONFIG_FILE, Config, config_diagnostics, toml_line
 from newsletter.errors import Diagnostic, IssueError, RenderError
-from newsletter.issue import LoadedIssue, YamlPath, iter_values, load_issue
+from newsletter.events import resolve
+from newsletter.i18n import format_event_when
+from newsletter.issue import Event, LoadedIssue, YamlPath, iter_values, load_issue
 from newsletter.render import (
     PLACEHOLDER,
     PLACEHOLDERS,
@@ -82,7 +87,7 @@ def check_issue(
     except IssueError as exc:
         report.diagnostics[:0] = exc.diagnostics
         return CheckResult(report)
-    report.diagnostics[:0] = list(_content_diagnostics(issue))
+    report.diagnostics[:0] = list(_content_diagnostics(issue)) + list(_event_diagnostics(issue, config))
     if (misaligned := dkim_alignment(config, issue.model.from_ or config.sender.from_)) is not None:
         report.diagnostics.append(misaligned)
     rendered = None
@@ -302,3 +307,31 @@ def _markdown_links(text: str) -> list[tuple[str, int]]:
             offset = next((i for i, line in enumerate(before) if f"]({href}" in line), 0)
             links.append((href, first_line + offset))
     return links
+
+
+def _event_diagnostics(issue: LoadedIssue, config: Config):
+    """An event that ends before it starts (an error), a registration deadline after it starts (a warning). Times
+    are compared as moments: a naive one in newsletter.toml's timezone, as the .ics writes it."""
+    lang = issue.model.lang
+    for index, section in enumerate(issue.model.sections):
+        if not isinstance(section, Event):
+            continue
+        start, end = section.period()
+        if end is not None:
+            first, last = resolve(start, config.zone), resolve(end, config.zone)
+            if last < first or (last == first and isinstance(first, dt.datetime)):
+                yield issue.diagnostic(
+                    "error",
+                    "event-ends-before-start",
+                    f"the event's end is not after its start ({format_event_when(start, end, lang)}); give end "
+                    "a later time (a time alone, 12:00, is on the start's day) or date",
+                    ("sections", index, "end"),
+                )
+        first_day = start.date() if isinstance(start, dt.datetime) else start
+        if section.deadline is not None and section.deadline > first_day:
+            yield issue.diagnostic(
+                "warning",
+                "deadline-after-start",
+                f"the registration deadline {section.deadline} is after the event starts ({first_day}); fix deadline",
+                ("sections", index, "deadline"),
+            )

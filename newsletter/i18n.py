@@ -52,6 +52,13 @@ CATALOG: dict[str, dict[str, str]] = {
         "state_pending": "en attente de confirmation",
         "state_bounced": "adresse en erreur",
         "state_complained": "signalé comme indésirable",
+        # The event section; U+00A0 before « : », as French typography wants.
+        "event_when": "Quand\u00a0:",
+        "event_where": "Où\u00a0:",
+        "event_register": "S'inscrire",
+        "event_deadline": "Inscription avant le {date}",
+        "event_calendar": "Ajouter à mon agenda",
+        "event_link": "{label}\u00a0: {url}",
     },
     "en": {
         "unsubscribe": "Unsubscribe",
@@ -99,10 +106,22 @@ CATALOG: dict[str, dict[str, str]] = {
         "state_pending": "waiting for confirmation",
         "state_bounced": "address bounced",
         "state_complained": "reported as spam",
+        "event_when": "When:",
+        "event_where": "Where:",
+        "event_register": "Register",
+        "event_deadline": "Register by {date}",
+        "event_calendar": "Add to calendar",
+        "event_link": "{label}: {url}",
     },
 }
 
 LANGUAGES = tuple(CATALOG)
+NBSP = "\u00a0"  # no-break space: French puts one between a number and its unit, a day and its month, before « : »
+
+_WEEKDAYS = {
+    "fr": ["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"],
+    "en": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
+}
 
 _MONTHS = {
     "fr": [
@@ -153,3 +172,61 @@ def format_date(date: dt.date, lang: str, style: str = "day") -> str:
         day = "1er" if date.day == 1 else str(date.day)
         return f"{day} {month} {date.year}"
     return f"{month} {date.day}, {date.year}"
+
+
+def format_day(date: dt.date, lang: str, *, weekday: bool = False, year: bool = True) -> str:
+    """A day as a sentence carries it, never broken between day and month: '(mercredi )12 février 2025',
+    '(Wednesday, )February 12, 2025'. French writes the first of the month '1er'."""
+    month = _MONTHS[lang][date.month - 1]
+    name = _WEEKDAYS[lang][date.weekday()]
+    if lang == "fr":
+        day = "1er" if date.day == 1 else str(date.day)
+        text = f"{day}{NBSP}{month}" + (f" {date.year}" if year else "")
+        return f"{name} {text}" if weekday else text
+    text = f"{month}{NBSP}{date.day}" + (f", {date.year}" if year else "")
+    return f"{name}, {text}" if weekday else text
+
+
+def format_time(moment: dt.time | dt.datetime, lang: str) -> str:
+    """A time of day: '9 h', '9 h 30', '17 h 05' (24-hour, as Quebec writes it) or '9:00 a.m.', '12:00 p.m.'."""
+    hour, minute = moment.hour, moment.minute
+    if lang == "fr":
+        return f"{hour}{NBSP}h" + (f"{NBSP}{minute:02d}" if minute else "")
+    suffix = "a.m." if hour < 12 else "p.m."
+    return f"{(hour % 12) or 12}:{minute:02d}{NBSP}{suffix}"
+
+
+def format_event_when(start: dt.date, end: dt.date | None, lang: str) -> str:
+    """When an event takes place, as a sentence of lang writes it; start and end are both dates (a day-long event,
+    end the last day) or both date-times (their time of day as written, wherever the event is).
+
+    French: 'le mercredi 12 février 2025, de 9 h à 12 h', 'du mercredi 12 au vendredi 14 février 2025'.
+    English: 'Wednesday, February 12, 2025, 9:00 a.m. to 12:00 p.m.', 'Wednesday, February 12 to Friday,
+    February 14, 2025'. An event across two days says both days, with their times.
+    """
+    fr = lang == "fr"
+    timed = isinstance(start, dt.datetime)
+    first = start.date() if isinstance(start, dt.datetime) else start
+    last = end.date() if isinstance(end, dt.datetime) else end
+    if not timed:
+        if last is None or last == first:
+            day = format_day(first, lang, weekday=True)
+            return f"le {day}" if fr else day
+        same_year = first.year == last.year
+        if same_year and first.month == last.month and fr:  # 'du mercredi 12 au vendredi 14 février 2025'
+            opening = f"{_WEEKDAYS[lang][first.weekday()]} {'1er' if first.day == 1 else first.day}"
+        else:
+            opening = format_day(first, lang, weekday=True, year=not same_year)
+        closing = format_day(last, lang, weekday=True)
+        return f"du {opening} au {closing}" if fr else f"{opening} to {closing}"
+    day = format_day(first, lang, weekday=True)
+    if end is None:
+        return f"le {day}, à {format_time(start, lang)}" if fr else f"{day}, {format_time(start, lang)}"
+    if last == first:
+        if fr:
+            return f"le {day}, de {format_time(start, lang)} à {format_time(end, lang)}"
+        return f"{day}, {format_time(start, lang)} to {format_time(end, lang)}"
+    other = format_day(last, lang, weekday=True)
+    if fr:
+        return f"du {day} à {format_time(start, lang)} au {other} à {format_time(end, lang)}"
+    return f"{day}, {format_time(start, lang)} to {other}, {format_time(end, lang)}"

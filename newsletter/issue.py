@@ -10,20 +10,46 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from newsletter.errors import Diagnostic, IssueError
 from newsletter.i18n import LANGUAGES
 
 ISSUE_FILE = "issue.yaml"
 # libyaml's parser when PyYAML has it (its wheels do): the same nodes and marks, several times faster.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """YAML 1.1 reads `end: 12:30` as the base-60 number 750: here it stays the text '12:30', as YAML 1.2 and
+    the editors' YAML language server read it (and as the schema says it is)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [
+        (tag, re.compile("(?!.*:)" + regexp.pattern, regexp.flags) if tag.endswith((":int", ":float")) else regexp)
+        for tag, regexp in resolvers
+    ]
+    for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
+}
 
 YamlPath = tuple[str | int, ...]
 
@@ -165,6 +191,90 @@ class Columns(Section):
 
     type: Literal["columns"]
     columns: list[Column] = Field(min_length=2, max_length=3)
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_TIME = re.compile(r"(\d{1,2}):(\d{2})")
+_ONE_DIGIT_HOUR = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d):")  # 2025-02-12 9:00, which fromisoformat refuses
+
+
+def _moment(value: Any, *, time_alone: bool = False) -> dt.datetime | dt.date | dt.time:
+    """An event's start or end as written: a date, a date and time (naive, or with its offset), or, for an end,
+    a time alone (that day)."""
+    if isinstance(value, dt.date):  # YAML made it: 2025-02-12, or 2025-02-12 09:00:00 with seconds
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if _DATE.fullmatch(text):
+                return dt.date.fromisoformat(text)
+            if time_alone and (match := _TIME.fullmatch(text)):
+                return dt.time(int(match.group(1)), int(match.group(2)))
+            return dt.datetime.fromisoformat(_ONE_DIGIT_HOUR.sub(r"\1 0\2:", text))
+        except ValueError:
+            pass
+    if time_alone:
+        raise PydanticCustomError("event_time", "not a time or a date; write 12:00 (that day), 2025-02-13 17:00, "
+                                  "or the last day of a day-long event, 2025-02-14")  # fmt: skip
+    raise PydanticCustomError("event_time", "not a date and time; write it as 2025-02-12 09:00, or 2025-02-12 for "
+                              "a day-long event")  # fmt: skip
+
+
+_DATE_PATTERN = r"\d{4}-\d{2}-\d{2}([ T]\d{1,2}:\d{2}(:\d{2})?(Z|[+-]\d{2}:?\d{2})?)?"
+EventStart = Annotated[
+    dt.datetime | dt.date,
+    PlainValidator(_moment),
+    WithJsonSchema({"type": "string", "pattern": f"^{_DATE_PATTERN}$", "examples": ["2025-02-12 09:00", "2025-02-12"]}),
+]
+EventEnd = Annotated[
+    dt.datetime | dt.date | dt.time,
+    PlainValidator(lambda value: _moment(value, time_alone=True)),
+    WithJsonSchema({"type": "string", "pattern": f"^(\\d{{1,2}}:\\d{{2}}|{_DATE_PATTERN})$",
+                    "examples": ["12:00", "2025-02-13 17:00", "2025-02-14"]}),
+]  # fmt: skip
+
+
+class Event(Section):
+    """A meeting: what, when, where, how to register, and an "add to calendar" link to its .ics file."""
+
+    type: Literal["event"]
+    title: str = Field(min_length=1, description="What the event is, e.g. 'Forum régional 2025'.")
+    start: EventStart = Field(
+        description="When it starts: '2025-02-12 09:00' (in newsletter.toml's timezone, else the machine's; "
+        "an offset such as 2025-02-12T09:00-05:00 may be given), or a date alone for a day-long event."
+    )
+    end: EventEnd | None = Field(
+        None,
+        description="When it ends: a time that day ('12:00'), a date and time ('2025-02-13 17:00'), or, for a "
+        "day-long event, its last day ('2025-02-14').",
+    )
+    place: str | None = Field(None, description="Where: the venue's name, e.g. 'Salle Desjardins, Cégep de Rimouski'.")
+    address: str | None = Field(None, description="The venue's street address, e.g. '60, rue de l'Évêché Ouest'.")
+    registration: Url | None = Field(None, description="Where to register: a 'Register' button links to it.")
+    deadline: dt.date | None = Field(None, description="The last day to register (YYYY-MM-DD).")
+    text: Markdown | None = Field(None, description="A short description, in Markdown.")
+
+    @field_validator("end")
+    @classmethod
+    def _end_like_start(cls, end: dt.datetime | dt.date | dt.time | None, info: ValidationInfo):
+        start = info.data.get("start")
+        if end is None or start is None:
+            return end
+        day_long = not isinstance(start, dt.datetime)
+        if day_long and (isinstance(end, dt.datetime) or not isinstance(end, dt.date)):
+            raise PydanticCustomError("event_time", "the event lasts whole days (start is a date): give its last "
+                                      "day as end, e.g. 2025-02-14, or a time in start")  # fmt: skip
+        if not day_long and not isinstance(end, dt.datetime | dt.time):
+            raise PydanticCustomError("event_time", "start has a time: give end as a time that day (12:00) or a "
+                                      "date and time (2025-02-13 17:00)")  # fmt: skip
+        return end
+
+    def period(self) -> tuple[dt.datetime | dt.date, dt.datetime | dt.date | None]:
+        """(start, end) as written, end made whole: a time alone is on the start's day, with its offset if any."""
+        end = self.end
+        if isinstance(end, dt.time) and isinstance(self.start, dt.datetime):
+            end = dt.datetime.combine(self.start.date(), end, tzinfo=self.start.tzinfo)
+        return self.start, end  # type: ignore[return-value]
 
 
 class Divider(Section):

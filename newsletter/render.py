@@ -12,6 +12,7 @@ the workspace's templates/ folder overrides the packaged one.
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import re
 import struct
@@ -30,8 +31,9 @@ from markupsafe import Markup
 
 from newsletter.config import Config
 from newsletter.errors import RenderError
-from newsletter.i18n import format_date, translate
-from newsletter.issue import Image, LoadedIssue
+from newsletter.events import calendar_domain, calendar_name, event_calendar
+from newsletter.i18n import format_date, format_day, format_event_when, translate
+from newsletter.issue import Event, Image, LoadedIssue
 
 PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
 PLACEHOLDERS = ("name", "email", "unsubscribe_url", "view_online_url")
@@ -83,6 +85,7 @@ class RenderedIssue:
     html: str
     text: str
     images: dict[str, Path]  # file name under build/<slug>/images/ -> the file in the issue folder
+    calendars: dict[str, str] = field(default_factory=dict)  # event-3.ics -> its text, published beside the page
     html_parts: list = field(init=False, repr=False, compare=False)  # split_placeholders(html)
     text_parts: list = field(init=False, repr=False, compare=False)
 
@@ -135,13 +138,18 @@ def web_values(config: Config, slug: str, lang: str) -> dict[str, str]:
         unsubscribe = f"mailto:{config.publisher.email}?subject={quote(translate(lang, 'unsubscribe_subject'))}"
     elif config.publisher.website:
         unsubscribe = config.publisher.website
-    if config.archive_url:
-        view_online = f"{config.archive_url}/{slug}/"
-    elif config.base_url:
-        view_online = f"{config.base_url}/archive/{slug}/"
-    else:
-        view_online = "index.html"
+    view_online = published_url(config, slug) or "index.html"
     return {"unsubscribe_url": unsubscribe, "view_online_url": view_online, "name": "", "email": ""}
+
+
+def published_url(config: Config, slug: str, name: str = "") -> str | None:
+    """Where the archive publishes a file of the issue's web version (its page, an event's .ics): under archive_url,
+    else under serve's /archive/; None when neither is known (a build opened from disk links it relatively)."""
+    if config.archive_url:
+        return f"{config.archive_url}/{slug}/{name}"
+    if config.base_url:
+        return f"{config.base_url}/archive/{slug}/{name}"
+    return None
 
 
 def image_size(path: Path) -> tuple[int, int] | None:
@@ -198,6 +206,7 @@ class _Renderer:
         self.lang = issue.model.lang
         self.asset_base_url = asset_base_url
         self.images: dict[str, Path] = {}
+        self.calendars: dict[str, str] = {}
         self.env = template_environment(templates_dir, template_files(templates_dir))
 
     def image_url(self, image: Image | str) -> str:
@@ -220,6 +229,23 @@ class _Renderer:
             size = image_size(self.issue.folder / image.src)
             width = size[0] if size else None
         return min(width or max_width, max_width)
+
+    def calendar_url(self, event: Event, index: int) -> str:
+        """The link to the event's .ics, made here once: absolute where the archive publishes it, else relative."""
+        name = calendar_name(index)
+        model, config = self.issue.model, self.config
+        if name not in self.calendars:
+            self.calendars[name] = event_calendar(
+                event,
+                lang=self.lang,
+                zone=config.zone,
+                uid=f"{self.issue.slug}-{name.removesuffix('.ics')}@"
+                f"{calendar_domain(config, model.from_ or config.sender.from_)}",
+                stamp=dt.datetime.fromtimestamp(int(self.issue.file.stat().st_mtime), dt.UTC),  # when it changed
+                description=markdown_text(event.text, width=10_000) if event.text else None,  # no wrapping there
+                url=published_url(config, self.issue.slug) or event.registration,
+            )
+        return published_url(config, self.issue.slug, name) or name
 
     def context(self) -> dict:
         model = self.issue.model
@@ -297,6 +323,7 @@ class _Renderer:
             html=email_html,
             text=tidy_text(text),
             images=dict(self.images),
+            calendars=dict(self.calendars),
         )
 
     def template_origin(self, name: str) -> str:
@@ -351,6 +378,12 @@ def template_environment(templates_dir: Path | None, files: tuple = ()) -> jinja
         label_url=jinja2.pass_context(
             lambda ctx, label, url: translate(ctx["lang"], "label_url", label=label, url=url)
         ),
+    )
+    # The event section: when it is (format_event_when), a day ('5 février 2025'), its .ics link (made then).
+    env.filters.update(
+        when=jinja2.pass_context(lambda ctx, event: format_event_when(*event.period(), ctx["lang"])),
+        day=jinja2.pass_context(lambda ctx, value: format_day(value, ctx["lang"])),
+        calendar_url=jinja2.pass_context(lambda ctx, event, index: ctx["renderer"].calendar_url(event, index)),
     )
     env.globals["t"] = jinja2.pass_context(lambda ctx, key, **values: translate(ctx["lang"], key, **values))
     return env

@@ -226,6 +226,7 @@ def freeze(prepared: Prepared, mailing_list: ListRow) -> dict:
         "rate": config.sending.rate,
         "per_hour": config.sending.per_hour,
         "images": image_digests(rendered),
+        "calendars": dict(rendered.calendars),  # each event's .ics, which the archive publishes as sent
         # where its images are linked from, which the archive's own copy of the page links to images/ instead
         "images_url": f"{config.asset_base_url}/{rendered.slug}/images/" if config.asset_base_url else None,
     }

@@ -94,7 +94,8 @@ def test_optional_links_are_checked_too(make_issue):
             HEADER
             + "  - type: image\n    src: a.png\n    alt: A\n    link: '#'\n"
             + "  - type: button\n    label: Lire\n    url: https://example.org\n    lead: Voir [ici](/page).\n"
-            + "  - type: logos\n    logos:\n      - {src: a.png, alt: A, link: 'javascript:alert(1)'}\n",
+            + "  - type: logos\n    logos:\n      - {src: a.png, alt: A, link: 'javascript:alert(1)'}\n"
+            + "  - type: event\n    title: Forum\n    start: 2025-02-12\n    registration: javascript:alert(1)\n",
             images=("a.png",),
         )
     )
@@ -102,6 +103,7 @@ def test_optional_links_are_checked_too(make_issue):
     assert ("error", "empty-url", 8, "sections[0].link") in codes
     assert ("error", "relative-url", 12, "sections[1].lead") in codes
     assert ("error", "bad-url", 15, "sections[2].logos[0].link") in codes
+    assert ("error", "bad-url", 19, "sections[3].registration") in codes
 
 
 def test_warnings_http_subject_preheader_leftovers(make_issue):
@@ -123,6 +125,31 @@ def test_warnings_http_subject_preheader_leftovers(make_issue):
     assert ("warning", "insecure-url", 9, "sections[1].src") in codes
     assert ("warning", "placeholder-text", 12, "sections[2].text") in codes
     assert ("warning", "unknown-placeholder", 14, "sections[3].text") in codes
+
+
+def test_an_event_that_ends_before_it_starts_is_an_error_at_its_end(make_issue):
+    zoned = CONFIG.replace('lang = "fr"\n', 'lang = "fr"\ntimezone = "America/Toronto"\n')
+    report = check(
+        make_issue(
+            HEADER
+            + "  - type: event\n    title: Matinée\n    start: 2025-02-12 09:00\n    end: 08:30\n"
+            + "  - type: event\n    title: Deux jours\n    start: 2025-02-14\n    end: 2025-02-13\n"
+            # 10:30 in Paris is 4:30 in Toronto: it ends before 9:00 there
+            + "  - type: event\n    title: Décalé\n    start: 2025-02-12 09:00\n    end: 2025-02-12T10:30+01:00\n"
+            + "  - type: event\n    title: Juste\n    start: 2025-02-12 09:00\n    end: 2025-02-12T10:30-05:00\n"
+            + "  - type: event\n    title: Tard\n    start: 2025-02-12\n    deadline: 2025-02-13\n",
+            config=zoned,
+        )
+    )
+    assert {d for d in found(report) if d[1] in ("event-ends-before-start", "deadline-after-start")} == {
+        ("error", "event-ends-before-start", 8, "sections[0].end"),
+        ("error", "event-ends-before-start", 12, "sections[1].end"),
+        ("error", "event-ends-before-start", 16, "sections[2].end"),
+        ("warning", "deadline-after-start", 24, "sections[4].deadline"),
+    }
+    (first,) = (d for d in report.errors if d.path == "sections[0].end")
+    assert "de 9\u00a0h à 8\u00a0h\u00a030" in first.message and "12:00" in first.message
+    assert not report.ok
 
 
 def test_html_over_gmail_clip_is_a_warning(make_issue):

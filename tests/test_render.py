@@ -170,6 +170,8 @@ def test_every_section_fixture_renders_each_type():
     assert "Left-aligned button: https://example.org/left" in text
     assert "HEADING LEVEL ONE" not in text and "Heading level one\n=================" in text
     assert "The caption under it, with a link (https://example.org/caption) and\nemphasis." in text
+    assert "When: Wednesday, April\u00a030, 2025, 9:30\u00a0a.m. to Thursday, May\u00a01, 2025,\n4:00\u00a0p.m." in text
+    assert list(rendered.calendars) == ["event-12.ics"] and "Add to calendar: event-12.ics" in text
     assert max(len(line) for line in text.splitlines() if "://" not in line) <= 76
 
 

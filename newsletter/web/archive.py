@@ -1,4 +1,5 @@
-"""GET /archive/: the web version of every issue a campaign started sending, its images, and an Atom feed.
+"""GET /archive/: the web version of every issue a campaign started sending, its images and events' .ics files,
+and an Atom feed.
 
 Only routes: which issues, their pages, the index's data and the feed come from newsletter/archive.py, which
 `newsletter archive` also writes as static files.
@@ -56,6 +57,14 @@ def routes(site: Site) -> list[Route]:
         kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
         return Response(data, media_type=kind, headers={"Cache-Control": "public, max-age=86400"})
 
+    async def calendar(request: Request) -> Response:
+        found = await asyncio.to_thread(archived, request.path_params["slug"])
+        text = found.calendars.get(request.path_params["name"]) if found else None  # only a name the issue has
+        if text is None:
+            return PlainTextResponse("not found", status_code=404)
+        return Response(text.encode("utf-8"), media_type="text/calendar; charset=utf-8",
+                        headers={"Cache-Control": "public, max-age=300"})  # fmt: skip
+
     async def feed(request: Request) -> Response:
         url = f"{config.base_url}/archive" if config.base_url else None  # never from Host: ids must not change
         entries = await asyncio.to_thread(sent_entries, store)
@@ -66,4 +75,5 @@ def routes(site: Site) -> list[Route]:
         Route("/archive/feed.xml", feed),
         Route("/archive/{slug}/", issue),
         Route("/archive/{slug}/images/{name:path}", image),
+        Route("/archive/{slug}/{name}", calendar),
     ]

@@ -142,10 +142,10 @@ def measure_smtp(recipients: int, connections: int) -> None:
 
 def build_messages(workspace: Workspace, count: int):
     from newsletter.message import Recipient
-    from newsletter.sending import _campaign, prepare
+    from newsletter.sending import campaign_of, freeze, prepare
 
     prepared = prepare(workspace, workspace.root / "issues" / SLUG, "null://", real=True)
-    campaign = _campaign(prepared, 1, ListRow(1, "bench", "bench"))
+    campaign = campaign_of(freeze(prepared, ListRow(1, "bench", "bench")), 1, prepared.signer)
     return (campaign.build(Recipient(i, f"abonne{i}@example.org", f"Abonné·e {i}")).to_bytes() for i in range(count))
 
 

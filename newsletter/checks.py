@@ -5,7 +5,7 @@ text, links that go nowhere (empty, '#', relative, javascript:), a from or reply
 without publisher, postal address or a way to reach the publisher, a template that fails to render. Warnings:
 http:// links and images, HTML over Gmail's clipping size, a subject outside 10–78 characters, no preheader,
 leftover placeholder text (TK, TODO, lorem ipsum), unknown %%placeholders%%, a DKIM domain that does not align
-with the From address.
+with the From address, a phone number that does not parse (it gets no link).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from email_validator import EmailNotValidError, validate_email
 from newsletter.config import CONFIG_FILE, Config, config_diagnostics, toml_line
 from newsletter.errors import Diagnostic, IssueError, RenderError
 from newsletter.issue import LoadedIssue, YamlPath, iter_values, load_issue
+from newsletter.phones import tel_uri
 from newsletter.render import (
     PLACEHOLDER,
     PLACEHOLDERS,
@@ -82,7 +83,7 @@ def check_issue(
     except IssueError as exc:
         report.diagnostics[:0] = exc.diagnostics
         return CheckResult(report)
-    report.diagnostics[:0] = list(_content_diagnostics(issue))
+    report.diagnostics[:0] = list(_content_diagnostics(issue, config))
     if (misaligned := dkim_alignment(config, issue.model.from_ or config.sender.from_)) is not None:
         report.diagnostics.append(misaligned)
     rendered = None
@@ -106,7 +107,7 @@ def check_issue(
     return CheckResult(report, issue, rendered)
 
 
-def _content_diagnostics(issue: LoadedIssue):
+def _content_diagnostics(issue: LoadedIssue, config: Config):
     model = issue.model
     subject_length = len(model.subject)
     if not SUBJECT_MIN <= subject_length <= SUBJECT_MAX:
@@ -132,6 +133,8 @@ def _content_diagnostics(issue: LoadedIssue):
             yield from _image_diagnostics(issue, path, value)
         elif kind == "url":
             yield from _url_diagnostics(issue, path, value)
+        elif kind == "phone":
+            yield from _phone_diagnostics(issue, path, value, config.region)
         elif kind in ("text", "markdown"):
             yield from _text_diagnostics(issue, path, value)
             if kind == "markdown":
@@ -255,6 +258,21 @@ def _url_diagnostics(issue: LoadedIssue, path: YamlPath, url: str, *, line_offse
             f"'{url}' is not a full address; links in an email must start with https://",
         )
     return report("error", "bad-url", f"'{url}': only https://, http://, mailto: and tel: links work in email")
+
+
+def _phone_diagnostics(issue: LoadedIssue, path: YamlPath, phone: str, region: str) -> list[Diagnostic]:
+    if tel_uri(phone, region) is not None:
+        return []
+    return [
+        issue.diagnostic(
+            "warning",
+            "bad-phone",
+            f"'{phone}' is not a phone number of {region} (nor one with its +country code), so it is shown without "
+            "a link to dial it; write it as 418 724-5154, poste 212 or +33 1 42 68 53 00 (set phone_region in "
+            "newsletter.toml for numbers of another country)",
+            path,
+        )
+    ]
 
 
 def _text_diagnostics(issue: LoadedIssue, path: YamlPath, text: str) -> list[Diagnostic]:

@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from newsletter.errors import ConfigError, Diagnostic
 from newsletter.i18n import LANGUAGES
+from newsletter.phones import DEFAULT_REGION, REGION_BY_LANG, is_region
 
 CONFIG_FILE = "newsletter.toml"
 
@@ -161,6 +162,10 @@ class Config(_Table):
         None, description="IANA time zone of `send --at` times and of the times shown, e.g. America/Toronto "
         "(default: the machine's).",
     )  # fmt: skip
+    phone_region: str | None = Field(
+        None, description="Where a phone number written without +country code is (ISO 3166 code: CA, FR, BE, "
+        "CH…); default: CA for both languages.",
+    )  # fmt: skip
     base_url: str | None = Field(None, description="Public URL of `newsletter serve` (unsubscribe links).")
     asset_base_url: str | None = Field(None, description="Public URL where the build/ folder is published.")
     archive_url: str | None = Field(
@@ -204,6 +209,18 @@ class Config(_Table):
             except (ZoneInfoNotFoundError, ValueError):
                 raise ValueError(f"unknown time zone '{value}'; use an IANA name such as America/Toronto") from None
         return value
+
+    @field_validator("phone_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not is_region(value):
+            raise ValueError(f"'{value}' is not a region of phone numbers; write its ISO 3166 code, e.g. CA or FR")
+        return value
+
+    @property
+    def region(self) -> str:
+        """The region of a phone number written without its country code."""
+        return self.phone_region or REGION_BY_LANG.get(self.lang, DEFAULT_REGION)
 
     @property
     def zone(self) -> dt.tzinfo | None:

@@ -87,6 +87,23 @@ def test_links_that_go_nowhere_are_errors(make_issue):
     assert ("error", "bad-url", 18, "sections[3].url") in codes
 
 
+def test_optional_links_and_markdown_are_checked_too(make_issue):
+    """A field that may be left out (an image's link, a button's lead, a contacts' intro) is checked when given:
+    its marker sits inside `Url | None`, where it was once not looked for."""
+    report = check(
+        make_issue(
+            HEADER
+            + "  - type: image\n    src: https://example.org/a.png\n    alt: A\n    link: '#'\n"
+            + "  - type: button\n    label: Lire\n    url: https://example.org/\n    lead: Voir [ici](/page).\n"
+            + "  - type: contacts\n    intro: Écrire à TODO\n    contacts: [{name: Anne}]\n"
+        )
+    )
+    codes = found(report)
+    assert ("error", "empty-url", 8, "sections[0].link") in codes
+    assert ("error", "relative-url", 12, "sections[1].lead") in codes
+    assert ("warning", "placeholder-text", 14, "sections[2].intro") in codes
+
+
 def test_warnings_http_subject_preheader_leftovers(make_issue):
     report = check(
         make_issue(

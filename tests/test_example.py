@@ -103,7 +103,7 @@ def test_calls_to_action_are_real_links(example):
     assert links["Complétez le formulaire!"].startswith("https://crdbsl.org/")
     assert links["Ressources en développement social des MRC"].startswith("https://crdbsl.org/")
     assert links["acharest@crdbsl.org"] == "mailto:acharest@crdbsl.org"
-    assert links["581-232-1735"] == "tel:5812321735"
+    assert links["581-232-1735"] == "tel:+1-581-232-1735"
     assert "#" not in links.values()
 
 

@@ -578,6 +578,9 @@ def _show_send(summary: SendSummary, workspace: Workspace) -> None:
             f"dry run: would send to {summary.audience} recipient{'s' if summary.audience != 1 else ''} "
             f"through {summary.transport}" + (f": {first}" if first else "")
         )
+        for refusal in summary.refusals:
+            where = ":".join(str(refusal[k]) for k in ("file", "line") if refusal.get(k))
+            typer.echo(f"a real send would refuse {where}: {refusal['message']}", err=True)
         typer.echo("nothing was sent; add --no-dry-run to send")
         return
     if summary.status == SCHEDULED:

@@ -23,6 +23,12 @@ from newsletter.i18n import LANGUAGES
 from newsletter.phones import DEFAULT_REGION, REGION_BY_LANG, is_region
 
 CONFIG_FILE = "newsletter.toml"
+# The settings the environment overrides, by the variable that does.
+OVERRIDES = {
+    "base_url": "NEWSLETTER_BASE_URL",
+    "asset_base_url": "NEWSLETTER_ASSET_BASE_URL",
+    "archive_url": "NEWSLETTER_ARCHIVE_URL",
+}
 
 # MRML copies colours into bgcolor attributes that Outlook reads; 6-digit hex is what both render the same.
 HexColor = Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$", description="6-digit hex colour, e.g. #00677f")]
@@ -251,11 +257,7 @@ def load_config(root: Path) -> Config:
         where = f"{path}:{line}" if line else str(path)
         raise ConfigError(f"{where}: {'.'.join(loc)}: {err['msg']}") from None
     config.file = path if path.is_file() else None
-    for field, variable in (
-        ("base_url", "NEWSLETTER_BASE_URL"),
-        ("asset_base_url", "NEWSLETTER_ASSET_BASE_URL"),
-        ("archive_url", "NEWSLETTER_ARCHIVE_URL"),
-    ):
+    for field, variable in OVERRIDES.items():
         if os.environ.get(variable):
             setattr(config, field, os.environ[variable])
     config.base_url = config.base_url.rstrip("/") if config.base_url else None

@@ -99,7 +99,8 @@ async def connected(root: Path, stderr: Path, *, cwd: Path | None = None, **envi
     if cwd is not None:
         args = [*args, "--workspace", str(root)]
     env = {"NEWSLETTER_TRANSPORT": f"outbox://{root / 'outbox'}", **environment}
-    for variable in ("NEWSLETTER_CHROMIUM", "PLAYWRIGHT_BROWSERS_PATH"):
+    # PYTHONPATH too: the server then runs the code under test (a worktree's), not the venv's installed copy.
+    for variable in ("NEWSLETTER_CHROMIUM", "PLAYWRIGHT_BROWSERS_PATH", "PYTHONPATH"):
         if variable in os.environ and variable not in env:
             env[variable] = os.environ[variable]
     stray: list = []
@@ -303,12 +304,17 @@ def test_preview_at_phone_width_is_a_png_of_that_width(workspace, tmp_path, chro
             image = Image.open(io.BytesIO(base64.b64decode(picture.data)))
             assert image.format == "PNG" and image.width == 375 and image.height > 1000
             document = json.loads(text.text)
-            assert (document["width"], document["view"]) == (375, "html")
+            assert (document["width"], document["viewport"], document["view"]) == (375, 375, "html")
             assert document["height"] == image.height
+            assert document["recipient"] == "Camille Tremblay <camille.tremblay@example.org>"
+            assert "sample" in document["note"]
             assert all(d["severity"] == "warning" for d in document["diagnostics"])
 
+            # The text as sent: a line longer than 600 px (a URL) makes the picture wider, as the JSON says.
             _, content = await agent.call("preview_issue", issue=EXAMPLE_SLUG, width=600, view="text")
-            assert Image.open(io.BytesIO(base64.b64decode(content[0].data))).width == 600
+            document = json.loads(content[1].text)
+            text_image = Image.open(io.BytesIO(base64.b64decode(content[0].data)))
+            assert text_image.width == document["width"] > 600 and document["viewport"] == 600
 
     asyncio.run(scenario())
 

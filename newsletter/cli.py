@@ -179,9 +179,13 @@ def preview(
     ] = None,
     width: Annotated[int, typer.Option(min=200, max=2000, help="Screenshot width in px (375 = phone).")] = 600,
     text: Annotated[bool, typer.Option("--text", help="Screenshot the plain-text part instead.")] = False,
+    list_slug: Annotated[
+        str | None,
+        typer.Option("--list", help="Show the message of this list's first subscribed member, not a sample's."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Serve a live preview (desktop, mobile, text) that reloads on save; or take a PNG screenshot."""
+    """Serve a live preview (desktop, mobile, text) of a member's message, reloaded on save; or a PNG."""
     from newsletter.preview import serve_preview, take_screenshot
 
     _, folder = Workspace.for_issue(issue)
@@ -191,9 +195,10 @@ def preview(
             port=port,
             open_browser=open_browser,
             announce=lambda url: typer.echo(f"previewing {_relative(folder)} at {url} (Ctrl-C to stop)"),
+            list_slug=list_slug,
         )
         return
-    shot = take_screenshot(folder, screenshot, width=width, view="text" if text else "html")
+    shot = take_screenshot(folder, screenshot, width=width, view="text" if text else "html", list_slug=list_slug)
     errors = [d for d in shot.diagnostics if d["severity"] == "error"]
     if as_json:
         _print_json(shot.to_json())

@@ -199,23 +199,39 @@ def create_server(root: Path) -> NewsletterServer:
     @tool(READ_ONLY)
     def preview_issue(
         issue: IssueName,
-        width: Annotated[int, Field(ge=200, le=2000, description="Width in px: 600 desktop, 375 a phone.")] = 600,
+        width: Annotated[
+            Annotated[int, Field(ge=200, le=2000)] | Literal["both"],
+            Field(description='Width in px: 600 desktop, 375 a phone; "both": 600 and 375 in one call.'),
+        ] = 600,
         view: Annotated[Literal["html", "text"], Field(description="html: the email; text: its plain part.")] = "html",
     ) -> CallToolResult:
-        """Look at the email: a PNG of the whole page at that width, in headless Chromium, plus the problems found.
+        """Look at the email as a member gets it: a PNG of the whole page per width, in headless Chromium.
 
-        Answers an image and {"png", "width", "height", "view", "diagnostics"}. An issue with errors shows them.
+        It shows the message of a sample member (a fictional name and address; its unsubscribe link is a sample),
+        with the footer and links every message carries. Answers one image per width (600 first with "both"),
+        then {"png", "width", "height", "viewport", "view", "recipient", "note", "diagnostics"}, or with "both"
+        {"previews": [{"png", "width", "height", "viewport"}, …], "view", "recipient", "note", "diagnostics"}.
+        width and height are the PNG's: the text view, shown as sent (no line wrapped again), is wider than the
+        viewport where a line is (a long URL). An issue with errors shows them.
         """
-        from newsletter.preview import take_screenshot
+        from newsletter.preview import VIEWS, take_screenshots
 
         current = workspace()
         folder = agent.issue_folder(current, issue)
-        output = current.build_dir / "previews" / f"{folder.name}-{width}-{view}.png"
-        shot = take_screenshot(folder, output, width=width, view=view)
-        picture = base64.b64encode(shot.path.read_bytes()).decode("ascii")
-        return CallToolResult(
-            content=[ImageContent(data=picture, mime_type="image/png"), TextContent(text=_json(shot.to_json()))]
-        )
+        widths = [VIEWS["desktop"], VIEWS["mobile"]] if width == "both" else [width]
+        outputs = [(w, current.build_dir / "previews" / f"{folder.name}-{w}-{view}.png") for w in widths]
+        shots = take_screenshots(folder, outputs, view=view)
+        pictures = [
+            ImageContent(data=base64.b64encode(shot.path.read_bytes()).decode("ascii"), mime_type="image/png")
+            for shot in shots
+        ]
+        documents = [shot.to_json() for shot in shots]
+        document = documents[0]
+        if width == "both":  # what the shots share, once
+            shared = ("view", "recipient", "note", "diagnostics")
+            document = {"previews": [{k: v for k, v in d.items() if k not in shared} for d in documents],
+                        **{key: document[key] for key in shared}}  # fmt: skip
+        return CallToolResult(content=[*pictures, TextContent(text=_json(document))])
 
     @tool(READ_ONLY)
     def list_lists() -> CallToolResult:

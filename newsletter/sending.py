@@ -32,7 +32,7 @@ from newsletter.campaign import Pacing, content_hash, run, sender_id, test_recip
 from newsletter.checks import check_issue, real_send_refusals, refusal_text
 from newsletter.config import Config, parse_duration
 from newsletter.errors import ConfigError, IssueError, NewsletterError
-from newsletter.message import Campaign, DkimSigner, HostedUnsubscribe, Mailbox, Recipient, parse_mailbox
+from newsletter.message import Campaign, DkimSigner, HostedUnsubscribe, Mailbox, Outgoing, Recipient, parse_mailbox
 from newsletter.render import RenderedIssue
 from newsletter.store import (
     CANCELLED,
@@ -279,6 +279,23 @@ def campaign_of(content: dict, campaign_id: int | str, signer: TokenSigner, subj
         hosted=HostedUnsubscribe(**content["hosted_unsubscribe"]) if content.get("hosted_unsubscribe") else None,
         view_online=content.get("view_online"),
     )
+
+
+def member_message(
+    workspace: Workspace,
+    rendered: RenderedIssue,
+    sender_text: str,
+    reply_to: str | None,
+    mailing_list: ListRow,
+    recipient: Recipient,
+    signer: TokenSigner,
+) -> Outgoing:
+    """The message one member of a list gets of a rendered issue, built as a send builds each of its messages
+    (freeze, campaign_of, Campaign.build): what the preview shows. Nothing is checked nor recorded; the unsubscribe
+    is this tool's signed link, as for a transport without a provider's hosted one."""
+    prepared = Prepared(workspace, rendered, "null://", Dsn.parse("null://"), sender_text, signer, None,
+                        reply_to=reply_to)  # fmt: skip
+    return campaign_of(freeze(prepared, mailing_list), "preview", signer).build(recipient)
 
 
 def _frozen_hosted(hosted: HostedUnsubscribe | None) -> dict | None:

@@ -37,7 +37,8 @@ FORMAT_URI = "newsletter://docs/issue-format.md"
 ISSUE_URI = "newsletter://issues/{slug}/issue.yaml"
 INSTRUCTIONS = (
     "Write, check, look at and send the issues of the email newsletter in this workspace. Work in this order: "
-    "new_issue, write_issue until it reports no errors, add_image for each image, check_issue, preview_issue at "
+    "new_issue (start from the previous issue with from_issue: its masthead, logos, contacts and images come "
+    "along), write_issue until it reports no errors, add_image for each image, check_issue, preview_issue at "
     "600 and 375 px (look at the pictures), send_dry_run, then ask the person you work for before send or "
     "schedule with the dry run's confirmation code. Results are JSON, as the CLI's --json prints them."
 )
@@ -134,12 +135,19 @@ def create_server(root: Path) -> NewsletterServer:
         slug: Annotated[str, Field(description="The new issue's slug: lowercase letters, digits, hyphens.")],
         lang: Annotated[
             Literal[LANGUAGES] | None,  # type: ignore[valid-type]
-            Field(description="Its language (default: lang in newsletter.toml)."),
+            Field(description="Its language (default: the previous issue's, else lang in newsletter.toml)."),
+        ] = None,
+        from_issue: Annotated[
+            str | None,
+            Field(description="The previous issue's slug, to start from it (masthead, logos, contacts, images)."),
         ] = None,
     ) -> CallToolResult:
-        """Create issues/SLUG/issue.yaml from the commented skeleton (as `newsletter new`); read_issue shows it."""
-        file = new_issue(workspace(), slug, lang=lang)
-        return _result({"issue": str(file.parent), "file": str(file)})
+        """Create issues/SLUG/issue.yaml from the commented skeleton, or from the previous issue (from_issue).
+
+        From a previous issue: its YAML dated today, its other dates cleared, a comment above each part to replace,
+        and the images it uses copied. Answers {"issue", "file", "images", "cleared_dates", "warnings"}.
+        """
+        return _result(new_issue(workspace(), slug, lang=lang, from_issue=from_issue).to_json())
 
     @tool(READ_ONLY)
     def read_issue(issue: IssueName) -> CallToolResult:
@@ -335,6 +343,8 @@ Draft the newsletter issue `{slug}` about: {about}. The list to send it to: {lis
 
 Work in this order, with the tools of the newsletter server:
 1. new_issue with slug `{slug}` (skip it if list_issues already shows it), then read_issue to see the skeleton.
+   To start from the previous issue (list_issues shows them), give it as from_issue: its YAML comes dated
+   today, its other dates cleared, a comment above each part to replace, and its images copied.
    The resources issue.schema.json and "The issue format" describe every field and section type.
 2. write_issue with the whole YAML. It answers with every problem as file:line:column, a code and a message:
    fix them and write again until "ok" is true. Read the warnings too (subject length, preheader, leftover TODO).

@@ -99,7 +99,8 @@ async def connected(root: Path, stderr: Path, *, cwd: Path | None = None, **envi
     if cwd is not None:
         args = [*args, "--workspace", str(root)]
     env = {"NEWSLETTER_TRANSPORT": f"outbox://{root / 'outbox'}", **environment}
-    for variable in ("NEWSLETTER_CHROMIUM", "PLAYWRIGHT_BROWSERS_PATH"):
+    # PYTHONPATH: the server runs the code under test (a checkout's), not the one the venv installed.
+    for variable in ("NEWSLETTER_CHROMIUM", "PLAYWRIGHT_BROWSERS_PATH", "PYTHONPATH"):
         if variable in os.environ and variable not in env:
             env[variable] = os.environ[variable]
     stray: list = []

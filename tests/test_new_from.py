@@ -5,12 +5,14 @@ issues' images read as MCP resources, and nothing outside an issue's folder ever
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import json
 
 import pytest
 import yaml
 from conftest import CONFIG, EXAMPLE_SLUG, PNG_1x1
+from mcp import MCPError
 from pydantic import BaseModel
 from test_cli import run
 from test_mcp import connected
@@ -276,9 +278,13 @@ def test_dates_are_found_by_their_type_not_their_name():
     ]
 
 
-def test_mcp_new_issue_from_the_previous_one(example_workspace, tmp_path, monkeypatch):
+def test_mcp_new_issue_from_the_previous_one_and_its_images_as_resources(example_workspace, tmp_path, monkeypatch):
     monkeypatch.chdir(example_workspace)
     source = example_workspace / "issues" / EXAMPLE_SLUG / "images"
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(PNG_1x1 + b"secret")
+    (source / "lien.png").symlink_to(secret)
+    (source / "notes.txt").write_text("not an image")
 
     async def scenario():
         async with connected(example_workspace, tmp_path / "stderr.log") as agent:
@@ -291,10 +297,46 @@ def test_mcp_new_issue_from_the_previous_one(example_workspace, tmp_path, monkey
             assert "no previous issue 'nope'" in await agent.error("new_issue", slug="x", from_issue="nope")
             assert "is not an issue's slug" in await agent.error("new_issue", slug="x", from_issue="../x")
 
+            resources = {str(r.uri): r for r in (await agent.session.list_resources()).resources}
+            uri = "newsletter://issues/2025-02-hiver/images/logo-alliances.png"
+            assert resources[uri].mime_type == "image/png" and resources[uri].name == (
+                "issues/2025-02-hiver/images/logo-alliances.png"
+            )
+            listed = [u for u in resources if u.startswith(f"newsletter://issues/{EXAMPLE_SLUG}/")]
+            assert listed == [f"newsletter://issues/{EXAMPLE_SLUG}/issue.yaml"] + [
+                f"newsletter://issues/{EXAMPLE_SLUG}/images/{name}"
+                for name in sorted(p.name for p in source.glob("*.png") if p.name != "lien.png")
+            ]  # the symlink out and the text file are not listed
+            templates = {t.uri_template for t in (await agent.session.list_resource_templates()).resource_templates}
+            assert "newsletter://issues/{slug}/images/{name}" in templates
+
+            read = (await agent.session.read_resource(uri)).contents
+            assert len(read) == 1 and read[0].mime_type == "image/png"
+            assert base64.b64decode(read[0].blob) == (source / "logo-alliances.png").read_bytes()
+
+            refusals = {
+                f"newsletter://issues/{EXAMPLE_SLUG}/images/%2E%2E": "names no image",
+                f"newsletter://issues/{EXAMPLE_SLUG}/images/..%2Fissue.yaml": "names no image",
+                f"newsletter://issues/{EXAMPLE_SLUG}/images/%2Fetc%2Fx.png": "names no image",
+                f"newsletter://issues/{EXAMPLE_SLUG}/images/sub/x.png": "names no image",
+                f"newsletter://issues/{EXAMPLE_SLUG}/images/x%00.png": "names no image",
+                f"newsletter://issues/{EXAMPLE_SLUG}/images/notes.txt": "names no image",
+                f"newsletter://issues/{EXAMPLE_SLUG}/images/lien.png": "leads outside the issue's folder",
+                f"newsletter://issues/{EXAMPLE_SLUG}/images/absent.png": "no image 'absent.png'",
+                "newsletter://issues/n-existe-pas/images/logo-alliances.png": "no issue 'n-existe-pas'",
+                "newsletter://issues/%2E%2E/images/logo-alliances.png": "is not an issue's slug",
+            }
+            for bad, reason in refusals.items():
+                with pytest.raises(MCPError) as refused:
+                    await agent.session.read_resource(bad)
+                message = str(refused.value)
+                assert message.startswith("error: ") and reason in message and "\n" not in message, (bad, message)
+
     asyncio.run(scenario())
     copied = example_workspace / "issues" / "2025-02-hiver" / "images"
-    for name in ("logo-alliances.png", "partenaire-crd-bsl.png"):
-        assert (copied / name).read_bytes() == (source / name).read_bytes()
+    assert sorted(p.name for p in copied.iterdir()) == sorted(
+        p.name for p in source.glob("*.png") if p.name != "lien.png"
+    )
     assert "Traceback" not in (tmp_path / "stderr.log").read_text()
 
 

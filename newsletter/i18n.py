@@ -52,6 +52,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "state_pending": "en attente de confirmation",
         "state_bounced": "adresse en erreur",
         "state_complained": "signalé comme indésirable",
+        "previous_replace": "Repris du numéro précédent : remplacez ce contenu par celui du nouveau numéro.",
+        "previous_reused": "Repris du numéro précédent.",
+        "previous_date_cleared": "La date du numéro précédent ({date}) a été effacée : indiquez la nouvelle.",
+        "previous_date_kept": "Date du numéro précédent ({date}) : remplacez-la par la nouvelle.",
     },
     "en": {
         "unsubscribe": "Unsubscribe",
@@ -99,6 +103,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "state_pending": "waiting for confirmation",
         "state_bounced": "address bounced",
         "state_complained": "reported as spam",
+        "previous_replace": "From the previous issue: replace this content with the new issue's.",
+        "previous_reused": "From the previous issue.",
+        "previous_date_cleared": "The previous issue's date ({date}) was cleared: give the new one.",
+        "previous_date_kept": "The previous issue's date ({date}): replace it with the new one.",
     },
 }
 

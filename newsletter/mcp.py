@@ -13,12 +13,14 @@ import asyncio
 import base64
 import inspect
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import MCPServer, ResourceSecurity
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, ImageContent, InputRequiredResult, TextContent, ToolAnnotations
 from mcp_types import Resource as MCPResource
 from pydantic import Field, ValidationError
 
@@ -35,11 +37,14 @@ from newsletter.workspace import Workspace, new_issue, schema_text
 SCHEMA_URI = "newsletter://schema/issue.schema.json"
 FORMAT_URI = "newsletter://docs/issue-format.md"
 ISSUE_URI = "newsletter://issues/{slug}/issue.yaml"
+IMAGE_URI = "newsletter://issues/{slug}/images/{name}"
 INSTRUCTIONS = (
     "Write, check, look at and send the issues of the email newsletter in this workspace. Work in this order: "
-    "new_issue, write_issue until it reports no errors, add_image for each image, check_issue, preview_issue at "
+    "new_issue (start from the previous issue with from_issue: its masthead, logos, contacts and images come "
+    "along), write_issue until it reports no errors, add_image for each image, check_issue, preview_issue at "
     "600 and 375 px (look at the pictures), send_dry_run, then ask the person you work for before send or "
-    "schedule with the dry run's confirmation code. Results are JSON, as the CLI's --json prints them."
+    "schedule with the dry run's confirmation code. Results are JSON, as the CLI's --json prints them. Each "
+    "issue's YAML and images are resources (newsletter://issues/SLUG/issue.yaml, .../images/NAME)."
 )
 
 IssueName = Annotated[str, Field(description="The issue's slug, its folder under issues/ (e.g. 2025-02-hiver).")]
@@ -80,18 +85,55 @@ class NewsletterServer(MCPServer):
             raise
 
     async def list_resources(self) -> list[MCPResource]:
+        """The static resources, then each issue's issue.yaml followed by the images in its images/ folder."""
         try:
-            issues = agent.list_issues(self.workspace())["issues"]
+            workspace = self.workspace()
+            issues = agent.list_issues(workspace)["issues"]
         except NewsletterError:  # newsletter.toml being edited, say: the tools say what is wrong
             issues = []
-        return await super().list_resources() + [
-            MCPResource(
-                uri=ISSUE_URI.format(slug=item["slug"]),
-                name=f"issues/{item['slug']}/issue.yaml",
-                description=item.get("subject") or item.get("problem"),
-                mime_type="application/yaml",
+        listed = await super().list_resources()
+        for item in issues:
+            slug = item["slug"]
+            listed.append(
+                MCPResource(
+                    uri=ISSUE_URI.format(slug=slug),
+                    name=f"issues/{slug}/issue.yaml",
+                    description=item.get("subject") or item.get("problem"),
+                    mime_type="application/yaml",
+                )
             )
-            for item in issues
+            try:
+                images = agent.issue_images(workspace, slug)
+            except NewsletterError:  # the folder went away since
+                images = []
+            listed += [
+                MCPResource(
+                    uri=IMAGE_URI.format(slug=slug, name=quote(name, safe="")),
+                    name=f"issues/{slug}/images/{name}",
+                    mime_type=mime,
+                )
+                for name, mime in images
+            ]
+        return listed
+
+    async def read_resource(self, uri, context=None):
+        """As the SDK reads it, with each image's own MIME type, and a reason for an image URI that matches none."""
+        try:
+            contents = await super().read_resource(uri, context)
+        except ResourceNotFoundError as exc:
+            if str(exc).startswith("Unknown resource") and str(uri).startswith(IMAGE_URI.split("{")[0]):
+                raise ResourceNotFoundError(
+                    f"error: {uri} names no image: an image is newsletter://issues/SLUG/images/NAME, NAME a file "
+                    "name without folders (list_resources lists them)"
+                ) from None
+            raise
+        if isinstance(contents, InputRequiredResult):
+            return contents
+        return [
+            replace(item, mime_type=agent.image_type(item.content) or item.mime_type)
+            if isinstance(item.content, bytes)
+            else item
+            for item in contents
         ]
 
 
@@ -134,12 +176,19 @@ def create_server(root: Path) -> NewsletterServer:
         slug: Annotated[str, Field(description="The new issue's slug: lowercase letters, digits, hyphens.")],
         lang: Annotated[
             Literal[LANGUAGES] | None,  # type: ignore[valid-type]
-            Field(description="Its language (default: lang in newsletter.toml)."),
+            Field(description="Its language (default: the previous issue's, else lang in newsletter.toml)."),
+        ] = None,
+        from_issue: Annotated[
+            str | None,
+            Field(description="The previous issue's slug, to start from it (masthead, logos, contacts, images)."),
         ] = None,
     ) -> CallToolResult:
-        """Create issues/SLUG/issue.yaml from the commented skeleton (as `newsletter new`); read_issue shows it."""
-        file = new_issue(workspace(), slug, lang=lang)
-        return _result({"issue": str(file.parent), "file": str(file)})
+        """Create issues/SLUG/issue.yaml from the commented skeleton, or from the previous issue (from_issue).
+
+        From a previous issue: its YAML dated today, its other dates cleared, a comment above each part to replace,
+        and the images it uses copied. Answers {"issue", "file", "images", "cleared_dates", "warnings"}.
+        """
+        return _result(new_issue(workspace(), slug, lang=lang, from_issue=from_issue).to_json())
 
     @tool(READ_ONLY)
     def read_issue(issue: IssueName) -> CallToolResult:
@@ -337,6 +386,19 @@ def create_server(root: Path) -> NewsletterServer:
         except NewsletterError as exc:
             raise ResourceNotFoundError(f"error: {exc}") from None
 
+    @server.resource(
+        IMAGE_URI,
+        name="An issue's image",
+        mime_type="image/png",  # the template's; each image is read with its own (read_resource)
+        description="An image of an issue's images/ folder (PNG, JPEG or GIF), by the issue's slug and its file name.",
+        security=ResourceSecurity(exempt_params={"slug", "name"}),  # agent.read_image confines them, with a reason
+    )
+    def issue_image(slug: str, name: str) -> bytes:
+        try:
+            return agent.read_image(workspace(), slug, name)[0]
+        except NewsletterError as exc:
+            raise ResourceNotFoundError(f"error: {exc}") from None
+
     @server.prompt(name="draft_issue", description="Draft an issue, check it, look at it, dry-run it, then send it.")
     def draft_issue(slug: str, about: str = "", list: str = "") -> str:
         return DRAFT_PROMPT.format(
@@ -351,7 +413,10 @@ Draft the newsletter issue `{slug}` about: {about}. The list to send it to: {lis
 
 Work in this order, with the tools of the newsletter server:
 1. new_issue with slug `{slug}` (skip it if list_issues already shows it), then read_issue to see the skeleton.
-   The resources issue.schema.json and "The issue format" describe every field and section type.
+   To start from the previous issue (list_issues shows them), give it as from_issue: its YAML comes dated
+   today, its other dates cleared, a comment above each part to replace, and its images copied.
+   The resources issue.schema.json and "The issue format" describe every field and section type; each issue's
+   images are resources too (newsletter://issues/SLUG/images/NAME).
 2. write_issue with the whole YAML. It answers with every problem as file:line:column, a code and a message:
    fix them and write again until "ok" is true. Read the warnings too (subject length, preheader, leftover TODO).
 3. add_image for each image, then use the src it answers (images/NAME) with an alt text that says what it shows.

@@ -154,7 +154,10 @@ def test_the_tools_their_schemas_resources_and_prompt(workspace, tmp_path):
                 resources
             )
             templates = (await agent.session.list_resource_templates()).resource_templates
-            assert [t.uri_template for t in templates] == ["newsletter://issues/{slug}/issue.yaml"]
+            assert [t.uri_template for t in templates] == [
+                "newsletter://issues/{slug}/issue.yaml",
+                "newsletter://issues/{slug}/images/{name}",
+            ]
             schema = json.loads(
                 (await agent.session.read_resource("newsletter://schema/issue.schema.json")).contents[0].text
             )

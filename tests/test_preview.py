@@ -94,7 +94,7 @@ def test_rebuilds_on_change_of_issue_templates_and_config(example_folder):
         wait_until(lambda: "~ ~ ~" in client.get("/email.txt").text)
 
         config = root / "newsletter.toml"
-        config.write_text(config.read_text().replace("123, rue de l'Exemple", "456, avenue Modifiée"))
+        config.write_text(config.read_text().replace("320, rue Saint-Germain Est", "456, avenue Modifiée"))
         wait_until(lambda: "456, avenue Modifiée" in client.get("/email.txt").text)
 
         # A mistake while editing shows the problem instead of stopping the server; fixing it recovers.
@@ -276,7 +276,7 @@ def test_the_preview_is_the_message_a_member_receives(one_member_list, tmp_path)
         shown_html, shown_text = client.get("/email.html").text, client.get("/email.txt").text
     for links in (unsubscribe_links(html, text), unsubscribe_links(shown_html, shown_text)):
         for link in links:  # this tool's https one-click link in both parts, in both messages; no mailto:
-            assert link.startswith("https://bulletin.crdbsl.example/u/"), link
+            assert link.startswith("https://bulletin.crdbsl.org/u/"), link
     (sample_token,) = {link.rpartition("/u/")[2] for link in unsubscribe_links(shown_html, shown_text)}
     assert sample_token != token
     assert "Bonjour Marie Côté" in html and "Bonjour Marie Côté" in text

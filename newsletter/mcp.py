@@ -203,9 +203,20 @@ def create_server(root: Path) -> NewsletterServer:
         """Replace the issue's issue.yaml (only that file, in that issue's folder), then check it.
 
         Answers like check_issue: {"ok", "errors", "warnings"}, each with file, line, column, path, code and
-        message. Fix what it reports and write again until ok is true. The file is written even when it has errors.
+        message. With errors the answer is a tool error (the file is written all the same): its first line says how
+        many and where the first is; fix what it reports and write again until ok is true.
         """
-        return _result(agent.write_issue(workspace(), issue, yaml))
+        report = agent.write_issue(workspace(), issue, yaml)
+        if report["ok"]:
+            return _result(report)
+        first = report["errors"][0]
+        where = ":".join(str(first[k]) for k in ("file", "line", "column") if first.get(k) is not None)
+        count = len(report["errors"])
+        return _error(
+            f"issues/{issue}/issue.yaml was written with {count} error{'s' if count > 1 else ''}, the first at "
+            f"{where}: {first['message']}; fix them and write again",
+            report,
+        )
 
     @tool(WRITES)
     def add_image(

@@ -184,7 +184,14 @@ def test_draft_fix_check_dry_run_then_the_right_code_sends_exactly_once(workspac
             created = await agent.json("new_issue", slug=SLUG)
             assert created["file"] == str(workspace / "issues" / SLUG / "issue.yaml")
 
-            report = await agent.json("write_issue", issue=SLUG, yaml=BROKEN)
+            is_error, content = await agent.call("write_issue", issue=SLUG, yaml=BROKEN)
+            assert is_error  # a host shows it as a failure, with the located diagnostics beside the line
+            assert content[0].text == (
+                f"error: issues/{SLUG}/issue.yaml was written with 1 error, the first at {created['file']}:7:11: "
+                + json.loads(content[1].text)["errors"][0]["message"]
+                + "; fix them and write again"
+            )
+            report = json.loads(content[1].text)
             assert report["ok"] is False
             (error,) = report["errors"]
             assert error["code"] == "unknown-section-type"
@@ -362,7 +369,8 @@ def test_failures_are_one_line_tool_errors_and_the_server_goes_on(workspace, tmp
             )
 
             await agent.json("new_issue", slug="broken")
-            await agent.json("write_issue", issue="broken", yaml="subject: [unclosed\n")
+            assert "was written with 1 error" in await agent.error("write_issue", issue="broken",
+                                                                  yaml="subject: [unclosed\n")  # fmt: skip
             is_error, content = await agent.call("build_issue", issue="broken")
             assert is_error and content[0].text == "error: broken has errors; nothing was built"
             assert json.loads(content[1].text)["errors"][0]["code"] == "yaml-syntax"

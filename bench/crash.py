@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from example import ASSET_BASE_URL, copy_example  # noqa: E402
 from smtp_server import RunningSmtp, SmtpSink  # noqa: E402
 
 from newsletter.sending import open_store  # noqa: E402
@@ -36,8 +36,7 @@ SLUG = "2024-11-forum-des-alliances"
 
 
 def workspace(folder: Path, members: int, connections: int) -> Path:
-    shutil.copy(ROOT / "newsletter.toml", folder / "newsletter.toml")
-    shutil.copytree(ROOT / "issues" / SLUG, folder / "issues" / SLUG)
+    copy_example(folder)
     with (folder / "newsletter.toml").open("a") as config:
         config.write(f"\n[sending]\nlease = 2\nconcurrency = {connections}\n")
     store = open_store(Workspace.discover(folder))
@@ -77,7 +76,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     arguments = parser.parse_args()
     os.environ.update(NEWSLETTER_SECRET_KEY="bench-secret-key-0123456789abcdef",
-                      NEWSLETTER_ASSET_BASE_URL="https://bench.example.org/archive")  # fmt: skip
+                      NEWSLETTER_ASSET_BASE_URL=ASSET_BASE_URL)  # fmt: skip
     os.environ.pop("NEWSLETTER_DATABASE_URL", None)
     chooser = random.Random(arguments.seed)
     bound = 2 * arguments.connections

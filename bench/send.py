@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
+from example import ASSET_BASE_URL, copy_example  # noqa: E402
 
 from newsletter.campaign import Pacing  # noqa: E402
 from newsletter.sending import open_store, send  # noqa: E402
@@ -71,8 +72,7 @@ def free_port() -> int:
 
 def workspace_with_list(folder: Path, count: int) -> Workspace:
     """A copy of the example workspace whose list 'bench' has `count` subscribers (bulk-inserted)."""
-    shutil.copy(ROOT / "newsletter.toml", folder / "newsletter.toml")
-    shutil.copytree(ROOT / "issues" / SLUG, folder / "issues" / SLUG)
+    copy_example(folder)
     workspace = Workspace.discover(folder)
     store = open_store(workspace)
     at = now()
@@ -142,10 +142,10 @@ def measure_smtp(recipients: int, connections: int) -> None:
 
 def build_messages(workspace: Workspace, count: int):
     from newsletter.message import Recipient
-    from newsletter.sending import _campaign, prepare
+    from newsletter.sending import campaign_of, freeze, prepare
 
     prepared = prepare(workspace, workspace.root / "issues" / SLUG, "null://", real=True)
-    campaign = _campaign(prepared, 1, ListRow(1, "bench", "bench"))
+    campaign = campaign_of(freeze(prepared, ListRow(1, "bench", "bench")), 1, prepared.signer)
     return (campaign.build(Recipient(i, f"abonne{i}@example.org", f"Abonné·e {i}")).to_bytes() for i in range(count))
 
 
@@ -254,7 +254,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4", help="worker counts on one PostgreSQL campaign ('' to skip)")
     parser.add_argument("--million", type=int, default=1_000_000, help="size of the null:// list (0 to skip)")
     arguments = parser.parse_args()
-    os.environ.update(NEWSLETTER_SECRET_KEY=SECRET, NEWSLETTER_ASSET_BASE_URL="https://bench.example.org/archive")
+    os.environ.update(NEWSLETTER_SECRET_KEY=SECRET, NEWSLETTER_ASSET_BASE_URL=ASSET_BASE_URL)
     os.environ.pop("NEWSLETTER_DATABASE_URL", None)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     measure_build()

@@ -40,6 +40,12 @@ CONFIRMATION_LIFETIME = dt.timedelta(hours=1)
 MAX_YAML_BYTES = 1024 * 1024
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif")
+IMAGE_TYPES = {
+    b"\x89PNG\r\n\x1a\n": "image/png",
+    b"\xff\xd8\xff": "image/jpeg",
+    b"GIF87a": "image/gif",
+    b"GIF89a": "image/gif",
+}
 README_SECTION = "## The issue format"
 AGAIN = "run send_dry_run again, look at what it shows, and use the code it gives"
 NO_CODE = f"no confirmation code: a send needs the code that a dry run of exactly this gives; {AGAIN}"
@@ -102,12 +108,7 @@ def write_issue(workspace: Workspace, name: str, text: str) -> dict:
 def add_image(workspace: Workspace, name: str, file_name: str, data_base64: str) -> dict:
     """Write an image into issues/<name>/images/, refused unless it is a PNG, JPEG or GIF; warned when heavy."""
     folder = issue_folder(workspace, name)
-    if (
-        Path(file_name).name != file_name
-        or file_name.startswith(".")
-        or not file_name.lower().endswith(IMAGE_SUFFIXES)
-        or "\\" in file_name
-    ):
+    if not _is_image_name(file_name):
         raise NewsletterError(
             f"{shown_name(file_name)} cannot name an image: give a file name without folders, ending in "
             f"{', '.join(IMAGE_SUFFIXES)}, e.g. logo.png"
@@ -149,6 +150,65 @@ def add_image(workspace: Workspace, name: str, file_name: str, data_base64: str)
         "bytes": len(data),
         "warnings": warnings,
     }
+
+
+def _is_image_name(file_name: str) -> bool:
+    """A name add_image writes and an agent reads: a plain file name in images/, no folder, no hidden file."""
+    return (
+        Path(file_name).name == file_name
+        and not file_name.startswith(".")
+        and file_name.lower().endswith(IMAGE_SUFFIXES)
+        and "\\" not in file_name
+        and file_name.isprintable()
+    )
+
+
+def image_type(data: bytes) -> str | None:
+    """The MIME type of a PNG, JPEG or GIF, from its first bytes; None for anything else."""
+    for magic, mime in IMAGE_TYPES.items():
+        if data.startswith(magic):
+            return mime
+    return None
+
+
+def issue_images(workspace: Workspace, name: str) -> list[tuple[str, str]]:
+    """(file name, MIME type) of each image in issues/<name>/images/ that read_image gives."""
+    folder = issue_folder(workspace, name)
+    images = folder / "images"
+    if not images.is_dir() or images.resolve().parent != folder:
+        return []
+    found = []
+    for file in sorted(images.iterdir()):
+        if not _is_image_name(file.name) or file.resolve().parent != images.resolve() or not file.is_file():
+            continue
+        with file.open("rb") as stream:
+            mime = image_type(stream.read(8))
+        if mime is not None:
+            found.append((file.name, mime))
+    return found
+
+
+def read_image(workspace: Workspace, name: str, file_name: str) -> tuple[bytes, str]:
+    """The bytes and MIME type of issues/<name>/images/<file_name>, read only inside that folder."""
+    folder = issue_folder(workspace, name)
+    if not _is_image_name(file_name):
+        raise NewsletterError(
+            f"{shown_name(file_name)} names no image: images are read by their file name in images/, without "
+            f"folders, ending in {', '.join(IMAGE_SUFFIXES)} (list_resources lists them)"
+        )
+    images = folder / "images"
+    file = images / file_name
+    if images.resolve().parent != folder or file.resolve().parent != images.resolve():
+        raise NewsletterError(f"issues/{name}/images/{file_name} leads outside the issue's folder; refused")
+    if not file.is_file():
+        raise NewsletterError(f"no image '{file_name}' in issues/{name}/images (list_resources lists them)")
+    if file.stat().st_size > MAX_IMAGE_BYTES:
+        raise NewsletterError(f"issues/{name}/images/{file_name} weighs over 10 MB; resize it")
+    data = file.read_bytes()
+    mime = image_type(data)
+    if mime is None:
+        raise NewsletterError(f"issues/{name}/images/{file_name} is not a PNG, JPEG or GIF image")
+    return data, mime
 
 
 def issue_format_text() -> str:

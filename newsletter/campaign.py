@@ -58,7 +58,7 @@ class LedgerStore(Protocol):
 
     def release(self, campaign_id: int, holder: str, subscriber_ids: Sequence[int] | None = None) -> int: ...
 
-    def record(self, campaign_id: int, list_id: int, results: Sequence[Result], source: str = "send") -> None: ...
+    def record(self, campaign_id: int, list_id: int, results: Sequence[Result], source: str = "send") -> bool: ...
 
     def reserve(self, campaign_id: int, count: int, rate: float | None, per_hour: int | None) -> dt.datetime: ...
 
@@ -73,8 +73,6 @@ class LedgerStore(Protocol):
     def campaign(self, campaign_id: int) -> CampaignRow | None: ...
 
     def finish_if_done(self, campaign_id: int) -> bool: ...
-
-    def is_running(self, campaign_id: int) -> bool: ...
 
 
 class Sender(Protocol):
@@ -161,7 +159,8 @@ class LedgerWriter:
         self.sent = self.failed = 0
 
     def submit(self, result: Result) -> asyncio.Future:
-        """Queue one result; the future is done once it is in the ledger (or holds the store's error)."""
+        """Queue one result; the future is done once it is in the ledger, with whether the campaign was running then
+        (or holds the store's error)."""
         future = asyncio.get_running_loop().create_future()
         self.queue.append((result, future))
         if self.writing is None or self.writing.done():
@@ -175,7 +174,9 @@ class LedgerWriter:
         while self.queue:
             group, self.queue = self.queue, []
             try:
-                await asyncio.to_thread(self.store.record, self.campaign_id, self.list_id, [r for r, _ in group])
+                running = await asyncio.to_thread(
+                    self.store.record, self.campaign_id, self.list_id, [r for r, _ in group]
+                )
             except Exception as exc:
                 for _, future in group:
                     future.set_exception(exc)
@@ -183,7 +184,7 @@ class LedgerWriter:
             for result, future in group:
                 self.sent += result.status == SENT
                 self.failed += result.status == FAILED
-                future.set_result(None)
+                future.set_result(running)
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
@@ -244,11 +245,12 @@ async def run(
         async def record(index: int, outcome: Outcome) -> None:
             future = writer.submit(result_for(batch[index], outcome, pacing))
             submitted.append(future)
-            await future
+            running = await future
             lease_check(claim)  # raised here, it ends send_each before its next message
             # A pause or a cancel holds this connection after the message in flight: at most two of its messages
-            # go once the status changed (the one being sent, and the one handed while this ran).
-            if not await asyncio.to_thread(store.is_running, campaign_id):
+            # go once the status changed (the one being sent, and the one handed while this ran). The status is
+            # read where the outcome was written, in the same transaction.
+            if not running:
                 halted.set()
                 raise CampaignHalted(claim)
 

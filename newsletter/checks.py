@@ -5,7 +5,8 @@ text, links that go nowhere (empty, '#', relative, javascript:), a from or reply
 without publisher, postal address or a way to reach the publisher, a template that fails to render. Warnings:
 http:// links and images, HTML over Gmail's clipping size, a subject outside 10–78 characters, no preheader,
 leftover placeholder text (TK, TODO, lorem ipsum), unknown %%placeholders%%, a DKIM domain that does not align
-with the From address.
+with the From address, a phone number that does not parse (it gets no link), and what a real send refuses in the
+settings (a reserved name, a placeholder postal address: real_send_refusals), so that it is known before a send.
 
 An event section: ending before it starts is an error, a registration deadline after its start a warning.
 """
@@ -14,17 +15,20 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 
-from newsletter.config import CONFIG_FILE, Config, config_diagnostics, toml_line
+from newsletter.config import CONFIG_FILE, OVERRIDES, Config, config_diagnostics, toml_line
 from newsletter.errors import Diagnostic, IssueError, RenderError
 from newsletter.events import resolve
 from newsletter.i18n import format_event_when
 from newsletter.issue import Event, LoadedIssue, YamlPath, iter_values, load_issue
+from newsletter.phones import tel_uri
 from newsletter.render import (
     PLACEHOLDER,
     PLACEHOLDERS,
@@ -42,6 +46,17 @@ GMAIL_CLIP_BYTES = 102 * 1024
 SUBJECT_MIN, SUBJECT_MAX = 10, 78
 HEAVY_IMAGE_BYTES = 1024 * 1024
 _LEFTOVER = re.compile(r"\b(?:TK|TODO|FIXME|XXX)\b|(?i:lorem ipsum)")
+
+# Names that exist for documentation and tests and never reach anyone (RFC 2606, RFC 6761): a link or an address
+# on one of them in a real message is a setting left as the example had it.
+RESERVED_TLDS = ("example", "test", "invalid", "localhost")
+RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
+# Postal addresses that are placeholders: the classic dummy postal codes (X0X 0X0 has no place in Canada Post's
+# list, 00000 none in the USPS's), and the words examples are written with.
+_PLACEHOLDER_ADDRESS = re.compile(
+    r"\b(?:X0X ?0X0|00000)\b|\b(?:exemple|example|fictive|fictif|fictitious|anytown|placeholder|lorem|TODO|XXX)\b",
+    re.IGNORECASE,
+)
 
 
 @dataclass
@@ -87,9 +102,10 @@ def check_issue(
     except IssueError as exc:
         report.diagnostics[:0] = exc.diagnostics
         return CheckResult(report)
-    report.diagnostics[:0] = list(_content_diagnostics(issue)) + list(_event_diagnostics(issue, config))
+    report.diagnostics[:0] = list(_content_diagnostics(issue, config)) + list(_event_diagnostics(issue, config))
     if (misaligned := dkim_alignment(config, issue.model.from_ or config.sender.from_)) is not None:
         report.diagnostics.append(misaligned)
+    report.diagnostics.extend(real_send_refusals(config, issue))
     rendered = None
     try:
         rendered = render_issue(issue, config, templates_dir, asset_base_url=asset_base_url)
@@ -111,7 +127,7 @@ def check_issue(
     return CheckResult(report, issue, rendered)
 
 
-def _content_diagnostics(issue: LoadedIssue):
+def _content_diagnostics(issue: LoadedIssue, config: Config):
     model = issue.model
     subject_length = len(model.subject)
     if not SUBJECT_MIN <= subject_length <= SUBJECT_MAX:
@@ -137,12 +153,92 @@ def _content_diagnostics(issue: LoadedIssue):
             yield from _image_diagnostics(issue, path, value)
         elif kind == "url":
             yield from _url_diagnostics(issue, path, value)
+        elif kind == "phone":
+            yield from _phone_diagnostics(issue, path, value, config.region)
         elif kind in ("text", "markdown"):
             yield from _text_diagnostics(issue, path, value)
             if kind == "markdown":
                 for href, line_offset in _markdown_links(value):
                     offset = line_offset + (1 if path in issue.source.block_scalars else 0)
                     yield from _url_diagnostics(issue, path, href, line_offset=offset)
+
+
+def reserved_name(host: str) -> bool:
+    """Whether a host or an address's domain is a reserved name that no reader can reach (RFC 2606, 6761)."""
+    host = host.lower().rstrip(".")
+    tld = host.rpartition(".")[2]
+    return tld in RESERVED_TLDS or any(host == d or host.endswith("." + d) for d in RESERVED_DOMAINS)
+
+
+def placeholder_address(text: str) -> str | None:
+    """The part of a postal address that shows it is a placeholder (X0X 0X0, "rue de l'Exemple"), or None."""
+    found = _PLACEHOLDER_ADDRESS.search(text)
+    return found.group(0) if found else None
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).hostname or ""
+
+
+def real_send_refusals(config: Config, issue: LoadedIssue | None = None) -> list[Diagnostic]:
+    """What a real send (any transport but the outbox and null) refuses in the settings its messages carry: a link
+    or an address on a reserved name (base_url, asset_base_url, archive_url, the sender, reply-to, the
+    publisher's website and email, unsubscribe_mailto) and a placeholder postal address. Each is located where
+    it is set: newsletter.toml's line, the environment variable that overrides it, or the issue's line.
+
+    Errors for a real send; `check` and the dry run show them as warnings, whatever the transport, so that an
+    agent learns before it asks a person what a real send would refuse."""
+    file = str(config.file) if config.file else CONFIG_FILE
+    text = config.file.read_text(encoding="utf-8") if config.file else ""
+    found: list[Diagnostic] = []
+
+    def setting(loc: tuple[str, ...], message: str, code: str = "reserved-name") -> None:
+        variable = OVERRIDES.get(loc[0]) if len(loc) == 1 else None
+        if variable and os.environ.get(variable):  # the environment's value is the one sent: say so
+            found.append(Diagnostic("warning", code, f"{variable}: {message}", file=variable, path=".".join(loc)))
+            return
+        line = toml_line(text, loc) or None
+        found.append(Diagnostic("warning", code, message, file=file, line=line, path=".".join(loc)))
+
+    for key in OVERRIDES:
+        url = getattr(config, key)
+        if url and reserved_name(_host(url)):
+            setting((key,), f"{key} {url} is on a reserved name (RFC 2606) that no reader can reach, so every link "
+                            f"made from it goes nowhere; set {key} to your real public URL")  # fmt: skip
+    if (website := config.publisher.website) and reserved_name(_host(website)):
+        setting(("publisher", "website"), f"publisher.website {website} is on a reserved name (RFC 2606) that no "
+                                          "reader can reach; write your organisation's real website")  # fmt: skip
+    model = issue.model if issue is not None else None
+    addresses = [
+        (("from",) if model and model.from_ else ("sender", "from"), model and model.from_ or config.sender.from_),
+        (("reply_to",) if model and model.reply_to else ("sender", "reply_to"),
+         model and model.reply_to or config.sender.reply_to),
+        (("publisher", "email"), config.publisher.email),
+        (("sending", "unsubscribe_mailto"), config.sending.unsubscribe_mailto),
+    ]  # fmt: skip
+    for loc, value in addresses:
+        domain = email.utils.parseaddr(value or "")[1].rpartition("@")[2]
+        if domain and reserved_name(domain):
+            message = (f"{'.'.join(loc)} {value} is at a reserved domain (RFC 2606) where no mail is delivered; "
+                       "write your organisation's real address")  # fmt: skip
+            if len(loc) == 1 and issue is not None:  # the issue's own from or reply_to
+                found.append(issue.diagnostic("warning", "reserved-name", message, loc))
+            else:
+                setting(loc, message)
+    if (postal := config.publisher.postal_address) and (placeholder := placeholder_address(postal)):
+        setting(("publisher", "postal_address"), f"publisher.postal_address \"{postal}\" is a placeholder "
+                f"('{placeholder}'); CASL and CAN-SPAM want your real postal address in every message",
+                code="placeholder-address")  # fmt: skip
+    return found
+
+
+def refusal_text(refusals: list[Diagnostic]) -> str:
+    """The refusals as one line, each where and why: what a refused real send says."""
+    shown = []
+    for d in refusals:
+        where = ":".join(str(part) for part in (d.file, d.line) if part)
+        shown.append(f"{where}: {d.message}" if where else d.message)
+    return "a real send refuses these settings: " + "; ".join(shown)
 
 
 def address_problem(text: str) -> str | None:
@@ -260,6 +356,21 @@ def _url_diagnostics(issue: LoadedIssue, path: YamlPath, url: str, *, line_offse
             f"'{url}' is not a full address; links in an email must start with https://",
         )
     return report("error", "bad-url", f"'{url}': only https://, http://, mailto: and tel: links work in email")
+
+
+def _phone_diagnostics(issue: LoadedIssue, path: YamlPath, phone: str, region: str) -> list[Diagnostic]:
+    if tel_uri(phone, region) is not None:
+        return []
+    return [
+        issue.diagnostic(
+            "warning",
+            "bad-phone",
+            f"'{phone}' is not a phone number of {region} (nor one with its +country code), so it is shown without "
+            "a link to dial it; write it as 418 724-5154, poste 212 or +33 1 42 68 53 00 (set phone_region in "
+            "newsletter.toml for numbers of another country)",
+            path,
+        )
+    ]
 
 
 def _text_diagnostics(issue: LoadedIssue, path: YamlPath, text: str) -> list[Diagnostic]:

@@ -74,11 +74,12 @@ def _show(diagnostic: Diagnostic) -> str:
     return diagnostic.format().replace(str(diagnostic.file), _relative(diagnostic.file) or "", 1)
 
 
-def _summary(errors: int, warnings: int) -> str:
-    def plural(count: int, word: str) -> str:
-        return f"{count} {word}{'' if count == 1 else 's'}"
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
-    return f"{plural(errors, 'error')}, {plural(warnings, 'warning')}"
+
+def _summary(errors: int, warnings: int) -> str:
+    return f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}"
 
 
 def _version(value: bool) -> None:
@@ -117,16 +118,33 @@ def init(
 @app.command()
 def new(
     slug: Annotated[str, typer.Argument(help="The issue's folder name, e.g. 2025-02-hiver.")],
-    lang: Annotated[str | None, typer.Option(help="Its language (default: lang in newsletter.toml).")] = None,
+    lang: Annotated[
+        str | None, typer.Option(help="Its language (default: the previous issue's, else lang in newsletter.toml).")
+    ] = None,
+    from_issue: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="PREVIOUS",
+            help="Start from this issue (its slug): its YAML with dates cleared and comments on what to replace, "
+            "and the images it uses.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create issues/SLUG/issue.yaml from a commented skeleton."""
-    file = new_issue(Workspace.discover(), slug, lang=lang)
+    """Create issues/SLUG/issue.yaml from a commented skeleton, or from the previous issue with --from."""
+    created = new_issue(Workspace.discover(), slug, lang=lang, from_issue=from_issue)
     if as_json:
-        _print_json({"issue": str(file.parent), "file": str(file)})
+        _print_json(created.to_json())
         return
-    typer.echo(f"wrote {_relative(file)}")
-    typer.echo(f"next: edit it, then `newsletter check {_relative(file.parent)}`")
+    for warning in created.warnings:
+        typer.echo(_show(warning), err=True)
+    typer.echo(f"wrote {_relative(created.file)}")
+    if created.images:
+        typer.echo(f"copied {_plural(len(created.images), 'image')}: {', '.join(created.images)}")
+    if created.cleared:
+        typer.echo(f"cleared {_plural(len(created.cleared), 'date')} to give again: {', '.join(created.cleared)}")
+    typer.echo(f"next: edit it, then `newsletter check {_relative(created.folder)}`")
 
 
 @app.command()
@@ -179,9 +197,13 @@ def preview(
     ] = None,
     width: Annotated[int, typer.Option(min=200, max=2000, help="Screenshot width in px (375 = phone).")] = 600,
     text: Annotated[bool, typer.Option("--text", help="Screenshot the plain-text part instead.")] = False,
+    list_slug: Annotated[
+        str | None,
+        typer.Option("--list", help="Show the message of this list's first subscribed member, not a sample's."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Serve a live preview (desktop, mobile, text) that reloads on save; or take a PNG screenshot."""
+    """Serve a live preview (desktop, mobile, text) of a member's message, reloaded on save; or a PNG."""
     from newsletter.preview import serve_preview, take_screenshot
 
     _, folder = Workspace.for_issue(issue)
@@ -191,9 +213,10 @@ def preview(
             port=port,
             open_browser=open_browser,
             announce=lambda url: typer.echo(f"previewing {_relative(folder)} at {url} (Ctrl-C to stop)"),
+            list_slug=list_slug,
         )
         return
-    shot = take_screenshot(folder, screenshot, width=width, view="text" if text else "html")
+    shot = take_screenshot(folder, screenshot, width=width, view="text" if text else "html", list_slug=list_slug)
     errors = [d for d in shot.diagnostics if d["severity"] == "error"]
     if as_json:
         _print_json(shot.to_json())
@@ -578,6 +601,9 @@ def _show_send(summary: SendSummary, workspace: Workspace) -> None:
             f"dry run: would send to {summary.audience} recipient{'s' if summary.audience != 1 else ''} "
             f"through {summary.transport}" + (f": {first}" if first else "")
         )
+        for refusal in summary.refusals:
+            where = ":".join(str(refusal[k]) for k in ("file", "line") if refusal.get(k))
+            typer.echo(f"a real send would refuse {where}: {refusal['message']}", err=True)
         typer.echo("nothing was sent; add --no-dry-run to send")
         return
     if summary.status == SCHEDULED:

@@ -20,8 +20,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from newsletter.errors import ConfigError, Diagnostic
 from newsletter.i18n import LANGUAGES
+from newsletter.phones import DEFAULT_REGION, REGION_BY_LANG, is_region
 
 CONFIG_FILE = "newsletter.toml"
+# The settings the environment overrides, by the variable that does.
+OVERRIDES = {
+    "base_url": "NEWSLETTER_BASE_URL",
+    "asset_base_url": "NEWSLETTER_ASSET_BASE_URL",
+    "archive_url": "NEWSLETTER_ARCHIVE_URL",
+}
 
 # MRML copies colours into bgcolor attributes that Outlook reads; 6-digit hex is what both render the same.
 HexColor = Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$", description="6-digit hex colour, e.g. #00677f")]
@@ -161,6 +168,10 @@ class Config(_Table):
         None, description="IANA time zone of `send --at` times and of the times shown, e.g. America/Toronto "
         "(default: the machine's).",
     )  # fmt: skip
+    phone_region: str | None = Field(
+        None, description="Where a phone number written without +country code is (ISO 3166 code: CA, FR, BE, "
+        "CH…); default: CA for both languages.",
+    )  # fmt: skip
     base_url: str | None = Field(None, description="Public URL of `newsletter serve` (unsubscribe links).")
     asset_base_url: str | None = Field(None, description="Public URL where the build/ folder is published.")
     archive_url: str | None = Field(
@@ -205,6 +216,18 @@ class Config(_Table):
                 raise ValueError(f"unknown time zone '{value}'; use an IANA name such as America/Toronto") from None
         return value
 
+    @field_validator("phone_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not is_region(value):
+            raise ValueError(f"'{value}' is not a region of phone numbers; write its ISO 3166 code, e.g. CA or FR")
+        return value
+
+    @property
+    def region(self) -> str:
+        """The region of a phone number written without its country code."""
+        return self.phone_region or REGION_BY_LANG.get(self.lang, DEFAULT_REGION)
+
     @property
     def zone(self) -> dt.tzinfo | None:
         """The configured time zone; None means the machine's."""
@@ -234,11 +257,7 @@ def load_config(root: Path) -> Config:
         where = f"{path}:{line}" if line else str(path)
         raise ConfigError(f"{where}: {'.'.join(loc)}: {err['msg']}") from None
     config.file = path if path.is_file() else None
-    for field, variable in (
-        ("base_url", "NEWSLETTER_BASE_URL"),
-        ("asset_base_url", "NEWSLETTER_ASSET_BASE_URL"),
-        ("archive_url", "NEWSLETTER_ARCHIVE_URL"),
-    ):
+    for field, variable in OVERRIDES.items():
         if os.environ.get(variable):
             setattr(config, field, os.environ[variable])
     config.base_url = config.base_url.rstrip("/") if config.base_url else None

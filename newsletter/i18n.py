@@ -59,6 +59,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "event_deadline": "Inscription avant le {date}",
         "event_calendar": "Ajouter à mon agenda",
         "event_link": "{label}\u00a0: {url}",
+        "previous_replace": "Repris du numéro précédent : remplacez ce contenu par celui du nouveau numéro.",
+        "previous_reused": "Repris du numéro précédent.",
+        "previous_date_cleared": "La date du numéro précédent ({date}) a été effacée : indiquez la nouvelle.",
+        "previous_date_kept": "Date du numéro précédent ({date}) : remplacez-la par la nouvelle.",
     },
     "en": {
         "unsubscribe": "Unsubscribe",
@@ -112,6 +116,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "event_deadline": "Register by {date}",
         "event_calendar": "Add to calendar",
         "event_link": "{label}: {url}",
+        "previous_replace": "From the previous issue: replace this content with the new issue's.",
+        "previous_reused": "From the previous issue.",
+        "previous_date_cleared": "The previous issue's date ({date}) was cleared: give the new one.",
+        "previous_date_kept": "The previous issue's date ({date}): replace it with the new one.",
     },
 }
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -28,6 +28,7 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from newsletter.errors import Diagnostic, IssueError
@@ -63,14 +64,27 @@ class _MarkdownField:
     pass
 
 
+class _PhoneField:
+    pass
+
+
 URL_FIELD = _UrlField()
 MARKDOWN_FIELD = _MarkdownField()
+PHONE_FIELD = _PhoneField()
 
 Url = Annotated[str, URL_FIELD, Field(description="An https:// URL (mailto: and tel: also work).")]
 Markdown = Annotated[
     str,
     MARKDOWN_FIELD,
     Field(description="Markdown: *emphasis*, **strong**, [links](https://…), lists. Raw HTML is not rendered."),
+]
+Phone = Annotated[
+    str,
+    PHONE_FIELD,
+    Field(
+        description="A phone number as readers should see it, e.g. '418 724-5154, poste 212' (an extension after "
+        "poste, p., ext. or x); without +country code it is read in newsletter.toml's phone_region."
+    ),
 ]
 
 
@@ -95,7 +109,7 @@ class ButtonLink(_Model):
 class Contact(_Model):
     name: str
     role: str | None = None
-    phone: str | None = None
+    phone: Phone | None = None
     email: str | None = None
 
 
@@ -602,7 +616,7 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 
 def iter_values(obj: Any, path: YamlPath = ()) -> Iterator[tuple[YamlPath, Any, str]]:
-    """Yield (path, value, kind) for every string and image in a model: kind is url, markdown, text or image.
+    """Yield (path, value, kind) for every string and image in a model: kind is url, markdown, phone, text or image.
 
     This is how checks reach the URLs, texts and images of every section type, present and future.
     """
@@ -615,20 +629,28 @@ def iter_values(obj: Any, path: YamlPath = ()) -> Iterator[tuple[YamlPath, Any, 
                 continue
             key = (*path, info.alias or name)
             if isinstance(value, str):
-                kind = "text"
-                # `Url | None` keeps its marker inside the union's Annotated member, not in the field's metadata.
-                inside = (m for arg in get_args(info.annotation) for m in getattr(arg, "__metadata__", ()))
-                markers = [*info.metadata, *inside]
-                if any(isinstance(m, _UrlField) for m in markers):
-                    kind = "url"
-                elif any(isinstance(m, _MarkdownField) for m in markers):
-                    kind = "markdown"
-                yield key, value, kind
+                yield key, value, _string_kind(info)
             else:
                 yield from iter_values(value, key)
     elif isinstance(obj, list):
         for index, item in enumerate(obj):
             yield from iter_values(item, (*path, index))
+
+
+_KINDS = ((_UrlField, "url"), (_MarkdownField, "markdown"), (_PhoneField, "phone"))
+
+
+def _string_kind(info: FieldInfo) -> str:
+    """url, markdown, phone or text, by the marker on the field's type: on `Url` itself, or inside `Url | None`
+    (pydantic keeps the metadata of an Annotated member of a union on that member, not on the field)."""
+    markers = list(info.metadata)
+    for member in get_args(info.annotation):
+        if get_origin(member) is Annotated:
+            markers.extend(get_args(member)[1:])
+    for marker_type, kind in _KINDS:
+        if any(isinstance(marker, marker_type) for marker in markers):
+            return kind
+    return "text"
 
 
 def issue_json_schema() -> dict:

@@ -13,12 +13,14 @@ import asyncio
 import base64
 import inspect
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import MCPServer, ResourceSecurity
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, ImageContent, InputRequiredResult, TextContent, ToolAnnotations
 from mcp_types import Resource as MCPResource
 from pydantic import Field, ValidationError
 
@@ -35,11 +37,14 @@ from newsletter.workspace import Workspace, new_issue, schema_text
 SCHEMA_URI = "newsletter://schema/issue.schema.json"
 FORMAT_URI = "newsletter://docs/issue-format.md"
 ISSUE_URI = "newsletter://issues/{slug}/issue.yaml"
+IMAGE_URI = "newsletter://issues/{slug}/images/{name}"
 INSTRUCTIONS = (
     "Write, check, look at and send the issues of the email newsletter in this workspace. Work in this order: "
-    "new_issue, write_issue until it reports no errors, add_image for each image, check_issue, preview_issue at "
+    "new_issue (start from the previous issue with from_issue: its masthead, logos, contacts and images come "
+    "along), write_issue until it reports no errors, add_image for each image, check_issue, preview_issue at "
     "600 and 375 px (look at the pictures), send_dry_run, then ask the person you work for before send or "
-    "schedule with the dry run's confirmation code. Results are JSON, as the CLI's --json prints them."
+    "schedule with the dry run's confirmation code. Results are JSON, as the CLI's --json prints them. Each "
+    "issue's YAML and images are resources (newsletter://issues/SLUG/issue.yaml, .../images/NAME)."
 )
 
 IssueName = Annotated[str, Field(description="The issue's slug, its folder under issues/ (e.g. 2025-02-hiver).")]
@@ -80,18 +85,55 @@ class NewsletterServer(MCPServer):
             raise
 
     async def list_resources(self) -> list[MCPResource]:
+        """The static resources, then each issue's issue.yaml followed by the images in its images/ folder."""
         try:
-            issues = agent.list_issues(self.workspace())["issues"]
+            workspace = self.workspace()
+            issues = agent.list_issues(workspace)["issues"]
         except NewsletterError:  # newsletter.toml being edited, say: the tools say what is wrong
             issues = []
-        return await super().list_resources() + [
-            MCPResource(
-                uri=ISSUE_URI.format(slug=item["slug"]),
-                name=f"issues/{item['slug']}/issue.yaml",
-                description=item.get("subject") or item.get("problem"),
-                mime_type="application/yaml",
+        listed = await super().list_resources()
+        for item in issues:
+            slug = item["slug"]
+            listed.append(
+                MCPResource(
+                    uri=ISSUE_URI.format(slug=slug),
+                    name=f"issues/{slug}/issue.yaml",
+                    description=item.get("subject") or item.get("problem"),
+                    mime_type="application/yaml",
+                )
             )
-            for item in issues
+            try:
+                images = agent.issue_images(workspace, slug)
+            except NewsletterError:  # the folder went away since
+                images = []
+            listed += [
+                MCPResource(
+                    uri=IMAGE_URI.format(slug=slug, name=quote(name, safe="")),
+                    name=f"issues/{slug}/images/{name}",
+                    mime_type=mime,
+                )
+                for name, mime in images
+            ]
+        return listed
+
+    async def read_resource(self, uri, context=None):
+        """As the SDK reads it, with each image's own MIME type, and a reason for an image URI that matches none."""
+        try:
+            contents = await super().read_resource(uri, context)
+        except ResourceNotFoundError as exc:
+            if str(exc).startswith("Unknown resource") and str(uri).startswith(IMAGE_URI.split("{")[0]):
+                raise ResourceNotFoundError(
+                    f"error: {uri} names no image: an image is newsletter://issues/SLUG/images/NAME, NAME a file "
+                    "name without folders (list_resources lists them)"
+                ) from None
+            raise
+        if isinstance(contents, InputRequiredResult):
+            return contents
+        return [
+            replace(item, mime_type=agent.image_type(item.content) or item.mime_type)
+            if isinstance(item.content, bytes)
+            else item
+            for item in contents
         ]
 
 
@@ -134,12 +176,19 @@ def create_server(root: Path) -> NewsletterServer:
         slug: Annotated[str, Field(description="The new issue's slug: lowercase letters, digits, hyphens.")],
         lang: Annotated[
             Literal[LANGUAGES] | None,  # type: ignore[valid-type]
-            Field(description="Its language (default: lang in newsletter.toml)."),
+            Field(description="Its language (default: the previous issue's, else lang in newsletter.toml)."),
+        ] = None,
+        from_issue: Annotated[
+            str | None,
+            Field(description="The previous issue's slug, to start from it (masthead, logos, contacts, images)."),
         ] = None,
     ) -> CallToolResult:
-        """Create issues/SLUG/issue.yaml from the commented skeleton (as `newsletter new`); read_issue shows it."""
-        file = new_issue(workspace(), slug, lang=lang)
-        return _result({"issue": str(file.parent), "file": str(file)})
+        """Create issues/SLUG/issue.yaml from the commented skeleton, or from the previous issue (from_issue).
+
+        From a previous issue: its YAML dated today, its other dates cleared, a comment above each part to replace,
+        and the images it uses copied. Answers {"issue", "file", "images", "cleared_dates", "warnings"}.
+        """
+        return _result(new_issue(workspace(), slug, lang=lang, from_issue=from_issue).to_json())
 
     @tool(READ_ONLY)
     def read_issue(issue: IssueName) -> CallToolResult:
@@ -154,9 +203,20 @@ def create_server(root: Path) -> NewsletterServer:
         """Replace the issue's issue.yaml (only that file, in that issue's folder), then check it.
 
         Answers like check_issue: {"ok", "errors", "warnings"}, each with file, line, column, path, code and
-        message. Fix what it reports and write again until ok is true. The file is written even when it has errors.
+        message. With errors the answer is a tool error (the file is written all the same): its first line says how
+        many and where the first is; fix what it reports and write again until ok is true.
         """
-        return _result(agent.write_issue(workspace(), issue, yaml))
+        report = agent.write_issue(workspace(), issue, yaml)
+        if report["ok"]:
+            return _result(report)
+        first = report["errors"][0]
+        where = ":".join(str(first[k]) for k in ("file", "line", "column") if first.get(k) is not None)
+        count = len(report["errors"])
+        return _error(
+            f"issues/{issue}/issue.yaml was written with {count} error{'s' if count > 1 else ''}, the first at "
+            f"{where}: {first['message']}; fix them and write again",
+            report,
+        )
 
     @tool(WRITES)
     def add_image(
@@ -199,23 +259,39 @@ def create_server(root: Path) -> NewsletterServer:
     @tool(READ_ONLY)
     def preview_issue(
         issue: IssueName,
-        width: Annotated[int, Field(ge=200, le=2000, description="Width in px: 600 desktop, 375 a phone.")] = 600,
+        width: Annotated[
+            Annotated[int, Field(ge=200, le=2000)] | Literal["both"],
+            Field(description='Width in px: 600 desktop, 375 a phone; "both": 600 and 375 in one call.'),
+        ] = 600,
         view: Annotated[Literal["html", "text"], Field(description="html: the email; text: its plain part.")] = "html",
     ) -> CallToolResult:
-        """Look at the email: a PNG of the whole page at that width, in headless Chromium, plus the problems found.
+        """Look at the email as a member gets it: a PNG of the whole page per width, in headless Chromium.
 
-        Answers an image and {"png", "width", "height", "view", "diagnostics"}. An issue with errors shows them.
+        It shows the message of a sample member (a fictional name and address; its unsubscribe link is a sample),
+        with the footer and links every message carries. Answers one image per width (600 first with "both"),
+        then {"png", "width", "height", "viewport", "view", "recipient", "note", "diagnostics"}, or with "both"
+        {"previews": [{"png", "width", "height", "viewport"}, …], "view", "recipient", "note", "diagnostics"}.
+        width and height are the PNG's: the text view, shown as sent (no line wrapped again), is wider than the
+        viewport where a line is (a long URL). An issue with errors shows them.
         """
-        from newsletter.preview import take_screenshot
+        from newsletter.preview import VIEWS, take_screenshots
 
         current = workspace()
         folder = agent.issue_folder(current, issue)
-        output = current.build_dir / "previews" / f"{folder.name}-{width}-{view}.png"
-        shot = take_screenshot(folder, output, width=width, view=view)
-        picture = base64.b64encode(shot.path.read_bytes()).decode("ascii")
-        return CallToolResult(
-            content=[ImageContent(data=picture, mime_type="image/png"), TextContent(text=_json(shot.to_json()))]
-        )
+        widths = [VIEWS["desktop"], VIEWS["mobile"]] if width == "both" else [width]
+        outputs = [(w, current.build_dir / "previews" / f"{folder.name}-{w}-{view}.png") for w in widths]
+        shots = take_screenshots(folder, outputs, view=view)
+        pictures = [
+            ImageContent(data=base64.b64encode(shot.path.read_bytes()).decode("ascii"), mime_type="image/png")
+            for shot in shots
+        ]
+        documents = [shot.to_json() for shot in shots]
+        document = documents[0]
+        if width == "both":  # what the shots share, once
+            shared = ("view", "recipient", "note", "diagnostics")
+            document = {"previews": [{k: v for k, v in d.items() if k not in shared} for d in documents],
+                        **{key: document[key] for key in shared}}  # fmt: skip
+        return CallToolResult(content=[*pictures, TextContent(text=_json(document))])
 
     @tool(READ_ONLY)
     def list_lists() -> CallToolResult:
@@ -321,6 +397,19 @@ def create_server(root: Path) -> NewsletterServer:
         except NewsletterError as exc:
             raise ResourceNotFoundError(f"error: {exc}") from None
 
+    @server.resource(
+        IMAGE_URI,
+        name="An issue's image",
+        mime_type="image/png",  # the template's; each image is read with its own (read_resource)
+        description="An image of an issue's images/ folder (PNG, JPEG or GIF), by the issue's slug and its file name.",
+        security=ResourceSecurity(exempt_params={"slug", "name"}),  # agent.read_image confines them, with a reason
+    )
+    def issue_image(slug: str, name: str) -> bytes:
+        try:
+            return agent.read_image(workspace(), slug, name)[0]
+        except NewsletterError as exc:
+            raise ResourceNotFoundError(f"error: {exc}") from None
+
     @server.prompt(name="draft_issue", description="Draft an issue, check it, look at it, dry-run it, then send it.")
     def draft_issue(slug: str, about: str = "", list: str = "") -> str:
         return DRAFT_PROMPT.format(
@@ -335,7 +424,10 @@ Draft the newsletter issue `{slug}` about: {about}. The list to send it to: {lis
 
 Work in this order, with the tools of the newsletter server:
 1. new_issue with slug `{slug}` (skip it if list_issues already shows it), then read_issue to see the skeleton.
-   The resources issue.schema.json and "The issue format" describe every field and section type.
+   To start from the previous issue (list_issues shows them), give it as from_issue: its YAML comes dated
+   today, its other dates cleared, a comment above each part to replace, and its images copied.
+   The resources issue.schema.json and "The issue format" describe every field and section type; each issue's
+   images are resources too (newsletter://issues/SLUG/images/NAME).
 2. write_issue with the whole YAML. It answers with every problem as file:line:column, a code and a message:
    fix them and write again until "ok" is true. Read the warnings too (subject length, preheader, leftover TODO).
 3. add_image for each image, then use the src it answers (images/NAME) with an alt text that says what it shows.

@@ -1,8 +1,13 @@
 """Local preview: a server on 127.0.0.1 that rebuilds the issue as its files change, and PNG screenshots.
 
 The page at / shows the desktop (600 px), mobile (375 px) and plain-text views side by side or one at a time,
-and the problems `check` finds. A small script, added to the preview's pages only and never to a build, polls
-/__version and reloads when a rebuild happened. Screenshots use the system's Chromium through Playwright.
+and the problems `check` finds. What they show is the message a member gets, its HTML and text parts built by
+the code that builds a send's messages (sending.member_message): the same footer, with the https one-click
+unsubscribe link and the view-online link, and the placeholders filled, for a sample member (or with --list,
+the list's first subscribed member). The build's web version (build/<slug>/index.html) is not a preview.
+
+A small script, added to the live server's pages only (never to a build, nor to a screenshot), polls /__version
+and reloads when a rebuild happened. Screenshots use the system's Chromium through Playwright.
 """
 
 from __future__ import annotations
@@ -10,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import html as html_lib
 import os
+import secrets
 import shutil
 import socket
+import struct
 import threading
 import webbrowser
 from collections.abc import Iterator
@@ -26,10 +33,15 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainT
 from starlette.routing import Route
 from watchfiles import awatch
 
-from newsletter.checks import CheckResult, check_issue
+from newsletter.checks import CheckResult, address_problem, check_issue
 from newsletter.config import CONFIG_FILE
 from newsletter.errors import NewsletterError, PreviewError
-from newsletter.render import PACKAGE_TEMPLATES, web_values
+from newsletter.message import Outgoing, Recipient
+from newsletter.render import PACKAGE_TEMPLATES
+from newsletter.sending import member_message, open_store, transport_dsn
+from newsletter.store import SUBSCRIBED, ListRow
+from newsletter.tokens import TokenSigner
+from newsletter.transports import Dsn
 from newsletter.workspace import Workspace
 
 DEFAULT_PORT = 8642
@@ -50,19 +62,39 @@ RELOAD_SCRIPT = (
     ".then(function(v){if(seen!==null&&v!==seen){location.reload()}seen=v}).catch(function(){})},500)})();"
     "</script>"
 )
+# Who the preview shows the message to without --list: nobody (subscriber 0, as a test send's recipient, so that
+# its unsubscribe link changes nothing), named in the issue's language, on a domain reserved by RFC 2606.
+SAMPLE_MEMBERS = {
+    "fr": ("Camille Tremblay", "camille.tremblay@example.org"),
+    "en": ("Alex Taylor", "alex.taylor@example.org"),
+}
+SAMPLE_LIST = "exemple"  # the list its sample unsubscribe link names
+# Only the headers carry the sender, which the preview does not show: an issue without one still previews.
+SAMPLE_SENDER = "Newsletter <newsletter@example.org>"
+# The text part as sent: every line as it is (no re-wrap, no URL cut at a hyphen), 78 columns within 600 px.
+TEXT_STYLE = "white-space: pre; font: 12px/1.45 ui-monospace, monospace; padding: 10px; margin: 0;"
 
 
 class PreviewState:
-    """The latest build of one issue, rebuilt on demand; `version` grows with every rebuild."""
+    """The latest build of one issue as a member gets it, rebuilt on demand; `version` grows with every rebuild.
 
-    def __init__(self, folder: Path):
+    list_slug: show the message of that list's first subscribed member instead of a sample member's.
+    """
+
+    def __init__(self, folder: Path, list_slug: str | None = None):
         self.folder = folder
+        self.list_slug = list_slug
         self.version = 0
         self.result: CheckResult | None = None
         self.html = ""
         self.text = ""
+        self.recipient = ""  # "Name <address>" of the member shown
+        self.note = ""  # what the page says of that member and of its unsubscribe link
         self.failure: str | None = None
         self.lock = threading.Lock()
+        # Signs the sample's unsubscribe link when NEWSLETTER_SECRET_KEY is not set: made here, known nowhere else,
+        # so that the link is the shape of a real one but works nowhere (and stays the same across rebuilds).
+        self.ephemeral_key = secrets.token_urlsafe(32)
         self.rebuild()
 
     @property
@@ -81,11 +113,62 @@ class PreviewState:
                 result = check_issue(self.folder, workspace.config, workspace.templates_dir, asset_base_url=None)
                 self.result, self.failure = result, None
                 if result.rendered is not None:
-                    values = web_values(workspace.config, result.rendered.slug, result.rendered.lang)
-                    self.html, self.text = result.rendered.fill(values)
+                    message = self.member_message(workspace, result)
+                    self.html, self.text = message.html, message.text
             except NewsletterError as exc:  # e.g. newsletter.toml became invalid while being edited
                 self.result, self.failure = None, str(exc)
             self.version += 1
+
+    def member_message(self, workspace: Workspace, result: CheckResult) -> Outgoing:
+        """The message the member shown gets of this render, as a send builds it; sets recipient and note."""
+        assert result.rendered is not None and result.issue is not None
+        config, model = workspace.config, result.issue.model
+        sender = model.from_ or config.sender.from_
+        if not sender or address_problem(sender):  # check reports it
+            sender = SAMPLE_SENDER
+        secret_key = os.environ.get("NEWSLETTER_SECRET_KEY", "")
+        signer = TokenSigner(secret_key or self.ephemeral_key)
+        key_said = "NEWSLETTER_SECRET_KEY" if secret_key else "a key made for this preview"
+        if self.list_slug is None:
+            name, address = SAMPLE_MEMBERS.get(result.rendered.lang, SAMPLE_MEMBERS["en"])
+            mailing_list, recipient = ListRow(0, SAMPLE_LIST, SAMPLE_LIST), Recipient(0, address, name)
+            self.recipient = f"{name} <{address}>"
+            self.note = (
+                f"As a member gets it, here {self.recipient}, a sample member: its unsubscribe link "
+                f"(…/u/…) is a sample too, for nobody, signed with {key_said}."
+            )
+        else:
+            mailing_list, member = self.first_member(workspace, self.list_slug)
+            recipient = Recipient(member.subscriber_id, member.email, member.name, member.fields)
+            self.recipient = f"{member.name} <{member.email}>" if member.name else member.email
+            works = "it works: following it unsubscribes them" if secret_key else "it works nowhere"
+            self.note = (
+                f"As {self.recipient}, the first subscribed member of {mailing_list.slug}, gets it; its "
+                f"unsubscribe link is theirs, signed with {key_said} ({works})."
+            )
+        if _uses_provider_unsubscribe():
+            # The provider replaces its own placeholder per recipient; the preview has no page of theirs to show.
+            self.note += (
+                " NEWSLETTER_TRANSPORT uses the provider's unsubscribe (unsubscribe=provider): its messages carry "
+                "the provider's link where this shows this tool's."
+            )
+        reply_to = model.reply_to or config.sender.reply_to
+        return member_message(workspace, result.rendered, sender, reply_to, mailing_list, recipient, signer)
+
+    @staticmethod
+    def first_member(workspace: Workspace, list_slug: str):
+        """The list and its first subscribed member (as a send's first message goes to); NewsletterError if none."""
+        store = open_store(workspace)
+        try:
+            mailing_list = store.find_list(list_slug)
+            member = next(store.iter_members(mailing_list.id, SUBSCRIBED, limit=1, page=1), None)
+        finally:
+            store.close()
+        if member is None:
+            raise NewsletterError(
+                f"the list '{list_slug}' has nobody subscribed; preview without --list shows a sample member"
+            )
+        return mailing_list, member
 
     def diagnostics(self) -> list[dict]:
         if self.failure:
@@ -94,6 +177,13 @@ class PreviewState:
 
     def rendered_ok(self) -> bool:
         return self.result is not None and self.result.rendered is not None
+
+
+def _uses_provider_unsubscribe() -> bool:
+    try:
+        return Dsn.parse(transport_dsn(None)).options.get("unsubscribe") == "provider"
+    except NewsletterError:  # a DSN send would refuse: not the preview's to report
+        return False
 
 
 async def watch_and_rebuild(state: PreviewState, stop: asyncio.Event) -> None:
@@ -146,16 +236,30 @@ async def watch_and_rebuild(state: PreviewState, stop: asyncio.Event) -> None:
 
 
 def create_app(state: PreviewState, *, watch: bool = True) -> Starlette:
+    """The preview's pages. watch: rebuild as files change, and add the reload script to the pages (else, as for
+    a screenshot, every page is the member's part as it is).
+
+    /email.html is the member's HTML part, /email.txt their text part (text/plain), /text.html that text in a page
+    that shows it as sent (what the text screenshot takes). The images are served here, by relative URLs (the
+    preview renders without asset_base_url), not from where the messages link them.
+    """
+    script = RELOAD_SCRIPT if watch else ""
+
     async def shell(request: Request) -> Response:
         return HTMLResponse(_shell_page(state))
 
     async def email_html(request: Request) -> Response:
         if not state.rendered_ok():
-            return HTMLResponse(_problems_page(state) + RELOAD_SCRIPT, status_code=200)
-        return HTMLResponse(_inject(state.html, RELOAD_SCRIPT), headers={"Cache-Control": "no-store"})
+            return HTMLResponse(_problems_page(state) + script, status_code=200)
+        return HTMLResponse(_inject(state.html, script), headers={"Cache-Control": "no-store"})
 
     async def email_text(request: Request) -> Response:
         return PlainTextResponse(state.text, headers={"Cache-Control": "no-store"})
+
+    async def text_page(request: Request) -> Response:
+        if not state.rendered_ok():
+            return HTMLResponse(_problems_page(state) + script, status_code=200)
+        return HTMLResponse(_text_page(state) + script, headers={"Cache-Control": "no-store"})
 
     async def image(request: Request) -> Response:
         name = request.path_params["name"]
@@ -185,6 +289,7 @@ def create_app(state: PreviewState, *, watch: bool = True) -> Starlette:
         Route("/", shell),
         Route("/email.html", email_html),
         Route("/email.txt", email_text),
+        Route("/text.html", text_page),
         Route("/images/{name:path}", image),
         Route("/__version", version),
         Route("/status.json", status),
@@ -217,6 +322,14 @@ def _problems_page(state: PreviewState) -> str:
     )
 
 
+def _text_page(state: PreviewState) -> str:
+    return (
+        '<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
+        f"<title>Plain text</title><style>body {{ margin: 0; background: #fff; }} pre {{ {TEXT_STYLE} }}</style>"
+        f"</head><body><pre>{html_lib.escape(state.text)}</pre></body></html>"
+    )
+
+
 def _shell_page(state: PreviewState) -> str:
     subject = state.result.issue.model.subject if state.result and state.result.issue else state.folder.name
     return f"""<!doctype html>
@@ -235,8 +348,9 @@ main {{ display: flex; flex-wrap: wrap; gap: 24px; padding: 24px; align-items: f
   justify-content: center; }}
 figure {{ margin: 0; }} figcaption {{ font-weight: 600; margin-bottom: 6px; }}
 iframe {{ border: 0; background: #fff; box-shadow: 0 1px 4px rgba(0,0,0,.2); display: block; }}
-pre {{ background: #fff; padding: 16px; margin: 0; width: 78ch; max-width: calc(100vw - 80px); white-space: pre-wrap;
-  box-shadow: 0 1px 4px rgba(0,0,0,.2); font: 13px/1.45 ui-monospace, monospace; }}
+pre {{ {TEXT_STYLE} background: #fff; max-width: calc(100vw - 48px); overflow-x: auto;
+  box-shadow: 0 1px 4px rgba(0,0,0,.2); }}
+.member {{ margin: 0; padding: 8px 16px; background: #eef4f8; }}
 main[data-view="desktop"] figure:not(#desktop), main[data-view="mobile"] figure:not(#mobile),
 main[data-view="text"] figure:not(#text) {{ display: none; }}
 </style></head>
@@ -246,6 +360,7 @@ main[data-view="text"] figure:not(#text) {{ display: none; }}
 <button data-view="desktop">Desktop 600 px</button>
 <button data-view="mobile">Mobile 375 px</button>
 <button data-view="text">Plain text</button></header>
+<p class="member">{html_lib.escape(state.note)}</p>
 {_problem_list(state)}
 <main data-view="all">
 <figure id="desktop"><figcaption>Desktop, 600 px</figcaption>
@@ -295,9 +410,16 @@ def _server(app: Starlette) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
-def serve_preview(folder: Path, *, port: int = DEFAULT_PORT, open_browser: bool = True, announce=print) -> None:
+def serve_preview(
+    folder: Path,
+    *,
+    port: int = DEFAULT_PORT,
+    open_browser: bool = True,
+    announce=print,
+    list_slug: str | None = None,
+) -> None:
     """Serve the preview until interrupted (Ctrl-C)."""
-    state = PreviewState(folder)
+    state = _started(folder, list_slug)
     sock = _bind(port)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
     announce(url)
@@ -306,10 +428,21 @@ def serve_preview(folder: Path, *, port: int = DEFAULT_PORT, open_browser: bool 
     _server(create_app(state)).run(sockets=[sock])
 
 
+def _started(folder: Path, list_slug: str | None) -> PreviewState:
+    """The first build; what stops it before any page (no such list, a bad NEWSLETTER_SECRET_KEY) is an error
+    then, where a later rebuild shows it in the page."""
+    state = PreviewState(folder, list_slug)
+    if state.failure:
+        raise PreviewError(state.failure)
+    return state
+
+
 @contextmanager
-def running_preview(folder: Path, *, watch: bool = False) -> Iterator[tuple[str, PreviewState]]:
+def running_preview(
+    folder: Path, *, watch: bool = False, list_slug: str | None = None
+) -> Iterator[tuple[str, PreviewState]]:
     """Run the preview server in a background thread for the duration of the block; yield (base URL, state)."""
-    state = PreviewState(folder)
+    state = _started(folder, list_slug)
     sock = _bind(0)
     server = _server(create_app(state, watch=watch))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -371,17 +504,23 @@ def block_remote_requests(page) -> None:
 @dataclass
 class Screenshot:
     path: Path
-    width: int
+    width: int  # the PNG's: wider than the viewport when the page scrolls sideways (a text line over the width)
     height: int
     view: str
     diagnostics: list[dict]
+    viewport: int = 0  # the width asked for
+    recipient: str = ""  # the member whose message it shows
+    note: str = ""
 
     def to_json(self) -> dict:
         return {
             "png": str(self.path),
             "width": self.width,
             "height": self.height,
+            "viewport": self.viewport or self.width,
             "view": self.view,
+            "recipient": self.recipient,
+            "note": self.note,
             "diagnostics": self.diagnostics,
         }
 
@@ -401,19 +540,42 @@ def capture_full_page(page, output: Path, *, tries: int = 3) -> None:
             page.wait_for_timeout(250 * attempt)
 
 
-def take_screenshot(folder: Path, output: Path, *, width: int = VIEWS["desktop"], view: str = "html") -> Screenshot:
-    """Render the issue, open it in headless Chromium at width px, and save a full-page PNG."""
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a PNG, from its header."""
+    with path.open("rb") as stream:
+        return struct.unpack(">II", stream.read(24)[16:24])
+
+
+def take_screenshot(
+    folder: Path, output: Path, *, width: int = VIEWS["desktop"], view: str = "html", list_slug: str | None = None
+) -> Screenshot:
+    """Render the issue as a member gets it, open it in headless Chromium at width px, and save a full-page PNG."""
+    return take_screenshots(folder, [(width, output)], view=view, list_slug=list_slug)[0]
+
+
+def take_screenshots(
+    folder: Path, shots: list[tuple[int, Path]], *, view: str = "html", list_slug: str | None = None
+) -> list[Screenshot]:
+    """One full-page PNG per (width, file), from one render and one browser: the HTML part (view "html") or the
+    text part as sent (view "text"), with nothing added to either."""
     from playwright.sync_api import sync_playwright
 
-    with running_preview(folder) as (base, state), sync_playwright() as playwright:
+    taken = []
+    with running_preview(folder, list_slug=list_slug) as (base, state), sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
-            page = browser.new_page(viewport={"width": width, "height": 800})
-            block_remote_requests(page)
-            page.goto(f"{base}/email.{'txt' if view == 'text' else 'html'}", wait_until="load")
-            output.parent.mkdir(parents=True, exist_ok=True)
-            capture_full_page(page, output)
-            height = page.evaluate("document.documentElement.scrollHeight")
+            for width, output in shots:
+                page = browser.new_page(viewport={"width": width, "height": 800})
+                try:
+                    block_remote_requests(page)
+                    page.goto(f"{base}/{'text' if view == 'text' else 'email'}.html", wait_until="load")
+                    output.parent.mkdir(parents=True, exist_ok=True)
+                    capture_full_page(page, output)
+                finally:
+                    page.close()
+                png_width, png_height = png_size(output)
+                taken.append(Screenshot(output, png_width, png_height, view, state.diagnostics(), width,
+                                        state.recipient, state.note))  # fmt: skip
         finally:
             browser.close()
-        return Screenshot(output, width, height, view, state.diagnostics())
+    return taken

@@ -34,6 +34,7 @@ from newsletter.errors import RenderError
 from newsletter.events import calendar_domain, calendar_name, event_calendar
 from newsletter.i18n import format_date, format_day, format_event_when, translate
 from newsletter.issue import Event, Image, LoadedIssue
+from newsletter.phones import tel_uri
 
 PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
 PLACEHOLDERS = ("name", "email", "unsubscribe_url", "view_online_url")
@@ -368,7 +369,8 @@ def template_environment(templates_dir: Path | None, files: tuple = ()) -> jinja
         markdown=markdown_html,
         markdown_text=markdown_text,
         wrap=wrap_text,
-        tel=lambda phone: "tel:" + re.sub(r"[^\d+]", "", phone),
+        # The RFC 3966 link that dials a phone number, "" when it is none (checks warn): never a wrong number.
+        tel=jinja2.pass_context(lambda ctx, phone: tel_uri(phone, ctx["config"].region) or ""),
         # These need the render in progress (its language, its images), which the context carries.
         image_url=jinja2.pass_context(lambda ctx, image: ctx["renderer"].image_url(image)),
         image_width=jinja2.pass_context(

@@ -1,9 +1,10 @@
 """What `send` and `status` do: refuse what must not be sent, dry-run, test-send, schedule, or run the campaign.
 
 A real send is refused when the issue has errors; when the transport leaves this machine (anything but outbox://
-and null://) and base_url, NEWSLETTER_SECRET_KEY or absolute image URLs (asset_base_url) are missing; when the
-list has nobody subscribed; and when the issue changed since a campaign to the same list began (--new-campaign
-starts another one deliberately).
+and null://) and base_url, NEWSLETTER_SECRET_KEY or absolute image URLs (asset_base_url) are missing, or a link,
+the sender or the publisher is on a reserved name or the postal address is a placeholder (checks.real_send_refusals,
+which the dry run lists whatever the transport); when the list has nobody subscribed; and when the issue changed
+since a campaign to the same list began (--new-campaign starts another one deliberately).
 
 With a provider's hosted unsubscribe (a transport's `unsubscribe=provider`), the links are the provider's: no
 base_url nor NEWSLETTER_SECRET_KEY is needed, only a web version for "view online" (archive_url, or base_url),
@@ -28,10 +29,10 @@ from pathlib import Path
 
 from newsletter.addresses import normalize_address
 from newsletter.campaign import Pacing, content_hash, run, sender_id, test_recipient
-from newsletter.checks import check_issue
+from newsletter.checks import check_issue, real_send_refusals, refusal_text
 from newsletter.config import Config, parse_duration
 from newsletter.errors import ConfigError, IssueError, NewsletterError
-from newsletter.message import Campaign, DkimSigner, HostedUnsubscribe, Mailbox, Recipient, parse_mailbox
+from newsletter.message import Campaign, DkimSigner, HostedUnsubscribe, Mailbox, Outgoing, Recipient, parse_mailbox
 from newsletter.render import RenderedIssue
 from newsletter.store import (
     CANCELLED,
@@ -73,6 +74,7 @@ class SendSummary:
     status: str | None = None  # the campaign's
     scheduled_at: dt.datetime | None = None
     message: str | None = None  # dry run: the message_digest of what would be sent, which an agent's code binds
+    refusals: list[dict] = field(default_factory=list)  # dry run: what a real send would refuse (file, line, why)
 
     @property
     def ok(self) -> bool:
@@ -98,7 +100,7 @@ class SendSummary:
         }
         if self.dry_run:
             document.update(audience=self.audience, recipients=self.recipients, sample=self.sample,
-                            unsubscribe=self.unsubscribe)  # fmt: skip
+                            unsubscribe=self.unsubscribe, real_send_refuses=self.refusals)  # fmt: skip
         if self.failures:
             document["failures"] = [{"email": e, "reason": r} for e, r in self.failures]
         if self.note:
@@ -151,6 +153,7 @@ class Prepared:
     local_only: str | None  # why its messages must not leave this machine (no base_url, relative images), or None
     hosted: HostedUnsubscribe | None = None  # the provider's unsubscribe, when the transport uses it
     reply_to: str | None = None  # the issue's reply_to, else [sender]'s
+    refusals: list[dict] = field(default_factory=list)  # what a real send refuses in its settings (checks)
 
     def unsubscribe(self) -> str:
         """What the dry run says of the messages' unsubscribe."""
@@ -198,9 +201,14 @@ def prepare(
     problem = leaving_problem(config, result.rendered, hosted)
     if real and not local and problem:
         raise ConfigError(problem)
+    refusals = real_send_refusals(config, result.issue)
+    if real and not local and refusals:
+        raise ConfigError(refusal_text(refusals))
+    problem = problem or (refusal_text(refusals) if refusals else None)  # frozen: a worker will not send it on
     signer = TokenSigner.from_environment(required=real and not local and hosted is None)
     reply_to = result.issue.model.reply_to or config.sender.reply_to
-    return Prepared(workspace, result.rendered, dsn_text, dsn, sender_text, signer, problem, hosted, reply_to)
+    return Prepared(workspace, result.rendered, dsn_text, dsn, sender_text, signer, problem, hosted, reply_to,
+                    [d.to_json() for d in refusals])  # fmt: skip
 
 
 def freeze(prepared: Prepared, mailing_list: ListRow) -> dict:
@@ -272,6 +280,23 @@ def campaign_of(content: dict, campaign_id: int | str, signer: TokenSigner, subj
         hosted=HostedUnsubscribe(**content["hosted_unsubscribe"]) if content.get("hosted_unsubscribe") else None,
         view_online=content.get("view_online"),
     )
+
+
+def member_message(
+    workspace: Workspace,
+    rendered: RenderedIssue,
+    sender_text: str,
+    reply_to: str | None,
+    mailing_list: ListRow,
+    recipient: Recipient,
+    signer: TokenSigner,
+) -> Outgoing:
+    """The message one member of a list gets of a rendered issue, built as a send builds each of its messages
+    (freeze, campaign_of, Campaign.build): what the preview shows. Nothing is checked nor recorded; the unsubscribe
+    is this tool's signed link, as for a transport without a provider's hosted one."""
+    prepared = Prepared(workspace, rendered, "null://", Dsn.parse("null://"), sender_text, signer, None,
+                        reply_to=reply_to)  # fmt: skip
+    return campaign_of(freeze(prepared, mailing_list), "preview", signer).build(recipient)
 
 
 def _frozen_hosted(hosted: HostedUnsubscribe | None) -> dict | None:
@@ -552,6 +577,7 @@ def _dry_run(
         status=resume.status if resume else None,
         scheduled_at=resume.scheduled_at if resume else None,
         message=message_digest(frozen),
+        refusals=prepared.refusals,
     )
 
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
 from newsletter.config import CONFIG_FILE, Config, load_config
-from newsletter.errors import NewsletterError
+from newsletter.errors import Diagnostic, NewsletterError
 from newsletter.i18n import LANGUAGES
 from newsletter.issue import ISSUE_FILE, SECTION_TYPES, issue_json_schema
+from newsletter.reuse import copy_images, previous_issue, reuse_issue
 
 SKELETON = Path(__file__).parent / "skeleton"
 SCHEMA_FILE = "issue.schema.json"
@@ -105,29 +106,95 @@ def init_workspace(target: Path, name: str, lang: str, *, force: bool = False) -
     return sorted(written)
 
 
-def new_issue(workspace: Workspace, slug: str, *, lang: str | None = None, today: dt.date | None = None) -> Path:
-    """Create issues/<slug>/issue.yaml from the commented skeleton; refuse to overwrite."""
+@dataclass
+class NewIssue:
+    """An issue just created: its issue.yaml and, when made from a previous issue, what was taken from it."""
+
+    file: Path
+    images: list[str] = field(default_factory=list)  # the srcs copied from the previous issue's folder
+    cleared: list[str] = field(default_factory=list)  # YAML paths of the dates cleared
+    warnings: list[Diagnostic] = field(default_factory=list)  # images that could not be copied
+
+    @property
+    def folder(self) -> Path:
+        return self.file.parent
+
+    def to_json(self) -> dict:
+        return {
+            "issue": str(self.folder),
+            "file": str(self.file),
+            "images": self.images,
+            "cleared_dates": self.cleared,
+            "warnings": [w.to_json() for w in self.warnings],
+        }
+
+
+def new_issue(
+    workspace: Workspace,
+    slug: str,
+    *,
+    lang: str | None = None,
+    from_issue: str | None = None,
+    today: dt.date | None = None,
+) -> NewIssue:
+    """Create issues/<slug>/issue.yaml from the commented skeleton, or from the issue from_issue; never overwrite.
+
+    From a previous issue: its YAML as its author wrote it, dated today, its other dates cleared, a comment above
+    what to replace, and the images it uses copied to the same paths (see newsletter.reuse).
+    """
     if not is_slug(slug):
         raise NewsletterError(
             f"{shown_name(slug)} is not a valid slug: use lowercase letters, digits and hyphens (at most {SLUG_MAX}), "
             "e.g. 2025-02-hiver"
         )
-    lang = lang or workspace.config.lang
+    previous = None
+    if from_issue is not None:
+        previous = previous_issue(_previous_folder(workspace, from_issue))
+    lang = lang or (previous.model.lang if previous else workspace.config.lang)
     if lang not in LANGUAGES:
         raise NewsletterError(f"unknown language '{lang}'; use one of: {', '.join(LANGUAGES)}")
     folder = workspace.issues_dir / slug
-    if (folder / ISSUE_FILE).exists():
+    if (folder / ISSUE_FILE).exists() or (folder / ISSUE_FILE).is_symlink():
         raise NewsletterError(f"{folder / ISSUE_FILE} already exists; pick another slug or edit that file")
+    if folder.exists() and folder.resolve().parent != workspace.issues_dir.resolve():
+        raise NewsletterError(f"issues/{slug} leads outside {workspace.issues_dir}; refused")
+    today = today or dt.date.today()
+    if previous is None:
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        text = Template((SKELETON / "issue.yaml").read_text()).substitute(
+            name=workspace.config.name,
+            slug=slug,
+            lang=lang,
+            date=today.isoformat(),
+            types=", ".join(SECTION_TYPES),
+        )
+        (folder / ISSUE_FILE).write_text(text, encoding="utf-8")
+        return NewIssue(folder / ISSUE_FILE)
+
+    reused = reuse_issue(previous, lang=lang, today=today)  # everything is known before anything is written
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    text = Template((SKELETON / "issue.yaml").read_text()).substitute(
-        name=workspace.config.name,
-        slug=slug,
-        lang=lang,
-        date=(today or dt.date.today()).isoformat(),
-        types=", ".join(SECTION_TYPES),
-    )
-    (folder / ISSUE_FILE).write_text(text, encoding="utf-8")
-    return folder / ISSUE_FILE
+    copied = copy_images(reused, folder)
+    (folder / ISSUE_FILE).write_bytes(reused.text.encode("utf-8"))  # its line breaks as they were
+    return NewIssue(folder / ISSUE_FILE, copied, reused.cleared, reused.warnings)
+
+
+def _previous_folder(workspace: Workspace, name: str) -> Path:
+    """The folder of the previous issue named `name`: a slug under issues/, confined as every slug is."""
+    if not is_slug(name):
+        raise NewsletterError(
+            f"{shown_name(name)} is not an issue's slug: name the previous issue by its folder under issues/ "
+            "(lowercase letters, digits and hyphens), e.g. --from 2024-11-forum-des-alliances"
+        )
+    issues = workspace.issues_dir.resolve()
+    folder = (workspace.issues_dir / name).resolve()
+    if folder.parent != issues:
+        raise NewsletterError(f"issues/{name} leads outside {issues}; refused")
+    file = folder / ISSUE_FILE
+    if not file.is_file():
+        raise NewsletterError(f"no previous issue '{name}' in {issues}: `ls issues/` lists them")
+    if file.resolve().parent != folder:
+        raise NewsletterError(f"issues/{name}/{ISSUE_FILE} leads outside that issue's folder; refused")
+    return folder
 
 
 def schema_text() -> str:

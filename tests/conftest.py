@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import textwrap
 from collections.abc import Callable
@@ -29,15 +30,29 @@ name = "Test letter"
 lang = "fr"
 [publisher]
 name = "Organisme Exemple"
-postal_address = "1, rue Fictive, Ville (Québec)  X0X 0X0"
-email = "info@example.org"
+postal_address = "1, rue Principale, Rimouski (Québec)  G5L 1A1"
+email = "info@organisme.ca"
 """
+
+
+# What a user fills in before a first real send, where the example's newsletter.toml is fictional on purpose (a
+# real send refuses a reserved name and a placeholder postal address). Tests never reach these names.
+REAL_BASE_URL = "https://bulletin.crdbsl.org"
+REAL_POSTAL_ADDRESS = "320, rue Saint-Germain Est, Rimouski (Québec)  G5L 1C2"
+
+
+def with_real_settings(toml: str) -> str:
+    """The example's newsletter.toml with a real base_url and postal address, as a user makes it."""
+    toml = toml.replace("https://bulletin.crdbsl.example", REAL_BASE_URL)
+    return re.sub(r'^postal_address = ".*"$', f'postal_address = "{REAL_POSTAL_ADDRESS}"', toml, flags=re.M)
 
 
 @pytest.fixture
 def example_workspace(tmp_path: Path) -> Path:
-    """A copy of this repository's workspace (config and example issue) that a test may change."""
-    shutil.copy(ROOT / "newsletter.toml", tmp_path / "newsletter.toml")
+    """A copy of this repository's workspace (config and example issue) that a test may change, with its settings
+    filled in as before a first real send (with_real_settings)."""
+    toml = (ROOT / "newsletter.toml").read_text(encoding="utf-8")
+    (tmp_path / "newsletter.toml").write_text(with_real_settings(toml), encoding="utf-8")
     shutil.copytree(EXAMPLE, tmp_path / "issues" / EXAMPLE_SLUG)
     return tmp_path
 

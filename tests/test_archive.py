@@ -129,13 +129,13 @@ def test_the_feed_is_atom_with_one_entry_per_issue_and_absolute_ids(sent, tmp_pa
     entries = feed.findall(f"{ATOM}entry")
     assert [e.find(f"{ATOM}title").text for e in entries] == [WINTER_SUBJECT, "Retour sur le 2e Forum des Alliances"]
     # base_url is set and archive_url is not: serve's archive is where the issues are read online.
-    assert feed.find(f"{ATOM}id").text == "https://bulletin.crdbsl.example/archive/"
-    assert entries[1].find(f"{ATOM}link").get("href") == f"https://bulletin.crdbsl.example/archive/{EXAMPLE_SLUG}/"
+    assert feed.find(f"{ATOM}id").text == "https://bulletin.crdbsl.org/archive/"
+    assert entries[1].find(f"{ATOM}link").get("href") == f"https://bulletin.crdbsl.org/archive/{EXAMPLE_SLUG}/"
     assert feed.find(f"{ATOM}author/{ATOM}name").text.startswith("Collectif régional")
 
 
 def test_without_any_url_the_feed_has_urn_ids_and_links_relative_to_itself(sent, tmp_path):
-    set_config(sent, 'base_url = "https://bulletin.crdbsl.example"', "")
+    set_config(sent, 'base_url = "https://bulletin.crdbsl.org"', "")
     archive("--out", str(tmp_path / "site"))
     feed = parse_feed(tmp_path / "site" / "feed.xml")
     ids = [e.text for e in feed.iter(f"{ATOM}id")]
@@ -147,7 +147,7 @@ def test_without_any_url_the_feed_has_urn_ids_and_links_relative_to_itself(sent,
 
 
 def test_archive_url_is_the_view_online_link_and_the_feeds_address(sent, tmp_path, monkeypatch):
-    base_url = 'base_url = "https://bulletin.crdbsl.example"'
+    base_url = 'base_url = "https://bulletin.crdbsl.org"'
     set_config(sent, base_url, f'{base_url}\narchive_url = "https://crdbsl.org/bulletin/"')
     assert run("build", WINTER).exit_code == 0
     built = (sent / "build" / WINTER / "index.html").read_text(encoding="utf-8")

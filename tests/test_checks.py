@@ -180,10 +180,10 @@ def test_the_web_versions_unsubscribe_line_always_names_a_way_to_reach_the_publi
         folder = make_issue(HEADER + "  - type: divider\n", config=config)
         return build_issue(Workspace.discover(folder), folder).text.read_text(encoding="utf-8")
 
-    assert "Se désabonner : mailto:info@example.org?subject=D%C3%A9sabonnement\n" in web_text(CONFIG)
-    website_only = CONFIG.replace('email = "info@example.org"', 'website = "https://example.org"')
+    assert "Se désabonner : mailto:info@organisme.ca?subject=D%C3%A9sabonnement\n" in web_text(CONFIG)
+    website_only = CONFIG.replace('email = "info@organisme.ca"', 'website = "https://example.org"')
     assert "Se désabonner : https://example.org\n" in web_text(website_only)
-    neither = CONFIG.replace('email = "info@example.org"\n', "")
+    neither = CONFIG.replace('email = "info@organisme.ca"\n', "")
     with pytest.raises(IssueError, match="no way to reach the publisher"):
         web_text(neither)
 
@@ -205,7 +205,7 @@ def test_template_failure_is_a_check_error_not_a_traceback(make_issue):
 
 def test_sender_addresses_must_be_valid(make_issue):
     folder = make_issue(
-        "from: Le Bulletin <pas-une-adresse>\nreply_to: ok@example.org\n" + HEADER + "  - type: divider\n"
+        "from: Le Bulletin <pas-une-adresse>\nreply_to: ok@organisme.ca\n" + HEADER + "  - type: divider\n"
     )
     report = check(folder)
     assert ("error", "bad-address", 1, "from") in found(report)
@@ -215,7 +215,7 @@ def test_sender_addresses_must_be_valid(make_issue):
 @pytest.mark.parametrize(
     "dkim_domain, sender, aligned",
     [
-        ("example.net", "Le bulletin <alliancesolidarite@crdbsl.org>", False),
+        ("autre-organisme.ca", "Le bulletin <alliancesolidarite@crdbsl.org>", False),
         ("crdbsl.org", "Le bulletin <alliancesolidarite@crdbsl.org>", True),
         ("CRDBSL.org.", "alliancesolidarite@crdbsl.org", True),
         ("crdbsl.org", "Le bulletin <bulletin@news.crdbsl.org>", True),  # a parent of the From domain
@@ -242,5 +242,5 @@ def test_a_dkim_domain_that_does_not_align_with_from_is_a_warning(make_issue, dk
 
 def test_dkim_alignment_is_checked_against_the_issues_own_from(make_issue):
     config = CONFIG + '[sender]\nfrom = "x@crdbsl.org"\n[dkim]\ndomain = "crdbsl.org"\nselector = "news"\n'
-    report = check(make_issue("from: Autre <autre@example.net>\n" + HEADER + "  - type: divider\n", config=config))
+    report = check(make_issue("from: Autre <autre@autre.ca>\n" + HEADER + "  - type: divider\n", config=config))
     assert [d.code for d in report.warnings] == ["dkim-not-aligned"]

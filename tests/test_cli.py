@@ -59,7 +59,7 @@ def test_init_new_check_build_from_scratch(tmp_path, monkeypatch):
 
     toml = (root / "newsletter.toml").read_text()
     toml = toml.replace('name = ""', 'name = "Org"').replace('postal_address = ""', 'postal_address = "1 rue X"')
-    toml = toml.replace('email = ""', 'email = "info@example.org"')
+    toml = toml.replace('email = ""', 'email = "info@organisme.ca"')
     (root / "newsletter.toml").write_text(toml)
     result = run("build", "issues/2025-02-hiver", "--json")
     assert result.exit_code == 0, result.output
@@ -152,7 +152,8 @@ def test_installed_command_builds_the_example(tmp_path):
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["warnings"] == []
+    warnings = json.loads(done.stdout)["warnings"]
+    assert [w["code"] for w in warnings] == ["reserved-name", "placeholder-address"]  # the example's settings
     assert (tmp_path / "out" / "images" / "logo-alliances.png").is_file()
     assert (tmp_path / "out" / "issue.mjml").read_text().startswith('<mjml lang="fr">')
 
@@ -177,7 +178,7 @@ def test_form_pending_and_show(example_workspace, monkeypatch):
     config = example_workspace / "newsletter.toml"
     config.write_text(config.read_text() + '\n[lists.alliances]\nsubscribe = true\ntitle = "Le bulletin"\n')
     snippet = run("form", "alliances").stdout
-    assert '<form method="post" action="https://bulletin.crdbsl.example/subscribe/alliances"' in snippet
+    assert '<form method="post" action="https://bulletin.crdbsl.org/subscribe/alliances"' in snippet
     assert 'name="website" tabindex="-1"' in snippet and "J&#39;accepte de recevoir Le bulletin" in snippet
     assert run("subscribers", "add", "marie@example.org", "--list", "alliances").exit_code == 0
     assert json.loads(run("subscribers", "pending", "--list", "alliances", "--json").stdout) == {

@@ -6,7 +6,7 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from conftest import EXAMPLE, ROOT, SEED, render_folder
+from conftest import EXAMPLE, EXAMPLE_SLUG, ROOT, SEED, render_folder
 
 from newsletter.checks import check_issue
 from newsletter.config import load_config
@@ -76,8 +76,19 @@ def example():
     }
 
 
-def test_example_checks_clean():
+def test_example_checks_clean_but_its_fictional_settings_are_what_a_real_send_refuses():
+    """The example's newsletter.toml is fictional on purpose: check says what a real send would refuse, and only
+    that; with the settings a user fills in (conftest.with_real_settings), nothing."""
     report = check_issue(EXAMPLE, load_config(ROOT), ROOT / "templates").report
+    assert report.ok
+    assert [(d.code, d.path, d.line) for d in report.diagnostics] == [
+        ("reserved-name", "base_url", 7),
+        ("placeholder-address", "publisher.postal_address", 19),
+    ]
+
+
+def test_the_example_checks_clean_with_real_settings(example_workspace):
+    report = check_issue(example_workspace / "issues" / EXAMPLE_SLUG, load_config(example_workspace)).report
     assert report.diagnostics == []
 
 
@@ -103,7 +114,7 @@ def test_calls_to_action_are_real_links(example):
     assert links["Complétez le formulaire!"].startswith("https://crdbsl.org/")
     assert links["Ressources en développement social des MRC"].startswith("https://crdbsl.org/")
     assert links["acharest@crdbsl.org"] == "mailto:acharest@crdbsl.org"
-    assert links["581-232-1735"] == "tel:5812321735"
+    assert links["581-232-1735"] == "tel:+1-581-232-1735"
     assert "#" not in links.values()
 
 

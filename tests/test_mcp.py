@@ -99,7 +99,8 @@ async def connected(root: Path, stderr: Path, *, cwd: Path | None = None, **envi
     if cwd is not None:
         args = [*args, "--workspace", str(root)]
     env = {"NEWSLETTER_TRANSPORT": f"outbox://{root / 'outbox'}", **environment}
-    for variable in ("NEWSLETTER_CHROMIUM", "PLAYWRIGHT_BROWSERS_PATH"):
+    # PYTHONPATH too: the server then runs the code under test (a worktree's), not the venv's installed copy.
+    for variable in ("NEWSLETTER_CHROMIUM", "PLAYWRIGHT_BROWSERS_PATH", "PYTHONPATH"):
         if variable in os.environ and variable not in env:
             env[variable] = os.environ[variable]
     stray: list = []
@@ -137,7 +138,10 @@ def test_the_tools_their_schemas_resources_and_prompt(workspace, tmp_path):
                         assert prop["type"] == "string" and prop["description"], (tool.name, name)
                         assert name in tool.input_schema["required"], (tool.name, name)
             width = tools["preview_issue"].input_schema["properties"]["width"]
-            assert (width["type"], width["minimum"], width["maximum"], width["default"]) == ("integer", 200, 2000, 600)
+            pixels, both = width["anyOf"]
+            assert (pixels["type"], pixels["minimum"], pixels["maximum"]) == ("integer", 200, 2000)
+            assert width["default"] == 600
+            assert both == {"const": "both", "type": "string"}
             assert tools["preview_issue"].input_schema["properties"]["view"]["enum"] == ["html", "text"]
             assert tools["new_issue"].input_schema["required"] == ["slug"]
             assert tools["send"].input_schema["required"] == ["issue", "list", "confirmation"]
@@ -150,7 +154,10 @@ def test_the_tools_their_schemas_resources_and_prompt(workspace, tmp_path):
                 resources
             )
             templates = (await agent.session.list_resource_templates()).resource_templates
-            assert [t.uri_template for t in templates] == ["newsletter://issues/{slug}/issue.yaml"]
+            assert [t.uri_template for t in templates] == [
+                "newsletter://issues/{slug}/issue.yaml",
+                "newsletter://issues/{slug}/images/{name}",
+            ]
             schema = json.loads(
                 (await agent.session.read_resource("newsletter://schema/issue.schema.json")).contents[0].text
             )
@@ -177,7 +184,14 @@ def test_draft_fix_check_dry_run_then_the_right_code_sends_exactly_once(workspac
             created = await agent.json("new_issue", slug=SLUG)
             assert created["file"] == str(workspace / "issues" / SLUG / "issue.yaml")
 
-            report = await agent.json("write_issue", issue=SLUG, yaml=BROKEN)
+            is_error, content = await agent.call("write_issue", issue=SLUG, yaml=BROKEN)
+            assert is_error  # a host shows it as a failure, with the located diagnostics beside the line
+            assert content[0].text == (
+                f"error: issues/{SLUG}/issue.yaml was written with 1 error, the first at {created['file']}:7:11: "
+                + json.loads(content[1].text)["errors"][0]["message"]
+                + "; fix them and write again"
+            )
+            report = json.loads(content[1].text)
             assert report["ok"] is False
             (error,) = report["errors"]
             assert error["code"] == "unknown-section-type"
@@ -303,12 +317,29 @@ def test_preview_at_phone_width_is_a_png_of_that_width(workspace, tmp_path, chro
             image = Image.open(io.BytesIO(base64.b64decode(picture.data)))
             assert image.format == "PNG" and image.width == 375 and image.height > 1000
             document = json.loads(text.text)
-            assert (document["width"], document["view"]) == (375, "html")
+            assert (document["width"], document["viewport"], document["view"]) == (375, 375, "html")
             assert document["height"] == image.height
+            assert document["recipient"] == "Camille Tremblay <camille.tremblay@example.org>"
+            assert "sample" in document["note"]
             assert all(d["severity"] == "warning" for d in document["diagnostics"])
 
+            # The text as sent: a line longer than 600 px (a URL) makes the picture wider, as the JSON says.
             _, content = await agent.call("preview_issue", issue=EXAMPLE_SLUG, width=600, view="text")
-            assert Image.open(io.BytesIO(base64.b64decode(content[0].data))).width == 600
+            document = json.loads(content[1].text)
+            text_image = Image.open(io.BytesIO(base64.b64decode(content[0].data)))
+            assert text_image.width == document["width"] > 600 and document["viewport"] == 600
+
+            is_error, content = await agent.call("preview_issue", issue=EXAMPLE_SLUG, width="both")
+            assert not is_error, content[0].text
+            *pictures, text = content
+            images = [Image.open(io.BytesIO(base64.b64decode(p.data))) for p in pictures]
+            document = json.loads(text.text)
+            assert [(i.width, i.height) for i in images] == [(p["width"], p["height"]) for p in document["previews"]]
+            assert [i.width for i in images] == [p["viewport"] for p in document["previews"]] == [600, 375]
+            assert [Path(p["png"]).name for p in document["previews"]] == [
+                f"{EXAMPLE_SLUG}-600-html.png", f"{EXAMPLE_SLUG}-375-html.png"
+            ]  # fmt: skip
+            assert document["view"] == "html" and document["recipient"].startswith("Camille Tremblay")
 
     asyncio.run(scenario())
 
@@ -323,8 +354,11 @@ def test_failures_are_one_line_tool_errors_and_the_server_goes_on(workspace, tmp
                 "preview_issue", issue=EXAMPLE_SLUG
             )
             bad = await agent.error("preview_issue", issue=EXAMPLE_SLUG, width="wide")
-            assert bad.startswith("error: bad arguments to preview_issue: width: Input should be a valid integer")
-            assert "width: Input should be greater than or equal to 200" in await agent.error(
+            assert bad.startswith(
+                "error: bad arguments to preview_issue: width.constrained-int: Input should be a valid integer"
+            )
+            assert "Input should be 'both'" in bad
+            assert "width.constrained-int: Input should be greater than or equal to 200" in await agent.error(
                 "preview_issue", issue=EXAMPLE_SLUG, width=10
             )
             assert "bad arguments to read_issue: issue:" in await agent.error("read_issue", issue=["a"])
@@ -335,7 +369,8 @@ def test_failures_are_one_line_tool_errors_and_the_server_goes_on(workspace, tmp
             )
 
             await agent.json("new_issue", slug="broken")
-            await agent.json("write_issue", issue="broken", yaml="subject: [unclosed\n")
+            assert "was written with 1 error" in await agent.error("write_issue", issue="broken",
+                                                                  yaml="subject: [unclosed\n")  # fmt: skip
             is_error, content = await agent.call("build_issue", issue="broken")
             assert is_error and content[0].text == "error: broken has errors; nothing was built"
             assert json.loads(content[1].text)["errors"][0]["code"] == "yaml-syntax"

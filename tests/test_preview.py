@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import email
+import email.policy
 import json
+import re
 import signal
 import struct
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from conftest import EXAMPLE_SLUG, ROOT
 
 from newsletter.preview import RELOAD_SCRIPT, running_preview
+from newsletter.sending import open_store, send
+from newsletter.subscribers import add as add_subscriber
+from newsletter.workspace import Workspace
+
+SECRET = "a-test-secret-key-of-sufficient-length"
+ONE_LINK = "https://crdbsl.org/alliance-solidarite/forum-2024/documents"  # hyphens, in a line of 86 characters
 
 
 @pytest.fixture
@@ -45,12 +56,17 @@ def test_pages_text_and_images(example_folder):
         assert shell.status_code == 200
         assert 'width="600"' in shell.text and 'width="375"' in shell.text
         assert "Retour sur le 2e Forum des Alliances" in shell.text  # the text view
+        assert "Camille Tremblay &lt;camille.tremblay@example.org&gt;, a sample member" in shell.text
         email = client.get("/email.html")
         assert email.headers["content-type"].startswith("text/html")
-        assert RELOAD_SCRIPT in email.text and "Consulter les documents!" in email.text
+        assert "Consulter les documents!" in email.text
+        assert RELOAD_SCRIPT not in email.text  # not watching, as for a screenshot: the member's HTML as it is
         text = client.get("/email.txt")
         assert text.headers["content-type"] == "text/plain; charset=utf-8"
         assert "Complétez le formulaire! : https://" in text.text
+        text_page = client.get("/text.html")
+        assert text_page.headers["content-type"].startswith("text/html") and "white-space: pre;" in text_page.text
+        assert "Complétez le formulaire! : https://" in text_page.text and RELOAD_SCRIPT not in text_page.text
         logo = client.get("/images/logo-alliances.png")
         assert logo.status_code == 200 and logo.content.startswith(b"\x89PNG")
         assert client.get("/images/../../newsletter.toml").status_code == 404
@@ -63,6 +79,7 @@ def test_rebuilds_on_change_of_issue_templates_and_config(example_folder):
     root = example_folder.parent.parent
     with running_preview(example_folder, watch=True) as (base, _state), httpx.Client(base_url=base) as client:
         version = client.get("/__version").text
+        assert RELOAD_SCRIPT in client.get("/email.html").text and RELOAD_SCRIPT in client.get("/text.html").text
         time.sleep(0.3)  # let the watcher start before the first change
         issue.write_text(issue.read_text().replace("Prochaines étapes", "Étapes suivantes"))
         wait_until(lambda: "Étapes suivantes" in client.get("/email.html").text)
@@ -77,7 +94,7 @@ def test_rebuilds_on_change_of_issue_templates_and_config(example_folder):
         wait_until(lambda: "~ ~ ~" in client.get("/email.txt").text)
 
         config = root / "newsletter.toml"
-        config.write_text(config.read_text().replace("123, rue de l'Exemple", "456, avenue Modifiée"))
+        config.write_text(config.read_text().replace("320, rue Saint-Germain Est", "456, avenue Modifiée"))
         wait_until(lambda: "456, avenue Modifiée" in client.get("/email.txt").text)
 
         # A mistake while editing shows the problem instead of stopping the server; fixing it recovers.
@@ -124,8 +141,10 @@ def test_screenshot_command_writes_a_png_of_the_given_width(example_folder, chro
     text_shot = tmp_path / "text.png"
     done = run_newsletter("preview", str(example_folder), "--screenshot", str(text_shot), "--text")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"wrote {text_shot} (600×")  # absolute: it is outside the current folder
-    assert png_size(text_shot)[0] == 600
+    # The text as sent: its 115-character line makes the page (and the PNG) wider than 600 px, as it reports.
+    text_width = png_size(text_shot)[0]
+    assert text_width > 600
+    assert done.stdout.startswith(f"wrote {text_shot} ({text_width}×")  # absolute: it is outside the current folder
 
 
 def test_screenshot_of_an_issue_with_errors_exits_1(example_folder, chromium_installed, tmp_path):
@@ -206,3 +225,121 @@ def test_a_screenshot_chromium_could_not_capture_is_tried_again_then_refused_in_
         "Chromium could not take the screenshot: Page.screenshot: Protocol error (Page.captureScreenshot): "
         "Unable to capture screenshot"
     )
+
+
+@pytest.fixture
+def one_member_list(example_folder, monkeypatch):
+    """The example workspace, with %%name%% in the issue and a list `membres` of one member, Marie Côté."""
+    root = example_folder.parent.parent
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SECRET)
+    for variable in ("NEWSLETTER_TRANSPORT", "NEWSLETTER_DATABASE_URL", "NEWSLETTER_BASE_URL",
+                     "NEWSLETTER_ASSET_BASE_URL", "NEWSLETTER_ARCHIVE_URL"):  # fmt: skip
+        monkeypatch.delenv(variable, raising=False)
+    issue = example_folder / "issue.yaml"
+    heading = "    level: 1\n    text: Retour sur le 2e Forum des Alliances\n"
+    assert heading in issue.read_text()
+    issue.write_text(issue.read_text().replace(heading, "    level: 1\n    text: Bonjour %%name|à vous%%\n"))
+    store = open_store(Workspace.discover(root))
+    try:
+        assert add_subscriber(store, "membres", "marie@example.org", "Marie Côté") == "added"
+    finally:
+        store.close()
+    return example_folder
+
+
+def delivered_parts(folder, tmp_path) -> tuple[str, str]:
+    """Send the issue to the list `membres` through the outbox; the (html, text) of the one message it wrote."""
+    workspace = Workspace.discover(folder.parent.parent)
+    outbox = tmp_path / "outbox"
+    sending = send(workspace, folder, "membres", dsn_text=f"outbox://{outbox}", dry_run=False)
+    with ThreadPoolExecutor(1) as thread:  # its own thread: Playwright's sync API holds this one's event loop
+        summary = thread.submit(asyncio.run, sending).result()
+    assert summary.counts["sent"] == 1, summary.failures
+    (file,) = outbox.glob("*.eml")
+    message = email.message_from_bytes(file.read_bytes(), policy=email.policy.default)
+    assert message["To"].addresses[0].addr_spec == "marie@example.org"
+    return tuple(message.get_body((kind,)).get_content().replace("\r\n", "\n") for kind in ("html", "plain"))
+
+
+def unsubscribe_links(html: str, text: str) -> tuple[str, str]:
+    """The footer's unsubscribe link in each part."""
+    (in_html,) = re.findall(r'<a href="([^"]*)"[^>]*>Se désabonner</a>', html)
+    (in_text,) = re.findall(r"^Se désabonner : (\S+)$", text, re.MULTILINE)
+    return in_html, in_text
+
+
+def test_the_preview_is_the_message_a_member_receives(one_member_list, tmp_path):
+    html, text = delivered_parts(one_member_list, tmp_path)
+    (token,) = {link.rpartition("/u/")[2] for link in unsubscribe_links(html, text)}
+    with running_preview(one_member_list) as (base, _state), httpx.Client(base_url=base) as client:
+        shown_html, shown_text = client.get("/email.html").text, client.get("/email.txt").text
+    for links in (unsubscribe_links(html, text), unsubscribe_links(shown_html, shown_text)):
+        for link in links:  # this tool's https one-click link in both parts, in both messages; no mailto:
+            assert link.startswith("https://bulletin.crdbsl.org/u/"), link
+    (sample_token,) = {link.rpartition("/u/")[2] for link in unsubscribe_links(shown_html, shown_text)}
+    assert sample_token != token
+    assert "Bonjour Marie Côté" in html and "Bonjour Marie Côté" in text
+    assert "Bonjour Camille Tremblay" in shown_html and "Bonjour Camille Tremblay" in shown_text
+
+    def anyone(part: str, token: str, name: str, address: str) -> str:
+        return part.replace(token, "<token>").replace(name, "<name>").replace(address, "<address>")
+
+    marie = (token, "Marie Côté", "marie@example.org")
+    camille = (sample_token, "Camille Tremblay", "camille.tremblay@example.org")
+    assert anyone(shown_html, *camille) == anyone(html, *marie)
+    assert anyone(shown_text, *camille) == anyone(text, *marie)
+
+    # With --list, the list's first member: the very message they got, their unsubscribe link included.
+    with running_preview(one_member_list, list_slug="membres") as (base, state), httpx.Client(base_url=base) as client:
+        assert (client.get("/email.html").text, client.get("/email.txt").text) == (html, text)
+        assert state.recipient == "Marie Côté <marie@example.org>"
+        assert "following it unsubscribes them" in client.get("/").text
+
+
+def test_a_list_with_nobody_to_show_is_one_line_error(example_folder, monkeypatch):
+    monkeypatch.chdir(example_folder.parent.parent)
+    done = run_newsletter("preview", str(example_folder), "--screenshot", "never.png", "--list", "personne")
+    assert done.returncode == 1 and done.stderr == "error: no list 'personne'; lists: none yet\n"
+
+
+# For each line of the text shown: its rendered line count, and the width a character takes.
+MEASURE_TEXT = """(link) => {
+  const pre = document.querySelector('pre'), style = getComputedStyle(pre), node = pre.firstChild;
+  const range = (start, end) => { const r = document.createRange(); r.setStart(node, start); r.setEnd(node, end);
+    return r; };
+  const at = node.data.indexOf(link);
+  const longest = node.data.split('\\n').reduce((a, b) => (b.length > a.length ? b : a));
+  const from = node.data.indexOf(longest);
+  return {
+    text: node.data,
+    lines: (pre.scrollHeight - parseFloat(style.paddingTop) - parseFloat(style.paddingBottom))
+      / parseFloat(style.lineHeight),
+    linkLines: new Set(Array.from(range(at, at + link.length).getClientRects(), r => Math.round(r.top))).size,
+    charWidth: range(from, from + longest.length).getBoundingClientRect().width / longest.length,
+    padding: parseFloat(style.paddingLeft) + parseFloat(style.paddingRight),
+    pageWidth: document.documentElement.scrollWidth,
+  };
+}"""
+
+
+@pytest.mark.parametrize("width", [600, 375])
+def test_the_text_view_shows_every_line_of_the_text_part_whole(example_folder, chromium, width):
+    """The text page (what the screenshot takes) and the page's own text view: each line of the text part on one
+    rendered line, a URL with hyphens whole; 78 columns fit at 600 px, and a longer line scrolls sideways."""
+    with running_preview(example_folder) as (base, state):
+        text = httpx.get(base + "/email.txt").text
+        assert ONE_LINK in text and max(len(line) for line in text.splitlines()) > 78
+        for url in (base + "/text.html", base + "/#text"):
+            page = chromium.new_page(viewport={"width": width, "height": 800})
+            try:
+                page.goto(url, wait_until="load")
+                shown = page.evaluate(MEASURE_TEXT, ONE_LINK)
+            finally:
+                page.close()
+            assert shown["text"] == text, url
+            assert round(shown["lines"]) == len(text.splitlines()), url  # no line wrapped again (1/64 px rounding)
+            assert shown["linkLines"] == 1, url
+            if url.endswith("/text.html"):
+                assert shown["padding"] + 78 * shown["charWidth"] <= 600
+                assert shown["pageWidth"] > width  # the 115-character line: the page scrolls sideways

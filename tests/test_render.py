@@ -241,7 +241,7 @@ def test_web_values_are_neutral(example_workspace):
 
     values = web_values(load_config(example_workspace), "slug", "fr")
     assert values["unsubscribe_url"] == "mailto:alliancesolidarite@crdbsl.org?subject=D%C3%A9sabonnement"
-    assert values["view_online_url"] == "https://bulletin.crdbsl.example/archive/slug/"
+    assert values["view_online_url"] == "https://bulletin.crdbsl.org/archive/slug/"
     assert values["name"] == ""
 
 

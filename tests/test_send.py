@@ -30,7 +30,7 @@ MEMBERS = [
 def workspace(example_workspace, monkeypatch, database_setting):
     """The example workspace with a list of four subscribed, one unsubscribed and one bounced address."""
     monkeypatch.chdir(example_workspace)
-    monkeypatch.setenv("NEWSLETTER_ASSET_BASE_URL", "https://bulletin.crdbsl.example/archive")
+    monkeypatch.setenv("NEWSLETTER_ASSET_BASE_URL", "https://bulletin.crdbsl.org/archive")
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SECRET)
     for variable in ("NEWSLETTER_TRANSPORT", "NEWSLETTER_DATABASE_URL", "NEWSLETTER_BASE_URL"):
         monkeypatch.delenv(variable, raising=False)
@@ -106,10 +106,10 @@ def test_campaign_through_a_real_smtp_server(workspace):
     assert set(received) == {address for address, _ in MEMBERS}  # not the unsubscribed, not the bounced
     francoise = received["francoise@example.org"]
     assert francoise["To"] == "Françoise Légaré-Pelletier <francoise@example.org>"
-    assert francoise["List-Unsubscribe"].startswith("<https://bulletin.crdbsl.example/u/")
+    assert francoise["List-Unsubscribe"].startswith("<https://bulletin.crdbsl.org/u/")
     assert francoise["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     html = francoise.get_body(("html",)).get_content()
-    assert francoise["List-Unsubscribe"][1:-1] in html and "https://bulletin.crdbsl.example/archive/" in html
+    assert francoise["List-Unsubscribe"][1:-1] in html and "https://bulletin.crdbsl.org/archive/" in html
     assert "Se désabonner" in francoise.get_body(("plain",)).get_content()
 
 
@@ -132,7 +132,7 @@ def test_a_server_failing_at_random_still_mails_everyone_exactly_once(workspace,
         (lambda ws, mp: mp.delenv("NEWSLETTER_ASSET_BASE_URL"), "images would not load"),
         (
             lambda ws, mp: (ws / "newsletter.toml").write_text(
-                (ws / "newsletter.toml").read_text().replace('base_url = "https://bulletin.crdbsl.example"', "")
+                (ws / "newsletter.toml").read_text().replace('base_url = "https://bulletin.crdbsl.org"', "")
             ),
             "base_url is not set",
         ),

@@ -31,7 +31,7 @@ from newsletter.workspace import Workspace
 
 TOKEN = "pm-server-token-for-tests"
 PLACEHOLDER = "{{{ pm:unsubscribe }}}"
-ARCHIVE = "https://archive.crdbsl.example/bulletin"
+ARCHIVE = "https://archive.crdbsl.org/bulletin"
 MEMBERS = [
     ("marie@example.org", "Marie Côté"),
     ("francoise@example.org", "Françoise Légaré-Pelletier"),
@@ -96,12 +96,12 @@ class FakePostmark:
 def workspace(example_workspace, monkeypatch):
     """The example workspace without base_url, with archive_url, no signing key, four subscribed members."""
     monkeypatch.chdir(example_workspace)
-    monkeypatch.setenv("NEWSLETTER_ASSET_BASE_URL", "https://bulletin.crdbsl.example/archive")
+    monkeypatch.setenv("NEWSLETTER_ASSET_BASE_URL", "https://bulletin.crdbsl.org/archive")
     for variable in ("NEWSLETTER_SECRET_KEY", "NEWSLETTER_TRANSPORT", "NEWSLETTER_DATABASE_URL", "NEWSLETTER_BASE_URL",
                      "NEWSLETTER_ARCHIVE_URL"):  # fmt: skip
         monkeypatch.delenv(variable, raising=False)
     config = example_workspace / "newsletter.toml"
-    text = config.read_text().replace('base_url = "https://bulletin.crdbsl.example"', f'archive_url = "{ARCHIVE}"')
+    text = config.read_text().replace('base_url = "https://bulletin.crdbsl.org"', f'archive_url = "{ARCHIVE}"')
     assert "base_url =" not in text.replace("asset_base_url", "")
     config.write_text(text)
     rows = [("courriel", "nom"), *MEMBERS]
@@ -174,7 +174,7 @@ def test_the_dry_run_says_the_mechanism(workspace):
 def test_our_own_links_on_a_stream_postmark_manages_are_refused(workspace, monkeypatch):
     """unsubscribe=own with everything our links need (base_url, signing key), through a stream whose
     UnsubscribeHandlingType is Postmark: two links would go out, so send refuses in one line and sends nothing."""
-    monkeypatch.setenv("NEWSLETTER_BASE_URL", "https://bulletin.crdbsl.example")
+    monkeypatch.setenv("NEWSLETTER_BASE_URL", "https://bulletin.crdbsl.org")
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "a-test-secret-key-of-sufficient-length")
     fake = FakePostmark(handling="Postmark")
     with serving(fake.app()) as base:

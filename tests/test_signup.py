@@ -447,7 +447,7 @@ def test_serve_refuses_a_list_open_to_sign_up_without_base_url(workspace):  # no
     from newsletter.errors import ConfigError
 
     config = workspace / "newsletter.toml"
-    config.write_text(config.read_text().replace('base_url = "https://bulletin.crdbsl.example"', "") + OPEN)
+    config.write_text(config.read_text().replace('base_url = "https://bulletin.crdbsl.org"', "") + OPEN)
     line = config.read_text().splitlines().index("subscribe = true") + 1
     expected = f"newsletter.toml:{line}: [lists.alliances] subscribe = true needs base_url"
     ws = Workspace.discover(workspace)
@@ -719,7 +719,7 @@ def test_a_server_killed_before_its_confirmations_went_sends_them_when_it_runs_a
         assert events_of(store, f"patiente{i}@example.org") == ["signup-requested", "confirmation-sent"]
         assert status(store, f"patiente{i}@example.org") == "pending"
     (link,) = confirmation_links(mail.sink, "patiente0@example.org")
-    assert link.startswith("https://bulletin.crdbsl.example/confirm/")  # newsletter.toml's base_url
+    assert link.startswith("https://bulletin.crdbsl.org/confirm/")  # newsletter.toml's base_url
     store.close()
 
 

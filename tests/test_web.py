@@ -305,17 +305,17 @@ def test_the_feed_ids_come_from_newsletter_toml_never_from_host(workspace):  # n
     ws = Workspace.discover(workspace)
     store = open_store(ws)
     feeds = {}
-    for base_url in ("https://bulletin.crdbsl.example", None):  # without base_url: ids from the publisher
+    for base_url in ("https://bulletin.crdbsl.org", None):  # without base_url: ids from the publisher
         ws.config.base_url = base_url
         with serving(create_app(ws, store, TokenSigner(SECRET))) as base:
             feeds[base_url] = [httpx.get(f"{base}/archive/feed.xml", headers={"Host": host, "X-Forwarded-Proto":
-                               "https"}).content for host in ("bulletin.crdbsl.example", "evil.example")]  # fmt: skip
+                               "https"}).content for host in ("bulletin.crdbsl.org", "evil.example")]  # fmt: skip
     store.close()
     for base_url, (genuine, forged) in feeds.items():
         assert genuine == forged and b"evil" not in forged, base_url
         ids = [e.text for e in ElementTree.fromstring(forged).iter("{http://www.w3.org/2005/Atom}id")]
         assert len(ids) == 2
-        assert all(i.startswith("https://bulletin.crdbsl.example/archive/" if base_url else "urn:uuid:") for i in ids)
+        assert all(i.startswith("https://bulletin.crdbsl.org/archive/" if base_url else "urn:uuid:") for i in ids)
 
 
 def test_a_scheduled_issue_is_not_in_the_archive_before_it_goes(site):

@@ -330,7 +330,7 @@ def test_serve_answers_the_ics_as_sent_and_404_for_any_other_name(workspace):  #
             assert response.headers["content-type"] == "text/calendar; charset=utf-8"
             assert "SUMMARY:Forum régional 2025\r\n" in response.text and "Autre titre" not in response.text
             page = httpx.get(f"{base}/archive/{EXAMPLE_SLUG}/").text
-            assert f'href="https://bulletin.crdbsl.example/archive/{EXAMPLE_SLUG}/{name}"' in page
+            assert f'href="https://bulletin.crdbsl.org/archive/{EXAMPLE_SLUG}/{name}"' in page
             for other in ("event-99.ics", "issue.yaml", "index.html", "..%2fnewsletter.toml", "event-1.ics%00"):
                 assert httpx.get(f"{base}/archive/{EXAMPLE_SLUG}/{other}").status_code == 404, other
             # A campaign begun before campaigns froze their .ics: nothing to publish.

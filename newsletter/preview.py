@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import socket
-import struct
 import threading
 import webbrowser
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ from newsletter.checks import CheckResult, address_problem, check_issue
 from newsletter.config import CONFIG_FILE
 from newsletter.errors import NewsletterError, PreviewError
 from newsletter.message import Outgoing, Recipient
-from newsletter.render import PACKAGE_TEMPLATES
+from newsletter.render import PACKAGE_TEMPLATES, image_size
 from newsletter.sending import member_message, open_store, transport_dsn
 from newsletter.store import SUBSCRIBED, ListRow
 from newsletter.tokens import TokenSigner
@@ -540,12 +539,6 @@ def capture_full_page(page, output: Path, *, tries: int = 3) -> None:
             page.wait_for_timeout(250 * attempt)
 
 
-def png_size(path: Path) -> tuple[int, int]:
-    """(width, height) of a PNG, from its header."""
-    with path.open("rb") as stream:
-        return struct.unpack(">II", stream.read(24)[16:24])
-
-
 def take_screenshot(
     folder: Path, output: Path, *, width: int = VIEWS["desktop"], view: str = "html", list_slug: str | None = None
 ) -> Screenshot:
@@ -573,7 +566,7 @@ def take_screenshots(
                     capture_full_page(page, output)
                 finally:
                     page.close()
-                png_width, png_height = png_size(output)
+                png_width, png_height = image_size(output) or (width, 0)  # Chromium writes a PNG
                 taken.append(Screenshot(output, png_width, png_height, view, state.diagnostics(), width,
                                         state.recipient, state.note))  # fmt: skip
         finally:

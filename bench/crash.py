@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from example import ASSET_BASE_URL, copy_example  # noqa: E402
 from smtp_server import RunningSmtp, SmtpSink  # noqa: E402
 
-from newsletter.sending import open_store  # noqa: E402
+from newsletter.sending.wiring import open_store  # noqa: E402
 from newsletter.subscribers import add  # noqa: E402
 from newsletter.workspace import Workspace  # noqa: E402
 

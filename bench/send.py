@@ -39,8 +39,9 @@ sys.path.insert(0, str(ROOT))
 import sqlalchemy as sa  # noqa: E402
 from example import ASSET_BASE_URL, copy_example  # noqa: E402
 
-from newsletter.campaign import Pacing  # noqa: E402
-from newsletter.sending import open_store, send  # noqa: E402
+from newsletter.sending.runner import Pacing  # noqa: E402
+from newsletter.sending.send import send  # noqa: E402
+from newsletter.sending.wiring import open_store  # noqa: E402
 from newsletter.store import SUBSCRIBED, ListRow, Store, memberships, now, subscribers  # noqa: E402
 from newsletter.workspace import Workspace  # noqa: E402
 
@@ -142,10 +143,10 @@ def measure_smtp(recipients: int, connections: int) -> None:
 
 def build_messages(workspace: Workspace, count: int):
     from newsletter.message import Recipient
-    from newsletter.sending import campaign_of, freeze, prepare
+    from newsletter.sending.send import prepare
 
     prepared = prepare(workspace, workspace.root / "issues" / SLUG, "null://", real=True)
-    campaign = campaign_of(freeze(prepared, ListRow(1, "bench", "bench")), 1, prepared.signer)
+    campaign = prepared.freeze(ListRow(1, "bench", "bench")).campaign(1, prepared.signer)
     return (campaign.build(Recipient(i, f"abonne{i}@example.org", f"Abonné·e {i}")).to_bytes() for i in range(count))
 
 
@@ -182,7 +183,7 @@ def measure_million(count: int) -> None:
         print(f"a list of {count:,} subscribers made in {time.perf_counter() - started:.0f} s (bulk insert)")
         code = (
             "import asyncio, sys, time; from pathlib import Path; sys.path.insert(0, sys.argv[2]);"
-            "from newsletter.workspace import Workspace; from newsletter.sending import send;"
+            "from newsletter.workspace import Workspace; from newsletter.sending.send import send;"
             "from bench.send import peak_kb;"
             "w = Workspace.discover(Path(sys.argv[1])); t = time.perf_counter();"
             f"s = asyncio.run(send(w, w.root / 'issues' / '{SLUG}', 'bench', dsn_text='null://', dry_run=False));"

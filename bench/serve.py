@@ -33,7 +33,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
 from send import SECRET, free_port, workspace_with_list  # noqa: E402
 
-from newsletter.sending import open_store  # noqa: E402
+from newsletter.sending.wiring import open_store  # noqa: E402
 from newsletter.store import Store  # noqa: E402
 from newsletter.tokens import TokenSigner  # noqa: E402
 

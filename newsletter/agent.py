@@ -30,8 +30,9 @@ from newsletter.checks import HEAVY_IMAGE_BYTES, check_issue
 from newsletter.errors import Diagnostic, NewsletterError
 from newsletter.issue import ISSUE_FILE, load_issue
 from newsletter.render import image_size
-from newsletter.sending import SendSummary, open_store, parse_at, prepare_real_send
-from newsletter.sending import send as send_issue
+from newsletter.sending.send import SendSummary, parse_at, prepare_real_send
+from newsletter.sending.send import send as send_issue
+from newsletter.sending.wiring import open_store
 from newsletter.store import STATUSES, SUBSCRIBED
 from newsletter.workspace import SLUG_MAX, Workspace, is_slug, shown_name
 
@@ -286,7 +287,7 @@ class SendBinding:
 
     issue: str
     list: str
-    content: str  # sending.message_digest: subject, both parts, sender, reply-to, list, links, images' bytes
+    content: str  # FrozenCampaign.message_digest: subject, both parts, sender, reply-to, list, links, images' bytes
     audience: int
     transport: str  # without credentials
 

@@ -34,6 +34,7 @@ from newsletter.errors import NewsletterError
 from newsletter.events import CALENDAR_NAME
 from newsletter.i18n import format_date
 from newsletter.render import RenderedIssue, image_file, web_values
+from newsletter.sending.frozen import FrozenCampaign, NewerContentFormat
 from newsletter.store import Store
 from newsletter.workspace import Workspace
 
@@ -81,41 +82,51 @@ def sent_entries(store: Store) -> list[Entry]:
     return [Entry(slug, subject, at) for slug, subject, at in store.sent_issues()]
 
 
-def sent_version(workspace: Workspace, store: Store, entry: Entry, *, unsubscribe_url: str | None = None
-                 ) -> WebVersion | None:  # fmt: skip
+def sent_version(
+    workspace: Workspace, store: Store, entry: Entry, *, unsubscribe_url: str | None = None
+) -> WebVersion | None:
     """The page of an issue that was sent, as its latest campaign froze it: what readers got, whatever issue.yaml
     says today. A campaign begun before campaigns froze their images is shown from the issue as it is now, and
-    only while its check passes. None when there is nothing to show."""
+    only while its check passes. None when there is nothing to show (also when a newer version froze it)."""
     found = store.sent_content(entry.slug)
     folder = workspace.issues_dir / entry.slug
-    content = found[1] if found is not None else None
-    if not content or "images" not in content:
+    frozen = None
+    if found is not None and found[1]:
+        try:
+            frozen = FrozenCampaign.from_json(found[1], campaign_id=found[0])
+        except NewerContentFormat as exc:
+            log.warning("archive: %s is not shown: %s", entry.slug, exc)
+            return None
+    if frozen is None or frozen.images is None:
         try:
             return web_version(workspace, folder, entry, unsubscribe_url=unsubscribe_url, strict=True)
         except NewsletterError as exc:
             log.warning("archive: %s is not shown: %s", entry.slug, exc)
             return None
-    rendered = RenderedIssue(content["slug"], content["lang"], content["subject"], "", content["html"],
-                             content["text"], {})  # fmt: skip
-    values = web_values(workspace.config, entry.slug, content["lang"])
+    rendered = RenderedIssue(frozen.slug, frozen.lang, frozen.subject, "", frozen.html, frozen.text, {})
+    values = web_values(workspace.config, entry.slug, frozen.lang)
     if unsubscribe_url is not None:
         values["unsubscribe_url"] = unsubscribe_url
     images = {}
-    for name in content["images"]:  # where the file was: images/<name>, or <name> when its src had no images/
+    for name in frozen.images:  # where the file was: images/<name>, or <name> when its src had no images/
         candidates = (image_file(folder, f"images/{name}"), image_file(folder, name))
         if (file := next((f for f in candidates if f is not None and f.is_file()), None)) is not None:
             images[name] = file
     html = rendered.fill(values)[0]
-    if content.get("images_url"):  # the page and its images/ are published together: relative, as web_version's
-        html = html.replace(f'"{content["images_url"]}', '"images/')
-    calendars = {name: text for name, text in content.get("calendars", {}).items() if CALENDAR_NAME.fullmatch(name)}
-    return WebVersion(entry, html, images, dict(content["images"]), calendars)
+    if frozen.images_url:  # the page and its images/ are published together: relative, as web_version's
+        html = html.replace(f'"{frozen.images_url}', '"images/')
+    calendars = {name: text for name, text in frozen.calendars.items() if CALENDAR_NAME.fullmatch(name)}
+    return WebVersion(entry, html, images, dict(frozen.images), calendars)
 
 
 def web_version(
-    workspace: Workspace, folder: Path, entry: Entry | None = None, *, unsubscribe_url: str | None = None,
+    workspace: Workspace,
+    folder: Path,
+    entry: Entry | None = None,
+    *,
+    unsubscribe_url: str | None = None,
     strict: bool = False,
-) -> WebVersion | None:  # fmt: skip
+) -> WebVersion | None:
     """Render the issue in folder as the archive shows it (images relative, under images/).
 
     Return None when it cannot be rendered; with strict, raise NewsletterError naming the issue instead, also
@@ -267,8 +278,8 @@ def write_archive(workspace: Workspace, store: Store, named: Sequence[Path], out
     from newsletter.web.pages import Pages  # the pages' templates, with the workspace's overrides
 
     pages = Pages(config, workspace.templates_dir)
-    index = pages.text("archive.html.j2", config.lang, root=".",
-                       issues=index_issues(entries, config, config.lang, page="index.html"))  # fmt: skip
+    issues = index_issues(entries, config, config.lang, page="index.html")
+    index = pages.text("archive.html.j2", config.lang, root=".", issues=issues)
     feed = feed_document(config, entries, public_url(config), page="" if public_url(config) else "index.html")
 
     written = 0

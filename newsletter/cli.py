@@ -25,8 +25,9 @@ from newsletter.config import parse_duration
 from newsletter.errors import ConfigError, Diagnostic, IssueError, NewsletterError
 from newsletter.i18n import LANGUAGES, translate
 from newsletter.progress import ProgressBar, ProgressLine
-from newsletter.sending import SendSummary, campaign_status, change_campaign, open_store, shown, transport_dsn
-from newsletter.sending import send as send_issue
+from newsletter.sending.send import SendSummary, campaign_status, change_campaign, shown
+from newsletter.sending.send import send as send_issue
+from newsletter.sending.wiring import open_store, transport_dsn
 from newsletter.store import CANCELLED, PAUSED, SCHEDULED, STATUSES, Store, database_url, engine_name
 from newsletter.subscribers import add as add_subscriber
 from newsletter.subscribers import export_csv, import_csv, sync_suppressions
@@ -651,7 +652,7 @@ def worker(
 
     Starts scheduled campaigns at their time; needs NEWSLETTER_SECRET_KEY for any transport but outbox:// and null://.
     """
-    from newsletter.worker import WorkerReport, work
+    from newsletter.sending.worker import WorkerReport, work
 
     workspace = Workspace.discover()
     dsn = transport_dsn(transport)

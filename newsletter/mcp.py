@@ -30,8 +30,9 @@ from newsletter.checks import check_issue
 from newsletter.config import CONFIG_FILE
 from newsletter.errors import IssueError, NewsletterError
 from newsletter.i18n import LANGUAGES
-from newsletter.sending import campaign_status, transport_dsn
-from newsletter.sending import send as send_issue
+from newsletter.sending.send import campaign_status
+from newsletter.sending.send import send as send_issue
+from newsletter.sending.wiring import transport_dsn
 from newsletter.workspace import Workspace, new_issue, schema_text
 
 SCHEMA_URI = "newsletter://schema/issue.schema.json"

@@ -2,7 +2,7 @@
 
 The page at / shows the desktop (600 px), mobile (375 px) and plain-text views side by side or one at a time,
 and the problems `check` finds. What they show is the message a member gets, its HTML and text parts built by
-the code that builds a send's messages (sending.member_message): the same footer, with the https one-click
+the code that builds a send's messages (sending.send.member_message): the same footer, with the https one-click
 unsubscribe link and the view-online link, and the placeholders filled, for a sample member (or with --list,
 the list's first subscribed member). The build's web version (build/<slug>/index.html) is not a preview.
 
@@ -37,7 +37,8 @@ from newsletter.config import CONFIG_FILE
 from newsletter.errors import NewsletterError, PreviewError
 from newsletter.message import Outgoing, Recipient
 from newsletter.render import PACKAGE_TEMPLATES, image_size
-from newsletter.sending import member_message, open_store, transport_dsn
+from newsletter.sending.send import member_message
+from newsletter.sending.wiring import open_store, transport_dsn
 from newsletter.store import SUBSCRIBED, ListRow
 from newsletter.tokens import TokenSigner
 from newsletter.transports import Dsn

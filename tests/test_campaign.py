@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 from sample_messages import example_campaign
 
-from newsletter.campaign import Pacing, run
+from newsletter.sending.runner import Pacing, run
 from newsletter.store import BOUNCED, CANCELLED, FAILED, PAUSED, PENDING, RUNNING, SENT, SKIPPED, Store, now
 from newsletter.subscribers import add
 from newsletter.transports.base import Outcome, TransportError

@@ -267,27 +267,28 @@ def add_event(root: Path) -> int:
 
 
 def test_a_campaign_freezes_the_ics_and_its_confirmation_code_binds_it(workspace):  # noqa: F811
-    from newsletter.sending import freeze, message_digest, prepare
+    from newsletter.sending.frozen import FrozenCampaign
+    from newsletter.sending.send import prepare
     from newsletter.workspace import Workspace
 
     index = add_event(workspace)
     folder = workspace / "issues" / EXAMPLE_SLUG
 
-    def frozen() -> dict:
+    def frozen() -> FrozenCampaign:
         ws = Workspace.discover(workspace)
         from newsletter.store import ListRow
 
-        return freeze(prepare(ws, folder, "null://", real=False), ListRow(1, "alliances", "alliances"))
+        return prepare(ws, folder, "null://", real=False).freeze(ListRow(1, "alliances", "alliances"))
 
     before = frozen()
-    assert list(before["calendars"]) == [f"event-{index}.ics"]
+    assert list(before.calendars) == [f"event-{index}.ics"]
     config = workspace / "newsletter.toml"
     zoned = config.read_text(encoding="utf-8").replace('lang = "fr"', 'lang = "fr"\ntimezone = "Europe/Paris"', 1)
     config.write_text(zoned, encoding="utf-8")
     after = frozen()
-    assert (after["html"], after["text"]) == (before["html"], before["text"])  # only the .ics changed
-    assert after["calendars"] != before["calendars"]
-    assert message_digest(after) != message_digest(before)
+    assert (after.html, after.text) == (before.html, before.text)  # only the .ics changed
+    assert after.calendars != before.calendars
+    assert after.message_digest() != before.message_digest()
 
 
 def send_with_event(workspace) -> str:  # noqa: F811
@@ -302,7 +303,7 @@ def send_with_event(workspace) -> str:  # noqa: F811
 
 def test_the_static_archive_writes_the_ics_as_sent(workspace, tmp_path):  # noqa: F811
     name = send_with_event(workspace)
-    from newsletter.sending import open_store
+    from newsletter.sending.wiring import open_store
     from newsletter.workspace import Workspace
 
     store = open_store(Workspace.discover(workspace))
@@ -315,7 +316,7 @@ def test_the_static_archive_writes_the_ics_as_sent(workspace, tmp_path):  # noqa
 
 
 def test_serve_answers_the_ics_as_sent_and_404_for_any_other_name(workspace):  # noqa: F811
-    from newsletter.sending import open_store
+    from newsletter.sending.wiring import open_store
     from newsletter.tokens import TokenSigner
     from newsletter.web import create_app
     from newsletter.workspace import Workspace

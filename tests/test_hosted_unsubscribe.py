@@ -11,7 +11,8 @@ from sample_messages import RECIPIENTS, example_campaign
 from newsletter.config import load_config
 from newsletter.errors import NewsletterError
 from newsletter.message import HostedUnsubscribe
-from newsletter.sending import check_transport_fits, leaving_problem
+from newsletter.sending.send import leaving_problem
+from newsletter.sending.wiring import check_transport_fits
 from newsletter.store import CampaignRow
 
 POSTMARK = HostedUnsubscribe("postmark", "{{{ pm:unsubscribe }}}", "Postmark's unsubscribe page")
@@ -59,7 +60,8 @@ def test_a_campaign_goes_on_only_through_the_same_provider_and_settings():
 
 
 def test_the_hosted_unsubscribe_is_frozen_with_the_campaign(example_workspace, monkeypatch):
-    from newsletter.sending import Prepared, freeze, thaw
+    from newsletter.sending.frozen import thaw
+    from newsletter.sending.send import Prepared
     from newsletter.store import ListRow
     from newsletter.tokens import TokenSigner
     from newsletter.workspace import Workspace
@@ -68,7 +70,7 @@ def test_the_hosted_unsubscribe_is_frozen_with_the_campaign(example_workspace, m
     campaign = example_campaign()
     prepared = Prepared(workspace, campaign.rendered, "fake+api://", None, "A <a@crdbsl.org>", TokenSigner("k" * 40),
                         None, SENDGRID)  # fmt: skip
-    content = freeze(prepared, ListRow(1, "alliances", "alliances"))
+    content = prepared.freeze(ListRow(1, "alliances", "alliances")).to_json()
     row = CampaignRow(**{f.name: None for f in dataclasses.fields(CampaignRow)} | {"id": 5, "content": content})
     thawed = thaw(row, TokenSigner("k" * 40))
     assert thawed.hosted == SENDGRID
@@ -88,7 +90,7 @@ def test_a_provider_needs_no_base_url_but_a_web_version(example_workspace):
 def test_the_providers_unsubscribes_count_for_the_list_being_sent_its_bounces_for_every_list(tmp_path):
     import asyncio
 
-    from newsletter.sending import ready
+    from newsletter.sending.wiring import ready
     from newsletter.store import Store
     from newsletter.transports.base import DeliveryEvent
 

@@ -19,7 +19,8 @@ import pytest
 from conftest import EXAMPLE_SLUG, ROOT
 
 from newsletter.preview import RELOAD_SCRIPT, running_preview
-from newsletter.sending import open_store, send
+from newsletter.sending.send import send
+from newsletter.sending.wiring import open_store
 from newsletter.subscribers import add as add_subscriber
 from newsletter.workspace import Workspace
 

@@ -16,7 +16,7 @@ from smtp_server import RunningSmtp, SmtpSink
 from test_send import add_members, environment, newsletter_command, run, wait_for, with_sending
 from test_send import workspace as workspace  # noqa: F401  (the fixture: example workspace and its list)
 
-from newsletter.sending import open_store
+from newsletter.sending.wiring import open_store
 from newsletter.workspace import Workspace
 
 

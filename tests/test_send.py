@@ -41,7 +41,7 @@ def workspace(example_workspace, monkeypatch, database_setting):
     (example_workspace / "subscribers" / "liste.csv").write_text("\n".join(f"{a},{b}" for a, b in rows) + "\n")
     assert run("subscribers", "import", "subscribers/liste.csv", "--list", "alliances").exit_code == 0
     assert run("subscribers", "remove", "parti@example.org", "--list", "alliances").exit_code == 0
-    from newsletter.sending import open_store
+    from newsletter.sending.wiring import open_store
     from newsletter.workspace import Workspace
 
     store = open_store(Workspace.discover(example_workspace))
@@ -116,7 +116,7 @@ def test_campaign_through_a_real_smtp_server(workspace):
 def test_a_server_failing_at_random_still_mails_everyone_exactly_once(workspace, monkeypatch):
     add_members(workspace, 60)
     with_sending(workspace, max_attempts=30)
-    monkeypatch.setattr("newsletter.campaign.retry_delay", lambda attempts, retry_after, pacing: 0.01)
+    monkeypatch.setattr("newsletter.sending.runner.retry_delay", lambda attempts, retry_after, pacing: 0.01)
     with RunningSmtp(SmtpSink(flaky=0.3, seed=11)) as server:
         result, document = send_json("--no-dry-run", "--transport", server.dsn())
     assert result.exit_code == 0, result.output
@@ -185,7 +185,7 @@ def test_a_permanent_failure_exits_non_zero_and_is_listed(workspace):
 
 
 def add_members(workspace, count: int, prefix: str = "abonne") -> None:
-    from newsletter.sending import open_store
+    from newsletter.sending.wiring import open_store
     from newsletter.subscribers import add
     from newsletter.workspace import Workspace
 

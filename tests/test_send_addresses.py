@@ -12,7 +12,7 @@ from smtp_server import RunningSmtp, SmtpSink
 from test_send import MEMBERS, run
 from test_send import workspace as workspace  # noqa: F401  (the fixture: example workspace and its list)
 
-from newsletter.sending import open_store
+from newsletter.sending.wiring import open_store
 from newsletter.workspace import Workspace
 
 INTERNATIONAL = [("hana@münchen.example", "Hana Müller"), ("jo@straße.de", ""), ("zoé@exämple.org", "Zoé Bœuf")]

@@ -26,7 +26,8 @@ from web_server import serving
 
 from newsletter.cli import app
 from newsletter.errors import NewsletterError
-from newsletter.sending import open_store, send
+from newsletter.sending.send import send
+from newsletter.sending.wiring import open_store
 from newsletter.workspace import Workspace
 
 TOKEN = "pm-server-token-for-tests"

@@ -25,7 +25,7 @@ from test_subscribers import CLEANED_NAME, UNRULY_NAME
 from test_tokens import one_character_changes
 from web_server import serving
 
-from newsletter.sending import open_store
+from newsletter.sending.wiring import open_store
 from newsletter.store import events, metadata, subscribers
 from newsletter.tokens import TokenSigner
 from newsletter.web import create_app

@@ -11,7 +11,7 @@ from test_send import workspace as workspace  # noqa: F401  (the fixture)
 from test_signup import OPEN, status, wait_for_mail
 from web_server import serving
 
-from newsletter.sending import open_store
+from newsletter.sending.wiring import open_store
 from newsletter.subscribers import add
 from newsletter.tokens import TokenSigner
 from newsletter.web import create_app

@@ -268,7 +268,7 @@ def test_sync_with_a_list_scopes_its_unsubscribes_to_it(workspace, monkeypatch):
     import respx
     from test_send import run
 
-    from newsletter.sending import open_store
+    from newsletter.sending.wiring import open_store
     from newsletter.workspace import Workspace
 
     store = open_store(Workspace.discover(workspace))

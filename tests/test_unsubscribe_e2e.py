@@ -11,7 +11,7 @@ from test_send import SECRET, send_json
 from test_send import workspace as workspace  # noqa: F401  (the fixture)
 from web_server import serving
 
-from newsletter.sending import open_store
+from newsletter.sending.wiring import open_store
 from newsletter.tokens import TokenSigner
 from newsletter.web import create_app
 from newsletter.workspace import Workspace

@@ -17,7 +17,7 @@ from test_send import workspace as workspace  # noqa: F401  (the fixture: exampl
 from test_tokens import one_character_changes
 from web_server import serving
 
-from newsletter.sending import open_store
+from newsletter.sending.wiring import open_store
 from newsletter.tokens import TokenSigner
 from newsletter.web import create_app
 from newsletter.workspace import Workspace
@@ -397,7 +397,7 @@ def test_a_one_click_during_a_send_removes_that_subscriber_from_the_rest_of_it(s
     from sample_messages import example_campaign
     from test_campaign import ScriptedTransport
 
-    from newsletter.campaign import Pacing, run
+    from newsletter.sending.runner import Pacing, run
 
     base, store = site
     list_id = store.list_id("alliances")

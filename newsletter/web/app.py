@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from newsletter.config import CONFIG_FILE, Config, toml_line
 from newsletter.errors import ConfigError
-from newsletter.sending import transport_dsn, transport_for
+from newsletter.sending.wiring import transport_dsn, transport_for
 from newsletter.store import ListRow, Store
 from newsletter.tokens import TokenSigner
 from newsletter.transports import Transport

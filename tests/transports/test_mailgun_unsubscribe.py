@@ -259,7 +259,7 @@ def test_whoever_left_through_mailguns_page_is_unsubscribed_before_a_send(tmp_pa
     """`send` and `worker` call sending.ready(): preflight, then the provider's suppressions into the store. A
     recipient on Mailgun's unsubscribes list with the list's tag (what %tag_unsubscribe_url% records) is
     unsubscribed; the others stay subscribed."""
-    from newsletter.sending import ready
+    from newsletter.sending.wiring import ready
     from newsletter.store import Store
 
     store = Store.open(f"sqlite:///{tmp_path / 'newsletter.db'}")

@@ -330,7 +330,7 @@ def test_parse_contacts_keeps_only_those_who_unsubscribed():
 def test_whoever_left_through_ses_is_unsubscribed_before_a_send(tmp_path):
     """sending.ready(): GetContactList, then the account suppression list and every page of ListContacts into the
     store. The contact list is read without a Filter (the API does not say how one treats UnsubscribeAll)."""
-    from newsletter.sending import ready
+    from newsletter.sending.wiring import ready
     from newsletter.store import Store
 
     store = Store.open(f"sqlite:///{tmp_path / 'newsletter.db'}")

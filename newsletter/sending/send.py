@@ -1,4 +1,5 @@
-"""What `send` and `status` do: refuse what must not be sent, dry-run, test-send, schedule, or run the campaign.
+"""What `send`, `status` and `campaign pause/resume/cancel` do: refuse what must not be sent, dry-run, test-send,
+schedule, or run the campaign; say how a campaign stands; pause, resume or cancel it.
 
 A real send is refused when the issue has errors; when the transport leaves this machine (anything but outbox://
 and null://) and base_url, NEWSLETTER_SECRET_KEY or absolute image URLs (asset_base_url) are missing, or a link,
@@ -11,8 +12,9 @@ base_url nor NEWSLETTER_SECRET_KEY is needed, only a web version for "view onlin
 and the provider's suppression list is applied before sending, so whoever left through its page is skipped.
 
 A campaign freezes what every message shares when it is made (the rendered issue, sender, list, links, limits:
-`freeze`), so that any sender, on any host, builds the same messages from the store alone (`thaw`). Two `send`
-commands started at once agree on one campaign (the list is locked while they decide) and share its ledger.
+`Prepared.freeze`, see frozen.py), so that any sender, on any host, builds the same messages from the store alone.
+Two `send` commands started at once agree on one campaign (the list is locked while they decide) and share its
+ledger, which the runner (runner.py) works through.
 """
 
 from __future__ import annotations
@@ -20,20 +22,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
-import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from newsletter.addresses import normalize_address
-from newsletter.campaign import Pacing, content_hash, run, sender_id, test_recipient
 from newsletter.checks import check_issue, real_send_refusals, refusal_text
 from newsletter.config import Config, parse_duration
 from newsletter.errors import ConfigError, IssueError, NewsletterError
-from newsletter.message import Campaign, DkimSigner, HostedUnsubscribe, Mailbox, Outgoing, Recipient, parse_mailbox
+from newsletter.message import HostedUnsubscribe, Outgoing, Recipient, parse_mailbox
 from newsletter.render import RenderedIssue
+from newsletter.sending.frozen import LOCAL_BASE_URL, FrozenCampaign, freeze
+from newsletter.sending.runner import Pacing, content_hash, run, sender_id, test_recipient
+from newsletter.sending.wiring import (
+    LOCAL_SCHEMES,
+    check_transport_fits,
+    hosted_unsubscribe,
+    open_store,
+    pacing_for,
+    ready,
+    transport_for,
+)
 from newsletter.store import (
     CANCELLED,
     EXPIRED,
@@ -46,15 +56,11 @@ from newsletter.store import (
     CampaignRow,
     ListRow,
     Store,
-    database_url,
 )
-from newsletter.subscribers import sync_suppressions
 from newsletter.tokens import TokenSigner
-from newsletter.transports import DEFAULT_DSN, Dsn, Transport, transport_from_dsn
+from newsletter.transports import Dsn, Transport
 from newsletter.workspace import Workspace
 
-LOCAL_SCHEMES = ("outbox", "null")  # nothing leaves this machine
-LOCAL_BASE_URL = "http://127.0.0.1:8000"  # where `newsletter serve` listens by default
 SAMPLE_RECIPIENTS = 5
 
 
@@ -86,8 +92,8 @@ class SendSummary:
             and not self.stopped
         )
 
-    def to_json(self) -> dict:
-        document = {
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
             "campaign": self.campaign,
             "status": self.status,
             "scheduled_at": self.scheduled_at.isoformat() if self.scheduled_at else None,
@@ -99,47 +105,18 @@ class SendSummary:
             "dry_run": self.dry_run,
         }
         if self.dry_run:
-            document.update(audience=self.audience, recipients=self.recipients, sample=self.sample,
-                            unsubscribe=self.unsubscribe, real_send_refuses=self.refusals)  # fmt: skip
+            document.update(
+                audience=self.audience,
+                recipients=self.recipients,
+                sample=self.sample,
+                unsubscribe=self.unsubscribe,
+                real_send_refuses=self.refusals,
+            )
         if self.failures:
             document["failures"] = [{"email": e, "reason": r} for e, r in self.failures]
         if self.note:
             document["note"] = self.note
         return document
-
-
-def open_store(workspace: Workspace) -> Store:
-    return Store.open(database_url(workspace.root))
-
-
-def transport_dsn(option: str | None) -> str:
-    return option or os.environ.get("NEWSLETTER_TRANSPORT") or DEFAULT_DSN
-
-
-def dkim_signer(workspace: Workspace) -> DkimSigner | None:
-    """The DKIM signer when [dkim] and NEWSLETTER_DKIM_PRIVATE_KEY (PEM text or a file) are both set."""
-    settings = workspace.config.dkim
-    key = os.environ.get("NEWSLETTER_DKIM_PRIVATE_KEY", "")
-    if not (settings.domain and settings.selector and key):
-        return None
-    data = key.encode() if "-----BEGIN" in key else Path(key).expanduser().read_bytes()
-    return DkimSigner(settings.domain, settings.selector, data)
-
-
-def pacing_for(config: Config, content: dict | None = None) -> Pacing:
-    """This process's pacing; the rate limits are the campaign's own (frozen with it) when it has them."""
-    limits = content or {"rate": config.sending.rate, "per_hour": config.sending.per_hour}
-    return Pacing(
-        concurrency=config.sending.concurrency,
-        rate=limits.get("rate"),
-        per_hour=limits.get("per_hour"),
-        max_attempts=config.sending.max_attempts,
-        lease=config.sending.lease,
-    )
-
-
-def is_local(dsn_text: str) -> bool:
-    return Dsn.parse(dsn_text).scheme in LOCAL_SCHEMES
 
 
 @dataclass
@@ -161,6 +138,18 @@ class Prepared:
             return self.hosted.description
         base = self.workspace.config.base_url or LOCAL_BASE_URL
         return f"this tool's signed one-click links ({base}/u/…, answered by `newsletter serve`)"
+
+    def freeze(self, mailing_list: ListRow) -> FrozenCampaign:
+        """What a campaign of this issue to this list freezes now."""
+        return freeze(
+            self.workspace.config,
+            self.rendered,
+            mailing_list,
+            sender=parse_mailbox(self.sender_text),
+            reply_to=self.reply_to,
+            hosted=self.hosted,
+            local_only=self.local_only,
+        )
 
 
 def leaving_problem(config: Config, rendered: RenderedIssue, hosted: HostedUnsubscribe | None = None) -> str | None:
@@ -207,79 +196,8 @@ def prepare(
     problem = problem or (refusal_text(refusals) if refusals else None)  # frozen: a worker will not send it on
     signer = TokenSigner.from_environment(required=real and not local and hosted is None)
     reply_to = result.issue.model.reply_to or config.sender.reply_to
-    return Prepared(workspace, result.rendered, dsn_text, dsn, sender_text, signer, problem, hosted, reply_to,
-                    [d.to_json() for d in refusals])  # fmt: skip
-
-
-def freeze(prepared: Prepared, mailing_list: ListRow) -> dict:
-    """Everything a campaign's messages share, as the store keeps it (JSON): what `campaign_of` builds them from."""
-    config = prepared.workspace.config
-    rendered = prepared.rendered
-    sender = parse_mailbox(prepared.sender_text)
-    return {
-        "slug": rendered.slug,
-        "lang": rendered.lang,
-        "subject": rendered.subject,
-        "html": rendered.html,
-        "text": rendered.text,
-        "sender": {"name": sender.name, "address": sender.address},
-        "reply_to": prepared.reply_to,
-        "list_slug": mailing_list.slug,
-        "list_name": mailing_list.title(config.name),
-        "base_url": config.base_url or LOCAL_BASE_URL,
-        "unsubscribe_mailto": config.sending.unsubscribe_mailto,
-        "hosted_unsubscribe": _frozen_hosted(prepared.hosted),
-        "view_online": f"{config.archive_url}/{rendered.slug}/" if config.archive_url else None,
-        "local_only": prepared.local_only,
-        "rate": config.sending.rate,
-        "per_hour": config.sending.per_hour,
-        "images": image_digests(rendered),
-        "calendars": dict(rendered.calendars),  # each event's .ics, which the archive publishes as sent
-        # where its images are linked from, which the archive's own copy of the page links to images/ instead
-        "images_url": f"{config.asset_base_url}/{rendered.slug}/images/" if config.asset_base_url else None,
-    }
-
-
-# What a campaign's frozen content holds that is not in its messages: how fast they go, and where they may go.
-NOT_IN_MESSAGES = ("rate", "per_hour", "local_only")
-
-
-def image_digests(rendered: RenderedIssue) -> dict[str, str]:
-    """The SHA-256 of each image the issue shows, by its name under images/: what its messages and its archive page
-    show, bound by an agent's code and checked by the archive before it serves a file."""
-    return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in sorted(rendered.images.items())}
-
-
-def message_digest(content: dict) -> str:
-    """What an agent's confirmation code binds: every byte a campaign's messages are made of (subject, both parts,
-    sender, reply-to, the list's name and id, links, unsubscribe, and each image's bytes through its digest)."""
-    made_of = {key: value for key, value in content.items() if key not in NOT_IN_MESSAGES}
-    return hashlib.sha256(json.dumps(made_of, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
-
-
-def thaw(row: CampaignRow, signer: TokenSigner) -> Campaign:
-    """The message builder of a campaign, from its frozen content alone (no issue files needed)."""
-    return campaign_of(row.content or {}, row.id, signer)
-
-
-def campaign_of(content: dict, campaign_id: int | str, signer: TokenSigner, subject_prefix: str = "") -> Campaign:
-    """The message builder of frozen content (a campaign's, or what a new one would freeze)."""
-    rendered = RenderedIssue(content["slug"], content["lang"], content["subject"], "", content["html"], content["text"],
-                             {})  # fmt: skip
-    return Campaign(
-        id=campaign_id,
-        list_slug=content["list_slug"],
-        list_name=content["list_name"],
-        rendered=rendered,
-        sender=Mailbox(content["sender"]["name"], content["sender"]["address"]),
-        reply_to=content["reply_to"],
-        base_url=content["base_url"],
-        signer=signer,
-        unsubscribe_mailto=content["unsubscribe_mailto"],
-        subject_prefix=subject_prefix,
-        hosted=HostedUnsubscribe(**content["hosted_unsubscribe"]) if content.get("hosted_unsubscribe") else None,
-        view_online=content.get("view_online"),
-    )
+    refused = [d.to_json() for d in refusals]
+    return Prepared(workspace, result.rendered, dsn_text, dsn, sender_text, signer, problem, hosted, reply_to, refused)
 
 
 def member_message(
@@ -292,62 +210,11 @@ def member_message(
     signer: TokenSigner,
 ) -> Outgoing:
     """The message one member of a list gets of a rendered issue, built as a send builds each of its messages
-    (freeze, campaign_of, Campaign.build): what the preview shows. Nothing is checked nor recorded; the unsubscribe
-    is this tool's signed link, as for a transport without a provider's hosted one."""
-    prepared = Prepared(workspace, rendered, "null://", Dsn.parse("null://"), sender_text, signer, None,
-                        reply_to=reply_to)  # fmt: skip
-    return campaign_of(freeze(prepared, mailing_list), "preview", signer).build(recipient)
-
-
-def _frozen_hosted(hosted: HostedUnsubscribe | None) -> dict | None:
-    if hosted is None:
-        return None
-    return {"provider": hosted.provider, "url": hosted.url, "description": hosted.description,
-            "fields": dict(hosted.fields)}  # fmt: skip
-
-
-def hosted_unsubscribe(transport: Transport) -> HostedUnsubscribe | None:
-    return getattr(transport, "hosted_unsubscribe", None)
-
-
-def check_transport_fits(campaign: Campaign, transport: Transport) -> None:
-    """A campaign's messages carry the unsubscribe it was begun with: only a transport with the same one sends it on
-    (another would send links nobody answers, or a second unsubscribe beside the provider's)."""
-    mine, theirs = campaign.hosted, hosted_unsubscribe(transport)
-    if mine == theirs:
-        return
-    if mine is None:
-        raise NewsletterError(
-            f"campaign {campaign.id} carries the unsubscribe links of `newsletter serve`; {transport} uses "
-            f"{theirs.description if theirs else 'another unsubscribe'}: send it on with unsubscribe=own"
-        )
-    raise NewsletterError(
-        f"campaign {campaign.id} carries {mine.description}; send it on through the same provider and settings "
-        f"(a {mine.provider} DSN with unsubscribe=provider), not {transport}"
-    )
-
-
-async def apply_provider_suppressions(store: Store, transport: Transport, list_id: int) -> int:
-    """With a provider's hosted unsubscribe, whoever left through its page is recorded before anything is sent;
-    the runner then skips them. As `subscribers sync --list`: unsubscribes count for the list being sent (each
-    campaign reads them for its own), bounces and complaints for every list. Returns how many memberships
-    changed."""
-    if hosted_unsubscribe(transport) is None:
-        return 0
-    return (await sync_suppressions(store, transport, list_id=list_id)).changed
-
-
-async def ready(store: Store, transport: Transport, list_id: int) -> None:
-    """What a sender does before it sends a campaign's messages: the provider's own checks of the account (a
-    stream that would add a second unsubscribe link is refused), then its unsubscribes recorded in the store."""
-    preflight = getattr(transport, "preflight", None)
-    if preflight is not None:
-        await preflight()
-    await apply_provider_suppressions(store, transport, list_id)
-
-
-def transport_for(workspace: Workspace, dsn_text: str) -> Transport:
-    return transport_from_dsn(dsn_text, root=workspace.root, dkim=dkim_signer(workspace))
+    (freeze, FrozenCampaign.campaign, Campaign.build): what the preview shows. Nothing is checked nor recorded; the
+    unsubscribe is this tool's signed link, as for a transport without a provider's hosted one."""
+    null = Dsn.parse("null://")
+    prepared = Prepared(workspace, rendered, "null://", null, sender_text, signer, None, reply_to=reply_to)
+    return prepared.freeze(mailing_list).campaign("preview", signer).build(recipient)
 
 
 def parse_at(text: str, zone: dt.tzinfo | None, *, at: dt.datetime | None = None) -> dt.datetime:
@@ -416,19 +283,35 @@ async def send(
             await ready(store, transport, mailing_list.id)  # before the audience is fixed: who left is out
             row = _open_campaign(store, prepared, mailing_list, digest, new_campaign, scheduled_at, content)
             if row.status == SCHEDULED:
-                return SendSummary(row.id, str(prepared.dsn), False, store.counts(row.id), status=SCHEDULED,
-                                   scheduled_at=row.scheduled_at,
-                                   note=f"scheduled for {shown(row.scheduled_at, config.zone)}: a running "
-                                        "`newsletter worker` sends it then")  # fmt: skip
+                when = shown(row.scheduled_at, config.zone)
+                return SendSummary(
+                    row.id,
+                    str(prepared.dsn),
+                    False,
+                    store.counts(row.id),
+                    status=SCHEDULED,
+                    scheduled_at=row.scheduled_at,
+                    note=f"scheduled for {when}: a running `newsletter worker` sends it then",
+                )
             if row.content is None:  # begun by a version that did not freeze it: the same content, by its hash
-                store.set_content(row.id, freeze(prepared, mailing_list))
-                row = store.campaign(row.id)
-            campaign = thaw(row, prepared.signer)
+                store.set_content(row.id, prepared.freeze(mailing_list).to_json())
+                found = store.campaign(row.id)
+                assert found is not None
+                row = found
+            frozen = FrozenCampaign.of(row)
+            campaign = frozen.campaign(row.id, prepared.signer)
             check_transport_fits(campaign, transport)
             report = await run(
-                store, transport, campaign, row.id, row.list_id, pacing or pacing_for(config, row.content),
-                owner=sender_id(), stop=stop, progress=progress,
-            )  # fmt: skip
+                store,
+                transport,
+                campaign,
+                row.id,
+                row.list_id,
+                pacing or pacing_for(config, frozen),
+                owner=sender_id(),
+                stop=stop,
+                progress=progress,
+            )
             note = None
             if report.status in (PAUSED, CANCELLED):
                 note = f"campaign {row.id} was {report.status} while this command sent it"
@@ -480,24 +363,30 @@ def _open_campaign(
             raise NewsletterError(f"the list '{mailing_list.slug}' has nobody subscribed; nothing to send")
         lateness = dt.timedelta(seconds=parse_duration(config.sending.max_lateness))
         campaign_id = store.create_campaign(
-            connection, mailing_list.id, rendered.slug, digest, rendered.subject, frozen,
-            scheduled_at=scheduled_at, expires_at=scheduled_at + lateness if scheduled_at else None,
-        )  # fmt: skip
+            connection,
+            mailing_list.id,
+            rendered.slug,
+            digest,
+            rendered.subject,
+            frozen.to_json(),
+            scheduled_at=scheduled_at,
+            expires_at=scheduled_at + lateness if scheduled_at else None,
+        )
     found = store.campaign(campaign_id)
     assert found is not None
     return found
 
 
-def _frozen(prepared: Prepared, mailing_list: ListRow, resume: CampaignRow | None) -> dict:
+def _frozen(prepared: Prepared, mailing_list: ListRow, resume: CampaignRow | None) -> FrozenCampaign:
     """What the messages of this send are built from: the frozen content of the campaign it resumes, else what a new
     campaign would freeze now."""
     if resume is not None and resume.content:
-        return resume.content
-    return freeze(prepared, mailing_list)
+        return FrozenCampaign.of(resume)
+    return prepared.freeze(mailing_list)
 
 
-def _same_as_shown(frozen: dict, shown_digest: str | None, folder: Path) -> None:
-    if shown_digest is not None and message_digest(frozen) != shown_digest:
+def _same_as_shown(frozen: FrozenCampaign, shown_digest: str | None, folder: Path) -> None:
+    if shown_digest is not None and frozen.message_digest() != shown_digest:
         raise NewsletterError(
             f"{folder.name} changed since its dry run (its text, sender, reply-to, images or the list's settings); "
             "run the dry run again"
@@ -547,10 +436,10 @@ def _campaign_to_resume(
 
 
 def _dry_run(
-    prepared: Prepared, store: Store, mailing_list: ListRow, resume: CampaignRow | None, frozen: dict
+    prepared: Prepared, store: Store, mailing_list: ListRow, resume: CampaignRow | None, frozen: FrozenCampaign
 ) -> SendSummary:
     """What a send would do, its sample built from exactly the content the send would freeze or resume."""
-    campaign = campaign_of(frozen, resume.id if resume else "dry-run", prepared.signer)
+    campaign = frozen.campaign(resume.id if resume else "dry-run", prepared.signer)
     if resume is not None and resume.started_at is not None:
         counts = store.counts(resume.id)
         audience = counts[PENDING]
@@ -576,7 +465,7 @@ def _dry_run(
         note=None if audience else "nobody would receive it",
         status=resume.status if resume else None,
         scheduled_at=resume.scheduled_at if resume else None,
-        message=message_digest(frozen),
+        message=frozen.message_digest(),
         refusals=prepared.refusals,
     )
 
@@ -593,11 +482,17 @@ def single_address(text: str) -> str:
 async def _test_send(
     prepared: Prepared, transport: Transport, mailing_list: ListRow, address: str, dry_run: bool
 ) -> SendSummary:
-    campaign = campaign_of(freeze(prepared, mailing_list), "test", prepared.signer, subject_prefix="[TEST] ")
+    campaign = prepared.freeze(mailing_list).campaign("test", prepared.signer, subject_prefix="[TEST] ")
     message = campaign.build(test_recipient(address))
-    summary = SendSummary(campaign=None, transport=str(prepared.dsn), dry_run=dry_run, recipients=[address],
-                          audience=1, sample=message.to_bytes().decode("utf-8", errors="replace"),
-                          unsubscribe=prepared.unsubscribe())  # fmt: skip
+    summary = SendSummary(
+        campaign=None,
+        transport=str(prepared.dsn),
+        dry_run=dry_run,
+        recipients=[address],
+        audience=1,
+        sample=message.to_bytes().decode("utf-8", errors="replace"),
+        unsubscribe=prepared.unsubscribe(),
+    )
     if dry_run:
         return summary
     preflight = getattr(transport, "preflight", None)

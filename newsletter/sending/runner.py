@@ -80,7 +80,8 @@ class Sender(Protocol):
     `send_each(messages, record)`, calling `await record(index, outcome)` before it hands its connection the
     message after next (see the guarantee above)."""
 
-    max_batch: int
+    @property
+    def max_batch(self) -> int: ...  # messages in one send_batch (a class attribute satisfies it)
 
     async def send_batch(self, messages: Sequence[Outgoing]) -> list[Outcome]: ...
 

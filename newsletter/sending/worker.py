@@ -3,12 +3,13 @@ those that nobody started in time, and sends every running campaign beside any o
 or on others sharing the PostgreSQL store.
 
 Each pass: expire and start what is due (store.start_due), then work on each running campaign until nothing of it
-can be claimed now (campaign.run with wait=False); then sleep `poll` seconds, or exit with --until-idle when the
+can be claimed now (runner.run with wait=False); then sleep `poll` seconds, or exit with --until-idle when the
 pass found nothing to send. A worker sends through its own NEWSLETTER_TRANSPORT, signs with its own
 NEWSLETTER_SECRET_KEY (the same key as `serve`'s), and builds every message from the campaign's frozen content, so
 it needs no issue files. A campaign begun with a provider's hosted unsubscribe goes on only through the same
-provider, whose unsubscribes the worker reads before it sends and every ten minutes of a long campaign. Its first
-stop signal stops claiming and lets the batches in flight be recorded.
+provider, whose unsubscribes the worker reads before it sends and every ten minutes of a long campaign. A campaign
+this worker may not send (frozen by a newer version, local only, another unsubscribe) is skipped with one line, and
+the worker goes on with the others. Its first stop signal stops claiming and lets the batches in flight be recorded.
 """
 
 from __future__ import annotations
@@ -19,19 +20,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from newsletter.campaign import run, sender_id
 from newsletter.errors import NewsletterError
-from newsletter.sending import (
+from newsletter.sending.frozen import FrozenCampaign, NewerContentFormat
+from newsletter.sending.runner import run, sender_id
+from newsletter.sending.wiring import (
     check_transport_fits,
     hosted_unsubscribe,
     is_local,
     open_store,
     pacing_for,
     ready,
-    thaw,
     transport_for,
 )
-from newsletter.store import RUNNING
+from newsletter.store import RUNNING, CampaignRow
 from newsletter.tokens import TokenSigner
 from newsletter.workspace import Workspace
 
@@ -84,13 +85,13 @@ async def work(
                 row = await asyncio.to_thread(store.campaign, campaign_id)
                 if row is None or row.status != RUNNING:
                     continue
-                why = _cannot_send(row.content, local)
-                if why is not None:
+                frozen = _frozen_to_send(row, local)
+                if isinstance(frozen, str):  # why this worker may not send it
                     if campaign_id not in report.skipped:
-                        report.skipped[campaign_id] = why
-                        log(f"campaign {campaign_id}: not sent by this worker: {why}")
+                        report.skipped[campaign_id] = frozen
+                        log(f"campaign {campaign_id}: not sent by this worker: {frozen}")
                     continue
-                campaign = thaw(row, signer)
+                campaign = frozen.campaign(campaign_id, signer)
                 try:
                     check_transport_fits(campaign, transport)
                 except NewsletterError as exc:
@@ -105,10 +106,10 @@ async def work(
                         log(f"campaign {campaign_id}: not sent this pass: {exc}")
                         continue
                     readied[campaign_id] = time.monotonic()
+                pacing = pacing_for(workspace.config, frozen)
                 done = await run(
-                    store, transport, campaign, campaign_id, row.list_id,
-                    pacing_for(workspace.config, row.content), owner=owner, stop=stop, wait=False,
-                )  # fmt: skip
+                    store, transport, campaign, campaign_id, row.list_id, pacing, owner=owner, stop=stop, wait=False
+                )
                 if done.sent or done.failed:
                     busy = True
                     report.sent += done.sent
@@ -127,10 +128,14 @@ async def work(
     return report
 
 
-def _cannot_send(content: dict | None, local: bool) -> str | None:
-    """Why this worker may not send a campaign, or None."""
-    if content is None:
+def _frozen_to_send(row: CampaignRow, local: bool) -> FrozenCampaign | str:
+    """A running campaign's frozen content, or why this worker may not send it."""
+    if row.content is None:
         return "it was begun by an earlier version, which froze no content: finish it with `newsletter send`"
-    if not local and content.get("local_only"):
-        return f"its links only work on the machine that made it ({content['local_only']})"
-    return None
+    try:
+        frozen = FrozenCampaign.of(row)
+    except NewerContentFormat as exc:  # nothing of it is sent here; a worker of the newer version sends it
+        return exc.reason
+    if not local and frozen.local_only:
+        return f"its links only work on the machine that made it ({frozen.local_only})"
+    return frozen

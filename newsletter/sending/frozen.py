@@ -33,7 +33,7 @@ LOCAL_BASE_URL = "http://127.0.0.1:8000"  # where `newsletter serve` listens by 
 FORMAT_KEY = "format"
 OLDEST_READ = 1  # the oldest format this version reads
 # Keys format 1 gained over time, in the order they came: content frozen before one of them lacks it.
-LATER_KEYS = ("hosted_unsubscribe", "view_online", "images", "calendars", "images_url")
+LATER_KEYS = ("hosted_unsubscribe", "view_online", "images", "images_url", "calendars")
 # What the content holds that is not in its messages: how fast they go, and where they may go.
 NOT_IN_MESSAGES = ("rate", "per_hour", "local_only")
 

@@ -107,7 +107,8 @@ def parse_feed(path: Path) -> ElementTree.Element:
     # RFC 4287 4.1.1: exactly one id, title and updated; an author on the feed (then no entry needs its own).
     for required in ("id", "title", "updated"):
         assert len(feed.findall(f"{ATOM}{required}")) == 1, required
-    assert feed.find(f"{ATOM}author/{ATOM}name").text
+    author = feed.find(f"{ATOM}author/{ATOM}name")
+    assert author is not None and author.text
     assert any(link.get("rel") == "alternate" for link in feed.findall(f"{ATOM}link"))
     for entry in feed.findall(f"{ATOM}entry"):
         for required in ("id", "title", "updated"):
@@ -117,7 +118,7 @@ def parse_feed(path: Path) -> ElementTree.Element:
         if element.tag in (f"{ATOM}id",):
             assert urlsplit(element.text).scheme in ("https", "urn"), element.text  # an absolute IRI
         if element.tag in (f"{ATOM}updated", f"{ATOM}published"):
-            assert dt.datetime.fromisoformat(element.text).tzinfo is not None  # RFC 3339: with its offset
+            assert dt.datetime.fromisoformat(element.text or "").tzinfo is not None  # RFC 3339: with its offset
     ids = [e.text for e in feed.iter(f"{ATOM}id")]
     assert len(ids) == len(set(ids))
     return feed
@@ -167,8 +168,11 @@ def test_an_issue_named_is_published_before_it_is_sent_and_stays_after(workspace
     add_winter_issue(workspace)
     send(EXAMPLE_SLUG)
     _, document = archive(WINTER)  # the default folder, build/archive
-    assert document == {"out": str(workspace / "build" / "archive"), "issues": [WINTER, EXAMPLE_SLUG],
-                        "files": 2 * (4 + 1) + 3}  # fmt: skip
+    assert document == {
+        "out": str(workspace / "build" / "archive"),
+        "issues": [WINTER, EXAMPLE_SLUG],
+        "files": 2 * (4 + 1) + 3,
+    }
     out = Path(document["out"])
     assert document["files"] == sum(1 for p in out.rglob("*") if p.is_file())
     assert not list(out.rglob("*.tmp"))

@@ -149,10 +149,8 @@ def test_stop_takes_no_new_batch_and_the_rerun_resumes(store):
         campaign_id, list_id = start(store)
         store._current = (campaign_id, list_id)
         transport = ScriptedTransport(on_batch=stop_after_first)
-        report = await run(
-            store, transport, example_campaign(), campaign_id, list_id, Pacing(concurrency=1, poll=0.01),
-            stop=stop_holder["stop"],
-        )  # fmt: skip
+        pacing = Pacing(concurrency=1, poll=0.01)
+        report = await run(store, transport, example_campaign(), campaign_id, list_id, pacing, stop=stop_holder["stop"])
         return report, transport
 
     report, first = asyncio.run(go())

@@ -76,9 +76,16 @@ def test_send_to_the_outbox_then_again_sends_nothing_more(workspace):
     result, document = send_json("--no-dry-run")
     assert result.exit_code == 0, result.output
     assert document == {
-        "campaign": 1, "status": "finished", "scheduled_at": None, "sent": 4, "failed": 0, "skipped": 0,
-        "pending": 0, "transport": f"outbox://{workspace / 'build' / 'outbox'}", "dry_run": False,
-    }  # fmt: skip
+        "campaign": 1,
+        "status": "finished",
+        "scheduled_at": None,
+        "sent": 4,
+        "failed": 0,
+        "skipped": 0,
+        "pending": 0,
+        "transport": f"outbox://{workspace / 'build' / 'outbox'}",
+        "dry_run": False,
+    }
     files = sorted(p.name for p in (workspace / "build" / "outbox").glob("*.eml"))
     assert files == ["1-1.eml", "1-2.eml", "1-3.eml", "1-4.eml"]
     result, again = send_json("--no-dry-run")
@@ -197,8 +204,9 @@ def add_members(workspace, count: int, prefix: str = "abonne") -> None:
 
 def with_sending(workspace, **settings) -> None:
     """Append a [sending] table to the workspace's newsletter.toml."""
-    lines = "".join(f"{key} = {value!r}\n" if isinstance(value, str) else f"{key} = {value}\n"
-                    for key, value in settings.items())  # fmt: skip
+    lines = "".join(
+        f"{key} = {value!r}\n" if isinstance(value, str) else f"{key} = {value}\n" for key, value in settings.items()
+    )
     config = workspace / "newsletter.toml"
     config.write_text(config.read_text() + "\n[sending]\n" + lines)
 
@@ -222,14 +230,17 @@ def wait_for(condition, what: str, *, every: float = 0.01, within: float = 120) 
 
 def kill_mid_send_and_run_again(workspace, server, kill_after: int) -> tuple[int, int]:
     """SIGKILL `send` once kill_after messages are in; run the same command again; return (before, duplicates)."""
-    command = newsletter_command("send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run", "--transport",
-                                 server.dsn(), "--json")  # fmt: skip
+    command = newsletter_command(
+        "send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run", "--transport", server.dsn(), "--json"
+    )
     already = sum(server.sink.per_recipient().values())
     process = subprocess.Popen(
         command, cwd=workspace, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    wait_for(lambda: sum(server.sink.per_recipient().values()) - already >= kill_after or process.poll() is not None,
-             f"{kill_after} messages in")  # fmt: skip
+    wait_for(
+        lambda: sum(server.sink.per_recipient().values()) - already >= kill_after or process.poll() is not None,
+        f"{kill_after} messages in",
+    )
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
@@ -261,18 +272,23 @@ def test_a_rerun_after_a_crash_says_whose_rows_it_waits_for(workspace):
     add_members(workspace, 196)
     with_sending(workspace, lease=5)
     with RunningSmtp(SmtpSink(delay=0.01)) as server:
-        command = newsletter_command("send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run", "--transport",
-                                     server.dsn())  # fmt: skip
-        process = subprocess.Popen(command, cwd=workspace, env=environment(), stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE)  # fmt: skip
+        command = newsletter_command(
+            "send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run", "--transport", server.dsn()
+        )
+        process = subprocess.Popen(
+            command, cwd=workspace, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         wait_for(lambda: len(server.sink.received) >= 20 or process.poll() is not None, "20 messages in")
         process.send_signal(signal.SIGKILL)
         process.wait()
         done = subprocess.run(command, cwd=workspace, env=environment(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("waiting for")]
-    assert re.fullmatch(r"waiting for \d+ messages another sender holds; should it have stopped \(a crash\), they "
-                        r"are sent once its lease ends at \d\d:\d\d:\d\d UTC", line), line  # fmt: skip
+    assert re.fullmatch(
+        r"waiting for \d+ messages another sender holds; should it have stopped \(a crash\), they "
+        r"are sent once its lease ends at \d\d:\d\d:\d\d UTC",
+        line,
+    ), line
     assert "\r" not in done.stderr  # not a terminal: no counts line drawn over itself
     assert len(server.sink.per_recipient()) == 200  # nobody skipped
 

@@ -57,8 +57,10 @@ def test_international_addresses_each_get_their_message_or_a_reason(workspace, s
     else:
         assert code == 1 and "6 sent, 1 failed, 0 skipped, 0 pending" in out, err
         (line,) = [line for line in err.splitlines() if line.startswith("failed:")]
-        assert line == ("failed: zoé@exämple.org: smtp: the recipient's address has a local part that is not ASCII "
-                        "and the server does not offer SMTPUTF8 (RFC 6531), which it needs")  # fmt: skip
+        assert line == (
+            "failed: zoé@exämple.org: smtp: the recipient's address has a local part that is not ASCII "
+            "and the server does not offer SMTPUTF8 (RFC 6531), which it needs"
+        )
         assert status["failed"] == 1 and status["sent"] == 6
     assert again[0] == code and len(server.sink.received) == len(expected)
 

@@ -22,7 +22,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from newsletter.campaign import Pacing, content_hash, run, sender_id, test_recip
 from newsletter.checks import check_issue, real_send_refusals, refusal_text
 from newsletter.config import Config, parse_duration
 from newsletter.errors import ConfigError, IssueError, NewsletterError
-from newsletter.message import Campaign, DkimSigner, HostedUnsubscribe, Mailbox, Outgoing, Recipient, parse_mailbox
+from newsletter.message import Campaign, HostedUnsubscribe, Mailbox, Outgoing, Recipient, parse_mailbox
 from newsletter.render import RenderedIssue
 from newsletter.store import (
     CANCELLED,
@@ -50,7 +49,9 @@ from newsletter.store import (
 )
 from newsletter.subscribers import sync_suppressions
 from newsletter.tokens import TokenSigner
-from newsletter.transports import DEFAULT_DSN, Dsn, Transport, transport_from_dsn
+from newsletter.transports import Dsn, Transport, transport_for
+from newsletter.transports import transport_dsn as transport_dsn  # moved there; cli, mcp and preview import it here
+from newsletter.transports.base import hosted_unsubscribe_of, preflight
 from newsletter.workspace import Workspace
 
 LOCAL_SCHEMES = ("outbox", "null")  # nothing leaves this machine
@@ -110,20 +111,6 @@ class SendSummary:
 
 def open_store(workspace: Workspace) -> Store:
     return Store.open(database_url(workspace.root))
-
-
-def transport_dsn(option: str | None) -> str:
-    return option or os.environ.get("NEWSLETTER_TRANSPORT") or DEFAULT_DSN
-
-
-def dkim_signer(workspace: Workspace) -> DkimSigner | None:
-    """The DKIM signer when [dkim] and NEWSLETTER_DKIM_PRIVATE_KEY (PEM text or a file) are both set."""
-    settings = workspace.config.dkim
-    key = os.environ.get("NEWSLETTER_DKIM_PRIVATE_KEY", "")
-    if not (settings.domain and settings.selector and key):
-        return None
-    data = key.encode() if "-----BEGIN" in key else Path(key).expanduser().read_bytes()
-    return DkimSigner(settings.domain, settings.selector, data)
 
 
 def pacing_for(config: Config, content: dict | None = None) -> Pacing:
@@ -307,7 +294,7 @@ def _frozen_hosted(hosted: HostedUnsubscribe | None) -> dict | None:
 
 
 def hosted_unsubscribe(transport: Transport) -> HostedUnsubscribe | None:
-    return getattr(transport, "hosted_unsubscribe", None)
+    return hosted_unsubscribe_of(transport)
 
 
 def check_transport_fits(campaign: Campaign, transport: Transport) -> None:
@@ -340,14 +327,8 @@ async def apply_provider_suppressions(store: Store, transport: Transport, list_i
 async def ready(store: Store, transport: Transport, list_id: int) -> None:
     """What a sender does before it sends a campaign's messages: the provider's own checks of the account (a
     stream that would add a second unsubscribe link is refused), then its unsubscribes recorded in the store."""
-    preflight = getattr(transport, "preflight", None)
-    if preflight is not None:
-        await preflight()
+    await preflight(transport)
     await apply_provider_suppressions(store, transport, list_id)
-
-
-def transport_for(workspace: Workspace, dsn_text: str) -> Transport:
-    return transport_from_dsn(dsn_text, root=workspace.root, dkim=dkim_signer(workspace))
 
 
 def parse_at(text: str, zone: dt.tzinfo | None, *, at: dt.datetime | None = None) -> dt.datetime:
@@ -600,9 +581,7 @@ async def _test_send(
                           unsubscribe=prepared.unsubscribe())  # fmt: skip
     if dry_run:
         return summary
-    preflight = getattr(transport, "preflight", None)
-    if preflight is not None:  # a test send shows what the list would get: refused as the send would be
-        await preflight()
+    await preflight(transport)  # a test send shows what the list would get: refused as the send would be
     (outcome,) = await transport.send_batch([message])
     summary.transport = str(transport)
     summary.counts = {"sent": int(outcome.status == "sent"), "failed": int(outcome.status != "sent")}

@@ -153,7 +153,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 from urllib.parse import quote, unquote, urlsplit
 
@@ -169,6 +169,7 @@ from newsletter.transports.base import (
     Dsn,
     Outcome,
     TransportError,
+    WebhookHandler,
     not_built_for,
 )
 
@@ -650,6 +651,22 @@ def _json(body: bytes) -> dict:
     except ValueError:
         return {}
     return answer if isinstance(answer, dict) else {}
+
+
+class MailgunWebhooks(WebhookHandler):
+    """POST /webhooks/mailgun: verify_webhook and parse_webhook above."""
+
+    replay_tokens: ClassVar[bool] = True
+    token_kept: ClassVar[timedelta] = timedelta(seconds=WEBHOOK_TOKEN_KEPT)
+
+    def replay_token(self, body: bytes) -> str | None:
+        return webhook_token(body)
+
+    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> bool:
+        return verify_webhook(headers, body, secret)
+
+    def parse(self, body: bytes, headers: Mapping[str, str]) -> list[DeliveryEvent]:
+        return parse_webhook(body, headers)
 
 
 class MailgunTransport(ApiTransport):

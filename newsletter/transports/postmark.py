@@ -125,6 +125,7 @@ from newsletter.transports.base import (
     Dsn,
     Outcome,
     TransportError,
+    WebhookHandler,
     refuse_unless_placeholder,
 )
 
@@ -348,7 +349,6 @@ def _same_address(a: str, b: str) -> bool:
 # Webhooks
 
 
-WEBHOOK_SECRET_VARIABLE = "NEWSLETTER_WEBHOOK_SECRET_POSTMARK"
 
 # Bounce Types (https://postmarkapp.com/developer/api/bounce-api#bounce-types) that say the address itself is
 # undeliverable. "When emails are identified as Hard Bounce or Spam Complaint they are automatically deactivated"
@@ -578,6 +578,16 @@ def parse_suppressions(body: bytes) -> tuple[list[DeliveryEvent], None]:
             DeliveryEvent(kind=kind, email=email.strip(), at=iso_time(created), detail=_one_line(detail), key=None)
         )
     return events, None
+
+
+class PostmarkWebhooks(WebhookHandler):
+    """POST /webhooks/postmark: verify_webhook and parse_webhook above."""
+
+    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> bool:
+        return verify_webhook(headers, body, secret)
+
+    def parse(self, body: bytes, headers: Mapping[str, str]) -> list[DeliveryEvent]:
+        return parse_webhook(body, headers)
 
 
 class PostmarkTransport(ApiTransport):

@@ -94,7 +94,14 @@ from newsletter import __version__
 from newsletter.errors import NewsletterError
 from newsletter.message import Mailbox, Outgoing
 from newsletter.transports._http import ApiRequest, ApiTransport, header, iso_time, retry_after, short
-from newsletter.transports.base import DeliveryEvent, Dsn, Outcome, TransportError, refuse_hosted_unsubscribe
+from newsletter.transports.base import (
+    DeliveryEvent,
+    Dsn,
+    Outcome,
+    TransportError,
+    WebhookHandler,
+    refuse_hosted_unsubscribe,
+)
 
 PATH = "/emails/batch"
 USER_AGENT = f"newsletter/{__version__}"
@@ -387,6 +394,16 @@ def parse_webhook(body: bytes, headers: Mapping[str, str] | None = None) -> list
     return [
         DeliveryEvent(outcome, address, provider_id=provider_id, at=at, detail=detail, key=key) for address in addresses
     ]
+
+
+class ResendWebhooks(WebhookHandler):
+    """POST /webhooks/resend: verify_webhook and parse_webhook above."""
+
+    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> bool:
+        return verify_webhook(headers, body, secret)
+
+    def parse(self, body: bytes, headers: Mapping[str, str]) -> list[DeliveryEvent]:
+        return parse_webhook(body, headers)
 
 
 class ResendTransport(ApiTransport):

@@ -180,6 +180,7 @@ from newsletter.transports.base import (
     Dsn,
     Outcome,
     TransportError,
+    WebhookHandler,
     refuse_unless_placeholder,
 )
 
@@ -471,7 +472,6 @@ def _is_invalid_address(error: dict[str, str]) -> bool:
 
 # Webhooks
 
-WEBHOOK_SECRET_VARIABLE = "NEWSLETTER_WEBHOOK_SECRET_SENDGRID"
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 # SendGrid documents no tolerance; five minutes, as Svix's libraries and Symfony's SendGrid parser use.
@@ -709,6 +709,16 @@ def _sync_wait(headers: Mapping[str, str], tries: int, now: float | None = None)
 
 
 _pause = asyncio.sleep  # the tests replace it, to wait for nothing
+
+
+class SendgridWebhooks(WebhookHandler):
+    """POST /webhooks/sendgrid: verify_webhook and parse_webhook above."""
+
+    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> bool:
+        return verify_webhook(headers, body, secret)
+
+    def parse(self, body: bytes, headers: Mapping[str, str]) -> list[DeliveryEvent]:
+        return parse_webhook(body, headers)
 
 
 class SendgridTransport(ApiTransport):

@@ -182,6 +182,7 @@ from newsletter.transports.base import (
     Dsn,
     Outcome,
     TransportError,
+    WebhookHandler,
     not_built_for,
 )
 
@@ -700,7 +701,6 @@ def _error_outcomes(
 
 # Webhooks: SES events through Amazon SNS
 
-WEBHOOK_SECRET_VARIABLE = "NEWSLETTER_WEBHOOK_SECRET_SES"
 MAX_AGE = 2 * 3600.0  # seconds: SNS retries an HTTPS delivery for at most 3,600 s, plus an hour for backlogs and clocks
 MAX_AHEAD = 300.0  # seconds a Timestamp may be ahead of our clock
 SNS_REGION = r"[a-z]{2}(?:-[a-z]+)+-\d+"
@@ -1014,6 +1014,19 @@ def parse_suppressions(body: bytes) -> tuple[list[DeliveryEvent], str | None]:
 
 
 # The transport
+
+
+class SesWebhooks(WebhookHandler):
+    """POST /webhooks/ses: verify_webhook and parse_webhook above."""
+
+    def confirmation_url(self, body: bytes) -> str | None:
+        return subscription_confirmation_url(body)
+
+    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> bool:
+        return verify_webhook(headers, body, secret)
+
+    def parse(self, body: bytes, headers: Mapping[str, str]) -> list[DeliveryEvent]:
+        return parse_webhook(body, headers)
 
 
 class SesTransport(ApiTransport):

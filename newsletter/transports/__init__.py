@@ -77,8 +77,13 @@ def _load(reference: str) -> Any:
 
 
 def _api(name: str, cls: str) -> Provider:
-    module = f"newsletter.transports.{name}"
-    return Provider(f"{name}+api", f"{module}:{cls}Transport", f"{module}:{cls}Webhooks")
+    package = f"newsletter.transports.{name}"
+    if name not in _PACKAGES:  # not split yet
+        return Provider(f"{name}+api", f"{package}:{cls}Transport", f"{package}:{cls}Webhooks")
+    return Provider(f"{name}+api", f"{package}.sending:{cls}Transport", f"{package}.webhooks:{cls}Webhooks")
+
+
+_PACKAGES = ("postmark",)
 
 
 PROVIDERS: dict[str, Provider] = {

@@ -52,6 +52,9 @@ class Outcome:
         return cls("failed", reason=reason, bounce=bounce)
 
 
+EventKind = Literal["bounced", "complained", "unsubscribed"]
+
+
 @dataclass(frozen=True)
 class DeliveryEvent:
     """What a provider's webhook says about one recipient, reduced to what changes a membership.
@@ -63,7 +66,7 @@ class DeliveryEvent:
     without it the event applies to the address on every list.
     """
 
-    kind: Literal["bounced", "complained", "unsubscribed"]
+    kind: EventKind
     email: str
     provider_id: str | None = None
     at: datetime | None = None

@@ -137,7 +137,7 @@ def test_addresses_keep_accents_and_quote_punctuation():
 @respx.mock
 def test_a_batch_over_50_mb_is_split(messages, monkeypatch):
     """'up to 50 MB payload size' (BATCH_PAGE): a batch whose JSON is larger goes in several requests."""
-    monkeypatch.setattr(postmark, "MAX_PAYLOAD_BYTES", len(postmark.encode(build_payload(messages[:2]))) + 1)
+    monkeypatch.setattr(postmark.sending, "MAX_PAYLOAD_BYTES", len(postmark.encode(build_payload(messages[:2]))) + 1)
     success = json.loads(body("batch-success.json"))
     route = respx.post(URL).mock(
         side_effect=[

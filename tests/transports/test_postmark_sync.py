@@ -57,7 +57,7 @@ def waits(monkeypatch) -> list[float]:
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    monkeypatch.setattr(postmark, "_sleep", sleep)
+    monkeypatch.setattr(postmark.sync, "_sleep", sleep)
     return slept
 
 

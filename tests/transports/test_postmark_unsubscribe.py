@@ -88,7 +88,7 @@ def no_waiting(monkeypatch) -> list[float]:
     async def sleep(seconds: float) -> None:
         waited.append(seconds)
 
-    monkeypatch.setattr(postmark, "_sleep", sleep)
+    monkeypatch.setattr(postmark.sync, "_sleep", sleep)
     return waited
 
 

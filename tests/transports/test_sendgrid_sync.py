@@ -77,7 +77,7 @@ def pauses(monkeypatch) -> list[float]:
     async def pause(seconds: float) -> None:
         waited.append(seconds)
 
-    monkeypatch.setattr(sendgrid, "_pause", pause)
+    monkeypatch.setattr(sendgrid.sync, "_pause", pause)
     return waited
 
 
@@ -293,7 +293,7 @@ def test_a_429_then_success_waits_retry_after(pauses):
 @respx.mock
 def test_a_429_without_retry_after_waits_for_the_rate_limit_reset(pauses, monkeypatch):
     """The rate-limits page documents X-RateLimit-Reset, a Unix time, on the 429."""
-    monkeypatch.setattr(sendgrid.time, "time", lambda: 1392815250.0)
+    monkeypatch.setattr(sendgrid.sync.time, "time", lambda: 1392815250.0)
     route = respx.get(BOUNCES)
     route.side_effect = [
         httpx.Response(

@@ -85,7 +85,7 @@ def no_pauses(monkeypatch) -> list[float]:
     async def pause(seconds: float) -> None:
         waited.append(seconds)
 
-    monkeypatch.setattr(sendgrid, "_pause", pause)
+    monkeypatch.setattr(sendgrid.sync, "_pause", pause)
     return waited
 
 

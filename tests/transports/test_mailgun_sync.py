@@ -82,7 +82,7 @@ def pauses(monkeypatch) -> list[float]:
     async def pause(seconds: float) -> None:
         waited.append(seconds)
 
-    monkeypatch.setattr(mailgun_module, "_pause", pause)
+    monkeypatch.setattr(mailgun_module.sync, "_pause", pause)
     return waited
 
 

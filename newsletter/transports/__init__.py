@@ -83,7 +83,7 @@ def _api(name: str, cls: str) -> Provider:
     return Provider(f"{name}+api", f"{package}.sending:{cls}Transport", f"{package}.webhooks:{cls}Webhooks")
 
 
-_PACKAGES = ("postmark", "sendgrid", "mailgun")
+_PACKAGES = ("postmark", "sendgrid", "mailgun", "resend")
 
 
 PROVIDERS: dict[str, Provider] = {

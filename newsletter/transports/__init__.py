@@ -77,13 +77,9 @@ def _load(reference: str) -> Any:
 
 
 def _api(name: str, cls: str) -> Provider:
+    """An API provider: its package's sending module holds the transport, its webhooks module the handler."""
     package = f"newsletter.transports.{name}"
-    if name not in _PACKAGES:  # not split yet
-        return Provider(f"{name}+api", f"{package}:{cls}Transport", f"{package}:{cls}Webhooks")
     return Provider(f"{name}+api", f"{package}.sending:{cls}Transport", f"{package}.webhooks:{cls}Webhooks")
-
-
-_PACKAGES = ("postmark", "sendgrid", "mailgun", "resend")
 
 
 PROVIDERS: dict[str, Provider] = {

@@ -165,10 +165,11 @@ def local_outcomes(messages: Sequence[Outgoing]) -> list[Outcome | None]:
         if problem:
             outcomes.append(Outcome.failed(f"{NAME}: '{address}' is not a valid address ({problem})", bounce=True))
         elif not _local_part(address).isascii():  # not a bounce: another transport may deliver it
-            outcomes.append(Outcome.failed(
+            reason = (
                 f"{NAME} takes no address whose local part is not ASCII (its 400 would refuse the whole batch); "
                 "send to this subscriber through smtp:// with a server offering SMTPUTF8"
-            ))  # fmt: skip
+            )
+            outcomes.append(Outcome.failed(reason))
         elif address.casefold() in seen:
             outcomes.append(
                 Outcome.retry(f"{NAME}: {address} is twice in this batch (one copy per address); it goes in the next")

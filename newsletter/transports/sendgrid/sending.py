@@ -354,8 +354,9 @@ class SendgridTransport(SendgridHostedUnsubscribe, SendgridSuppressions):
         """Send the messages in one request. With unsubscribe=provider, raise TransportError (nothing sent) if a
         message lacks the group's placeholder in a part or carries our List-Unsubscribe."""
         if self.group_id is not None:
-            refuse_unless_placeholder(self.scheme, messages, GROUP_PLACEHOLDER,
-                                      "SendGrid would append its own unsubscribe links")  # fmt: skip
+            refuse_unless_placeholder(
+                self.scheme, messages, GROUP_PLACEHOLDER, "SendGrid would append its own unsubscribe links"
+            )
         # Only to skip a request that would hold no recipient (SendGrid refuses it); one request otherwise.
         screened = screen(messages)
         if all(skip is not None for skip in screened):

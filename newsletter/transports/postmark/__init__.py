@@ -22,10 +22,8 @@ from newsletter.transports.postmark.sending import build_payload as build_payloa
 from newsletter.transports.postmark.sending import encode as encode
 from newsletter.transports.postmark.sending import outcome_for_result as outcome_for_result
 from newsletter.transports.postmark.sending import parse_response as parse_response
-from newsletter.transports.postmark.sync import MAX_WAIT as MAX_WAIT
+from newsletter.transports.postmark.sync import READ_RETRY as READ_RETRY
 from newsletter.transports.postmark.sync import SUPPRESSIONS_PATH as SUPPRESSIONS_PATH
-from newsletter.transports.postmark.sync import SYNC_ATTEMPTS as SYNC_ATTEMPTS
-from newsletter.transports.postmark.sync import SYNC_BACKOFF as SYNC_BACKOFF
 from newsletter.transports.postmark.sync import PostmarkSuppressions as PostmarkSuppressions
 from newsletter.transports.postmark.sync import parse_suppressions as parse_suppressions
 from newsletter.transports.postmark.sync import suppressions_path as suppressions_path

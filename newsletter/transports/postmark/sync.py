@@ -4,14 +4,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import httpx
 
-from newsletter.transports._http import ApiTransport, iso_time, retry_after, short
+from newsletter.transports._http import Again, ApiTransport, RetryPolicy, iso_time, retry_after, short
 from newsletter.transports.base import (
     DeliveryEvent,
     TransportError,
@@ -23,10 +22,8 @@ from newsletter.transports.postmark.webhooks import SUPPRESSION_KINDS
 
 
 SUPPRESSIONS_PATH = "/message-streams/{stream}/suppressions/dump"
-SYNC_ATTEMPTS = 4  # one request and three more after a 429, a 5xx or a lost connection
-SYNC_BACKOFF = (2.0, 5.0, 10.0)  # seconds before each new attempt when Postmark gives no Retry-After
-MAX_WAIT = 120.0  # never wait longer than this for one Retry-After
-_sleep = asyncio.sleep  # replaced in tests
+# Four attempts, 2, 5 and 10 s apart when Postmark gives no Retry-After (it documents none); never longer than 120 s.
+READ_RETRY = RetryPolicy(backoff=(2.0, 5.0, 10.0), max_wait=120.0, cap=True)
 
 
 def suppressions_path(stream: str) -> str:
@@ -76,7 +73,7 @@ class PostmarkSuppressions(ApiTransport):
         """Every address on this stream's suppression list, read from one suppressions/dump answer.
 
         Raise TransportError when Postmark refuses the token (401/403), keeps answering 429 or 5xx (or cannot be
-        reached) after SYNC_ATTEMPTS tries, refuses the request (404/422, e.g. no such stream), or answers
+        reached) after READ_RETRY.attempts tries, refuses the request (404/422, e.g. no such stream), or answers
         something else than the documented JSON.
         """
         body = await self._get(
@@ -90,40 +87,37 @@ class PostmarkSuppressions(ApiTransport):
             yield event
 
     async def _get(self, path: str, what: str, done: str) -> bytes:
-        """The body of a 2xx answer to GET path, asked up to SYNC_ATTEMPTS times on 429, 5xx and lost connections.
+        """The body of a 2xx answer to GET path, asked up to READ_RETRY.attempts times on 429, 5xx and lost
+        connections (a longer Retry-After is shortened to READ_RETRY.max_wait).
 
         what names the resource in messages ("the suppression list of stream 'broadcast'"); done says what did not
         happen when it fails ("synced"). Raise TransportError on 401/403, another 4xx, or no answer in time.
         """
         url = self.base_url + path
         headers = {"Accept": "application/json", "X-Postmark-Server-Token": self._token}
-        problem = ""
-        for attempt in range(1, SYNC_ATTEMPTS + 1):
-            wait: float | None = None
-            try:
-                response = await self.client.get(url, headers=headers)
-            except httpx.TransportError as exc:  # refused, reset, timed out: ask again
-                problem = f"{type(exc).__name__} {exc}".strip()
-            else:
-                status, body = response.status_code, response.content
-                if 200 <= status < 300:
-                    return body
-                if status in (401, 403):
-                    raise TransportError(
-                        f"postmark refused the credentials ({status}: {short(body)}) for {what}; it needs the "
-                        "server's API token, check it in NEWSLETTER_TRANSPORT or --transport"
-                    )
-                if status != 429 and status < 500:
-                    code, text = _error(_json_or_none(body))
-                    said = f"ErrorCode {code}: {_one_line(text)}" if code is not None else short(body)
-                    raise TransportError(
-                        f"postmark {status} for {what} ({said}); check ?stream= in the transport DSN: the ID of a "
-                        "message stream of this server"
-                    )
-                problem, wait = f"{status}: {short(body)}", retry_after(response.headers)
-            if attempt < SYNC_ATTEMPTS:
-                await _sleep(min(wait if wait is not None else SYNC_BACKOFF[attempt - 1], MAX_WAIT))
-        raise TransportError(
-            f"postmark: {what} could not be read after {SYNC_ATTEMPTS} attempts (last: {problem}); nothing was "
-            f"{done}, try again later"
-        )
+
+        def answer(response: httpx.Response) -> bytes | Again:
+            status, body = response.status_code, response.content
+            if 200 <= status < 300:
+                return body
+            if status in (401, 403):
+                raise TransportError(
+                    f"postmark refused the credentials ({status}: {short(body)}) for {what}; it needs the "
+                    "server's API token, check it in NEWSLETTER_TRANSPORT or --transport"
+                )
+            if status != 429 and status < 500:
+                code, text = _error(_json_or_none(body))
+                said = f"ErrorCode {code}: {_one_line(text)}" if code is not None else short(body)
+                raise TransportError(
+                    f"postmark {status} for {what} ({said}); check ?stream= in the transport DSN: the ID of a "
+                    "message stream of this server"
+                )
+            return Again(f"{status}: {short(body)}", retry_after(response.headers))
+
+        def exhausted(problem: str) -> str:
+            return (
+                f"postmark: {what} could not be read after {READ_RETRY.attempts} attempts (last: {problem}); nothing "
+                f"was {done}, try again later"
+            )
+
+        return await self.read(lambda: self.client.get(url, headers=headers), READ_RETRY, answer, exhausted=exhausted)

@@ -81,7 +81,7 @@ class PostmarkHostedUnsubscribe(PostmarkSuppressions):
     async def preflight(self) -> None:
         """Refuse (NewsletterError) a stream on which this transport's messages would be wrong: see the module
         docstring (Unsubscribe). Raise TransportError when Postmark cannot tell (token refused, no such stream, no
-        answer after SYNC_ATTEMPTS tries)."""
+        answer after READ_RETRY.attempts tries)."""
         body = await self._get(stream_path(self.stream), f"the message stream '{self.stream}'", "read")
         try:
             problem = stream_problem(body, self.stream, hosted=self.hosted_unsubscribe is not None)

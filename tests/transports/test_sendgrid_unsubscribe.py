@@ -29,6 +29,7 @@ from newsletter.errors import NewsletterError
 from newsletter.message import Recipient
 from newsletter.render import RenderedIssue, Verbatim
 from newsletter.transports import sendgrid, transport_from_dsn
+from newsletter.transports._http import ApiTransport
 from newsletter.transports.base import TransportError
 from newsletter.transports.sendgrid import GROUP_PLACEHOLDER, SendgridTransport, build_payload, content_for
 
@@ -85,7 +86,7 @@ def no_pauses(monkeypatch) -> list[float]:
     async def pause(seconds: float) -> None:
         waited.append(seconds)
 
-    monkeypatch.setattr(sendgrid.sync, "_pause", pause)
+    monkeypatch.setattr(ApiTransport, "pause", staticmethod(pause))
     return waited
 
 

@@ -23,12 +23,10 @@ from newsletter.transports.sendgrid.sending import screen as screen
 from newsletter.transports.sendgrid.sync import GROUP_PATH as GROUP_PATH
 from newsletter.transports.sendgrid.sync import GROUP_SCOPES as GROUP_SCOPES
 from newsletter.transports.sendgrid.sync import GROUP_SUPPRESSIONS_PATH as GROUP_SUPPRESSIONS_PATH
+from newsletter.transports.sendgrid.sync import READ_RETRY as READ_RETRY
 from newsletter.transports.sendgrid.sync import SUPPRESSION_LISTS as SUPPRESSION_LISTS
 from newsletter.transports.sendgrid.sync import SUPPRESSION_PAGE_SIZE as SUPPRESSION_PAGE_SIZE
 from newsletter.transports.sendgrid.sync import SUPPRESSION_SCOPES as SUPPRESSION_SCOPES
-from newsletter.transports.sendgrid.sync import SYNC_BACKOFF as SYNC_BACKOFF
-from newsletter.transports.sendgrid.sync import SYNC_MAX_WAIT as SYNC_MAX_WAIT
-from newsletter.transports.sendgrid.sync import SYNC_TRIES as SYNC_TRIES
 from newsletter.transports.sendgrid.sync import SendgridSuppressions as SendgridSuppressions
 from newsletter.transports.sendgrid.sync import parse_group_suppressions as parse_group_suppressions
 from newsletter.transports.sendgrid.sync import parse_suppressions as parse_suppressions

@@ -4,7 +4,6 @@ unsubscribe=provider (docs/providers/sendgrid.md, Suppressions).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -13,7 +12,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from newsletter.transports._http import ApiTransport, retry_after, short
+from newsletter.transports._http import Again, ApiTransport, RetryPolicy, retry_after, short
 from newsletter.transports.base import (
     DeliveryEvent,
     EventKind,
@@ -63,9 +62,9 @@ SUPPRESSION_SCOPES = ", ".join(f"suppression.{name}.read" for name in SUPPRESSIO
 GROUP_PATH = "/v3/asm/groups/{group_id}"
 GROUP_SUPPRESSIONS_PATH = "/v3/asm/groups/{group_id}/suppressions"
 GROUP_SCOPES = "asm.groups.read, asm.groups.suppressions.read"
-SYNC_TRIES = 5  # of one page, on 429, 5xx or a dropped connection
-SYNC_BACKOFF = 2.0  # seconds before the second try when SendGrid names no wait; doubled at each try after it
-SYNC_MAX_WAIT = 120.0  # a longer wait asked for ends the sync: run it again later
+# Five tries of one page on 429, 5xx or a dropped connection, 2, 4, 8 and 16 s apart when SendGrid names no wait;
+# a longer wait than 120 s asked for ends the sync: run it again later.
+READ_RETRY = RetryPolicy(backoff=(2.0, 4.0, 8.0, 16.0), max_wait=120.0)
 
 
 def parse_suppressions(
@@ -124,18 +123,15 @@ def _suppression_detail(list_name: str, item: dict[str, Any], at: datetime | Non
     return _one_line(f"{detail}: {reason}" if reason else detail)
 
 
-def _sync_wait(headers: Mapping[str, str], tries: int, now: float | None = None) -> float:
-    """Seconds to wait before the next try: Retry-After, else X-RateLimit-Reset (Unix time), else a backoff."""
+def _sync_wait(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait before the next try: Retry-After, else X-RateLimit-Reset (Unix time), else None (the backoff)."""
     delay = retry_after(headers, now)
     if delay is not None:
         return delay
     reset = (headers.get("x-ratelimit-reset") or "").strip()
     if reset.isdigit():
         return max(1.0, int(reset) - (time.time() if now is None else now))
-    return SYNC_BACKOFF * 2 ** (tries - 1)
-
-
-_pause = asyncio.sleep  # the tests replace it, to wait for nothing
+    return None
 
 
 class SendgridSuppressions(ApiTransport):
@@ -150,7 +146,7 @@ class SendgridSuppressions(ApiTransport):
         and with unsubscribe=provider its unsubscribe group's suppressions too (group_unsubscribe: "unsubscribed").
 
         Raise TransportError when the key is refused (401, 403), when SendGrid still cannot answer after
-        SYNC_TRIES tries or asks to wait longer than SYNC_MAX_WAIT, and when an answer is malformed.
+        READ_RETRY.attempts tries or asks to wait longer than READ_RETRY.max_wait, and when an answer is malformed.
         """
         limit = self.suppression_page_size
         seen: set[tuple[str, str]] = set()
@@ -188,7 +184,7 @@ class SendgridSuppressions(ApiTransport):
                     yield event
 
     async def _suppression_page(self, path: str, limit: int, offset: int) -> bytes:
-        """The body of one page (2xx), after up to SYNC_TRIES tries on 429, 5xx and dropped connections."""
+        """The body of one page (2xx), after up to READ_RETRY.attempts tries on 429, 5xx and dropped connections."""
         _, body = await self._get(path, {"limit": limit, "offset": offset}, SUPPRESSION_SCOPES)
         return body
 
@@ -201,36 +197,36 @@ class SendgridSuppressions(ApiTransport):
         missing_ok: bool = False,
         again: str = "run the sync again later",
     ) -> tuple[int, bytes]:
-        """(status, body) of a 2xx answer to GET path (or of a 404 with missing_ok), after up to SYNC_TRIES tries on
-        429, 5xx and dropped connections. Raise TransportError on 401/403 (naming `scopes`), another 4xx, or no
-        answer in time."""
+        """(status, body) of a 2xx answer to GET path (or of a 404 with missing_ok), after up to READ_RETRY.attempts
+        tries on 429, 5xx and dropped connections. Raise TransportError on 401/403 (naming `scopes`), another 4xx, or
+        no answer in time."""
         request = f"GET {path}" + ("?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else "")
         headers = {"Authorization": f"Bearer {self.key}", "Accept": "application/json"}
-        for tries in range(1, SYNC_TRIES + 1):
-            try:
-                response = await self.client.get(self.base_url + path, params=params, headers=headers)
-            except httpx.TransportError as exc:  # refused, reset, timed out
-                problem, wait = f"{type(exc).__name__} {exc}".strip(), SYNC_BACKOFF * 2 ** (tries - 1)
-            else:
-                status, body = response.status_code, response.content
-                if 200 <= status < 300 or (missing_ok and status == 404):
-                    return status, body
-                said = _describe(_errors(body)) or short(body) or "no error message"
-                if status in (401, 403):
-                    hint = "check the key" if status == 401 else "the key may lack the permission"
-                    what = "the suppression lists" if scopes == SUPPRESSION_SCOPES else "the unsubscribe group"
-                    raise TransportError(
-                        f"SendGrid refused the credentials ({status}: {said}) for {request}; reading {what} needs an "
-                        f"API key with read access to them ({scopes}): {hint} in NEWSLETTER_TRANSPORT or --transport"
-                    )
-                if status != 429 and status < 500:
-                    raise TransportError(f"SendGrid answered {status} to {request}: {said}")
-                problem, wait = f"{status}: {said}", _sync_wait(response.headers, tries)
-            if tries == SYNC_TRIES:
+
+        def answer(response: httpx.Response) -> tuple[int, bytes] | Again:
+            status, body = response.status_code, response.content
+            if 200 <= status < 300 or (missing_ok and status == 404):
+                return status, body
+            said = _describe(_errors(body)) or short(body) or "no error message"
+            if status in (401, 403):
+                hint = "check the key" if status == 401 else "the key may lack the permission"
+                what = "the suppression lists" if scopes == SUPPRESSION_SCOPES else "the unsubscribe group"
                 raise TransportError(
-                    f"SendGrid still answered {problem} after {SYNC_TRIES} tries of {request}; {again}"
+                    f"SendGrid refused the credentials ({status}: {said}) for {request}; reading {what} needs an "
+                    f"API key with read access to them ({scopes}): {hint} in NEWSLETTER_TRANSPORT or --transport"
                 )
-            if wait > SYNC_MAX_WAIT:
-                raise TransportError(f"SendGrid answered {problem} to {request} and asks to wait {wait:.0f} s; {again}")
-            await _pause(wait)
-        raise AssertionError("unreachable")  # the last try returned or raised
+            if status != 429 and status < 500:
+                raise TransportError(f"SendGrid answered {status} to {request}: {said}")
+            return Again(f"{status}: {said}", _sync_wait(response.headers))
+
+        return await self.read(
+            lambda: self.client.get(self.base_url + path, params=params, headers=headers),
+            READ_RETRY,
+            answer,
+            exhausted=lambda problem: (
+                f"SendGrid still answered {problem} after {READ_RETRY.attempts} tries of {request}; {again}"
+            ),
+            too_long=lambda problem, wait: (
+                f"SendGrid answered {problem} to {request} and asks to wait {wait:.0f} s; {again}"
+            ),
+        )

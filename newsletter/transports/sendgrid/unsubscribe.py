@@ -31,7 +31,7 @@ class SendgridHostedUnsubscribe(SendgridSuppressions):
     async def preflight(self) -> None:
         """With unsubscribe=provider, check that the unsubscribe group exists (GET /v3/asm/groups/ID): refuse
         (NewsletterError) when SendGrid does not know it. Raise TransportError when SendGrid cannot tell (key
-        refused, no answer after SYNC_TRIES tries). Nothing to check for unsubscribe=own."""
+        refused, no answer after READ_RETRY.attempts tries). Nothing to check for unsubscribe=own."""
         if self.group_id is None:
             return
         path = GROUP_PATH.format(group_id=self.group_id)

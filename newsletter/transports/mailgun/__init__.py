@@ -15,11 +15,9 @@ from newsletter.transports.mailgun.sending import build_payload as build_payload
 from newsletter.transports.mailgun.sending import local_outcomes as local_outcomes
 from newsletter.transports.mailgun.sending import parse_response as parse_response
 from newsletter.transports.mailgun.sync import NAME as NAME
-from newsletter.transports.mailgun.sync import SUPPRESSION_BACKOFF as SUPPRESSION_BACKOFF
+from newsletter.transports.mailgun.sync import READ_RETRY as READ_RETRY
 from newsletter.transports.mailgun.sync import SUPPRESSION_LISTS as SUPPRESSION_LISTS
-from newsletter.transports.mailgun.sync import SUPPRESSION_MAX_WAIT as SUPPRESSION_MAX_WAIT
 from newsletter.transports.mailgun.sync import SUPPRESSION_PAGE_LIMIT as SUPPRESSION_PAGE_LIMIT
-from newsletter.transports.mailgun.sync import SUPPRESSION_RETRIES as SUPPRESSION_RETRIES
 from newsletter.transports.mailgun.sync import MailgunSuppressions as MailgunSuppressions
 from newsletter.transports.mailgun.sync import parse_suppressions as parse_suppressions
 from newsletter.transports.mailgun.unsubscribe import MAX_TAG as MAX_TAG

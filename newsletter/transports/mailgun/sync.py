@@ -4,7 +4,6 @@ page (docs/providers/mailgun.md, Suppressions).
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import json
 import re
@@ -14,7 +13,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
-from newsletter.transports._http import ApiTransport, retry_after, short
+from newsletter.transports._http import Again, ApiTransport, RetryPolicy, retry_after, short
 from newsletter.transports.base import (
     DeliveryEvent,
     EventKind,
@@ -29,9 +28,9 @@ SUPPRESSION_LISTS: dict[str, EventKind] = {
     "unsubscribes": "unsubscribed",
 }
 SUPPRESSION_PAGE_LIMIT = 1000  # "Maximum number of records to return (optional, default: 100, max: 1000)"
-SUPPRESSION_RETRIES = 3  # after a 429, a 5xx or a connection error: the same page again, at most this often
-SUPPRESSION_BACKOFF = (1.0, 2.0, 4.0)  # seconds before each retry when Mailgun sends no Retry-After
-SUPPRESSION_MAX_WAIT = 60.0  # a longer Retry-After stops the sync: run it again later
+# After a 429, a 5xx or a connection error, the same page again three times, 1, 2 and 4 s apart when Mailgun sends
+# no Retry-After; a longer Retry-After than 60 s stops the sync: run it again later.
+READ_RETRY = RetryPolicy(backoff=(1.0, 2.0, 4.0), max_wait=60.0)
 _YEAR = re.compile(r"\b(\d{4})\b")
 
 
@@ -111,11 +110,6 @@ def _listed_at(created: object) -> datetime | None:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-async def _pause(seconds: float) -> None:
-    """Wait before retrying a suppression page (the tests replace it)."""
-    await asyncio.sleep(seconds)
-
-
 def _json(body: bytes) -> dict:
     try:
         answer = json.loads(body)
@@ -168,43 +162,38 @@ class MailgunSuppressions(ApiTransport):
     async def _suppression_page(self, url: str, endpoint: str) -> bytes:
         """The body of one page; 429, 5xx and connection errors are tried again, anything else not 2xx raises."""
         headers = {"Authorization": self._authorization, "Accept": "application/json"}
-        problem = ""
-        for attempt in range(SUPPRESSION_RETRIES + 1):
-            delay: float | None = None
-            try:
-                response = await self.client.get(url, headers=headers)
-            except httpx.TransportError as exc:
-                problem = f"{type(exc).__name__} {exc}".strip()
-            else:
-                status, body = response.status_code, response.content
-                if 200 <= status < 300:
-                    return body
-                said = _json(body).get("message")
-                said = said if isinstance(said, str) and said else short(body)
-                if status in (401, 403):
-                    raise TransportError(
-                        f"{NAME} refused the credentials reading the {endpoint} list ({status}: {said}); check the "
-                        "API key before the ':' in NEWSLETTER_TRANSPORT or --transport. A Domain Sending Key may only "
-                        "send: sync needs an account key (or a role with access to suppressions)"
-                    )
-                if status == 404:
-                    raise TransportError(
-                        f"{NAME} 404 reading the {endpoint} list ({said}); check the sending domain after the ':' in "
-                        "the DSN and its region (?region=eu for a domain created in the EU)"
-                    )
-                if status != 429 and status < 500:
-                    raise TransportError(f"{NAME} {status} reading the {endpoint} list: {said or 'request refused'}")
-                problem, delay = f"{status}: {said}", retry_after(response.headers)
-            if attempt == SUPPRESSION_RETRIES:
-                break
-            wait = delay if delay is not None else SUPPRESSION_BACKOFF[min(attempt, len(SUPPRESSION_BACKOFF) - 1)]
-            if wait > SUPPRESSION_MAX_WAIT:
+
+        def answer(response: httpx.Response) -> bytes | Again:
+            status, body = response.status_code, response.content
+            if 200 <= status < 300:
+                return body
+            said = _json(body).get("message")
+            said = said if isinstance(said, str) and said else short(body)
+            if status in (401, 403):
                 raise TransportError(
-                    f"{NAME} asks to wait {wait:.0f} s before reading the {endpoint} list again ({problem}); run "
-                    "`newsletter subscribers sync` again later"
+                    f"{NAME} refused the credentials reading the {endpoint} list ({status}: {said}); check the "
+                    "API key before the ':' in NEWSLETTER_TRANSPORT or --transport. A Domain Sending Key may only "
+                    "send: sync needs an account key (or a role with access to suppressions)"
                 )
-            await _pause(wait)
-        raise TransportError(
-            f"{NAME} kept failing on the {endpoint} list ({SUPPRESSION_RETRIES + 1} attempts, the last {problem}); "
-            "run `newsletter subscribers sync` again later"
+            if status == 404:
+                raise TransportError(
+                    f"{NAME} 404 reading the {endpoint} list ({said}); check the sending domain after the ':' in "
+                    "the DSN and its region (?region=eu for a domain created in the EU)"
+                )
+            if status != 429 and status < 500:
+                raise TransportError(f"{NAME} {status} reading the {endpoint} list: {said or 'request refused'}")
+            return Again(f"{status}: {said}", retry_after(response.headers))
+
+        return await self.read(
+            lambda: self.client.get(url, headers=headers),
+            READ_RETRY,
+            answer,
+            exhausted=lambda problem: (
+                f"{NAME} kept failing on the {endpoint} list ({READ_RETRY.attempts} attempts, the last {problem}); "
+                "run `newsletter subscribers sync` again later"
+            ),
+            too_long=lambda problem, wait: (
+                f"{NAME} asks to wait {wait:.0f} s before reading the {endpoint} list again ({problem}); run "
+                "`newsletter subscribers sync` again later"
+            ),
         )

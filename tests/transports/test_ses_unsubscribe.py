@@ -87,7 +87,7 @@ def make(dsn: str = DSN) -> SesTransport:
     async def no_wait(seconds: float) -> None:
         pass
 
-    transport.sleep = no_wait
+    transport.pause = no_wait  # no waiting in tests
     return transport
 
 

@@ -48,9 +48,7 @@ from newsletter.transports.ses.sns import signed_by_certificate as signed_by_cer
 from newsletter.transports.ses.sns import sns_string_to_sign as sns_string_to_sign
 from newsletter.transports.ses.sns import subscription_confirmation_url as subscription_confirmation_url
 from newsletter.transports.ses.sns import verify_webhook as verify_webhook
-from newsletter.transports.ses.sync import SUPPRESSION_ATTEMPTS as SUPPRESSION_ATTEMPTS
-from newsletter.transports.ses.sync import SUPPRESSION_BACKOFF as SUPPRESSION_BACKOFF
-from newsletter.transports.ses.sync import SUPPRESSION_MAX_WAIT as SUPPRESSION_MAX_WAIT
+from newsletter.transports.ses.sync import READ_RETRY as READ_RETRY
 from newsletter.transports.ses.sync import SUPPRESSION_PAGE_SIZE as SUPPRESSION_PAGE_SIZE
 from newsletter.transports.ses.sync import SUPPRESSION_PATH as SUPPRESSION_PATH
 from newsletter.transports.ses.sync import SUPPRESSION_REASONS as SUPPRESSION_REASONS

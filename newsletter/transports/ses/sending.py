@@ -6,11 +6,10 @@ What SES does and why the code does what it does: docs/providers/ses.md.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -182,7 +181,6 @@ class SesTransport(SesHostedUnsubscribe, SesSuppressions):
         self.base_url = api_base_url(dsn, self.default_host.format(region=self.region))
         self.host = urlsplit(self.base_url).netloc
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.sleep: Callable[[float], Awaitable[object]] = asyncio.sleep  # tests replace it
 
     @classmethod
     def from_dsn(cls, dsn: Dsn, *, client: httpx.AsyncClient | None = None, **_: object) -> SesTransport:

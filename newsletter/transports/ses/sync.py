@@ -13,7 +13,7 @@ from urllib.parse import quote
 import httpx
 
 from newsletter.message import HostedUnsubscribe
-from newsletter.transports._http import iso_time, retry_after
+from newsletter.transports._http import Again, RetryPolicy, iso_time, retry_after
 from newsletter.transports.base import (
     DeliveryEvent,
     EventKind,
@@ -82,9 +82,9 @@ SUPPRESSION_REASONS: dict[str, tuple[EventKind, str]] = {
     "BOUNCE": ("bounced", "hard bounce"),
     "COMPLAINT": ("complained", "spam complaint"),
 }
-SUPPRESSION_ATTEMPTS = 4  # the first call and three retries of the same page
-SUPPRESSION_BACKOFF = 1.0  # seconds before the first retry without Retry-After, doubled for each next one
-SUPPRESSION_MAX_WAIT = 60.0  # a longer Retry-After stops the sync with the wait in the message
+# The first call and three retries of the same page, 1, 2 and 4 s apart without Retry-After (SES sends no rate-limit
+# headers); a longer Retry-After than 60 s stops the read with the wait in the message.
+READ_RETRY = RetryPolicy(backoff=(1.0, 2.0, 4.0), max_wait=60.0)
 
 
 def _unix_time(value: object) -> datetime | None:
@@ -129,7 +129,6 @@ class SesSuppressions(SesSigning):
     """SesTransport's suppressions(), and the retrying reads it shares with preflight()."""
 
     hosted_unsubscribe: HostedUnsubscribe | None
-    sleep: Callable[[float], Awaitable[object]]
 
     async def suppressions(self) -> AsyncIterator[DeliveryEvent]:
         """Every address on the region's account-level suppression list, page after page (see the module doc);
@@ -246,21 +245,12 @@ class SesSuppressions(SesSigning):
         operation's own errors, checked before and after the retryable ones."""
         headers = {"Content-Type": "application/json"} if content else {}
         url = self.base_url + path + (f"?{canonical_query(query)}" if query else "")
-        problem, delay = "", SUPPRESSION_BACKOFF
-        for attempt in range(SUPPRESSION_ATTEMPTS):
-            if attempt:
-                await self.sleep(delay)
-            delay = SUPPRESSION_BACKOFF * 2**attempt  # before the next try, unless SES says Retry-After
-            try:
-                response = await self.client.request(
-                    method,
-                    url,
-                    headers=self.signed_headers(method, path, content, query=query, headers=headers),
-                    content=content or None,
-                )
-            except httpx.TransportError as exc:  # refused, reset, timed out
-                problem = f"{type(exc).__name__} {exc}".strip()
-                continue
+
+        def send() -> Awaitable[httpx.Response]:  # signed anew for each attempt: the signature holds the time
+            signed = self.signed_headers(method, path, content, query=query, headers=headers)
+            return self.client.request(method, url, headers=signed, content=content or None)
+
+        def answer(response: httpx.Response) -> bytes | Again:
             status, body = response.status_code, response.content
             if 200 <= status < 300:
                 return body
@@ -277,15 +267,19 @@ class SesSuppressions(SesSigning):
             if status in (401, 403):
                 raise TransportError(f"{label}: SES refused the credentials ({text}); {refused}")
             if status == 429 or status >= 500 or code in RETRY_ERRORS:
-                problem = f"{status}" + (f" {code}" if code else "") + f": {text}"
                 asked = retry_after(response.headers)
-                if asked is not None and asked > SUPPRESSION_MAX_WAIT:
+                if asked is not None and asked > READ_RETRY.max_wait:  # even on the last attempt: say the wait
                     raise TransportError(f"{label}: {text}; SES asks to wait {asked:.0f} s, {again} then")
-                delay = asked if asked is not None else delay
-                continue
+                return Again(f"{status}" + (f" {code}" if code else "") + f": {text}", asked)
             if message := after(code, status, label, text):
                 raise TransportError(message)
             raise TransportError(f"{label}: {text}")
-        raise TransportError(
-            f"SES {operation} failed {SUPPRESSION_ATTEMPTS} times{exhausted_where} (last: {problem}); {exhausted}"
+
+        return await self.read(
+            send,
+            READ_RETRY,
+            answer,
+            exhausted=lambda problem: (
+                f"SES {operation} failed {READ_RETRY.attempts} times{exhausted_where} (last: {problem}); {exhausted}"
+            ),
         )

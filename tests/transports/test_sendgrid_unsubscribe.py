@@ -186,10 +186,14 @@ def test_the_tag_is_written_once_per_campaign_content(hosted_messages):
 def test_a_name_is_still_escaped_beside_the_tag(campaign):
     """Per-recipient values stay substitutions, HTML-escaped in the HTML part (escape_value), raw in the text."""
     rendered = RenderedIssue(
-        "2026-04", "fr", "L’infolettre d’avril", "",
+        "2026-04",
+        "fr",
+        "L’infolettre d’avril",
+        "",
         '<p>Bonjour %%name%%,</p><a href="%%unsubscribe_url%%">Se désabonner</a>',
-        "Bonjour %%name%%,\nSe désabonner : %%unsubscribe_url%%\n", {},
-    )  # fmt: skip
+        "Bonjour %%name%%,\nSe désabonner : %%unsubscribe_url%%\n",
+        {},
+    )
     hosted = dataclasses.replace(campaign, rendered=rendered, hosted=transport().hosted_unsubscribe)
     message = hosted.build(Recipient(7, "zoe@example.net", "Zoé <Côté> & Bœuf"))
     payload = build_payload([message], group_id=GROUP)

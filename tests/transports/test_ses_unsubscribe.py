@@ -46,10 +46,19 @@ PLACEHOLDER = "{{amazonSESUnsubscribeUrl}}"
 
 # SendEmail's Request Syntax: the members of the body, and of Content.Simple.
 SEND_EMAIL_MEMBERS = {
-    "ConfigurationSetName", "Content", "Destination", "EmailTags", "EndpointId", "FeedbackForwardingEmailAddress",
-    "FeedbackForwardingEmailAddressIdentityArn", "FromEmailAddress", "FromEmailAddressIdentityArn",
-    "ListManagementOptions", "ReplyToAddresses", "TenantName",
-}  # fmt: skip
+    "ConfigurationSetName",
+    "Content",
+    "Destination",
+    "EmailTags",
+    "EndpointId",
+    "FeedbackForwardingEmailAddress",
+    "FeedbackForwardingEmailAddressIdentityArn",
+    "FromEmailAddress",
+    "FromEmailAddressIdentityArn",
+    "ListManagementOptions",
+    "ReplyToAddresses",
+    "TenantName",
+}
 SIMPLE_MEMBERS = {"Attachments", "Body", "Headers", "Subject"}
 
 

@@ -142,8 +142,10 @@ def test_lines_that_start_with_a_dot_arrive_intact_without_aiosmtplibs_rewriting
 
     calls = []
     monkeypatch.setattr(aiosmtplib.SMTP, "data", lambda *args, **kwargs: calls.append(args))
-    messages = [dotted_campaign(campaign).build(Recipient(i, f"r{i}@example.org", name)) for i, name in
-                enumerate([".Net", ".", "..", "a.b"], 1)]  # fmt: skip
+    messages = [
+        dotted_campaign(campaign).build(Recipient(i, f"r{i}@example.org", name))
+        for i, name in enumerate([".Net", ".", "..", "a.b"], 1)
+    ]
     with RunningSmtp(SmtpSink()) as server:
         outcomes = send(server.dsn(), messages)
     assert [o.status for o in outcomes] == ["sent"] * 4 and calls == []

@@ -23,6 +23,7 @@ from newsletter.transports.mailgun.sync import NAME, MailgunSuppressions, _json
 _BAD_ADDRESS_CHARS = re.compile(r'[\s<>,;"()\[\]\\\x00-\x1f\x7f]')
 # Mailgun's hosted unsubscribe (unsubscribe=provider): its variable for "all tags provided in the message", one tag
 # per message (the list's slug), and the headers it then writes itself.
+# Mailgun's unsubscribe is per tag: one tag a list, and its tracking must be set so: docs/providers/mailgun.md
 TAG_UNSUBSCRIBE_URL = "%tag_unsubscribe_url%"
 MAX_TAG = 128  # "Tags are case insensitive and should be ascii only. Maximum tag length is 128 characters."
 

@@ -24,6 +24,7 @@ from newsletter.transports.base import (
 KEY_VARIABLE = "newsletter-key"
 _LEDGER_KEY = re.compile(r"\d+-\d+")  # Outgoing.key: campaign id - subscriber id
 # Mailgun retries a webhook "during 8 hours" (5 min, 10 min, 15 min, 1 h, 2 h, 4 h); an hour more for its queue.
+# Mailgun signs a timestamp and a token, not the event: each token once (docs/providers/mailgun.md, Webhooks).
 WEBHOOK_MAX_AGE = 9 * 3600
 WEBHOOK_MAX_SKEW = 300  # a timestamp ahead of our clock by more than this is refused too
 # Seconds the server keeps a token it acted on: until no timestamp it may have been signed with would still pass.

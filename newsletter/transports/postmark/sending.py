@@ -35,6 +35,7 @@ TRANSACTIONAL_STREAM = "outbound"  # the transactional stream Postmark gives eve
 OPTIONS = ("stream", "unsubscribe")
 CUSTOM_HEADERS = ("List-Id", "List-Unsubscribe", "List-Unsubscribe-Post")  # Reply-To has its own field
 
+# Postmark answers ErrorCode 406 for an inactive recipient (hard bounce, complaint): docs/providers/postmark.md
 INACTIVE_RECIPIENT = 406
 # Postmark's API error codes (https://postmarkapp.com/developer/api/overview#error-codes), with what to do.
 ERROR_LABELS = {

@@ -21,6 +21,7 @@ from newsletter.transports.postmark.webhooks import SUPPRESSION_KINDS
 # Suppressions
 
 
+# The dump does not page: one answer is the whole list (docs/providers/postmark.md, Suppressions).
 SUPPRESSIONS_PATH = "/message-streams/{stream}/suppressions/dump"
 # Four attempts, 2, 5 and 10 s apart when Postmark gives no Retry-After (it documents none); never longer than 120 s.
 READ_RETRY = RetryPolicy(backoff=(2.0, 5.0, 10.0), max_wait=120.0, cap=True)

@@ -15,6 +15,7 @@ from newsletter.transports.base import (
 from newsletter.transports.postmark.common import _json_or_none
 from newsletter.transports.postmark.sync import PostmarkSuppressions
 
+# A Broadcasts stream appends its own link to a message without it: docs/providers/postmark.md (Unsubscribe)
 PLACEHOLDER = "{{{ pm:unsubscribe }}}"  # support article 1208, spaces included
 STREAM_PATH = "/message-streams/{stream}"
 

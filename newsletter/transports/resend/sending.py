@@ -27,6 +27,7 @@ from newsletter.transports.resend.webhooks import KEY_TAG
 PATH = "/emails/batch"
 USER_AGENT = f"newsletter/{__version__}"
 # Headers Resend writes itself (Date, Message-ID) or takes in a field of its own (Reply-To).
+# Resend hosts no unsubscribe for batch emails, so ?unsubscribe=provider is refused: docs/providers/resend.md
 NOT_CUSTOM_HEADERS = frozenset({"date", "message-id", "reply-to"})
 # RFC 5322 specials: a display name holding one of them is written as a quoted string.
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')

@@ -37,6 +37,7 @@ DEFAULT_HOST = "api.sendgrid.com"
 EU_HOST = "api.eu.sendgrid.com"
 REGIONS = ("global", "eu")
 MAX_RECIPIENTS = 1000  # "The total number of recipients must be no more than 1000" (to + cc + bcc)
+# One content a request, substitutions by plain string replacement: docs/providers/sendgrid.md
 SUBSTITUTIONS_LIMIT = 10_000  # bytes of keys and values per personalization (API reference)
 # Headers SendGrid writes itself (Date, Message-ID), takes in a field of its own (Reply-To), or refuses
 # ("You may not override the following headers: x-sg-id, x-sg-eid, received, dkim-signature, Content-Type,

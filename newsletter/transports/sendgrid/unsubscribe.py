@@ -15,6 +15,7 @@ from newsletter.transports.base import (
 from newsletter.transports.sendgrid.sync import GROUP_PATH, GROUP_SCOPES, SendgridSuppressions
 
 # The unsubscribe group's own page ("Unsubscribe From This List") as a bare URL, for an href and the text part.
+# Subscription tracking appends a second link unless the group's own is there: docs/providers/sendgrid.md
 GROUP_PLACEHOLDER = "<%asm_group_unsubscribe_raw_url%>"
 
 

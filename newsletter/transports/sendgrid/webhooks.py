@@ -38,6 +38,7 @@ TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 WEBHOOK_TOLERANCE = 300
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")  # Unix seconds, fullmatch: int() would also take "+1", " 1 ", "1_0", "١"
 # A drop that says the address is on SendGrid's bounce list: it bounced before, and SendGrid sends nothing to it.
+# Asynchronous bounces carry neither our custom_args nor sg_message_id (sendgrid/docs #5177): docs/providers/sendgrid.md
 BOUNCED_DROP_REASON = "bounced address"
 UNSUBSCRIBE_EVENTS = {"unsubscribe": "unsubscribe", "group_unsubscribe": "group unsubscribe"}
 

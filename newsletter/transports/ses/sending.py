@@ -54,6 +54,7 @@ OPTIONS = ("region", "configuration_set", "unsubscribe", "contact_list", "topic"
 
 # The inline template
 
+# SES's inline template reads every {{…}}: a literal brace must never form one (docs/providers/ses.md).
 _LITERAL_BRACE = re.compile(r"\{(?=\{|\Z)|(?:(?<=\})|\A)\}")
 BRACES = {"lb": "{", "rb": "}"}
 

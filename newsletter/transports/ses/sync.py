@@ -77,6 +77,7 @@ def _page_of_addresses(body: bytes, what: str, key: str, item: str) -> tuple[lis
 
 SUPPRESSION_PATH = "/v2/email/suppression/addresses"
 # PageSize has no documented maximum (botocore: a bare MaxItems integer); SES's own default page holds 1000.
+# No documented maximum page size; SES's default page holds 1000 (aws/aws-cli#7859): docs/providers/ses.md
 SUPPRESSION_PAGE_SIZE = 1000
 SUPPRESSION_REASONS: dict[str, tuple[EventKind, str]] = {
     "BOUNCE": ("bounced", "hard bounce"),

@@ -26,6 +26,7 @@ from newsletter.transports.ses.webhooks import TAG, _json_object, _list
 
 # Subscription management (unsubscribe=provider): SendEmail, one recipient a call, and SES's placeholder.
 SEND_EMAIL_PATH = "/v2/email/outbound-emails"
+# Only SendEmail takes ListManagementOptions, one recipient a call: docs/providers/ses.md (subscription management)
 UNSUBSCRIBE_PLACEHOLDER = "{{amazonSESUnsubscribeUrl}}"
 PLACEHOLDER_MAX = 2  # "You can include the placeholder two times maximum"
 PROVIDER_HEADERS = ("List-Unsubscribe", "List-Unsubscribe-Post")  # SES writes them ("overrides them")

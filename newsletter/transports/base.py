@@ -124,6 +124,8 @@ class HostsUnsubscribe(Protocol):
 class SuppressionSource(Protocol):
     """A transport whose provider keeps a suppression list that `newsletter subscribers sync` can read."""
 
+    scheme: ClassVar[str]  # named in the events it records
+
     def suppressions(self) -> AsyncIterator[DeliveryEvent]:
         """Every address the provider suppresses (bounced, complained, unsubscribed), page after page."""
         ...

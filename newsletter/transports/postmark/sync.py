@@ -18,9 +18,6 @@ from newsletter.transports.base import (
 from newsletter.transports.postmark.common import _error, _json_or_none, _one_line, _text
 from newsletter.transports.postmark.webhooks import SUPPRESSION_KINDS
 
-# Suppressions
-
-
 # The dump does not page: one answer is the whole list (docs/providers/postmark.md, Suppressions).
 SUPPRESSIONS_PATH = "/message-streams/{stream}/suppressions/dump"
 # Four attempts, 2, 5 and 10 s apart when Postmark gives no Retry-After (it documents none); never longer than 120 s.

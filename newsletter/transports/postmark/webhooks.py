@@ -20,9 +20,6 @@ from newsletter.transports.base import (
 )
 from newsletter.transports.postmark.common import METADATA_KEY, _one_line, _text
 
-# Webhooks
-
-
 # Bounce Types (https://postmarkapp.com/developer/api/bounce-api#bounce-types) that say the address itself is
 # undeliverable. "When emails are identified as Hard Bounce or Spam Complaint they are automatically deactivated"
 # (support article 815). BadEmailAddress: "The address is not a valid email address." Every other Type is temporary

@@ -47,8 +47,6 @@ def _describe(errors: list[dict[str, str]]) -> str:
     return "; ".join(f"{e['message']} ({e['field']})" if e["field"] else e["message"] for e in errors)
 
 
-# Suppressions
-
 SUPPRESSION_PAGE_SIZE = 500  # "The maximum page size for this endpoint is 500 items per page."
 # name -> (path, kind); read in this order. Not read: blocks (temporary). The unsubscribe group of
 # unsubscribe=provider is read after them (GROUP_SUPPRESSIONS_PATH), other groups never.

@@ -30,8 +30,6 @@ from newsletter.transports.base import (
 KEY_ARG = "newsletter_key"
 
 
-# Webhooks
-
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 # SendGrid documents no tolerance; five minutes, as Svix's libraries and Symfony's SendGrid parser use.

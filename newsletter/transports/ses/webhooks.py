@@ -127,11 +127,8 @@ def parse_webhook(body: bytes, headers: Mapping[str, str] | None = None) -> list
     return ses_events(_json_object(message, "the SNS Message"))
 
 
-# The transport
-
-
 class SesWebhooks(WebhookHandler):
-    """POST /webhooks/ses: verify_webhook and parse_webhook above."""
+    """POST /webhooks/ses: SNS verification (sns.py), the confirmation of a subscription, and parse_webhook above."""
 
     def confirmation_url(self, body: bytes) -> str | None:
         return subscription_confirmation_url(body)

@@ -463,3 +463,40 @@ def test_api_a_local_host_and_port_is_plain_http(api, messages):
     transport = transport_from_dsn(dsn)
     assert isinstance(transport, ApiTransport) and transport.base_url == f"http://{LOCAL}"
     asyncio.run(transport.aclose())
+
+
+# SMTP, through the same contract against tests/smtp_server.py's real aiosmtpd server: a refused address is
+# permanent (5xx; a 5.1.x "no such user" also a hard bounce), a busy server temporary (4xx), a dropped connection
+# leaves what was not accepted to retry. (What only SMTP does, pooling and timeouts, stays in test_smtp.py.)
+
+
+def smtp_send(dsn: str, messages):
+    return deliver(dsn, messages)[0]
+
+
+def test_smtp_refused_addresses_fail_permanently_and_a_busy_server_is_retried(campaign):
+    refuse = {
+        "gone@example.org": "550 5.1.1 <gone@example.org>: Recipient address rejected: User unknown",
+        "later@example.org": "451 4.7.1 Greylisted",
+        "big@example.org": "552 5.3.4 Message too big",
+    }
+    batch = [campaign.build(Recipient(i, address)) for i, address in enumerate([*refuse, "ok@example.org"], 1)]
+    with RunningSmtp(SmtpSink(refuse=refuse)) as server:
+        gone, later, big, ok = smtp_send(server.dsn(), batch)
+    assert (gone.status, gone.bounce) == ("failed", True) and "550" in gone.reason and "User unknown" in gone.reason
+    assert later.status == "retry" and "451" in later.reason
+    assert (big.status, big.bounce) == ("failed", False)
+    assert ok.status == "sent"
+    assert server.sink.per_recipient() == {"ok@example.org": 1}
+
+
+def test_smtp_a_dropped_connection_leaves_the_rest_of_the_batch_to_retry(campaign):
+    messages = [campaign.build(Recipient(i, f"r{i}@example.org")) for i in range(30)]
+    with RunningSmtp(SmtpSink(flaky=0.2, seed=3)) as server:
+        outcomes = smtp_send(server.dsn(), messages)
+    statuses = [o.status for o in outcomes]
+    assert "retry" in statuses and "sent" in statuses and "failed" not in statuses
+    delivered = server.sink.per_recipient()
+    for message, outcome in zip(messages, outcomes, strict=True):
+        # Sent means delivered once; retry means not delivered (the server hung up before accepting it).
+        assert delivered[message.recipient.address] == (1 if outcome.status == "sent" else 0)

@@ -27,11 +27,12 @@ from newsletter.i18n import LANGUAGES, translate
 from newsletter.progress import ProgressBar, ProgressLine
 from newsletter.sending.send import SendSummary, campaign_status, change_campaign, shown
 from newsletter.sending.send import send as send_issue
-from newsletter.sending.wiring import open_store, transport_dsn
+from newsletter.sending.wiring import open_store
 from newsletter.store import CANCELLED, PAUSED, SCHEDULED, STATUSES, Store, database_url, engine_name
 from newsletter.subscribers import add as add_subscriber
 from newsletter.subscribers import export_csv, import_csv, sync_suppressions
 from newsletter.subscribers import remove as remove_subscriber
+from newsletter.transports import transport_dsn
 from newsletter.workspace import Workspace, init_workspace, new_issue, schema_text
 
 

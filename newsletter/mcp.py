@@ -32,7 +32,7 @@ from newsletter.errors import IssueError, NewsletterError
 from newsletter.i18n import LANGUAGES
 from newsletter.sending.send import campaign_status
 from newsletter.sending.send import send as send_issue
-from newsletter.sending.wiring import transport_dsn
+from newsletter.transports import transport_dsn
 from newsletter.workspace import Workspace, new_issue, schema_text
 
 SCHEMA_URI = "newsletter://schema/issue.schema.json"

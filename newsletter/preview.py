@@ -38,10 +38,10 @@ from newsletter.errors import NewsletterError, PreviewError
 from newsletter.message import Outgoing, Recipient
 from newsletter.render import PACKAGE_TEMPLATES, image_size
 from newsletter.sending.send import member_message
-from newsletter.sending.wiring import open_store, transport_dsn
+from newsletter.sending.wiring import open_store
 from newsletter.store import SUBSCRIBED, ListRow
 from newsletter.tokens import TokenSigner
-from newsletter.transports import Dsn
+from newsletter.transports import Dsn, transport_dsn
 from newsletter.workspace import Workspace
 
 DEFAULT_PORT = 8642

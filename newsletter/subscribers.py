@@ -381,14 +381,13 @@ async def sync_suppressions(
 
     For people who run no server to receive webhooks; running it again changes nothing more.
     """
-    suppressions = getattr(transport, "suppressions", None)
-    if suppressions is None:
+    if not isinstance(transport, SuppressionSource):
         raise NewsletterError(
             f"{transport.scheme}:// keeps no suppression list that newsletter can read; run `newsletter serve` "
             "and configure the provider's webhooks instead"
         )
     report = SyncReport()
-    async for event in suppressions():
+    async for event in transport.suppressions():
         report.seen += 1
         report.kinds[event.kind] = report.kinds.get(event.kind, 0) + 1
         detail = {"provider": transport.scheme, "detail": event.detail}

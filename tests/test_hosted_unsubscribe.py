@@ -68,8 +68,9 @@ def test_the_hosted_unsubscribe_is_frozen_with_the_campaign(example_workspace, m
 
     workspace = Workspace.discover(example_workspace)
     campaign = example_campaign()
-    prepared = Prepared(workspace, campaign.rendered, "fake+api://", None, "A <a@crdbsl.org>", TokenSigner("k" * 40),
-                        None, SENDGRID)  # fmt: skip
+    prepared = Prepared(
+        workspace, campaign.rendered, "fake+api://", None, "A <a@crdbsl.org>", TokenSigner("k" * 40), None, SENDGRID
+    )
     content = prepared.freeze(ListRow(1, "alliances", "alliances")).to_json()
     row = CampaignRow(**{f.name: None for f in dataclasses.fields(CampaignRow)} | {"id": 5, "content": content})
     thawed = thaw(row, TokenSigner("k" * 40))
@@ -116,9 +117,16 @@ def test_the_providers_unsubscribes_count_for_the_list_being_sent_its_bounces_fo
     with store.transaction() as connection:
         marie, luc = (store.find_subscriber(connection, a) for a in ("marie@example.org", "luc@example.org"))
     people = (("marie", marie), ("luc", luc))
-    statuses = {(who, slug): store.membership(subscriber, slug)[2] for who, subscriber in people
-                for slug in ("alliances", "membres")}  # fmt: skip
+    statuses = {
+        (who, slug): store.membership(subscriber, slug)[2]
+        for who, subscriber in people
+        for slug in ("alliances", "membres")
+    }
     store.close()
     assert provider.checked
-    assert statuses == {("marie", "alliances"): "unsubscribed", ("marie", "membres"): "subscribed",
-                        ("luc", "alliances"): "bounced", ("luc", "membres"): "bounced"}  # fmt: skip
+    assert statuses == {
+        ("marie", "alliances"): "unsubscribed",
+        ("marie", "membres"): "subscribed",
+        ("luc", "alliances"): "bounced",
+        ("luc", "membres"): "bounced",
+    }

@@ -57,32 +57,53 @@ class FakePostmark:
             if request.headers.get("X-Postmark-Server-Token") != TOKEN:
                 return JSONResponse({"ErrorCode": 10, "Message": "Bad or missing API token"}, status_code=401)
             stream_id = request.path_params["stream"]
-            return JSONResponse({
-                "ID": stream_id, "ServerID": 123456, "Name": "Broadcast Stream", "Description": None,
-                "MessageStreamType": "Broadcasts", "CreatedAt": "2020-07-01T00:00:00-04:00", "UpdatedAt": None,
-                "ArchivedAt": None, "ExpectedPurgeDate": None,
-                "SubscriptionManagementConfiguration": {"UnsubscribeHandlingType": self.handling},
-            })  # fmt: skip
+            return JSONResponse(
+                {
+                    "ID": stream_id,
+                    "ServerID": 123456,
+                    "Name": "Broadcast Stream",
+                    "Description": None,
+                    "MessageStreamType": "Broadcasts",
+                    "CreatedAt": "2020-07-01T00:00:00-04:00",
+                    "UpdatedAt": None,
+                    "ArchivedAt": None,
+                    "ExpectedPurgeDate": None,
+                    "SubscriptionManagementConfiguration": {"UnsubscribeHandlingType": self.handling},
+                }
+            )
 
         async def dump(request: Request) -> JSONResponse:
             self.calls.append(f"GET {request.url.path}")
-            return JSONResponse({
-                "Suppressions": [
-                    {"EmailAddress": address, "SuppressionReason": "ManualSuppression", "Origin": "Recipient",
-                     "CreatedAt": "2026-04-02T10:12:41-04:00"}
-                    for address in self.suppressed
-                ]
-            })  # fmt: skip
+            return JSONResponse(
+                {
+                    "Suppressions": [
+                        {
+                            "EmailAddress": address,
+                            "SuppressionReason": "ManualSuppression",
+                            "Origin": "Recipient",
+                            "CreatedAt": "2026-04-02T10:12:41-04:00",
+                        }
+                        for address in self.suppressed
+                    ]
+                }
+            )
 
         async def batch(request: Request) -> JSONResponse:
             self.calls.append(f"POST {request.url.path}")
             messages = json.loads(await request.body())
             self.batches.append(messages)
-            return JSONResponse([
-                {"ErrorCode": 0, "Message": "OK", "MessageID": str(uuid.uuid4()), "SubmittedAt": "2026-04-02T10:15:00Z",
-                 "To": message["To"]}
-                for message in messages
-            ])  # fmt: skip
+            return JSONResponse(
+                [
+                    {
+                        "ErrorCode": 0,
+                        "Message": "OK",
+                        "MessageID": str(uuid.uuid4()),
+                        "SubmittedAt": "2026-04-02T10:15:00Z",
+                        "To": message["To"],
+                    }
+                    for message in messages
+                ]
+            )
 
         return Starlette(
             routes=[
@@ -98,8 +119,13 @@ def workspace(example_workspace, monkeypatch):
     """The example workspace without base_url, with archive_url, no signing key, four subscribed members."""
     monkeypatch.chdir(example_workspace)
     monkeypatch.setenv("NEWSLETTER_ASSET_BASE_URL", "https://bulletin.crdbsl.org/archive")
-    for variable in ("NEWSLETTER_SECRET_KEY", "NEWSLETTER_TRANSPORT", "NEWSLETTER_DATABASE_URL", "NEWSLETTER_BASE_URL",
-                     "NEWSLETTER_ARCHIVE_URL"):  # fmt: skip
+    for variable in (
+        "NEWSLETTER_SECRET_KEY",
+        "NEWSLETTER_TRANSPORT",
+        "NEWSLETTER_DATABASE_URL",
+        "NEWSLETTER_BASE_URL",
+        "NEWSLETTER_ARCHIVE_URL",
+    ):
         monkeypatch.delenv(variable, raising=False)
     config = example_workspace / "newsletter.toml"
     text = config.read_text().replace('base_url = "https://bulletin.crdbsl.org"', f'archive_url = "{ARCHIVE}"')

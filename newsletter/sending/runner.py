@@ -44,7 +44,7 @@ from typing import Protocol
 from newsletter.message import Campaign, Outgoing, Recipient
 from newsletter.render import RenderedIssue
 from newsletter.store import FAILED, PENDING, RUNNING, SENT, SKIPPED, SUBSCRIBED, CampaignRow, Delivery, Result, now
-from newsletter.transports.base import Outcome
+from newsletter.transports.base import Outcome, SendsEach
 
 
 class LedgerStore(Protocol):
@@ -76,9 +76,9 @@ class LedgerStore(Protocol):
 
 
 class Sender(Protocol):
-    """What the runner needs from a transport. One that can also report each message as it goes defines
-    `send_each(messages, record)`, calling `await record(index, outcome)` before it hands its connection the
-    message after next (see the guarantee above)."""
+    """What the runner needs from a transport. One that can also report each message as it goes is also a
+    transports.base.SendsEach: its `send_each(messages, record)` calls `await record(index, outcome)` before it
+    hands its connection the message after next (see the guarantee above)."""
 
     @property
     def max_batch(self) -> int: ...  # messages in one send_batch (a class attribute satisfies it)
@@ -256,11 +256,10 @@ async def run(
                 raise CampaignHalted(claim)
 
         messages = [campaign.build(Recipient(d.subscriber_id, d.email, d.name, d.fields)) for d in batch]
-        send_each = getattr(transport, "send_each", None)
         lease_check(claim)
-        if send_each is not None:
+        if isinstance(transport, SendsEach):
             try:
-                await send_each(messages, record)
+                await transport.send_each(messages, record)
             finally:
                 await asyncio.gather(*submitted, return_exceptions=True)  # whatever was answered is recorded
         else:

@@ -42,7 +42,6 @@ from newsletter.sending.wiring import (
     open_store,
     pacing_for,
     ready,
-    transport_for,
 )
 from newsletter.store import (
     CANCELLED,
@@ -58,7 +57,8 @@ from newsletter.store import (
     Store,
 )
 from newsletter.tokens import TokenSigner
-from newsletter.transports import Dsn, Transport
+from newsletter.transports import Dsn, Transport, transport_for
+from newsletter.transports.base import preflight
 from newsletter.workspace import Workspace
 
 SAMPLE_RECIPIENTS = 5
@@ -495,9 +495,7 @@ async def _test_send(
     )
     if dry_run:
         return summary
-    preflight = getattr(transport, "preflight", None)
-    if preflight is not None:  # a test send shows what the list would get: refused as the send would be
-        await preflight()
+    await preflight(transport)  # a test send shows what the list would get: refused as the send would be
     (outcome,) = await transport.send_batch([message])
     summary.transport = str(transport)
     summary.counts = {"sent": int(outcome.status == "sent"), "failed": int(outcome.status != "sent")}

@@ -5,17 +5,15 @@ DSN, with the DKIM signer), the pacing; and what it checks of its transport befo
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
-from newsletter.message import Campaign, DkimSigner, HostedUnsubscribe
+from newsletter.message import Campaign, HostedUnsubscribe
 from newsletter.sending.frozen import FrozenCampaign
 from newsletter.sending.runner import Pacing
 from newsletter.store import Store, database_url
 from newsletter.subscribers import sync_suppressions
-from newsletter.transports import DEFAULT_DSN, Dsn, Transport, transport_from_dsn
+from newsletter.transports import Dsn, Transport
+from newsletter.transports.base import hosted_unsubscribe_of, preflight
 from newsletter.workspace import Workspace
 
 LOCAL_SCHEMES = ("outbox", "null")  # nothing leaves this machine
@@ -23,24 +21,6 @@ LOCAL_SCHEMES = ("outbox", "null")  # nothing leaves this machine
 
 def open_store(workspace: Workspace) -> Store:
     return Store.open(database_url(workspace.root))
-
-
-def transport_dsn(option: str | None) -> str:
-    return option or os.environ.get("NEWSLETTER_TRANSPORT") or DEFAULT_DSN
-
-
-def dkim_signer(workspace: Workspace) -> DkimSigner | None:
-    """The DKIM signer when [dkim] and NEWSLETTER_DKIM_PRIVATE_KEY (PEM text or a file) are both set."""
-    settings = workspace.config.dkim
-    key = os.environ.get("NEWSLETTER_DKIM_PRIVATE_KEY", "")
-    if not (settings.domain and settings.selector and key):
-        return None
-    data = key.encode() if "-----BEGIN" in key else Path(key).expanduser().read_bytes()
-    return DkimSigner(settings.domain, settings.selector, data)
-
-
-def transport_for(workspace: Workspace, dsn_text: str) -> Transport:
-    return transport_from_dsn(dsn_text, root=workspace.root, dkim=dkim_signer(workspace))
 
 
 def is_local(dsn_text: str) -> bool:
@@ -59,7 +39,7 @@ def pacing_for(config: Config, frozen: FrozenCampaign | None = None) -> Pacing:
 
 
 def hosted_unsubscribe(transport: Transport) -> HostedUnsubscribe | None:
-    return getattr(transport, "hosted_unsubscribe", None)
+    return hosted_unsubscribe_of(transport)
 
 
 def check_transport_fits(campaign: Campaign, transport: Transport) -> None:
@@ -92,7 +72,5 @@ async def apply_provider_suppressions(store: Store, transport: Transport, list_i
 async def ready(store: Store, transport: Transport, list_id: int) -> None:
     """What a sender does before it sends a campaign's messages: the provider's own checks of the account (a
     stream that would add a second unsubscribe link is refused), then its unsubscribes recorded in the store."""
-    preflight = getattr(transport, "preflight", None)
-    if preflight is not None:
-        await preflight()
+    await preflight(transport)
     await apply_provider_suppressions(store, transport, list_id)

@@ -30,10 +30,10 @@ from newsletter.sending.wiring import (
     open_store,
     pacing_for,
     ready,
-    transport_for,
 )
 from newsletter.store import RUNNING, CampaignRow
 from newsletter.tokens import TokenSigner
+from newsletter.transports import transport_for
 from newsletter.workspace import Workspace
 
 POLL = 2.0  # seconds between two passes of an idle worker

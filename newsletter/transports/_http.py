@@ -10,16 +10,20 @@ quota) lists them in `own_statuses`, and its parse_response gets them first; it 
 the run (a quota spent: the campaign pauses, everyone still pending).
 A message that build_request cannot write (ValueError: an address with no ASCII form) fails alone, before
 anything is sent; the others of the batch go in a request without it.
+A provider's reads (suppression lists, account checks before a campaign) go through ApiTransport.read, the one
+retrying reader: a RetryPolicy says how often and how long it asks again after a 429, a 5xx or a lost connection,
+the provider's answer() says what each response means, and its messages say what failed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 
@@ -39,6 +43,36 @@ class ApiRequest:
     content: bytes | None = None
     data: Any = None  # form fields
     files: Any = None  # multipart parts
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How ApiTransport.read asks again after a 429, a 5xx or a lost connection.
+
+    backoff: the seconds before each new attempt when the provider names no wait, so `attempts` (one name for the
+    count, the first included) is len(backoff) + 1. A longer wait than max_wait asked for is shortened to max_wait
+    with `cap`; without it, the read stops there (the provider's too_long message says to run it again later).
+    """
+
+    backoff: tuple[float, ...]
+    max_wait: float
+    cap: bool = False
+
+    @property
+    def attempts(self) -> int:
+        return len(self.backoff) + 1
+
+
+@dataclass(frozen=True)
+class Again:
+    """A response worth asking again (a 429, a 5xx): the problem, for the messages, and the wait the provider asked
+    for (Retry-After; None: the policy's backoff)."""
+
+    problem: str
+    wait: float | None = None
+
+
+Answer = TypeVar("Answer")
 
 
 def api_base_url(dsn: Dsn, default_host: str) -> str:
@@ -165,6 +199,46 @@ class ApiTransport:
         rest = [message for index, message in enumerate(messages) if index not in unwritable]
         answers = iter(await self.send_batch(rest) if rest else [])
         return [unwritable[index] if index in unwritable else next(answers) for index in range(len(messages))]
+
+    async def pause(self, seconds: float) -> None:
+        """How read() waits between attempts; the tests replace it, to wait for nothing and see the waits."""
+        await asyncio.sleep(seconds)
+
+    async def read(
+        self,
+        send: Callable[[], Awaitable[httpx.Response]],
+        policy: RetryPolicy,
+        answer: Callable[[httpx.Response], Answer | Again],
+        *,
+        exhausted: Callable[[str], str],
+        too_long: Callable[[str, float], str] | None = None,
+    ) -> Answer:
+        """What answer() makes of the first response it does not ask again (Again), after up to policy.attempts
+        requests: send() makes one (anew each time: SES signs each), a lost connection is asked again too.
+        answer() raises TransportError for a response that no new attempt can mend (credentials refused, 404).
+        Raise TransportError(exhausted(last problem)) after the last attempt, and TransportError(too_long(problem,
+        seconds)) when the provider asks for a longer wait than policy.max_wait (unless policy.cap)."""
+        problem = ""
+        for attempt in range(1, policy.attempts + 1):
+            wait: float | None = None
+            try:
+                response = await send()
+            except httpx.TransportError as exc:  # refused, reset, timed out: ask again
+                problem = f"{type(exc).__name__} {exc}".strip()
+            else:
+                result = answer(response)
+                if not isinstance(result, Again):
+                    return result
+                problem, wait = result.problem, result.wait
+            if attempt == policy.attempts:
+                break
+            seconds = wait if wait is not None else policy.backoff[attempt - 1]
+            if seconds > policy.max_wait:
+                if too_long is not None and not policy.cap:
+                    raise TransportError(too_long(problem, seconds))
+                seconds = policy.max_wait
+            await self.pause(seconds)
+        raise TransportError(exhausted(problem))
 
     async def aclose(self) -> None:
         await self.client.aclose()

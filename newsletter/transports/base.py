@@ -1,4 +1,6 @@
-"""What every transport shares: the Outcome of one message, the Transport interface, and the DSN that picks one.
+"""What every transport shares: the Outcome of one message, the Transport interface and its optional capabilities
+(each a protocol: SendsEach, Preflights, HostsUnsubscribe, SuppressionSource), the WebhookHandler a provider's
+webhooks implement, and the DSN that picks a transport.
 
 A transport takes a batch of messages and returns one Outcome per message, in order. A problem with one
 recipient is an Outcome, never an exception; send_batch raises TransportError only when nothing can work
@@ -7,10 +9,10 @@ recipient is an Outcome, never an exception; send_batch raises TransportError on
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import ClassVar, Literal, Protocol
+from datetime import datetime, timedelta
+from typing import ClassVar, Literal, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from newsletter.errors import NewsletterError
@@ -50,6 +52,9 @@ class Outcome:
         return cls("failed", reason=reason, bounce=bounce)
 
 
+EventKind = Literal["bounced", "complained", "unsubscribed"]
+
+
 @dataclass(frozen=True)
 class DeliveryEvent:
     """What a provider's webhook says about one recipient, reduced to what changes a membership.
@@ -61,7 +66,7 @@ class DeliveryEvent:
     without it the event applies to the address on every list.
     """
 
-    kind: Literal["bounced", "complained", "unsubscribed"]
+    kind: EventKind
     email: str
     provider_id: str | None = None
     at: datetime | None = None
@@ -76,14 +81,10 @@ class TransportError(NewsletterError):
     """Nothing can be sent through this transport as configured (e.g. credentials refused): stop the run."""
 
 
+@runtime_checkable
 class Transport(Protocol):
-    """What every transport does. Two members are optional, read with getattr:
-    hosted_unsubscribe  HostedUnsubscribe | None: the provider's own unsubscribe, when the DSN asks for it
-                        (`unsubscribe=provider`) or the provider imposes it; its transport then also has
-                        suppressions() (SuppressionSource), which `send` applies before sending
-    preflight()         async, before a campaign's first message: refuse (NewsletterError) an account set up so
-                        that the messages would be wrong, e.g. a stream that adds a second unsubscribe link
-    """
+    """What every transport does: send a batch, one Outcome per message. The optional capabilities below are
+    protocols of their own, each checked with isinstance (never getattr) where it is used."""
 
     scheme: ClassVar[str]  # "postmark+api"
     max_batch: ClassVar[int]  # the provider's documented batch size; 1 where it has none
@@ -93,6 +94,81 @@ class Transport(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class SendsEach(Protocol):
+    """A transport that reports each message as it goes (smtp): `await record(index, outcome)` before it hands its
+    connection the message after next (the runner's guarantee, campaign.py)."""
+
+    async def send_each(self, messages: Sequence[Outgoing], record: Record) -> None: ...
+
+
+@runtime_checkable
+class Preflights(Protocol):
+    """A transport that checks the provider's account before a campaign's first message, and refuses
+    (NewsletterError) one set up so that the messages would be wrong, e.g. a stream adding a second unsubscribe."""
+
+    async def preflight(self) -> None: ...
+
+
+@runtime_checkable
+class HostsUnsubscribe(Protocol):
+    """A transport that can use the provider's own unsubscribe (`unsubscribe=provider`, or imposed by it): None when
+    this DSN does not. With one, its transport also is a SuppressionSource, which `send` applies before sending."""
+
+    hosted_unsubscribe: HostedUnsubscribe | None
+
+
+@runtime_checkable
+class SuppressionSource(Protocol):
+    """A transport whose provider keeps a suppression list that `newsletter subscribers sync` can read."""
+
+    scheme: ClassVar[str]  # named in the events it records
+
+    def suppressions(self) -> AsyncIterator[DeliveryEvent]:
+        """Every address the provider suppresses (bounced, complained, unsubscribed), page after page."""
+        ...
+
+
+def hosted_unsubscribe_of(transport: object) -> HostedUnsubscribe | None:
+    """The provider's unsubscribe this transport's messages carry, or None (the links of `newsletter serve`)."""
+    return transport.hosted_unsubscribe if isinstance(transport, HostsUnsubscribe) else None
+
+
+async def preflight(transport: object) -> None:
+    """The transport's own checks of the account, when it has any (Preflights)."""
+    if isinstance(transport, Preflights):
+        await transport.preflight()
+
+
+class WebhookHandler:
+    """What POST /webhooks/{provider} needs from a provider (newsletter/web/webhooks.py), with the defaults of a
+    provider that signs each request: verify it, parse it; no subscription to confirm, no replay token.
+
+    A provider that signs a token rather than the event (Mailgun) sets `replay_tokens` and returns the token from
+    replay_token(): the store then refuses a token seen before, and forgets it after `token_kept`, once the
+    provider's own check would refuse it by its age. A request that needs a token and carries none is refused.
+    """
+
+    replay_tokens: ClassVar[bool] = False
+    token_kept: ClassVar[timedelta] = timedelta(0)
+
+    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> bool:
+        """Whether the request comes from the provider (secret: NEWSLETTER_WEBHOOK_SECRET_<PROVIDER>). May block."""
+        raise NotImplementedError
+
+    def parse(self, body: bytes, headers: Mapping[str, str]) -> list[DeliveryEvent]:
+        """The events of a verified request; ValueError when its body is not what the provider documents."""
+        raise NotImplementedError
+
+    def confirmation_url(self, body: bytes) -> str | None:
+        """The URL to GET that confirms a subscription (Amazon SNS), when the body asks for one; else None."""
+        return None
+
+    def replay_token(self, body: bytes) -> str | None:
+        """The signed token of a request, with replay_tokens: each is accepted once."""
+        return None
 
 
 UNSUBSCRIBE_OPTION = ("own", "provider")  # ?unsubscribe=: the links of `newsletter serve`, or the provider's
@@ -140,14 +216,6 @@ def refuse_hosted_unsubscribe(dsn: Dsn, why: str) -> None:
     """For a transport that cannot use a provider's unsubscribe: refuse ?unsubscribe=provider, saying why."""
     if dsn.option("unsubscribe", "own", UNSUBSCRIBE_OPTION) == "provider":
         raise NewsletterError(f"{dsn.scheme}://…?unsubscribe=provider: {why}; run `newsletter serve` for the links")
-
-
-class SuppressionSource(Protocol):
-    """A transport whose provider keeps a suppression list that `newsletter subscribers sync` can read."""
-
-    def suppressions(self) -> AsyncIterator[DeliveryEvent]:
-        """Every address the provider suppresses (bounced, complained, unsubscribed), page after page."""
-        ...
 
 
 @dataclass(frozen=True)

@@ -65,8 +65,8 @@ class _Client(aiosmtplib.SMTP):
             )
         if utf8 or not wire_ready(data):
             encoding = "utf-8" if utf8 else "ascii"
-            await self.mail(sender, options=[o.decode() for o in options] + (["SMTPUTF8"] if utf8 else []),
-                            encoding=encoding)  # fmt: skip
+            mail_options = [option.decode() for option in options] + (["SMTPUTF8"] if utf8 else [])
+            await self.mail(sender, options=mail_options, encoding=encoding)
             await self.rcpt(recipient, encoding=encoding)
             await self.data(data)
             return

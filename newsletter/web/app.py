@@ -31,10 +31,9 @@ from starlette.routing import Route
 
 from newsletter.config import CONFIG_FILE, Config, toml_line
 from newsletter.errors import ConfigError
-from newsletter.sending.wiring import transport_dsn, transport_for
 from newsletter.store import ListRow, Store
 from newsletter.tokens import TokenSigner
-from newsletter.transports import Transport
+from newsletter.transports import Transport, transport_dsn, transport_for
 from newsletter.web.common import BlockLimiter, SecurityHeaders
 from newsletter.web.pages import Pages
 from newsletter.web.writes import GroupWriter

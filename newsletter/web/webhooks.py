@@ -1,5 +1,7 @@
 """POST /webhooks/{provider}: bounces, complaints and provider-side unsubscribes, once the provider's own
-authentication is verified (each provider's module verifies and parses); 401 without a configured secret.
+authentication is verified (each provider's WebhookHandler verifies and parses; the providers, their handlers
+and their secrets' variables, NEWSLETTER_WEBHOOK_SECRET_<PROVIDER>, are newsletter.transports.WEBHOOK_PROVIDERS);
+401 without a configured secret.
 
 A provider that signs a token rather than the event (Mailgun: webhook_token) has each token reserved in the store
 in the transaction that applies the request's events (store.apply_webhook): a token reserved before is a replay,
@@ -10,10 +12,7 @@ for the provider's retry. Tokens go once the provider's own check would refuse t
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import importlib
 import logging
-import os
 
 import httpx
 from starlette.requests import Request
@@ -21,12 +20,12 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from newsletter.store import now
+from newsletter.transports import WEBHOOK_PROVIDERS
 from newsletter.web.app import Site
 from newsletter.web.common import read_body
 
 log = logging.getLogger("newsletter.web")
 MAX_WEBHOOK_BODY = 1024 * 1024  # a webhook batch is a few kilobytes
-WEBHOOK_PROVIDERS = ("postmark", "sendgrid", "mailgun", "ses", "resend")
 FORGET_TOKENS_EVERY = 3600.0  # seconds between two removals of the webhook tokens past their provider's window
 
 
@@ -40,43 +39,41 @@ def routes(site: Site) -> list[Route]:
     site.periodic.append((FORGET_TOKENS_EVERY, forget_webhook_tokens))
 
     async def webhook(request: Request) -> Response:
-        provider = request.path_params["provider"]
-        if provider not in WEBHOOK_PROVIDERS:
+        name = request.path_params["provider"]
+        provider = WEBHOOK_PROVIDERS.get(name)
+        if provider is None:
             return PlainTextResponse("unknown provider", status_code=404)
         body = await read_body(request, MAX_WEBHOOK_BODY)
         if body is None:
             return PlainTextResponse("request body too large", status_code=413)
-        secret = os.environ.get(f"NEWSLETTER_WEBHOOK_SECRET_{provider.upper()}", "")
-        module = importlib.import_module(f"newsletter.transports.{provider}")
-        verify, parse = getattr(module, "verify_webhook", None), getattr(module, "parse_webhook", None)
+        secret = provider.webhook_secret()
+        handler = provider.webhook_handler()
         # In a thread: verifying may fetch a certificate the first time (Amazon SNS).
-        verified = bool(secret) and verify is not None and parse is not None
-        if not verified or not await asyncio.to_thread(verify, request.headers, body, secret):
-            log.info("POST /webhooks/%s refused", provider)
+        if handler is None or not secret or not await asyncio.to_thread(handler.verify, request.headers, body, secret):
+            log.info("POST /webhooks/%s refused", name)
             return PlainTextResponse("unauthorized", status_code=401)
-        confirm = getattr(module, "subscription_confirmation_url", None)
-        if confirm is not None and (url := confirm(body)):
+        if url := handler.confirmation_url(body):
             async with httpx.AsyncClient(timeout=10) as client:  # SNS: visiting the URL confirms the subscription
                 await client.get(url)
             return JSONResponse({"confirmed": True})
         try:
-            events = parse(body, request.headers)
+            events = handler.parse(body, request.headers)
         except ValueError as exc:
             return PlainTextResponse(f"malformed payload: {exc}", status_code=400)
         # Mailgun signs a timestamp and a token, not the event: a token acted on before is a replay.
-        token_of = getattr(module, "webhook_token", None)
-        token = token_of(body) if token_of is not None else None
-        keep = dt.timedelta(seconds=getattr(module, "WEBHOOK_TOKEN_KEPT", 0))
-        reports = [(event.kind, event.email, event.key,
-                    {"provider": provider, "detail": event.detail, "provider_id": event.provider_id})
-                   for event in events]  # fmt: skip
+        token = handler.replay_token(body) if handler.replay_tokens else None
+        reports = [
+            (event.kind, event.email, event.key, {"provider": name, "detail": event.detail, "provider_id": pid})
+            for event in events
+            for pid in (event.provider_id,)
+        ]
         changed = None
-        if token_of is None or token is not None:
-            changed = await asyncio.to_thread(store.apply_webhook, provider, token, reports, keep=keep)
+        if not handler.replay_tokens or token is not None:
+            changed = await asyncio.to_thread(store.apply_webhook, name, token, reports, keep=handler.token_kept)
         if changed is None:
-            log.info("POST /webhooks/%s refused: its token was used before", provider)
+            log.info("POST /webhooks/%s refused: its token was used before", name)
             return PlainTextResponse("unauthorized", status_code=401)
-        log.info("POST /webhooks/%s: %d events, %d memberships changed", provider, len(events), changed)
+        log.info("POST /webhooks/%s: %d events, %d memberships changed", name, len(events), changed)
         return JSONResponse({"events": len(events), "changed": changed})
 
     return [Route("/webhooks/{provider}", webhook, methods=["POST"])]

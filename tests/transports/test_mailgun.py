@@ -20,7 +20,7 @@ from newsletter.errors import NewsletterError
 from newsletter.message import Recipient
 from newsletter.render import PLACEHOLDER, RenderedIssue
 from newsletter.transports import transport_from_dsn
-from newsletter.transports.base import Dsn, TransportError
+from newsletter.transports.base import Dsn
 from newsletter.transports.mailgun import MailgunTransport, build_payload, parse_response
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "mailgun"
@@ -223,16 +223,6 @@ def test_build_payload_refuses_two_campaigns(campaign, messages):
 
 
 @respx.mock
-def test_a_queued_batch_is_sent_with_mailgun_id(messages):
-    """The sample response of https://documentation.mailgun.com/en/latest/api-sending.html
-    (tests/fixtures/mailgun/send-200-queued.json): one id for the whole batch."""
-    respx.post(EU_URL).mock(return_value=httpx.Response(200, json=fixture("send-200-queued.json")))
-    outcomes = send(messages)
-    assert [o.status for o in outcomes] == ["sent"] * 4
-    assert {o.provider_id for o in outcomes} == {"<20111114174239.25659.5817@samples.mailgun.org>"}
-
-
-@respx.mock
 def test_bad_and_repeated_addresses_stay_out_of_the_request(campaign, messages):
     """Mailgun refuses a whole batch for one invalid `to` without saying which; such an address is failed as a
     bounce and left out, a repeated one waits for the next batch, and the others are sent. The 200 body is the
@@ -299,50 +289,6 @@ def test_an_answer_without_id_leaves_every_message_to_retry(messages):
     assert [o.status for o in outcomes] == ["retry"] * 4
     assert outcomes[0].reason.startswith("Mailgun 200: the answer names no message (Mailgun Magnificent API)")
     assert parse_response(200, {}, b'{"message": "Queued. Thank you."}', messages)[0].status == "retry"
-
-
-@respx.mock
-def test_429_is_retried_after_retry_after(messages):
-    """429: "Please retry these requests as defined in the response":
-    https://documentation.mailgun.com/docs/mailgun/quickstart-guide/responses"""
-    respx.post(EU_URL).mock(
-        return_value=httpx.Response(429, headers={"Retry-After": "30"}, json={"message": "Too many requests"})
-    )
-    outcomes = send(messages)
-    assert [(o.status, o.retry_after) for o in outcomes] == [("retry", 30.0)] * 4
-    assert outcomes[0].reason.startswith("Mailgun 429:")
-
-
-@respx.mock
-def test_500_is_retried_then_sent(messages):
-    """500: "Retries are recommended": https://documentation.mailgun.com/docs/mailgun/quickstart-guide/responses;
-    the 200 body is the sample of https://documentation.mailgun.com/en/latest/api-sending.html."""
-    respx.post(EU_URL).mock(
-        side_effect=[
-            httpx.Response(500, text="Internal Server Error"),
-            httpx.Response(200, json=fixture("send-200-queued.json")),
-        ]
-    )
-    first_try, second_try = send(messages, times=2)
-    assert [o.status for o in first_try] == ["retry"] * 4
-    assert [o.status for o in second_try] == ["sent"] * 4
-
-
-@respx.mock
-def test_401_stops_the_run_without_showing_the_key(messages):
-    respx.post(EU_URL).mock(return_value=httpx.Response(401, text="Forbidden"))
-    with pytest.raises(TransportError) as raised:
-        send(messages)
-    assert "Mailgun refused the credentials (401: Forbidden)" in str(raised.value)
-    assert KEY not in str(raised.value)
-
-
-@respx.mock
-def test_a_connection_error_leaves_every_message_to_retry(messages):
-    respx.post(EU_URL).mock(side_effect=httpx.ConnectError("Connection refused"))
-    outcomes = send(messages)
-    assert [o.status for o in outcomes] == ["retry"] * 4
-    assert outcomes[0].reason == "Mailgun: ConnectError Connection refused"
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import respx
 
-from newsletter.transports import mailgun as mailgun_module
 from newsletter.transports import transport_from_dsn
+from newsletter.transports._http import ApiTransport
 from newsletter.transports.base import DeliveryEvent, TransportError
 from newsletter.transports.mailgun import MailgunTransport, parse_suppressions
 
@@ -82,7 +82,7 @@ def pauses(monkeypatch) -> list[float]:
     async def pause(seconds: float) -> None:
         waited.append(seconds)
 
-    monkeypatch.setattr(mailgun_module, "_pause", pause)
+    monkeypatch.setattr(ApiTransport, "pause", staticmethod(pause))
     return waited
 
 

@@ -29,6 +29,11 @@ DSN = f"postmark+api://{TOKEN}@default"
 DSN_OWN = f"{DSN}?unsubscribe=own"
 URL = "https://api.postmarkapp.com/email/batch"
 BATCH_PAGE = "https://postmarkapp.com/developer/user-guide/send-email-with-api/batch-emails"
+# The body format on https://postmarkapp.com/developer/api/email-api
+BODY_FIELDS = set(
+    "From To Cc Bcc Subject Tag HtmlBody TextBody ReplyTo Headers TrackOpens TrackLinks Metadata Attachments "
+    "MessageStream".split()
+)
 
 
 def body(name: str) -> bytes:
@@ -76,10 +81,7 @@ def test_request_is_the_documented_batch_call(messages):
     assert isinstance(sent, list) and len(sent) == len(messages) == 4
     for item in sent:
         assert set(documented[0]) <= set(item)  # every field of the documented example, and ours
-        assert set(item) <= {
-            "From", "To", "Cc", "Bcc", "Subject", "Tag", "HtmlBody", "TextBody", "ReplyTo", "Headers",
-            "TrackOpens", "TrackLinks", "Metadata", "Attachments", "MessageStream",
-        }  # fmt: skip  # the body format on https://postmarkapp.com/developer/api/email-api
+        assert set(item) <= BODY_FIELDS
         assert item["From"] == "Le bulletin des Alliances <alliancesolidarite@crdbsl.org>"
         assert item["ReplyTo"] == "alliancesolidarite@crdbsl.org"
         assert item["MessageStream"] == "broadcast"
@@ -137,7 +139,7 @@ def test_addresses_keep_accents_and_quote_punctuation():
 @respx.mock
 def test_a_batch_over_50_mb_is_split(messages, monkeypatch):
     """'up to 50 MB payload size' (BATCH_PAGE): a batch whose JSON is larger goes in several requests."""
-    monkeypatch.setattr(postmark, "MAX_PAYLOAD_BYTES", len(postmark.encode(build_payload(messages[:2]))) + 1)
+    monkeypatch.setattr(postmark.sending, "MAX_PAYLOAD_BYTES", len(postmark.encode(build_payload(messages[:2]))) + 1)
     success = json.loads(body("batch-success.json"))
     route = respx.post(URL).mock(
         side_effect=[
@@ -152,15 +154,6 @@ def test_a_batch_over_50_mb_is_split(messages, monkeypatch):
 
 
 # The answers
-
-
-@respx.mock
-def test_successful_batch_keeps_postmarks_message_ids(messages):
-    """The documented response (BATCH_PAGE, batch-response.json) for our four recipients: batch-success.json."""
-    respx.post(URL).mock(return_value=httpx.Response(200, content=body("batch-success.json")))
-    [outcomes] = send(messages)
-    assert [o.status for o in outcomes] == ["sent"] * 4
-    assert [o.provider_id for o in outcomes] == [r["MessageID"] for r in json.loads(body("batch-success.json"))]
 
 
 def test_documented_response_verbatim(campaign):
@@ -241,53 +234,6 @@ def test_an_unreadable_answer_sends_nothing(messages):
     for answer in (b"<html>Bad gateway</html>", b'{"ErrorCode": 0}', b"[null, 42]"):
         outcomes = parse_response(200, {}, answer, messages[:2])
         assert [o.status for o in outcomes] == ["retry", "retry"]
-
-
-@respx.mock
-def test_429_with_retry_after_retries_later(messages):
-    respx.post(URL).mock(
-        return_value=httpx.Response(
-            429, headers={"Retry-After": "30"}, json={"ErrorCode": 429, "Message": "Rate limit exceeded"}
-        )
-    )
-    [outcomes] = send(messages)
-    assert [o.status for o in outcomes] == ["retry"] * 4
-    assert all(o.retry_after == 30.0 for o in outcomes)
-    assert outcomes[0].reason.startswith("postmark 429")
-
-
-@respx.mock
-def test_500_then_success(messages):
-    respx.post(URL).mock(
-        side_effect=[
-            httpx.Response(500, json={"ErrorCode": 500, "Message": "Internal server error"}),
-            httpx.Response(200, content=body("batch-success.json")),
-        ]
-    )
-    first, second = send(messages, times=2)
-    assert [o.status for o in first] == ["retry"] * 4
-    assert [o.status for o in second] == ["sent"] * 4
-
-
-@respx.mock
-def test_401_stops_the_run_without_showing_the_token(messages):
-    """'wrong or missing headers … HTTP Response 401 (Unauthorized)' (https://postmarkapp.com/developer/api/overview)."""
-    respx.post(URL).mock(
-        return_value=httpx.Response(401, json={"ErrorCode": 10, "Message": "Bad or missing API token"})
-    )
-    with pytest.raises(TransportError) as error:
-        send(messages)
-    assert "postmark refused the credentials (401" in str(error.value)
-    assert TOKEN not in str(error.value)
-    assert TOKEN not in str(transport())
-
-
-@respx.mock
-def test_connection_error_retries(messages):
-    respx.post(URL).mock(side_effect=httpx.ConnectError("Connection refused"))
-    [outcomes] = send(messages)
-    assert [o.status for o in outcomes] == ["retry"] * 4
-    assert outcomes[0].reason.startswith("postmark: ConnectError")
 
 
 @respx.mock

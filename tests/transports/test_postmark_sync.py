@@ -16,6 +16,7 @@ import pytest
 import respx
 
 from newsletter.transports import postmark, transport_from_dsn
+from newsletter.transports._http import ApiTransport
 from newsletter.transports.base import DeliveryEvent, TransportError
 from newsletter.transports.postmark import PostmarkTransport, parse_suppressions
 
@@ -57,7 +58,7 @@ def waits(monkeypatch) -> list[float]:
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    monkeypatch.setattr(postmark, "_sleep", sleep)
+    monkeypatch.setattr(ApiTransport, "pause", staticmethod(sleep))
     return slept
 
 
@@ -218,7 +219,7 @@ def test_a_5xx_without_retry_after_waits_a_short_backoff(waits):
 
     assert len(sync()) == 3
     assert route.call_count == 3
-    assert waits == [postmark.SYNC_BACKOFF[0], postmark.SYNC_BACKOFF[1]]
+    assert waits == [postmark.READ_RETRY.backoff[0], postmark.READ_RETRY.backoff[1]]
 
 
 @respx.mock
@@ -232,7 +233,7 @@ def test_a_lost_connection_is_asked_again(waits):
 
     assert len(sync()) == 3
     assert route.call_count == 2
-    assert waits == [postmark.SYNC_BACKOFF[0]]
+    assert waits == [postmark.READ_RETRY.backoff[0]]
 
 
 @respx.mock
@@ -246,7 +247,7 @@ def test_a_long_retry_after_is_capped(waits):
 
     sync()
 
-    assert waits == [postmark.MAX_WAIT]
+    assert waits == [postmark.READ_RETRY.max_wait]
 
 
 @respx.mock
@@ -256,10 +257,10 @@ def test_a_429_that_lasts_stops_the_sync_and_says_so(waits):
     with pytest.raises(TransportError) as caught:
         sync()
 
-    assert route.call_count == postmark.SYNC_ATTEMPTS
-    assert waits == list(postmark.SYNC_BACKOFF)  # no sleep after the last attempt
+    assert route.call_count == postmark.READ_RETRY.attempts
+    assert waits == list(postmark.READ_RETRY.backoff)  # no sleep after the last attempt
     message = str(caught.value)
-    assert f"after {postmark.SYNC_ATTEMPTS} attempts" in message
+    assert f"after {postmark.READ_RETRY.attempts} attempts" in message
     assert "429" in message and "Rate Limit Exceeded" in message
     assert TOKEN not in message
 

@@ -23,6 +23,7 @@ import respx
 
 from newsletter.errors import NewsletterError
 from newsletter.transports import postmark, transport_from_dsn
+from newsletter.transports._http import ApiTransport
 from newsletter.transports.base import TransportError
 from newsletter.transports.postmark import PLACEHOLDER, PostmarkTransport, build_payload
 
@@ -88,7 +89,7 @@ def no_waiting(monkeypatch) -> list[float]:
     async def sleep(seconds: float) -> None:
         waited.append(seconds)
 
-    monkeypatch.setattr(postmark, "_sleep", sleep)
+    monkeypatch.setattr(ApiTransport, "pause", staticmethod(sleep))
     return waited
 
 
@@ -293,7 +294,7 @@ def test_preflight_gives_up_after_its_attempts():
     route = respx.get(STREAM).respond(500, json={"ErrorCode": 500, "Message": "Internal server error"})
     with pytest.raises(TransportError, match=r"could not be read after 4 attempts .*nothing was read, try again"):
         preflight(transport())
-    assert route.call_count == postmark.SYNC_ATTEMPTS
+    assert route.call_count == postmark.READ_RETRY.attempts
 
 
 @respx.mock

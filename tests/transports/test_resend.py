@@ -33,9 +33,21 @@ KEY = "re_Secr3tKeyForTests_123"
 DSN = f"resend+api://{KEY}@default"
 URL = "https://api.resend.com/emails/batch"
 DOCUMENTED_FIELDS = {  # SendEmailRequest in https://github.com/resend/resend-openapi (resend.yaml)
-    "from", "to", "subject", "bcc", "cc", "reply_to", "html", "text", "template", "headers", "scheduled_at",
-    "attachments", "tags", "topic_id",
-}  # fmt: skip
+    "from",
+    "to",
+    "subject",
+    "bcc",
+    "cc",
+    "reply_to",
+    "html",
+    "text",
+    "template",
+    "headers",
+    "scheduled_at",
+    "attachments",
+    "tags",
+    "topic_id",
+}
 
 
 def body(name: str) -> bytes:
@@ -163,17 +175,6 @@ def test_display_names_are_quoted_when_rfc_5322_needs_it():
 
 
 @respx.mock
-def test_a_successful_batch_keeps_resends_ids(messages):
-    """Both emails created: each message is sent with its id, in order
-    (https://resend.com/docs/api-reference/emails/send-batch-emails, response example)."""
-    respx.post(URL).mock(return_value=httpx.Response(200, content=body("batch-response.json")))
-    assert send(messages[:2]) == [
-        Outcome.sent("ae2014de-c168-4c61-8267-70d2662a1ce1"),
-        Outcome.sent("faccb7a5-8a28-4e9a-ac64-8da1cc3bc1cb"),
-    ]
-
-
-@respx.mock
 def test_a_partial_failure_fails_only_the_rejected_email(messages):
     """Permissive mode: index 2 rejected, the two others created
     (https://resend.com/docs/dashboard/emails/batch-validation-modes, example response)."""
@@ -220,21 +221,7 @@ def test_answers_that_name_nothing_leave_every_message_retry(messages):
 
 
 @respx.mock
-def test_429_is_retried_after_retry_after(messages):
-    """rate_limit_exceeded with retry-after and ratelimit-* headers (https://resend.com/docs/api-reference/errors,
-    https://resend.com/docs/api-reference/rate-limit)."""
-    headers = {"retry-after": "2", "ratelimit-limit": "2", "ratelimit-remaining": "0", "ratelimit-reset": "2"}
-    respx.post(URL).mock(
-        return_value=httpx.Response(429, headers=headers, content=body("error-429-rate-limit-exceeded.json"))
-    )
-    outcomes = send(messages)
-    assert [o.status for o in outcomes] == ["retry"] * 4
-    assert all(o.retry_after == 2.0 for o in outcomes)
-    assert "rate_limit_exceeded" in outcomes[0].reason
-
-
-@respx.mock
-def test_500_then_success_retries_the_same_request(messages):
+def test_a_batch_retried_after_a_500_carries_the_same_idempotency_key_and_body(messages):
     """A 500 leaves the batch retry; sent again, the same Idempotency-Key and body go out and succeed
     (https://resend.com/docs/dashboard/emails/idempotency-keys; 2xx body from the send-batch-emails page)."""
     route = respx.post(URL).mock(
@@ -251,27 +238,6 @@ def test_500_then_success_retries_the_same_request(messages):
     one, two = (call.request for call in route.calls)
     assert one.headers["Idempotency-Key"] == two.headers["Idempotency-Key"]
     assert one.content == two.content
-
-
-@respx.mock
-@pytest.mark.parametrize("fixture", ["error-401-missing-api-key.json", "error-403-invalid-api-key.json"])
-def test_refused_credentials_stop_the_run_without_showing_the_key(messages, fixture):
-    """missing_api_key (401) and invalid_api_key (403) (https://resend.com/docs/api-reference/errors)."""
-    status = int(fixture.split("-")[1])
-    respx.post(URL).mock(return_value=httpx.Response(status, content=body(fixture)))
-    with pytest.raises(TransportError) as raised:
-        send(messages)
-    message = str(raised.value)
-    assert "Resend refused the credentials" in message and str(status) in message
-    assert KEY not in message
-
-
-@respx.mock
-def test_a_connection_error_leaves_the_batch_retry(messages):
-    respx.post(URL).mock(side_effect=httpx.ConnectError("connection refused"))
-    outcomes = send(messages)
-    assert [o.status for o in outcomes] == ["retry"] * 4
-    assert outcomes[0].reason.startswith("Resend: ConnectError")
 
 
 @respx.mock
@@ -324,25 +290,6 @@ def test_an_error_without_json_is_still_explained(messages):
 
 
 # The DSN
-
-
-def test_default_host_is_resends_api():
-    transport = transport_from_dsn(DSN)
-    assert isinstance(transport, ResendTransport)
-    assert transport.base_url == "https://api.resend.com"
-    assert transport.max_batch == 100
-    assert str(transport) == "resend+api://default"
-    assert KEY not in str(transport)
-
-
-@respx.mock
-def test_a_local_host_and_port_is_used_over_http(messages):
-    route = respx.post("http://127.0.0.1:8025/emails/batch").mock(
-        return_value=httpx.Response(200, content=body("batch-response.json"))
-    )
-    outcomes = send(messages[:2], f"resend+api://{KEY}@127.0.0.1:8025")
-    assert route.call_count == 1
-    assert [o.status for o in outcomes] == ["sent", "sent"]
 
 
 @pytest.mark.parametrize(

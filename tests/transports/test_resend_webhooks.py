@@ -36,10 +36,21 @@ SVIX_HEADERS = {
 SVIX_BODY = b'{"test": 2432232314}'
 SVIX_NOW = 1614265330
 
-MAPPED = ["email-bounced.json", "email-bounced-with-key.json", "email-complained.json",
-          "email-complained-tags-array.json", "email-suppressed.json"]  # fmt: skip
-IGNORED = ["email-bounced-transient.json", "email-delivered.json", "email-delivery-delayed.json",
-           "email-clicked.json", "email-failed.json", "contact-updated-unsubscribed.json"]  # fmt: skip
+MAPPED = [
+    "email-bounced.json",
+    "email-bounced-with-key.json",
+    "email-complained.json",
+    "email-complained-tags-array.json",
+    "email-suppressed.json",
+]
+IGNORED = [
+    "email-bounced-transient.json",
+    "email-delivered.json",
+    "email-delivery-delayed.json",
+    "email-clicked.json",
+    "email-failed.json",
+    "contact-updated-unsubscribed.json",
+]
 
 
 def body(name: str) -> bytes:
@@ -69,12 +80,19 @@ def test_svixs_worked_example_verifies():
     """The documented secret, headers and body give True at the documented moment: our HMAC is Svix's
     (https://docs.svix.com/receiving/verifying-payloads/how, https://docs.svix.com/receiving/verifying-payloads/how-manual)."""
     assert verify_webhook(SVIX_HEADERS, SVIX_BODY, SVIX_SECRET, now=SVIX_NOW)
-    assert signature(SVIX_BODY, key=base64.b64decode(SVIX_SECRET[6:]), message_id=SVIX_HEADERS["svix-id"],
-                     timestamp=SVIX_NOW) == SVIX_HEADERS["svix-signature"]  # fmt: skip
+    assert (
+        signature(
+            SVIX_BODY, key=base64.b64decode(SVIX_SECRET[6:]), message_id=SVIX_HEADERS["svix-id"], timestamp=SVIX_NOW
+        )
+        == SVIX_HEADERS["svix-signature"]
+    )
     # The secret pasted without its prefix, as Svix's libraries accept it; header names in any case.
     assert verify_webhook(SVIX_HEADERS, SVIX_BODY, SVIX_SECRET.removeprefix("whsec_"), now=SVIX_NOW)
-    capitalised = {"Svix-Id": SVIX_HEADERS["svix-id"], "SVIX-TIMESTAMP": SVIX_HEADERS["svix-timestamp"],
-                   "Svix-Signature": SVIX_HEADERS["svix-signature"]}  # fmt: skip
+    capitalised = {
+        "Svix-Id": SVIX_HEADERS["svix-id"],
+        "SVIX-TIMESTAMP": SVIX_HEADERS["svix-timestamp"],
+        "Svix-Signature": SVIX_HEADERS["svix-signature"],
+    }
     assert verify_webhook(capitalised, SVIX_BODY, SVIX_SECRET, now=SVIX_NOW)
     # The unbranded names Svix's libraries also read (Standard Webhooks).
     unbranded = {k.replace("svix-", "webhook-"): v for k, v in SVIX_HEADERS.items()}
@@ -143,10 +161,12 @@ def test_a_mis_signed_request_is_refused():
     ):
         assert not verify_webhook({**headers, "svix-signature": wrong}, payload, SECRET, now=NOW), wrong
     # The signature of our body under another version than v1 is not a v1 signature.
-    assert not verify_webhook({**headers, "svix-signature": "v2," + headers["svix-signature"][3:]}, payload,
-                              SECRET, now=NOW)  # fmt: skip
-    assert not verify_webhook({**headers, "svix-signature": "v1a," + headers["svix-signature"][3:]}, payload,
-                              SECRET, now=NOW)  # fmt: skip
+    assert not verify_webhook(
+        {**headers, "svix-signature": "v2," + headers["svix-signature"][3:]}, payload, SECRET, now=NOW
+    )
+    assert not verify_webhook(
+        {**headers, "svix-signature": "v1a," + headers["svix-signature"][3:]}, payload, SECRET, now=NOW
+    )
 
 
 def test_several_signatures_one_of_which_matches_are_genuine():
@@ -154,8 +174,14 @@ def test_several_signatures_one_of_which_matches_are_genuine():
     (https://docs.svix.com/receiving/verifying-payloads/how-manual; svix-webhooks' test_multi_sig_payload_is_valid)."""
     payload = body("email-suppressed.json")
     headers = signed_headers(payload)
-    mixed = " ".join([signature(payload, key=b"old key"), "v2,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=",
-                      headers["svix-signature"], "v1,not-base64!"])  # fmt: skip
+    mixed = " ".join(
+        [
+            signature(payload, key=b"old key"),
+            "v2,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=",
+            headers["svix-signature"],
+            "v1,not-base64!",
+        ]
+    )
     assert verify_webhook({**headers, "svix-signature": mixed}, payload, SECRET, now=NOW)
     only_old = " ".join([signature(payload, key=b"old key"), signature(payload, key=b"older key")])
     assert not verify_webhook({**headers, "svix-signature": only_old}, payload, SECRET, now=NOW)

@@ -14,11 +14,11 @@ import pytest
 import respx
 
 from newsletter.transports import sendgrid, transport_from_dsn
+from newsletter.transports._http import ApiTransport
 from newsletter.transports.base import DeliveryEvent, TransportError
 from newsletter.transports.sendgrid import (
+    READ_RETRY,
     SUPPRESSION_PAGE_SIZE,
-    SYNC_MAX_WAIT,
-    SYNC_TRIES,
     SendgridTransport,
     parse_suppressions,
 )
@@ -77,7 +77,7 @@ def pauses(monkeypatch) -> list[float]:
     async def pause(seconds: float) -> None:
         waited.append(seconds)
 
-    monkeypatch.setattr(sendgrid, "_pause", pause)
+    monkeypatch.setattr(ApiTransport, "pause", staticmethod(pause))
     return waited
 
 
@@ -293,7 +293,7 @@ def test_a_429_then_success_waits_retry_after(pauses):
 @respx.mock
 def test_a_429_without_retry_after_waits_for_the_rate_limit_reset(pauses, monkeypatch):
     """The rate-limits page documents X-RateLimit-Reset, a Unix time, on the 429."""
-    monkeypatch.setattr(sendgrid.time, "time", lambda: 1392815250.0)
+    monkeypatch.setattr(sendgrid.sync.time, "time", lambda: 1392815250.0)
     route = respx.get(BOUNCES)
     route.side_effect = [
         httpx.Response(
@@ -313,10 +313,10 @@ def test_5xx_every_time_gives_up_after_a_few_tries(pauses):
     route = respx.get(BOUNCES).respond(500, json={"errors": [{"field": None, "message": "internal server error"}]})
     with pytest.raises(TransportError) as info:
         sync()
-    assert route.call_count == SYNC_TRIES
+    assert route.call_count == READ_RETRY.attempts
     assert pauses == [2.0, 4.0, 8.0, 16.0]
     assert str(info.value) == (
-        f"SendGrid still answered 500: internal server error after {SYNC_TRIES} tries of "
+        f"SendGrid still answered 500: internal server error after {READ_RETRY.attempts} tries of "
         "GET /v3/suppression/bounces?limit=500&offset=0; run the sync again later"
     )
 
@@ -332,7 +332,9 @@ def test_a_dropped_connection_is_retried(pauses):
 
 @respx.mock
 def test_a_wait_too_long_stops_the_sync_at_once(pauses):
-    route = respx.get(BOUNCES).respond(429, headers={"Retry-After": str(int(SYNC_MAX_WAIT) + 1)}, content=TOO_MANY)
+    route = respx.get(BOUNCES).respond(
+        429, headers={"Retry-After": str(int(READ_RETRY.max_wait) + 1)}, content=TOO_MANY
+    )
     with pytest.raises(TransportError, match=r"asks to wait 121 s; run the sync again later"):
         sync()
     assert route.call_count == 1

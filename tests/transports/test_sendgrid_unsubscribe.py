@@ -29,6 +29,7 @@ from newsletter.errors import NewsletterError
 from newsletter.message import Recipient
 from newsletter.render import RenderedIssue, Verbatim
 from newsletter.transports import sendgrid, transport_from_dsn
+from newsletter.transports._http import ApiTransport
 from newsletter.transports.base import TransportError
 from newsletter.transports.sendgrid import GROUP_PLACEHOLDER, SendgridTransport, build_payload, content_for
 
@@ -85,7 +86,7 @@ def no_pauses(monkeypatch) -> list[float]:
     async def pause(seconds: float) -> None:
         waited.append(seconds)
 
-    monkeypatch.setattr(sendgrid, "_pause", pause)
+    monkeypatch.setattr(ApiTransport, "pause", staticmethod(pause))
     return waited
 
 
@@ -185,10 +186,14 @@ def test_the_tag_is_written_once_per_campaign_content(hosted_messages):
 def test_a_name_is_still_escaped_beside_the_tag(campaign):
     """Per-recipient values stay substitutions, HTML-escaped in the HTML part (escape_value), raw in the text."""
     rendered = RenderedIssue(
-        "2026-04", "fr", "L’infolettre d’avril", "",
+        "2026-04",
+        "fr",
+        "L’infolettre d’avril",
+        "",
         '<p>Bonjour %%name%%,</p><a href="%%unsubscribe_url%%">Se désabonner</a>',
-        "Bonjour %%name%%,\nSe désabonner : %%unsubscribe_url%%\n", {},
-    )  # fmt: skip
+        "Bonjour %%name%%,\nSe désabonner : %%unsubscribe_url%%\n",
+        {},
+    )
     hosted = dataclasses.replace(campaign, rendered=rendered, hosted=transport().hosted_unsubscribe)
     message = hosted.build(Recipient(7, "zoe@example.net", "Zoé <Côté> & Bœuf"))
     payload = build_payload([message], group_id=GROUP)

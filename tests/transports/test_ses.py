@@ -365,18 +365,6 @@ def test_a_non_ascii_domain_is_sent_in_punycode(campaign):
 
 
 @respx.mock
-def test_a_successful_batch_keeps_the_message_ids(messages):
-    """Response Syntax of https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_SendBulkEmail.html: one
-    BulkEmailEntryResult per entry, in order (fixture bulk-success.json)."""
-    respx.post(URL).mock(return_value=httpx.Response(200, content=fixture("bulk-success.json")))
-
-    outcomes = send(messages)
-
-    ids = [result["MessageId"] for result in json.loads(fixture("bulk-success.json"))["BulkEmailEntryResults"]]
-    assert outcomes == [Outcome.sent(message_id) for message_id in ids]
-
-
-@respx.mock
 def test_a_partial_failure_is_mapped_to_the_right_messages(messages):
     """Statuses from BulkEmailStatus (https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_BulkEmailEntryResult.html):
     SUCCESS sent, INVALID_PARAMETER failed, ACCOUNT_THROTTLED retry, MESSAGE_REJECTED failed; none a bounce."""
@@ -423,83 +411,6 @@ def test_an_answer_missing_a_message_leaves_it_retry(messages):
 def test_an_unreadable_success_leaves_everything_retry(messages):
     outcomes = parse_response(200, {}, b"<html>proxy</html>", messages)
     assert all(outcome.status == "retry" for outcome in outcomes)
-
-
-@respx.mock
-def test_429_is_retried_after_retry_after(messages):
-    """TooManyRequestsException, 429 (its body quoted from a real SES v2 answer, fixture
-    error-429-too-many-requests.json; https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_SendBulkEmail.html)."""
-    respx.post(URL).mock(
-        return_value=httpx.Response(
-            429,
-            headers={"Retry-After": "7", "x-amzn-ErrorType": "TooManyRequestsException"},
-            content=fixture("error-429-too-many-requests.json"),
-        )
-    )
-
-    outcomes = send(messages)
-
-    assert all(outcome.status == "retry" and outcome.retry_after == 7.0 for outcome in outcomes)
-    assert "Maximum sending rate exceeded." in outcomes[0].reason
-
-
-@respx.mock
-def test_500_then_success(messages):
-    route = respx.post(URL).mock(
-        side_effect=[
-            httpx.Response(500, headers={"x-amzn-ErrorType": "InternalFailure"}, json={"message": "Internal"}),
-            httpx.Response(200, content=fixture("bulk-success.json")),
-        ]
-    )
-    transport = make()
-    try:
-        first = send(messages, transport=transport)
-        second = send(messages, transport=transport)
-    finally:
-        asyncio.run(transport.aclose())
-
-    assert route.call_count == 2
-    assert all(outcome.status == "retry" for outcome in first)
-    assert all(outcome.status == "sent" for outcome in second)
-
-
-@respx.mock
-def test_403_refused_credentials_stop_the_run_without_showing_the_secret(messages):
-    """UnrecognizedClientException, 403 (https://docs.aws.amazon.com/ses/latest/APIReference-V2/CommonErrors.html;
-    fixture error-403-unrecognized-client.json)."""
-    respx.post(URL).mock(
-        return_value=httpx.Response(
-            403,
-            headers={"x-amzn-ErrorType": "UnrecognizedClientException:"},
-            content=fixture("error-403-unrecognized-client.json"),
-        )
-    )
-    transport = make()
-    with pytest.raises(TransportError) as caught:
-        send(messages, transport=transport)
-    asyncio.run(transport.aclose())
-
-    message = str(caught.value)
-    assert "refused the credentials" in message and "security token included in the request is invalid" in message
-    for text in (message, str(transport), repr(transport.dsn)):
-        assert SECRET not in text and QUOTED_SECRET not in text
-
-
-@respx.mock
-def test_401_also_stops_the_run(messages):
-    respx.post(URL).mock(return_value=httpx.Response(401, json={"message": "Unauthorized"}))
-    with pytest.raises(TransportError, match="refused the credentials"):
-        send(messages)
-
-
-@respx.mock
-def test_a_connection_error_is_retried(messages):
-    respx.post(URL).mock(side_effect=httpx.ConnectError("connection refused"))
-
-    outcomes = send(messages)
-
-    assert all(outcome.status == "retry" for outcome in outcomes)
-    assert outcomes[0].reason.startswith("SES: ConnectError")
 
 
 @respx.mock

@@ -46,10 +46,19 @@ PLACEHOLDER = "{{amazonSESUnsubscribeUrl}}"
 
 # SendEmail's Request Syntax: the members of the body, and of Content.Simple.
 SEND_EMAIL_MEMBERS = {
-    "ConfigurationSetName", "Content", "Destination", "EmailTags", "EndpointId", "FeedbackForwardingEmailAddress",
-    "FeedbackForwardingEmailAddressIdentityArn", "FromEmailAddress", "FromEmailAddressIdentityArn",
-    "ListManagementOptions", "ReplyToAddresses", "TenantName",
-}  # fmt: skip
+    "ConfigurationSetName",
+    "Content",
+    "Destination",
+    "EmailTags",
+    "EndpointId",
+    "FeedbackForwardingEmailAddress",
+    "FeedbackForwardingEmailAddressIdentityArn",
+    "FromEmailAddress",
+    "FromEmailAddressIdentityArn",
+    "ListManagementOptions",
+    "ReplyToAddresses",
+    "TenantName",
+}
 SIMPLE_MEMBERS = {"Attachments", "Body", "Headers", "Subject"}
 
 
@@ -87,7 +96,7 @@ def make(dsn: str = DSN) -> SesTransport:
     async def no_wait(seconds: float) -> None:
         pass
 
-    transport.sleep = no_wait
+    transport.pause = no_wait  # no waiting in tests
     return transport
 
 

@@ -138,9 +138,9 @@ def verify(envelope: dict, *, secret: str = TOPIC, certificates=None, delay: flo
 
 @pytest.fixture(autouse=True)
 def no_cached_certificates():
-    ses._certificates.clear()
+    ses.sns._certificates.clear()
     yield
-    ses._certificates.clear()
+    ses.sns._certificates.clear()
 
 
 # The string to sign
@@ -447,7 +447,7 @@ def test_the_default_fetch_refuses_what_is_not_a_certificate(response):
 
     assert verify_webhook(sns_headers(envelope), encode(envelope), TOPIC, now=now) is False
     assert route.call_count == 1
-    assert ses._certificates == {}
+    assert ses.sns._certificates == {}
 
 
 @respx.mock

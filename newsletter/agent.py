@@ -465,5 +465,6 @@ async def confirmed_send(
     if at is not None:
         parse_at(at, workspace.config.zone)
     ConfirmationBook.of(workspace).redeem(code, binding)
-    return await send_issue(workspace, folder, list_slug, dsn_text=dsn_text, dry_run=False, at=at,
-                            content=binding.content)  # fmt: skip
+    return await send_issue(
+        workspace, folder, list_slug, dsn_text=dsn_text, dry_run=False, at=at, content=binding.content
+    )

@@ -203,32 +203,45 @@ def real_send_refusals(config: Config, issue: LoadedIssue | None = None) -> list
     for key in OVERRIDES:
         url = getattr(config, key)
         if url and reserved_name(_host(url)):
-            setting((key,), f"{key} {url} is on a reserved name (RFC 2606) that no reader can reach, so every link "
-                            f"made from it goes nowhere; set {key} to your real public URL")  # fmt: skip
+            setting(
+                (key,),
+                f"{key} {url} is on a reserved name (RFC 2606) that no reader can reach, so every link "
+                f"made from it goes nowhere; set {key} to your real public URL",
+            )
     if (website := config.publisher.website) and reserved_name(_host(website)):
-        setting(("publisher", "website"), f"publisher.website {website} is on a reserved name (RFC 2606) that no "
-                                          "reader can reach; write your organisation's real website")  # fmt: skip
+        setting(
+            ("publisher", "website"),
+            f"publisher.website {website} is on a reserved name (RFC 2606) that no "
+            "reader can reach; write your organisation's real website",
+        )
     model = issue.model if issue is not None else None
     addresses = [
         (("from",) if model and model.from_ else ("sender", "from"), model and model.from_ or config.sender.from_),
-        (("reply_to",) if model and model.reply_to else ("sender", "reply_to"),
-         model and model.reply_to or config.sender.reply_to),
+        (
+            ("reply_to",) if model and model.reply_to else ("sender", "reply_to"),
+            model and model.reply_to or config.sender.reply_to,
+        ),
         (("publisher", "email"), config.publisher.email),
         (("sending", "unsubscribe_mailto"), config.sending.unsubscribe_mailto),
-    ]  # fmt: skip
+    ]
     for loc, value in addresses:
         domain = email.utils.parseaddr(value or "")[1].rpartition("@")[2]
         if domain and reserved_name(domain):
-            message = (f"{'.'.join(loc)} {value} is at a reserved domain (RFC 2606) where no mail is delivered; "
-                       "write your organisation's real address")  # fmt: skip
+            message = (
+                f"{'.'.join(loc)} {value} is at a reserved domain (RFC 2606) where no mail is delivered; "
+                "write your organisation's real address"
+            )
             if len(loc) == 1 and issue is not None:  # the issue's own from or reply_to
                 found.append(issue.diagnostic("warning", "reserved-name", message, loc))
             else:
                 setting(loc, message)
     if (postal := config.publisher.postal_address) and (placeholder := placeholder_address(postal)):
-        setting(("publisher", "postal_address"), f"publisher.postal_address \"{postal}\" is a placeholder "
-                f"('{placeholder}'); CASL and CAN-SPAM want your real postal address in every message",
-                code="placeholder-address")  # fmt: skip
+        setting(
+            ("publisher", "postal_address"),
+            f'publisher.postal_address "{postal}" is a placeholder '
+            f"('{placeholder}'); CASL and CAN-SPAM want your real postal address in every message",
+            code="placeholder-address",
+        )
     return found
 
 

@@ -228,10 +228,14 @@ def _moment(value: Any, *, time_alone: bool = False) -> dt.datetime | dt.date | 
         except ValueError:
             pass
     if time_alone:
-        raise PydanticCustomError("event_time", "not a time or a date; write 12:00 (that day), 2025-02-13 17:00, "
-                                  "or the last day of a day-long event, 2025-02-14")  # fmt: skip
-    raise PydanticCustomError("event_time", "not a date and time; write it as 2025-02-12 09:00, or 2025-02-12 for "
-                              "a day-long event")  # fmt: skip
+        raise PydanticCustomError(
+            "event_time",
+            "not a time or a date; write 12:00 (that day), 2025-02-13 17:00, "
+            "or the last day of a day-long event, 2025-02-14",
+        )
+    raise PydanticCustomError(
+        "event_time", "not a date and time; write it as 2025-02-12 09:00, or 2025-02-12 for a day-long event"
+    )
 
 
 _DATE_PATTERN = r"\d{4}-\d{2}-\d{2}([ T]\d{1,2}:\d{2}(:\d{2})?(Z|[+-]\d{2}:?\d{2})?)?"
@@ -243,9 +247,14 @@ EventStart = Annotated[
 EventEnd = Annotated[
     dt.datetime | dt.date | dt.time,
     PlainValidator(lambda value: _moment(value, time_alone=True)),
-    WithJsonSchema({"type": "string", "pattern": f"^(\\d{{1,2}}:\\d{{2}}|{_DATE_PATTERN})$",
-                    "examples": ["12:00", "2025-02-13 17:00", "2025-02-14"]}),
-]  # fmt: skip
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": f"^(\\d{{1,2}}:\\d{{2}}|{_DATE_PATTERN})$",
+            "examples": ["12:00", "2025-02-13 17:00", "2025-02-14"],
+        }
+    ),
+]
 
 
 class Event(Section):
@@ -276,11 +285,16 @@ class Event(Section):
             return end
         day_long = not isinstance(start, dt.datetime)
         if day_long and (isinstance(end, dt.datetime) or not isinstance(end, dt.date)):
-            raise PydanticCustomError("event_time", "the event lasts whole days (start is a date): give its last "
-                                      "day as end, e.g. 2025-02-14, or a time in start")  # fmt: skip
+            raise PydanticCustomError(
+                "event_time",
+                "the event lasts whole days (start is a date): give its last "
+                "day as end, e.g. 2025-02-14, or a time in start",
+            )
         if not day_long and not isinstance(end, dt.datetime | dt.time):
-            raise PydanticCustomError("event_time", "start has a time: give end as a time that day (12:00) or a "
-                                      "date and time (2025-02-13 17:00)")  # fmt: skip
+            raise PydanticCustomError(
+                "event_time",
+                "start has a time: give end as a time that day (12:00) or a date and time (2025-02-13 17:00)",
+            )
         return end
 
     def period(self) -> tuple[dt.datetime | dt.date, dt.datetime | dt.date | None]:

@@ -160,8 +160,9 @@ def create_server(root: Path) -> NewsletterServer:
     def tool(annotations: ToolAnnotations, name: str | None = None):
         def register(function):
             description = inspect.cleandoc(function.__doc__ or "")
-            server.add_tool(function, name=name, description=description, annotations=annotations,
-                            structured_output=False)  # fmt: skip
+            server.add_tool(
+                function, name=name, description=description, annotations=annotations, structured_output=False
+            )
             return function
 
         return register
@@ -289,8 +290,10 @@ def create_server(root: Path) -> NewsletterServer:
         document = documents[0]
         if width == "both":  # what the shots share, once
             shared = ("view", "recipient", "note", "diagnostics")
-            document = {"previews": [{k: v for k, v in d.items() if k not in shared} for d in documents],
-                        **{key: document[key] for key in shared}}  # fmt: skip
+            document = {
+                "previews": [{k: v for k, v in d.items() if k not in shared} for d in documents],
+                **{key: document[key] for key in shared},
+            }
         return CallToolResult(content=[*pictures, TextContent(text=_json(document))])
 
     @tool(READ_ONLY)

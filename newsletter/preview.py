@@ -567,8 +567,9 @@ def take_screenshots(
                 finally:
                     page.close()
                 png_width, png_height = image_size(output) or (width, 0)  # Chromium writes a PNG
-                taken.append(Screenshot(output, png_width, png_height, view, state.diagnostics(), width,
-                                        state.recipient, state.note))  # fmt: skip
+                diagnostics = state.diagnostics()
+                shot = Screenshot(output, png_width, png_height, view, diagnostics, width, state.recipient, state.note)
+                taken.append(shot)
         finally:
             browser.close()
     return taken

@@ -43,8 +43,10 @@ class ProgressLine:
         self.held_until = until
         end = dt.datetime.fromtimestamp(until, dt.UTC).strftime("%H:%M:%S UTC")
         start = "\r" if self.stream.isatty() else ""  # over the counts' line, on a terminal
-        self.stream.write(f"{start}waiting for {count} messages another sender holds; should it have stopped (a "
-                          f"crash), they are sent once its lease ends at {end}\n")  # fmt: skip
+        self.stream.write(
+            f"{start}waiting for {count} messages another sender holds; should it have stopped (a "
+            f"crash), they are sent once its lease ends at {end}\n"
+        )
         self.stream.flush()
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from email_validator import EmailNotValidError, validate_email
 
 from newsletter.config import CONFIG_FILE, OVERRIDES, Config, config_diagnostics, toml_line
-from newsletter.errors import Diagnostic, IssueError, RenderError
+from newsletter.errors import Diagnostic, IssueError, RenderError, Severity
 from newsletter.events import resolve
 from newsletter.i18n import format_event_when
 from newsletter.issue import Event, LoadedIssue, YamlPath, iter_values, load_issue
@@ -350,7 +350,7 @@ def _image_diagnostics(issue: LoadedIssue, path: YamlPath, image) -> list[Diagno
 def _url_diagnostics(issue: LoadedIssue, path: YamlPath, url: str, *, line_offset: int = 0) -> list[Diagnostic]:
     url = url.strip()
 
-    def report(severity: str, code: str, message: str) -> list[Diagnostic]:
+    def report(severity: Severity, code: str, message: str) -> list[Diagnostic]:
         return [issue.diagnostic(severity, code, message, path, line_offset=line_offset)]
 
     if url in ("", "#"):

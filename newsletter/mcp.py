@@ -29,7 +29,7 @@ from newsletter.build import build_issue
 from newsletter.checks import check_issue
 from newsletter.config import CONFIG_FILE
 from newsletter.errors import IssueError, NewsletterError
-from newsletter.i18n import LANGUAGES
+from newsletter.i18n import Language
 from newsletter.sending import campaign_status, transport_dsn
 from newsletter.sending import send as send_issue
 from newsletter.workspace import Workspace, new_issue, schema_text
@@ -176,7 +176,7 @@ def create_server(root: Path) -> NewsletterServer:
     def new_issue_tool(
         slug: Annotated[str, Field(description="The new issue's slug: lowercase letters, digits, hyphens.")],
         lang: Annotated[
-            Literal[LANGUAGES] | None,  # type: ignore[valid-type]
+            Language | None,
             Field(description="Its language (default: the previous issue's, else lang in newsletter.toml)."),
         ] = None,
         from_issue: Annotated[

@@ -276,6 +276,7 @@ class Campaign:
 
     def build(self, recipient: Recipient) -> Outgoing:
         """The message for one recipient: placeholder values and headers. No rendering happens here."""
+        unsubscribe_url: str  # Verbatim for the provider's own placeholder: never HTML-escaped
         if self.hosted is not None:
             token, unsubscribe_url = "", Verbatim(self.hosted.url)
         else:

@@ -36,7 +36,7 @@ from newsletter.checks import CheckResult, address_problem, check_issue
 from newsletter.config import CONFIG_FILE
 from newsletter.errors import NewsletterError, PreviewError
 from newsletter.message import Outgoing, Recipient
-from newsletter.render import PACKAGE_TEMPLATES, image_size
+from newsletter.render import PACKAGE_TEMPLATES, RenderedIssue, image_size
 from newsletter.sending import member_message, open_store, transport_dsn
 from newsletter.store import SUBSCRIBED, ListRow
 from newsletter.tokens import TokenSigner
@@ -174,8 +174,13 @@ class PreviewState:
             return [{"severity": "error", "code": "config", "message": self.failure}]
         return [d.to_json() for d in self.result.report.diagnostics] if self.result else []
 
+    @property
+    def rendered(self) -> RenderedIssue | None:
+        """The last render, None when the issue or the config has errors that stop it."""
+        return self.result.rendered if self.result is not None else None
+
     def rendered_ok(self) -> bool:
-        return self.result is not None and self.result.rendered is not None
+        return self.rendered is not None
 
 
 def _uses_provider_unsubscribe() -> bool:
@@ -262,7 +267,7 @@ def create_app(state: PreviewState, *, watch: bool = True) -> Starlette:
 
     async def image(request: Request) -> Response:
         name = request.path_params["name"]
-        images = state.result.rendered.images if state.rendered_ok() else {}
+        images = state.rendered.images if state.rendered is not None else {}
         if name not in images or not images[name].is_file():
             return PlainTextResponse("not found", status_code=404)
         return FileResponse(images[name], headers={"Cache-Control": "no-store"})

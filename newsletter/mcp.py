@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from mcp.server.mcpserver import MCPServer, ResourceSecurity
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp_types import CallToolResult, ImageContent, InputRequiredResult, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, ContentBlock, ImageContent, InputRequiredResult, TextContent, ToolAnnotations
 from mcp_types import Resource as MCPResource
 from pydantic import Field, ValidationError
 
@@ -146,7 +146,7 @@ def _result(document: object, *, is_error: bool = False) -> CallToolResult:
 
 
 def _error(message: str, document: object | None = None) -> CallToolResult:
-    content = [TextContent(text=f"error: {message}")]
+    content: list[ContentBlock] = [TextContent(text=f"error: {message}")]
     if document is not None:
         content.append(TextContent(text=_json(document)))
     return CallToolResult(content=content, is_error=True)

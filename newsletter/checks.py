@@ -17,6 +17,7 @@ import datetime as dt
 import email.utils
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,7 +28,7 @@ from newsletter.config import CONFIG_FILE, OVERRIDES, Config, config_diagnostics
 from newsletter.errors import Diagnostic, IssueError, RenderError, Severity
 from newsletter.events import resolve
 from newsletter.i18n import format_event_when
-from newsletter.issue import Event, LoadedIssue, YamlPath, iter_values, load_issue
+from newsletter.issue import Event, Image, ImageSection, LoadedIssue, YamlPath, iter_values, load_issue
 from newsletter.phones import tel_uri
 from newsletter.render import (
     PLACEHOLDER,
@@ -127,7 +128,7 @@ def check_issue(
     return CheckResult(report, issue, rendered)
 
 
-def _content_diagnostics(issue: LoadedIssue, config: Config):
+def _content_diagnostics(issue: LoadedIssue, config: Config) -> Iterator[Diagnostic]:
     model = issue.model
     subject_length = len(model.subject)
     if not SUBJECT_MIN <= subject_length <= SUBJECT_MAX:
@@ -292,7 +293,7 @@ def dkim_alignment(config: Config, sender: str | None) -> Diagnostic | None:
     )
 
 
-def _image_diagnostics(issue: LoadedIssue, path: YamlPath, image) -> list[Diagnostic]:
+def _image_diagnostics(issue: LoadedIssue, path: YamlPath, image: Image | ImageSection) -> list[Diagnostic]:
     found = []
     if not image.alt.strip():
         found.append(
@@ -433,7 +434,7 @@ def _markdown_links(text: str) -> list[tuple[str, int]]:
     return links
 
 
-def _event_diagnostics(issue: LoadedIssue, config: Config):
+def _event_diagnostics(issue: LoadedIssue, config: Config) -> Iterator[Diagnostic]:
     """An event that ends before it starts (an error), a registration deadline after it starts (a warning). Times
     are compared as moments: a naive one in newsletter.toml's timezone, as the .ics writes it."""
     lang = issue.model.lang

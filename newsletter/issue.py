@@ -282,7 +282,9 @@ class Event(Section):
 
     @field_validator("end")
     @classmethod
-    def _end_like_start(cls, end: dt.datetime | dt.date | dt.time | None, info: ValidationInfo):
+    def _end_like_start(
+        cls, end: dt.datetime | dt.date | dt.time | None, info: ValidationInfo
+    ) -> dt.datetime | dt.date | dt.time | None:
         start = info.data.get("start")
         if end is None or start is None:
             return end

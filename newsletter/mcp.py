@@ -13,16 +13,18 @@ import asyncio
 import base64
 import inspect
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote
 
-from mcp.server.mcpserver import MCPServer, ResourceSecurity
+from mcp.server.lowlevel.helper_types import ReadResourceContents
+from mcp.server.mcpserver import Context, MCPServer, ResourceSecurity
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp_types import CallToolResult, ContentBlock, ImageContent, InputRequiredResult, TextContent, ToolAnnotations
 from mcp_types import Resource as MCPResource
-from pydantic import Field, ValidationError
+from pydantic import AnyUrl, Field, ValidationError
 
 from newsletter import __version__, agent
 from newsletter.build import build_issue
@@ -55,6 +57,7 @@ Confirmation = Annotated[
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
 SENDS = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True)
+ToolFunction = TypeVar("ToolFunction", bound=Callable[..., Any])  # a tool, registered and returned as it is
 
 
 class NewsletterServer(MCPServer):
@@ -68,7 +71,9 @@ class NewsletterServer(MCPServer):
         """The workspace as it is now: newsletter.toml is read again for every call."""
         return Workspace.discover(self.root)
 
-    async def call_tool(self, name: str, arguments: dict[str, Any], context=None):
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -116,7 +121,9 @@ class NewsletterServer(MCPServer):
             ]
         return listed
 
-    async def read_resource(self, uri, context=None):
+    async def read_resource(
+        self, uri: AnyUrl | str, context: Context[Any, Any] | None = None
+    ) -> Iterable[ReadResourceContents] | InputRequiredResult:
         """As the SDK reads it, with each image's own MIME type, and a reason for an image URI that matches none."""
         try:
             contents = await super().read_resource(uri, context)
@@ -157,8 +164,8 @@ def create_server(root: Path) -> NewsletterServer:
     server = NewsletterServer(root)
     workspace = server.workspace
 
-    def tool(annotations: ToolAnnotations, name: str | None = None):
-        def register(function):
+    def tool(annotations: ToolAnnotations, name: str | None = None) -> Callable[[ToolFunction], ToolFunction]:
+        def register(function: ToolFunction) -> ToolFunction:
             description = inspect.cleandoc(function.__doc__ or "")
             server.add_tool(
                 function, name=name, description=description, annotations=annotations, structured_output=False

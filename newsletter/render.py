@@ -117,7 +117,9 @@ def split_placeholders(template: str) -> list[str | tuple[str, str]]:
     return parts
 
 
-def _join_placeholders(parts: list, values: Mapping[str, str], escape) -> str:
+def _join_placeholders(
+    parts: list[str | tuple[str, str]], values: Mapping[str, str], escape: Callable[[str], str]
+) -> str:
     out = []
     for part in parts:
         if isinstance(part, str):
@@ -262,7 +264,7 @@ class _Renderer:
             "content_width": CONTENT_WIDTH,
         }
 
-    def render_template(self, name: str, **values) -> str:
+    def render_template(self, name: str, **values: object) -> str:
         try:
             template = self.env.get_template(name)
             return template.render(**self.context(), **values)

@@ -48,8 +48,9 @@ def a_label_domain(domain: str) -> str:
     if domain.isascii():
         return domain
     try:  # only the domain's own syntax: the address was checked when it was stored (the sender's, in the config)
-        checked = validate_email(f"a@{domain}", check_deliverability=False, globally_deliverable=False,
-                                 test_environment=True)  # fmt: skip
+        checked = validate_email(
+            f"a@{domain}", check_deliverability=False, globally_deliverable=False, test_environment=True
+        )
     except EmailNotValidError as exc:
         raise ValueError(f"the domain {domain} has no ASCII form: {exc}") from None
     return checked.ascii_domain

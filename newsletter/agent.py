@@ -16,15 +16,18 @@ import binascii
 import contextlib
 import datetime as dt
 import email
+import email.message
 import email.policy
 import hashlib
 import json
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import cast
 
 from newsletter.checks import HEAVY_IMAGE_BYTES, check_issue
 from newsletter.errors import Diagnostic, NewsletterError
@@ -219,7 +222,10 @@ def issue_format_text() -> str:
         text = readme.read_text(encoding="utf-8")
     else:
         try:
-            text = metadata.metadata("newsletter").get_payload() or ""
+            # The PackageMetadata protocol omits it, but the object is an email Message: its payload is the README.
+            package_metadata = cast(email.message.Message, metadata.metadata("newsletter"))
+            payload = package_metadata.get_payload()
+            text = payload if isinstance(payload, str) else ""
         except metadata.PackageNotFoundError:
             text = ""
     start = text.find(README_SECTION)
@@ -378,9 +384,7 @@ def _code_key(code: str) -> str:
 def _exclusive(lock_file: Path) -> Iterator[None]:
     """Hold an exclusive lock on lock_file across processes (flock; msvcrt on Windows)."""
     with lock_file.open("a+b") as handle:
-        try:
-            import fcntl
-        except ImportError:  # Windows
+        if sys.platform == "win32":  # no fcntl there
             import msvcrt
 
             msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
@@ -390,6 +394,8 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
                 handle.seek(0)
                 msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
             return
+        import fcntl
+
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -466,5 +472,6 @@ async def confirmed_send(
     if at is not None:
         parse_at(at, workspace.config.zone)
     ConfirmationBook.of(workspace).redeem(code, binding)
-    return await send_issue(workspace, folder, list_slug, dsn_text=dsn_text, dry_run=False, at=at,
-                            content=binding.content)  # fmt: skip
+    return await send_issue(
+        workspace, folder, list_slug, dsn_text=dsn_text, dry_run=False, at=at, content=binding.content
+    )

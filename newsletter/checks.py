@@ -17,6 +17,7 @@ import datetime as dt
 import email.utils
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,10 +25,10 @@ from urllib.parse import urlsplit
 from email_validator import EmailNotValidError, validate_email
 
 from newsletter.config import CONFIG_FILE, OVERRIDES, Config, config_diagnostics, toml_line
-from newsletter.errors import Diagnostic, IssueError, RenderError
+from newsletter.errors import Diagnostic, IssueError, RenderError, Severity
 from newsletter.events import resolve
 from newsletter.i18n import format_event_when
-from newsletter.issue import Event, LoadedIssue, YamlPath, iter_values, load_issue
+from newsletter.issue import Event, Image, ImageSection, LoadedIssue, YamlPath, iter_values, load_issue
 from newsletter.phones import tel_uri
 from newsletter.render import (
     PLACEHOLDER,
@@ -127,7 +128,7 @@ def check_issue(
     return CheckResult(report, issue, rendered)
 
 
-def _content_diagnostics(issue: LoadedIssue, config: Config):
+def _content_diagnostics(issue: LoadedIssue, config: Config) -> Iterator[Diagnostic]:
     model = issue.model
     subject_length = len(model.subject)
     if not SUBJECT_MIN <= subject_length <= SUBJECT_MAX:
@@ -203,32 +204,45 @@ def real_send_refusals(config: Config, issue: LoadedIssue | None = None) -> list
     for key in OVERRIDES:
         url = getattr(config, key)
         if url and reserved_name(_host(url)):
-            setting((key,), f"{key} {url} is on a reserved name (RFC 2606) that no reader can reach, so every link "
-                            f"made from it goes nowhere; set {key} to your real public URL")  # fmt: skip
+            setting(
+                (key,),
+                f"{key} {url} is on a reserved name (RFC 2606) that no reader can reach, so every link "
+                f"made from it goes nowhere; set {key} to your real public URL",
+            )
     if (website := config.publisher.website) and reserved_name(_host(website)):
-        setting(("publisher", "website"), f"publisher.website {website} is on a reserved name (RFC 2606) that no "
-                                          "reader can reach; write your organisation's real website")  # fmt: skip
+        setting(
+            ("publisher", "website"),
+            f"publisher.website {website} is on a reserved name (RFC 2606) that no "
+            "reader can reach; write your organisation's real website",
+        )
     model = issue.model if issue is not None else None
     addresses = [
         (("from",) if model and model.from_ else ("sender", "from"), model and model.from_ or config.sender.from_),
-        (("reply_to",) if model and model.reply_to else ("sender", "reply_to"),
-         model and model.reply_to or config.sender.reply_to),
+        (
+            ("reply_to",) if model and model.reply_to else ("sender", "reply_to"),
+            model and model.reply_to or config.sender.reply_to,
+        ),
         (("publisher", "email"), config.publisher.email),
         (("sending", "unsubscribe_mailto"), config.sending.unsubscribe_mailto),
-    ]  # fmt: skip
+    ]
     for loc, value in addresses:
         domain = email.utils.parseaddr(value or "")[1].rpartition("@")[2]
         if domain and reserved_name(domain):
-            message = (f"{'.'.join(loc)} {value} is at a reserved domain (RFC 2606) where no mail is delivered; "
-                       "write your organisation's real address")  # fmt: skip
+            message = (
+                f"{'.'.join(loc)} {value} is at a reserved domain (RFC 2606) where no mail is delivered; "
+                "write your organisation's real address"
+            )
             if len(loc) == 1 and issue is not None:  # the issue's own from or reply_to
                 found.append(issue.diagnostic("warning", "reserved-name", message, loc))
             else:
                 setting(loc, message)
     if (postal := config.publisher.postal_address) and (placeholder := placeholder_address(postal)):
-        setting(("publisher", "postal_address"), f"publisher.postal_address \"{postal}\" is a placeholder "
-                f"('{placeholder}'); CASL and CAN-SPAM want your real postal address in every message",
-                code="placeholder-address")  # fmt: skip
+        setting(
+            ("publisher", "postal_address"),
+            f'publisher.postal_address "{postal}" is a placeholder '
+            f"('{placeholder}'); CASL and CAN-SPAM want your real postal address in every message",
+            code="placeholder-address",
+        )
     return found
 
 
@@ -279,7 +293,7 @@ def dkim_alignment(config: Config, sender: str | None) -> Diagnostic | None:
     )
 
 
-def _image_diagnostics(issue: LoadedIssue, path: YamlPath, image) -> list[Diagnostic]:
+def _image_diagnostics(issue: LoadedIssue, path: YamlPath, image: Image | ImageSection) -> list[Diagnostic]:
     found = []
     if not image.alt.strip():
         found.append(
@@ -337,7 +351,7 @@ def _image_diagnostics(issue: LoadedIssue, path: YamlPath, image) -> list[Diagno
 def _url_diagnostics(issue: LoadedIssue, path: YamlPath, url: str, *, line_offset: int = 0) -> list[Diagnostic]:
     url = url.strip()
 
-    def report(severity: str, code: str, message: str) -> list[Diagnostic]:
+    def report(severity: Severity, code: str, message: str) -> list[Diagnostic]:
         return [issue.diagnostic(severity, code, message, path, line_offset=line_offset)]
 
     if url in ("", "#"):
@@ -420,7 +434,7 @@ def _markdown_links(text: str) -> list[tuple[str, int]]:
     return links
 
 
-def _event_diagnostics(issue: LoadedIssue, config: Config):
+def _event_diagnostics(issue: LoadedIssue, config: Config) -> Iterator[Diagnostic]:
     """An event that ends before it starts (an error), a registration deadline after it starts (a warning). Times
     are compared as moments: a naive one in newsletter.toml's timezone, as the .ics writes it."""
     lang = issue.model.lang

@@ -138,8 +138,10 @@ def _checked_proxy(text: str) -> str:
     try:
         ipaddress.ip_network(text)  # a bare address is its own network: 10.0.0.7 is 10.0.0.7/32
     except ValueError:
-        raise ValueError(f"'{text}' is not an IP address or network; write e.g. \"127.0.0.1\" or \"10.0.0.0/8\" "
-                         "(a network by its first address)") from None  # fmt: skip
+        raise ValueError(
+            f'\'{text}\' is not an IP address or network; write e.g. "127.0.0.1" or "10.0.0.0/8" '
+            "(a network by its first address)"
+        ) from None
     return text
 
 
@@ -151,27 +153,31 @@ class Serve(_Table):
         100, ge=1, description="Sign-ups an address block (IPv4 /24, IPv6 /48) may make in an hour, per serve process."
     )
     purge_pending_after: Duration | None = Field(
-        None, description='Remove the sign-ups never confirmed this long after their last request ("7d", "30d"), '
+        None,
+        description='Remove the sign-ups never confirmed this long after their last request ("7d", "30d"), '
         "every hour; by default never (`subscribers purge-pending` does it on demand).",
-    )  # fmt: skip
+    )
     trusted_proxies: list[Proxy] = Field(
-        default_factory=list, description='The proxies in front of serve whose X-Forwarded-For and X-Forwarded-Proto '
+        default_factory=list,
+        description="The proxies in front of serve whose X-Forwarded-For and X-Forwarded-Proto "
         'are believed, as addresses or networks (["127.0.0.1"], ["10.0.0.0/8"]); by default none: the limits count '
         "by the connecting address.",
-    )  # fmt: skip
+    )
 
 
 class Config(_Table):
     name: str = Field("Newsletter", description="The newsletter's name (archive title, List-Id label).")
     lang: str = Field("fr", description=f"Default language of new issues: one of {', '.join(LANGUAGES)}.")
     timezone: str | None = Field(
-        None, description="IANA time zone of `send --at` times and of the times shown, e.g. America/Toronto "
+        None,
+        description="IANA time zone of `send --at` times and of the times shown, e.g. America/Toronto "
         "(default: the machine's).",
-    )  # fmt: skip
+    )
     phone_region: str | None = Field(
-        None, description="Where a phone number written without +country code is (ISO 3166 code: CA, FR, BE, "
+        None,
+        description="Where a phone number written without +country code is (ISO 3166 code: CA, FR, BE, "
         "CH…); default: CA for both languages.",
-    )  # fmt: skip
+    )
     base_url: str | None = Field(None, description="Public URL of `newsletter serve` (unsubscribe links).")
     asset_base_url: str | None = Field(None, description="Public URL where the build/ folder is published.")
     archive_url: str | None = Field(
@@ -278,9 +284,12 @@ def config_diagnostics(config: Config) -> list[Diagnostic]:
     ]
     if not (config.publisher.email or config.publisher.website):
         missing.append(
-            ("email", 'no way to reach the publisher: set [publisher] email = "…" or website = "…" (every footer '
-                      "must say how to contact the sender, and the web version's unsubscribe link goes there)")
-        )  # fmt: skip
+            (
+                "email",
+                'no way to reach the publisher: set [publisher] email = "…" or website = "…" (every footer '
+                "must say how to contact the sender, and the web version's unsubscribe link goes there)",
+            )
+        )
     line = toml_line(text, ("publisher",)) or None
     return [
         Diagnostic(

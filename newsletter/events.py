@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import re
+from typing import overload
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -25,6 +26,12 @@ CALENDAR_NAME = re.compile(r"event-\d+\.ics")  # the only names the archive writ
 
 def calendar_name(index: int) -> str:
     return f"event-{index}.ics"
+
+
+@overload
+def resolve(moment: dt.datetime, zone: dt.tzinfo | None) -> dt.datetime: ...
+@overload
+def resolve(moment: dt.date, zone: dt.tzinfo | None) -> dt.date: ...
 
 
 def resolve(moment: dt.datetime | dt.date, zone: dt.tzinfo | None) -> dt.datetime | dt.date:

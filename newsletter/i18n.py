@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal, get_args
+
+# The languages an issue may be written in: each has its catalog below (a test keeps the two the same).
+Language = Literal["fr", "en"]
+LANGUAGES: tuple[str, ...] = get_args(Language)
 
 CATALOG: dict[str, dict[str, str]] = {
     "fr": {
@@ -123,7 +128,6 @@ CATALOG: dict[str, dict[str, str]] = {
     },
 }
 
-LANGUAGES = tuple(CATALOG)
 NBSP = "\u00a0"  # no-break space: French puts one between a number and its unit, a day and its month, before « : »
 
 _WEEKDAYS = {
@@ -213,10 +217,9 @@ def format_event_when(start: dt.date, end: dt.date | None, lang: str) -> str:
     February 14, 2025'. An event across two days says both days, with their times.
     """
     fr = lang == "fr"
-    timed = isinstance(start, dt.datetime)
     first = start.date() if isinstance(start, dt.datetime) else start
     last = end.date() if isinstance(end, dt.datetime) else end
-    if not timed:
+    if not isinstance(start, dt.datetime):
         if last is None or last == first:
             day = format_day(first, lang, weekday=True)
             return f"le {day}" if fr else day
@@ -230,11 +233,13 @@ def format_event_when(start: dt.date, end: dt.date | None, lang: str) -> str:
     day = format_day(first, lang, weekday=True)
     if end is None:
         return f"le {day}, à {format_time(start, lang)}" if fr else f"{day}, {format_time(start, lang)}"
+    if not isinstance(end, dt.datetime):
+        raise TypeError(f"a timed event ends at a date and time, not on the day {end}")
     if last == first:
         if fr:
             return f"le {day}, de {format_time(start, lang)} à {format_time(end, lang)}"
         return f"{day}, {format_time(start, lang)} to {format_time(end, lang)}"
-    other = format_day(last, lang, weekday=True)
+    other = format_day(end.date(), lang, weekday=True)
     if fr:
         return f"du {day} à {format_time(start, lang)} au {other} à {format_time(end, lang)}"
     return f"{day}, {format_time(start, lang)} to {other}, {format_time(end, lang)}"

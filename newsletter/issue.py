@@ -2,8 +2,8 @@
 
 An issue is a folder holding issue.yaml and its images. Each section type is one model class here (its `type`
 is the tag) and one pair of templates, `sections/<type>.mjml.j2` and `sections/<type>.txt.j2`. To add a type,
-add a class below that subclasses Section, and its two templates: the union, the JSON Schema and the checks
-pick it up from there.
+add a class below that subclasses Section, name it in AnySection, and write its two templates: the JSON Schema
+and the checks pick it up from there.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -29,17 +29,20 @@ from pydantic import (
     field_validator,
 )
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
-from newsletter.errors import Diagnostic, IssueError
-from newsletter.i18n import LANGUAGES
+from newsletter.errors import Diagnostic, IssueError, Severity
+from newsletter.i18n import Language
 
 ISSUE_FILE = "issue.yaml"
 # libyaml's parser when PyYAML has it (its wheels do): the same nodes and marks, several times faster.
-_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+try:
+    from yaml import CSafeLoader as _BaseLoader
+except ImportError:
+    from yaml import SafeLoader as _BaseLoader
 
 
-class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+class _Loader(_BaseLoader):
     """YAML 1.1 reads `end: 12:30` as the base-60 number 750: here it stays the text '12:30', as YAML 1.2 and
     the editors' YAML language server read it (and as the schema says it is)."""
 
@@ -228,10 +231,14 @@ def _moment(value: Any, *, time_alone: bool = False) -> dt.datetime | dt.date | 
         except ValueError:
             pass
     if time_alone:
-        raise PydanticCustomError("event_time", "not a time or a date; write 12:00 (that day), 2025-02-13 17:00, "
-                                  "or the last day of a day-long event, 2025-02-14")  # fmt: skip
-    raise PydanticCustomError("event_time", "not a date and time; write it as 2025-02-12 09:00, or 2025-02-12 for "
-                              "a day-long event")  # fmt: skip
+        raise PydanticCustomError(
+            "event_time",
+            "not a time or a date; write 12:00 (that day), 2025-02-13 17:00, "
+            "or the last day of a day-long event, 2025-02-14",
+        )
+    raise PydanticCustomError(
+        "event_time", "not a date and time; write it as 2025-02-12 09:00, or 2025-02-12 for a day-long event"
+    )
 
 
 _DATE_PATTERN = r"\d{4}-\d{2}-\d{2}([ T]\d{1,2}:\d{2}(:\d{2})?(Z|[+-]\d{2}:?\d{2})?)?"
@@ -243,9 +250,14 @@ EventStart = Annotated[
 EventEnd = Annotated[
     dt.datetime | dt.date | dt.time,
     PlainValidator(lambda value: _moment(value, time_alone=True)),
-    WithJsonSchema({"type": "string", "pattern": f"^(\\d{{1,2}}:\\d{{2}}|{_DATE_PATTERN})$",
-                    "examples": ["12:00", "2025-02-13 17:00", "2025-02-14"]}),
-]  # fmt: skip
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": f"^(\\d{{1,2}}:\\d{{2}}|{_DATE_PATTERN})$",
+            "examples": ["12:00", "2025-02-13 17:00", "2025-02-14"],
+        }
+    ),
+]
 
 
 class Event(Section):
@@ -270,25 +282,33 @@ class Event(Section):
 
     @field_validator("end")
     @classmethod
-    def _end_like_start(cls, end: dt.datetime | dt.date | dt.time | None, info: ValidationInfo):
+    def _end_like_start(
+        cls, end: dt.datetime | dt.date | dt.time | None, info: ValidationInfo
+    ) -> dt.datetime | dt.date | dt.time | None:
         start = info.data.get("start")
         if end is None or start is None:
             return end
         day_long = not isinstance(start, dt.datetime)
         if day_long and (isinstance(end, dt.datetime) or not isinstance(end, dt.date)):
-            raise PydanticCustomError("event_time", "the event lasts whole days (start is a date): give its last "
-                                      "day as end, e.g. 2025-02-14, or a time in start")  # fmt: skip
+            raise PydanticCustomError(
+                "event_time",
+                "the event lasts whole days (start is a date): give its last "
+                "day as end, e.g. 2025-02-14, or a time in start",
+            )
         if not day_long and not isinstance(end, dt.datetime | dt.time):
-            raise PydanticCustomError("event_time", "start has a time: give end as a time that day (12:00) or a "
-                                      "date and time (2025-02-13 17:00)")  # fmt: skip
+            raise PydanticCustomError(
+                "event_time",
+                "start has a time: give end as a time that day (12:00) or a date and time (2025-02-13 17:00)",
+            )
         return end
 
     def period(self) -> tuple[dt.datetime | dt.date, dt.datetime | dt.date | None]:
         """(start, end) as written, end made whole: a time alone is on the start's day, with its offset if any."""
         end = self.end
-        if isinstance(end, dt.time) and isinstance(self.start, dt.datetime):
+        if isinstance(end, dt.time):
+            assert isinstance(self.start, dt.datetime), "_end_like_start lets a time alone end only a timed start"
             end = dt.datetime.combine(self.start.date(), end, tzinfo=self.start.tzinfo)
-        return self.start, end  # type: ignore[return-value]
+        return self.start, end
 
 
 class Divider(Section):
@@ -300,17 +320,21 @@ class Spacer(Section):
     height: int = Field(24, ge=1, le=200, description="Height in px.")
 
 
+# Every section type, in the order the JSON Schema lists them; `type` picks one (a test checks none is left out).
+AnySection = Annotated[
+    Masthead | Heading | Text | ImageSection | Button | Callout | Contacts | Logos | Columns | Event | Divider | Spacer,
+    Discriminator("type"),
+]
+
+
 def _section_types() -> dict[str, type[Section]]:
-    types = {}
-    for cls in Section.__subclasses__():
-        (tag,) = cls.model_fields["type"].annotation.__args__  # Literal["x"]
-        types[tag] = cls
-    return types
+    """Each section type's tag (its `type: Literal["x"]`) and class."""
+    (union, _discriminator) = get_args(AnySection)
+    classes: tuple[type[Section], ...] = get_args(union)
+    return {get_args(cls.model_fields["type"].annotation)[0]: cls for cls in classes}
 
 
 SECTION_TYPES: dict[str, type[Section]] = _section_types()
-
-AnySection = Annotated[Union[tuple(SECTION_TYPES.values())], Discriminator("type")]  # noqa: UP007
 
 
 class Issue(_Model):
@@ -324,11 +348,11 @@ class Issue(_Model):
 
     subject: str = Field(min_length=1, description="The email's subject line (10 to 78 characters reads best).")
     preheader: str | None = Field(None, description="The line mail clients show after the subject in the inbox.")
-    lang: Literal[LANGUAGES] = Field(description="The issue's language; the footer and dates follow it.")  # type: ignore[valid-type]
+    lang: Language = Field(description="The issue's language; the footer and dates follow it.")
     date: dt.date | None = Field(None, description="Publication date (YYYY-MM-DD).")
     from_: str | None = Field(None, alias="from", description='Overrides newsletter.toml, e.g. "Name <a@b.org>".')
     reply_to: str | None = None
-    sections: list[AnySection] = Field(min_length=1)  # type: ignore[valid-type]
+    sections: list[AnySection] = Field(min_length=1)
 
 
 @dataclass
@@ -368,11 +392,13 @@ class LoadedIssue:
     def file(self) -> Path:
         return self.folder / ISSUE_FILE
 
-    def diagnostic(self, severity: str, code: str, message: str, path: YamlPath, *, line_offset: int = 0):
+    def diagnostic(
+        self, severity: Severity, code: str, message: str, path: YamlPath, *, line_offset: int = 0
+    ) -> Diagnostic:
         line, column = self.source.locate(path)
         if line is not None and line_offset:
             line, column = line + line_offset, None
-        return Diagnostic(severity, code, message, self.source.file, line, column, format_path(path))  # type: ignore[arg-type]
+        return Diagnostic(severity, code, message, self.source.file, line, column, format_path(path))
 
 
 def format_path(path: YamlPath) -> str:
@@ -554,7 +580,7 @@ def _container(path: YamlPath, data: Any) -> Any:
     return node
 
 
-def _explain(err: dict, path: YamlPath, data: Any) -> tuple[str, str, bool]:
+def _explain(err: ErrorDetails, path: YamlPath, data: Any) -> tuple[str, str, bool]:
     """Return (code, message, located at the key rather than the value) for one pydantic error."""
     kind = err["type"]
     known = ", ".join(SECTION_TYPES)

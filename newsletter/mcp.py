@@ -13,23 +13,25 @@ import asyncio
 import base64
 import inspect
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote
 
-from mcp.server.mcpserver import MCPServer, ResourceSecurity
+from mcp.server.lowlevel.helper_types import ReadResourceContents
+from mcp.server.mcpserver import Context, MCPServer, ResourceSecurity
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp_types import CallToolResult, ImageContent, InputRequiredResult, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, ContentBlock, ImageContent, InputRequiredResult, TextContent, ToolAnnotations
 from mcp_types import Resource as MCPResource
-from pydantic import Field, ValidationError
+from pydantic import AnyUrl, Field, ValidationError
 
 from newsletter import __version__, agent
 from newsletter.build import build_issue
 from newsletter.checks import check_issue
 from newsletter.config import CONFIG_FILE
 from newsletter.errors import IssueError, NewsletterError
-from newsletter.i18n import LANGUAGES
+from newsletter.i18n import Language
 from newsletter.sending.send import campaign_status
 from newsletter.sending.send import send as send_issue
 from newsletter.transports import transport_dsn
@@ -56,6 +58,7 @@ Confirmation = Annotated[
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
 SENDS = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True)
+ToolFunction = TypeVar("ToolFunction", bound=Callable[..., Any])  # a tool, registered and returned as it is
 
 
 class NewsletterServer(MCPServer):
@@ -69,7 +72,9 @@ class NewsletterServer(MCPServer):
         """The workspace as it is now: newsletter.toml is read again for every call."""
         return Workspace.discover(self.root)
 
-    async def call_tool(self, name: str, arguments: dict[str, Any], context=None):
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -117,7 +122,9 @@ class NewsletterServer(MCPServer):
             ]
         return listed
 
-    async def read_resource(self, uri, context=None):
+    async def read_resource(
+        self, uri: AnyUrl | str, context: Context[Any, Any] | None = None
+    ) -> Iterable[ReadResourceContents] | InputRequiredResult:
         """As the SDK reads it, with each image's own MIME type, and a reason for an image URI that matches none."""
         try:
             contents = await super().read_resource(uri, context)
@@ -147,7 +154,7 @@ def _result(document: object, *, is_error: bool = False) -> CallToolResult:
 
 
 def _error(message: str, document: object | None = None) -> CallToolResult:
-    content = [TextContent(text=f"error: {message}")]
+    content: list[ContentBlock] = [TextContent(text=f"error: {message}")]
     if document is not None:
         content.append(TextContent(text=_json(document)))
     return CallToolResult(content=content, is_error=True)
@@ -158,11 +165,12 @@ def create_server(root: Path) -> NewsletterServer:
     server = NewsletterServer(root)
     workspace = server.workspace
 
-    def tool(annotations: ToolAnnotations, name: str | None = None):
-        def register(function):
+    def tool(annotations: ToolAnnotations, name: str | None = None) -> Callable[[ToolFunction], ToolFunction]:
+        def register(function: ToolFunction) -> ToolFunction:
             description = inspect.cleandoc(function.__doc__ or "")
-            server.add_tool(function, name=name, description=description, annotations=annotations,
-                            structured_output=False)  # fmt: skip
+            server.add_tool(
+                function, name=name, description=description, annotations=annotations, structured_output=False
+            )
             return function
 
         return register
@@ -176,7 +184,7 @@ def create_server(root: Path) -> NewsletterServer:
     def new_issue_tool(
         slug: Annotated[str, Field(description="The new issue's slug: lowercase letters, digits, hyphens.")],
         lang: Annotated[
-            Literal[LANGUAGES] | None,  # type: ignore[valid-type]
+            Language | None,
             Field(description="Its language (default: the previous issue's, else lang in newsletter.toml)."),
         ] = None,
         from_issue: Annotated[
@@ -290,8 +298,10 @@ def create_server(root: Path) -> NewsletterServer:
         document = documents[0]
         if width == "both":  # what the shots share, once
             shared = ("view", "recipient", "note", "diagnostics")
-            document = {"previews": [{k: v for k, v in d.items() if k not in shared} for d in documents],
-                        **{key: document[key] for key in shared}}  # fmt: skip
+            document = {
+                "previews": [{k: v for k, v in d.items() if k not in shared} for d in documents],
+                **{key: document[key] for key in shared},
+            }
         return CallToolResult(content=[*pictures, TextContent(text=_json(document))])
 
     @tool(READ_ONLY)

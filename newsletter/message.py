@@ -148,6 +148,12 @@ def _dot_safe(encoded: bytes) -> bytes:
     return CRLF.join(lines)
 
 
+def _part_head(marker: bytes, media_type: bytes) -> bytes:
+    """A part's boundary line and headers, up to the blank line before its quoted-printable UTF-8 content."""
+    content_type = b"Content-Type: " + media_type + b'; charset="utf-8"'
+    return CRLF.join([marker, content_type, b"Content-Transfer-Encoding: quoted-printable", b"", b""])
+
+
 class Body:
     """The two parts of a campaign's messages, encoded once; body(values) is one recipient's MIME body."""
 
@@ -158,14 +164,8 @@ class Body:
         # "=_" never occurs in quoted-printable text, so this boundary cannot appear inside a part.
         self.boundary = "=_newsletter_" + hashlib.sha256(rendered.html.encode("utf-8")).hexdigest()[:24]
         marker = f"--{self.boundary}".encode()
-        self._text_head = (
-            marker + CRLF + b'Content-Type: text/plain; charset="utf-8"' + CRLF
-            + b"Content-Transfer-Encoding: quoted-printable" + CRLF + CRLF
-        )  # fmt: skip
-        self._html_head = (
-            CRLF + marker + CRLF + b'Content-Type: text/html; charset="utf-8"' + CRLF
-            + b"Content-Transfer-Encoding: quoted-printable" + CRLF + CRLF
-        )  # fmt: skip
+        self._text_head = _part_head(marker, b"text/plain")
+        self._html_head = CRLF + _part_head(marker, b"text/html")
         self._end = CRLF + marker + b"--" + CRLF
 
     def content_type(self) -> str:
@@ -276,6 +276,7 @@ class Campaign:
 
     def build(self, recipient: Recipient) -> Outgoing:
         """The message for one recipient: placeholder values and headers. No rendering happens here."""
+        unsubscribe_url: str  # Verbatim for the provider's own placeholder: never HTML-escaped
         if self.hosted is not None:
             token, unsubscribe_url = "", Verbatim(self.hosted.url)
         else:
@@ -339,8 +340,15 @@ class Notice:
         }
         if self.reply_to:
             headers["Reply-To"] = self.reply_to
-        return Outgoing(key, self.sender, Mailbox(clean_name(name) or "", address), self.rendered.subject, headers,
-                        {"name": name or "", "email": address, **values}, self.body)  # fmt: skip
+        return Outgoing(
+            key,
+            self.sender,
+            Mailbox(clean_name(name) or "", address),
+            self.rendered.subject,
+            headers,
+            {"name": name or "", "email": address, **values},
+            self.body,
+        )
 
 
 @functools.lru_cache(maxsize=2)  # formatted once a second: it cost more than the rest of a notice's headers
@@ -359,10 +367,10 @@ def parse_mailbox(text: str) -> Mailbox:
 class DkimSigner:
     """DKIM-signs messages (relaxed/relaxed) for the smtp transport; the List-Unsubscribe headers are signed too."""
 
-    SIGNED_HEADERS = (
-        b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"mime-version", b"content-type",
-        b"list-id", b"list-unsubscribe", b"list-unsubscribe-post",
-    )  # fmt: skip
+    SIGNED_HEADERS = tuple(
+        b"from to subject date message-id reply-to mime-version content-type list-id list-unsubscribe "
+        b"list-unsubscribe-post".split()
+    )
 
     def __init__(self, domain: str, selector: str, private_key: bytes):
         self.domain, self.selector, self.private_key = domain.encode(), selector.encode(), private_key

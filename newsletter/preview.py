@@ -20,10 +20,11 @@ import shutil
 import socket
 import threading
 import webbrowser
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.applications import Starlette
@@ -36,13 +37,17 @@ from newsletter.checks import CheckResult, address_problem, check_issue
 from newsletter.config import CONFIG_FILE
 from newsletter.errors import NewsletterError, PreviewError
 from newsletter.message import Outgoing, Recipient
-from newsletter.render import PACKAGE_TEMPLATES, image_size
+from newsletter.render import PACKAGE_TEMPLATES, RenderedIssue, image_size
 from newsletter.sending.send import member_message
 from newsletter.sending.wiring import open_store
-from newsletter.store import SUBSCRIBED, ListRow
+from newsletter.store import SUBSCRIBED, ListRow, Member
 from newsletter.tokens import TokenSigner
 from newsletter.transports import Dsn, transport_dsn
 from newsletter.workspace import Workspace
+
+if TYPE_CHECKING:  # imported when a screenshot is taken: Playwright is slow to import
+    from playwright.sync_api import Browser, Page, Playwright
+    from playwright.sync_api import Route as PageRoute
 
 DEFAULT_PORT = 8642
 VIEWS = {"desktop": 600, "mobile": 375}
@@ -156,7 +161,7 @@ class PreviewState:
         return member_message(workspace, result.rendered, sender, reply_to, mailing_list, recipient, signer)
 
     @staticmethod
-    def first_member(workspace: Workspace, list_slug: str):
+    def first_member(workspace: Workspace, list_slug: str) -> tuple[ListRow, Member]:
         """The list and its first subscribed member (as a send's first message goes to); NewsletterError if none."""
         store = open_store(workspace)
         try:
@@ -175,8 +180,13 @@ class PreviewState:
             return [{"severity": "error", "code": "config", "message": self.failure}]
         return [d.to_json() for d in self.result.report.diagnostics] if self.result else []
 
+    @property
+    def rendered(self) -> RenderedIssue | None:
+        """The last render, None when the issue or the config has errors that stop it."""
+        return self.result.rendered if self.result is not None else None
+
     def rendered_ok(self) -> bool:
-        return self.result is not None and self.result.rendered is not None
+        return self.rendered is not None
 
 
 def _uses_provider_unsubscribe() -> bool:
@@ -263,7 +273,7 @@ def create_app(state: PreviewState, *, watch: bool = True) -> Starlette:
 
     async def image(request: Request) -> Response:
         name = request.path_params["name"]
-        images = state.result.rendered.images if state.rendered_ok() else {}
+        images = state.rendered.images if state.rendered is not None else {}
         if name not in images or not images[name].is_file():
             return PlainTextResponse("not found", status_code=404)
         return FileResponse(images[name], headers={"Cache-Control": "no-store"})
@@ -275,7 +285,7 @@ def create_app(state: PreviewState, *, watch: bool = True) -> Starlette:
         return JSONResponse({"version": state.version, "diagnostics": state.diagnostics()})
 
     @asynccontextmanager
-    async def lifespan(app: Starlette):
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         stop = asyncio.Event()
         task = asyncio.create_task(watch_and_rebuild(state, stop)) if watch else None
         try:
@@ -415,7 +425,7 @@ def serve_preview(
     *,
     port: int = DEFAULT_PORT,
     open_browser: bool = True,
-    announce=print,
+    announce: Callable[[str], object] = print,
     list_slug: str | None = None,
 ) -> None:
     """Serve the preview until interrupted (Ctrl-C)."""
@@ -475,7 +485,7 @@ def chromium_executable() -> str:
     )
 
 
-def launch_chromium(playwright):
+def launch_chromium(playwright: Playwright) -> Browser:
     """Launch the system's headless Chromium through Playwright (never a downloaded browser build)."""
     args = list(CHROMIUM_ARGS)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -488,10 +498,10 @@ def launch_chromium(playwright):
         raise PreviewError(f"Chromium failed to start: {str(exc).splitlines()[0]}") from None
 
 
-def block_remote_requests(page) -> None:
+def block_remote_requests(page: Page) -> None:
     """Let the page load only from this machine: a preview must not call out (and here it cannot)."""
 
-    def route(route) -> None:
+    def route(route: PageRoute) -> None:
         url = route.request.url
         if url.startswith(("http://127.0.0.1", "file:", "data:", "about:")):
             route.continue_()
@@ -525,7 +535,7 @@ class Screenshot:
         }
 
 
-def capture_full_page(page, output: Path, *, tries: int = 3) -> None:
+def capture_full_page(page: Page, output: Path, *, tries: int = 3) -> None:
     """page.screenshot(full_page=True), tried again after a moment: on a busy machine Chromium's compositor may
     not have a frame ready ("Unable to capture screenshot"), which the next try finds."""
     from playwright.sync_api import Error as PlaywrightError
@@ -568,8 +578,9 @@ def take_screenshots(
                 finally:
                     page.close()
                 png_width, png_height = image_size(output) or (width, 0)  # Chromium writes a PNG
-                taken.append(Screenshot(output, png_width, png_height, view, state.diagnostics(), width,
-                                        state.recipient, state.note))  # fmt: skip
+                diagnostics = state.diagnostics()
+                shot = Screenshot(output, png_width, png_height, view, diagnostics, width, state.recipient, state.note)
+                taken.append(shot)
         finally:
             browser.close()
     return taken

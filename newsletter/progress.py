@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
+from typing import TextIO
 
 
 class ProgressLine:
-    def __init__(self, stream=sys.stderr):
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
         self.started = time.monotonic()
         self.first_done: int | None = None
@@ -43,8 +44,10 @@ class ProgressLine:
         self.held_until = until
         end = dt.datetime.fromtimestamp(until, dt.UTC).strftime("%H:%M:%S UTC")
         start = "\r" if self.stream.isatty() else ""  # over the counts' line, on a terminal
-        self.stream.write(f"{start}waiting for {count} messages another sender holds; should it have stopped (a "
-                          f"crash), they are sent once its lease ends at {end}\n")  # fmt: skip
+        self.stream.write(
+            f"{start}waiting for {count} messages another sender holds; should it have stopped (a "
+            f"crash), they are sent once its lease ends at {end}\n"
+        )
         self.stream.flush()
 
     def close(self) -> None:
@@ -65,7 +68,7 @@ class ProgressBar:
 
     WIDTH = 24
 
-    def __init__(self, unit: str = "rows", stream=sys.stderr, delay: float = 1.0):
+    def __init__(self, unit: str = "rows", stream: TextIO = sys.stderr, delay: float = 1.0) -> None:
         self.unit, self.stream, self.delay = unit, stream, delay
         self.started = time.monotonic()
         self.last_drawn = 0.0

@@ -117,7 +117,9 @@ def split_placeholders(template: str) -> list[str | tuple[str, str]]:
     return parts
 
 
-def _join_placeholders(parts: list, values: Mapping[str, str], escape) -> str:
+def _join_placeholders(
+    parts: list[str | tuple[str, str]], values: Mapping[str, str], escape: Callable[[str], str]
+) -> str:
     out = []
     for part in parts:
         if isinstance(part, str):
@@ -262,7 +264,7 @@ class _Renderer:
             "content_width": CONTENT_WIDTH,
         }
 
-    def render_template(self, name: str, **values) -> str:
+    def render_template(self, name: str, **values: object) -> str:
         try:
             template = self.env.get_template(name)
             return template.render(**self.context(), **values)
@@ -383,12 +385,19 @@ def template_environment(templates_dir: Path | None, files: tuple = ()) -> jinja
     )
     # The event section: when it is (format_event_when), a day ('5 février 2025'), its .ics link (made then).
     env.filters.update(
-        when=jinja2.pass_context(lambda ctx, event: format_event_when(*event.period(), ctx["lang"])),
+        when=_event_when,
         day=jinja2.pass_context(lambda ctx, value: format_day(value, ctx["lang"])),
         calendar_url=jinja2.pass_context(lambda ctx, event, index: ctx["renderer"].calendar_url(event, index)),
     )
     env.globals["t"] = jinja2.pass_context(lambda ctx, key, **values: translate(ctx["lang"], key, **values))
     return env
+
+
+@jinja2.pass_context
+def _event_when(ctx: jinja2.runtime.Context, event: Event) -> str:
+    """The filter `when`: when the event takes place, as a sentence in the issue's language."""
+    start, end = event.period()
+    return format_event_when(start, end, ctx["lang"])
 
 
 def render_issue(

@@ -277,7 +277,8 @@ def _apply(text: str, edits: list[tuple[int, int, str]], comments: dict[int, lis
     newline = _newline(text)
     changes = list(edits)
     for line_start, messages in comments.items():
-        indent = re.match(r"[ \t]*", text[line_start:]).group()
+        line = text[line_start:]
+        indent = line[: len(line) - len(line.lstrip(" \t"))]
         start = line_start
         while start > 0 and _our_comment(text[_previous_line(text, start) : start]):
             start = _previous_line(text, start)

@@ -11,10 +11,13 @@ from hypothesis import strategies as st
 from newsletter.addresses import NAME_MAX_OCTETS, a_label_address, clean_name, normalize_address
 
 DOMAINS = [
-    "example.org", "Example.ORG", "exämple.org", "EXÄMPLE.org", "sub.example.co.uk", "a.b", "videotron.ca",
-    "xn--exmple-cua.org", "foo.test", "foo.local", "localhost", "exa_mple.org", "a-.org", "-a.org", "x.123",
-    "x..org", "[127.0.0.1]", "", "gmail.com.", "a" * 63 + ".org", "a" * 64 + ".org", ("abcdefghi." * 24) + "org",
-]  # fmt: skip
+    *"example.org Example.ORG exämple.org EXÄMPLE.org sub.example.co.uk a.b videotron.ca xn--exmple-cua.org".split(),
+    *"foo.test foo.local localhost exa_mple.org a-.org -a.org x.123 x..org [127.0.0.1] gmail.com.".split(),
+    "",
+    "a" * 63 + ".org",
+    "a" * 64 + ".org",
+    ("abcdefghi." * 24) + "org",
+]
 LOCAL_CHARACTERS = st.sampled_from(list("abcXYZ019.!#$%&'*+-/=?^_`{|}~\"@ é\\") + ["..", "ü"])
 LOCALS = st.one_of(
     st.lists(LOCAL_CHARACTERS, min_size=0, max_size=12).map("".join),

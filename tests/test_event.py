@@ -39,25 +39,53 @@ def nb(text: str) -> str:
 @pytest.mark.parametrize(
     ("start", "end", "french", "english"),
     [
-        (D(2025, 2, 12, 9), D(2025, 2, 12, 12), "le mercredi 12~février 2025, de 9~h à 12~h",
-         "Wednesday, February~12, 2025, 9:00~a.m. to 12:00~p.m."),
-        (D(2025, 2, 12, 9, 30), D(2025, 2, 12, 17, 5), "le mercredi 12~février 2025, de 9~h~30 à 17~h~05",
-         "Wednesday, February~12, 2025, 9:30~a.m. to 5:05~p.m."),
+        (
+            D(2025, 2, 12, 9),
+            D(2025, 2, 12, 12),
+            "le mercredi 12~février 2025, de 9~h à 12~h",
+            "Wednesday, February~12, 2025, 9:00~a.m. to 12:00~p.m.",
+        ),
+        (
+            D(2025, 2, 12, 9, 30),
+            D(2025, 2, 12, 17, 5),
+            "le mercredi 12~février 2025, de 9~h~30 à 17~h~05",
+            "Wednesday, February~12, 2025, 9:30~a.m. to 5:05~p.m.",
+        ),
         (D(2025, 3, 1, 0), None, "le samedi 1er~mars 2025, à 0~h", "Saturday, March~1, 2025, 12:00~a.m."),
         (T(2025, 3, 1), None, "le samedi 1er~mars 2025", "Saturday, March~1, 2025"),
         (T(2025, 2, 12), T(2025, 2, 12), "le mercredi 12~février 2025", "Wednesday, February~12, 2025"),
-        (T(2025, 2, 12), T(2025, 2, 14), "du mercredi 12 au vendredi 14~février 2025",
-         "Wednesday, February~12 to Friday, February~14, 2025"),
-        (T(2025, 3, 1), T(2025, 3, 3), "du samedi 1er au lundi 3~mars 2025",
-         "Saturday, March~1 to Monday, March~3, 2025"),
-        (T(2025, 4, 30), T(2025, 5, 2), "du mercredi 30~avril au vendredi 2~mai 2025",
-         "Wednesday, April~30 to Friday, May~2, 2025"),
-        (T(2025, 12, 30), T(2026, 1, 2), "du mardi 30~décembre 2025 au vendredi 2~janvier 2026",
-         "Tuesday, December~30, 2025 to Friday, January~2, 2026"),
-        (D(2025, 2, 12, 9), D(2025, 2, 13, 17), "du mercredi 12~février 2025 à 9~h au jeudi 13~février 2025 à 17~h",
-         "Wednesday, February~12, 2025, 9:00~a.m. to Thursday, February~13, 2025, 5:00~p.m."),
+        (
+            T(2025, 2, 12),
+            T(2025, 2, 14),
+            "du mercredi 12 au vendredi 14~février 2025",
+            "Wednesday, February~12 to Friday, February~14, 2025",
+        ),
+        (
+            T(2025, 3, 1),
+            T(2025, 3, 3),
+            "du samedi 1er au lundi 3~mars 2025",
+            "Saturday, March~1 to Monday, March~3, 2025",
+        ),
+        (
+            T(2025, 4, 30),
+            T(2025, 5, 2),
+            "du mercredi 30~avril au vendredi 2~mai 2025",
+            "Wednesday, April~30 to Friday, May~2, 2025",
+        ),
+        (
+            T(2025, 12, 30),
+            T(2026, 1, 2),
+            "du mardi 30~décembre 2025 au vendredi 2~janvier 2026",
+            "Tuesday, December~30, 2025 to Friday, January~2, 2026",
+        ),
+        (
+            D(2025, 2, 12, 9),
+            D(2025, 2, 13, 17),
+            "du mercredi 12~février 2025 à 9~h au jeudi 13~février 2025 à 17~h",
+            "Wednesday, February~12, 2025, 9:00~a.m. to Thursday, February~13, 2025, 5:00~p.m.",
+        ),
     ],
-)  # fmt: skip
+)
 def test_the_date_line_in_french_and_english(start, end, french, english):
     assert format_event_when(start, end, "fr") == nb(french)
     assert format_event_when(start, end, "en") == nb(english)
@@ -67,10 +95,11 @@ def test_days_and_times_on_their_own():
     assert format_day(T(2025, 2, 5), "fr") == nb("5~février 2025")
     assert format_day(T(2025, 2, 1), "fr", weekday=True) == nb("samedi 1er~février 2025")
     assert format_day(T(2025, 2, 5), "en") == nb("February~5, 2025")
-    assert [format_time(dt.time(h, m), "fr") for h, m in ((0, 0), (9, 30), (12, 0), (23, 59))] == [
-        nb("0~h"), nb("9~h~30"), nb("12~h"), nb("23~h~59")]  # fmt: skip
-    assert [format_time(dt.time(h, m), "en") for h, m in ((0, 0), (9, 30), (12, 0), (23, 59))] == [
-        nb("12:00~a.m."), nb("9:30~a.m."), nb("12:00~p.m."), nb("11:59~p.m.")]  # fmt: skip
+    times = [dt.time(h, m) for h, m in ((0, 0), (9, 30), (12, 0), (23, 59))]
+    assert [format_time(time, "fr") for time in times] == [nb(t) for t in ("0~h", "9~h~30", "12~h", "23~h~59")]
+    assert [format_time(time, "en") for time in times] == [
+        nb(t) for t in ("12:00~a.m.", "9:30~a.m.", "12:00~p.m.", "11:59~p.m.")
+    ]
 
 
 EVENT = """\
@@ -144,8 +173,13 @@ def test_the_event_in_the_text_part_in_french(make_issue):
 def test_the_event_in_english_both_parts(make_issue):
     rendered = render_folder(make_issue(EVENT.format(lang="en"), config=ZONED))
     seen = visible_text(rendered.html)
-    for fact in ("When: Wednesday, February~12, 2025, 9:00~a.m. to 12:00~p.m.", "Where: Salle Desjardins", "Register",
-                 "Register by February~5, 2025", "Add to calendar"):  # fmt: skip
+    for fact in (
+        "When: Wednesday, February~12, 2025, 9:00~a.m. to 12:00~p.m.",
+        "Where: Salle Desjardins",
+        "Register",
+        "Register by February~5, 2025",
+        "Add to calendar",
+    ):
         assert nb(fact) in seen, fact
         assert nb(fact) in rendered.text, fact
     assert "Register: https://crdbsl.org/forum/inscription" in rendered.text

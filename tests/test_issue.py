@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 
 from newsletter.errors import IssueError
-from newsletter.issue import SECTION_TYPES, format_path, load_issue
+from newsletter.i18n import CATALOG, LANGUAGES
+from newsletter.issue import SECTION_TYPES, Section, format_path, load_issue
 
 VALID = """\
 subject: Un sujet assez long
@@ -115,6 +118,15 @@ def test_non_utf8_file(make_issue):
     (folder / "issue.yaml").write_bytes("subject: Été\n".encode("cp1252"))
     (error,) = errors_of(folder)
     assert error.code == "encoding"
+
+
+def test_every_section_class_is_in_the_sections_union():
+    assert set(SECTION_TYPES.values()) == set(Section.__subclasses__())
+    assert all(cls.model_fields["type"].annotation == Literal[tag] for tag, cls in SECTION_TYPES.items())
+
+
+def test_the_languages_an_issue_may_use_are_the_catalog_s():
+    assert tuple(CATALOG) == LANGUAGES
 
 
 def test_format_path():

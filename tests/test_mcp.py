@@ -28,11 +28,10 @@ from newsletter.cli import app
 from newsletter.errors import NewsletterError
 from newsletter.workspace import init_workspace
 
-TOOLS = {
-    "list_issues", "new_issue", "read_issue", "write_issue", "add_image", "check_issue", "build_issue",
-    "preview_issue", "list_lists", "subscribers_summary", "send_dry_run", "send", "send_test", "schedule",
-    "campaign_status",
-}  # fmt: skip
+TOOLS = set(
+    "list_issues new_issue read_issue write_issue add_image check_issue build_issue preview_issue list_lists "
+    "subscribers_summary send_dry_run send send_test schedule campaign_status".split()
+)
 MEMBERS = ["marie@example.org,Marie Côté", "zoe@example.org,Zoé Bœuf", "jean@example.org,", "luc@example.org,Luc"]
 SLUG = "2025-02-hiver"
 BROKEN = """\
@@ -337,8 +336,9 @@ def test_preview_at_phone_width_is_a_png_of_that_width(workspace, tmp_path, chro
             assert [(i.width, i.height) for i in images] == [(p["width"], p["height"]) for p in document["previews"]]
             assert [i.width for i in images] == [p["viewport"] for p in document["previews"]] == [600, 375]
             assert [Path(p["png"]).name for p in document["previews"]] == [
-                f"{EXAMPLE_SLUG}-600-html.png", f"{EXAMPLE_SLUG}-375-html.png"
-            ]  # fmt: skip
+                f"{EXAMPLE_SLUG}-600-html.png",
+                f"{EXAMPLE_SLUG}-375-html.png",
+            ]
             assert document["view"] == "html" and document["recipient"].startswith("Camille Tremblay")
 
     asyncio.run(scenario())
@@ -369,8 +369,9 @@ def test_failures_are_one_line_tool_errors_and_the_server_goes_on(workspace, tmp
             )
 
             await agent.json("new_issue", slug="broken")
-            assert "was written with 1 error" in await agent.error("write_issue", issue="broken",
-                                                                  yaml="subject: [unclosed\n")  # fmt: skip
+            assert "was written with 1 error" in await agent.error(
+                "write_issue", issue="broken", yaml="subject: [unclosed\n"
+            )
             is_error, content = await agent.call("build_issue", issue="broken")
             assert is_error and content[0].text == "error: broken has errors; nothing was built"
             assert json.loads(content[1].text)["errors"][0]["code"] == "yaml-syntax"
@@ -395,8 +396,19 @@ def test_failures_are_one_line_tool_errors_and_the_server_goes_on(workspace, tmp
     assert "Traceback" not in (tmp_path / "stderr.log").read_text()
 
 
-ESCAPES = ["../outside", "..", "/etc", str(Path("/tmp").resolve()), "issues/../../outside", "a/b", "evil", "", " x",
-           "new\n", "a" * 300]  # fmt: skip
+ESCAPES = [
+    "../outside",
+    "..",
+    "/etc",
+    str(Path("/tmp").resolve()),
+    "issues/../../outside",
+    "a/b",
+    "evil",
+    "",
+    " x",
+    "new\n",
+    "a" * 300,
+]
 
 
 def test_every_tool_that_takes_a_name_refuses_a_path(workspace, tmp_path):

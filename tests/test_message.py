@@ -158,8 +158,10 @@ def test_an_international_domain_is_written_in_a_labels_and_a_local_part_in_utf8
 
 @pytest.mark.parametrize("name", ["😀" * 300, '"\\' * 300, "Zoé\x00 \x1b[2J\x7fBœuf" + "é" * 500])
 def test_a_name_never_makes_the_to_line_longer_than_998_octets_nor_carries_a_control(campaign, name):
-    for outgoing in (campaign.build(Recipient(3, "zoé@" + "a" * 60 + ".exämple.org", name)),
-                     campaign.build(Recipient(3, "zoe@example.org", name))):  # fmt: skip
+    for outgoing in (
+        campaign.build(Recipient(3, "zoé@" + "a" * 60 + ".exämple.org", name)),
+        campaign.build(Recipient(3, "zoe@example.org", name)),
+    ):
         line = header_line(outgoing, b"To")
         assert len(line) <= 998
         assert not any(byte < 0x20 or byte == 0x7F for byte in line)

@@ -210,8 +210,10 @@ def test_a_screenshot_chromium_could_not_capture_is_tried_again_then_refused_in_
         def screenshot(self, path: str, full_page: bool) -> None:
             self.calls += 1
             if self.calls <= self.refusals:
-                raise Error("Page.screenshot: Protocol error (Page.captureScreenshot): Unable to capture screenshot\n"
-                            "Call log:\n  - taking page screenshot")  # fmt: skip
+                raise Error(
+                    "Page.screenshot: Protocol error (Page.captureScreenshot): Unable to capture screenshot\n"
+                    "Call log:\n  - taking page screenshot"
+                )
             Path(path).write_bytes(b"\x89PNG")
 
         def wait_for_timeout(self, milliseconds: float) -> None:
@@ -234,8 +236,13 @@ def one_member_list(example_folder, monkeypatch):
     root = example_folder.parent.parent
     monkeypatch.chdir(root)
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SECRET)
-    for variable in ("NEWSLETTER_TRANSPORT", "NEWSLETTER_DATABASE_URL", "NEWSLETTER_BASE_URL",
-                     "NEWSLETTER_ASSET_BASE_URL", "NEWSLETTER_ARCHIVE_URL"):  # fmt: skip
+    for variable in (
+        "NEWSLETTER_TRANSPORT",
+        "NEWSLETTER_DATABASE_URL",
+        "NEWSLETTER_BASE_URL",
+        "NEWSLETTER_ASSET_BASE_URL",
+        "NEWSLETTER_ARCHIVE_URL",
+    ):
         monkeypatch.delenv(variable, raising=False)
     issue = example_folder / "issue.yaml"
     heading = "    level: 1\n    text: Retour sur le 2e Forum des Alliances\n"

@@ -41,8 +41,12 @@ def score(spamassassin: str, message: bytes) -> tuple[float, list[str]]:
 def every_section_campaign():
     example = example_campaign()
     folder = FIXTURES / "every-section"
-    rendered = render_issue(load_issue(folder), load_config(ROOT), ROOT / "templates",
-                            asset_base_url="https://bulletin.crdbsl.example/archive")  # fmt: skip
+    rendered = render_issue(
+        load_issue(folder),
+        load_config(ROOT),
+        ROOT / "templates",
+        asset_base_url="https://bulletin.crdbsl.example/archive",
+    )
     return dataclasses.replace(example, rendered=rendered)
 
 

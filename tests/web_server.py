@@ -15,8 +15,8 @@ def serving(app):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     # no proxy headers, as `newsletter serve` runs without [serve] trusted_proxies (uvicorn would trust 127.0.0.1)
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False,
-                                           proxy_headers=False))  # fmt: skip
+    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False, proxy_headers=False)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     for _ in range(500):  # until it listens (a bounded wait, not a timing assertion)

@@ -15,6 +15,7 @@ import ast
 import json
 import re
 import sys
+import tomllib
 import unicodedata
 import warnings
 from pathlib import Path
@@ -146,6 +147,17 @@ def test_issue_format_page_is_the_packaged_file():
     )
 
 
+def test_the_package_ships_the_issue_format():
+    # The MCP resource reads newsletter/issue-format.md with importlib.resources: an installed wheel needs it as
+    # package data (docs/ is not in the package).
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    assert ISSUE_FORMAT_SOURCE.name in package_data["package-data"]["newsletter"]
+
+    from newsletter import agent
+
+    assert agent.issue_format_text() == ISSUE_FORMAT_SOURCE.read_text(encoding="utf-8").strip() + "\n"
+
+
 # Checked: the README
 
 
@@ -221,7 +233,7 @@ def test_every_relative_link_reaches_a_file():
 
 # Checked: the module map and the error tree
 
-MODULE = re.compile(r"`(newsletter/[\w/]+\.py)`")
+MODULE = re.compile(r"^- `(newsletter/[\w/]+\.py)`: \S", re.MULTILINE)  # one line of the list under ## Modules
 
 
 def test_architecture_lists_every_module():
@@ -229,7 +241,12 @@ def test_architecture_lists_every_module():
     present = {path.relative_to(ROOT).as_posix() for path in (ROOT / "newsletter").rglob("*.py")}
     missing = sorted(present - listed)
     gone = sorted(listed - present)
-    assert not missing, "docs/architecture.md does not list " + ", ".join(missing) + ": add a line for each"
+    assert not missing, (
+        "docs/architecture.md does not list "
+        + ", ".join(missing)
+        + ': add a line "- `newsletter/<path>.py`: what it does" '
+        "for each under ## Modules"
+    )
     assert not gone, "docs/architecture.md lists " + ", ".join(gone) + ", which do not exist: remove or rename them"
 
 

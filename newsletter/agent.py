@@ -16,7 +16,6 @@ import binascii
 import contextlib
 import datetime as dt
 import email
-import email.message
 import email.policy
 import hashlib
 import json
@@ -25,9 +24,8 @@ import secrets
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from importlib import metadata
+from importlib import resources
 from pathlib import Path
-from typing import cast
 
 from newsletter.checks import HEAVY_IMAGE_BYTES, check_issue
 from newsletter.errors import Diagnostic, NewsletterError
@@ -50,7 +48,7 @@ IMAGE_TYPES = {
     b"GIF87a": "image/gif",
     b"GIF89a": "image/gif",
 }
-README_SECTION = "## The issue format"
+ISSUE_FORMAT_FILE = "issue-format.md"  # package data; docs/issue-format.md is its copy
 AGAIN = "run send_dry_run again, look at what it shows, and use the code it gives"
 NO_CODE = f"no confirmation code: a send needs the code that a dry run of exactly this gives; {AGAIN}"
 
@@ -216,23 +214,15 @@ def read_image(workspace: Workspace, name: str, file_name: str) -> tuple[bytes, 
 
 
 def issue_format_text() -> str:
-    """The README's section on the issue format (from the checkout, else from the installed package's metadata)."""
-    readme = Path(__file__).resolve().parent.parent / "README.md"
-    if readme.is_file():
-        text = readme.read_text(encoding="utf-8")
-    else:
-        try:
-            # The PackageMetadata protocol omits it, but the object is an email Message: its payload is the README.
-            package_metadata = cast(email.message.Message, metadata.metadata("newsletter"))
-            payload = package_metadata.get_payload()
-            text = payload if isinstance(payload, str) else ""
-        except metadata.PackageNotFoundError:
-            text = ""
-    start = text.find(README_SECTION)
-    if start < 0:
+    """The issue format (fields, section types, what check reports), from the file the package ships.
+
+    newsletter/issue-format.md is package data, so an installed wheel has it too; docs/issue-format.md is a copy
+    that tests/test_docs.py keeps identical."""
+    try:
+        text = resources.files("newsletter").joinpath(ISSUE_FORMAT_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
         return "The issue format: see `newsletter schema` (the JSON Schema of issue.yaml).\n"
-    end = text.find("\n## ", start + len(README_SECTION))
-    return text[start : end if end >= 0 else len(text)].strip() + "\n"
+    return text.strip() + "\n"
 
 
 def _replace(path: Path, data: bytes) -> None:

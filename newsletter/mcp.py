@@ -394,7 +394,7 @@ def create_server(root: Path) -> NewsletterServer:
         FORMAT_URI,
         name="The issue format",
         mime_type="text/markdown",
-        description="The README's section on issue.yaml: fields, section types, what check reports.",
+        description="The issue format (docs/issue-format.md): issue.yaml's fields, section types, what check reports.",
     )
     def issue_format() -> str:
         return agent.issue_format_text()

@@ -77,7 +77,7 @@ def workspace_with_list(folder: Path, count: int) -> Workspace:
     store = open_store(workspace)
     at = now()
     with store.transaction() as connection:
-        list_id = store.ensure_list(connection, "bench")
+        list_id = store.ensure_list("bench", connection=connection)
         for start in range(0, count, 50_000):
             rows = range(start, min(count, start + 50_000))
             connection.execute(

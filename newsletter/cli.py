@@ -690,6 +690,7 @@ def campaigns(
     workspace = Workspace.discover()
     store = open_store(workspace)
     try:
+        store.expire_overdue()  # shown as expired: campaign_list only reads
         found = store.campaign_list(store.list_id(list_slug) if list_slug else None)
     finally:
         store.close()
@@ -718,6 +719,7 @@ def _control(campaign_id: int, action: str, as_json: bool) -> None:
     store = open_store(Workspace.discover())
     try:
         row = change_campaign(store, campaign_id, action)
+        store.expire_overdue()  # shown as expired: campaign_list only reads
         found = next(item for item in store.campaign_list(row.list_id) if item[0].id == campaign_id)
     finally:
         store.close()

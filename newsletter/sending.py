@@ -469,19 +469,20 @@ def _open_campaign(
     config = prepared.workspace.config
     rendered = prepared.rendered
     with store.transaction() as connection:
-        store.lock_list(connection, mailing_list.id)
-        latest = store.latest_campaign(rendered.slug, mailing_list.id, connection)
+        store.lock_list(mailing_list.id, connection=connection)
+        latest = store.latest_campaign(rendered.slug, mailing_list.id, connection=connection)
         found = _campaign_to_resume(latest, digest, new_campaign, scheduled_at, config.zone)
         frozen = _frozen(prepared, mailing_list, found)
         _same_as_shown(frozen, shown_digest, prepared.workspace.issues_dir / rendered.slug)
         if found is not None:
             return found
-        if scheduled_at is None and store.count_members(mailing_list.id, SUBSCRIBED, connection) == 0:
+        if scheduled_at is None and store.count_members(mailing_list.id, SUBSCRIBED, connection=connection) == 0:
             raise NewsletterError(f"the list '{mailing_list.slug}' has nobody subscribed; nothing to send")
         lateness = dt.timedelta(seconds=parse_duration(config.sending.max_lateness))
         campaign_id = store.create_campaign(
-            connection, mailing_list.id, rendered.slug, digest, rendered.subject, frozen,
+            mailing_list.id, rendered.slug, digest, rendered.subject, frozen,
             scheduled_at=scheduled_at, expires_at=scheduled_at + lateness if scheduled_at else None,
+            connection=connection,
         )  # fmt: skip
     found = store.campaign(campaign_id)
     assert found is not None
@@ -646,11 +647,12 @@ def change_campaign(store: Store, campaign_id: int, action: str) -> CampaignRow:
     if row is None:
         raise NewsletterError(f"no campaign {campaign_id}; `newsletter campaigns` lists them")
     if action == "pause":
-        done = store.change_campaign_status(campaign_id, PAUSED, (RUNNING, SCHEDULED))
+        to = PAUSED
     elif action == "resume":  # back to where it was: running once its audience is fixed, else scheduled
-        done = store.change_campaign_status(campaign_id, RUNNING if row.started_at else SCHEDULED, (PAUSED,))
+        to = RUNNING if row.started_at else SCHEDULED
     else:
-        done = store.change_campaign_status(campaign_id, CANCELLED, (RUNNING, SCHEDULED, PAUSED))
+        to = CANCELLED
+    done = store.change_campaign_status(campaign_id, to, action)  # as store.campaigns.TRANSITIONS allows
     if not done:
         now_row = store.campaign(campaign_id)
         raise NewsletterError(f"campaign {campaign_id} is {now_row.status if now_row else 'gone'}: it cannot {action}")

@@ -30,7 +30,7 @@ from typing import BinaryIO
 
 from newsletter.addresses import clean_name, normalize_address
 from newsletter.errors import NewsletterError
-from newsletter.store import Store, Subscription
+from newsletter.store import MembershipStatus, Store, Subscription
 from newsletter.transports.base import SuppressionSource, Transport
 
 # Header names, compared without accents, case or punctuation.
@@ -296,8 +296,8 @@ def import_csv(
 
     def commit() -> None:
         with store.transaction() as connection:
-            list_id = store.ensure_list(connection, list_slug, list_name)
-            results = store.subscribe_many(connection, list_id, [s for _, s in batch], source)
+            list_id = store.ensure_list(list_slug, list_name, connection=connection)
+            results = store.subscribe_many(list_id, [s for _, s in batch], source, connection=connection)
         for (line, subscription), result in zip(batch, results, strict=True):  # counted once committed
             if result == "refused":
                 outcomes.refuse(line, subscription.email)
@@ -349,18 +349,19 @@ def add(
     except ValueError as exc:
         raise NewsletterError(f"'{address}' is not a valid address: {exc}") from None
     with store.transaction() as connection:
-        list_id = store.ensure_list(connection, list_slug, list_name)
-        return store.subscribe(connection, list_id, normalized, clean_name(name), {}, source)
+        list_id = store.ensure_list(list_slug, list_name, connection=connection)
+        return store.subscribe(list_id, normalized, clean_name(name), {}, source, connection=connection)
 
 
 def remove(store: Store, list_slug: str, address: str, *, source: str = "cli") -> bool:
     """Mark an address unsubscribed from a list (the record and its history stay); False if it already was."""
     list_id = store.list_id(list_slug)
     with store.transaction() as connection:
-        subscriber_id = store.find_subscriber(connection, address.strip())
+        subscriber_id = store.find_subscriber(address.strip(), connection=connection)
         if subscriber_id is None:
             raise NewsletterError(f"{address} is not on any list")
-        return store.set_status(connection, subscriber_id, list_id, "unsubscribed", source)
+        unsubscribed = MembershipStatus.UNSUBSCRIBED
+        return store.set_status(subscriber_id, list_id, unsubscribed, source, connection=connection)
 
 
 @dataclass
@@ -393,8 +394,9 @@ async def sync_suppressions(
         report.kinds[event.kind] = report.kinds.get(event.kind, 0) + 1
         detail = {"provider": transport.scheme, "detail": event.detail}
         scope = list_id if event.kind == "unsubscribed" else None
-        report.changed += await asyncio.to_thread(store.apply_event, event.kind, event.email, None, "sync", detail,
-                                                  list_id=scope)  # fmt: skip
+        report.changed += await asyncio.to_thread(
+            store.apply_event, event.kind, event.email, None, "sync", detail, list_id=scope
+        )
     return report
 
 

@@ -59,7 +59,7 @@ def store(database_url):
 
 def start(store):
     list_id = store.list_id("alliances")
-    row = store.start_campaign(list_id, "2024-11-forum-des-alliances", "hash", "Sujet")
+    row = store.campaign(store.create_campaign(list_id, "2024-11-forum-des-alliances", "hash", "Sujet"))
     return row.id, list_id
 
 
@@ -196,7 +196,7 @@ def test_a_claim_is_its_holders_until_released_recorded_or_expired(store):
     later = now() + dt.timedelta(seconds=61)
     expired = store.claim(campaign_id, list_id, "d:4:w#1", 100, lease=60, at=later)  # their holders died
     assert len(expired) == 12
-    assert store.change_campaign_status(campaign_id, PAUSED, (RUNNING,))
+    assert store.change_campaign_status(campaign_id, PAUSED, "pause")
     assert store.claim(campaign_id, list_id, "d:4:w#2", 100, lease=60, at=later + dt.timedelta(seconds=61)) is None
 
 
@@ -205,17 +205,17 @@ def test_pause_stops_the_runner_resume_finishes_cancel_leaves_the_rest(store):
 
     def pause_after_first(batch_number):
         if batch_number == 1:
-            store.change_campaign_status(campaign_id, PAUSED, (RUNNING,))
+            store.change_campaign_status(campaign_id, PAUSED, "pause")
 
     transport = ScriptedTransport(on_batch=pause_after_first)
     pacing = Pacing(concurrency=1, poll=0.01)
     report = asyncio.run(run(store, transport, example_campaign(), campaign_id, list_id, pacing))
     assert report.status == PAUSED and report.counts[SENT] == 3 and report.counts[PENDING] == 9
-    assert store.change_campaign_status(campaign_id, RUNNING, (PAUSED,))
+    assert store.change_campaign_status(campaign_id, RUNNING, "resume")
 
     def cancel_after_first(batch_number):
         if batch_number == 2:
-            store.change_campaign_status(campaign_id, CANCELLED, (RUNNING,))
+            store.change_campaign_status(campaign_id, CANCELLED, "cancel")
 
     transport.on_batch = cancel_after_first
     report = asyncio.run(run(store, transport, example_campaign(), campaign_id, list_id, pacing))

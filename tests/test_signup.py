@@ -299,13 +299,13 @@ def test_one_confirmation_per_window_and_another_once_it_has_passed(database_url
 
     store = Store.open(database_url)
     with store.transaction() as connection:
-        list_id = store.ensure_list(connection, "alliances")
+        list_id = store.ensure_list("alliances", connection=connection)
     request = SignupRequest(list_id, "Fenetre@Example.org", None, {"consent": "oui"})
     window = dt.timedelta(minutes=10)
 
     def ask(every=window):
         with store.transaction() as connection:
-            return store.request_signups(connection, [request, request], every=every)
+            return store.request_signups([request, request], every=every, connection=connection)
 
     first = ask()
     assert first[0] is not None and first[1] is None  # twice in one group: one email
@@ -556,14 +556,14 @@ def test_a_failed_write_fails_its_own_request_only(database_url, caplog):
     def broken(connection):
         raise RuntimeError("this write fails")
 
-    def broken_record(connection, items):
+    def broken_record(items, *, connection):
         raise RuntimeError("this record fails")
 
     async def together():
         writer.later(broken_record, [1, 2])  # a record nobody waits on fails too: logged, nothing else lost
         return await asyncio.gather(
-            writer.run(lambda c: store.ensure_list(c, "premiere")), writer.run(broken),
-            writer.run(lambda c: store.ensure_list(c, "seconde")), return_exceptions=True,
+            writer.run(lambda c: store.ensure_list("premiere", connection=c)), writer.run(broken),
+            writer.run(lambda c: store.ensure_list("seconde", connection=c)), return_exceptions=True,
         )  # fmt: skip
 
     first, failed, second = asyncio.run(together())
@@ -630,20 +630,20 @@ def test_unsent_confirmations_are_claimed_once_handed_back_and_never_sent_twice(
 
     store = Store.open(database_url)
     with store.transaction() as connection:
-        list_id = store.ensure_list(connection, "alliances")
+        list_id = store.ensure_list("alliances", connection=connection)
     people = ["envoyee", "perdue", "refusee", "confirmee", "revenue"]
 
     def ask(*names: str) -> dict[str, int]:
         requests = [SignupRequest(list_id, f"{n}@example.org", None, {"name": n.title()}) for n in names]
         with store.transaction() as connection:
-            asked = store.request_signups(connection, requests, every=dt.timedelta(0))
+            asked = store.request_signups(requests, every=dt.timedelta(0), connection=connection)
         return {name: a.subscriber_id for name, a in zip(names, asked, strict=True)}
 
     ids = ask(*people)
     with store.transaction() as connection:
-        store.confirmations_done(connection, [(ids["envoyee"], list_id, None), (ids["refusee"], list_id, "550 non"),
-                                              (ids["revenue"], list_id, None)])  # fmt: skip
-        store.confirm_signup(connection, ids["confirmee"], list_id, {}, request_id=None)
+        store.confirmations_done([(ids["envoyee"], list_id, None), (ids["refusee"], list_id, "550 non"),
+                                              (ids["revenue"], list_id, None)], connection=connection)  # fmt: skip
+        store.confirm_signup(ids["confirmee"], list_id, {}, request_id=None, connection=connection)
     ask("revenue")  # asked again after their confirmation went: this request's has not
 
     def unsent(skip=()) -> tuple[dt.datetime, list[str]]:
@@ -732,9 +732,9 @@ def test_serve_removes_the_sign_ups_never_confirmed_when_newsletter_toml_asks(wo
     config.write_text(config.read_text() + OPEN + '\n[serve]\npurge_pending_after = "7d"\n')
     store = open_store(Workspace.discover(workspace))
     with store.transaction() as connection:
-        list_id = store.ensure_list(connection, "alliances")
+        list_id = store.ensure_list("alliances", connection=connection)
         requests = [SignupRequest(list_id, f"{n}@example.org", None, {}) for n in ("oubliee", "attendue")]
-        old = store.request_signups(connection, requests, every=dt.timedelta(0))[0].subscriber_id
+        old = store.request_signups(requests, every=dt.timedelta(0), connection=connection)[0].subscriber_id
         eight_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=8)
         connection.execute(events.update().where(events.c.subscriber_id == old).values(at=eight_days_ago))
         connection.execute(memberships.update().where(memberships.c.subscriber_id == old)

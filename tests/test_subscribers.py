@@ -79,8 +79,8 @@ def test_reimport_changes_nothing_and_never_resubscribes(store):
     import_csv(store, "alliances", CSV / "excel-cp1252.csv")
     assert remove(store, "alliances", "MARIE.COTE@example.org")  # case-insensitive
     with store.transaction() as connection:
-        francois = store.find_subscriber(connection, "francois@example.org")
-        store.set_status(connection, francois, store.list_id("alliances"), BOUNCED, "webhook")
+        francois = store.find_subscriber("francois@example.org", connection=connection)
+        store.set_status(francois, store.list_id("alliances"), BOUNCED, "webhook", connection=connection)
     report = import_csv(store, "alliances", CSV / "excel-cp1252.csv")
     assert (report.added, report.updated, report.unchanged) == (0, 0, 1)
     assert [line for line, _, _ in report.refused] == [2, 3]

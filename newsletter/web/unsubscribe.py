@@ -79,7 +79,7 @@ def routes(site: Site) -> list[Route]:
             for found, status in await asyncio.to_thread(store.memberships_of, subscriber_id)
             if status in LEAVING_FROM
         ]
-        await site.writer.run(lambda connection: store.apply_changes(connection, changes))
+        await site.writer.run(lambda connection: store.apply_changes(changes, connection=connection))
 
     async def post(request: Request) -> Response:
         token = request.path_params["token"]

@@ -27,7 +27,7 @@ from newsletter.i18n import LANGUAGES, translate
 from newsletter.progress import ProgressBar, ProgressLine
 from newsletter.sending import SendSummary, campaign_status, change_campaign, open_store, shown, transport_dsn
 from newsletter.sending import send as send_issue
-from newsletter.store import CANCELLED, PAUSED, SCHEDULED, STATUSES, Store, database_url, engine_name
+from newsletter.store import CampaignStatus, MembershipStatus, Store, database_url, engine_name
 from newsletter.subscribers import add as add_subscriber
 from newsletter.subscribers import export_csv, import_csv, sync_suppressions
 from newsletter.subscribers import remove as remove_subscriber
@@ -324,8 +324,8 @@ def subscribers_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a list's members, streamed (a list of any size); --limit and --offset page through it."""
-    if status is not None and status not in STATUSES:
-        raise NewsletterError(f"unknown status '{status}'; use one of {', '.join(STATUSES)}")
+    if status is not None and status not in tuple(MembershipStatus):
+        raise NewsletterError(f"unknown status '{status}'; use one of {', '.join(MembershipStatus)}")
     store = open_store(Workspace.discover())
     try:
         members = store.iter_members(store.list_id(list_slug), status, offset=offset, limit=limit)
@@ -606,7 +606,7 @@ def _show_send(summary: SendSummary, workspace: Workspace) -> None:
             typer.echo(f"a real send would refuse {where}: {refusal['message']}", err=True)
         typer.echo("nothing was sent; add --no-dry-run to send")
         return
-    if summary.status == SCHEDULED:
+    if summary.status == CampaignStatus.SCHEDULED:
         typer.echo(f"campaign {summary.campaign}: {summary.note}")
         return
     counts = summary.counts
@@ -617,7 +617,7 @@ def _show_send(summary: SendSummary, workspace: Workspace) -> None:
         f"{where}{summary.transport}: {counts.get('sent', 0)} sent, {counts.get('failed', 0)} failed, "
         f"{counts.get('skipped', 0)} skipped, {counts.get('pending', 0)} pending"
     )
-    if summary.status in (PAUSED, CANCELLED):
+    if summary.status in (CampaignStatus.PAUSED, CampaignStatus.CANCELLED):
         typer.echo(f"{summary.note}; `newsletter campaigns` shows where it stands", err=True)
     elif counts.get("pending"):
         typer.echo("some messages are still pending: run the same command again to resume", err=True)
@@ -634,7 +634,7 @@ def status(issue: IssueArg, list_slug: ListOpt, as_json: JsonOpt = False) -> Non
     if summary.campaign is None:
         typer.echo(f"{folder.name} was never sent to {list_slug}")
         return
-    if summary.status != SCHEDULED:
+    if summary.status != CampaignStatus.SCHEDULED:
         _show_send(summary, workspace)
     typer.echo(f"campaign {summary.campaign}: {summary.status}, {summary.note}")
 

@@ -38,7 +38,7 @@ from newsletter.errors import NewsletterError, PreviewError
 from newsletter.message import Outgoing, Recipient
 from newsletter.render import PACKAGE_TEMPLATES, image_size
 from newsletter.sending import member_message, open_store, transport_dsn
-from newsletter.store import SUBSCRIBED, ListRow
+from newsletter.store import ListRow, MembershipStatus
 from newsletter.tokens import TokenSigner
 from newsletter.transports import Dsn
 from newsletter.workspace import Workspace
@@ -160,7 +160,7 @@ class PreviewState:
         store = open_store(workspace)
         try:
             mailing_list = store.find_list(list_slug)
-            member = next(store.iter_members(mailing_list.id, SUBSCRIBED, limit=1, page=1), None)
+            member = next(store.iter_members(mailing_list.id, MembershipStatus.SUBSCRIBED, limit=1, page=1), None)
         finally:
             store.close()
         if member is None:

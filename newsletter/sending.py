@@ -34,20 +34,7 @@ from newsletter.config import Config, parse_duration
 from newsletter.errors import ConfigError, IssueError, NewsletterError
 from newsletter.message import Campaign, DkimSigner, HostedUnsubscribe, Mailbox, Outgoing, Recipient, parse_mailbox
 from newsletter.render import RenderedIssue
-from newsletter.store import (
-    CANCELLED,
-    EXPIRED,
-    FINISHED,
-    PAUSED,
-    PENDING,
-    RUNNING,
-    SCHEDULED,
-    SUBSCRIBED,
-    CampaignRow,
-    ListRow,
-    Store,
-    database_url,
-)
+from newsletter.store import CampaignRow, CampaignStatus, DeliveryStatus, ListRow, MembershipStatus, Store, database_url
 from newsletter.subscribers import sync_suppressions
 from newsletter.tokens import TokenSigner
 from newsletter.transports import DEFAULT_DSN, Dsn, Transport, transport_from_dsn
@@ -78,7 +65,12 @@ class SendSummary:
 
     @property
     def ok(self) -> bool:
-        finished_or_waiting = self.status in (None, RUNNING, FINISHED, SCHEDULED)
+        finished_or_waiting = self.status in (
+            None,
+            CampaignStatus.RUNNING,
+            CampaignStatus.FINISHED,
+            CampaignStatus.SCHEDULED,
+        )
         return (
             finished_or_waiting
             and not self.counts.get("failed")
@@ -415,8 +407,8 @@ async def send(
                 return _dry_run(prepared, store, mailing_list, resume, frozen)
             await ready(store, transport, mailing_list.id)  # before the audience is fixed: who left is out
             row = _open_campaign(store, prepared, mailing_list, digest, new_campaign, scheduled_at, content)
-            if row.status == SCHEDULED:
-                return SendSummary(row.id, str(prepared.dsn), False, store.counts(row.id), status=SCHEDULED,
+            if row.status == CampaignStatus.SCHEDULED:
+                return SendSummary(row.id, str(prepared.dsn), False, store.counts(row.id), status=row.status,
                                    scheduled_at=row.scheduled_at,
                                    note=f"scheduled for {shown(row.scheduled_at, config.zone)}: a running "
                                         "`newsletter worker` sends it then")  # fmt: skip
@@ -430,7 +422,7 @@ async def send(
                 owner=sender_id(), stop=stop, progress=progress,
             )  # fmt: skip
             note = None
-            if report.status in (PAUSED, CANCELLED):
+            if report.status in (CampaignStatus.PAUSED, CampaignStatus.CANCELLED):
                 note = f"campaign {row.id} was {report.status} while this command sent it"
             return SendSummary(
                 campaign=row.id,
@@ -476,7 +468,10 @@ def _open_campaign(
         _same_as_shown(frozen, shown_digest, prepared.workspace.issues_dir / rendered.slug)
         if found is not None:
             return found
-        if scheduled_at is None and store.count_members(mailing_list.id, SUBSCRIBED, connection=connection) == 0:
+        if (
+            scheduled_at is None
+            and store.count_members(mailing_list.id, MembershipStatus.SUBSCRIBED, connection=connection) == 0
+        ):
             raise NewsletterError(f"the list '{mailing_list.slug}' has nobody subscribed; nothing to send")
         lateness = dt.timedelta(seconds=parse_duration(config.sending.max_lateness))
         campaign_id = store.create_campaign(
@@ -528,21 +523,21 @@ def _campaign_to_resume(
             f"{latest.created_at:%Y-%m-%d %H:%M} UTC; `newsletter status` shows who got the earlier version. "
             "To send the changed issue to the whole list as a new campaign, add --new-campaign"
         )
-    if latest.status in (CANCELLED, EXPIRED):
+    if latest.status in (CampaignStatus.CANCELLED, CampaignStatus.EXPIRED):
         if new_campaign:
             return None
         raise NewsletterError(
             f"campaign {latest.id} of this issue to this list was {latest.status}; to send the issue to the "
             "whole list as a new campaign, add --new-campaign"
         )
-    if latest.status == PAUSED:
+    if latest.status == CampaignStatus.PAUSED:
         raise NewsletterError(f"campaign {latest.id} is paused; `newsletter campaign resume {latest.id}` goes on")
-    if latest.status == SCHEDULED and latest.scheduled_at != scheduled_at:
+    if latest.status == CampaignStatus.SCHEDULED and latest.scheduled_at != scheduled_at:
         raise NewsletterError(
             f"campaign {latest.id} is scheduled for {shown(latest.scheduled_at, zone)}; to send it at another "
             f"time, `newsletter campaign cancel {latest.id}`, then send again with --new-campaign"
         )
-    if scheduled_at is not None and latest.status != SCHEDULED:
+    if scheduled_at is not None and latest.status != CampaignStatus.SCHEDULED:
         raise NewsletterError(f"campaign {latest.id} of this issue to this list is already {latest.status}")
     return latest
 
@@ -554,13 +549,13 @@ def _dry_run(
     campaign = campaign_of(frozen, resume.id if resume else "dry-run", prepared.signer)
     if resume is not None and resume.started_at is not None:
         counts = store.counts(resume.id)
-        audience = counts[PENDING]
+        audience = counts[DeliveryStatus.PENDING]
         first = store.pending(resume.id, limit=SAMPLE_RECIPIENTS)
         recipients = [Recipient(d.subscriber_id, d.email, d.name, d.fields) for d in first]
     else:
-        counts, audience = {}, store.count_members(mailing_list.id, SUBSCRIBED)
+        counts, audience = {}, store.count_members(mailing_list.id, MembershipStatus.SUBSCRIBED)
         recipients = []
-        for member in store.members(mailing_list.id, SUBSCRIBED, page=SAMPLE_RECIPIENTS):
+        for member in store.members(mailing_list.id, MembershipStatus.SUBSCRIBED, page=SAMPLE_RECIPIENTS):
             recipients.append(Recipient(member.subscriber_id, member.email, member.name, member.fields))
             if len(recipients) == SAMPLE_RECIPIENTS:
                 break
@@ -626,7 +621,8 @@ def campaign_status(workspace: Workspace, issue_slug: str, list_slug: str) -> Se
         else:
             when = f"scheduled for {shown(latest.scheduled_at, zone)}"
         if latest.finished_at:
-            when += f", {'finished' if latest.status == FINISHED else latest.status} {shown(latest.finished_at, zone)}"
+            ended = "finished" if latest.status == CampaignStatus.FINISHED else latest.status
+            when += f", {ended} {shown(latest.finished_at, zone)}"
         return SendSummary(
             campaign=latest.id,
             transport="",
@@ -647,11 +643,11 @@ def change_campaign(store: Store, campaign_id: int, action: str) -> CampaignRow:
     if row is None:
         raise NewsletterError(f"no campaign {campaign_id}; `newsletter campaigns` lists them")
     if action == "pause":
-        to = PAUSED
+        to = CampaignStatus.PAUSED
     elif action == "resume":  # back to where it was: running once its audience is fixed, else scheduled
-        to = RUNNING if row.started_at else SCHEDULED
+        to = CampaignStatus.RUNNING if row.started_at else CampaignStatus.SCHEDULED
     else:
-        to = CANCELLED
+        to = CampaignStatus.CANCELLED
     done = store.change_campaign_status(campaign_id, to, action)  # as store.campaigns.TRANSITIONS allows
     if not done:
         now_row = store.campaign(campaign_id)

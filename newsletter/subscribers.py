@@ -31,7 +31,7 @@ from typing import BinaryIO
 from newsletter.addresses import clean_name, normalize_address
 from newsletter.errors import NewsletterError
 from newsletter.store import MembershipStatus, Store, Subscription
-from newsletter.transports.base import SuppressionSource, Transport
+from newsletter.transports.base import Transport
 
 # Header names, compared without accents, case or punctuation.
 EMAIL_HEADERS = {"email", "e-mail", "courriel", "adresse courriel", "adresse", "mail", "adresse email", "address"}
@@ -120,13 +120,14 @@ class _Outcomes:
             self.writer.writerow([line, address, f"not re-subscribed: {REFUSED_WHY}"])
 
     def close(self, complete: bool) -> None:
-        if self.file is None:
+        partial, path = self.partial, self.path
+        if self.file is None or partial is None or path is None:  # no rejects file asked for
             return
         self.file.close()
         if complete:
-            os.replace(self.partial, self.path)
+            os.replace(partial, path)
         else:
-            self.partial.unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)
 
 
 class _SeenAddresses:
@@ -136,7 +137,7 @@ class _SeenAddresses:
 
     BITS = 1 << 26  # for a million addresses, one new address in 60 hits a set bit and looks in the file
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.database = sqlite3.connect("")  # "": a temporary file of its own, never shared
         self.database.execute("PRAGMA journal_mode=OFF")
         self.database.execute("PRAGMA synchronous=OFF")
@@ -187,8 +188,8 @@ def detect_encoding(stream: BinaryIO) -> tuple[str, str, int]:
     start = stream.read(3)
     if start.startswith(b"\xef\xbb\xbf"):
         reported, codec, bom = "utf-8-sig", "utf-8", 3
-    elif (codec := UTF16_BOMS.get(start[:2])) is not None:
-        reported, bom = codec, 2
+    elif start[:2] in UTF16_BOMS:
+        reported, codec, bom = UTF16_BOMS[start[:2]], UTF16_BOMS[start[:2]], 2
     else:
         reported, codec, bom = "utf-8", "utf-8", 0
     stream.seek(bom)
@@ -374,9 +375,7 @@ class SyncReport:
         return {"seen": self.seen, "changed": self.changed, "kinds": self.kinds}
 
 
-async def sync_suppressions(
-    store: Store, transport: Transport | SuppressionSource, *, list_id: int | None = None
-) -> SyncReport:
+async def sync_suppressions(store: Store, transport: Transport, *, list_id: int | None = None) -> SyncReport:
     """Apply a provider's suppression list to the store: bounces and complaints to every list of each address,
     unsubscribes to the list `list_id` (the one sent through this provider) or, without it, to every list.
 

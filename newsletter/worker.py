@@ -31,7 +31,7 @@ from newsletter.sending import (
     thaw,
     transport_for,
 )
-from newsletter.store import RUNNING
+from newsletter.store import CampaignStatus
 from newsletter.tokens import TokenSigner
 from newsletter.workspace import Workspace
 
@@ -78,11 +78,11 @@ async def work(
             for started in await asyncio.to_thread(store.start_due):
                 log(f"campaign {started}: started, as scheduled")
             busy = False
-            for campaign_id in await asyncio.to_thread(store.campaign_ids, RUNNING):
+            for campaign_id in await asyncio.to_thread(store.campaign_ids, CampaignStatus.RUNNING):
                 if stop.is_set():
                     break
                 row = await asyncio.to_thread(store.campaign, campaign_id)
-                if row is None or row.status != RUNNING:
+                if row is None or row.status != CampaignStatus.RUNNING:
                     continue
                 why = _cannot_send(row.content, local)
                 if why is not None:

@@ -25,8 +25,8 @@ from newsletter.store import AskedSignup, ChangeResult, Connection, SignupReques
 log = logging.getLogger("newsletter.web")
 MAX_GROUP = 500  # writes in one transaction at most
 LATER_WITHIN = 0.5  # seconds a record written later waits for a group to join before it makes one
-# At most one confirmation email per address in this, across every list, then twice as long each time (store.py's
-# request_signups)
+# At most one confirmation email per address in this, across every list, then twice as long each time
+# (store/signups.py's request_signups)
 SIGNUP_EVERY = dt.timedelta(minutes=10)
 T = TypeVar("T")
 

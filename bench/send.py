@@ -42,7 +42,7 @@ from example import ASSET_BASE_URL, copy_example  # noqa: E402
 from newsletter.sending.runner import Pacing  # noqa: E402
 from newsletter.sending.send import send  # noqa: E402
 from newsletter.sending.wiring import open_store  # noqa: E402
-from newsletter.store import SUBSCRIBED, ListRow, Store, memberships, now, subscribers  # noqa: E402
+from newsletter.store import ListRow, MembershipStatus, Store, memberships, now, subscribers  # noqa: E402
 from newsletter.workspace import Workspace  # noqa: E402
 
 SLUG = "2024-11-forum-des-alliances"
@@ -76,9 +76,9 @@ def workspace_with_list(folder: Path, count: int) -> Workspace:
     copy_example(folder)
     workspace = Workspace.discover(folder)
     store = open_store(workspace)
-    at = now()
+    at, subscribed = now(), MembershipStatus.SUBSCRIBED
     with store.transaction() as connection:
-        list_id = store.ensure_list(connection, "bench")
+        list_id = store.ensure_list("bench", connection=connection)
         for start in range(0, count, 50_000):
             rows = range(start, min(count, start + 50_000))
             connection.execute(
@@ -88,7 +88,7 @@ def workspace_with_list(folder: Path, count: int) -> Workspace:
             )  # fmt: skip
             connection.execute(
                 memberships.insert(),
-                [{"subscriber_id": i + 1, "list_id": list_id, "status": SUBSCRIBED, "updated_at": at} for i in rows],
+                [{"subscriber_id": i + 1, "list_id": list_id, "status": subscribed, "updated_at": at} for i in rows],
             )
         assert connection.execute(sa.select(sa.func.count()).select_from(subscribers)).scalar() == count
         if connection.dialect.name == "postgresql":  # the ids were given: move the sequence past them

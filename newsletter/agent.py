@@ -34,7 +34,7 @@ from newsletter.render import image_size
 from newsletter.sending.send import SendSummary, parse_at, prepare_real_send
 from newsletter.sending.send import send as send_issue
 from newsletter.sending.wiring import open_store
-from newsletter.store import STATUSES, SUBSCRIBED
+from newsletter.store import MembershipStatus
 from newsletter.workspace import SLUG_MAX, Workspace, is_slug, shown_name
 
 CONFIRMATION_FILE = "confirmations.json"  # under build/
@@ -244,7 +244,7 @@ def lists_summary(workspace: Workspace) -> dict:
                 {
                     "slug": row.slug,
                     "name": row.title(workspace.config.name),
-                    "subscribed": store.count_members(row.id, SUBSCRIBED),
+                    "subscribed": store.count_members(row.id, MembershipStatus.SUBSCRIBED),
                 }
             )
         return {"lists": found}
@@ -257,7 +257,7 @@ def subscribers_summary(workspace: Workspace, list_slug: str, *, addresses: bool
     store = open_store(workspace)
     try:
         row = store.find_list(list_slug)
-        counts = {status: store.count_members(row.id, status) for status in STATUSES}
+        counts = {status: store.count_members(row.id, status) for status in MembershipStatus}
         document: dict = {
             "list": row.slug,
             "name": row.title(workspace.config.name),

@@ -28,7 +28,7 @@ from newsletter.progress import ProgressBar, ProgressLine
 from newsletter.sending.send import SendSummary, campaign_status, change_campaign, shown
 from newsletter.sending.send import send as send_issue
 from newsletter.sending.wiring import open_store
-from newsletter.store import CANCELLED, PAUSED, SCHEDULED, STATUSES, Store, database_url, engine_name
+from newsletter.store import CampaignStatus, MembershipStatus, Store, database_url, engine_name
 from newsletter.subscribers import add as add_subscriber
 from newsletter.subscribers import export_csv, import_csv, sync_suppressions
 from newsletter.subscribers import remove as remove_subscriber
@@ -326,8 +326,8 @@ def subscribers_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a list's members, streamed (a list of any size); --limit and --offset page through it."""
-    if status is not None and status not in STATUSES:
-        raise NewsletterError(f"unknown status '{status}'; use one of {', '.join(STATUSES)}")
+    if status is not None and status not in tuple(MembershipStatus):
+        raise NewsletterError(f"unknown status '{status}'; use one of {', '.join(MembershipStatus)}")
     store = open_store(Workspace.discover())
     try:
         members = store.iter_members(store.list_id(list_slug), status, offset=offset, limit=limit)
@@ -608,7 +608,7 @@ def _show_send(summary: SendSummary, workspace: Workspace) -> None:
             typer.echo(f"a real send would refuse {where}: {refusal['message']}", err=True)
         typer.echo("nothing was sent; add --no-dry-run to send")
         return
-    if summary.status == SCHEDULED:
+    if summary.status == CampaignStatus.SCHEDULED:
         typer.echo(f"campaign {summary.campaign}: {summary.note}")
         return
     counts = summary.counts
@@ -619,7 +619,7 @@ def _show_send(summary: SendSummary, workspace: Workspace) -> None:
         f"{where}{summary.transport}: {counts.get('sent', 0)} sent, {counts.get('failed', 0)} failed, "
         f"{counts.get('skipped', 0)} skipped, {counts.get('pending', 0)} pending"
     )
-    if summary.status in (PAUSED, CANCELLED):
+    if summary.status in (CampaignStatus.PAUSED, CampaignStatus.CANCELLED):
         typer.echo(f"{summary.note}; `newsletter campaigns` shows where it stands", err=True)
     elif counts.get("pending"):
         typer.echo("some messages are still pending: run the same command again to resume", err=True)
@@ -636,7 +636,7 @@ def status(issue: IssueArg, list_slug: ListOpt, as_json: JsonOpt = False) -> Non
     if summary.campaign is None:
         typer.echo(f"{folder.name} was never sent to {list_slug}")
         return
-    if summary.status != SCHEDULED:
+    if summary.status != CampaignStatus.SCHEDULED:
         _show_send(summary, workspace)
     typer.echo(f"campaign {summary.campaign}: {summary.status}, {summary.note}")
 
@@ -692,6 +692,7 @@ def campaigns(
     workspace = Workspace.discover()
     store = open_store(workspace)
     try:
+        store.expire_overdue()  # shown as expired: campaign_list only reads
         found = store.campaign_list(store.list_id(list_slug) if list_slug else None)
     finally:
         store.close()
@@ -720,6 +721,7 @@ def _control(campaign_id: int, action: str, as_json: bool) -> None:
     store = open_store(Workspace.discover())
     try:
         row = change_campaign(store, campaign_id, action)
+        store.expire_overdue()  # shown as expired: campaign_list only reads
         found = next(item for item in store.campaign_list(row.list_id) if item[0].id == campaign_id)
     finally:
         store.close()

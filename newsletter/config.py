@@ -202,7 +202,7 @@ class Config(_Table):
     @field_validator("lists")
     @classmethod
     def _slugs(cls, value: dict[str, ListSettings]) -> dict[str, ListSettings]:
-        from newsletter.store import LIST_SLUG
+        from newsletter.slugs import LIST_SLUG
 
         for slug in value:
             if not LIST_SLUG.fullmatch(slug):

@@ -40,7 +40,7 @@ from newsletter.message import Outgoing, Recipient
 from newsletter.render import PACKAGE_TEMPLATES, RenderedIssue, image_size
 from newsletter.sending.send import member_message
 from newsletter.sending.wiring import open_store
-from newsletter.store import SUBSCRIBED, ListRow, Member
+from newsletter.store import ListRow, Member, MembershipStatus
 from newsletter.tokens import TokenSigner
 from newsletter.transports import Dsn, transport_dsn
 from newsletter.workspace import Workspace
@@ -166,7 +166,7 @@ class PreviewState:
         store = open_store(workspace)
         try:
             mailing_list = store.find_list(list_slug)
-            member = next(store.iter_members(mailing_list.id, SUBSCRIBED, limit=1, page=1), None)
+            member = next(store.iter_members(mailing_list.id, MembershipStatus.SUBSCRIBED, limit=1, page=1), None)
         finally:
             store.close()
         if member is None:

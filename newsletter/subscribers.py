@@ -30,7 +30,7 @@ from typing import BinaryIO
 
 from newsletter.addresses import clean_name, normalize_address
 from newsletter.errors import NewsletterError
-from newsletter.store import Store, Subscription
+from newsletter.store import MembershipStatus, Store, Subscription
 from newsletter.transports.base import SuppressionSource, Transport
 
 # Header names, compared without accents, case or punctuation.
@@ -120,13 +120,14 @@ class _Outcomes:
             self.writer.writerow([line, address, f"not re-subscribed: {REFUSED_WHY}"])
 
     def close(self, complete: bool) -> None:
-        if self.file is None:
+        partial, path = self.partial, self.path
+        if self.file is None or partial is None or path is None:  # no rejects file asked for
             return
         self.file.close()
         if complete:
-            os.replace(self.partial, self.path)
+            os.replace(partial, path)
         else:
-            self.partial.unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)
 
 
 class _SeenAddresses:
@@ -136,7 +137,7 @@ class _SeenAddresses:
 
     BITS = 1 << 26  # for a million addresses, one new address in 60 hits a set bit and looks in the file
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.database = sqlite3.connect("")  # "": a temporary file of its own, never shared
         self.database.execute("PRAGMA journal_mode=OFF")
         self.database.execute("PRAGMA synchronous=OFF")
@@ -187,8 +188,8 @@ def detect_encoding(stream: BinaryIO) -> tuple[str, str, int]:
     start = stream.read(3)
     if start.startswith(b"\xef\xbb\xbf"):
         reported, codec, bom = "utf-8-sig", "utf-8", 3
-    elif (codec := UTF16_BOMS.get(start[:2])) is not None:
-        reported, bom = codec, 2
+    elif start[:2] in UTF16_BOMS:
+        reported, codec, bom = UTF16_BOMS[start[:2]], UTF16_BOMS[start[:2]], 2
     else:
         reported, codec, bom = "utf-8", "utf-8", 0
     stream.seek(bom)
@@ -296,8 +297,8 @@ def import_csv(
 
     def commit() -> None:
         with store.transaction() as connection:
-            list_id = store.ensure_list(connection, list_slug, list_name)
-            results = store.subscribe_many(connection, list_id, [s for _, s in batch], source)
+            list_id = store.ensure_list(list_slug, list_name, connection=connection)
+            results = store.subscribe_many(list_id, [s for _, s in batch], source, connection=connection)
         for (line, subscription), result in zip(batch, results, strict=True):  # counted once committed
             if result == "refused":
                 outcomes.refuse(line, subscription.email)
@@ -349,18 +350,19 @@ def add(
     except ValueError as exc:
         raise NewsletterError(f"'{address}' is not a valid address: {exc}") from None
     with store.transaction() as connection:
-        list_id = store.ensure_list(connection, list_slug, list_name)
-        return store.subscribe(connection, list_id, normalized, clean_name(name), {}, source)
+        list_id = store.ensure_list(list_slug, list_name, connection=connection)
+        return store.subscribe(list_id, normalized, clean_name(name), {}, source, connection=connection)
 
 
 def remove(store: Store, list_slug: str, address: str, *, source: str = "cli") -> bool:
     """Mark an address unsubscribed from a list (the record and its history stay); False if it already was."""
     list_id = store.list_id(list_slug)
     with store.transaction() as connection:
-        subscriber_id = store.find_subscriber(connection, address.strip())
+        subscriber_id = store.find_subscriber(address.strip(), connection=connection)
         if subscriber_id is None:
             raise NewsletterError(f"{address} is not on any list")
-        return store.set_status(connection, subscriber_id, list_id, "unsubscribed", source)
+        unsubscribed = MembershipStatus.UNSUBSCRIBED
+        return store.set_status(subscriber_id, list_id, unsubscribed, source, connection=connection)
 
 
 @dataclass
@@ -373,9 +375,7 @@ class SyncReport:
         return {"seen": self.seen, "changed": self.changed, "kinds": self.kinds}
 
 
-async def sync_suppressions(
-    store: Store, transport: Transport | SuppressionSource, *, list_id: int | None = None
-) -> SyncReport:
+async def sync_suppressions(store: Store, transport: Transport, *, list_id: int | None = None) -> SyncReport:
     """Apply a provider's suppression list to the store: bounces and complaints to every list of each address,
     unsubscribes to the list `list_id` (the one sent through this provider) or, without it, to every list.
 
@@ -392,8 +392,9 @@ async def sync_suppressions(
         report.kinds[event.kind] = report.kinds.get(event.kind, 0) + 1
         detail = {"provider": transport.scheme, "detail": event.detail}
         scope = list_id if event.kind == "unsubscribed" else None
-        report.changed += await asyncio.to_thread(store.apply_event, event.kind, event.email, None, "sync", detail,
-                                                  list_id=scope)  # fmt: skip
+        report.changed += await asyncio.to_thread(
+            store.apply_event, event.kind, event.email, None, "sync", detail, list_id=scope
+        )
     return report
 
 

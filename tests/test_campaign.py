@@ -12,7 +12,7 @@ import pytest
 from sample_messages import example_campaign
 
 from newsletter.sending.runner import Pacing, run
-from newsletter.store import BOUNCED, CANCELLED, FAILED, PAUSED, PENDING, RUNNING, SENT, SKIPPED, Store, now
+from newsletter.store import CampaignStatus, DeliveryStatus, MembershipStatus, Store, now
 from newsletter.subscribers import add
 from newsletter.transports.base import Outcome, TransportError
 
@@ -59,7 +59,7 @@ def store(database_url):
 
 def start(store):
     list_id = store.list_id("alliances")
-    row = store.start_campaign(list_id, "2024-11-forum-des-alliances", "hash", "Sujet")
+    row = store.campaign(store.create_campaign(list_id, "2024-11-forum-des-alliances", "hash", "Sujet"))
     return row.id, list_id
 
 
@@ -77,7 +77,12 @@ def addresses(n=12):
 def test_everyone_once_in_batches_of_the_transport_size(store):
     transport = ScriptedTransport()
     report, campaign_id = send(store, transport)
-    assert report.counts == {PENDING: 0, SENT: 12, FAILED: 0, SKIPPED: 0}
+    assert report.counts == {
+        DeliveryStatus.PENDING: 0,
+        DeliveryStatus.SENT: 12,
+        DeliveryStatus.FAILED: 0,
+        DeliveryStatus.SKIPPED: 0,
+    }
     assert transport.delivered == Counter(addresses())
     assert all(len(batch) <= 3 for batch in transport.batches)
 
@@ -92,13 +97,18 @@ def test_retries_then_sent_and_gives_up_after_max_attempts(store):
         }
     )
     report, campaign_id = send(store, transport)
-    assert report.counts == {PENDING: 0, SENT: 9, FAILED: 3, SKIPPED: 0}
+    assert report.counts == {
+        DeliveryStatus.PENDING: 0,
+        DeliveryStatus.SENT: 9,
+        DeliveryStatus.FAILED: 3,
+        DeliveryStatus.SKIPPED: 0,
+    }
     assert transport.delivered["p01@example.org"] == 1
     failures = dict(store.failures(campaign_id))
     assert failures["p02@example.org"] == "gave up after 4 tries: 429"
     assert failures["p03@example.org"] == "550 5.1.1 no such user"
     statuses = {m.email: m.status for m in store.members(store.list_id("alliances"))}
-    assert statuses["p03@example.org"] == BOUNCED  # a hard bounce leaves the list
+    assert statuses["p03@example.org"] == MembershipStatus.BOUNCED  # a hard bounce leaves the list
     assert statuses["p04@example.org"] == "subscribed"
 
 
@@ -111,7 +121,7 @@ def test_someone_who_unsubscribes_mid_campaign_is_skipped(store):
 
     transport = ScriptedTransport(on_batch=unsubscribe_p10)
     report, campaign_id = send(store, transport)
-    assert report.counts[SKIPPED] == 1 and report.counts[SENT] == 11
+    assert report.counts[DeliveryStatus.SKIPPED] == 1 and report.counts[DeliveryStatus.SENT] == 11
     assert "p10@example.org" not in transport.delivered
 
 
@@ -121,7 +131,7 @@ def test_audience_is_fixed_when_the_campaign_starts(store):
     add(store, "alliances", "late@example.org", None)
     transport = ScriptedTransport()
     report, _ = send(store, transport)
-    assert report.counts[SENT] == 12 and "late@example.org" not in transport.delivered
+    assert report.counts[DeliveryStatus.SENT] == 12 and "late@example.org" not in transport.delivered
 
 
 def test_a_transport_error_stops_the_run_and_the_next_run_finishes(store):
@@ -130,10 +140,10 @@ def test_a_transport_error_stops_the_run_and_the_next_run_finishes(store):
         send(store, failing, Pacing(concurrency=1, base_delay=0.01, poll=0.01))
     campaign_id, _ = store._current
     counts = store.counts(campaign_id)
-    assert counts[SENT] == 3 and counts[PENDING] == 9  # the refused batch stays pending
+    assert counts[DeliveryStatus.SENT] == 3 and counts[DeliveryStatus.PENDING] == 9  # the refused batch stays pending
     again = ScriptedTransport()
     report, _ = send(store, again)
-    assert report.counts[SENT] == 12
+    assert report.counts[DeliveryStatus.SENT] == 12
     assert failing.delivered + again.delivered == Counter(addresses())  # each exactly once
 
 
@@ -154,10 +164,10 @@ def test_stop_takes_no_new_batch_and_the_rerun_resumes(store):
         return report, transport
 
     report, first = asyncio.run(go())
-    assert report.stopped and report.counts[SENT] == 3 and report.counts[PENDING] == 9
+    assert report.stopped and report.counts[DeliveryStatus.SENT] == 3 and report.counts[DeliveryStatus.PENDING] == 9
     second = ScriptedTransport()
     report, _ = send(store, second)
-    assert report.counts[SENT] == 12 and not report.stopped
+    assert report.counts[DeliveryStatus.SENT] == 12 and not report.stopped
     assert first.delivered + second.delivered == Counter(addresses())
 
 
@@ -176,7 +186,7 @@ def test_two_senders_at_once_share_the_campaign_and_nobody_gets_it_twice(store):
     reports = asyncio.run(both())
     assert first.delivered + second.delivered == Counter(addresses(60))
     assert first.delivered and second.delivered  # both worked
-    assert [r.counts[SENT] for r in reports] == [60, 60] and reports[0].sent + reports[1].sent == 60
+    assert [r.counts[DeliveryStatus.SENT] for r in reports] == [60, 60] and reports[0].sent + reports[1].sent == 60
     assert store.campaign(campaign_id).status == "finished"
 
 
@@ -194,7 +204,7 @@ def test_a_claim_is_its_holders_until_released_recorded_or_expired(store):
     later = now() + dt.timedelta(seconds=61)
     expired = store.claim(campaign_id, list_id, "d:4:w#1", 100, lease=60, at=later)  # their holders died
     assert len(expired) == 12
-    assert store.change_campaign_status(campaign_id, PAUSED, (RUNNING,))
+    assert store.change_campaign_status(campaign_id, CampaignStatus.PAUSED, "pause")
     assert store.claim(campaign_id, list_id, "d:4:w#2", 100, lease=60, at=later + dt.timedelta(seconds=61)) is None
 
 
@@ -203,21 +213,29 @@ def test_pause_stops_the_runner_resume_finishes_cancel_leaves_the_rest(store):
 
     def pause_after_first(batch_number):
         if batch_number == 1:
-            store.change_campaign_status(campaign_id, PAUSED, (RUNNING,))
+            store.change_campaign_status(campaign_id, CampaignStatus.PAUSED, "pause")
 
     transport = ScriptedTransport(on_batch=pause_after_first)
     pacing = Pacing(concurrency=1, poll=0.01)
     report = asyncio.run(run(store, transport, example_campaign(), campaign_id, list_id, pacing))
-    assert report.status == PAUSED and report.counts[SENT] == 3 and report.counts[PENDING] == 9
-    assert store.change_campaign_status(campaign_id, RUNNING, (PAUSED,))
+    assert (
+        report.status == CampaignStatus.PAUSED
+        and report.counts[DeliveryStatus.SENT] == 3
+        and report.counts[DeliveryStatus.PENDING] == 9
+    )
+    assert store.change_campaign_status(campaign_id, CampaignStatus.RUNNING, "resume")
 
     def cancel_after_first(batch_number):
         if batch_number == 2:
-            store.change_campaign_status(campaign_id, CANCELLED, (RUNNING,))
+            store.change_campaign_status(campaign_id, CampaignStatus.CANCELLED, "cancel")
 
     transport.on_batch = cancel_after_first
     report = asyncio.run(run(store, transport, example_campaign(), campaign_id, list_id, pacing))
-    assert report.status == CANCELLED and report.counts[SENT] == 6 and report.counts[PENDING] == 6
+    assert (
+        report.status == CampaignStatus.CANCELLED
+        and report.counts[DeliveryStatus.SENT] == 6
+        and report.counts[DeliveryStatus.PENDING] == 6
+    )
     assert store.claim(campaign_id, list_id, "x#1", 100, lease=60) is None  # nobody sends the rest
 
 
@@ -332,4 +350,4 @@ def test_a_sender_held_up_past_its_lease_stops_its_batch_when_another_took_it_ov
     b.join()
     assert held_up.delivered == Counter(addresses(1))  # the message it was sending when it stalled, no more
     assert other.delivered == Counter(addresses())
-    assert store.counts(campaign_id)[SENT] == 12
+    assert store.counts(campaign_id)[DeliveryStatus.SENT] == 12

@@ -108,14 +108,14 @@ def test_the_providers_unsubscribes_count_for_the_list_being_sent_its_bounces_fo
 
     store = Store.open(f"sqlite:///{tmp_path / 'newsletter.db'}")
     with store.transaction() as connection:
-        sent, other = (store.ensure_list(connection, slug, None) for slug in ("alliances", "membres"))
+        sent, other = (store.ensure_list(slug, None, connection=connection) for slug in ("alliances", "membres"))
         for list_id in (sent, other):
             for address in ("marie@example.org", "luc@example.org"):
-                store.subscribe(connection, list_id, address, None, {}, "import")
+                store.subscribe(list_id, address, None, {}, "import", connection=connection)
     provider = Provider(POSTMARK)
     asyncio.run(ready(store, provider, sent))
     with store.transaction() as connection:
-        marie, luc = (store.find_subscriber(connection, a) for a in ("marie@example.org", "luc@example.org"))
+        marie, luc = (store.find_subscriber(a, connection=connection) for a in ("marie@example.org", "luc@example.org"))
     people = (("marie", marie), ("luc", luc))
     statuses = {
         (who, slug): store.membership(subscriber, slug)[2]

@@ -22,8 +22,8 @@ from newsletter.config import load_config
 from newsletter.message import Campaign, parse_mailbox
 from newsletter.store import (
     LIST_SLUG,
-    UNSUBSCRIBED,
     ListNameError,
+    MembershipStatus,
     Store,
     lists,
     memberships,
@@ -63,8 +63,13 @@ def status(store: Store, list_id: int, address: str) -> str:
 
 def test_slugs_suggested_for_the_names_people_use():
     assert [slugify(n) for n in ("Alliances", "Membres 2025", "bulletin_fr", "2025 Élèves", "Œuvres d'été", "  ")] == [
-        "alliances", "membres-2025", "bulletin-fr", "2025-eleves", "oeuvres-d-ete", "list",
-    ]  # fmt: skip
+        "alliances",
+        "membres-2025",
+        "bulletin-fr",
+        "2025-eleves",
+        "oeuvres-d-ete",
+        "list",
+    ]
     assert all(LIST_SLUG.fullmatch(slugify(name)) for name in ("ÉTÉ", "_", "a" * 300, "日本語", "x--y"))
 
 
@@ -113,7 +118,7 @@ def test_every_list_a_user_can_create_has_working_unsubscribe_links(served, name
     assert LIST_SLUG.fullmatch(found.slug)
     subscriber = next(m.subscriber_id for m in store.members(found.id) if m.email == address)
     assert unsubscribe(base, TokenSigner(SECRET).sign(subscriber, found.slug)) == 200
-    assert status(store, found.id, address) == UNSUBSCRIBED
+    assert status(store, found.id, address) == MembershipStatus.UNSUBSCRIBED
 
 
 def legacy_store(url: str, names: list[str]) -> list[tuple[str, int, int]]:
@@ -133,11 +138,15 @@ def legacy_store(url: str, names: list[str]) -> list[tuple[str, int, int]]:
             for who in ("old", "new"):  # rows as that version wrote them (its schema has no suppressions)
                 address = f"{who}{number}@example.org"
                 subscriber = connection.execute(
-                    subscribers.insert().values(email=address, email_key=address, fields={}, created_at=now())
+                    subscribers.insert()
+                    .values(email=address, email_key=address, fields={}, created_at=now())
                     .returning(subscribers.c.id)
-                ).scalar_one()  # fmt: skip
-                connection.execute(memberships.insert().values(subscriber_id=subscriber, list_id=list_id,
-                                                               status="subscribed", updated_at=now()))  # fmt: skip
+                ).scalar_one()
+                connection.execute(
+                    memberships.insert().values(
+                        subscriber_id=subscriber, list_id=list_id, status="subscribed", updated_at=now()
+                    )
+                )
                 members.append(subscriber)
             made.append((name, *members))
     store.close()
@@ -167,9 +176,9 @@ def test_lists_made_before_slugs_keep_working_links_after_the_upgrade(
             assert found.name == name
             if name in old_links:
                 assert unsubscribe(base, old_links[name]) == 200
-                assert status(store, found.id, f"old{number}@example.org") == UNSUBSCRIBED
+                assert status(store, found.id, f"old{number}@example.org") == MembershipStatus.UNSUBSCRIBED
             assert unsubscribe(base, TokenSigner(SECRET).sign(new, found.slug)) == 200
-            assert status(store, found.id, f"new{number}@example.org") == UNSUBSCRIBED
+            assert status(store, found.id, f"new{number}@example.org") == MembershipStatus.UNSUBSCRIBED
     store.close()
 
 
@@ -178,7 +187,15 @@ def test_a_migrated_list_gets_a_valid_list_id_header(workspace, tmp_path):
     legacy_store(url, ["Membres 2025"])
     store = Store.open(url)
     found = store.find_list("Membres 2025")
-    campaign = Campaign(1, found.slug, found.title("Le bulletin"), None, parse_mailbox("N <news@crdbsl.org>"), None,
-                        "https://example.org", TokenSigner(SECRET))  # fmt: skip
+    campaign = Campaign(
+        1,
+        found.slug,
+        found.title("Le bulletin"),
+        None,
+        parse_mailbox("N <news@crdbsl.org>"),
+        None,
+        "https://example.org",
+        TokenSigner(SECRET),
+    )
     assert campaign.list_id == "Membres 2025 <membres-2025.crdbsl.org>"
     store.close()

@@ -46,16 +46,31 @@ def soon(seconds: float) -> str:
 
 def start(*args: str, workspace, transport: str) -> subprocess.Popen:
     return subprocess.Popen(
-        newsletter_command(*args), cwd=workspace, env=environment(NEWSLETTER_TRANSPORT=transport),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        newsletter_command(*args),
+        cwd=workspace,
+        env=environment(NEWSLETTER_TRANSPORT=transport),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_two_sends_started_at_once_mail_everyone_exactly_once(workspace):  # noqa: F811
     add_members(workspace, 396)
     with RunningSmtp(SmtpSink(delay=0.002)) as server:
-        both = [start("send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run", "--json", workspace=workspace,
-                      transport=server.dsn()) for _ in range(2)]  # fmt: skip
+        both = [
+            start(
+                "send",
+                EXAMPLE_SLUG,
+                "--list",
+                "alliances",
+                "--no-dry-run",
+                "--json",
+                workspace=workspace,
+                transport=server.dsn(),
+            )
+            for _ in range(2)
+        ]
         outputs = [process.communicate() for process in both]
     assert [process.returncode for process in both] == [0, 0], [err for _, err in outputs]
     documents = [json.loads(out) for out, _ in outputs]
@@ -139,8 +154,13 @@ def test_a_scheduled_campaign_waits_for_its_time_and_expires_when_no_worker_came
         assert campaign_document(workspace, campaign_id)["status"] == "scheduled"
         same = run("send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run")
         assert same.exit_code == 1 and f"campaign {campaign_id} is scheduled for" in same.stderr
-        wait_for(lambda: dt.datetime.now(dt.UTC) > dt.datetime.fromisoformat(
-            campaign_document(workspace, campaign_id)["scheduled_at"]), "its time")  # fmt: skip
+        wait_for(
+            lambda: (
+                dt.datetime.now(dt.UTC)
+                > dt.datetime.fromisoformat(campaign_document(workspace, campaign_id)["scheduled_at"])
+            ),
+            "its time",
+        )
         late = run("worker", "--until-idle", "--json", "--transport", server.dsn())
         assert json.loads(late.stdout) == {"sent": 4, "failed": 0, "campaigns": [campaign_id], "skipped": []}
         assert campaign_document(workspace, campaign_id)["status"] == "finished"
@@ -149,8 +169,9 @@ def test_a_scheduled_campaign_waits_for_its_time_and_expires_when_no_worker_came
     with_sending(workspace, max_lateness="1s")
     issue = workspace / "issues" / EXAMPLE_SLUG / "issue.yaml"
     issue.write_text(issue.read_text().replace("Prochaines étapes", "Les prochaines étapes"))
-    scheduled = run("send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run", "--new-campaign", "--at", soon(0.5),
-                    "--json")  # fmt: skip
+    scheduled = run(
+        "send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run", "--new-campaign", "--at", soon(0.5), "--json"
+    )
     later = json.loads(scheduled.stdout)["campaign"]
     wait_for(status_is(workspace, later, "expired"), "the campaign expired")
     with RunningSmtp(SmtpSink()) as server:

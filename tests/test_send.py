@@ -46,8 +46,8 @@ def workspace(example_workspace, monkeypatch, database_setting):
 
     store = open_store(Workspace.discover(example_workspace))
     with store.transaction() as connection:
-        subscriber = store.find_subscriber(connection, "rebond@example.org")
-        store.set_status(connection, subscriber, store.list_id("alliances"), "bounced", "webhook")
+        subscriber = store.find_subscriber("rebond@example.org", connection=connection)
+        store.set_status(subscriber, store.list_id("alliances"), "bounced", "webhook", connection=connection)
     store.close()
     return example_workspace
 

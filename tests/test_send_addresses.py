@@ -70,7 +70,7 @@ def test_a_stored_address_that_cannot_be_written_fails_alone(workspace):  # noqa
     reason, the others go, the campaign finishes."""
     store = open_store(Workspace.discover(workspace))
     with store.transaction() as connection:
-        store.subscribe(connection, store.list_id("alliances"), "neige@☃.example", "Neige", {}, "sql")
+        store.subscribe(store.list_id("alliances"), "neige@☃.example", "Neige", {}, "sql", connection=connection)
     store.close()
     with RunningSmtp(SmtpSink()) as server:
         code, out, err = send(server)

@@ -401,7 +401,7 @@ def test_a_one_click_during_a_send_removes_that_subscriber_from_the_rest_of_it(s
 
     base, store = site
     list_id = store.list_id("alliances")
-    row = store.start_campaign(list_id, EXAMPLE_SLUG, "hash", "Sujet")
+    row = store.campaign(store.create_campaign(list_id, EXAMPLE_SLUG, "hash", "Sujet"))
     jean = token_for(store, "jean@example.org")
 
     def click_during_first_batch(batch_number):

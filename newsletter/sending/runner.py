@@ -43,7 +43,7 @@ from typing import Protocol
 
 from newsletter.message import Campaign, Outgoing, Recipient
 from newsletter.render import RenderedIssue
-from newsletter.store import FAILED, PENDING, RUNNING, SENT, SKIPPED, SUBSCRIBED, CampaignRow, Delivery, Result, now
+from newsletter.store import CampaignRow, CampaignStatus, Delivery, DeliveryStatus, MembershipStatus, Result, now
 from newsletter.transports.base import Outcome, SendsEach
 
 
@@ -101,7 +101,8 @@ class Pacing:
 @dataclass
 class RunReport:
     counts: dict[str, int] = field(default_factory=dict)  # the whole campaign's, at the end
-    status: str = RUNNING  # the campaign's status at the end (paused or cancelled by someone: stopped early)
+    # The campaign's status at the end (paused or cancelled by someone: stopped early).
+    status: str = CampaignStatus.RUNNING
     stopped: bool = False  # by Ctrl-C or a fatal transport error
     sent: int = 0  # by this run
     failed: int = 0  # by this run
@@ -113,7 +114,9 @@ def sender_id() -> str:
 
 
 def skipped(delivery: Delivery, status: str | None) -> Result:
-    return Result(delivery.subscriber_id, SKIPPED, error=f"no longer subscribed ({status})", attempted=False)
+    return Result(
+        delivery.subscriber_id, DeliveryStatus.SKIPPED, error=f"no longer subscribed ({status})", attempted=False
+    )
 
 
 def content_hash(rendered: RenderedIssue) -> str:
@@ -131,14 +134,16 @@ def retry_delay(attempts: int, retry_after: float | None, pacing: Pacing) -> flo
 def result_for(delivery: Delivery, outcome: Outcome, pacing: Pacing) -> Result:
     """The ledger entry for one outcome: final, or pending with the time of the next try."""
     if outcome.status == "sent":
-        return Result(delivery.subscriber_id, SENT, provider_id=outcome.provider_id)
+        return Result(delivery.subscriber_id, DeliveryStatus.SENT, provider_id=outcome.provider_id)
     if outcome.status == "failed":
-        return Result(delivery.subscriber_id, FAILED, error=outcome.reason, bounce=outcome.bounce)
+        return Result(delivery.subscriber_id, DeliveryStatus.FAILED, error=outcome.reason, bounce=outcome.bounce)
     attempts = delivery.attempts + 1
     if attempts >= pacing.max_attempts:
-        return Result(delivery.subscriber_id, FAILED, error=f"gave up after {attempts} tries: {outcome.reason}")
+        return Result(
+            delivery.subscriber_id, DeliveryStatus.FAILED, error=f"gave up after {attempts} tries: {outcome.reason}"
+        )
     next_try = now() + dt.timedelta(seconds=retry_delay(attempts, outcome.retry_after, pacing))
-    return Result(delivery.subscriber_id, PENDING, error=outcome.reason, next_attempt_at=next_try)
+    return Result(delivery.subscriber_id, DeliveryStatus.PENDING, error=outcome.reason, next_attempt_at=next_try)
 
 
 class LeaseExpiring(Exception):
@@ -183,8 +188,8 @@ class LedgerWriter:
                     future.set_exception(exc)
                 continue
             for result, future in group:
-                self.sent += result.status == SENT
-                self.failed += result.status == FAILED
+                self.sent += result.status == DeliveryStatus.SENT
+                self.failed += result.status == DeliveryStatus.FAILED
                 future.set_result(running)
 
 
@@ -274,8 +279,8 @@ async def run(
         ids = [d.subscriber_id for d in claimed]
         recorded = 0
         try:
-            gone = [skipped(d, d.membership) for d in claimed if d.membership != SUBSCRIBED]
-            batch = [d for d in claimed if d.membership == SUBSCRIBED]
+            gone = [skipped(d, d.membership) for d in claimed if d.membership != MembershipStatus.SUBSCRIBED]
+            batch = [d for d in claimed if d.membership == MembershipStatus.SUBSCRIBED]
             if pacing.rate or pacing.per_hour:
                 start = await asyncio.to_thread(store.reserve, campaign_id, len(batch), pacing.rate, pacing.per_hour)
                 await _pause(stop, (start - now()).total_seconds())
@@ -362,7 +367,7 @@ async def run(
         with contextlib.suppress(Exception):
             await asyncio.to_thread(store.finish_if_done, campaign_id)
         found = await asyncio.to_thread(store.campaign, campaign_id)
-        report.status = found.status if found else RUNNING
+        report.status = found.status if found else CampaignStatus.RUNNING
         report.counts = await asyncio.to_thread(store.counts, campaign_id)
         report.stopped = stop.is_set()
         report.sent, report.failed = writer.sent, writer.failed

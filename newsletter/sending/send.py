@@ -43,19 +43,7 @@ from newsletter.sending.wiring import (
     pacing_for,
     ready,
 )
-from newsletter.store import (
-    CANCELLED,
-    EXPIRED,
-    FINISHED,
-    PAUSED,
-    PENDING,
-    RUNNING,
-    SCHEDULED,
-    SUBSCRIBED,
-    CampaignRow,
-    ListRow,
-    Store,
-)
+from newsletter.store import CampaignRow, CampaignStatus, DeliveryStatus, ListRow, MembershipStatus, Store
 from newsletter.tokens import TokenSigner
 from newsletter.transports import Dsn, Transport, transport_for
 from newsletter.transports.base import preflight
@@ -84,7 +72,12 @@ class SendSummary:
 
     @property
     def ok(self) -> bool:
-        finished_or_waiting = self.status in (None, RUNNING, FINISHED, SCHEDULED)
+        finished_or_waiting = self.status in (
+            None,
+            CampaignStatus.RUNNING,
+            CampaignStatus.FINISHED,
+            CampaignStatus.SCHEDULED,
+        )
         return (
             finished_or_waiting
             and not self.counts.get("failed")
@@ -282,14 +275,14 @@ async def send(
                 return _dry_run(prepared, store, mailing_list, resume, frozen)
             await ready(store, transport, mailing_list.id)  # before the audience is fixed: who left is out
             row = _open_campaign(store, prepared, mailing_list, digest, new_campaign, scheduled_at, content)
-            if row.status == SCHEDULED:
+            if row.status == CampaignStatus.SCHEDULED:
                 when = shown(row.scheduled_at, config.zone)
                 return SendSummary(
                     row.id,
                     str(prepared.dsn),
                     False,
                     store.counts(row.id),
-                    status=SCHEDULED,
+                    status=row.status,
                     scheduled_at=row.scheduled_at,
                     note=f"scheduled for {when}: a running `newsletter worker` sends it then",
                 )
@@ -313,7 +306,7 @@ async def send(
                 progress=progress,
             )
             note = None
-            if report.status in (PAUSED, CANCELLED):
+            if report.status in (CampaignStatus.PAUSED, CampaignStatus.CANCELLED):
                 note = f"campaign {row.id} was {report.status} while this command sent it"
             return SendSummary(
                 campaign=row.id,
@@ -352,18 +345,20 @@ def _open_campaign(
     config = prepared.workspace.config
     rendered = prepared.rendered
     with store.transaction() as connection:
-        store.lock_list(connection, mailing_list.id)
-        latest = store.latest_campaign(rendered.slug, mailing_list.id, connection)
+        store.lock_list(mailing_list.id, connection=connection)
+        latest = store.latest_campaign(rendered.slug, mailing_list.id, connection=connection)
         found = _campaign_to_resume(latest, digest, new_campaign, scheduled_at, config.zone)
         frozen = _frozen(prepared, mailing_list, found)
         _same_as_shown(frozen, shown_digest, prepared.workspace.issues_dir / rendered.slug)
         if found is not None:
             return found
-        if scheduled_at is None and store.count_members(mailing_list.id, SUBSCRIBED, connection) == 0:
+        if (
+            scheduled_at is None
+            and store.count_members(mailing_list.id, MembershipStatus.SUBSCRIBED, connection=connection) == 0
+        ):
             raise NewsletterError(f"the list '{mailing_list.slug}' has nobody subscribed; nothing to send")
         lateness = dt.timedelta(seconds=parse_duration(config.sending.max_lateness))
         campaign_id = store.create_campaign(
-            connection,
             mailing_list.id,
             rendered.slug,
             digest,
@@ -371,6 +366,7 @@ def _open_campaign(
             frozen.to_json(),
             scheduled_at=scheduled_at,
             expires_at=scheduled_at + lateness if scheduled_at else None,
+            connection=connection,
         )
     found = store.campaign(campaign_id)
     assert found is not None
@@ -416,21 +412,21 @@ def _campaign_to_resume(
             f"{latest.created_at:%Y-%m-%d %H:%M} UTC; `newsletter status` shows who got the earlier version. "
             "To send the changed issue to the whole list as a new campaign, add --new-campaign"
         )
-    if latest.status in (CANCELLED, EXPIRED):
+    if latest.status in (CampaignStatus.CANCELLED, CampaignStatus.EXPIRED):
         if new_campaign:
             return None
         raise NewsletterError(
             f"campaign {latest.id} of this issue to this list was {latest.status}; to send the issue to the "
             "whole list as a new campaign, add --new-campaign"
         )
-    if latest.status == PAUSED:
+    if latest.status == CampaignStatus.PAUSED:
         raise NewsletterError(f"campaign {latest.id} is paused; `newsletter campaign resume {latest.id}` goes on")
-    if latest.status == SCHEDULED and latest.scheduled_at != scheduled_at:
+    if latest.status == CampaignStatus.SCHEDULED and latest.scheduled_at != scheduled_at:
         raise NewsletterError(
             f"campaign {latest.id} is scheduled for {shown(latest.scheduled_at, zone)}; to send it at another "
             f"time, `newsletter campaign cancel {latest.id}`, then send again with --new-campaign"
         )
-    if scheduled_at is not None and latest.status != SCHEDULED:
+    if scheduled_at is not None and latest.status != CampaignStatus.SCHEDULED:
         raise NewsletterError(f"campaign {latest.id} of this issue to this list is already {latest.status}")
     return latest
 
@@ -442,13 +438,13 @@ def _dry_run(
     campaign = frozen.campaign(resume.id if resume else "dry-run", prepared.signer)
     if resume is not None and resume.started_at is not None:
         counts = store.counts(resume.id)
-        audience = counts[PENDING]
+        audience = counts[DeliveryStatus.PENDING]
         first = store.pending(resume.id, limit=SAMPLE_RECIPIENTS)
         recipients = [Recipient(d.subscriber_id, d.email, d.name, d.fields) for d in first]
     else:
-        counts, audience = {}, store.count_members(mailing_list.id, SUBSCRIBED)
+        counts, audience = {}, store.count_members(mailing_list.id, MembershipStatus.SUBSCRIBED)
         recipients = []
-        for member in store.members(mailing_list.id, SUBSCRIBED, page=SAMPLE_RECIPIENTS):
+        for member in store.members(mailing_list.id, MembershipStatus.SUBSCRIBED, page=SAMPLE_RECIPIENTS):
             recipients.append(Recipient(member.subscriber_id, member.email, member.name, member.fields))
             if len(recipients) == SAMPLE_RECIPIENTS:
                 break
@@ -518,7 +514,8 @@ def campaign_status(workspace: Workspace, issue_slug: str, list_slug: str) -> Se
         else:
             when = f"scheduled for {shown(latest.scheduled_at, zone)}"
         if latest.finished_at:
-            when += f", {'finished' if latest.status == FINISHED else latest.status} {shown(latest.finished_at, zone)}"
+            ended = "finished" if latest.status == CampaignStatus.FINISHED else latest.status
+            when += f", {ended} {shown(latest.finished_at, zone)}"
         return SendSummary(
             campaign=latest.id,
             transport="",
@@ -539,11 +536,12 @@ def change_campaign(store: Store, campaign_id: int, action: str) -> CampaignRow:
     if row is None:
         raise NewsletterError(f"no campaign {campaign_id}; `newsletter campaigns` lists them")
     if action == "pause":
-        done = store.change_campaign_status(campaign_id, PAUSED, (RUNNING, SCHEDULED))
+        to = CampaignStatus.PAUSED
     elif action == "resume":  # back to where it was: running once its audience is fixed, else scheduled
-        done = store.change_campaign_status(campaign_id, RUNNING if row.started_at else SCHEDULED, (PAUSED,))
+        to = CampaignStatus.RUNNING if row.started_at else CampaignStatus.SCHEDULED
     else:
-        done = store.change_campaign_status(campaign_id, CANCELLED, (RUNNING, SCHEDULED, PAUSED))
+        to = CampaignStatus.CANCELLED
+    done = store.change_campaign_status(campaign_id, to, action)  # as store.campaigns.TRANSITIONS allows
     if not done:
         now_row = store.campaign(campaign_id)
         raise NewsletterError(f"campaign {campaign_id} is {now_row.status if now_row else 'gone'}: it cannot {action}")

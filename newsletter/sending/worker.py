@@ -31,7 +31,7 @@ from newsletter.sending.wiring import (
     pacing_for,
     ready,
 )
-from newsletter.store import RUNNING, CampaignRow
+from newsletter.store import CampaignRow, CampaignStatus
 from newsletter.tokens import TokenSigner
 from newsletter.transports import transport_for
 from newsletter.workspace import Workspace
@@ -79,11 +79,11 @@ async def work(
             for started in await asyncio.to_thread(store.start_due):
                 log(f"campaign {started}: started, as scheduled")
             busy = False
-            for campaign_id in await asyncio.to_thread(store.campaign_ids, RUNNING):
+            for campaign_id in await asyncio.to_thread(store.campaign_ids, CampaignStatus.RUNNING):
                 if stop.is_set():
                     break
                 row = await asyncio.to_thread(store.campaign, campaign_id)
-                if row is None or row.status != RUNNING:
+                if row is None or row.status != CampaignStatus.RUNNING:
                     continue
                 frozen = _frozen_to_send(row, local)
                 if isinstance(frozen, str):  # why this worker may not send it

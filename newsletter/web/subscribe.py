@@ -193,7 +193,7 @@ def routes(site: Site) -> list[Route]:
         mailing_list = await site.list_named(slug)
         if mailing_list is None:  # open in newsletter.toml, and nobody on it yet
             await site.writer.run(
-                lambda connection: store.ensure_list(connection, slug, config.list_settings(slug).title)
+                lambda connection: store.ensure_list(slug, config.list_settings(slug).title, connection=connection)
             )
             mailing_list = await site.list_named(slug)
         asked = await site.writer.signup(SignupRequest(mailing_list.id, address, name or None, detail))
@@ -218,7 +218,7 @@ def routes(site: Site) -> list[Route]:
             return PlainTextResponse("request body too large", status_code=413)
         detail = {"user_agent": header(request, b"user-agent")[:300], "ip_hash": ip_hash(request)}
         address = await site.writer.run(lambda connection: store.confirm_signup(
-            connection, subscriber_id, mailing_list.id, detail, request_id=request_id))  # fmt: skip
+            subscriber_id, mailing_list.id, detail, request_id=request_id, connection=connection))  # fmt: skip
         if address is None:
             return site.invalid(request, "confirm_invalid")
         log.debug("POST /confirm: %s confirmed", slug)

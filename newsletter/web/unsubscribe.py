@@ -22,12 +22,12 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from newsletter.i18n import translate
-from newsletter.store import LIST_SLUG, SUBSCRIBED, UNCONFIRMED, UNSUBSCRIBED, StatusChange
+from newsletter.store import LIST_SLUG, MembershipStatus, StatusChange
 from newsletter.web.app import Site
 from newsletter.web.common import MAX_BODY, hashed, header, mask, read_body
 
 log = logging.getLogger("newsletter.web")
-LEAVING_FROM = (SUBSCRIBED, UNCONFIRMED)  # a bounce or a complaint stays what it is
+LEAVING_FROM = (MembershipStatus.SUBSCRIBED, MembershipStatus.UNCONFIRMED)  # a bounce or a complaint stays what it is
 MAX_FIELDS = 20  # a one-click POST has one field, the page's buttons two, a sign-up form three
 
 
@@ -69,17 +69,19 @@ def routes(site: Site) -> list[Route]:
             return site.invalid(request)
         mailing_list, address, status = membership
         name = mailing_list.title(config.name)
-        if status != SUBSCRIBED:  # undo after an unsubscription only: a bounce is never undone here
-            return await show("already", found[0], mailing_list.id, address, name, undo=status == UNSUBSCRIBED)
+        if status != MembershipStatus.SUBSCRIBED:  # undo after an unsubscription only: a bounce is never undone here
+            return await show(
+                "already", found[0], mailing_list.id, address, name, undo=status == MembershipStatus.UNSUBSCRIBED
+            )
         return await show("confirm", found[0], mailing_list.id, address, name)
 
     async def leave_all(subscriber_id: int, source: str, detail: dict) -> None:
         changes = [
-            StatusChange(subscriber_id, found.id, UNSUBSCRIBED, LEAVING_FROM, source, detail)
+            StatusChange(subscriber_id, found.id, MembershipStatus.UNSUBSCRIBED, LEAVING_FROM, source, detail)
             for found, status in await asyncio.to_thread(store.memberships_of, subscriber_id)
             if status in LEAVING_FROM
         ]
-        await site.writer.run(lambda connection: store.apply_changes(connection, changes))
+        await site.writer.run(lambda connection: store.apply_changes(changes, connection=connection))
 
     async def post(request: Request) -> Response:
         token = request.path_params["token"]
@@ -107,11 +109,16 @@ def routes(site: Site) -> list[Route]:
             target = theirs[0]
         if action == "resubscribe":
             change = StatusChange(
-                subscriber_id, target.id, SUBSCRIBED, (UNSUBSCRIBED,), "page", {**detail, "undo": True}
+                subscriber_id,
+                target.id,
+                MembershipStatus.SUBSCRIBED,
+                (MembershipStatus.UNSUBSCRIBED,),
+                "page",
+                {**detail, "undo": True},
             )
         else:
             source = "one-click" if one_click else "page"
-            change = StatusChange(subscriber_id, target.id, UNSUBSCRIBED, LEAVING_FROM, source, detail)
+            change = StatusChange(subscriber_id, target.id, MembershipStatus.UNSUBSCRIBED, LEAVING_FROM, source, detail)
         result = await site.writer.change(change)
         if not result.found:
             log.info("POST /u/%s refused", hashed(token))
@@ -124,11 +131,15 @@ def routes(site: Site) -> list[Route]:
             await leave_all(subscriber_id, "page", detail)
             return await show("left-all", subscriber_id, mailing_list.id, result.email, name)
         if action == "resubscribe":
-            state = "resubscribed" if result.before in (UNSUBSCRIBED, SUBSCRIBED) else "already"
+            state = (
+                "resubscribed"
+                if result.before in (MembershipStatus.UNSUBSCRIBED, MembershipStatus.SUBSCRIBED)
+                else "already"
+            )
             return await show(state, subscriber_id, mailing_list.id, result.email, name)
         if action == "leave":
             membership = await asyncio.to_thread(store.membership, subscriber_id, mailing_list.slug)
-            state = "confirm" if membership and membership[2] == SUBSCRIBED else "already"
+            state = "confirm" if membership and membership[2] == MembershipStatus.SUBSCRIBED else "already"
             return await show(state, subscriber_id, mailing_list.id, result.email, name, undo=state == "already")
         return await show("done", subscriber_id, mailing_list.id, result.email, name)
 

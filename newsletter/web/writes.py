@@ -20,15 +20,13 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from sqlalchemy.engine import Connection
-
-from newsletter.store import AskedSignup, ChangeResult, SignupRequest, StatusChange, Store
+from newsletter.store import AskedSignup, ChangeResult, Connection, SignupRequest, StatusChange, Store
 
 log = logging.getLogger("newsletter.web")
 MAX_GROUP = 500  # writes in one transaction at most
 LATER_WITHIN = 0.5  # seconds a record written later waits for a group to join before it makes one
-# At most one confirmation email per address in this, across every list, then twice as long each time (store.py's
-# request_signups)
+# At most one confirmation email per address in this, across every list, then twice as long each time
+# (store/signups.py's request_signups)
 SIGNUP_EVERY = dt.timedelta(minutes=10)
 T = TypeVar("T")
 
@@ -58,11 +56,11 @@ class GroupWriter:
         self._start()
         return await future
 
-    def later(self, record: Callable[[Connection, list], None], items: Sequence) -> None:
-        """Run record(connection, items) in the next group's transaction, with the items of every other call for
-        the same record since, in one call: within LATER_WITHIN seconds when no request comes. Nobody waits for
-        it, and a process killed first loses it: for what can be lost (what became of a confirmation email,
-        whose loss only means it may be sent twice)."""
+    def later(self, record: Callable[..., None], items: Sequence) -> None:
+        """Run record(items, connection=connection) (a store method) in the next group's transaction, with the
+        items of every other call for the same record since, in one call: within LATER_WITHIN seconds when no
+        request comes. Nobody waits for it, and a process killed first loses it: for what can be lost (what
+        became of a confirmation email, whose loss only means it may be sent twice)."""
         self.deferred.put((record, items))
         self._start()
 
@@ -97,11 +95,13 @@ class GroupWriter:
                 with self.store.transaction(durable=True) as connection:
                     results = self._apply(connection, [write for write, _, _ in group])
                     for record, items in records.items():
-                        record(connection, items)
+                        record(items, connection=connection)
             except Exception:
                 results = [self._alone(write) for write, _, _ in group]
                 for record, items in records.items():
-                    failed = self._alone(lambda connection, record=record, items=items: record(connection, items))
+                    failed = self._alone(
+                        lambda connection, record=record, items=items: record(items, connection=connection)
+                    )
                     if isinstance(failed, _Failed):
                         log.warning("%d records not written: %s", len(items), failed.error)
             by_loop: dict[asyncio.AbstractEventLoop, list] = {}
@@ -113,9 +113,11 @@ class GroupWriter:
     def _apply(self, connection: Connection, writes: list) -> list:
         """Status changes (the clicks) together, and sign-ups together, each kind as one batch of statements; any
         other write on its own."""
-        changes = iter(self.store.apply_changes(connection, [w for w in writes if isinstance(w, StatusChange)]))
+        changes = iter(
+            self.store.apply_changes([w for w in writes if isinstance(w, StatusChange)], connection=connection)
+        )
         signups = [w for w in writes if isinstance(w, SignupRequest)]
-        asked = iter(self.store.request_signups(connection, signups, every=SIGNUP_EVERY) if signups else [])
+        asked = iter(self.store.request_signups(signups, every=SIGNUP_EVERY, connection=connection) if signups else [])
         return [
             next(changes) if isinstance(w, StatusChange) else next(asked) if isinstance(w, SignupRequest)
             else w(connection)

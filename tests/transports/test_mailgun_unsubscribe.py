@@ -264,9 +264,9 @@ def test_whoever_left_through_mailguns_page_is_unsubscribed_before_a_send(tmp_pa
 
     store = Store.open(f"sqlite:///{tmp_path / 'newsletter.db'}")
     with store.transaction() as connection:
-        list_id = store.ensure_list(connection, "alliances", "Le bulletin des Alliances")
+        list_id = store.ensure_list("alliances", "Le bulletin des Alliances", connection=connection)
         for recipient in RECIPIENTS:
-            store.subscribe(connection, list_id, recipient.email, recipient.name, {}, "import")
+            store.subscribe(list_id, recipient.email, recipient.name, {}, "import", connection=connection)
     unsubscribes = {
         "items": [
             {"address": "audrey@example.org", "tags": ["alliances"], "created_at": "Tue, 07 Jan 2025 19:25:45 UTC"}
@@ -286,7 +286,7 @@ def test_whoever_left_through_mailguns_page_is_unsubscribed_before_a_send(tmp_pa
     statuses = {}
     with store.transaction() as connection:
         for recipient in RECIPIENTS:
-            subscriber = store.find_subscriber(connection, recipient.email)
+            subscriber = store.find_subscriber(recipient.email, connection=connection)
             statuses[recipient.email] = store.membership(subscriber, "alliances")[2]
     store.close()
     assert statuses.pop("audrey@example.org") == "unsubscribed"

@@ -344,9 +344,9 @@ def test_whoever_left_through_ses_is_unsubscribed_before_a_send(tmp_path):
 
     store = Store.open(f"sqlite:///{tmp_path / 'newsletter.db'}")
     with store.transaction() as connection:
-        list_id = store.ensure_list(connection, "alliances", "Le bulletin des Alliances")
+        list_id = store.ensure_list("alliances", "Le bulletin des Alliances", connection=connection)
         for recipient in RECIPIENTS:
-            store.subscribe(connection, list_id, recipient.email, recipient.name, {}, "import")
+            store.subscribe(list_id, recipient.email, recipient.name, {}, "import", connection=connection)
     pages = [
         {"Contacts": [contact("francoise@example.org", alliances="OPT_OUT")], "NextToken": "AYADeO+page/2=="},
         {"Contacts": [contact("zoe@example.net", all_=True), contact("jean@example.com", alliances="OPT_IN")]},
@@ -363,7 +363,7 @@ def test_whoever_left_through_ses_is_unsubscribed_before_a_send(tmp_path):
     statuses = {}
     with store.transaction() as connection:
         for recipient in RECIPIENTS:
-            subscriber = store.find_subscriber(connection, recipient.email)
+            subscriber = store.find_subscriber(recipient.email, connection=connection)
             statuses[recipient.email] = store.membership(subscriber, "alliances")[2]
     store.close()
     assert statuses == {

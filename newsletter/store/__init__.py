@@ -1,0 +1,173 @@
+"""The store: subscribers, lists, memberships, the event log, campaigns and the deliveries ledger.
+
+The only part of newsletter that speaks SQL, through SQLAlchemy Core, so that one code runs on the embedded
+default (SQLite in WAL mode, subscribers/newsletter.db) and on PostgreSQL
+(NEWSLETTER_DATABASE_URL=postgresql+psycopg://…). One module per concern, each statement beside the method
+that runs it:
+
+- engine.py: opening the database, transactions, SQLite's settings, the many-rows helpers; now().
+- statuses.py: MembershipStatus, DeliveryStatus, CampaignStatus (stored as their plain strings).
+- schema.py: the tables and the numbered migrations (version, upgrade).
+- lists.py: lists, by slug or former name.
+- subscribers.py: subscribers, memberships and their events; an import's batches; a list's members.
+- signups.py: sign-ups through a form (double opt-in), their confirmations, the purge of unconfirmed ones.
+- erasure.py: a person's data and its erasure (suppressions); the providers' reports and webhook tokens.
+- campaigns.py: campaigns, and TRANSITIONS, the one table of allowed status changes.
+- ledger.py: the deliveries ledger as a leased work queue (claim, renew, release, record, reserve, counts).
+
+Store, below, is all of them in one object: `store.claim(...)`, `store.subscribe(...)`.
+
+The calling convention, for every method that reads or writes: it takes `connection`, keyword-only and last.
+Given one, the method runs in the caller's transaction and never begins, commits or rolls back (several calls
+in one transaction: `with store.transaction() as connection: store.a(..., connection=connection); store.b(...)`).
+Without one (the default), a read opens a connection of its own, and a write a transaction of its own, committed
+before it returns. The exceptions say so: upgrade commits each migration on its own, and lock_list needs the
+caller's transaction (a lock of its own would end at once). Reads never write.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Connection
+
+from newsletter.errors import NewsletterError
+from newsletter.slugs import LIST_SLUG, slugify
+from newsletter.store.campaigns import TRANSITIONS, CampaignRow, Campaigns, allowed_from
+from newsletter.store.engine import DEFAULT_DATABASE, create_engine, database_url, engine_name, now
+from newsletter.store.erasure import Erasure
+from newsletter.store.ledger import Delivery, Ledger, Result
+from newsletter.store.lists import ListNameError, ListRow, Lists
+from newsletter.store.schema import (
+    MIGRATIONS,
+    Schema,
+    address_hash,
+    campaign_sends,
+    campaigns,
+    deliveries,
+    events,
+    list_aliases,
+    lists,
+    memberships,
+    metadata,
+    schema_version,
+    subscribers,
+    suppressions,
+    webhook_tokens,
+)
+from newsletter.store.signups import (
+    CLAIM_LEASE,
+    SIGNUPS_COUNTED,
+    AskedSignup,
+    SignupRequest,
+    Signups,
+    UnsentConfirmation,
+)
+from newsletter.store.statuses import CampaignStatus, DeliveryStatus, MembershipStatus
+from newsletter.store.subscribers import ChangeResult, Member, StatusChange, Subscribers, Subscription
+
+
+class Store(Schema, Lists, Signups, Erasure, Ledger):
+    """Every part of the store over one engine (see the module's docstring for how its methods are called)."""
+
+    @classmethod
+    def open(cls, url: str, *, upgrade: bool | None = None) -> Store:
+        """Open the store. SQLite (one host) is upgraded as it opens; PostgreSQL, which several hosts may share,
+        only by `newsletter db upgrade` (upgrade=True), so that no two processes race to migrate it."""
+        engine = create_engine(url)
+        store = cls(engine)
+        if upgrade if upgrade is not None else engine.dialect.name == "sqlite":
+            store.upgrade()
+        elif upgrade is None and (version := store.version()) < MIGRATIONS[-1][0]:
+            raise NewsletterError(
+                f"the database {engine_name(url)} is at schema version {version} and this newsletter needs "
+                f"{MIGRATIONS[-1][0]}: run `newsletter db upgrade`"
+            )
+        return store
+
+
+# Old names: removed when issue 19's branches are merged (use MembershipStatus, DeliveryStatus, CampaignStatus).
+SUBSCRIBED, UNSUBSCRIBED, BOUNCED, COMPLAINED = (
+    MembershipStatus.SUBSCRIBED,
+    MembershipStatus.UNSUBSCRIBED,
+    MembershipStatus.BOUNCED,
+    MembershipStatus.COMPLAINED,
+)
+UNCONFIRMED = MembershipStatus.UNCONFIRMED
+STATUSES = tuple(MembershipStatus)
+PENDING, SENT, FAILED, SKIPPED = (
+    DeliveryStatus.PENDING,
+    DeliveryStatus.SENT,
+    DeliveryStatus.FAILED,
+    DeliveryStatus.SKIPPED,
+)
+SCHEDULED, RUNNING, PAUSED = CampaignStatus.SCHEDULED, CampaignStatus.RUNNING, CampaignStatus.PAUSED
+FINISHED, CANCELLED, EXPIRED = CampaignStatus.FINISHED, CampaignStatus.CANCELLED, CampaignStatus.EXPIRED
+CAMPAIGN_STATUSES = tuple(CampaignStatus)
+# End of the old names.
+
+__all__ = [
+    "CAMPAIGN_STATUSES",
+    "CLAIM_LEASE",
+    "DEFAULT_DATABASE",
+    "LIST_SLUG",
+    "MIGRATIONS",
+    "SIGNUPS_COUNTED",
+    "STATUSES",
+    "TRANSITIONS",
+    "AskedSignup",
+    "CampaignRow",
+    "CampaignStatus",
+    "Campaigns",
+    "ChangeResult",
+    "Connection",
+    "Delivery",
+    "DeliveryStatus",
+    "Erasure",
+    "Ledger",
+    "ListNameError",
+    "ListRow",
+    "Lists",
+    "Member",
+    "MembershipStatus",
+    "Result",
+    "Schema",
+    "SignupRequest",
+    "Signups",
+    "StatusChange",
+    "Store",
+    "Subscribers",
+    "Subscription",
+    "UnsentConfirmation",
+    "address_hash",
+    "allowed_from",
+    "campaign_sends",
+    "campaigns",
+    "database_url",
+    "deliveries",
+    "engine_name",
+    "events",
+    "list_aliases",
+    "lists",
+    "memberships",
+    "metadata",
+    "now",
+    "schema_version",
+    "slugify",
+    "subscribers",
+    "suppressions",
+    "webhook_tokens",
+    "SUBSCRIBED",
+    "UNSUBSCRIBED",
+    "BOUNCED",
+    "COMPLAINED",
+    "UNCONFIRMED",
+    "PENDING",
+    "SENT",
+    "FAILED",
+    "SKIPPED",
+    "SCHEDULED",
+    "RUNNING",
+    "PAUSED",
+    "FINISHED",
+    "CANCELLED",
+    "EXPIRED",
+]

@@ -1,0 +1,254 @@
+"""The schema: every table, the numbered migrations that make a database what this version needs, and
+Schema.version/upgrade, which apply them (each in its own transaction).
+
+Migration 1 creates today's tables whole; later ones bring a database made by an earlier version up to them.
+Never change a migration that has shipped: add the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from newsletter.errors import NewsletterError
+from newsletter.slugs import LIST_SLUG, slugify
+from newsletter.store.engine import StoreBase, engine_name, now
+from newsletter.store.statuses import CampaignStatus
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
+subscribers = sa.Table(
+    "subscribers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("email_key", sa.String(320), nullable=False, unique=True),
+    sa.Column("name", sa.String(300)),
+    sa.Column("fields", sa.JSON, nullable=False, default=dict),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+lists = sa.Table(
+    "lists",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("slug", sa.String(100), nullable=False, unique=True),
+    sa.Column("name", sa.String(300), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+list_aliases = sa.Table(
+    "list_aliases",
+    metadata,
+    sa.Column("name", sa.String(300), primary_key=True),  # what the list was called before it had a slug
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id"), nullable=False),
+)
+memberships = sa.Table(
+    "memberships",
+    metadata,
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), primary_key=True),
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id"), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("memberships_by_list", "list_id", "status", "subscriber_id"),
+)
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), nullable=False),
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id")),
+    sa.Column("kind", sa.String(32), nullable=False),  # subscribed, unsubscribed, bounced, complained, updated
+    sa.Column("source", sa.String(32), nullable=False),  # import, cli, one-click, page, webhook, send
+    sa.Column("detail", sa.JSON, nullable=False, default=dict),
+    sa.Index("events_by_subscriber", "subscriber_id", "at"),
+    # The sign-ups of the last day, which a server looks through for confirmations that never went.
+    sa.Index(
+        "events_signups_by_time",
+        "at",
+        sqlite_where=sa.text("kind = 'signup-requested'"),
+        postgresql_where=sa.text("kind = 'signup-requested'"),
+    ),
+)
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id"), nullable=False),
+    sa.Column("issue_slug", sa.String(200), nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("subject", sa.String(998), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    # Added by migration 3: the campaign as a unit of work that any sender on any host can pick up.
+    sa.Column("status", sa.String(16), nullable=False, server_default=CampaignStatus.RUNNING.value),
+    sa.Column("scheduled_at", sa.DateTime(timezone=True)),  # not sent before; None: at once
+    sa.Column("expires_at", sa.DateTime(timezone=True)),  # never started after (scheduled_at + max_lateness)
+    sa.Column("started_at", sa.DateTime(timezone=True)),  # when its audience was fixed
+    sa.Column("content", sa.JSON),  # the rendered issue and what every message shares (CampaignContent)
+    sa.Column("next_send_at", sa.DateTime(timezone=True)),  # the campaign-wide rate limit: the next free slot
+    sa.Index("campaigns_by_issue", "issue_slug", "list_id"),
+    sa.Index("campaigns_by_status", "status"),
+)
+campaign_sends = sa.Table(  # how many messages each sender handed over, when: the campaign-wide per_hour limit
+    "campaign_sends",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id"), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Index("campaign_sends_by_time", "campaign_id", "at"),
+)
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id"), primary_key=True),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("provider_id", sa.String(300)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # Added by migration 3: a pending row claimed by a sender is its own until lease_until (then anyone's again).
+    sa.Column("lease_owner", sa.String(120)),
+    sa.Column("lease_until", sa.DateTime(timezone=True)),
+    sa.Index("deliveries_by_status", "campaign_id", "status", "subscriber_id"),
+)
+
+
+suppressions = sa.Table(  # people erased at their request: a one-way hash of the address, nothing else
+    "suppressions",
+    metadata,
+    sa.Column("email_hash", sa.String(64), primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+webhook_tokens = sa.Table(  # the signed tokens of the provider webhooks acted on: the same one again is a replay
+    "webhook_tokens",
+    metadata,
+    sa.Column("provider", sa.String(32), primary_key=True),
+    sa.Column("token", sa.Text, primary_key=True),
+    sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("kept_until", sa.DateTime(timezone=True), nullable=False),  # the provider refuses it by its age after
+    sa.Index("webhook_tokens_by_time", "kept_until"),
+)
+
+
+def _migration_1(connection: Connection) -> None:
+    metadata.create_all(connection, tables=[subscribers, lists, memberships, events, campaigns, deliveries])
+
+
+def _migration_2(connection: Connection) -> None:
+    """Give a slug to every list created under another name (capitals, spaces, accents), keeping that name as its
+    display name and as an alias, which the unsubscribe links already sent carry."""
+    metadata.create_all(connection, tables=[list_aliases])
+    rows = connection.execute(sa.select(lists.c.id, lists.c.slug).order_by(lists.c.id)).all()
+    taken = {row.slug for row in rows}
+    for row in rows:
+        if LIST_SLUG.fullmatch(row.slug):
+            continue
+        slug = base = slugify(row.slug)
+        number = 1
+        while slug in taken:
+            number += 1
+            slug = f"{base[: 99 - len(str(number))]}-{number}"
+        taken.add(slug)
+        connection.execute(lists.update().where(lists.c.id == row.id).values(slug=slug))
+        connection.execute(list_aliases.insert().values(name=row.slug, list_id=row.id))
+
+
+def _add_columns(connection: Connection, table: sa.Table, names: Sequence[str]) -> None:
+    """ALTER TABLE … ADD COLUMN for each named column the table lacks (migration 1 creates today's tables whole)."""
+    present = {column["name"] for column in sa.inspect(connection).get_columns(table.name)}
+    for name in names:
+        if name not in present:
+            column = sa.schema.CreateColumn(table.c[name]).compile(dialect=connection.dialect)
+            connection.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column}")
+
+
+def _migration_3(connection: Connection) -> None:
+    """The ledger as a shared work queue: campaign statuses, schedules and frozen content; leases on rows."""
+    _add_columns(
+        connection, campaigns, ["status", "scheduled_at", "expires_at", "started_at", "content", "next_send_at"]
+    )
+    _add_columns(connection, deliveries, ["lease_owner", "lease_until"])
+    metadata.create_all(connection, tables=[campaign_sends])
+    next(i for i in campaigns.indexes if i.name == "campaigns_by_status").create(connection, checkfirst=True)
+    connection.execute(
+        campaigns.update().where(campaigns.c.finished_at.is_not(None)).values(status=CampaignStatus.FINISHED)
+    )
+    connection.execute(
+        campaigns.update().where(campaigns.c.started_at.is_(None)).values(started_at=campaigns.c.created_at)
+    )
+
+
+def _migration_4(connection: Connection) -> None:
+    """Suppressions: what is left of a person erased at their request (subscribers forget)."""
+    metadata.create_all(connection, tables=[suppressions])
+
+
+def _migration_5(connection: Connection) -> None:
+    """An index of the sign-up requests by time: confirmations that never went are found and sent again."""
+    next(i for i in events.indexes if i.name == "events_signups_by_time").create(connection, checkfirst=True)
+
+
+def _migration_6(connection: Connection) -> None:
+    """The webhook tokens acted on, so that a replay is refused by every server, and after a restart."""
+    metadata.create_all(connection, tables=[webhook_tokens])
+
+
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
+    (1, _migration_1),
+    (2, _migration_2),
+    (3, _migration_3),
+    (4, _migration_4),
+    (5, _migration_5),
+    (6, _migration_6),
+]
+
+
+def address_hash(email: str) -> str:
+    """The one-way hash a suppression keeps of an address (lower-cased, as email_key)."""
+    return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
+
+
+class Schema(StoreBase):
+    def version(self, *, connection: Connection | None = None) -> int:
+        with self._reading(connection) as reading:
+            if not sa.inspect(reading).has_table("schema_version"):
+                return 0
+            return reading.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+
+    def upgrade(self, to: int | None = None) -> list[int]:
+        """Apply the migrations this database lacks (up to version `to`, by default all); return their numbers.
+
+        Each migration commits on its own, so upgrade takes no caller's connection."""
+        try:
+            with self.transaction() as connection:
+                metadata.create_all(connection, tables=[schema_version])
+            applied = []
+            for number, migrate in MIGRATIONS:
+                if number > (to or number):
+                    break
+                with self.transaction() as connection:
+                    if connection.dialect.name == "postgresql":  # two `db upgrade` at once: the second waits
+                        connection.exec_driver_sql("LOCK TABLE schema_version IN EXCLUSIVE MODE")
+                    current = connection.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+                    if number <= current:
+                        continue
+                    migrate(connection)
+                    connection.execute(schema_version.insert().values(version=number, applied_at=now()))
+                applied.append(number)
+            return applied
+        except sa.exc.OperationalError as exc:
+            raise NewsletterError(f"cannot open the database {engine_name(str(self.engine.url))}: {exc.orig}") from None

@@ -5,12 +5,13 @@ NewsletterError          one line for the user: where it happened, what, and wha
  ├── IssueError          an issue that cannot be loaded; carries every Diagnostic found
  ├── RenderError         a template or the MJML engine failed; names the template
  ├── PreviewError        the preview server or the browser
- ├── ListNameError       a list named with anything but a slug; suggests the slug (store.py)
+ ├── ListNameError       a list named with anything but a slug; suggests the slug (store/lists.py)
  ├── ImportInterrupted   Ctrl-C during an import; carries the report of the rows committed (subscribers.py)
+ ├── NewerContentFormat  a campaign frozen by a newer newsletter than this one (sending/frozen.py)
  └── TransportError      nothing can be sent through this transport as configured, e.g. credentials refused
                          (transports/base.py)
 The CLI turns any of them into `error: <message>` on stderr and a non-zero exit, the MCP server into a tool error
-with that text; a traceback means a bug. campaign.py's LeaseExpiring and CampaignHalted are no errors: a sender
+with that text; a traceback means a bug. sending/runner.py's LeaseExpiring and CampaignHalted are no errors: a sender
 raises them inside its own batch, to give the rest of it back to the queue, and they never reach the user.
 tests/test_docs.py checks that this tree names every subclass of NewsletterError.
 """

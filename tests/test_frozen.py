@@ -186,15 +186,9 @@ def add_campaign(workspace, document: dict, content_hash: str | None = None) -> 
     rendered = prepare(ws, ws.issues_dir / EXAMPLE_SLUG, "null://", real=False).rendered
     store = open_store(ws)
     try:
-        with store.transaction() as connection:
-            return store.create_campaign(
-                connection,
-                store.list_id("alliances"),
-                EXAMPLE_SLUG,
-                content_hash or hash_of(rendered),
-                rendered.subject,
-                document,
-            )
+        return store.create_campaign(
+            store.list_id("alliances"), EXAMPLE_SLUG, content_hash or hash_of(rendered), rendered.subject, document
+        )
     finally:
         store.close()
 

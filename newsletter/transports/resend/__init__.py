@@ -1,4 +1,5 @@
-"""Resend: sending (resend.sending), webhooks, suppression sync and hosted unsubscribe, each its own module.
+"""Resend: sending (resend.sending) and webhooks, each its own module (Resend keeps no suppression list the tool
+reads, and hosts no unsubscribe for batch emails).
 
 The names below are re-exported for `from newsletter.transports.resend import …`. What Resend does and why the
 code does what it does: docs/providers/resend.md.

@@ -844,7 +844,7 @@ def mcp_server(
 @app.command()
 def form(list_slug: Annotated[str, typer.Argument(help="The list open to sign-up, e.g. alliances.")]) -> None:
     """Print an HTML sign-up form for LIST to paste in a website (it posts to base_url/subscribe/LIST)."""
-    from newsletter.web.pages import Pages
+    from newsletter.pages import Pages
 
     workspace = Workspace.discover()
     config = workspace.config

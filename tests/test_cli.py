@@ -182,11 +182,13 @@ def test_form_pending_and_show(example_workspace, monkeypatch):
     assert 'name="website" tabindex="-1"' in snippet and "J&#39;accepte de recevoir Le bulletin" in snippet
     assert run("subscribers", "add", "marie@example.org", "--list", "alliances").exit_code == 0
     assert json.loads(run("subscribers", "pending", "--list", "alliances", "--json").stdout) == {
-        "list": "alliances", "pending": []
-    }  # fmt: skip
+        "list": "alliances",
+        "pending": [],
+    }
     shown = json.loads(run("subscribers", "show", "marie@example.org", "--json").stdout)
-    assert shown["memberships"] == [{"list": "alliances", "status": "subscribed", "updated_at": shown["memberships"][0]
-                                     ["updated_at"]}]  # fmt: skip
+    assert shown["memberships"] == [
+        {"list": "alliances", "status": "subscribed", "updated_at": shown["memberships"][0]["updated_at"]}
+    ]
     assert [e["kind"] for e in shown["events"]] == ["subscribed"]
     missing = run("subscribers", "show", "personne@example.org")
     assert missing.exit_code == 1 and missing.stderr == "error: nothing is held about personne@example.org\n"

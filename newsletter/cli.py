@@ -277,7 +277,7 @@ def subscribers_import(
 
     workspace = Workspace.discover()
     shown = not as_json and sys.stdout.isatty() and sys.stderr.isatty()
-    progress = ProgressBar("rows") if shown else None
+    progress = ProgressBar("rows", sys.stderr) if shown else None
     store = open_store(workspace)
     try:
         report = import_csv(store, list_slug, csv_file, list_name=list_name, rejects=rejects, progress=progress)
@@ -503,7 +503,7 @@ def subscribers_export(
     from newsletter.subscribers import export_csv
     from newsletter.workspace import Workspace
 
-    progress = ProgressBar("rows") if sys.stderr.isatty() else None  # stdout is the file: the bar goes to stderr
+    progress = ProgressBar("rows", sys.stderr) if sys.stderr.isatty() else None  # stdout is the file: not the bar
     store = open_store(Workspace.discover())
     try:
         count = export_csv(store, list_slug, sys.stdout, status, progress=progress)
@@ -604,7 +604,9 @@ def send(
     from newsletter.workspace import Workspace
 
     workspace, folder = Workspace.for_issue(issue)
-    progress = None if as_json else ProgressLine()  # a terminal gets the counts; a log only why it waits
+    # A terminal gets the counts; a log only why it waits. The stream of this call, not progress.py's default, the
+    # one at its import (imported here, that may be a test's CliRunner's of an earlier call).
+    progress = None if as_json else ProgressLine(sys.stderr)
     dsn = transport_dsn(transport)
 
     def sending(stop: asyncio.Event):

@@ -275,7 +275,7 @@ def write_archive(workspace: Workspace, store: Store, named: Sequence[Path], out
             versions.append(version)
     entries = [v.entry for v in versions]
 
-    from newsletter.web.pages import Pages  # the pages' templates, with the workspace's overrides
+    from newsletter.pages import Pages  # the pages' templates, with the workspace's overrides
 
     pages = Pages(config, workspace.templates_dir)
     issues = index_issues(entries, config, config.lang, page="index.html")

@@ -6,40 +6,35 @@ Any NewsletterError becomes `error: <message>` on stderr; `--json` prints one JS
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
-import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from newsletter import __version__
-from newsletter.build import build_issue
-from newsletter.checks import check_issue
-from newsletter.config import parse_duration
-from newsletter.errors import ConfigError, Diagnostic, IssueError, NewsletterError
-from newsletter.i18n import LANGUAGES, translate
-from newsletter.progress import ProgressBar, ProgressLine
-from newsletter.sending.send import SendSummary, campaign_status, change_campaign, shown
-from newsletter.sending.send import send as send_issue
-from newsletter.sending.wiring import open_store
-from newsletter.store import CampaignStatus, MembershipStatus, Store, database_url, engine_name
-from newsletter.subscribers import add as add_subscriber
-from newsletter.subscribers import export_csv, import_csv, sync_suppressions
-from newsletter.subscribers import remove as remove_subscriber
-from newsletter.transports import transport_dsn
-from newsletter.workspace import Workspace, init_workspace, new_issue, schema_text
+from newsletter.errors import NewsletterError
+from newsletter.i18n import LANGUAGES
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Awaitable, Callable
+
+    from newsletter.errors import Diagnostic
+    from newsletter.sending.send import SendSummary
+    from newsletter.workspace import Workspace
+
+T = TypeVar("T")
 
 
 class _Commands(TyperGroup):
     """Turns every NewsletterError, from any command, into one line on stderr and exit code 1."""
 
-    def invoke(self, ctx: click.Context):
+    # Any: the click Context TyperGroup takes is typer's own copy of click's (typer._click) since typer 0.25.
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except NewsletterError as exc:
@@ -108,6 +103,8 @@ def init(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a workspace: newsletter.toml, issues/, templates/, subscribers/, issue.schema.json."""
+    from newsletter.workspace import init_workspace
+
     written = init_workspace(path, name, lang, force=force)
     if as_json:
         _print_json({"workspace": str(path.resolve()), "files": [str(p) for p in written]})
@@ -135,6 +132,8 @@ def new(
     as_json: JsonOpt = False,
 ) -> None:
     """Create issues/SLUG/issue.yaml from a commented skeleton, or from the previous issue with --from."""
+    from newsletter.workspace import Workspace, new_issue
+
     created = new_issue(Workspace.discover(), slug, lang=lang, from_issue=from_issue)
     if as_json:
         _print_json(created.to_json())
@@ -152,6 +151,9 @@ def new(
 @app.command()
 def check(issue: IssueArg, as_json: JsonOpt = False) -> None:
     """Report every problem in an issue with file:line:col. Exit 1 when there are errors."""
+    from newsletter.checks import check_issue
+    from newsletter.workspace import Workspace
+
     workspace, folder = Workspace.for_issue(issue)
     report = check_issue(folder, workspace.config, workspace.templates_dir).report
     if as_json:
@@ -171,6 +173,10 @@ def build(
     as_json: JsonOpt = False,
 ) -> None:
     """Check and build an issue: build/SLUG/{index.html,index.txt,issue.mjml,images/}."""
+    from newsletter.build import build_issue
+    from newsletter.errors import IssueError
+    from newsletter.workspace import Workspace
+
     workspace, folder = Workspace.for_issue(issue)
     try:
         result = build_issue(workspace, folder, out)
@@ -207,6 +213,7 @@ def preview(
 ) -> None:
     """Serve a live preview (desktop, mobile, text) of a member's message, reloaded on save; or a PNG."""
     from newsletter.preview import serve_preview, take_screenshot
+    from newsletter.workspace import Workspace
 
     _, folder = Workspace.for_issue(issue)
     if screenshot is None:
@@ -263,9 +270,14 @@ def subscribers_import(
 
     Safe to interrupt: the rows already imported stay, and running it again completes the list.
     """
+    from newsletter.progress import ProgressBar
+    from newsletter.sending.wiring import open_store
+    from newsletter.subscribers import import_csv
+    from newsletter.workspace import Workspace
+
     workspace = Workspace.discover()
     shown = not as_json and sys.stdout.isatty() and sys.stderr.isatty()
-    progress = ProgressBar("rows") if shown else None
+    progress = ProgressBar("rows", sys.stderr) if shown else None
     store = open_store(workspace)
     try:
         report = import_csv(store, list_slug, csv_file, list_name=list_name, rejects=rejects, progress=progress)
@@ -300,6 +312,10 @@ def subscribers_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Subscribe one address to a list (created if needed). Someone who unsubscribed is not subscribed again."""
+    from newsletter.sending.wiring import open_store
+    from newsletter.subscribers import add as add_subscriber
+    from newsletter.workspace import Workspace
+
     store = open_store(Workspace.discover())
     try:
         result = add_subscriber(store, list_slug, address, name, list_name=list_name)
@@ -326,6 +342,10 @@ def subscribers_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a list's members, streamed (a list of any size); --limit and --offset page through it."""
+    from newsletter.sending.wiring import open_store
+    from newsletter.store import MembershipStatus
+    from newsletter.workspace import Workspace
+
     if status is not None and status not in tuple(MembershipStatus):
         raise NewsletterError(f"unknown status '{status}'; use one of {', '.join(MembershipStatus)}")
     store = open_store(Workspace.discover())
@@ -355,6 +375,10 @@ def subscribers_remove(
     address: Annotated[str, typer.Argument(help="The email address.")], list_slug: ListOpt, as_json: JsonOpt = False
 ) -> None:
     """Unsubscribe an address from a list; the record and its history are kept."""
+    from newsletter.sending.wiring import open_store
+    from newsletter.subscribers import remove as remove_subscriber
+    from newsletter.workspace import Workspace
+
     store = open_store(Workspace.discover())
     try:
         changed = remove_subscriber(store, list_slug, address)
@@ -369,6 +393,9 @@ def subscribers_remove(
 @subscribers_app.command("pending")
 def subscribers_pending(list_slug: ListOpt, as_json: JsonOpt = False) -> None:
     """Sign-ups waiting for their confirmation (oldest first), with when each last asked."""
+    from newsletter.sending.wiring import open_store
+    from newsletter.workspace import Workspace
+
     store = open_store(Workspace.discover())
     try:
         waiting = store.unconfirmed(store.list_id(list_slug))
@@ -396,6 +423,10 @@ def subscribers_purge_pending(
 ) -> None:
     """Remove the sign-ups never confirmed (Law 25, GDPR: keep nothing longer than needed), and the person when
     nothing else is held about them. A link of a removed sign-up no longer confirms."""
+    from newsletter.config import parse_duration
+    from newsletter.sending.wiring import open_store
+    from newsletter.workspace import Workspace
+
     try:
         age = dt.timedelta(seconds=parse_duration(older_than))
     except ValueError as exc:
@@ -418,6 +449,9 @@ def subscribers_show(
     address: Annotated[str, typer.Argument(help="The email address.")], as_json: JsonOpt = False
 ) -> None:
     """Everything held about one person: memberships, events (consent), deliveries."""
+    from newsletter.sending.wiring import open_store
+    from newsletter.workspace import Workspace
+
     store = open_store(Workspace.discover())
     try:
         person = store.person(address)
@@ -442,6 +476,9 @@ def subscribers_forget(
     address: Annotated[str, typer.Argument(help="The email address.")], as_json: JsonOpt = False
 ) -> None:
     """Erase a person (Law 25, GDPR): only a one-way hash of the address stays, so nobody mails them again."""
+    from newsletter.sending.wiring import open_store
+    from newsletter.workspace import Workspace
+
     store = open_store(Workspace.discover())
     try:
         forgotten = store.forget(address)
@@ -461,7 +498,12 @@ def subscribers_export(
     status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
 ) -> None:
     """Write a list as CSV on stdout (email, name, status, other fields), streamed: a list of any size."""
-    progress = ProgressBar("rows") if sys.stderr.isatty() else None  # stdout is the file: the bar goes to stderr
+    from newsletter.progress import ProgressBar
+    from newsletter.sending.wiring import open_store
+    from newsletter.subscribers import export_csv
+    from newsletter.workspace import Workspace
+
+    progress = ProgressBar("rows", sys.stderr) if sys.stderr.isatty() else None  # stdout is the file: not the bar
     store = open_store(Workspace.discover())
     try:
         count = export_csv(store, list_slug, sys.stdout, status, progress=progress)
@@ -489,7 +531,11 @@ def subscribers_sync(
 ) -> None:
     """Apply the provider's suppression list: bounces and complaints to every list, unsubscribes to --list (or,
     without it, to every list)."""
-    from newsletter.transports import transport_from_dsn
+    import asyncio
+
+    from newsletter.sending.wiring import open_store
+    from newsletter.transports import transport_dsn, transport_from_dsn
+    from newsletter.workspace import Workspace
 
     store = open_store(Workspace.discover())
     try:
@@ -505,6 +551,8 @@ def subscribers_sync(
 
 
 async def _sync(store, transport, list_id: int | None):
+    from newsletter.subscribers import sync_suppressions
+
     try:
         return await sync_suppressions(store, transport, list_id=list_id)
     finally:
@@ -548,15 +596,32 @@ def send(
     Safe to run twice at once, here or on another host sharing the database: both work on one campaign and
     nobody gets it twice.
     """
+    import asyncio
+
+    from newsletter.progress import ProgressLine
+    from newsletter.sending.send import send as send_issue
+    from newsletter.transports import transport_dsn
+    from newsletter.workspace import Workspace
+
     workspace, folder = Workspace.for_issue(issue)
-    progress = None if as_json else ProgressLine()  # a terminal gets the counts; a log only why it waits
+    # A terminal gets the counts; a log only why it waits. The stream of this call, not progress.py's default, the
+    # one at its import (imported here, that may be a test's CliRunner's of an earlier call).
+    progress = None if as_json else ProgressLine(sys.stderr)
     dsn = transport_dsn(transport)
 
     def sending(stop: asyncio.Event):
         return send_issue(
-            workspace, folder, list_slug, dsn_text=dsn, dry_run=dry_run, to=to, new_campaign=new_campaign, at=at,
-            stop=stop, progress=progress,
-        )  # fmt: skip
+            workspace,
+            folder,
+            list_slug,
+            dsn_text=dsn,
+            dry_run=dry_run,
+            to=to,
+            new_campaign=new_campaign,
+            at=at,
+            stop=stop,
+            progress=progress,
+        )
 
     summary = asyncio.run(_until_stopped(sending, "run the same command again to resume"))
     if progress is not None:
@@ -569,11 +634,15 @@ def send(
         raise typer.Exit(1)
 
 
-async def _until_stopped(start, resume_hint: str):
+async def _until_stopped(start: Callable[[asyncio.Event], Awaitable[T]], resume_hint: str) -> T:
     """Run start(stop); the first Ctrl-C or SIGTERM stops taking new batches, the second abandons those in flight."""
+    import asyncio
+    import signal
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
+    assert task is not None  # asyncio.run's
 
     def interrupt() -> None:
         if stop.is_set():
@@ -594,6 +663,8 @@ async def _until_stopped(start, resume_hint: str):
 
 
 def _show_send(summary: SendSummary, workspace: Workspace) -> None:
+    from newsletter.store import CampaignStatus
+
     if summary.dry_run:
         if summary.sample:
             typer.echo(summary.sample)
@@ -628,6 +699,10 @@ def _show_send(summary: SendSummary, workspace: Workspace) -> None:
 @app.command()
 def status(issue: IssueArg, list_slug: ListOpt, as_json: JsonOpt = False) -> None:
     """Show a campaign's progress: sent, pending, failed, skipped."""
+    from newsletter.sending.send import campaign_status
+    from newsletter.store import CampaignStatus
+    from newsletter.workspace import Workspace
+
     workspace, folder = Workspace.for_issue(issue)
     summary = campaign_status(workspace, folder.name, list_slug)
     if as_json:
@@ -653,7 +728,11 @@ def worker(
 
     Starts scheduled campaigns at their time; needs NEWSLETTER_SECRET_KEY for any transport but outbox:// and null://.
     """
+    import asyncio
+
     from newsletter.sending.worker import WorkerReport, work
+    from newsletter.transports import transport_dsn
+    from newsletter.workspace import Workspace
 
     workspace = Workspace.discover()
     dsn = transport_dsn(transport)
@@ -689,6 +768,10 @@ def campaigns(
     as_json: JsonOpt = False,
 ) -> None:
     """Every campaign, newest first: id, issue, list, status, when scheduled, and sent/pending/failed/skipped."""
+    from newsletter.sending.send import shown
+    from newsletter.sending.wiring import open_store
+    from newsletter.workspace import Workspace
+
     workspace = Workspace.discover()
     store = open_store(workspace)
     try:
@@ -718,6 +801,10 @@ CampaignArg = Annotated[int, typer.Argument(help="The campaign's id (see `newsle
 
 
 def _control(campaign_id: int, action: str, as_json: bool) -> None:
+    from newsletter.sending.send import change_campaign
+    from newsletter.sending.wiring import open_store
+    from newsletter.workspace import Workspace
+
     store = open_store(Workspace.discover())
     try:
         row = change_campaign(store, campaign_id, action)
@@ -756,6 +843,9 @@ app.add_typer(db_app, name="db")
 @db_app.command("upgrade")
 def db_upgrade(as_json: JsonOpt = False) -> None:
     """Apply the schema migrations the database lacks (NEWSLETTER_DATABASE_URL, or subscribers/newsletter.db)."""
+    from newsletter.store import Store, database_url, engine_name
+    from newsletter.workspace import Workspace
+
     url = database_url(Workspace.discover().root)
     store = Store.open(url, upgrade=False)
     try:
@@ -781,8 +871,10 @@ def serve(
 
     import uvicorn
 
+    from newsletter.sending.wiring import open_store
     from newsletter.tokens import TokenSigner
     from newsletter.web import create_app
+    from newsletter.workspace import Workspace
 
     workspace = Workspace.discover()
     signer = TokenSigner.from_environment(required=True)
@@ -796,8 +888,15 @@ def serve(
     # X-Forwarded-For only from the proxies newsletter.toml names ([serve] trusted_proxies): by default uvicorn
     # believes anyone who connects from 127.0.0.1, whatever is in front of it.
     trusted = workspace.config.serve.trusted_proxies
-    uvicorn.run(web_app, host=host, port=port, access_log=False, proxy_headers=bool(trusted),
-                forwarded_allow_ips=trusted or None, log_level="warning")  # fmt: skip
+    uvicorn.run(
+        web_app,
+        host=host,
+        port=port,
+        access_log=False,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
+        log_level="warning",
+    )
 
 
 @app.command()
@@ -811,6 +910,8 @@ def archive(
 ) -> None:
     """Write the web archive `serve` shows as static files (index, a page per issue with its images, Atom feed)."""
     from newsletter.archive import write_archive
+    from newsletter.sending.wiring import open_store
+    from newsletter.workspace import Workspace
 
     named = [Workspace.for_issue(ref) for ref in issues or []]
     workspace = named[0][0] if named else Workspace.discover()
@@ -841,6 +942,7 @@ def mcp_server(
     stdout carries only the protocol; logs go to stderr. A send needs the confirmation code of a dry run.
     """
     from newsletter.mcp import serve as serve_mcp
+    from newsletter.workspace import Workspace
 
     serve_mcp(Workspace.discover(workspace).root)
 
@@ -848,7 +950,10 @@ def mcp_server(
 @app.command()
 def form(list_slug: Annotated[str, typer.Argument(help="The list open to sign-up, e.g. alliances.")]) -> None:
     """Print an HTML sign-up form for LIST to paste in a website (it posts to base_url/subscribe/LIST)."""
-    from newsletter.web.pages import Pages
+    from newsletter.errors import ConfigError
+    from newsletter.i18n import translate
+    from newsletter.pages import Pages
+    from newsletter.workspace import Workspace
 
     workspace = Workspace.discover()
     config = workspace.config
@@ -862,8 +967,9 @@ def form(list_slug: Annotated[str, typer.Argument(help="The list open to sign-up
         raise ConfigError("base_url is not set: the form posts to the public URL of `newsletter serve`")
     lang = settings.lang or config.lang
     title = settings.title or config.name
-    consent = settings.consent or translate(lang, "consent_default", list=title,
-                                            publisher=config.publisher.name or config.name)  # fmt: skip
+    consent = settings.consent or translate(
+        lang, "consent_default", list=title, publisher=config.publisher.name or config.name
+    )
     snippet = Pages(config, workspace.templates_dir).text(
         "form.html.j2", lang, action=f"{config.base_url}/subscribe/{list_slug}", consent=consent
     )
@@ -877,6 +983,8 @@ def form(list_slug: Annotated[str, typer.Argument(help="The list open to sign-up
 @app.command()
 def schema(as_json: JsonOpt = False) -> None:
     """Print the JSON Schema of issue.yaml (for editors and agents)."""
+    from newsletter.workspace import schema_text
+
     sys.stdout.write(schema_text())
 
 

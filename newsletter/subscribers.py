@@ -26,7 +26,7 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from newsletter.addresses import clean_name, normalize_address
 from newsletter.errors import NewsletterError
@@ -404,7 +404,7 @@ EXPORT_COLUMNS = ["email", "name", "status"]
 def export_csv(
     store: Store,
     list_slug: str,
-    out: io.TextIOBase,
+    out: TextIO,
     status: str | None = None,
     *,
     progress: Callable[[int, int], None] | None = None,

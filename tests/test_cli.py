@@ -182,11 +182,65 @@ def test_form_pending_and_show(example_workspace, monkeypatch):
     assert 'name="website" tabindex="-1"' in snippet and "J&#39;accepte de recevoir Le bulletin" in snippet
     assert run("subscribers", "add", "marie@example.org", "--list", "alliances").exit_code == 0
     assert json.loads(run("subscribers", "pending", "--list", "alliances", "--json").stdout) == {
-        "list": "alliances", "pending": []
-    }  # fmt: skip
+        "list": "alliances",
+        "pending": [],
+    }
     shown = json.loads(run("subscribers", "show", "marie@example.org", "--json").stdout)
-    assert shown["memberships"] == [{"list": "alliances", "status": "subscribed", "updated_at": shown["memberships"][0]
-                                     ["updated_at"]}]  # fmt: skip
+    assert shown["memberships"] == [
+        {"list": "alliances", "status": "subscribed", "updated_at": shown["memberships"][0]["updated_at"]}
+    ]
     assert [e["kind"] for e in shown["events"]] == ["subscribed"]
     missing = run("subscribers", "show", "personne@example.org")
     assert missing.exit_code == 1 and missing.stderr == "error: nothing is held about personne@example.org\n"
+
+
+# What `--help` and `--version` never import: an agent calls the CLI again and again, and pays for each import on
+# every call (bench/startup.py measures how long; this test only says what, so that it never depends on speed).
+NEVER_AT_START = (
+    "sqlalchemy",
+    "httpx",
+    "jinja2",
+    "mjml",
+    "playwright",
+    "starlette",
+    "uvicorn",
+    "yaml",
+    "css_inline",
+    "markdown_it",
+    "aiosmtplib",
+    "dkim",
+    "icalendar",
+    "mcp",
+    "newsletter.store",
+    "newsletter.sending",
+    "newsletter.sending.runner",
+    "newsletter.transports",
+    "newsletter.checks",
+    "newsletter.render",
+    "newsletter.build",
+    "newsletter.config",  # pydantic models, as are these two
+    "newsletter.issue",
+    "newsletter.workspace",
+    "newsletter.subscribers",
+    "newsletter.web",
+)
+
+
+def imported_by(*arguments: str) -> set[str]:
+    """The modules `newsletter ARGUMENTS` imports, from python -X importtime in a fresh process."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "newsletter", *arguments],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    return {line.split("|")[2].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("arguments", [["--version"], ["--help"], ["send", "--help"]], ids=" ".join)
+def test_the_cli_starts_without_importing_what_its_commands_use(arguments):
+    modules = imported_by(*arguments)
+    assert "newsletter.cli" in modules  # the list is the real one
+    heavy = {found for found in modules if any(found == m or found.startswith(f"{m}.") for m in NEVER_AT_START)}
+    assert not heavy, f"newsletter {' '.join(arguments)} imports {sorted(heavy)}"

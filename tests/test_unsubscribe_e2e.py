@@ -52,8 +52,11 @@ def test_click_the_footer_link_in_chromium_then_receive_nothing(workspace, chrom
         # Zoé's mail client uses the List-Unsubscribe header: one click, as Gmail posts it.
         header = received["zoe@example.org"]["List-Unsubscribe"]
         one_click = re.match(r"<(https?://[^>]+)>", header).group(1)
-        response = httpx.post(one_click, content=b"List-Unsubscribe=One-Click",
-                              headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        response = httpx.post(
+            one_click,
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         assert response.status_code == 200
 
         statuses = {m.email: m.status for m in store.members(store.list_id("alliances"))}

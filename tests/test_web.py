@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import base64
 import html
 import http.client
 import xml.etree.ElementTree as ElementTree
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -122,8 +124,9 @@ def test_undo_never_resubscribes_a_bounced_address(site):
 )
 def test_bad_tokens_get_the_same_400_and_change_nothing(site, make):
     base, store = site
-    response = httpx.post(f"{base}/u/{make(store)}", content=GMAIL_BODY,
-                          headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    response = httpx.post(
+        f"{base}/u/{make(store)}", content=GMAIL_BODY, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert response.status_code == 400
     reference = httpx.get(f"{base}/u/garbage")
     assert response.text == reference.text  # nothing tells the reasons apart
@@ -195,8 +198,10 @@ def test_leave_takes_only_one_of_the_persons_lists_and_keeps_no_name_it_was_sent
             name = "".join(random.choices(string.ascii_letters + string.digits + "-", k=15_000))
             assert client.post(url, data={"action": "leave", "list": name}).status_code == 400
         assert list(app.state.site.lists) == ["alliances"]  # the token's list, and nothing the requests named
-        refused = [client.post(url, data={"action": "leave", **fields}).status_code
-                   for fields in ({"list": "ateliers"}, {"list": "inconnue"}, {}, {"list": "Alliances"})]  # fmt: skip
+        refused = [
+            client.post(url, data={"action": "leave", **fields}).status_code
+            for fields in ({"list": "ateliers"}, {"list": "inconnue"}, {}, {"list": "Alliances"})
+        ]
         assert refused == [400] * 4 and list(app.state.site.lists) == ["alliances"]
         memberships = {found.slug: state for found, state in store.memberships_of(ids(store)["marie@example.org"])}
         assert memberships == {"alliances": "subscribed", "evenements": "subscribed"}
@@ -308,8 +313,10 @@ def test_the_feed_ids_come_from_newsletter_toml_never_from_host(workspace):  # n
     for base_url in ("https://bulletin.crdbsl.org", None):  # without base_url: ids from the publisher
         ws.config.base_url = base_url
         with serving(create_app(ws, store, TokenSigner(SECRET))) as base:
-            feeds[base_url] = [httpx.get(f"{base}/archive/feed.xml", headers={"Host": host, "X-Forwarded-Proto":
-                               "https"}).content for host in ("bulletin.crdbsl.org", "evil.example")]  # fmt: skip
+            feeds[base_url] = [
+                httpx.get(f"{base}/archive/feed.xml", headers={"Host": host, "X-Forwarded-Proto": "https"}).content
+                for host in ("bulletin.crdbsl.org", "evil.example")
+            ]
     store.close()
     for base_url, (genuine, forged) in feeds.items():
         assert genuine == forged and b"evil" not in forged, base_url
@@ -418,8 +425,9 @@ def test_a_one_click_during_a_send_removes_that_subscriber_from_the_rest_of_it(s
 def test_pages_come_from_templates_the_workspace_may_override(workspace):  # noqa: F811
     override = workspace / "templates" / "pages" / "invalid.html.j2"
     override.parent.mkdir(parents=True)
-    override.write_text('{% extends "base.html.j2" %}{% block main %}<p>Lien expiré ({{ t(message) }})</p>'
-                        "{% endblock %}")  # fmt: skip
+    override.write_text(
+        '{% extends "base.html.j2" %}{% block main %}<p>Lien expiré ({{ t(message) }})</p>{% endblock %}'
+    )
     ws = Workspace.discover(workspace)
     store = open_store(ws)
     with serving(create_app(ws, store, TokenSigner(SECRET))) as base:
@@ -445,8 +453,9 @@ def mailgun_body(recipient: str, token: str, key: str, *, kind: str = "complaine
     event.pop("user-variables", None)
     stamp = str(int(time.time()))
     signature = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
-    return json.dumps({"signature": {"timestamp": stamp, "token": token, "signature": signature},
-                       "event-data": event}).encode()  # fmt: skip
+    return json.dumps(
+        {"signature": {"timestamp": stamp, "token": token, "signature": signature}, "event-data": event}
+    ).encode()
 
 
 def test_one_mailgun_token_is_acted_on_once_even_six_at_once_and_after_a_restart(workspace, monkeypatch):  # noqa: F811
@@ -510,3 +519,59 @@ def test_a_webhook_whose_events_fail_to_apply_leaves_its_token_to_the_retry(data
     assert store.forget_webhook_tokens(now() + keep - dt.timedelta(minutes=1)) == 0
     assert store.forget_webhook_tokens(now() + keep + dt.timedelta(minutes=1)) == 2
     store.close()
+
+
+PACKAGE = Path(__file__).resolve().parent.parent / "newsletter"
+
+
+def imported_modules(file: Path) -> set[str]:
+    """Every module a file imports, at its top or inside a function, by its full name (a `from A import b` counts
+    as A and as A.b, which is how a submodule is imported)."""
+    package = ".".join(file.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the file's package up
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def route_modules() -> dict[str, Path]:
+    """web/'s route modules: each defines routes(site)."""
+    return {
+        f"newsletter.web.{file.stem}": file
+        for file in sorted((PACKAGE / "web").glob("*.py"))
+        if any(
+            isinstance(node, ast.FunctionDef) and node.name == "routes" for node in ast.parse(file.read_bytes()).body
+        )
+    }
+
+
+def test_routes_depend_on_the_site_never_on_the_app_or_each_other():
+    routes = route_modules()
+    assert {"newsletter.web.archive", "newsletter.web.subscribe", "newsletter.web.unsubscribe"} <= set(routes)
+    # newsletter.web itself is the app: its __init__ imports app.py
+    forbidden = {"newsletter.web", "newsletter.web.app", *routes}
+    for name, file in routes.items():
+        assert not imported_modules(file) & (forbidden - {name}), f"{name} imports the app or another route module"
+    # Nor does what they share import them, or the circle is back.
+    for shared in ("site", "common", "writes", "confirmations"):
+        assert not imported_modules(PACKAGE / "web" / f"{shared}.py") & forbidden, f"web/{shared}.py"
+
+
+def test_only_serve_reaches_into_web():
+    """What the CLI and the static archive share with serve (newsletter/pages.py) lives outside web/: outside it,
+    only `newsletter serve` imports the app, and nothing else of web/."""
+    for file in sorted(PACKAGE.rglob("*.py")):
+        if file.parent.name == "web":
+            continue
+        web = {
+            name for name in imported_modules(file) if name == "newsletter.web" or name.startswith("newsletter.web.")
+        }
+        assert web <= {"newsletter.web", "newsletter.web.create_app"}, f"{file.relative_to(PACKAGE)} imports {web}"

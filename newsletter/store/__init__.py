@@ -84,34 +84,12 @@ class Store(Schema, Lists, Signups, Erasure, Ledger):
         return store
 
 
-# Old names: removed when issue 19's branches are merged (use MembershipStatus, DeliveryStatus, CampaignStatus).
-SUBSCRIBED, UNSUBSCRIBED, BOUNCED, COMPLAINED = (
-    MembershipStatus.SUBSCRIBED,
-    MembershipStatus.UNSUBSCRIBED,
-    MembershipStatus.BOUNCED,
-    MembershipStatus.COMPLAINED,
-)
-UNCONFIRMED = MembershipStatus.UNCONFIRMED
-STATUSES = tuple(MembershipStatus)
-PENDING, SENT, FAILED, SKIPPED = (
-    DeliveryStatus.PENDING,
-    DeliveryStatus.SENT,
-    DeliveryStatus.FAILED,
-    DeliveryStatus.SKIPPED,
-)
-SCHEDULED, RUNNING, PAUSED = CampaignStatus.SCHEDULED, CampaignStatus.RUNNING, CampaignStatus.PAUSED
-FINISHED, CANCELLED, EXPIRED = CampaignStatus.FINISHED, CampaignStatus.CANCELLED, CampaignStatus.EXPIRED
-CAMPAIGN_STATUSES = tuple(CampaignStatus)
-# End of the old names.
-
 __all__ = [
-    "CAMPAIGN_STATUSES",
     "CLAIM_LEASE",
     "DEFAULT_DATABASE",
     "LIST_SLUG",
     "MIGRATIONS",
     "SIGNUPS_COUNTED",
-    "STATUSES",
     "TRANSITIONS",
     "AskedSignup",
     "CampaignRow",
@@ -155,19 +133,4 @@ __all__ = [
     "subscribers",
     "suppressions",
     "webhook_tokens",
-    "SUBSCRIBED",
-    "UNSUBSCRIBED",
-    "BOUNCED",
-    "COMPLAINED",
-    "UNCONFIRMED",
-    "PENDING",
-    "SENT",
-    "FAILED",
-    "SKIPPED",
-    "SCHEDULED",
-    "RUNNING",
-    "PAUSED",
-    "FINISHED",
-    "CANCELLED",
-    "EXPIRED",
 ]

@@ -1,4 +1,4 @@
-"""The Starlette app behind `newsletter serve`, and what its groups of routes share (the Site).
+"""The Starlette app behind `newsletter serve`: its groups of routes, each given the Site they share (site.py).
 
 It only routes: tokens are checked by tokens.py, memberships and events written by store.py, issues rendered by
 render.py, webhooks verified and parsed by each provider's module, pages rendered from templates/pages/.
@@ -19,90 +19,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from newsletter.config import CONFIG_FILE, Config, toml_line
 from newsletter.errors import ConfigError
-from newsletter.store import ListRow, Store
+from newsletter.pages import Pages
+from newsletter.store import Store
 from newsletter.tokens import TokenSigner
-from newsletter.transports import Transport, transport_dsn, transport_for
-from newsletter.web.common import BlockLimiter, SecurityHeaders
-from newsletter.web.pages import Pages
-from newsletter.web.writes import GroupWriter
+from newsletter.web import archive, subscribe, unsubscribe, webhooks
+from newsletter.web.common import SecurityHeaders
+from newsletter.web.site import Site
 from newsletter.workspace import Workspace
 
 log = logging.getLogger("newsletter.web")
 STOPPING_WAIT = 30.0  # seconds a stopping server gives its background sends
-
-
-@dataclass
-class Site:
-    """What the routes of one app share."""
-
-    workspace: Workspace
-    store: Store
-    signer: TokenSigner
-    pages: Pages
-    # Refused tokens per address block: past 30 a minute, 429 instead of 400 (genuine clicks are never counted).
-    refusals: BlockLimiter = field(default_factory=lambda: BlockLimiter(limit=30, window=60.0))
-    writer: GroupWriter = field(init=False)
-    # Mail the server sends itself (confirmations), still going when it is told to stop: awaited before it stops.
-    background: set[asyncio.Task] = field(default_factory=set)
-    # Work a running server does now and then, (seconds between, the work): started with the server, each run
-    # finished before it stops.
-    periodic: list[tuple[float, Callable[[], Coroutine]]] = field(default_factory=list)
-    # The lists found, by the name looked up: only names the store holds (a miss is not kept), so a few.
-    lists: dict[str, tuple[float, ListRow]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.writer = GroupWriter(self.store)
-
-    _transport: Transport | None = None
-
-    def transport(self) -> Transport:
-        """The server's transport, for the mail it sends itself (confirmations): NEWSLETTER_TRANSPORT's DSN."""
-        if self._transport is None:
-            self._transport = transport_for(self.workspace, transport_dsn(None))
-        return self._transport
-
-    def in_background(self, work: Coroutine) -> asyncio.Task:
-        task = asyncio.create_task(work)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-        return task
-
-    async def list_named(self, name: str) -> ListRow | None:
-        """The list a token names, from a cache kept a minute (lists are few and rarely change)."""
-        cached = self.lists.get(name)
-        if cached is not None and cached[0] >= time.monotonic():
-            return cached[1]
-        found = await asyncio.to_thread(self.store.lookup_list, name)
-        if found is None:
-            self.lists.pop(name, None)
-        else:
-            self.lists[name] = (time.monotonic() + 60, found)
-        return found
-
-    @property
-    def config(self) -> Config:
-        return self.workspace.config
-
-    @property
-    def lang(self) -> str:
-        return self.config.lang
-
-    def invalid(self, request: Request, message: str = "invalid") -> Response:
-        """The one page for any refused token (429 once this block has been refused too often)."""
-        status = 429 if self.refusals.count(request.client.host if request.client else None) else 400
-        return self.pages.render("invalid.html.j2", self.lang, status, message=message)
 
 
 def links_problem(config: Config) -> str | None:
@@ -122,8 +59,6 @@ def links_problem(config: Config) -> str | None:
 
 def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starlette:
     """The app; ConfigError when newsletter.toml asks for what it cannot do safely (see links_problem)."""
-    from newsletter.web import archive, subscribe, unsubscribe, webhooks
-
     if problem := links_problem(workspace.config):
         raise ConfigError(problem)
     site = Site(workspace, store, signer, Pages(workspace.config, workspace.templates_dir))
@@ -132,20 +67,20 @@ def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starl
         await asyncio.to_thread(store.version)
         return PlainTextResponse("ok")
 
-    routes = [
+    routes: list[BaseRoute] = [
         *unsubscribe.routes(site),
         *subscribe.routes(site),
         *webhooks.routes(site),
         *archive.routes(site),
-        Route("/assets/page.css", lambda request: site.pages.stylesheet()),
+        Route("/assets/page.css", lambda request: site.stylesheet()),
         Route("/healthz", healthz),
     ]
 
     @contextlib.asynccontextmanager
-    async def lifespan(app):
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         stopping = asyncio.Event()
 
-        async def every(seconds: float, work: Callable[[], Coroutine]) -> None:
+        async def every(seconds: float, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
             while not stopping.is_set():
                 try:
                     await work()

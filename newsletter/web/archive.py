@@ -15,7 +15,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from newsletter.archive import WebVersion, feed_document, index_issues, sent_entries, sent_version
-from newsletter.web.app import Site
+from newsletter.web.site import Site
 
 # An email is styled inline: its page allows inline styles, and still runs and loads nothing else.
 ISSUE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; frame-ancestors 'none'"
@@ -39,14 +39,15 @@ def routes(site: Site) -> list[Route]:
 
     async def index(request: Request) -> Response:
         entries = await asyncio.to_thread(sent_entries, store)
-        return site.pages.render("archive.html.j2", site.lang, issues=index_issues(entries, config, site.lang))
+        return site.render("archive.html.j2", site.lang, issues=index_issues(entries, config, site.lang))
 
     async def issue(request: Request) -> Response:
         found = await asyncio.to_thread(archived, request.path_params["slug"])
         if found is None:
             return PlainTextResponse("not found", status_code=404)
-        return HTMLResponse(found.html, headers={"Content-Security-Policy": ISSUE_POLICY,
-                                                 "Cache-Control": "public, max-age=300"})  # fmt: skip
+        return HTMLResponse(
+            found.html, headers={"Content-Security-Policy": ISSUE_POLICY, "Cache-Control": "public, max-age=300"}
+        )
 
     async def image(request: Request) -> Response:
         found = await asyncio.to_thread(archived, request.path_params["slug"])
@@ -62,8 +63,11 @@ def routes(site: Site) -> list[Route]:
         text = found.calendars.get(request.path_params["name"]) if found else None  # only a name the issue has
         if text is None:
             return PlainTextResponse("not found", status_code=404)
-        return Response(text.encode("utf-8"), media_type="text/calendar; charset=utf-8",
-                        headers={"Cache-Control": "public, max-age=300"})  # fmt: skip
+        return Response(
+            text.encode("utf-8"),
+            media_type="text/calendar; charset=utf-8",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
 
     async def feed(request: Request) -> Response:
         url = f"{config.base_url}/archive" if config.base_url else None  # never from Host: ids must not change

@@ -18,10 +18,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from newsletter.message import Notice
+from newsletter.message import Notice, Outgoing
 from newsletter.store import now
 from newsletter.transports import Outcome
-from newsletter.web.app import Site
+from newsletter.web.site import Site
 
 log = logging.getLogger("newsletter.web")
 CONFIRMING_AT_ONCE = 4  # background senders of confirmation emails, each a batch at a time
@@ -88,13 +88,17 @@ class ConfirmationMail:
             log.warning("%d confirmations not sent: %s", len(batch), exc)
             return [(c, RETRY) for c in batch]
         at, base = now(), self.site.config.base_url  # never a request's Host: anyone can write one
-        built, results = [], {}
+        built: list[tuple[Confirmation, Outgoing]] = []
+        results: dict[int, str | None] = {}
         for c in batch:
             token = self.site.signer.sign_confirmation(c.subscriber_id, c.slug, c.request_id, at)
             try:
-                message = self.notice(c.slug).build(c.email, c.name or None,
-                                                    f"{c.subscriber_id}-{c.slug}-{int(at.timestamp())}",
-                                                    {"confirm_url": f"{base}/confirm/{token}"})  # fmt: skip
+                message = self.notice(c.slug).build(
+                    c.email,
+                    c.name or None,
+                    f"{c.subscriber_id}-{c.slug}-{int(at.timestamp())}",
+                    {"confirm_url": f"{base}/confirm/{token}"},
+                )
             except Exception as exc:
                 log.warning("confirmation for %s not sent: %s", c.slug, exc)
                 results[id(c)] = str(exc)
@@ -118,13 +122,15 @@ class ConfirmationMail:
         if not self.site.config.base_url:  # no list open to sign-up (create_app), and nothing to make links with
             return
         at = now()
-        claimed_at, unsent = await asyncio.to_thread(self.store.unsent_confirmations, at - RESEND_WITHIN,
-                                                     at - RESEND_AFTER, set(self.sending))  # fmt: skip
+        claimed_at, unsent = await asyncio.to_thread(
+            self.store.unsent_confirmations, at - RESEND_WITHIN, at - RESEND_AFTER, set(self.sending)
+        )
         if not unsent:
             return
         log.info("sending %d confirmations that had not gone", len(unsent))
-        batch = [Confirmation(u.list_slug, u.list_id, u.subscriber_id, u.request_id, u.email, u.name or "")
-                 for u in unsent]  # fmt: skip
+        batch = [
+            Confirmation(u.list_slug, u.list_id, u.subscriber_id, u.request_id, u.email, u.name or "") for u in unsent
+        ]
         results, size = [], self._max_batch()
         for start in range(0, len(batch), size):
             results += await self._send(batch[start : start + size])

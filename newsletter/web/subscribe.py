@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
@@ -38,10 +39,21 @@ from newsletter.i18n import translate
 from newsletter.message import Notice, parse_mailbox
 from newsletter.render import RenderedIssue
 from newsletter.store import SignupRequest, now
-from newsletter.web.app import Site
-from newsletter.web.common import MAX_ADDRESS, MAX_BODY, BlockLimiter, address_block, header, mask, read_body
+from newsletter.web.common import (
+    MAX_ADDRESS,
+    MAX_BODY,
+    BlockLimiter,
+    address_block,
+    form_fields,
+    header,
+    mask,
+    read_body,
+)
 from newsletter.web.confirmations import RESEND_EVERY, Confirmation, ConfirmationMail
-from newsletter.web.unsubscribe import form_fields
+from newsletter.web.site import Site
+
+if TYPE_CHECKING:
+    from newsletter.store import Connection
 
 log = logging.getLogger("newsletter.web")
 CONFIRM_VALID = dt.timedelta(days=7)
@@ -55,7 +67,7 @@ class OverTheLimit:
 
     def __init__(self, every: float = 60.0):
         self.every = every
-        self.refused, self.blocks = 0, set()
+        self.refused, self.blocks = 0, set[str]()
         self.logged_at, self.waiting = -every, False
 
     def add(self, block: str) -> None:
@@ -71,9 +83,13 @@ class OverTheLimit:
             asyncio.get_running_loop().call_later(wait, self._log)
 
     def _log(self) -> None:
-        log.warning("sign-ups refused over their address block's limit ([serve] signups_per_block) in the last "
-                    "minute: %d, from %d blocks", self.refused, len(self.blocks))  # fmt: skip
-        self.refused, self.blocks = 0, set()
+        log.warning(
+            "sign-ups refused over their address block's limit ([serve] signups_per_block) in the last "
+            "minute: %d, from %d blocks",
+            self.refused,
+            len(self.blocks),
+        )
+        self.refused, self.blocks = 0, set[str]()
         self.logged_at, self.waiting = time.monotonic(), False
 
 
@@ -96,8 +112,9 @@ def routes(site: Site) -> list[Route]:
     @functools.cache  # the configuration is read once per process
     def consent(slug: str) -> str:
         sentence = config.list_settings(slug).consent
-        return sentence or translate(lang(slug), "consent_default", list=title(slug),
-                                     publisher=config.publisher.name or config.name)  # fmt: skip
+        return sentence or translate(
+            lang(slug), "consent_default", list=title(slug), publisher=config.publisher.name or config.name
+        )
 
     @functools.lru_cache(maxsize=4096)
     def host_hash(host: str) -> str:
@@ -117,8 +134,9 @@ def routes(site: Site) -> list[Route]:
         path = request.scope["path"]
         key = (slug, state, path)
         if key not in rendered:
-            page = site.pages.text("subscribe.html.j2", lang(slug), state=state, list=title(slug),
-                                   consent=consent(slug), action=path)  # fmt: skip
+            page = site.pages.text(
+                "subscribe.html.j2", lang(slug), state=state, list=title(slug), consent=consent(slug), action=path
+            )
             rendered[key] = HTMLResponse(page, status_code=status)
         return rendered[key]
 
@@ -131,8 +149,11 @@ def routes(site: Site) -> list[Route]:
     def notice(slug: str) -> Notice:
         """The confirmation email of a list, rendered once: only the link changes from one person to the next."""
         if slug not in notices:
-            values = {"list": title(slug), "publisher": config.publisher.name or config.name,
-                      "postal_address": config.publisher.postal_address or ""}  # fmt: skip
+            values = {
+                "list": title(slug),
+                "publisher": config.publisher.name or config.name,
+                "postal_address": config.publisher.postal_address or "",
+            }
             html = site.pages.text("confirmation.html.j2", lang(slug), **values)
             text = site.pages.text("confirmation.txt.j2", lang(slug), **values)
             subject = translate(lang(slug), "confirm_subject", list=title(slug))
@@ -196,6 +217,7 @@ def routes(site: Site) -> list[Route]:
                 lambda connection: store.ensure_list(slug, config.list_settings(slug).title, connection=connection)
             )
             mailing_list = await site.list_named(slug)
+            assert mailing_list is not None  # created, committed, and found in the store
         asked = await site.writer.signup(SignupRequest(mailing_list.id, address, name or None, detail))
         if asked is not None:
             mail.later(Confirmation(slug, mailing_list.id, asked.subscriber_id, asked.request_id, address, name))
@@ -213,16 +235,21 @@ def routes(site: Site) -> list[Route]:
             address = await asyncio.to_thread(store.confirmable, subscriber_id, mailing_list.id, request_id)
             if address is None:
                 return site.invalid(request, "confirm_invalid")
-            return site.pages.render("confirm.html.j2", lang(slug), state="ask", email=mask(address), list=title(slug))
+            return site.render("confirm.html.j2", lang(slug), state="ask", email=mask(address), list=title(slug))
         if await read_body(request, MAX_BODY) is None:
             return PlainTextResponse("request body too large", status_code=413)
         detail = {"user_agent": header(request, b"user-agent")[:300], "ip_hash": ip_hash(request)}
-        address = await site.writer.run(lambda connection: store.confirm_signup(
-            subscriber_id, mailing_list.id, detail, request_id=request_id, connection=connection))  # fmt: skip
+
+        def confirm(connection: Connection) -> str | None:
+            return store.confirm_signup(
+                subscriber_id, mailing_list.id, detail, request_id=request_id, connection=connection
+            )
+
+        address = await site.writer.run(confirm)
         if address is None:
             return site.invalid(request, "confirm_invalid")
         log.debug("POST /confirm: %s confirmed", slug)
-        return site.pages.render("confirm.html.j2", lang(slug), state="done", email=mask(address), list=title(slug))
+        return site.render("confirm.html.j2", lang(slug), state="done", email=mask(address), list=title(slug))
 
     return [
         Route("/subscribe/{list}", form, methods=["GET"]),

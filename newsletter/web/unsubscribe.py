@@ -13,35 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from urllib.parse import parse_qsl
 
-from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from newsletter.i18n import translate
 from newsletter.store import LIST_SLUG, MembershipStatus, StatusChange
-from newsletter.web.app import Site
-from newsletter.web.common import MAX_BODY, hashed, header, mask, read_body
+from newsletter.web.common import MAX_BODY, form_fields, hashed, header, mask, read_body
+from newsletter.web.site import Site
 
 log = logging.getLogger("newsletter.web")
 LEAVING_FROM = (MembershipStatus.SUBSCRIBED, MembershipStatus.UNCONFIRMED)  # a bounce or a complaint stays what it is
-MAX_FIELDS = 20  # a one-click POST has one field, the page's buttons two, a sign-up form three
-
-
-async def form_fields(request: Request, body: bytes) -> dict[str, str] | None:
-    """A small form's fields; None for what is not one (more than MAX_FIELDS fields, a file, broken multipart),
-    which the routes answer 400. Urlencoded (Gmail's one-click, a page's button, a sign-up) is parsed here:
-    Starlette's form parser costs more than the rest of the request."""
-    try:
-        if header(request, b"content-type").startswith("multipart/form-data"):
-            form = await request.form(max_files=0, max_fields=MAX_FIELDS)
-            return {key: value for key, value in form.items() if isinstance(value, str)}
-        return dict(parse_qsl(body.decode("utf-8", errors="replace"), max_num_fields=MAX_FIELDS))
-    except (HTTPException, MultiPartException, ValueError):  # ValueError: parse_qsl's too many, a bad charset
-        return None
 
 
 def routes(site: Site) -> list[Route]:
@@ -55,10 +38,16 @@ def routes(site: Site) -> list[Route]:
         ]
 
     async def show(state: str, subscriber_id: int, list_id: int, address: str, list_name: str, undo=False) -> Response:
-        return site.pages.render(
-            "unsubscribe.html.j2", site.lang, state=state, undo=undo, email=mask(address), list=list_name,
-            others=await asyncio.to_thread(others, subscriber_id, list_id), publisher=config.publisher.name or "",
-        )  # fmt: skip
+        return site.render(
+            "unsubscribe.html.j2",
+            site.lang,
+            state=state,
+            undo=undo,
+            email=mask(address),
+            list=list_name,
+            others=await asyncio.to_thread(others, subscriber_id, list_id),
+            publisher=config.publisher.name or "",
+        )
 
     async def page(request: Request) -> Response:
         token = request.path_params["token"]
@@ -103,7 +92,8 @@ def routes(site: Site) -> list[Route]:
         target = mailing_list
         if action == "leave":  # another of the person's lists, from the preferences: only one of theirs
             named = fields.get("list", "")
-            theirs = LIST_SLUG.fullmatch(named) and await asyncio.to_thread(store.membership, subscriber_id, named)
+            mine = LIST_SLUG.fullmatch(named)
+            theirs = await asyncio.to_thread(store.membership, subscriber_id, named) if mine else None
             if not theirs:
                 return PlainTextResponse("not one of your lists", status_code=400)
             target = theirs[0]
@@ -120,7 +110,7 @@ def routes(site: Site) -> list[Route]:
             source = "one-click" if one_click else "page"
             change = StatusChange(subscriber_id, target.id, MembershipStatus.UNSUBSCRIBED, LEAVING_FROM, source, detail)
         result = await site.writer.change(change)
-        if not result.found:
+        if not result.found or result.email is None:  # found, it has its address
             log.info("POST /u/%s refused", hashed(token))
             return site.invalid(request)
         name = mailing_list.title(config.name)

@@ -21,8 +21,8 @@ from starlette.routing import Route
 
 from newsletter.store import now
 from newsletter.transports import WEBHOOK_PROVIDERS
-from newsletter.web.app import Site
 from newsletter.web.common import read_body
+from newsletter.web.site import Site
 
 log = logging.getLogger("newsletter.web")
 MAX_WEBHOOK_BODY = 1024 * 1024  # a webhook batch is a few kilobytes

@@ -118,11 +118,15 @@ class GroupWriter:
         )
         signups = [w for w in writes if isinstance(w, SignupRequest)]
         asked = iter(self.store.request_signups(signups, every=SIGNUP_EVERY, connection=connection) if signups else [])
-        return [
-            next(changes) if isinstance(w, StatusChange) else next(asked) if isinstance(w, SignupRequest)
-            else w(connection)
-            for w in writes
-        ]  # fmt: skip
+        results: list[object] = []
+        for write in writes:
+            if isinstance(write, StatusChange):
+                results.append(next(changes))
+            elif isinstance(write, SignupRequest):
+                results.append(next(asked))
+            else:
+                results.append(write(connection))
+        return results
 
     def _alone(self, write) -> object:
         try:

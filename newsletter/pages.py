@@ -1,6 +1,9 @@
-"""The pages `serve` shows, and the sign-up form and confirmation email, rendered from Jinja2 templates in
-templates/pages/ (the workspace's override the package's, as for the email), with one stylesheet at
-/assets/page.css so that no page needs inline style."""
+"""The pages around the email, rendered from the Jinja2 templates in templates/pages/ (the workspace's override the
+package's, as for the email): serve's pages, its sign-up form and confirmation email, `newsletter form`'s snippet
+and the static archive `newsletter archive` writes. One stylesheet (page.css) so that no page needs inline style.
+
+No web framework here: `serve` turns these into responses (web/site.py), the CLI prints or writes them.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import jinja2
-from starlette.responses import HTMLResponse, Response
 
 from newsletter.config import Config
 from newsletter.i18n import translate
@@ -21,8 +23,9 @@ class Pages:
         if templates_dir is not None:
             loaders.append(jinja2.FileSystemLoader(templates_dir / "pages"))
         loaders.append(jinja2.FileSystemLoader(PACKAGE_TEMPLATES / "pages"))
+        loader = jinja2.ChoiceLoader(loaders)
         self.env = jinja2.Environment(
-            loader=jinja2.ChoiceLoader(loaders),
+            loader=loader,
             autoescape=jinja2.select_autoescape(disabled_extensions=("txt.j2",), default=True),
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
@@ -33,15 +36,9 @@ class Pages:
         # Where the pages live below the host, from base_url (https://example.org/bulletin -> /bulletin).
         self.env.globals["root"] = urlsplit(config.base_url or "").path.rstrip("/")
         self.env.globals["newsletter"] = config.name
-        self.css = self.env.loader.get_source(self.env, "page.css")[0]
+        self.css = loader.get_source(self.env, "page.css")[0]
 
-    def text(self, name: str, lang: str, **values) -> str:
+    def text(self, name: str, lang: str, **values: object) -> str:
         """The page rendered; a `root` value replaces base_url's path in the pages' links (`newsletter archive`
         gives "." so that the stylesheet is found relative to the page, from disk or under any prefix)."""
         return self.env.get_template(name).render(lang=lang, **values)
-
-    def render(self, name: str, lang: str, status: int = 200, **values) -> HTMLResponse:
-        return HTMLResponse(self.text(name, lang, **values), status_code=status)
-
-    def stylesheet(self) -> Response:
-        return Response(self.css, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"})

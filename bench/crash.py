@@ -52,11 +52,23 @@ def one_round(members: int, connections: int, kill_after: int) -> tuple[int, int
         folder = workspace(Path(scratch), members, connections)
         sink = SmtpSink(delay=0.005)
         with RunningSmtp(sink) as server:
-            command = [sys.executable, "-m", "newsletter", "send", SLUG, "--list", "bench", "--no-dry-run", "--json",
-                       "--transport", server.dsn(pool=str(connections))]  # fmt: skip
+            command = [
+                sys.executable,
+                "-m",
+                "newsletter",
+                "send",
+                SLUG,
+                "--list",
+                "bench",
+                "--no-dry-run",
+                "--json",
+                "--transport",
+                server.dsn(pool=str(connections)),
+            ]
             environment = {**os.environ, "PYTHONPATH": str(ROOT)}
-            process = subprocess.Popen(command, cwd=folder, env=environment, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)  # fmt: skip
+            process = subprocess.Popen(
+                command, cwd=folder, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             while len(sink.received) < kill_after and process.poll() is None:
                 time.sleep(0.001)
             process.send_signal(signal.SIGKILL)
@@ -75,15 +87,17 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     arguments = parser.parse_args()
-    os.environ.update(NEWSLETTER_SECRET_KEY="bench-secret-key-0123456789abcdef",
-                      NEWSLETTER_ASSET_BASE_URL=ASSET_BASE_URL)  # fmt: skip
+    os.environ.update(
+        NEWSLETTER_SECRET_KEY="bench-secret-key-0123456789abcdef", NEWSLETTER_ASSET_BASE_URL=ASSET_BASE_URL
+    )
     os.environ.pop("NEWSLETTER_DATABASE_URL", None)
     chooser = random.Random(arguments.seed)
     bound = 2 * arguments.connections
     worst = 0
     for number in range(1, arguments.kills + 1):
-        killed_at, twice, missing = one_round(arguments.members, arguments.connections,
-                                              chooser.randint(1, arguments.members - 1))  # fmt: skip
+        killed_at, twice, missing = one_round(
+            arguments.members, arguments.connections, chooser.randint(1, arguments.members - 1)
+        )
         worst = max(worst, twice)
         print(f"round {number:2d}: killed after {killed_at:3d} messages; {twice} sent twice, {missing} missing")
         assert missing == 0 and twice <= bound, "the bound does not hold"

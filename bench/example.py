@@ -17,8 +17,12 @@ def copy_example(folder: Path) -> Path:
     """newsletter.toml (with a real base_url and postal address) and the example issue, copied into folder."""
     toml = (ROOT / "newsletter.toml").read_text(encoding="utf-8")
     toml = toml.replace("https://bulletin.crdbsl.example", "https://bulletin.crdbsl.org")
-    toml = re.sub(r'^postal_address = ".*"$', 'postal_address = "320, rue Saint-Germain Est, Rimouski (Québec)  '
-                  'G5L 1C2"', toml, flags=re.M)  # fmt: skip
+    toml = re.sub(
+        r'^postal_address = ".*"$',
+        'postal_address = "320, rue Saint-Germain Est, Rimouski (Québec)  G5L 1C2"',
+        toml,
+        flags=re.M,
+    )
     (folder / "newsletter.toml").write_text(toml, encoding="utf-8")
     shutil.copytree(ROOT / "issues" / SLUG, folder / "issues" / SLUG)
     return folder

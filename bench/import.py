@@ -125,8 +125,14 @@ def newsletter(folder: Path, *args: str, stdout=subprocess.DEVNULL) -> tuple[flo
     peak_file.unlink(missing_ok=True)
     environment = {**os.environ, "PEAK_FILE": str(peak_file), "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, *args], cwd=folder, env=environment,
-                          stdout=stdout, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_WRAPPER, *args],
+        cwd=folder,
+        env=environment,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     if done.returncode:
         raise SystemExit(f"newsletter {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -134,8 +140,9 @@ def newsletter(folder: Path, *args: str, stdout=subprocess.DEVNULL) -> tuple[flo
 
 
 def reference(csv_file: Path, target: str) -> tuple[int, float, int]:
-    done = subprocess.run([sys.executable, "-c", REFERENCE, str(csv_file), target], capture_output=True, text=True,
-                          check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", REFERENCE, str(csv_file), target], capture_output=True, text=True, check=True
+    )
     rows, seconds, peak = done.stdout.split()
     return int(rows), float(seconds), int(peak)
 
@@ -148,42 +155,84 @@ def measure(engine: str, csv_file: Path, rows: int, url: str | None, reference_t
     print(f"\n== {engine}")
     done, seconds, peak = reference(csv_file, reference_target)
     theirs = done / seconds
-    print(f"reference (email-validator, executemany in transactions of 10,000): {done:,} rows in {seconds:.1f} s "
-          f"= {theirs:,.0f} rows/s, peak {mb(peak)}")  # fmt: skip
+    print(
+        f"reference (email-validator, executemany in transactions of 10,000): {done:,} rows in {seconds:.1f} s "
+        f"= {theirs:,.0f} rows/s, peak {mb(peak)}"
+    )
     with tempfile.TemporaryDirectory() as scratch:
         folder = workspace(Path(scratch))
         if url:
             os.environ["NEWSLETTER_DATABASE_URL"] = url
         try:
-            seconds, peak, out = newsletter(folder, "subscribers", "import", str(csv_file), "--list", "mil", "--json",
-                                            "--rejects", "rejects.csv", stdout=subprocess.PIPE)  # fmt: skip
+            seconds, peak, out = newsletter(
+                folder,
+                "subscribers",
+                "import",
+                str(csv_file),
+                "--list",
+                "mil",
+                "--json",
+                "--rejects",
+                "rejects.csv",
+                stdout=subprocess.PIPE,
+            )
             report = json.loads(out)
             ours = rows / seconds
-            print(f"subscribers import: {rows:,} rows in {seconds:.1f} s = {ours:,.0f} rows/s, peak {mb(peak)}; "
-                  f"{report['added']:,} added, {report['rejected_count']:,} rejected")  # fmt: skip
+            print(
+                f"subscribers import: {rows:,} rows in {seconds:.1f} s = {ours:,.0f} rows/s, peak {mb(peak)}; "
+                f"{report['added']:,} added, {report['rejected_count']:,} rejected"
+            )
             print(f"ratio import / reference: {ours / theirs:.2f}")
-            seconds, peak, out = newsletter(folder, "subscribers", "import", str(csv_file), "--list", "mil", "--json",
-                                            stdout=subprocess.PIPE)  # fmt: skip
+            seconds, peak, out = newsletter(
+                folder, "subscribers", "import", str(csv_file), "--list", "mil", "--json", stdout=subprocess.PIPE
+            )
             again = json.loads(out)
-            print(f"the same import again: {seconds:.1f} s = {rows / seconds:,.0f} rows/s, peak {mb(peak)}; "
-                  f"{again['unchanged']:,} unchanged, {again['added']} added")  # fmt: skip
+            print(
+                f"the same import again: {seconds:.1f} s = {rows / seconds:,.0f} rows/s, peak {mb(peak)}; "
+                f"{again['unchanged']:,} unchanged, {again['added']} added"
+            )
             seconds, peak, _ = newsletter(folder, "subscribers", "export", "--list", "mil")
             print(f"subscribers export > /dev/null: {seconds:.1f} s, peak {mb(peak)}")
             seconds, peak, _ = newsletter(folder, "subscribers", "list", "--list", "mil", "--json")
             print(f"subscribers list --json > /dev/null: {seconds:.1f} s, peak {mb(peak)}")
             offset = report["added"] - 1000
-            seconds, peak, out = newsletter(folder, "subscribers", "list", "--list", "mil", "--json", "--limit", "100",
-                                            "--offset", str(offset), stdout=subprocess.PIPE)  # fmt: skip
-            print(f"subscribers list --json --limit 100 --offset {offset:,}: {len(json.loads(out))} members in "
-                  f"{seconds:.1f} s, peak {mb(peak)}")  # fmt: skip
+            seconds, peak, out = newsletter(
+                folder,
+                "subscribers",
+                "list",
+                "--list",
+                "mil",
+                "--json",
+                "--limit",
+                "100",
+                "--offset",
+                str(offset),
+                stdout=subprocess.PIPE,
+            )
+            print(
+                f"subscribers list --json --limit 100 --offset {offset:,}: {len(json.loads(out))} members in "
+                f"{seconds:.1f} s, peak {mb(peak)}"
+            )
             if send:
                 seconds, peak, _ = newsletter(folder, "send", SLUG, "--list", "mil")
                 print(f"send (dry run): {seconds:.1f} s, peak {mb(peak)}")
-                seconds, peak, out = newsletter(folder, "send", SLUG, "--list", "mil", "--no-dry-run", "--json",
-                                                "--transport", "null://", stdout=subprocess.PIPE)  # fmt: skip
+                seconds, peak, out = newsletter(
+                    folder,
+                    "send",
+                    SLUG,
+                    "--list",
+                    "mil",
+                    "--no-dry-run",
+                    "--json",
+                    "--transport",
+                    "null://",
+                    stdout=subprocess.PIPE,
+                )
                 sent = json.loads(out)["sent"]
-                print(f"send --transport null://: {sent:,} sent in {seconds:.0f} s = {sent / seconds:,.0f} msg/s, "
-                      f"peak {mb(peak)}")  # fmt: skip
+                print(
+                    f"send --transport null://: {sent:,} sent in {seconds:.0f} s = {sent / seconds:,.0f} msg/s, "
+                    f"peak {mb(peak)}"
+                )
                 seconds, peak, _ = newsletter(folder, "status", SLUG, "--list", "mil")
                 print(f"status: {seconds:.1f} s, peak {mb(peak)}")
         finally:

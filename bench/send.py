@@ -83,9 +83,18 @@ def workspace_with_list(folder: Path, count: int) -> Workspace:
             rows = range(start, min(count, start + 50_000))
             connection.execute(
                 subscribers.insert(),
-                [{"id": i + 1, "email": f"abonne{i}@example.org", "email_key": f"abonne{i}@example.org",
-                  "name": f"Abonné·e {i}", "fields": {}, "created_at": at} for i in rows],
-            )  # fmt: skip
+                [
+                    {
+                        "id": i + 1,
+                        "email": f"abonne{i}@example.org",
+                        "email_key": f"abonne{i}@example.org",
+                        "name": f"Abonné·e {i}",
+                        "fields": {},
+                        "created_at": at,
+                    }
+                    for i in rows
+                ],
+            )
             connection.execute(
                 memberships.insert(),
                 [{"subscriber_id": i + 1, "list_id": list_id, "status": subscribed, "updated_at": at} for i in rows],
@@ -103,10 +112,14 @@ def send_through(workspace: Workspace, dsn: str, connections: int) -> tuple[floa
     started = time.perf_counter()
     summary = asyncio.run(
         send(
-            workspace, workspace.root / "issues" / SLUG, "bench", dsn_text=dsn, dry_run=False,
+            workspace,
+            workspace.root / "issues" / SLUG,
+            "bench",
+            dsn_text=dsn,
+            dry_run=False,
             pacing=Pacing(concurrency=connections),
         )
-    )  # fmt: skip
+    )
     return time.perf_counter() - started, summary.counts
 
 
@@ -121,22 +134,38 @@ def measure_smtp(recipients: int, connections: int) -> None:
     try:
         with tempfile.TemporaryDirectory() as folder:
             workspace = workspace_with_list(Path(folder), recipients)
-            seconds, counts = send_through(workspace, f"smtp://127.0.0.1:{port}?tls=none&pool={connections}",
-                                           connections)  # fmt: skip
+            seconds, counts = send_through(
+                workspace, f"smtp://127.0.0.1:{port}?tls=none&pool={connections}", connections
+            )
             size = len(next(iter(build_messages(workspace, 1))))
         ours = counts["sent"] / seconds
         started = time.perf_counter()
         subprocess.run(
-            ["/usr/sbin/smtp-source", "-s", str(connections), "-m", str(recipients), "-l", str(size),
-             "-f", "bulletin@example.org", "-t", "abonne@example.org", f"127.0.0.1:{port}"],
-            check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                "/usr/sbin/smtp-source",
+                "-s",
+                str(connections),
+                "-m",
+                str(recipients),
+                "-l",
+                str(size),
+                "-f",
+                "bulletin@example.org",
+                "-t",
+                "abonne@example.org",
+                f"127.0.0.1:{port}",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         theirs = recipients / (time.perf_counter() - started)
     finally:
         sink.terminate()
         sink.wait()
-    print(f"smtp: {counts['sent']} of {recipients} sent ({counts['failed']} failed) in {seconds:.1f} s "
-          f"= {ours:.0f} msg/s over {connections} connections (messages of {size / 1024:.0f} KB)")  # fmt: skip
+    print(
+        f"smtp: {counts['sent']} of {recipients} sent ({counts['failed']} failed) in {seconds:.1f} s "
+        f"= {ours:.0f} msg/s over {connections} connections (messages of {size / 1024:.0f} KB)"
+    )
     print(f"smtp-source, same sink, {connections} connections, same size: {theirs:.0f} msg/s")
     print(f"ratio newsletter / smtp-source: {ours / theirs:.2f}")
 
@@ -189,14 +218,20 @@ def measure_million(count: int) -> None:
             f"s = asyncio.run(send(w, w.root / 'issues' / '{SLUG}', 'bench', dsn_text='null://', dry_run=False));"
             "print(s.counts['sent'], time.perf_counter() - t, peak_kb())"
         )
-        done = subprocess.run([sys.executable, "-c", code, folder, str(ROOT)], capture_output=True, text=True,
-                              env={**os.environ, "NEWSLETTER_SECRET_KEY": SECRET})  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", code, folder, str(ROOT)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "NEWSLETTER_SECRET_KEY": SECRET},
+        )
         if done.returncode:
             print(done.stderr)
             return
         sent, seconds, peak_kb = done.stdout.split()
-    print(f"null://: {int(sent):,} sent in {float(seconds):.0f} s = {int(sent) / float(seconds):.0f} msg/s "
-          f"(ledger included); peak memory of the sending process {int(peak_kb) / 1024:.0f} MB")  # fmt: skip
+    print(
+        f"null://: {int(sent):,} sent in {float(seconds):.0f} s = {int(sent) / float(seconds):.0f} msg/s "
+        f"(ledger included); peak memory of the sending process {int(peak_kb) / 1024:.0f} MB"
+    )
 
 
 def measure_workers(recipients: int, connections: int, counts: list[int]) -> None:
@@ -222,13 +257,24 @@ def measure_workers(recipients: int, connections: int, counts: list[int]) -> Non
             with tempfile.TemporaryDirectory() as folder:
                 workspace = workspace_with_list(Path(folder), recipients)
                 at = (now() + dt.timedelta(seconds=3)).isoformat()
-                summary = asyncio.run(send(workspace, workspace.root / "issues" / SLUG, "bench", dsn_text="null://",
-                                           dry_run=False, at=at))  # fmt: skip
-                environment = {**os.environ, "NEWSLETTER_TRANSPORT": f"smtp://127.0.0.1:{port}?tls=none&pool={connections}",
-                               "PYTHONPATH": str(ROOT)}  # fmt: skip
-                workers = [subprocess.Popen([sys.executable, "-m", "newsletter", "worker", "--json"], cwd=folder,
-                                            env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-                           for _ in range(count)]  # fmt: skip
+                summary = asyncio.run(
+                    send(workspace, workspace.root / "issues" / SLUG, "bench", dsn_text="null://", dry_run=False, at=at)
+                )
+                environment = {
+                    **os.environ,
+                    "NEWSLETTER_TRANSPORT": f"smtp://127.0.0.1:{port}?tls=none&pool={connections}",
+                    "PYTHONPATH": str(ROOT),
+                }
+                workers = [
+                    subprocess.Popen(
+                        [sys.executable, "-m", "newsletter", "worker", "--json"],
+                        cwd=folder,
+                        env=environment,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL,
+                    )
+                    for _ in range(count)
+                ]
                 store = Store.open(url)
                 while (row := store.campaign(summary.campaign)).status != "finished":
                     time.sleep(0.2)

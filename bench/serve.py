@@ -77,13 +77,19 @@ end
 """
 
 
+QUIET_UVICORN = ("--log-level", "warning", "--no-access-log")
+
+
 def ensure_wrk() -> str | None:
     if found := shutil.which("wrk"):
         return found
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     print("installing Debian's wrk…")
-    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "wrk"], capture_output=True,
-                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})  # fmt: skip
+    subprocess.run(
+        [*sudo, "apt-get", "install", "-y", "-qq", "wrk"],
+        capture_output=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
     return shutil.which("wrk")
 
 
@@ -105,8 +111,10 @@ def run_wrk(port: int, lines: list[str], connections: int, seconds: int) -> tupl
         script.write_text(WRK_SCRIPT % {"paths": paths, "threads": 2})
         done = subprocess.run(
             ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(script), f"http://127.0.0.1:{port}"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", done.stdout).group(1))
     requests = int(re.search(r"(\d+) requests in", done.stdout).group(1))
     non_2xx = int(re.search(r"non2xx=(\d+)", done.stdout).group(1))
@@ -118,9 +126,11 @@ def bare(connections: int, seconds: int) -> float:
         (Path(folder) / "bare.py").write_text(BARE_APP)
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bare:app", "--port", str(port), "--log-level", "warning",
-             "--no-access-log"], cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [sys.executable, "-m", "uvicorn", "bare:app", "--port", str(port), *QUIET_UVICORN],
+            cwd=folder,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             for _ in range(400):
                 try:
@@ -159,8 +169,11 @@ def measure(engine: str, database: str | None, count: int, connections: int, sec
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "newsletter", "serve", "--port", str(port)],
-            cwd=folder, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            cwd=folder,
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_until_up(port)
             click_rate, clicked, click_errors = run_wrk(port, clicks, connections, seconds)
@@ -176,11 +189,17 @@ def measure(engine: str, database: str | None, count: int, connections: int, sec
         os.environ.pop("NEWSLETTER_DATABASE_URL", None)
     clicks_ok, signups_ok = min(clicked, count) - click_errors, min(signed, count) - signup_errors
     return [
-        (f"{engine}: one-click", click_rate,
-         f"{clicks_ok} answered 200 (non-2xx {click_errors}), {recorded} unsubscribes recorded"),
-        (f"{engine}: POST /subscribe", signup_rate,
-         f"{signups_ok} answered 200 (non-2xx {signup_errors}), {pending} sign-ups recorded"),
-    ]  # fmt: skip
+        (
+            f"{engine}: one-click",
+            click_rate,
+            f"{clicks_ok} answered 200 (non-2xx {click_errors}), {recorded} unsubscribes recorded",
+        ),
+        (
+            f"{engine}: POST /subscribe",
+            signup_rate,
+            f"{signups_ok} answered 200 (non-2xx {signup_errors}), {pending} sign-ups recorded",
+        ),
+    ]
 
 
 def main() -> None:
@@ -205,8 +224,11 @@ def main() -> None:
         print(f"postgresql: skipped ({exc})")
     else:
         try:
-            results.append(measure("postgresql", server.new_database(), arguments.subscribers, arguments.connections,
-                                   arguments.seconds))  # fmt: skip
+            results.append(
+                measure(
+                    "postgresql", server.new_database(), arguments.subscribers, arguments.connections, arguments.seconds
+                )
+            )
         finally:
             server.stop()
     after = bare(arguments.connections, arguments.seconds)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # example.py, also when the null:// step imports this file as bench.send
 
 import sqlalchemy as sa  # noqa: E402
 from example import ASSET_BASE_URL, copy_example  # noqa: E402

@@ -1,0 +1,297 @@
+"""The commands that send: send, status, worker, campaigns, and `campaign pause|resume|cancel`."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated, TypeVar
+
+import typer
+
+from newsletter.cli.common import Commands, IssueArg, JsonOpt, ListOpt, print_json
+from newsletter.errors import NewsletterError
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Awaitable, Callable
+
+    from newsletter.sending.send import SendSummary
+    from newsletter.workspace import Workspace
+
+T = TypeVar("T")
+
+
+TRANSPORT_HELP = "Where to send: outbox://DIR, smtp://…, postmark+api://…, … (default outbox://build/outbox)."
+
+
+TransportOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--transport",
+        envvar="NEWSLETTER_TRANSPORT",
+        show_envvar=True,
+        help=TRANSPORT_HELP,
+    ),
+]
+
+
+def send(
+    issue: IssueArg,
+    list_slug: ListOpt,
+    transport: TransportOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run/--no-dry-run", help="Only show what would be sent.")] = True,
+    to: Annotated[
+        str | None, typer.Option(help="Send one test message, subject prefixed [TEST], to this address.")
+    ] = None,
+    new_campaign: Annotated[
+        bool, typer.Option("--new-campaign", help="Start a new campaign for a changed issue.")
+    ] = False,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help='Schedule it instead: "2027-02-10 09:00" (in newsletter.toml\'s timezone) or ISO 8601 with an '
+            "offset; `newsletter worker` sends it then."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send an issue to a list. A dry run by default; run it again to resume an interrupted send.
+
+    Safe to run twice at once, here or on another host sharing the database: both work on one campaign and
+    nobody gets it twice.
+    """
+    import asyncio
+
+    from newsletter.progress import ProgressLine
+    from newsletter.sending.send import send as send_issue
+    from newsletter.transports import transport_dsn
+    from newsletter.workspace import Workspace
+
+    workspace, folder = Workspace.for_issue(issue)
+    # A terminal gets the counts; a log only why it waits. The stream of this call, not progress.py's default, the
+    # one at its import (imported here, that may be a test's CliRunner's of an earlier call).
+    progress = None if as_json else ProgressLine(sys.stderr)
+    dsn = transport_dsn(transport)
+
+    def sending(stop: asyncio.Event):
+        return send_issue(
+            workspace,
+            folder,
+            list_slug,
+            dsn_text=dsn,
+            dry_run=dry_run,
+            to=to,
+            new_campaign=new_campaign,
+            at=at,
+            stop=stop,
+            progress=progress,
+        )
+
+    summary = asyncio.run(_until_stopped(sending, "run the same command again to resume"))
+    if progress is not None:
+        progress.close()
+    if as_json:
+        print_json(summary.to_json())
+    else:
+        _show_send(summary, workspace)
+    if not summary.dry_run and not summary.ok:
+        raise typer.Exit(1)
+
+
+async def _until_stopped(start: Callable[[asyncio.Event], Awaitable[T]], resume_hint: str) -> T:
+    """Run start(stop); the first Ctrl-C or SIGTERM stops taking new batches, the second abandons those in flight."""
+    import asyncio
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None  # asyncio.run's
+
+    def interrupt() -> None:
+        if stop.is_set():
+            task.cancel()
+            return
+        stop.set()
+        typer.echo("\nstopping after the batches in flight (Ctrl-C again to abandon them)…", err=True)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, interrupt)
+    try:
+        return await start(stop)
+    except asyncio.CancelledError:
+        raise NewsletterError(f"abandoned the batches in flight; {resume_hint}") from None
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def _show_send(summary: SendSummary, workspace: Workspace) -> None:
+    from newsletter.store import CampaignStatus
+
+    if summary.dry_run:
+        if summary.sample:
+            typer.echo(summary.sample)
+            typer.echo("-" * 72)
+        first = ", ".join(summary.recipients) + (" …" if summary.audience > len(summary.recipients) else "")
+        typer.echo(
+            f"dry run: would send to {summary.audience} recipient{'s' if summary.audience != 1 else ''} "
+            f"through {summary.transport}" + (f": {first}" if first else "")
+        )
+        for refusal in summary.refusals:
+            where = ":".join(str(refusal[k]) for k in ("file", "line") if refusal.get(k))
+            typer.echo(f"a real send would refuse {where}: {refusal['message']}", err=True)
+        typer.echo("nothing was sent; add --no-dry-run to send")
+        return
+    if summary.status == CampaignStatus.SCHEDULED:
+        typer.echo(f"campaign {summary.campaign}: {summary.note}")
+        return
+    counts = summary.counts
+    for address, reason in summary.failures:
+        typer.echo(f"failed: {address}: {reason}", err=True)
+    where = f"campaign {summary.campaign}, " if summary.campaign else ""
+    typer.echo(
+        f"{where}{summary.transport}: {counts.get('sent', 0)} sent, {counts.get('failed', 0)} failed, "
+        f"{counts.get('skipped', 0)} skipped, {counts.get('pending', 0)} pending"
+    )
+    if summary.status in (CampaignStatus.PAUSED, CampaignStatus.CANCELLED):
+        typer.echo(f"{summary.note}; `newsletter campaigns` shows where it stands", err=True)
+    elif counts.get("pending"):
+        typer.echo("some messages are still pending: run the same command again to resume", err=True)
+
+
+def status(issue: IssueArg, list_slug: ListOpt, as_json: JsonOpt = False) -> None:
+    """Show a campaign's progress: sent, pending, failed, skipped."""
+    from newsletter.sending.send import campaign_status
+    from newsletter.store import CampaignStatus
+    from newsletter.workspace import Workspace
+
+    workspace, folder = Workspace.for_issue(issue)
+    summary = campaign_status(workspace, folder.name, list_slug)
+    if as_json:
+        print_json(summary.to_json())
+        return
+    if summary.campaign is None:
+        typer.echo(f"{folder.name} was never sent to {list_slug}")
+        return
+    if summary.status != CampaignStatus.SCHEDULED:
+        _show_send(summary, workspace)
+    typer.echo(f"campaign {summary.campaign}: {summary.status}, {summary.note}")
+
+
+def worker(
+    transport: TransportOpt = None,
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Send what is due now, then exit (for cron or CI).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send every campaign that is due or running, beside any other worker or send, until stopped (SIGTERM).
+
+    Starts scheduled campaigns at their time; needs NEWSLETTER_SECRET_KEY for any transport but outbox:// and null://.
+    """
+    import asyncio
+
+    from newsletter.sending.worker import WorkerReport, work
+    from newsletter.transports import transport_dsn
+    from newsletter.workspace import Workspace
+
+    workspace = Workspace.discover()
+    dsn = transport_dsn(transport)
+    report = WorkerReport()
+
+    def working(stop: asyncio.Event):
+        log = (lambda line: None) if as_json else (lambda line: typer.echo(line, err=True))
+        return work(workspace, dsn, until_idle=until_idle, stop=stop, log=log)
+
+    try:
+        report = asyncio.run(_until_stopped(working, "their messages go out with the next run"))
+    finally:
+        if as_json:
+            print_json(report.to_json())
+    if not as_json:
+        typer.echo(f"worker: {report.sent} sent, {report.failed} failed, campaigns {report.campaigns or 'none'}")
+
+
+def _campaign_json(row, list_slug: str, counts: dict[str, int]) -> dict:
+    return {
+        "id": row.id,
+        "issue": row.issue_slug,
+        "list": list_slug,
+        "status": row.status,
+        "scheduled_at": row.scheduled_at.isoformat() if row.scheduled_at else None,
+        **{key: counts.get(key, 0) for key in ("sent", "pending", "failed", "skipped")},
+    }
+
+
+def campaigns(
+    list_slug: Annotated[str | None, typer.Option("--list", help="Only this list's campaigns.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every campaign, newest first: id, issue, list, status, when scheduled, and sent/pending/failed/skipped."""
+    from newsletter.sending.send import shown
+    from newsletter.sending.wiring import open_store
+    from newsletter.workspace import Workspace
+
+    workspace = Workspace.discover()
+    store = open_store(workspace)
+    try:
+        store.expire_overdue()  # shown as expired: campaign_list only reads
+        found = store.campaign_list(store.list_id(list_slug) if list_slug else None)
+    finally:
+        store.close()
+    if as_json:
+        print_json({"campaigns": [_campaign_json(*item) for item in found]})
+        return
+    zone = workspace.config.zone
+    for row, slug, counts in found:
+        when = f" for {shown(row.scheduled_at, zone)}" if row.scheduled_at else ""
+        typer.echo(
+            f"{row.id}\t{row.issue_slug} → {slug}\t{row.status}{when}\t{counts['sent']} sent, "
+            f"{counts['pending']} pending, {counts['failed']} failed, {counts['skipped']} skipped"
+        )
+    if not found:
+        typer.echo("no campaigns yet", err=True)
+
+
+campaign_app = typer.Typer(
+    cls=Commands, no_args_is_help=True, rich_markup_mode=None, help="Pause, resume or cancel a campaign."
+)
+
+
+CampaignArg = Annotated[int, typer.Argument(help="The campaign's id (see `newsletter campaigns`).")]
+
+
+def _control(campaign_id: int, action: str, as_json: bool) -> None:
+    from newsletter.sending.send import change_campaign
+    from newsletter.sending.wiring import open_store
+    from newsletter.workspace import Workspace
+
+    store = open_store(Workspace.discover())
+    try:
+        row = change_campaign(store, campaign_id, action)
+        store.expire_overdue()  # shown as expired: campaign_list only reads
+        found = next(item for item in store.campaign_list(row.list_id) if item[0].id == campaign_id)
+    finally:
+        store.close()
+    if as_json:
+        print_json(_campaign_json(*found))
+    else:
+        typer.echo(f"campaign {campaign_id}: {found[0].status}")
+
+
+@campaign_app.command("pause")
+def campaign_pause(campaign_id: CampaignArg, as_json: JsonOpt = False) -> None:
+    """Stop every sender, on every host: at most the message in flight and the next go on each SMTP connection."""
+    _control(campaign_id, "pause", as_json)
+
+
+@campaign_app.command("resume")
+def campaign_resume(campaign_id: CampaignArg, as_json: JsonOpt = False) -> None:
+    """Let senders go on with a paused campaign (a running `worker` picks it up; or run `send` again)."""
+    _control(campaign_id, "resume", as_json)
+
+
+@campaign_app.command("cancel")
+def campaign_cancel(campaign_id: CampaignArg, as_json: JsonOpt = False) -> None:
+    """End a campaign for good: what is still pending is never sent."""
+    _control(campaign_id, "cancel", as_json)

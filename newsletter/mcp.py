@@ -2,7 +2,7 @@
 
 Every tool calls the library functions the CLI calls and answers with the JSON the CLI prints with `--json`; the
 rules an agent works under (slugs only, writes only inside issues/<slug>/, no send without a dry run's
-confirmation code) live in `newsletter.agent`. No logic of its own, like `cli.py`.
+confirmation code) live in `newsletter.agent`. No logic of its own, like `cli/`.
 
 stdout carries only the protocol: the SDK's stdio transport points file descriptor 1 at stderr while it serves, so
 whatever a tool's work prints (a browser, a library) lands in the host's log. A NewsletterError becomes a tool

@@ -96,7 +96,6 @@ PROVIDERS: dict[str, Provider] = {
     )
 }
 WEBHOOK_PROVIDERS: dict[str, Provider] = {p.name: p for p in PROVIDERS.values() if p.webhooks is not None}
-TRANSPORTS: dict[str, str] = {scheme: provider.transport for scheme, provider in PROVIDERS.items()}
 
 
 def transport_from_dsn(text: str, *, root: Path | None = None, **context: object) -> Transport:

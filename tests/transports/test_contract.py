@@ -18,7 +18,7 @@ import respx
 from smtp_server import RunningSmtp, SmtpSink
 
 from newsletter.message import Recipient
-from newsletter.transports import TRANSPORTS, transport_from_dsn
+from newsletter.transports import PROVIDERS, transport_from_dsn
 from newsletter.transports._http import ApiTransport
 from newsletter.transports.base import Dsn, Outcome, TransportError, redact
 
@@ -84,7 +84,7 @@ def test_null_discards_but_builds(messages):
 )
 def test_every_scheme_makes_its_transport_and_never_shows_a_secret(dsn, scheme, shown, tmp_path):
     transport = transport_from_dsn(dsn, root=tmp_path)
-    assert transport.scheme == scheme and scheme in TRANSPORTS
+    assert transport.scheme == scheme and scheme in PROVIDERS
     assert "SECRET" not in str(transport) and "secret" not in str(transport)
     assert "SECRET" not in repr(Dsn.parse(dsn)) and "secret" not in redact(dsn).split("@")[0].replace("user:", "")
     if shown:

@@ -14,6 +14,7 @@ that runs it:
 - erasure.py: a person's data and its erasure (suppressions); the providers' reports and webhook tokens.
 - campaigns.py: campaigns, and TRANSITIONS, the one table of allowed status changes.
 - ledger.py: the deliveries ledger as a leased work queue (claim, renew, release, record, reserve, counts).
+- approvals.py: a person's approval of a campaign: requests, single-use decisions, the campaign's events.
 
 Store, below, is all of them in one object: `store.claim(...)`, `store.subscribe(...)`.
 
@@ -31,6 +32,7 @@ from sqlalchemy.engine import Connection
 
 from newsletter.errors import NewsletterError
 from newsletter.slugs import LIST_SLUG, slugify
+from newsletter.store.approvals import ApprovalRequest, Approvals, CampaignEvent, DecisionResult
 from newsletter.store.campaigns import TRANSITIONS, CampaignRow, Campaigns, allowed_from
 from newsletter.store.engine import DEFAULT_DATABASE, create_engine, database_url, engine_name, now
 from newsletter.store.erasure import Erasure
@@ -40,6 +42,8 @@ from newsletter.store.schema import (
     MIGRATIONS,
     Schema,
     address_hash,
+    approval_requests,
+    campaign_events,
     campaign_sends,
     campaigns,
     deliveries,
@@ -65,7 +69,7 @@ from newsletter.store.statuses import CampaignStatus, DeliveryStatus, Membership
 from newsletter.store.subscribers import ChangeResult, Member, StatusChange, Subscribers, Subscription
 
 
-class Store(Schema, Lists, Signups, Erasure, Ledger):
+class Store(Schema, Lists, Signups, Erasure, Ledger, Approvals):
     """Every part of the store over one engine (see the module's docstring for how its methods are called)."""
 
     @classmethod
@@ -91,12 +95,16 @@ __all__ = [
     "MIGRATIONS",
     "SIGNUPS_COUNTED",
     "TRANSITIONS",
+    "ApprovalRequest",
+    "Approvals",
     "AskedSignup",
+    "CampaignEvent",
     "CampaignRow",
     "CampaignStatus",
     "Campaigns",
     "ChangeResult",
     "Connection",
+    "DecisionResult",
     "Delivery",
     "DeliveryStatus",
     "Erasure",
@@ -117,6 +125,8 @@ __all__ = [
     "UnsentConfirmation",
     "address_hash",
     "allowed_from",
+    "approval_requests",
+    "campaign_events",
     "campaign_sends",
     "campaigns",
     "database_url",

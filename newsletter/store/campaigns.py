@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from newsletter.store.engine import StoreBase, _aware, now
-from newsletter.store.schema import campaigns, deliveries, lists, memberships
+from newsletter.store.schema import approval_requests, campaigns, deliveries, lists, memberships
 from newsletter.store.statuses import CampaignStatus, DeliveryStatus, MembershipStatus, delivery_counts
 
 
@@ -50,8 +50,20 @@ TRANSITIONS: dict[tuple[CampaignStatus | None, CampaignStatus], str] = {
     (CampaignStatus.RUNNING, CampaignStatus.CANCELLED): "cancel",
     (CampaignStatus.SCHEDULED, CampaignStatus.CANCELLED): "cancel",
     (CampaignStatus.PAUSED, CampaignStatus.CANCELLED): "cancel",
+    # A person's approval (approvals.py): frozen, no audience until it is approved and starts.
+    (None, CampaignStatus.AWAITING_APPROVAL): "request",
+    (CampaignStatus.AWAITING_APPROVAL, CampaignStatus.SCHEDULED): "approve",  # its time is still to come
+    (CampaignStatus.AWAITING_APPROVAL, CampaignStatus.RUNNING): "approve",  # its audience fixed then
+    (CampaignStatus.AWAITING_APPROVAL, CampaignStatus.DECLINED): "decline",
+    (CampaignStatus.AWAITING_APPROVAL, CampaignStatus.CANCELLED): "cancel",
+    (CampaignStatus.AWAITING_APPROVAL, CampaignStatus.EXPIRED): "expire",  # the requests lapsed, or its time passed
 }
-FINAL = (CampaignStatus.FINISHED, CampaignStatus.CANCELLED, CampaignStatus.EXPIRED)  # finished_at is set
+FINAL = (  # finished_at is set
+    CampaignStatus.FINISHED,
+    CampaignStatus.CANCELLED,
+    CampaignStatus.EXPIRED,
+    CampaignStatus.DECLINED,
+)
 
 
 def allowed_from(to: str, action: str) -> tuple[CampaignStatus, ...]:
@@ -129,13 +141,19 @@ class Campaigns(StoreBase):
         *,
         scheduled_at: dt.datetime | None = None,
         expires_at: dt.datetime | None = None,
+        awaiting_approval: bool = False,
         connection: Connection | None = None,
     ) -> int:
         """A new campaign, its id: scheduled (its audience fixed when it starts), or running with its ledger at
-        once (a pending row for every member subscribed now)."""
+        once (a pending row for every member subscribed now). awaiting_approval: neither, until a person approves
+        it (approvals.py): its content frozen now, its audience fixed when it starts, as a scheduled one's."""
         at = now()
-        status = CampaignStatus.SCHEDULED if scheduled_at else CampaignStatus.RUNNING
-        assert TRANSITIONS.get((None, status)) == "create"
+        if awaiting_approval:
+            status, action = CampaignStatus.AWAITING_APPROVAL, "request"
+        else:
+            status, action = (CampaignStatus.SCHEDULED if scheduled_at else CampaignStatus.RUNNING), "create"
+        assert TRANSITIONS.get((None, status)) == action
+        starts_now = status == CampaignStatus.RUNNING
         with self._writing(connection) as writing:
             campaign_id = writing.execute(
                 campaigns.insert()
@@ -149,11 +167,11 @@ class Campaigns(StoreBase):
                     status=status,
                     scheduled_at=scheduled_at,
                     expires_at=expires_at,
-                    started_at=None if scheduled_at else at,
+                    started_at=at if starts_now else None,
                 )
                 .returning(campaigns.c.id)
             ).scalar_one()
-            if scheduled_at is None:
+            if starts_now:
                 self._fix_audience(writing, campaign_id, list_id, at)
         return campaign_id
 
@@ -182,7 +200,8 @@ class Campaigns(StoreBase):
             )
 
     def expire_overdue(self, at: dt.datetime | None = None, *, connection: Connection | None = None) -> list[int]:
-        """Scheduled campaigns that nobody started before expires_at become expired, never to be sent.
+        """Scheduled campaigns that nobody started before expires_at become expired, never to be sent; and so do
+        those awaiting approval past their expires_at, or whose every approval request has lapsed.
 
         The reads that show campaigns (campaign_list, latest_campaign) never do this themselves: a command that
         shows them calls it first, so that what it shows is current."""
@@ -190,8 +209,20 @@ class Campaigns(StoreBase):
         overdue = _move(CampaignStatus.EXPIRED, "expire", at).where(
             campaigns.c.expires_at.is_not(None), campaigns.c.expires_at <= at
         )
+        # Asked, and no request is still open: nobody can approve it any more. (One made awaiting approval and not
+        # asked yet waits for its requests.)
+        asked = sa.exists().where(approval_requests.c.campaign_id == campaigns.c.id)
+        still_open = sa.exists().where(
+            approval_requests.c.campaign_id == campaigns.c.id,
+            approval_requests.c.used_at.is_(None),
+            approval_requests.c.expires_at > at,
+        )
+        lapsed = _move(CampaignStatus.EXPIRED, "expire", at).where(
+            campaigns.c.status == CampaignStatus.AWAITING_APPROVAL, asked, ~still_open
+        )
         with self._writing(connection) as writing:
-            return list(writing.execute(overdue.returning(campaigns.c.id)).scalars())
+            expired = list(writing.execute(overdue.returning(campaigns.c.id)).scalars())
+            return expired + list(writing.execute(lapsed.returning(campaigns.c.id)).scalars())
 
     def start_due(self, at: dt.datetime | None = None, *, connection: Connection | None = None) -> list[int]:
         """Start every scheduled campaign whose time has come: running, its audience fixed, in one transaction each

@@ -89,11 +89,12 @@ campaigns = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     # Added by migration 3: the campaign as a unit of work that any sender on any host can pick up.
-    sa.Column("status", sa.String(16), nullable=False, server_default=CampaignStatus.RUNNING.value),
+    # 32 since migration 7 ("awaiting-approval" is 17 characters).
+    sa.Column("status", sa.String(32), nullable=False, server_default=CampaignStatus.RUNNING.value),
     sa.Column("scheduled_at", sa.DateTime(timezone=True)),  # not sent before; None: at once
     sa.Column("expires_at", sa.DateTime(timezone=True)),  # never started after (scheduled_at + max_lateness)
     sa.Column("started_at", sa.DateTime(timezone=True)),  # when its audience was fixed
-    sa.Column("content", sa.JSON),  # the rendered issue and what every message shares (CampaignContent)
+    sa.Column("content", sa.JSON),  # the rendered issue and what every message shares (sending.frozen.FrozenCampaign)
     sa.Column("next_send_at", sa.DateTime(timezone=True)),  # the campaign-wide rate limit: the next free slot
     sa.Index("campaigns_by_issue", "issue_slug", "list_id"),
     sa.Index("campaigns_by_status", "status"),
@@ -141,6 +142,38 @@ webhook_tokens = sa.Table(  # the signed tokens of the provider webhooks acted o
     sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("kept_until", sa.DateTime(timezone=True), nullable=False),  # the provider refuses it by its age after
     sa.Index("webhook_tokens_by_time", "kept_until"),
+)
+
+
+approval_requests = sa.Table(  # one row per approver asked to approve a campaign awaiting approval (approvals.py)
+    "approval_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id"), nullable=False),
+    sa.Column("approver", sa.String(320), nullable=False),  # the address asked
+    sa.Column("requested_by", sa.Text, nullable=False),  # who asked, as the caller says it ("agent via MCP")
+    sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("required", sa.Integer, nullable=False),  # approvals by distinct approvers that approve the campaign
+    sa.Column("nonce_hash", sa.String(64), nullable=False),  # SHA-256 of the nonce the approval link carries
+    sa.Column("content_digest", sa.String(128), nullable=False),  # the frozen content and audience it is bound to
+    sa.Column("used_at", sa.DateTime(timezone=True)),
+    sa.Column("decision", sa.String(16)),  # approved, declined; None until used
+    sa.Column("decided_by", sa.Text),
+    sa.Column("comment", sa.Text),
+    sa.Index("approval_requests_by_campaign", "campaign_id"),
+)
+
+
+campaign_events = sa.Table(  # what happened to a campaign, and who did it: approval requests, views, decisions
+    "campaign_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id"), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("detail", sa.JSON, nullable=False, default=dict),  # who, a keyed hash of their IP, a comment
+    sa.Index("campaign_events_by_campaign", "campaign_id", "at"),
 )
 
 
@@ -207,6 +240,14 @@ def _migration_6(connection: Connection) -> None:
     metadata.create_all(connection, tables=[webhook_tokens])
 
 
+def _migration_7(connection: Connection) -> None:
+    """A person's approval of a campaign: its status widened for "awaiting-approval" (PostgreSQL enforces the
+    length, SQLite does not), the approval requests and the campaign events."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("ALTER TABLE campaigns ALTER COLUMN status TYPE VARCHAR(32)")
+    metadata.create_all(connection, tables=[approval_requests, campaign_events])
+
+
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _migration_1),
     (2, _migration_2),
@@ -214,6 +255,7 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (4, _migration_4),
     (5, _migration_5),
     (6, _migration_6),
+    (7, _migration_7),
 ]
 
 

@@ -38,6 +38,8 @@ class CampaignStatus(enum.StrEnum):
     FINISHED = "finished"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
+    AWAITING_APPROVAL = "awaiting-approval"  # frozen, no audience yet: a person must approve it first (approvals.py)
+    DECLINED = "declined"  # a person declined it: never sent
 
 
 def delivery_counts(found: dict[str, int]) -> dict[str, int]:

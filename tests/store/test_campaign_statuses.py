@@ -32,16 +32,26 @@ def store(database_url):
 def test_the_statuses_keep_the_strings_the_schema_and_json_have():
     assert [str(s) for s in MembershipStatus] == ["subscribed", "pending", "unsubscribed", "bounced", "complained"]
     assert [str(s) for s in DeliveryStatus] == ["pending", "sent", "failed", "skipped"]
-    assert [str(s) for s in CampaignStatus] == ["scheduled", "running", "paused", "finished", "cancelled", "expired"]
+    assert [str(s) for s in CampaignStatus] == [
+        "scheduled",
+        "running",
+        "paused",
+        "finished",
+        "cancelled",
+        "expired",
+        "awaiting-approval",
+        "declined",
+    ]
 
 
 def test_the_table_allows_what_pause_resume_and_cancel_always_allowed():
     running, scheduled, paused = CampaignStatus.RUNNING, CampaignStatus.SCHEDULED, CampaignStatus.PAUSED
     assert set(allowed_from(paused, "pause")) == {running, scheduled}
     assert allowed_from(running, "resume") == allowed_from(scheduled, "resume") == (paused,)
-    assert set(allowed_from(CampaignStatus.CANCELLED, "cancel")) == {running, scheduled, paused}
+    awaiting = CampaignStatus.AWAITING_APPROVAL
+    assert set(allowed_from(CampaignStatus.CANCELLED, "cancel")) == {running, scheduled, paused, awaiting}
     assert allowed_from(running, "start") == (scheduled,) and allowed_from(running, "resume") != (scheduled,)
-    finals = (CampaignStatus.FINISHED, CampaignStatus.CANCELLED, CampaignStatus.EXPIRED)
+    finals = (CampaignStatus.FINISHED, CampaignStatus.CANCELLED, CampaignStatus.EXPIRED, CampaignStatus.DECLINED)
     assert not [before for before, _ in TRANSITIONS if before in finals]  # a final status never changes again
 
 

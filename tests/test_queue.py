@@ -224,3 +224,21 @@ def test_the_campaign_rate_holds_for_two_workers_together(workspace):  # noqa: F
     assert arrivals[-1] - arrivals[0] >= 2.0
     busiest = max(sum(1 for t in arrivals if first <= t < first + 2) for first in arrivals)
     assert busiest <= 2 * 10 + 10  # two seconds' worth, and one booking of 10 that straddles the window
+
+
+def test_the_worker_never_sends_a_campaign_awaiting_approval(workspace):
+    """The worker reads only statuses: one awaiting approval is neither started nor sent (issue 20)."""
+    import asyncio
+
+    from newsletter.sending.worker import work
+    from newsletter.store import CampaignStatus
+
+    add_members(workspace, 3)
+    store = store_of(workspace)
+    list_id = store.list_id("alliances")
+    campaign_id = store.create_campaign(list_id, "issue", "hash", "Sujet", {}, awaiting_approval=True)
+    with RunningSmtp(SmtpSink()) as server:
+        report = asyncio.run(work(Workspace.discover(workspace), server.dsn(), until_idle=True))
+        assert report.sent == 0 and report.campaigns == [] and server.sink.received == []
+    assert store.campaign(campaign_id).status == CampaignStatus.AWAITING_APPROVAL
+    store.close()

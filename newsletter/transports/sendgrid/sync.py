@@ -162,11 +162,8 @@ class SendgridSuppressions(ApiTransport):
                     events, next_offset = parse_suppressions(body, list_name, offset=offset, limit=limit)
                 except ValueError as error:
                     raise TransportError(f"SendGrid's answer could not be read: {error}") from None
-                for event in events:
-                    key = (event.kind, event.email.lower())
-                    if key not in seen:
-                        seen.add(key)
-                        yield event
+                for event in _not_seen(events, seen):
+                    yield event
                 previous, offset = body, next_offset
         if self.group_id is not None:
             path = GROUP_SUPPRESSIONS_PATH.format(group_id=self.group_id)
@@ -175,11 +172,8 @@ class SendgridSuppressions(ApiTransport):
                 events = parse_group_suppressions(body, self.group_id)
             except ValueError as error:
                 raise TransportError(f"SendGrid's answer could not be read: {error}") from None
-            for event in events:
-                key = (event.kind, event.email.lower())
-                if key not in seen:
-                    seen.add(key)
-                    yield event
+            for event in _not_seen(events, seen):
+                yield event
 
     async def _suppression_page(self, path: str, limit: int, offset: int) -> bytes:
         """The body of one page (2xx), after up to READ_RETRY.attempts tries on 429, 5xx and dropped connections."""
@@ -228,3 +222,14 @@ class SendgridSuppressions(ApiTransport):
                 f"SendGrid answered {problem} to {request} and asks to wait {wait:.0f} s; {again}"
             ),
         )
+
+
+def _not_seen(events: list[DeliveryEvent], seen: set[tuple[str, str]]) -> list[DeliveryEvent]:
+    """The events not yielded before: an address with the same kind on two lists (or a list and the group) goes once."""
+    fresh = []
+    for event in events:
+        key = (event.kind, event.email.lower())
+        if key not in seen:
+            seen.add(key)
+            fresh.append(event)
+    return fresh

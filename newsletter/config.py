@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from newsletter.errors import ConfigError, Diagnostic
 from newsletter.i18n import LANGUAGES
@@ -165,6 +165,39 @@ class Serve(_Table):
     )
 
 
+class Approval(_Table):
+    approvers: list[str] = Field(
+        default_factory=list,
+        description="Who must approve a send or a schedule made through the MCP server (and `send --no-dry-run` "
+        'without --no-approval), by address: ["direction@example.org"]. Empty: no approval.',
+    )
+    required: int = Field(1, ge=1, description="How many of the approvers must approve; one decline declines.")
+    expires: Duration = Field("48h", description='How long an approval request stays valid ("48h", "7d").')
+
+    @field_validator("approvers")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        from newsletter.addresses import normalize_address
+
+        checked = []
+        for text in value:
+            try:
+                checked.append(normalize_address(text))
+            except ValueError as exc:
+                raise ValueError(f"'{text}' is not an email address ({exc})") from None
+        return list(dict.fromkeys(checked))
+
+    @model_validator(mode="after")
+    def _enough(self) -> Approval:
+        if self.approvers and self.required > len(self.approvers):
+            raise ValueError(f"required = {self.required} but only {len(self.approvers)} approvers are listed")
+        return self
+
+    @property
+    def lifetime(self) -> dt.timedelta:
+        return dt.timedelta(seconds=parse_duration(self.expires))
+
+
 class Config(_Table):
     name: str = Field("Newsletter", description="The newsletter's name (archive title, List-Id label).")
     lang: str = Field("fr", description=f"Default language of new issues: one of {', '.join(LANGUAGES)}.")
@@ -192,6 +225,7 @@ class Config(_Table):
     sending: Sending = Field(default_factory=Sending)
     dkim: Dkim = Field(default_factory=Dkim)
     serve: Serve = Field(default_factory=Serve)
+    approval: Approval = Field(default_factory=Approval)
     lists: dict[str, ListSettings] = Field(
         default_factory=dict, description="Per list, by slug: [lists.alliances] subscribe = true, title, lang, consent."
     )

@@ -2,7 +2,9 @@
 links carry one; a sign-up's confirmation link another kind (its own MAC domain), which also says when it was
 issued (it expires) and which sign-up request it confirms (its event's id: the store lets a link confirm its own
 request only, and never after the membership changed since). Confirmation links made before they named their
-request (subscriber, minute, list) still verify, with no request: the store takes them for the latest one.
+request (subscriber, minute, list) still verify, with no request: the store takes them for the latest one. An
+approver's link (a third domain) names an approval request, its campaign, the content it asks about and the
+request's nonce.
 
 token = base64url("<subscriber id>.<list slug>") "." base64url(first 16 bytes of HMAC-SHA256(key, payload))
 
@@ -33,11 +35,26 @@ from newsletter.errors import ConfigError
 
 _DOMAIN = b"newsletter-unsubscribe-v1:"  # separates these MACs from any other use of the key
 _CONFIRM_DOMAIN = b"newsletter-confirm-v1:"  # a confirmation link is never an unsubscribe link, nor the reverse
+_APPROVAL_DOMAIN = b"newsletter-approve-v1:"  # an approver's link: never a member's, nor the reverse
 _PAYLOAD = re.compile(r"(0|[1-9][0-9]*)\.(.+)", re.DOTALL)
 # subscriber . minute issued . request . list slug; without the request in links made before they named it (a
 # slug has no dot: the two never read as each other)
 _CONFIRMATION = re.compile(r"([1-9][0-9]*)\.(0|[1-9][0-9]*)\.(?:([1-9][0-9]*)\.)?([a-z0-9][a-z0-9-]*)")
 MIN_KEY_LENGTH = 16
+
+
+# request . campaign . the first 16 hex digits of its content's digest . the request's nonce
+_APPROVING = re.compile(r"([1-9][0-9]*)\.([1-9][0-9]*)\.([0-9a-f]{16})\.([A-Za-z0-9_-]{32,64})")
+
+
+class Approving(NamedTuple):
+    """What a genuine approval token names: the request, its campaign, the content it approves, and its nonce
+    (which the store keeps only as a hash: the token is its only copy)."""
+
+    request_id: int
+    campaign_id: int
+    content: str  # the first 16 hex digits of FrozenCampaign.message_digest when the request was made
+    nonce: str
 
 
 class Confirming(NamedTuple):
@@ -132,3 +149,17 @@ class TokenSigner:
             return None
         request = match.group(3)
         return Confirming(int(match.group(1)), match.group(4), int(request) if request else None)
+
+    def sign_approval(self, request_id: int, campaign_id: int, content_digest: str, nonce: str) -> str:
+        """An approver's link: one request of one campaign, bound to the content asked about."""
+        payload = f"{request_id}.{campaign_id}.{content_digest[:16]}.{nonce}"
+        return self._seal(payload.encode(), _APPROVAL_DOMAIN)
+
+    def verify_approval(self, token: str) -> Approving | None:
+        """What a genuine approval token names; None for anything else. Whether it is still good (unused,
+        unexpired, its campaign awaiting approval) is the store's to say."""
+        text = self._open(token, _APPROVAL_DOMAIN)
+        match = _APPROVING.fullmatch(text) if text is not None else None
+        if match is None:
+            return None
+        return Approving(int(match.group(1)), int(match.group(2)), match.group(3), match.group(4))

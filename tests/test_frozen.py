@@ -179,7 +179,7 @@ def test_what_send_freezes_now_is_format_1_and_reads_back_the_same(workspace):  
 def add_campaign(workspace, document: dict, content_hash: str | None = None) -> int:
     """A running campaign of the example issue to `alliances` (its ledger fixed now) with this frozen content; by
     default with the issue's content hash, so that `send` resumes it."""
-    from newsletter.sending.runner import content_hash as hash_of
+    from newsletter.sending.frozen import content_hash as hash_of
     from newsletter.sending.send import prepare
 
     ws = Workspace.discover(workspace)

@@ -155,6 +155,11 @@ class FrozenCampaign:
         made_of = {k: v for k, v in self.to_json().items() if k not in NOT_IN_MESSAGES and k != FORMAT_KEY}
         return hashlib.sha256(json.dumps(made_of, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
+    @property
+    def from_shown(self) -> str:
+        """The sender as a person reads it: Name <address>."""
+        return f"{self.sender.name} <{self.sender.address}>" if self.sender.name else self.sender.address
+
     def campaign(self, campaign_id: int | str, signer: TokenSigner, subject_prefix: str = "") -> Campaign:
         """The message builder of this content (no issue files needed)."""
         rendered = RenderedIssue(self.slug, self.lang, self.subject, "", self.html, self.text, {})
@@ -206,6 +211,11 @@ def freeze(
         calendars=dict(rendered.calendars),
         images_url=f"{config.asset_base_url}/{rendered.slug}/images/" if config.asset_base_url else None,
     )
+
+
+def content_hash(rendered: RenderedIssue) -> str:
+    """What identifies a campaign's content: its subject and both parts, placeholders still in."""
+    return hashlib.sha256("\0".join((rendered.subject, rendered.html, rendered.text)).encode("utf-8")).hexdigest()
 
 
 def thaw(row: CampaignRow, signer: TokenSigner) -> Campaign:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 import itertools
 import os
 import random
@@ -42,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from newsletter.message import Campaign, Outgoing, Recipient
-from newsletter.render import RenderedIssue
 from newsletter.store import CampaignRow, CampaignStatus, Delivery, DeliveryStatus, MembershipStatus, Result, now
 from newsletter.transports.base import Outcome, SendsEach
 
@@ -117,11 +115,6 @@ def skipped(delivery: Delivery, status: str | None) -> Result:
     return Result(
         delivery.subscriber_id, DeliveryStatus.SKIPPED, error=f"no longer subscribed ({status})", attempted=False
     )
-
-
-def content_hash(rendered: RenderedIssue) -> str:
-    """What identifies a campaign's content: its subject and both parts, placeholders still in."""
-    return hashlib.sha256("\0".join((rendered.subject, rendered.html, rendered.text)).encode("utf-8")).hexdigest()
 
 
 def retry_delay(attempts: int, retry_after: float | None, pacing: Pacing) -> float:

@@ -28,13 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from newsletter.addresses import normalize_address
+from newsletter.approval import approval_of, void
 from newsletter.checks import check_issue, real_send_refusals, refusal_text
 from newsletter.config import Config, parse_duration
 from newsletter.errors import ConfigError, IssueError, NewsletterError
 from newsletter.message import HostedUnsubscribe, Outgoing, Recipient, parse_mailbox
 from newsletter.render import RenderedIssue
-from newsletter.sending.frozen import LOCAL_BASE_URL, FrozenCampaign, freeze
-from newsletter.sending.runner import Pacing, content_hash, run, sender_id, test_recipient
+from newsletter.sending.approval import approval_required, ask, unreached
+from newsletter.sending.frozen import LOCAL_BASE_URL, FrozenCampaign, content_hash, freeze
+from newsletter.sending.runner import Pacing, run, sender_id, test_recipient
 from newsletter.sending.wiring import (
     LOCAL_SCHEMES,
     check_transport_fits,
@@ -43,7 +45,7 @@ from newsletter.sending.wiring import (
     pacing_for,
     ready,
 )
-from newsletter.store import CampaignRow, CampaignStatus, DeliveryStatus, ListRow, MembershipStatus, Store
+from newsletter.store import CampaignRow, CampaignStatus, DeliveryStatus, ListRow, MembershipStatus, Store, now
 from newsletter.tokens import TokenSigner
 from newsletter.transports import Dsn, Transport, transport_for
 from newsletter.transports.base import preflight
@@ -69,6 +71,7 @@ class SendSummary:
     scheduled_at: dt.datetime | None = None
     message: str | None = None  # dry run: the message_digest of what would be sent, which an agent's code binds
     refusals: list[dict] = field(default_factory=list)  # dry run: what a real send would refuse (file, line, why)
+    approval: dict | None = None  # where a person's approval stands (approval.approval_of), when it was asked for
 
     @property
     def ok(self) -> bool:
@@ -77,6 +80,7 @@ class SendSummary:
             CampaignStatus.RUNNING,
             CampaignStatus.FINISHED,
             CampaignStatus.SCHEDULED,
+            CampaignStatus.AWAITING_APPROVAL,
         )
         return (
             finished_or_waiting
@@ -105,6 +109,8 @@ class SendSummary:
                 unsubscribe=self.unsubscribe,
                 real_send_refuses=self.refusals,
             )
+        if self.approval is not None:
+            document["approval"] = self.approval
         if self.failures:
             document["failures"] = [{"email": e, "reason": r} for e, r in self.failures]
         if self.note:
@@ -187,7 +193,8 @@ def prepare(
     if real and not local and refusals:
         raise ConfigError(refusal_text(refusals))
     problem = problem or (refusal_text(refusals) if refusals else None)  # frozen: a worker will not send it on
-    signer = TokenSigner.from_environment(required=real and not local and hosted is None)
+    # Approval links are signed too: a hosted unsubscribe needs no key, a person's approval does.
+    signer = TokenSigner.from_environment(required=real and not local and (hosted is None or approval_required(config)))
     reply_to = result.issue.model.reply_to or config.sender.reply_to
     refused = [d.to_json() for d in refusals]
     return Prepared(workspace, result.rendered, dsn_text, dsn, sender_text, signer, problem, hosted, reply_to, refused)
@@ -251,11 +258,15 @@ async def send(
     stop: asyncio.Event | None = None,
     progress: Callable[[dict[str, int]], None] | None = None,
     content: str | None = None,
+    approval: bool = True,
+    requested_by: str = "newsletter send",
 ) -> SendSummary:
     """Dry-run, test-send, schedule, or send an issue to a list (joining or resuming its campaign).
 
     content: the message_digest an agent's dry run showed (SendSummary.message); what would be sent now must be
-    the same, or nothing is sent.
+    the same, or nothing is sent. With approvers in [approval], a real send or schedule makes the campaign
+    awaiting approval and mails each approver a request (requested_by names who asks), unless approval is False
+    (`send --no-approval`, which the MCP server never passes).
     """
     async with contextlib.aclosing(transport_for(workspace, dsn_text)) as transport:
         prepared = prepare(workspace, folder, dsn_text, real=not dry_run, hosted=hosted_unsubscribe(transport))
@@ -274,7 +285,17 @@ async def send(
                 _same_as_shown(frozen, content, folder)
                 return _dry_run(prepared, store, mailing_list, resume, frozen)
             await ready(store, transport, mailing_list.id)  # before the audience is fixed: who left is out
-            row = _open_campaign(store, prepared, mailing_list, digest, new_campaign, scheduled_at, content)
+            awaiting = approval and approval_required(config)
+            row, requests = _open_campaign(
+                store, prepared, mailing_list, digest, new_campaign, scheduled_at, content, awaiting, requested_by
+            )
+            if row.status == CampaignStatus.AWAITING_APPROVAL:
+                if not awaiting:
+                    raise NewsletterError(
+                        f"campaign {row.id} awaits a person's approval: `newsletter approve {row.id}` approves it, "
+                        f"`newsletter campaign cancel {row.id}` drops it"
+                    )
+                return await _ask_for_approval(store, prepared, transport, row, requests, requested_by)
             if row.status == CampaignStatus.SCHEDULED:
                 when = shown(row.scheduled_at, config.zone)
                 return SendSummary(
@@ -322,6 +343,53 @@ async def send(
             store.close()
 
 
+async def _ask_for_approval(
+    store: Store,
+    prepared: Prepared,
+    transport: Transport,
+    row: CampaignRow,
+    requests: list[tuple[str, int, str]],
+    requested_by: str,
+) -> SendSummary:
+    """Mail the new requests (or, joining a campaign already awaiting, ask again whoever was never reached) and say
+    where the approval stands; NewsletterError when no request reached anyone (the campaign waits)."""
+    config = prepared.workspace.config
+    if not requests:
+        again = unreached(store, row, config.approval.approvers)
+        if again:
+            made = store.request_approval(
+                row.id,
+                again,
+                requested_by=requested_by,
+                content_digest=FrozenCampaign.of(row).message_digest(),
+                expires_at=now() + config.approval.lifetime,
+                required=config.approval.required,
+            )
+            requests = [(a, request_id, nonce) for a, (request_id, nonce) in zip(again, made, strict=True)]
+    sent = await ask(
+        prepared.workspace, store, transport, row, requests, requested_by=requested_by, signer=prepared.signer
+    )
+    failed = [(approver, reason) for approver, reason in sent if reason is not None]
+    if sent and len(failed) == len(sent):
+        raise NewsletterError(
+            f"campaign {row.id} awaits approval, but no request reached an approver ({failed[0][0]}: "
+            f"{failed[0][1]}); run the same command again to ask again"
+        )
+    asked = ", ".join(a for a, reason in sent if reason is None) or ", ".join(config.approval.approvers)
+    return SendSummary(
+        row.id,
+        str(prepared.dsn),
+        False,
+        {},
+        failures=failed,
+        status=row.status,
+        scheduled_at=row.scheduled_at,
+        approval=approval_of(store, row.id),
+        note=f"awaiting approval: a request went to {asked}; nothing is sent until one approves it, in the email "
+        f"or with `newsletter approve {row.id}`",
+    )
+
+
 async def prepare_real_send(workspace: Workspace, folder: Path, dsn_text: str) -> Prepared:
     """What a real send checks before the store: raise NewsletterError with what it would be refused for."""
     async with contextlib.aclosing(transport_for(workspace, dsn_text)) as transport:
@@ -336,22 +404,29 @@ def _open_campaign(
     new_campaign: bool,
     scheduled_at: dt.datetime | None,
     shown_digest: str | None = None,
-) -> CampaignRow:
-    """The campaign this send works on: the one it resumes or joins, or a new one (scheduled or running).
+    awaiting: bool = False,
+    requested_by: str = "",
+) -> tuple[CampaignRow, list[tuple[str, int, str]]]:
+    """The campaign this send works on: the one it resumes or joins, or a new one (scheduled, running, or awaiting
+    approval with its requests: (approver, request id, nonce) each, made in the same transaction).
 
     Decided with the list locked: two commands started at once take the same campaign. With shown_digest (an
     agent's dry run), the campaign's frozen content must be what that dry run showed, else nothing is created.
+    A campaign awaiting approval of other content (or at another time) is voided by the new one.
     """
     config = prepared.workspace.config
     rendered = prepared.rendered
     with store.transaction() as connection:
         store.lock_list(mailing_list.id, connection=connection)
         latest = store.latest_campaign(rendered.slug, mailing_list.id, connection=connection)
-        found = _campaign_to_resume(latest, digest, new_campaign, scheduled_at, config.zone)
+        asked = latest is not None and bool(store.approval_requests(latest.id, connection=connection))
+        found = _campaign_to_resume(latest, digest, new_campaign, scheduled_at, config.zone, asked)
         frozen = _frozen(prepared, mailing_list, found)
         _same_as_shown(frozen, shown_digest, prepared.workspace.issues_dir / rendered.slug)
         if found is not None:
-            return found
+            return found, []
+        if latest is not None and latest.status == CampaignStatus.AWAITING_APPROVAL:
+            void(store, latest.id, "replaced by a newer request", noticed_by=requested_by, connection=connection)
         if (
             scheduled_at is None
             and store.count_members(mailing_list.id, MembershipStatus.SUBSCRIBED, connection=connection) == 0
@@ -366,11 +441,25 @@ def _open_campaign(
             frozen.to_json(),
             scheduled_at=scheduled_at,
             expires_at=scheduled_at + lateness if scheduled_at else None,
+            awaiting_approval=awaiting,
             connection=connection,
         )
+        requests = []
+        if awaiting:
+            approvers = config.approval.approvers
+            made = store.request_approval(
+                campaign_id,
+                approvers,
+                requested_by=requested_by,
+                content_digest=frozen.message_digest(),
+                expires_at=now() + config.approval.lifetime,
+                required=config.approval.required,
+                connection=connection,
+            )
+            requests = [(a, request_id, nonce) for a, (request_id, nonce) in zip(approvers, made, strict=True)]
     found = store.campaign(campaign_id)
     assert found is not None
-    return found
+    return found, requests
 
 
 def _frozen(prepared: Prepared, mailing_list: ListRow, resume: CampaignRow | None) -> FrozenCampaign:
@@ -395,15 +484,24 @@ def _campaign_to_resume(
     new_campaign: bool,
     scheduled_at: dt.datetime | None,
     zone: dt.tzinfo | None = None,
+    asked: bool = False,
 ) -> CampaignRow | None:
     """The campaign to go on with, or None to start one; NewsletterError when neither is right.
 
     The same content resumes its campaign, with or without --new-campaign: a command run again (or kept in a
     script) never mails the list twice. Changed content, or a campaign that was cancelled or expired, needs
-    --new-campaign; a paused one needs `campaign resume`.
+    --new-campaign; a paused one needs `campaign resume`. One that a person was asked to approve (asked) and that
+    never started was sent to nobody: declined, cancelled or expired, it makes way for a new one; still awaiting,
+    it is joined by the same content at the same time, and replaced otherwise.
     """
     if latest is None:
         return None
+    if asked and latest.started_at is None:
+        waiting = latest.status == CampaignStatus.AWAITING_APPROVAL
+        if waiting and latest.content_hash == digest and latest.scheduled_at == scheduled_at:
+            return latest
+        if waiting or latest.status in (CampaignStatus.DECLINED, CampaignStatus.CANCELLED, CampaignStatus.EXPIRED):
+            return None
     if latest.content_hash != digest:
         if new_campaign:
             return None
@@ -511,8 +609,10 @@ def campaign_status(workspace: Workspace, issue_slug: str, list_slug: str) -> Se
             return SendSummary(None, transport="", dry_run=False, note="never sent to this list")
         if latest.started_at:
             when = f"started {shown(latest.started_at, zone)}"
-        else:
+        elif latest.scheduled_at:
             when = f"scheduled for {shown(latest.scheduled_at, zone)}"
+        else:
+            when = f"made {shown(latest.created_at, zone)}"
         if latest.finished_at:
             ended = "finished" if latest.status == CampaignStatus.FINISHED else latest.status
             when += f", {ended} {shown(latest.finished_at, zone)}"
@@ -525,6 +625,7 @@ def campaign_status(workspace: Workspace, issue_slug: str, list_slug: str) -> Se
             note=when,
             status=latest.status,
             scheduled_at=latest.scheduled_at,
+            approval=approval_of(store, latest.id),
         )
     finally:
         store.close()

@@ -34,6 +34,7 @@ Outcome = Literal[
     "unknown",  # no such request
     "other-campaign",  # the request is another campaign's
     "wrong-nonce",
+    "other-content",  # the token names other content than the request was made for
     "used",  # the request was decided already
     "expired",
     "closed",  # the campaign is no longer awaiting approval (approved, declined, cancelled, expired)
@@ -116,11 +117,10 @@ class Approvals(Campaigns):
         """Ask each approver to approve a campaign awaiting approval (made by create_campaign(awaiting_approval=
         True), in the same transaction or before): (request id, nonce) for each, the nonce to put in their link.
 
-        Raises ValueError when the campaign is not awaiting approval, or `required` is more than the approvers."""
+        Raises ValueError when the campaign is not awaiting approval, or `required` is more than the approvers (with
+        those asked before: an approver asked again, whose email never went, keeps the campaign's count)."""
         at = at or now()
         approvers = list(dict.fromkeys(approvers))
-        if not 1 <= required <= len(approvers):
-            raise ValueError(f"{required} approvals required of {len(approvers)} approvers")
         made = []
         with self._writing(connection) as writing:
             status = writing.execute(
@@ -128,6 +128,12 @@ class Approvals(Campaigns):
             ).scalar()
             if status != CampaignStatus.AWAITING_APPROVAL:
                 raise ValueError(f"campaign {campaign_id} is {status or 'unknown'}, not awaiting approval")
+            asked_before = writing.execute(
+                sa.select(approval_requests.c.approver).where(approval_requests.c.campaign_id == campaign_id)
+            ).scalars()
+            everyone = set(approvers) | set(asked_before)  # asked again: the approvers of earlier requests count
+            if not 1 <= required <= len(everyone):
+                raise ValueError(f"{required} approvals required of {len(everyone)} approvers")
             for approver in approvers:
                 nonce = secrets.token_urlsafe(32)
                 request_id = writing.execute(
@@ -174,80 +180,143 @@ class Approvals(Campaigns):
         by: str,
         comment: str | None = None,
         campaign_id: int | None = None,
+        content: str | None = None,
         ip_hash: str | None = None,
         at: dt.datetime | None = None,
         connection: Connection | None = None,
     ) -> DecisionResult:
         """An approver's decision on one request, once: it counts only if the nonce is the request's, the request
-        unused and unexpired, of `campaign_id` (when the caller's token names one), and the campaign still awaiting
-        approval; otherwise nothing changes and the outcome says why (recorded as a decision-refused event).
+        unused and unexpired, of `campaign_id` and about `content` (the start of its content digest) when the
+        caller's token names them, and the campaign still awaiting approval and not past its own expiry; otherwise
+        nothing changes and the outcome says why (recorded as a decision-refused event).
 
         Race-free: the campaign's row is locked first (FOR UPDATE on PostgreSQL; SQLite's write transaction is
         exclusive), so concurrent decisions on one campaign take turns, and the request is marked used by an UPDATE
         that holds only while it is unused, in the same transaction as the campaign's change."""
-        if decision not in ("approved", "declined"):
-            raise ValueError(f"a decision is approved or declined, not {decision!r}")
-        at = at or now()
         with self._writing(connection) as writing:
             owner = writing.execute(
                 sa.select(approval_requests.c.campaign_id).where(approval_requests.c.id == request_id)
             ).scalar()
             if owner is None:
                 return DecisionResult("unknown")
-            campaign = writing.execute(
-                sa.select(campaigns.c.status, campaigns.c.list_id, campaigns.c.scheduled_at)
-                .where(campaigns.c.id == owner)
-                .with_for_update()
-            ).one()
-            row = writing.execute(sa.select(approval_requests).where(approval_requests.c.id == request_id)).one()
-            request = _request(row)
-            assert request is not None
-            status = CampaignStatus(campaign.status)
-            refused: Outcome | None = None
-            if campaign_id is not None and campaign_id != owner:
-                refused = "other-campaign"
-            elif not hmac.compare_digest(nonce_hash(nonce), row.nonce_hash):
-                refused = "wrong-nonce"
-            elif request.used_at is not None or request.decision is not None:
-                refused = "used"
-            elif request.expires_at <= at:
-                refused = "expired"
-            elif status != CampaignStatus.AWAITING_APPROVAL:
-                refused = "closed"
-            detail = {"request": request_id, "by": by, "ip_hash": ip_hash}
-            if refused is not None:
-                self._campaign_event(writing, owner, "decision-refused", {**detail, "reason": refused}, at)
-                return DecisionResult(refused, owner, status)
-            used = writing.execute(
-                approval_requests.update()
-                .where(
-                    approval_requests.c.id == request_id,
-                    approval_requests.c.nonce_hash == nonce_hash(nonce),
-                    approval_requests.c.used_at.is_(None),
-                    approval_requests.c.decision.is_(None),
-                    approval_requests.c.expires_at > at,
-                )
-                .values(used_at=at, decision=decision, decided_by=by, comment=comment)
+            return self._decide(
+                writing, owner, request_id, nonce, decision, by, comment, campaign_id, content, ip_hash, at or now()
             )
-            assert used.rowcount == 1  # the campaign's lock makes the checks above hold still
-            self._campaign_event(writing, owner, decision, {**detail, "comment": comment}, at)
-            if decision == "declined":
-                self._transition(writing, owner, CampaignStatus.DECLINED, "decline", at)
-                return DecisionResult("declined", owner, CampaignStatus.DECLINED)
-            approvers = writing.execute(
-                sa.select(sa.func.count(sa.distinct(approval_requests.c.approver))).where(
-                    approval_requests.c.campaign_id == owner, approval_requests.c.decision == "approved"
-                )
-            ).scalar_one()
-            if approvers < request.required:
-                return DecisionResult("counted", owner, status)
-            scheduled_at = _aware(campaign.scheduled_at)
-            if scheduled_at is not None and scheduled_at > at:
-                self._transition(writing, owner, CampaignStatus.SCHEDULED, "approve", at)
-                return DecisionResult("approved", owner, CampaignStatus.SCHEDULED)
-            self._transition(writing, owner, CampaignStatus.RUNNING, "approve", at, started_at=at)
-            self._fix_audience(writing, owner, campaign.list_id, at)
-            return DecisionResult("approved", owner, CampaignStatus.RUNNING)
+
+    def decide_on_terminal(
+        self,
+        campaign_id: int,
+        decision: Decision,
+        *,
+        by: str,
+        approver: str | None = None,
+        comment: str | None = None,
+        at: dt.datetime | None = None,
+        connection: Connection | None = None,
+    ) -> DecisionResult:
+        """A decision made at a terminal (`newsletter approve|decline`), by someone who holds the store rather than
+        a link: it uses the open request of `approver` (by default the oldest open one), with the same rules as
+        decide but for the nonce. "unknown" when the campaign has no open request (of that approver)."""
+        at = at or now()
+        with self._writing(connection) as writing:
+            status = writing.execute(
+                sa.select(campaigns.c.status).where(campaigns.c.id == campaign_id).with_for_update()
+            ).scalar()
+            if status is None:
+                return DecisionResult("unknown")
+            query = (
+                sa.select(approval_requests.c.id)
+                .where(approval_requests.c.campaign_id == campaign_id, approval_requests.c.decision.is_(None))
+                .order_by(approval_requests.c.expires_at > at, approval_requests.c.id)
+            )
+            if approver is not None:
+                query = query.where(approval_requests.c.approver == approver)
+            request_ids = list(writing.execute(query).scalars())
+            if not request_ids:
+                return DecisionResult("unknown", campaign_id, CampaignStatus(status))
+            request_id = request_ids[-1]  # an unexpired one first (True sorts last), else the latest expired
+            return self._decide(
+                writing, campaign_id, request_id, None, decision, by, comment, None, None, None, at, terminal=True
+            )
+
+    def _decide(
+        self,
+        writing: Connection,
+        owner: int,
+        request_id: int,
+        nonce: str | None,
+        decision: Decision,
+        by: str,
+        comment: str | None,
+        campaign_id: int | None,
+        content: str | None,
+        ip_hash: str | None,
+        at: dt.datetime,
+        *,
+        terminal: bool = False,
+    ) -> DecisionResult:
+        """decide's rules, the nonce's check left out only for a terminal's decision."""
+        if decision not in ("approved", "declined"):
+            raise ValueError(f"a decision is approved or declined, not {decision!r}")
+        campaign = writing.execute(
+            sa.select(campaigns.c.status, campaigns.c.list_id, campaigns.c.scheduled_at, campaigns.c.expires_at)
+            .where(campaigns.c.id == owner)
+            .with_for_update()
+        ).one()
+        row = writing.execute(sa.select(approval_requests).where(approval_requests.c.id == request_id)).one()
+        request = _request(row)
+        assert request is not None
+        status = CampaignStatus(campaign.status)
+        overdue = (expires := _aware(campaign.expires_at)) is not None and expires <= at
+        refused: Outcome | None = None
+        if campaign_id is not None and campaign_id != owner:
+            refused = "other-campaign"
+        elif not terminal and not (nonce and hmac.compare_digest(nonce_hash(nonce), row.nonce_hash)):
+            refused = "wrong-nonce"
+        elif content is not None and not hmac.compare_digest(content, request.content_digest[: len(content)]):
+            refused = "other-content"
+        elif request.used_at is not None or request.decision is not None:
+            refused = "used"
+        elif status != CampaignStatus.AWAITING_APPROVAL:
+            refused = "closed"
+        elif request.expires_at <= at or overdue:
+            refused = "expired"
+        detail = {"request": request_id, "by": by, "ip_hash": ip_hash, **({"terminal": True} if terminal else {})}
+        if refused is not None:
+            self._campaign_event(writing, owner, "decision-refused", {**detail, "reason": refused}, at)
+            if overdue and status == CampaignStatus.AWAITING_APPROVAL:  # as expire_overdue would make it
+                self._transition(writing, owner, CampaignStatus.EXPIRED, "expire", at)
+                status = CampaignStatus.EXPIRED
+            return DecisionResult(refused, owner, status)
+        used = writing.execute(
+            approval_requests.update()
+            .where(
+                approval_requests.c.id == request_id,
+                approval_requests.c.used_at.is_(None),
+                approval_requests.c.decision.is_(None),
+                approval_requests.c.expires_at > at,
+            )
+            .values(used_at=at, decision=decision, decided_by=by, comment=comment)
+        )
+        assert used.rowcount == 1  # the campaign's lock makes the checks above hold still
+        self._campaign_event(writing, owner, decision, {**detail, "comment": comment}, at)
+        if decision == "declined":
+            self._transition(writing, owner, CampaignStatus.DECLINED, "decline", at)
+            return DecisionResult("declined", owner, CampaignStatus.DECLINED)
+        approvers = writing.execute(
+            sa.select(sa.func.count(sa.distinct(approval_requests.c.approver))).where(
+                approval_requests.c.campaign_id == owner, approval_requests.c.decision == "approved"
+            )
+        ).scalar_one()
+        if approvers < request.required:
+            return DecisionResult("counted", owner, status)
+        scheduled_at = _aware(campaign.scheduled_at)
+        if scheduled_at is not None and scheduled_at > at:
+            self._transition(writing, owner, CampaignStatus.SCHEDULED, "approve", at)
+            return DecisionResult("approved", owner, CampaignStatus.SCHEDULED)
+        self._transition(writing, owner, CampaignStatus.RUNNING, "approve", at, started_at=at)
+        self._fix_audience(writing, owner, campaign.list_id, at)
+        return DecisionResult("approved", owner, CampaignStatus.RUNNING)
 
     def _transition(
         self, connection: Connection, campaign_id: int, to: CampaignStatus, action: str, at: dt.datetime, **values: Any

@@ -448,12 +448,23 @@ async def confirmable_dry_run(workspace: Workspace, folder: Path, list_slug: str
     return document
 
 
+AGENT = "an agent, through `newsletter mcp`"  # who asks for approval of an agent's send
+
+
 async def confirmed_send(
-    workspace: Workspace, folder: Path, list_slug: str, dsn_text: str, code: str, *, at: str | None = None
+    workspace: Workspace,
+    folder: Path,
+    list_slug: str,
+    dsn_text: str,
+    code: str,
+    *,
+    at: str | None = None,
+    requested_by: str = AGENT,
 ) -> SendSummary:
     """Send (or schedule, with `at`) the issue to the list when code is an unused code of a dry run of exactly this.
 
-    What would refuse the send is checked before the code is used, so a refusal leaves the code usable.
+    What would refuse the send is checked before the code is used, so a refusal leaves the code usable. With
+    approvers in [approval], the campaign waits for a person's approval, which an agent cannot skip.
     """
     if not code.strip():
         raise NewsletterError(NO_CODE)
@@ -463,5 +474,12 @@ async def confirmed_send(
         parse_at(at, workspace.config.zone)
     ConfirmationBook.of(workspace).redeem(code, binding)
     return await send_issue(
-        workspace, folder, list_slug, dsn_text=dsn_text, dry_run=False, at=at, content=binding.content
+        workspace,
+        folder,
+        list_slug,
+        dsn_text=dsn_text,
+        dry_run=False,
+        at=at,
+        content=binding.content,
+        requested_by=requested_by,
     )

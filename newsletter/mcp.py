@@ -46,7 +46,9 @@ INSTRUCTIONS = (
     "new_issue (start from the previous issue with from_issue: its masthead, logos, contacts and images come "
     "along), write_issue until it reports no errors, add_image for each image, check_issue, preview_issue at "
     "600 and 375 px (look at the pictures), send_dry_run, then ask the person you work for before send or "
-    "schedule with the dry run's confirmation code. Results are JSON, as the CLI's --json prints them. Each "
+    "schedule with the dry run's confirmation code. Where newsletter.toml names approvers, a send or schedule "
+    "waits for a person's approval (status awaiting-approval): campaign_status says when it is approved or "
+    "declined, with the approver's comment. Results are JSON, as the CLI's --json prints them. Each "
     "issue's YAML and images are resources (newsletter://issues/SLUG/issue.yaml, .../images/NAME)."
 )
 
@@ -145,6 +147,22 @@ class NewsletterServer(MCPServer):
         ]
 
 
+def approval_sentence(root: Path) -> str:
+    """What send's and schedule's descriptions say of a person's approval in the workspace at root."""
+    try:
+        approval = Workspace.discover(root).config.approval
+    except NewsletterError:  # newsletter.toml being edited: the tools say what is wrong when called
+        return "Whether a person must approve it depends on [approval] in newsletter.toml, which does not load now."
+    if not approval.approvers:
+        return "In this workspace no approval is required ([approval] in newsletter.toml lists no approvers)."
+    who = ", ".join(approval.approvers)
+    return (
+        f"In this workspace a person must approve it: nothing goes out until {approval.required} of {who} "
+        "approves it from the email they get (status awaiting-approval until then; campaign_status shows the "
+        "decision). The agent cannot skip this."
+    )
+
+
 def _json(document: object) -> str:
     return json.dumps(document, ensure_ascii=False, indent=2, default=str)
 
@@ -165,9 +183,13 @@ def create_server(root: Path) -> NewsletterServer:
     server = NewsletterServer(root)
     workspace = server.workspace
 
-    def tool(annotations: ToolAnnotations, name: str | None = None) -> Callable[[ToolFunction], ToolFunction]:
+    def tool(
+        annotations: ToolAnnotations, name: str | None = None, *, gated: bool = False
+    ) -> Callable[[ToolFunction], ToolFunction]:
         def register(function: ToolFunction) -> ToolFunction:
             description = inspect.cleandoc(function.__doc__ or "")
+            if gated:  # what a host shows its user before the call: whether a person must approve it here
+                description += "\n\n" + approval_sentence(root)
             server.add_tool(
                 function, name=name, description=description, annotations=annotations, structured_output=False
             )
@@ -329,12 +351,14 @@ def create_server(root: Path) -> NewsletterServer:
         folder = agent.issue_folder(current, issue)
         return _result(asyncio.run(agent.confirmable_dry_run(current, folder, list, transport_dsn(None))))
 
-    @tool(SENDS)
+    @tool(SENDS, gated=True)
     def send(issue: IssueName, list: ListName, confirmation: Confirmation) -> CallToolResult:
         """Send the issue to every subscribed member of the list, through NEWSLETTER_TRANSPORT (default: the outbox).
 
         Refused without the code of a dry run of exactly this content and list, or with a used or expired code.
-        Answers as `newsletter send --json`: campaign, status, sent, failed, skipped, pending. Nobody gets it twice.
+        Answers as `newsletter send --json`: campaign, status, sent, failed, skipped, pending, and `approval` when a
+        person must approve it (status awaiting-approval: campaign_status then says approved or declined, with the
+        comment). Nobody gets it twice.
         """
         current = workspace()
         folder = agent.issue_folder(current, issue)
@@ -354,7 +378,7 @@ def create_server(root: Path) -> NewsletterServer:
         summary = asyncio.run(send_issue(current, folder, list, dsn_text=transport_dsn(None), dry_run=False, to=to))
         return _result(summary.to_json(), is_error=not summary.ok)
 
-    @tool(SENDS)
+    @tool(SENDS, gated=True)
     def schedule(
         issue: IssueName,
         list: ListName,
@@ -376,7 +400,13 @@ def create_server(root: Path) -> NewsletterServer:
 
     @tool(READ_ONLY, "campaign_status")
     def campaign_status_tool(issue: IssueName, list: ListName) -> CallToolResult:
-        """Show where sending the issue to the list stands, as `newsletter status --json`: sent, pending, failed."""
+        """Show where sending the issue to the list stands, as `newsletter status --json`: sent, pending, failed.
+
+        When a person was asked to approve it, `approval` says where that stands: {"state": "awaiting-approval",
+        "approvers", "required", "approved_by", "expires_at"}, {"state": "approved", "by", "at"}, {"state":
+        "declined", "by", "at", "comment"} (fix what the comment asks, dry-run and send again: a new request goes),
+        or {"state": "voided", "reason"} (the issue changed after the request).
+        """
         current = workspace()
         folder = agent.issue_folder(current, issue)
         return _result(campaign_status(current, folder.name, list).to_json())
@@ -447,7 +477,9 @@ Work in this order, with the tools of the newsletter server:
 5. send_dry_run to the list: read the audience, the first recipients and the sample message's headers and text.
    Show them to the person you work for and ask whether to send; do not send without a clear yes.
 6. send (or schedule, with a time) with the confirmation code of that dry run. If the issue or the list changed
-   since, the code is refused: run send_dry_run again. campaign_status shows how the sending goes.
+   since, the code is refused: run send_dry_run again. campaign_status shows how the sending goes. Where a person
+   must approve it (the answer's status is awaiting-approval), they get the issue by email: campaign_status shows
+   their decision; if declined, fix what their comment asks, then dry-run and send again (a new request goes).
 Never send without a dry run, never put a secret in a file, never write outside the issue's folder.
 """
 

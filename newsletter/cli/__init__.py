@@ -54,6 +54,8 @@ for name, command in (
     ("status", sending.status),
     ("worker", sending.worker),
     ("campaigns", sending.campaigns),
+    ("approve", sending.approve),
+    ("decline", sending.decline),
     ("serve", serving.serve),
     ("archive", serving.archive),
     ("mcp", serving.mcp_server),

@@ -1,4 +1,5 @@
-"""The commands that send: send, status, worker, campaigns, and `campaign pause|resume|cancel`."""
+"""The commands that send: send, status, worker, campaigns, approve, decline, and `campaign
+show|pause|resume|cancel`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from newsletter.sending.send import SendSummary
+    from newsletter.store.approvals import Decision
     from newsletter.workspace import Workspace
 
 T = TypeVar("T")
@@ -52,12 +54,20 @@ def send(
             "offset; `newsletter worker` sends it then."
         ),
     ] = None,
+    no_approval: Annotated[
+        bool,
+        typer.Option(
+            "--no-approval",
+            help="Send without asking the approvers of [approval] in newsletter.toml (a person's own send).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Send an issue to a list. A dry run by default; run it again to resume an interrupted send.
 
     Safe to run twice at once, here or on another host sharing the database: both work on one campaign and
-    nobody gets it twice.
+    nobody gets it twice. With approvers in [approval], a real send or schedule waits for one of them to
+    approve it (each gets the issue by email, with Approve and Decline buttons) unless --no-approval.
     """
     import asyncio
 
@@ -84,6 +94,8 @@ def send(
             at=at,
             stop=stop,
             progress=progress,
+            approval=not no_approval,
+            requested_by=who_asks(),
         )
 
     summary = asyncio.run(_until_stopped(sending, "run the same command again to resume"))
@@ -95,6 +107,18 @@ def send(
         _show_send(summary, workspace)
     if not summary.dry_run and not summary.ok:
         raise typer.Exit(1)
+
+
+def who_asks() -> str:
+    """Who a request or a decision made at this terminal names: the user and the host."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = "someone"
+    return f"{user}@{socket.gethostname()}"
 
 
 async def _until_stopped(start: Callable[[asyncio.Event], Awaitable[T]], resume_hint: str) -> T:
@@ -142,7 +166,9 @@ def _show_send(summary: SendSummary, workspace: Workspace) -> None:
             typer.echo(f"a real send would refuse {where}: {refusal['message']}", err=True)
         typer.echo("nothing was sent; add --no-dry-run to send")
         return
-    if summary.status == CampaignStatus.SCHEDULED:
+    if summary.status in (CampaignStatus.SCHEDULED, CampaignStatus.AWAITING_APPROVAL):
+        for address, reason in summary.failures:
+            typer.echo(f"approval request not sent: {address}: {reason}", err=True)
         typer.echo(f"campaign {summary.campaign}: {summary.note}")
         return
     counts = summary.counts
@@ -173,9 +199,11 @@ def status(issue: IssueArg, list_slug: ListOpt, as_json: JsonOpt = False) -> Non
     if summary.campaign is None:
         typer.echo(f"{folder.name} was never sent to {list_slug}")
         return
-    if summary.status != CampaignStatus.SCHEDULED:
+    if summary.status not in (CampaignStatus.SCHEDULED, CampaignStatus.AWAITING_APPROVAL):
         _show_send(summary, workspace)
     typer.echo(f"campaign {summary.campaign}: {summary.status}, {summary.note}")
+    if summary.approval is not None:
+        typer.echo(f"approval: {approval_line(summary.approval)}")
 
 
 def worker(
@@ -212,8 +240,27 @@ def worker(
         typer.echo(f"worker: {report.sent} sent, {report.failed} failed, campaigns {report.campaigns or 'none'}")
 
 
-def _campaign_json(row, list_slug: str, counts: dict[str, int]) -> dict:
-    return {
+def approval_line(approval: dict) -> str:
+    """Where a campaign's approval stands, in a line (approval.approval_of's document)."""
+    state = approval["state"]
+    if state == "awaiting-approval":
+        done = f", approved by {', '.join(approval['approved_by'])}" if approval["approved_by"] else ""
+        return (
+            f"awaiting {approval['required']} of {', '.join(approval['approvers'])}{done} (asked by "
+            f"{approval['requested_by']}, until {approval['expires_at']})"
+        )
+    if state == "approved":
+        return f"approved by {', '.join(approval['by'])} at {approval['at']}"
+    if state == "declined":
+        comment = f": {approval['comment']}" if approval.get("comment") else ""
+        return f"declined by {approval['by']} at {approval['at']}{comment}"
+    if state == "voided":
+        return f"void: {approval['reason']}"
+    return state
+
+
+def _campaign_json(row, list_slug: str, counts: dict[str, int], approval: dict | None = None) -> dict:
+    document = {
         "id": row.id,
         "issue": row.issue_slug,
         "list": list_slug,
@@ -221,13 +268,18 @@ def _campaign_json(row, list_slug: str, counts: dict[str, int]) -> dict:
         "scheduled_at": row.scheduled_at.isoformat() if row.scheduled_at else None,
         **{key: counts.get(key, 0) for key in ("sent", "pending", "failed", "skipped")},
     }
+    if approval is not None:
+        document["approval"] = approval
+    return document
 
 
 def campaigns(
     list_slug: Annotated[str | None, typer.Option("--list", help="Only this list's campaigns.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Every campaign, newest first: id, issue, list, status, when scheduled, and sent/pending/failed/skipped."""
+    """Every campaign, newest first: id, issue, list, status, when scheduled, and sent/pending/failed/skipped,
+    and where a person's approval stands."""
+    from newsletter.approval import approval_of
     from newsletter.sending.send import shown
     from newsletter.sending.wiring import open_store
     from newsletter.workspace import Workspace
@@ -236,29 +288,138 @@ def campaigns(
     store = open_store(workspace)
     try:
         store.expire_overdue()  # shown as expired: campaign_list only reads
-        found = store.campaign_list(store.list_id(list_slug) if list_slug else None)
+        found = [
+            (row, slug, counts, approval_of(store, row.id))
+            for row, slug, counts in store.campaign_list(store.list_id(list_slug) if list_slug else None)
+        ]
     finally:
         store.close()
     if as_json:
         print_json({"campaigns": [_campaign_json(*item) for item in found]})
         return
     zone = workspace.config.zone
-    for row, slug, counts in found:
+    for row, slug, counts, approval in found:
         when = f" for {shown(row.scheduled_at, zone)}" if row.scheduled_at else ""
         typer.echo(
             f"{row.id}\t{row.issue_slug} → {slug}\t{row.status}{when}\t{counts['sent']} sent, "
             f"{counts['pending']} pending, {counts['failed']} failed, {counts['skipped']} skipped"
+            + (f"\t{approval_line(approval)}" if approval else "")
         )
     if not found:
         typer.echo("no campaigns yet", err=True)
 
 
 campaign_app = typer.Typer(
-    cls=Commands, no_args_is_help=True, rich_markup_mode=None, help="Pause, resume or cancel a campaign."
+    cls=Commands, no_args_is_help=True, rich_markup_mode=None, help="Show, pause, resume or cancel a campaign."
 )
 
 
 CampaignArg = Annotated[int, typer.Argument(help="The campaign's id (see `newsletter campaigns`).")]
+
+
+def _decide(campaign_id: int, decision: Decision, approver: str | None, reason: str | None, as_json: bool) -> None:
+    from newsletter.approval import approval_of, decide_on_terminal
+    from newsletter.errors import NewsletterError
+    from newsletter.sending.wiring import open_store
+    from newsletter.workspace import Workspace
+
+    workspace = Workspace.discover()
+    store = open_store(workspace)
+    try:
+        verdict = decide_on_terminal(
+            workspace, store, campaign_id, decision, by=who_asks(), approver=approver, comment=reason
+        )
+        row = store.campaign(campaign_id)
+        approval = approval_of(store, campaign_id)
+    finally:
+        store.close()
+    assert row is not None
+    if not verdict.changed:
+        raise NewsletterError(f"campaign {campaign_id} ({row.status}): {verdict.reason}; nothing changed")
+    if as_json:
+        print_json({"campaign": campaign_id, "outcome": verdict.outcome, "status": row.status, "approval": approval})
+        return
+    typer.echo(f"campaign {campaign_id}: {verdict.outcome}, now {row.status}")
+    if row.status == "running":
+        typer.echo("a running `newsletter worker` sends it now (or `newsletter send` it again)", err=True)
+
+
+ApproverOpt = Annotated[
+    str | None,
+    typer.Option("--as", help="Whose request this decides, by the approver's address (default: the oldest open)."),
+]
+
+
+def approve(campaign_id: CampaignArg, approver: ApproverOpt = None, as_json: JsonOpt = False) -> None:
+    """Approve a campaign that awaits a person's approval, at a terminal instead of the email's button.
+
+    Once approved it is scheduled, or it starts: a running `newsletter worker` sends it.
+    """
+    _decide(campaign_id, "approved", approver, None, as_json)
+
+
+def decline(
+    campaign_id: CampaignArg,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why, for whoever asked (the agent sees it).")] = None,
+    approver: ApproverOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Decline a campaign that awaits a person's approval: nothing of it is ever sent."""
+    _decide(campaign_id, "declined", approver, reason, as_json)
+
+
+@campaign_app.command("show")
+def campaign_show(campaign_id: CampaignArg, as_json: JsonOpt = False) -> None:
+    """A campaign: its issue, list, status and counts, its approval requests, and its events (who, when)."""
+    from newsletter.approval import approval_of
+    from newsletter.errors import NewsletterError
+    from newsletter.sending.send import shown
+    from newsletter.sending.wiring import open_store
+    from newsletter.workspace import Workspace
+
+    workspace = Workspace.discover()
+    store = open_store(workspace)
+    try:
+        store.expire_overdue()
+        found = [item for item in store.campaign_list() if item[0].id == campaign_id]
+        if not found:
+            raise NewsletterError(f"no campaign {campaign_id}; `newsletter campaigns` lists them")
+        row, slug, counts = found[0]
+        approval = approval_of(store, campaign_id)
+        requests = store.approval_requests(campaign_id)
+        events = store.campaign_events(campaign_id)
+    finally:
+        store.close()
+    if as_json:
+        document = _campaign_json(row, slug, counts, approval)
+        document["requests"] = [
+            {
+                "id": r.id,
+                "approver": r.approver,
+                "requested_by": r.requested_by,
+                "requested_at": r.requested_at.isoformat(),
+                "expires_at": r.expires_at.isoformat(),
+                "decision": r.decision,
+                "decided_by": r.decided_by,
+                "decided_at": r.used_at.isoformat() if r.used_at else None,
+                "comment": r.comment,
+            }
+            for r in requests
+        ]
+        document["events"] = [{"kind": e.kind, "at": e.at.isoformat(), **e.detail} for e in events]
+        print_json(document)
+        return
+    zone = workspace.config.zone
+    typer.echo(f"campaign {row.id}: {row.issue_slug} → {slug}, {row.status}")
+    typer.echo(f"subject: {row.subject}")
+    typer.echo(
+        f"{counts['sent']} sent, {counts['pending']} pending, {counts['failed']} failed, {counts['skipped']} skipped"
+    )
+    if approval is not None:
+        typer.echo(f"approval: {approval_line(approval)}")
+    for event in events:
+        detail = ", ".join(f"{k}={v}" for k, v in event.detail.items() if v not in (None, ""))
+        typer.echo(f"{shown(event.at, zone)}\t{event.kind}\t{detail}")
 
 
 def _control(campaign_id: int, action: str, as_json: bool) -> None:

@@ -311,3 +311,34 @@ def test_a_post_that_is_no_decision_changes_nothing(served):
     assert httpx.post(link, data={}).status_code == 400
     assert httpx.post(link, data={"decision": "approve", "comment": "x" * 20000}).status_code == 413
     assert state(store, campaign_id) == before
+
+
+def test_approve_on_a_phone_in_chromium_then_the_worker_sends_to_the_list(served, chromium_installed):
+    """The director opens the email's Approve and send on a phone (375 px), reads the summary, approves."""
+    from playwright.sync_api import sync_playwright
+
+    from newsletter.preview import block_remote_requests, launch_chromium
+
+    workspace, store, base = served
+    campaign_id, links = ask(workspace)
+    link = links["direction@crdbsl.org"]
+    assert link.startswith(f"{base}/approve/")
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = browser.new_page(viewport={"width": 375, "height": 740})
+        block_remote_requests(page)
+        page.goto(link)
+        assert page.get_by_role("heading", name=BANNER).is_visible()
+        assert page.get_by_text("4 personnes").is_visible()
+        assert page.evaluate("document.querySelector('link[rel=stylesheet]').sheet !== null")  # page.css found
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375  # nothing wider than the phone
+        approve = page.get_by_role("button", name="Approuver et envoyer")
+        assert approve.is_visible() and approve.bounding_box()["height"] >= 40  # a thumb's target
+        approve.click()
+        page.wait_for_selector("text=C'est approuvé")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375
+        assert page.get_by_role("button", name="Approuver et envoyer").count() == 0
+        browser.close()
+    assert store.campaign(campaign_id).status == CampaignStatus.RUNNING
+    assert run("worker", "--until-idle").exit_code == 0
+    assert set(member_messages(workspace)) == MEMBERS

@@ -54,7 +54,7 @@ def served(workspace, monkeypatch):  # noqa: F811
 def outbox(workspace: Path) -> dict[str, email.message.EmailMessage]:
     folder = workspace / "build" / "outbox"
     return {
-        file.name: email.message_from_bytes(file.read_bytes(), policy=email.policy.default)  # type: ignore[misc]
+        file.name: email.message_from_bytes(file.read_bytes(), policy=email.policy.default)
         for file in sorted(folder.glob("*.eml"))
     }
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from newsletter.errors import NewsletterError
+from newsletter.i18n import format_day, format_time, translate
 from newsletter.sending.frozen import FrozenCampaign, content_hash, image_digests
 from newsletter.store import ApprovalRequest, CampaignRow, CampaignStatus, DecisionResult, MembershipStatus, Store
 from newsletter.store.approvals import Decision
@@ -104,6 +105,14 @@ def open_token(store: Store, signer: TokenSigner, token: str) -> Asked | None:
     if request.content_digest[:16] != found.content:
         return None
     return asked(store, request)
+
+
+def moment(at: dt.datetime, lang: str, zone: dt.tzinfo | None) -> str:
+    """A time as the banner and the page say it: '10 février 2027 à 9 h', in the configured zone (else the
+    machine's), with the zone's name."""
+    local = at.astimezone(zone) if zone else at.astimezone()
+    text = translate(lang, "approval_moment", day=format_day(local.date(), lang), time=format_time(local, lang))
+    return f"{text} ({local.tzname()})"
 
 
 def decide_by_token(

@@ -95,6 +95,17 @@ CATALOG: dict[str, dict[str, str]] = {
         "approval_changed": "Le numéro a changé depuis cette demande\u00a0: elle est annulée, et rien ne partira "
         "sans une nouvelle demande.",
         "approval_invalid": "Ce lien d'approbation n'est pas valide ou il a expiré.",
+        # serve's approval page (web/approvals.py)
+        "approval_expired": "Cette demande a expiré\u00a0: rien ne partira sans une nouvelle demande.",
+        "approval_so_far": "Déjà approuvé par\u00a0: {names}.",
+        "approval_status_awaiting-approval": "en attente d'approbation",
+        "approval_status_scheduled": "programmé",
+        "approval_status_running": "en cours",
+        "approval_status_paused": "en pause",
+        "approval_status_finished": "terminé",
+        "approval_status_cancelled": "annulé",
+        "approval_status_expired": "expiré",
+        "approval_status_declined": "refusé",
     },
     "en": {
         "unsubscribe": "Unsubscribe",
@@ -178,6 +189,17 @@ CATALOG: dict[str, dict[str, str]] = {
         "approval_changed": "The issue changed since this request: it is void, and nothing will go without a new "
         "request.",
         "approval_invalid": "This approval link is not valid, or it has expired.",
+        # serve's approval page (web/approvals.py)
+        "approval_expired": "This request has expired: nothing will go without a new request.",
+        "approval_so_far": "Approved so far by: {names}.",
+        "approval_status_awaiting-approval": "awaiting approval",
+        "approval_status_scheduled": "scheduled",
+        "approval_status_running": "under way",
+        "approval_status_paused": "paused",
+        "approval_status_finished": "finished",
+        "approval_status_cancelled": "cancelled",
+        "approval_status_expired": "expired",
+        "approval_status_declined": "declined",
     },
 }
 

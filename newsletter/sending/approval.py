@@ -15,8 +15,9 @@ import dataclasses
 import datetime as dt
 import re
 
+from newsletter.approval import moment
 from newsletter.config import Config
-from newsletter.i18n import format_day, format_time, translate
+from newsletter.i18n import translate
 from newsletter.message import Outgoing
 from newsletter.pages import Pages
 from newsletter.sending.frozen import FrozenCampaign
@@ -32,14 +33,6 @@ _BODY = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 
 def approval_required(config: Config) -> bool:
     return bool(config.approval.approvers)
-
-
-def moment(at: dt.datetime, lang: str, zone: dt.tzinfo | None) -> str:
-    """A time as the banner and the page say it: '10 février 2027 à 9 h', in the configured zone (else the
-    machine's), with the zone's name."""
-    local = at.astimezone(zone) if zone else at.astimezone()
-    text = translate(lang, "approval_moment", day=format_day(local.date(), lang), time=format_time(local, lang))
-    return f"{text} ({local.tzname()})"
 
 
 def approval_urls(config: Config, token: str) -> tuple[str, str] | None:

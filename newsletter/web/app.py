@@ -7,6 +7,7 @@ PostgreSQL database.
 
     GET  /u/{token}, POST /u/{token}            unsubscribe.py: the page and preferences, RFC 8058 one-click, undo
     /subscribe/{list}, /confirm/{token}         subscribe.py: sign-up forms, double opt-in
+    GET, POST /approve/{token}                  approvals.py: a person approves or declines a send
     GET  /archive/…                             archive.py: the web versions and their Atom feed
     POST /webhooks/{provider}                   webhooks.py: bounces, complaints, provider-side unsubscribes
     GET  /assets/page.css, /healthz
@@ -33,7 +34,7 @@ from newsletter.errors import ConfigError
 from newsletter.pages import Pages
 from newsletter.store import Store
 from newsletter.tokens import TokenSigner
-from newsletter.web import archive, subscribe, unsubscribe, webhooks
+from newsletter.web import approvals, archive, subscribe, unsubscribe, webhooks
 from newsletter.web.common import SecurityHeaders
 from newsletter.web.site import Site
 from newsletter.workspace import Workspace
@@ -72,6 +73,7 @@ def create_app(workspace: Workspace, store: Store, signer: TokenSigner) -> Starl
         *subscribe.routes(site),
         *webhooks.routes(site),
         *archive.routes(site),
+        *approvals.routes(site),
         Route("/assets/page.css", lambda request: site.stylesheet()),
         Route("/healthz", healthz),
     ]

@@ -1,10 +1,11 @@
 """What every group of routes shares: security headers, the refusal limiter, request bodies and forms, masked
-addresses."""
+addresses, keyed hashes of clients' addresses."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import ipaddress
 import time
 from collections import deque
@@ -111,6 +112,19 @@ def mask(address: str) -> str:
     """m•••@example.org: enough for its owner to recognise, not enough to harvest."""
     local, _, domain = address.partition("@")
     return f"{local[:1]}•••@{domain}"
+
+
+def ip_hash(key: bytes, host: str | None) -> str:
+    """A keyed hash of a client's address (the events' ip_hash): the same person is recognisable in the record,
+    never the IP, and nobody without the key can test a guess."""
+    host = host or ""
+    # no address is longer: anything else (a proxy's X-Forwarded-For) is hashed without taking room in the cache
+    return _host_hash(key, host) if len(host) <= MAX_ADDRESS else _host_hash.__wrapped__(key, host)
+
+
+@functools.lru_cache(maxsize=4096)  # the same clients come back
+def _host_hash(key: bytes, host: str) -> str:
+    return hmac.new(key, b"newsletter-ip:" + host.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def hashed(path: str) -> str:

@@ -23,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
-import hashlib
-import hmac
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -40,12 +38,12 @@ from newsletter.message import Notice, parse_mailbox
 from newsletter.render import RenderedIssue
 from newsletter.store import SignupRequest, now
 from newsletter.web.common import (
-    MAX_ADDRESS,
     MAX_BODY,
     BlockLimiter,
     address_block,
     form_fields,
     header,
+    ip_hash,
     mask,
     read_body,
 )
@@ -116,15 +114,8 @@ def routes(site: Site) -> list[Route]:
             lang(slug), "consent_default", list=title(slug), publisher=config.publisher.name or config.name
         )
 
-    @functools.lru_cache(maxsize=4096)
-    def host_hash(host: str) -> str:
-        return hmac.new(site.signer.key, b"newsletter-ip:" + host.encode(), hashlib.sha256).hexdigest()[:32]
-
-    def ip_hash(request: Request) -> str:
-        """A keyed hash of the client's address: the same person is recognisable in the record, never the IP."""
-        host = (request.client.host if request.client else "") or ""
-        # no address is longer: anything else (a proxy's X-Forwarded-For) is hashed without taking room in the cache
-        return host_hash(host) if len(host) <= MAX_ADDRESS else host_hash.__wrapped__(host)
+    def client_hash(request: Request) -> str:
+        return ip_hash(site.signer.key, request.client.host if request.client else None)
 
     rendered: dict[tuple[str, str, str], Response] = {}
 
@@ -209,7 +200,7 @@ def routes(site: Site) -> list[Route]:
             # the address posted to when the request names no page (our own form's send no Referer)
             "page": header(request, b"referer")[:500] or f"{config.base_url}/subscribe/{slug}",
             "user_agent": header(request, b"user-agent")[:300],
-            "ip_hash": ip_hash(request),
+            "ip_hash": client_hash(request),
         }
         mailing_list = await site.list_named(slug)
         if mailing_list is None:  # open in newsletter.toml, and nobody on it yet
@@ -238,7 +229,7 @@ def routes(site: Site) -> list[Route]:
             return site.render("confirm.html.j2", lang(slug), state="ask", email=mask(address), list=title(slug))
         if await read_body(request, MAX_BODY) is None:
             return PlainTextResponse("request body too large", status_code=413)
-        detail = {"user_agent": header(request, b"user-agent")[:300], "ip_hash": ip_hash(request)}
+        detail = {"user_agent": header(request, b"user-agent")[:300], "ip_hash": client_hash(request)}
 
         def confirm(connection: Connection) -> str | None:
             return store.confirm_signup(

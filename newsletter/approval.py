@@ -102,6 +102,8 @@ def open_token(store: Store, signer: TokenSigner, token: str) -> Asked | None:
     request = store.approval_request(found.request_id) if found else None
     if found is None or request is None or request.campaign_id != found.campaign_id:
         return None
+    if not request.carries(found.nonce):
+        return None
     if request.content_digest[:16] != found.content:
         return None
     return asked(store, request)

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -55,6 +55,11 @@ class ApprovalRequest:
     decision: Decision | None = None
     decided_by: str | None = None
     comment: str | None = None
+    nonce_hash: str = field(default="", repr=False)  # SHA-256 of the nonce its link carries
+
+    def carries(self, nonce: str) -> bool:
+        """Whether a link's nonce is this request's."""
+        return bool(self.nonce_hash) and hmac.compare_digest(nonce_hash(nonce), self.nonce_hash)
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,7 @@ def _request(row: Any) -> ApprovalRequest | None:
         row.decision,
         row.decided_by,
         row.comment,
+        row.nonce_hash,
     )
 
 

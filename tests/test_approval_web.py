@@ -19,6 +19,7 @@ from test_send import workspace as workspace  # noqa: F401  (the fixture: exampl
 from web_server import serving
 
 from newsletter.approval import approval_of
+from newsletter.cli.sending import who_asks
 from newsletter.sending.wiring import open_store
 from newsletter.store import CampaignStatus, Store, now
 from newsletter.store.schema import approval_requests
@@ -130,7 +131,8 @@ def test_the_page_shows_what_is_asked_and_a_get_decides_nothing(served):
     text = shown(page)
     assert page.status_code == 200 and '<html lang="fr">' in text
     # Who asks, the list, how many people now (the list's four subscribed), when, as the email's banner said.
-    assert BANNER in text and "newsletter send demande d'envoyer ce numéro à la liste" in text
+    asker = who_asks()  # the terminal's user and host, whose `send` asked
+    assert BANNER in text and f"{asker} demande d'envoyer ce numéro à la liste" in text
     assert "4 personnes, dès qu'il sera approuvé" in text
     assert f"Objet\u00a0: {row.subject}" in text and "De\u00a0: " in text and "Cette demande expire le" in text
     assert text.index('value="approve"') < text.index('value="decline"') and "autofocus" not in text

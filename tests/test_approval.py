@@ -11,6 +11,7 @@ import re
 
 import pytest
 from conftest import EXAMPLE_SLUG
+from smtp_server import RunningSmtp, SmtpSink
 from test_send import MEMBERS, run, send_json
 from test_send import workspace as workspace  # noqa: F401  (the fixture)
 
@@ -111,6 +112,35 @@ def test_the_same_send_again_joins_the_waiting_campaign_and_asks_nobody_twice(ap
     assert result.exit_code == 0, result.output
     assert document["campaign"] == 1 and document["status"] == "awaiting-approval"
     assert set(outbox(approving)) == before
+
+
+def test_an_approver_whose_email_did_not_go_is_asked_again_and_only_they(approving):
+    refusing = SmtpSink(refuse={"com@crdbsl.org": "450 4.2.0 mailbox busy, try later"})
+    with RunningSmtp(refusing) as server:
+        result, document = send_json("--no-dry-run", "--transport", server.dsn())
+        assert result.exit_code == 0, result.output
+        assert document["status"] == "awaiting-approval"
+        assert [f["email"] for f in document["failures"]] == ["com@crdbsl.org"]
+        assert [r.recipients for r in refusing.received] == [["direction@crdbsl.org"]]
+        refusing.refuse.clear()
+        result, document = send_json("--no-dry-run", "--transport", server.dsn())
+        assert result.exit_code == 0, result.output
+        assert document["campaign"] == 1 and "a request went to com@crdbsl.org" in document["note"]
+        assert [r.recipients for r in refusing.received] == [["direction@crdbsl.org"], ["com@crdbsl.org"]]
+        result, document = send_json("--no-dry-run", "--transport", server.dsn())
+        assert "every approver was asked already" in document["note"] and len(refusing.received) == 2
+    kinds = [event["kind"] for event in campaign_json(1)["events"]]
+    assert kinds.count("approval-not-sent") == 1 and kinds.count("approval-sent") == 2
+
+
+def test_when_no_request_reaches_anyone_the_send_fails_and_the_campaign_waits(approving):
+    refused = "550 5.7.1 relaying denied"
+    with RunningSmtp(SmtpSink(refuse=dict.fromkeys(APPROVERS, refused))) as server:
+        result, _ = send_json("--no-dry-run", "--transport", server.dsn())
+    assert result.exit_code == 1
+    assert "campaign 1 awaits approval, but no request reached an approver" in result.stderr
+    assert "run the same command again to ask again" in result.stderr
+    assert campaign_json(1)["status"] == "awaiting-approval"
 
 
 def test_no_approval_is_a_persons_own_send(approving):

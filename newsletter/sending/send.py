@@ -375,7 +375,8 @@ async def _ask_for_approval(
             f"campaign {row.id} awaits approval, but no request reached an approver ({failed[0][0]}: "
             f"{failed[0][1]}); run the same command again to ask again"
         )
-    asked = ", ".join(a for a, reason in sent if reason is None) or ", ".join(config.approval.approvers)
+    reached = [a for a, reason in sent if reason is None]
+    asked = f"a request went to {', '.join(reached)}" if reached else "every approver was asked already"
     return SendSummary(
         row.id,
         str(prepared.dsn),
@@ -385,8 +386,8 @@ async def _ask_for_approval(
         status=row.status,
         scheduled_at=row.scheduled_at,
         approval=approval_of(store, row.id),
-        note=f"awaiting approval: a request went to {asked}; nothing is sent until one approves it, in the email "
-        f"or with `newsletter approve {row.id}`",
+        note=f"awaiting approval: {asked}; nothing is sent until one approves it, in the email or with "
+        f"`newsletter approve {row.id}`",
     )
 
 

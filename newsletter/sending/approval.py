@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+from typing import TYPE_CHECKING
 
 from newsletter.approval import moment
 from newsletter.config import Config
@@ -22,11 +23,14 @@ from newsletter.message import Outgoing
 from newsletter.pages import Pages
 from newsletter.sending.frozen import FrozenCampaign
 from newsletter.sending.runner import test_recipient
-from newsletter.store import CampaignRow, CampaignStatus, MembershipStatus, Store
+from newsletter.store import CampaignRow, CampaignStatus, MembershipStatus, Store, now
 from newsletter.tokens import TokenSigner
 from newsletter.transports import Transport
 from newsletter.transports.base import preflight
 from newsletter.workspace import Workspace
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 _BODY = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 
@@ -94,6 +98,30 @@ def approval_message(
     key = f"{row.id}-approval-{token.rpartition('.')[2][:8]}"
     campaign = shown.campaign(key, signer, subject_prefix=translate(lang, "approval_prefix"))
     return campaign.build(test_recipient(approver))
+
+
+def make_requests(
+    store: Store,
+    config: Config,
+    campaign_id: int,
+    approvers: list[str],
+    frozen: FrozenCampaign,
+    *,
+    requested_by: str,
+    connection: Connection | None = None,
+) -> list[tuple[str, int, str]]:
+    """One request per approver of a campaign awaiting approval, as [approval] says (required, expires), about this
+    content: (approver, request id, nonce) each, for `ask`."""
+    made = store.request_approval(
+        campaign_id,
+        approvers,
+        requested_by=requested_by,
+        content_digest=frozen.message_digest(),
+        expires_at=now() + config.approval.lifetime,
+        required=config.approval.required,
+        connection=connection,
+    )
+    return [(approver, request_id, nonce) for approver, (request_id, nonce) in zip(approvers, made, strict=True)]
 
 
 async def ask(

@@ -34,7 +34,7 @@ from newsletter.config import Config, parse_duration
 from newsletter.errors import ConfigError, IssueError, NewsletterError
 from newsletter.message import HostedUnsubscribe, Outgoing, Recipient, parse_mailbox
 from newsletter.render import RenderedIssue
-from newsletter.sending.approval import approval_required, ask, unreached
+from newsletter.sending.approval import approval_required, ask, make_requests, unreached
 from newsletter.sending.frozen import LOCAL_BASE_URL, FrozenCampaign, content_hash, freeze
 from newsletter.sending.runner import Pacing, run, sender_id, test_recipient
 from newsletter.sending.wiring import (
@@ -45,7 +45,7 @@ from newsletter.sending.wiring import (
     pacing_for,
     ready,
 )
-from newsletter.store import CampaignRow, CampaignStatus, DeliveryStatus, ListRow, MembershipStatus, Store, now
+from newsletter.store import CampaignRow, CampaignStatus, DeliveryStatus, ListRow, MembershipStatus, Store
 from newsletter.tokens import TokenSigner
 from newsletter.transports import Dsn, Transport, transport_for
 from newsletter.transports.base import preflight
@@ -357,15 +357,7 @@ async def _ask_for_approval(
     if not requests:
         again = unreached(store, row, config.approval.approvers)
         if again:
-            made = store.request_approval(
-                row.id,
-                again,
-                requested_by=requested_by,
-                content_digest=FrozenCampaign.of(row).message_digest(),
-                expires_at=now() + config.approval.lifetime,
-                required=config.approval.required,
-            )
-            requests = [(a, request_id, nonce) for a, (request_id, nonce) in zip(again, made, strict=True)]
+            requests = make_requests(store, config, row.id, again, FrozenCampaign.of(row), requested_by=requested_by)
     sent = await ask(
         prepared.workspace, store, transport, row, requests, requested_by=requested_by, signer=prepared.signer
     )
@@ -448,16 +440,9 @@ def _open_campaign(
         requests = []
         if awaiting:
             approvers = config.approval.approvers
-            made = store.request_approval(
-                campaign_id,
-                approvers,
-                requested_by=requested_by,
-                content_digest=frozen.message_digest(),
-                expires_at=now() + config.approval.lifetime,
-                required=config.approval.required,
-                connection=connection,
+            requests = make_requests(
+                store, config, campaign_id, approvers, frozen, requested_by=requested_by, connection=connection
             )
-            requests = [(a, request_id, nonce) for a, (request_id, nonce) in zip(approvers, made, strict=True)]
     found = store.campaign(campaign_id)
     assert found is not None
     return found, requests

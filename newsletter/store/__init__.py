@@ -10,6 +10,7 @@ that runs it:
 - schema.py: the tables and the numbered migrations (version, upgrade).
 - lists.py: lists, by slug or former name.
 - subscribers.py: subscribers, memberships and their events; an import's batches; a list's members.
+- attributes.py: subscribers' tags, and the registry of the field names they were written with.
 - signups.py: sign-ups through a form (double opt-in), their confirmations, the purge of unconfirmed ones.
 - erasure.py: a person's data and its erasure (suppressions); the providers' reports and webhook tokens.
 - campaigns.py: campaigns, and TRANSITIONS, the one table of allowed status changes.
@@ -48,11 +49,13 @@ from newsletter.store.schema import (
     campaigns,
     deliveries,
     events,
+    field_names,
     list_aliases,
     lists,
     memberships,
     metadata,
     schema_version,
+    subscriber_tags,
     subscribers,
     suppressions,
     webhook_tokens,
@@ -133,6 +136,7 @@ __all__ = [
     "deliveries",
     "engine_name",
     "events",
+    "field_names",
     "list_aliases",
     "lists",
     "memberships",
@@ -140,6 +144,7 @@ __all__ = [
     "now",
     "schema_version",
     "slugify",
+    "subscriber_tags",
     "subscribers",
     "suppressions",
     "webhook_tokens",

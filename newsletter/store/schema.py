@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from newsletter.errors import NewsletterError
+from newsletter.fields import field_key
 from newsletter.slugs import LIST_SLUG, slugify
 from newsletter.store.engine import StoreBase, engine_name, now
 from newsletter.store.statuses import CampaignStatus
@@ -57,6 +58,8 @@ memberships = sa.Table(
     sa.Column("list_id", sa.Integer, sa.ForeignKey("lists.id"), primary_key=True),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # Added by migration 8: when they joined the list (what a segment's `joined` compares), kept through changes.
+    sa.Column("joined_at", sa.DateTime(timezone=True)),
     sa.Index("memberships_by_list", "list_id", "status", "subscriber_id"),
 )
 events = sa.Table(
@@ -177,6 +180,24 @@ campaign_events = sa.Table(  # what happened to a campaign, and who did it: appr
 )
 
 
+subscriber_tags = sa.Table(  # a subscriber's tags, matched by fields.tag_key: what a segment's tag:X finds
+    "subscriber_tags",
+    metadata,
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), primary_key=True),
+    sa.Column("tag_key", sa.String(200), primary_key=True),
+    sa.Column("tag", sa.String(200), nullable=False),  # as first written
+    sa.Index("subscriber_tags_by_key", "tag_key", "subscriber_id"),
+)
+
+
+field_names = sa.Table(  # every field name ever written to a subscriber, by key: the names a segment's field looks up
+    "field_names",
+    metadata,
+    sa.Column("field_key", sa.String(200), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+)
+
+
 def _migration_1(connection: Connection) -> None:
     metadata.create_all(connection, tables=[subscribers, lists, memberships, events, campaigns, deliveries])
 
@@ -248,6 +269,30 @@ def _migration_7(connection: Connection) -> None:
     metadata.create_all(connection, tables=[approval_requests, campaign_events])
 
 
+def _migration_8(connection: Connection) -> None:
+    """Tags, the registry of field names, and when each member joined (their first subscription to that list, as
+    the event log has it, else the membership's last change)."""
+    metadata.create_all(connection, tables=[subscriber_tags, field_names])
+    _add_columns(connection, memberships, ["joined_at"])
+    first_subscribed = (
+        sa.select(sa.func.min(events.c.at))
+        .where(
+            events.c.subscriber_id == memberships.c.subscriber_id,
+            events.c.list_id == memberships.c.list_id,
+            events.c.kind == "subscribed",
+        )
+        .scalar_subquery()
+    )
+    connection.execute(
+        memberships.update().values(joined_at=sa.func.coalesce(first_subscribed, memberships.c.updated_at))
+    )
+    names: set[tuple[str, str]] = set()
+    for (document,) in connection.execute(sa.select(subscribers.c.fields).execution_options(yield_per=5000)):
+        names.update((field_key(name), name) for name in (document or {}) if field_key(name))
+    if names:
+        connection.execute(field_names.insert(), [{"field_key": k, "name": n} for k, n in sorted(names)])
+
+
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _migration_1),
     (2, _migration_2),
@@ -256,6 +301,7 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (5, _migration_5),
     (6, _migration_6),
     (7, _migration_7),
+    (8, _migration_8),
 ]
 
 

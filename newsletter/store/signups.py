@@ -147,7 +147,7 @@ class Signups(Subscribers):
                 continue
             if pair not in statuses:
                 statuses[pair] = MembershipStatus.UNCONFIRMED
-                joined.append((subscriber_id, request.list_id, MembershipStatus.UNCONFIRMED, at))
+                joined.append((subscriber_id, request.list_id, MembershipStatus.UNCONFIRMED, at, at))
             asked[subscriber_id] = (count + 1, at)
             in_group.add(pair)
             logged.append(

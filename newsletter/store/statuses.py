@@ -10,7 +10,7 @@ import enum
 
 
 class MembershipStatus(enum.StrEnum):
-    """A subscriber's standing on one list. Nothing turns the last three back into SUBSCRIBED but the subscriber
+    """A subscriber's standing on one list. Nothing turns the last four back into SUBSCRIBED but the subscriber
     (an undo, or a confirmed sign-up)."""
 
     SUBSCRIBED = "subscribed"
@@ -18,6 +18,7 @@ class MembershipStatus(enum.StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
     COMPLAINED = "complained"
+    NONSUBSCRIBED = "nonsubscribed"  # imported as never having opted in (Mailchimp's "nonsubscribed"): never mailed
 
 
 class DeliveryStatus(enum.StrEnum):

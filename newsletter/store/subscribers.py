@@ -12,6 +12,7 @@ whatever their number of rows: they are below, each beside the method that runs 
 
 from __future__ import annotations
 
+import datetime as dt
 import heapq
 import itertools
 import json
@@ -22,7 +23,9 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from newsletter.store.engine import _TIME, StoreBase, _Among, _insert_ignoring, _Lookup, _Many, now
+from newsletter.fields import merge_fields, tag_key
+from newsletter.store.attributes import Attributes, add_tags, register_field_names, tags_among
+from newsletter.store.engine import _TIME, _Among, _insert_ignoring, _Lookup, _Many, now
 from newsletter.store.lists import ListRow, _list_named
 from newsletter.store.schema import address_hash, events, lists, memberships, subscribers, suppressions
 from newsletter.store.statuses import MembershipStatus
@@ -37,6 +40,7 @@ class Member:
     name: str | None
     fields: dict
     status: str
+    tags: tuple[str, ...] = ()  # read only when asked for (iter_members(tags=True))
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,21 @@ class Subscription:
     email: str  # validated and normalised
     name: str | None
     fields: dict
-    detail: dict  # for its event: where it came from (the file and line)
+    detail: dict  # for its event: where it came from (the file and line), and the consent it records
+    status: str = MembershipStatus.SUBSCRIBED  # what the file says: subscribed, or how they left (LEAVING)
+    tags: tuple[str, ...] = ()  # added to the subscriber's (an import never takes a tag off)
+    joined_at: dt.datetime | None = None  # when they joined, where the file says (else now)
+    status_at: dt.datetime | None = None  # when they left, where the file says: their event's time (else now)
+
+
+# What an imported row may say of someone instead of subscribed: never mailed, and never turned into subscribed by
+# an import. NONSUBSCRIBED (never opted in) leaves a subscribed member as they are; the others unsubscribe them.
+LEAVING = (
+    MembershipStatus.UNSUBSCRIBED,
+    MembershipStatus.BOUNCED,
+    MembershipStatus.COMPLAINED,
+    MembershipStatus.NONSUBSCRIBED,
+)
 
 
 @dataclass(frozen=True)
@@ -107,11 +125,12 @@ _INSERT_MEMBERSHIPS = _Many(
         list_id=sa.bindparam("m_list"),
         status=sa.bindparam("m_status"),
         updated_at=sa.bindparam("m_at", type_=_TIME),
+        joined_at=sa.bindparam("m_joined", type_=_TIME),
     ),
-    ["m_subscriber", "m_list", "m_status", "m_at"],
-    postgresql="INSERT INTO memberships (subscriber_id, list_id, status, updated_at) "
-    "SELECT m_subscriber, m_list, m_status, m_at FROM json_to_recordset(%(rows)s::json) "
-    "AS u(m_subscriber int, m_list int, m_status text, m_at timestamptz) ON CONFLICT DO NOTHING",
+    ["m_subscriber", "m_list", "m_status", "m_at", "m_joined"],
+    postgresql="INSERT INTO memberships (subscriber_id, list_id, status, updated_at, joined_at) "
+    "SELECT m_subscriber, m_list, m_status, m_at, m_joined FROM json_to_recordset(%(rows)s::json) "
+    "AS u(m_subscriber int, m_list int, m_status text, m_at timestamptz, m_joined timestamptz) ON CONFLICT DO NOTHING",
 )
 
 # subscribe_many's statements: a batch of thousands of rows costs a handful of them.
@@ -172,7 +191,7 @@ _SET_MEMBERSHIP = (
 )
 
 
-class Subscribers(StoreBase):
+class Subscribers(Attributes):
     def subscribe(
         self,
         list_id: int,
@@ -182,9 +201,11 @@ class Subscribers(StoreBase):
         source: str,
         detail: dict | None = None,
         *,
+        tags: Sequence[str] = (),
         connection: Connection | None = None,
     ) -> str:
-        """Add or update one subscriber on a list; return added, updated, unchanged or refused.
+        """Add or update one subscriber on a list (their fields merged by key, the tags added); return added,
+        updated, unchanged or refused.
 
         A member who unsubscribed, bounced, complained, or signed up without confirming yet is refused, as is a
         person erased at their request: only they can subscribe again (undo, or a confirmed sign-up).
@@ -208,7 +229,7 @@ class Subscribers(StoreBase):
                 ).scalar_one()
             else:
                 subscriber_id = row.id
-                merged = {**(row.fields or {}), **fields}
+                merged = merge_fields(row.fields or {}, fields)
                 new_name = name or row.name
                 if new_name != row.name or merged != (row.fields or {}):
                     writing.execute(
@@ -217,6 +238,9 @@ class Subscribers(StoreBase):
                         .values(name=new_name, fields=merged)
                     )
                     changed = True
+            register_field_names(writing, self._field_names_seen(), [fields])
+            if tags and self.tag(subscriber_id, tags, connection=writing):
+                changed = True
             status = writing.execute(
                 sa.select(memberships.c.status).where(
                     memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id
@@ -225,7 +249,11 @@ class Subscribers(StoreBase):
             if status is None:
                 writing.execute(
                     memberships.insert().values(
-                        subscriber_id=subscriber_id, list_id=list_id, status=MembershipStatus.SUBSCRIBED, updated_at=at
+                        subscriber_id=subscriber_id,
+                        list_id=list_id,
+                        status=MembershipStatus.SUBSCRIBED,
+                        updated_at=at,
+                        joined_at=at,
                     )
                 )
                 self._event(writing, subscriber_id, list_id, MembershipStatus.SUBSCRIBED, source, detail)
@@ -240,13 +268,19 @@ class Subscribers(StoreBase):
     def subscribe_many(
         self, list_id: int, rows: Sequence[Subscription], source: str, *, connection: Connection | None = None
     ) -> list[str]:
-        """subscribe() for many addresses at once (distinct whatever their case): for each, added, updated,
-        unchanged or refused, by the same rules, in a handful of statements whatever their number.
+        """subscribe() for many addresses at once (distinct whatever their case), each row with the status its file
+        gives: for each, by the same rules, in a handful of statements whatever their number,
 
-        New subscribers and memberships are inserted ON CONFLICT DO NOTHING, then read back by this batch's
-        instant, which they are stamped with: those that are not were added by someone else meanwhile (a sign-up,
-        another import, on PostgreSQL), and are taken as they now are, so that the batch never fails on them.
-        Existing subscribers are locked (FOR UPDATE) while their fields merge.
+        - added, updated, unchanged or refused (the store records them as having left) for a subscribed row;
+        - held: a leaving row (LEAVING) of someone new to the list, recorded with that status, never mailed;
+        - left: a leaving row (not NONSUBSCRIBED) of a subscribed member, who now has that status;
+        - updated or unchanged for a leaving row of a member who is not subscribed (their status stays).
+
+        An address erased at its owner's request is refused whatever its row says. New subscribers and memberships
+        are inserted ON CONFLICT DO NOTHING, then read back by this batch's instant, which they are stamped with:
+        those that are not were added by someone else meanwhile (a sign-up, another import, on PostgreSQL), and
+        are taken as they now are, so that the batch never fails on them. Existing subscribers are locked (FOR
+        UPDATE) while their fields merge.
         """
         if not rows:
             return []
@@ -269,6 +303,7 @@ class Subscribers(StoreBase):
                 results[hashes[erased]] = "refused"  # erased at their request: only their own confirmation
         wanted = [i for i in new if results[i] is None]
         ids: dict[str, int] = {}
+        register_field_names(connection, self._field_names_seen(), (row.fields for row in rows if row.fields))
         if wanted:
             fresh = [(rows[i].email, keys[i], rows[i].name, rows[i].fields, at) for i in wanted]
             _INSERT_SUBSCRIBERS(connection, fresh)
@@ -284,7 +319,7 @@ class Subscribers(StoreBase):
             if row is None or results[i] is not None:
                 continue
             before = json.loads(row.fields) if row.fields and row.fields != "{}" else {}
-            merged = {**before, **rows[i].fields}
+            merged = merge_fields(before, rows[i].fields)
             new_name = rows[i].name or row.name
             if new_name != row.name or merged != before:
                 updates.append((new_name, merged, row.id))
@@ -292,36 +327,80 @@ class Subscribers(StoreBase):
             ids[key] = row.id
         if updates:
             _UPDATE_SUBSCRIBERS(connection, updates)
+        self._add_rows_tags(connection, rows, keys, ids, results, changed)
         statuses = self._statuses(connection, list_id, [ids[key] for key in found if key in ids])
         joining = [i for i, key in enumerate(keys) if results[i] is None and statuses.get(ids[key]) is None]
         if joining:
-            _INSERT_MEMBERSHIPS(connection, [(ids[keys[i]], list_id, MembershipStatus.SUBSCRIBED, at) for i in joining])
+            _INSERT_MEMBERSHIPS(
+                connection,
+                [(ids[keys[i]], list_id, rows[i].status, at, rows[i].joined_at or at) for i in joining],
+            )
             joining_ids = [ids[keys[i]] for i in joining]
             joined = set(connection.execute(_JOINED, {"k_list": list_id, "k_ids": joining_ids, "k_at": at}).scalars())
             # Those joined by someone else since we looked are taken as they now are.
             statuses.update(self._statuses(connection, list_id, [i for i in joining_ids if i not in joined]))
             for i in joining:
                 if ids[keys[i]] in joined:
-                    results[i] = "added"
-        logged = []
+                    results[i] = "added" if rows[i].status == MembershipStatus.SUBSCRIBED else "held"
+        logged, leaving = [], []
         for i, key in enumerate(keys):
-            kind: str
-            if results[i] == "added":
-                kind = MembershipStatus.SUBSCRIBED
+            row, kind, when = rows[i], "", at
+            current = statuses.get(ids[key]) if key in ids else None
+            if results[i] in ("added", "held"):
+                kind, when = row.status, (row.status_at or at) if results[i] == "held" else at
             elif results[i] is not None:
                 continue
-            elif statuses.get(ids[key]) != MembershipStatus.SUBSCRIBED:
+            elif row.status == MembershipStatus.SUBSCRIBED and current != MembershipStatus.SUBSCRIBED:
                 results[i] = "refused"
                 continue
+            elif row.status not in (MembershipStatus.SUBSCRIBED, MembershipStatus.NONSUBSCRIBED) and (
+                current == MembershipStatus.SUBSCRIBED
+            ):
+                results[i], kind, when = "left", row.status, row.status_at or at
+                leaving.append(
+                    {
+                        "m_subscriber": ids[key],
+                        "m_list": list_id,
+                        "m_status": row.status,
+                        "m_at": at,
+                        "m_before": current,
+                    }
+                )
             elif i in changed:
                 results[i] = kind = "updated"
             else:
                 results[i] = "unchanged"
                 continue
-            logged.append((at, ids[key], list_id, kind, source, rows[i].detail))
+            logged.append((when, ids[key], list_id, kind, source, row.detail))
+        if leaving:
+            connection.execute(_SET_MEMBERSHIP, leaving)
         if logged:
             _LOG_EVENTS(connection, logged)
         return cast(list[str], results)  # every row got its result above
+
+    def _add_rows_tags(
+        self,
+        connection: Connection,
+        rows: Sequence[Subscription],
+        keys: list[str],
+        ids: dict[str, int],
+        results: list[str | None],
+        changed: set[int],
+    ) -> None:
+        """Add the batch's tags each subscriber lacks; a row that brings one is changed (updated)."""
+        tagged = [i for i, row in enumerate(rows) if row.tags and results[i] is None and keys[i] in ids]
+        if not tagged:
+            return
+        have = tags_among(connection, [ids[keys[i]] for i in tagged])
+        adding = []
+        for i in tagged:
+            subscriber_id = ids[keys[i]]
+            own = have.get(subscriber_id, {})
+            new = [tag for tag in rows[i].tags if tag_key(tag) not in own]
+            if new:
+                adding.extend((subscriber_id, tag) for tag in new)
+                changed.add(i)
+        add_tags(connection, adding)
 
     def _statuses(self, connection: Connection, list_id: int, subscriber_ids: Sequence[int]) -> dict[int, str]:
         if not subscriber_ids:
@@ -493,6 +572,7 @@ class Subscribers(StoreBase):
         offset: int = 0,
         limit: int | None = None,
         page: int = 2000,
+        tags: bool = False,
         connection: Connection | None = None,
     ) -> Iterator[Member]:
         """A list's members in subscriber order, from the offset-th and at most limit of them, read a page at a
@@ -506,7 +586,7 @@ class Subscribers(StoreBase):
         which the merge starts.
         """
         if status:
-            yield from self._members_of(list_id, status, offset, limit, page, connection=connection)
+            yield from self._members_of(list_id, status, offset, limit, page, tags=tags, connection=connection)
             return
         after = 0
         if offset:
@@ -522,7 +602,10 @@ class Subscribers(StoreBase):
                 return
             after = first - 1
         merged = heapq.merge(
-            *(self._members_of(list_id, s, 0, None, page, after, connection=connection) for s in MembershipStatus),
+            *(
+                self._members_of(list_id, s, 0, None, page, after, tags=tags, connection=connection)
+                for s in MembershipStatus
+            ),
             key=lambda member: member.subscriber_id,
         )
         yield from itertools.islice(merged, limit)
@@ -536,6 +619,7 @@ class Subscribers(StoreBase):
         page: int,
         after: int = 0,
         *,
+        tags: bool = False,
         connection: Connection | None = None,
     ) -> Iterator[Member]:
         skip, left = offset, limit
@@ -560,9 +644,11 @@ class Subscribers(StoreBase):
             )
             with self._reading(connection) as reading:
                 rows = reading.execute(query).all()
+                tagged = tags_among(reading, [row.id for row in rows]) if tags else {}
             for row in rows:  # the fields as text: most members have none to parse
                 fields = json.loads(row.fields) if row.fields and row.fields != "{}" else {}
-                yield Member(row.id, row.email, row.name, fields, status)
+                own = tuple(sorted(tagged.get(row.id, {}).values(), key=str.casefold))
+                yield Member(row.id, row.email, row.name, fields, status, own)
             if len(rows) < size:
                 return
             after, skip = rows[-1].id, 0

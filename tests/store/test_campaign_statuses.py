@@ -30,7 +30,14 @@ def store(database_url):
 
 
 def test_the_statuses_keep_the_strings_the_schema_and_json_have():
-    assert [str(s) for s in MembershipStatus] == ["subscribed", "pending", "unsubscribed", "bounced", "complained"]
+    assert [str(s) for s in MembershipStatus] == [
+        "subscribed",
+        "pending",
+        "unsubscribed",
+        "bounced",
+        "complained",
+        "nonsubscribed",
+    ]
     assert [str(s) for s in DeliveryStatus] == ["pending", "sent", "failed", "skipped"]
     assert [str(s) for s in CampaignStatus] == [
         "scheduled",

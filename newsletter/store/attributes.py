@@ -1,0 +1,126 @@
+"""A subscriber's tags and the registry of field names: what segments filter on besides the membership itself.
+
+Tags are rows of subscriber_tags, matched by fields.tag_key (case, accents and spaces do not count) and kept as first
+written. Fields live in the subscriber's JSON `fields` under the name they were written with; field_names registers
+every (key, name) ever written, so that a segment's `municipalite = "…"` knows which names to look up, and `check`
+which fields a list's members have, in one query each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from newsletter.fields import distinct_tags, field_key, tag_key
+from newsletter.store.engine import StoreBase, _Among, _insert_ignoring
+from newsletter.store.schema import field_names, memberships, subscriber_tags, subscribers
+from newsletter.store.statuses import MembershipStatus
+
+_TAGS_AMONG = sa.select(subscriber_tags.c.subscriber_id, subscriber_tags.c.tag_key, subscriber_tags.c.tag).where(
+    _Among(subscriber_tags.c.subscriber_id, "k_ids")
+)
+
+
+def tags_among(connection: Connection, subscriber_ids: Sequence[int]) -> dict[int, dict[str, str]]:
+    """Each of these subscribers' tags ({key: tag}), for those that have any."""
+    found: dict[int, dict[str, str]] = {}
+    if subscriber_ids:
+        for subscriber_id, key, tag in connection.execute(_TAGS_AMONG, {"k_ids": list(subscriber_ids)}):
+            found.setdefault(subscriber_id, {})[key] = tag
+    return found
+
+
+def add_tags(connection: Connection, tags: Iterable[tuple[int, str]]) -> None:
+    """Give these (subscriber, tag) pairs; a tag a subscriber has already (by key) stays as it was."""
+    rows = [{"subscriber_id": s, "tag_key": tag_key(tag), "tag": tag} for s, tag in tags]
+    if rows:
+        connection.execute(_insert_ignoring(connection.dialect.name, subscriber_tags), rows)
+
+
+def register_field_names(connection: Connection, known: set[tuple[str, str]], documents: Iterable[Mapping]) -> None:
+    """Register the field names these documents use (known: those registered already by this store object)."""
+    new = {(field_key(name), name) for document in documents for name in document} - known
+    new = {(key, name) for key, name in new if key}
+    if new:
+        rows = [{"field_key": key, "name": name[:200]} for key, name in sorted(new)]
+        connection.execute(_insert_ignoring(connection.dialect.name, field_names), rows)
+        known.update(new)
+
+
+class Attributes(StoreBase):
+    _known_field_names: set[tuple[str, str]]
+
+    def _field_names_seen(self) -> set[tuple[str, str]]:
+        if not hasattr(self, "_known_field_names"):
+            self._known_field_names = set()
+        return self._known_field_names
+
+    def tag(self, subscriber_id: int, tags: Iterable[str], *, connection: Connection | None = None) -> list[str]:
+        """Add tags to a subscriber; return those that are new to them."""
+        with self._writing(connection) as writing:
+            have = tags_among(writing, [subscriber_id]).get(subscriber_id, {})
+            new = [t for t in distinct_tags(tags) if tag_key(t) not in have]
+            add_tags(writing, [(subscriber_id, t) for t in new])
+        return new
+
+    def untag(self, subscriber_id: int, tags: Iterable[str], *, connection: Connection | None = None) -> list[str]:
+        """Take tags off a subscriber; return those they had (as they were written)."""
+        keys = {tag_key(t) for t in tags}
+        with self._writing(connection) as writing:
+            have = tags_among(writing, [subscriber_id]).get(subscriber_id, {})
+            gone = [have[k] for k in keys if k in have]
+            if gone:
+                writing.execute(
+                    subscriber_tags.delete().where(
+                        subscriber_tags.c.subscriber_id == subscriber_id, subscriber_tags.c.tag_key.in_(list(keys))
+                    )
+                )
+        return gone
+
+    def tags_of(self, subscriber_id: int, *, connection: Connection | None = None) -> list[str]:
+        with self._reading(connection) as reading:
+            return sorted(tags_among(reading, [subscriber_id]).get(subscriber_id, {}).values(), key=str.casefold)
+
+    def field_name_variants(
+        self, keys: Collection[str], *, connection: Connection | None = None
+    ) -> dict[str, list[str]]:
+        """For each field key, the names it was ever written under (a segment looks each of them up)."""
+        if not keys:
+            return {}
+        with self._reading(connection) as reading:
+            rows = reading.execute(
+                sa.select(field_names.c.field_key, field_names.c.name)
+                .where(field_names.c.field_key.in_(sorted(keys)))
+                .order_by(field_names.c.field_key, field_names.c.name)
+            ).all()
+        found: dict[str, list[str]] = {}
+        for key, name in rows:
+            found.setdefault(key, []).append(name)
+        return found
+
+    def list_field_keys(self, list_id: int, keys: Collection[str], *, connection: Connection | None = None) -> set[str]:
+        """Which of these field keys some subscribed member of the list has a value for: one indexed probe per
+        name the key was written under, each stopping at its first member."""
+        variants = self.field_name_variants(keys, connection=connection)
+        found: set[str] = set()
+        with self._reading(connection) as reading:
+            for key, names in variants.items():
+                for name in names:
+                    value = subscribers.c.fields[name].as_string()
+                    hit = reading.execute(
+                        sa.select(memberships.c.subscriber_id)
+                        .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
+                        .where(
+                            memberships.c.list_id == list_id,
+                            memberships.c.status == MembershipStatus.SUBSCRIBED,
+                            value.is_not(None),
+                            value != "",
+                        )
+                        .limit(1)
+                    ).first()
+                    if hit is not None:
+                        found.add(key)
+                        break
+        return found

@@ -342,26 +342,27 @@ class Subscribers(Attributes):
             for i in joining:
                 if ids[keys[i]] in joined:
                     results[i] = "added" if rows[i].status == MembershipStatus.SUBSCRIBED else "held"
-        logged, leaving = [], []
+        logged: list[tuple] = []
+        leaving: list[dict] = []
         for i, key in enumerate(keys):
-            row, kind, when = rows[i], "", at
+            asked, kind, when = rows[i], "", at
             current = statuses.get(ids[key]) if key in ids else None
             if results[i] in ("added", "held"):
-                kind, when = row.status, (row.status_at or at) if results[i] == "held" else at
+                kind, when = asked.status, (asked.status_at or at) if results[i] == "held" else at
             elif results[i] is not None:
                 continue
-            elif row.status == MembershipStatus.SUBSCRIBED and current != MembershipStatus.SUBSCRIBED:
+            elif asked.status == MembershipStatus.SUBSCRIBED and current != MembershipStatus.SUBSCRIBED:
                 results[i] = "refused"
                 continue
-            elif row.status not in (MembershipStatus.SUBSCRIBED, MembershipStatus.NONSUBSCRIBED) and (
+            elif asked.status not in (MembershipStatus.SUBSCRIBED, MembershipStatus.NONSUBSCRIBED) and (
                 current == MembershipStatus.SUBSCRIBED
             ):
-                results[i], kind, when = "left", row.status, row.status_at or at
+                results[i], kind, when = "left", asked.status, asked.status_at or at
                 leaving.append(
                     {
                         "m_subscriber": ids[key],
                         "m_list": list_id,
-                        "m_status": row.status,
+                        "m_status": asked.status,
                         "m_at": at,
                         "m_before": current,
                     }
@@ -371,7 +372,7 @@ class Subscribers(Attributes):
             else:
                 results[i] = "unchanged"
                 continue
-            logged.append((when, ids[key], list_id, kind, source, row.detail))
+            logged.append((when, ids[key], list_id, kind, source, asked.detail))
         if leaving:
             connection.execute(_SET_MEMBERSHIP, leaving)
         if logged:
@@ -392,7 +393,7 @@ class Subscribers(Attributes):
         if not tagged:
             return
         have = tags_among(connection, [ids[keys[i]] for i in tagged])
-        adding = []
+        adding: list[tuple[int, str]] = []
         for i in tagged:
             subscriber_id = ids[keys[i]]
             own = have.get(subscriber_id, {})

@@ -12,7 +12,8 @@ URL, e.g. at archive_url on the organisation's own website:
     assets/page.css         the pages' stylesheet
 
 The archive holds every issue a campaign started sending (Store.sent_issues), plus the issues named for it, so
-that an issue's page can be published before its campaign goes and its view-online link works on arrival.
+that an issue's page can be published before its campaign goes and its view-online link works on arrival, and
+the past issues brought from Mailchimp or Substack (archive/imported/, archive_import.py), among them by date.
 """
 
 from __future__ import annotations
@@ -80,6 +81,17 @@ class WebVersion:
 def sent_entries(store: Store) -> list[Entry]:
     """Every issue a campaign started sending, newest first (not those only scheduled)."""
     return [Entry(slug, subject, at) for slug, subject, at in store.sent_issues()]
+
+
+def archived_entries(workspace: Workspace, store: Store) -> list[Entry]:
+    """The sent issues and those imported from another tool (archive_import.py), newest first; where both have a
+    slug, the sent issue's."""
+    from newsletter.archive_import import imported_entries
+
+    sent = sent_entries(store)
+    slugs = {entry.slug for entry in sent}
+    imported = [entry for entry in imported_entries(workspace) if entry.slug not in slugs]
+    return sorted([*sent, *imported], key=lambda entry: entry.updated, reverse=True)
 
 
 def sent_version(
@@ -264,6 +276,7 @@ def write_archive(workspace: Workspace, store: Store, named: Sequence[Path], out
     versions = [v for slug, v in named_versions.items() if v is not None and slug not in sent_slugs]
     versions.sort(key=lambda v: v.entry.updated, reverse=True)  # not sent yet: the next to go, on top
     skipped = []
+    published: list[WebVersion] = []
     for entry in sent:
         if (version := named_versions.get(entry.slug)) is not None:
             version = replace(version, entry=entry)
@@ -272,7 +285,15 @@ def write_archive(workspace: Workspace, store: Store, named: Sequence[Path], out
         if version is None:
             skipped.append(entry.slug)
         else:
-            versions.append(version)
+            published.append(version)
+    from newsletter.archive_import import imported_entries, imported_version
+
+    for entry in imported_entries(workspace):  # among the sent ones, by date; a sent or named issue's slug wins
+        taken = entry.slug in sent_slugs or entry.slug in named_versions
+        if not taken and (version := imported_version(workspace, entry.slug)) is not None:
+            published.append(version)
+    published.sort(key=lambda v: v.entry.updated, reverse=True)
+    versions += published
     entries = [v.entry for v in versions]
 
     from newsletter.pages import Pages  # the pages' templates, with the workspace's overrides

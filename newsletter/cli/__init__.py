@@ -58,6 +58,7 @@ for name, command in (
     ("decline", sending.decline),
     ("serve", serving.serve),
     ("archive", serving.archive),
+    ("archive-import", serving.archive_import),
     ("mcp", serving.mcp_server),
     ("form", serving.form),
     ("schema", issues.schema),

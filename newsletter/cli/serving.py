@@ -1,4 +1,4 @@
-"""The commands that serve and publish: serve, archive, mcp, form, and `db upgrade`."""
+"""The commands that serve and publish: serve, archive, archive-import, mcp, form, and `db upgrade`."""
 
 from __future__ import annotations
 
@@ -100,6 +100,31 @@ def archive(
         typer.echo(f"left in place, no longer in the archive: {', '.join(result.left)} (delete them to unpublish)")
     shown_issues = ", ".join(result.issues) or "no issue yet"
     typer.echo(f"wrote {relative(result.out / 'index.html')}: {shown_issues} ({result.files} files)")
+
+
+def archive_import(
+    export: Annotated[
+        Path,
+        typer.Argument(
+            help="Mailchimp's account export or Substack's export: the .zip it gave, or the folder it unzips to."
+        ),
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be imported; write nothing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Bring the past issues of a Mailchimp or Substack export into the archive, as sent, without their tracking.
+
+    Each sent campaign becomes archive/imported/<date>-<subject>/ (its page and meta.json), which `archive` and
+    `serve` list among the sent issues; delete a folder to take one out. Running it again changes nothing.
+    """
+    from newsletter.archive_import import import_archive
+    from newsletter.workspace import Workspace
+
+    report = import_archive(Workspace.discover(), export, dry_run=dry_run)
+    if as_json:
+        print_json(report.to_json())
+    else:
+        typer.echo(f"{report.summary()}, in {relative(report.folder)}")
 
 
 def mcp_server(

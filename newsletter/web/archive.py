@@ -1,5 +1,5 @@
 """GET /archive/: the web version of every issue a campaign started sending, its images and events' .ics files,
-and an Atom feed.
+the past issues imported from another tool (archive/imported/), and an Atom feed.
 
 Only routes: which issues, their pages, the index's data and the feed come from newsletter/archive.py, which
 `newsletter archive` also writes as static files.
@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from newsletter.archive import WebVersion, feed_document, index_issues, sent_entries, sent_version
+from newsletter.archive import WebVersion, archived_entries, feed_document, index_issues, sent_entries, sent_version
+from newsletter.archive_import import imported_version
 from newsletter.web.site import Site
 
 # An email is styled inline: its page allows inline styles, and still runs and loads nothing else.
@@ -30,15 +31,15 @@ def routes(site: Site) -> list[Route]:
         if slug in cache:
             return cache[slug]
         entry = next((e for e in sent_entries(store) if e.slug == slug), None)
-        if entry is None:
-            return None
+        if entry is None:  # a past issue imported from another tool: read each time, a new import may change it
+            return imported_version(workspace, slug)
         version = sent_version(workspace, store, entry, unsubscribe_url=f"{config.base_url or ''}/")
         if version is not None:
             cache[slug] = version
         return version
 
     async def index(request: Request) -> Response:
-        entries = await asyncio.to_thread(sent_entries, store)
+        entries = await asyncio.to_thread(archived_entries, workspace, store)
         return site.render("archive.html.j2", site.lang, issues=index_issues(entries, config, site.lang))
 
     async def issue(request: Request) -> Response:
@@ -71,7 +72,7 @@ def routes(site: Site) -> list[Route]:
 
     async def feed(request: Request) -> Response:
         url = f"{config.base_url}/archive" if config.base_url else None  # never from Host: ids must not change
-        entries = await asyncio.to_thread(sent_entries, store)
+        entries = await asyncio.to_thread(archived_entries, workspace, store)
         return Response(feed_document(config, entries, url), media_type="application/atom+xml")
 
     return [

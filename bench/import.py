@@ -1,7 +1,7 @@
 """A list of a million: `subscribers import` beside the cheapest correct import, and the memory of what reads
 the list afterwards (export, list, send through null://, status), on SQLite and on PostgreSQL.
 
-    .venv/bin/python bench/import.py [--rows 1000000] [--engines sqlite,postgresql] [--no-send]
+    .venv/bin/python bench/import.py [--rows 1000000] [--engines sqlite,postgresql] [--no-send] [--no-mailchimp]
 
 1. A CSV of `rows` rows, `email,name` as people have them (some 38 MB for a million): addresses at a few
    hundred domains, accented names, one row in a thousand a duplicate by case of an earlier one and one in a
@@ -14,6 +14,10 @@ the list afterwards (export, list, send through null://, status), on SQLite and 
    same import again, every row unchanged.
 4. `subscribers export`, `subscribers list --json` (both to /dev/null), `list --limit 100 --offset` near the end,
    `send --no-dry-run --transport null://` to the whole list, and `status`: time and peak memory of each.
+5. A Mailchimp audience export of the same number of rows (the zip Mailchimp mails: four CSVs with the layout of
+   tests/fixtures/exports/README.md, 94 % subscribed, 4 % unsubscribed, 1.5 % cleaned, 0.5 % nonsubscribed; merge
+   fields, consent times and IPs, tags on a third of them), imported into another list of the same store: rows per
+   second beside the CSV import's of step 3 and the reference, and its peak memory.
 
 Each command is a child process; its peak memory is VmHWM from its own /proc/self/status, read as it exits (as
 bench/send.py reads it): the peak of that process alone, not of this one, which forked it.
@@ -22,6 +26,7 @@ bench/send.py reads it): the peak of that process alone, not of this one, which 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -113,6 +118,50 @@ def write_csv(path: Path, rows: int) -> None:
             file.write(f"{address},{first} {last}\n")
 
 
+MAILCHIMP_FIELDS = '"Email Address","First Name","Last Name",Municipalité,Organisme,MEMBER_RATING,OPTIN_TIME,\
+OPTIN_IP,CONFIRM_TIME,CONFIRM_IP,LATITUDE,LONGITUDE,GMTOFF,DSTOFF,TIMEZONE,CC,REGION'
+MAILCHIMP_FILES = {  # file: (the columns after the common ones, the share of the rows)
+    "cleaned": ("CLEAN_TIME,CLEAN_CAMPAIGN_TITLE,CLEAN_CAMPAIGN_ID", 15),
+    "unsubscribed": ("UNSUB_TIME,UNSUB_CAMPAIGN_TITLE,UNSUB_CAMPAIGN_ID,UNSUB_REASON,UNSUB_REASON_OTHER", 40),
+    "nonsubscribed": ("LAST_CHANGED", 5),
+    "subscribed": ("LAST_CHANGED", 940),
+}
+TOWNS = ["Rimouski", "Matane", "Amqui", "Mont-Joli", "Trois-Pistoles", "Rivière-du-Loup"]
+TAGS = ['""MRC Rimouski-Neigette""', '""Rimouski""', '""MRC de La Matanie""', '""Bénévoles""']
+
+
+def write_mailchimp(path: Path, rows: int) -> None:
+    """A Mailchimp audience export of `rows` rows, as the zip Mailchimp mails (each CSV written to the zip as a
+    stream); addresses at other domains than write_csv's, so that they are new to the store."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        number = 0
+        for kind, (columns, share) in MAILCHIMP_FILES.items():
+            count = rows * share // 1000 if kind != "subscribed" else rows - number
+            with (
+                archive.open(f"{kind}_members_export_be1c4a.csv", "w") as raw,
+                io.TextIOWrapper(raw, encoding="utf-8", newline="") as file,
+            ):
+                file.write(f"{MAILCHIMP_FIELDS},{columns},LEID,EUID,NOTES,TAGS\n")
+                for _ in range(count):
+                    first, last = FIRST_NAMES[number % 10], LAST_NAMES[number // 10 % 10]
+                    address = f"{LOCAL_PARTS[number % 10]}{number}@organisme{number % 300}.example.ca"
+                    town = TOWNS[number % 6] if number % 5 else ""
+                    ip = f"198.51.100.{number % 250}"
+                    stamp = f"2021-{number % 12 + 1:02d}-{number % 28 + 1:02d} 13:02:11"
+                    common = f"{address},{first},{last},{town},,2,{stamp},{ip},{stamp},{ip},,,,,,,"
+                    if kind == "cleaned":
+                        after = f"{stamp},Bulletin,6c5b4a3928"
+                    elif kind == "unsubscribed":
+                        after = f"{stamp},Bulletin,9f8e7d6c5b,Other,J'ai déménagé"
+                    else:
+                        after = stamp
+                    tags = f'"{",".join(TAGS[number % 4 : number % 4 + 2])}"' if number % 3 == 0 else ""
+                    file.write(f"{common},{after},{number},{number:x},,{tags}\n")
+                    number += 1
+
+
 def workspace(folder: Path) -> Path:
     shutil.copy(ROOT / "newsletter.toml", folder / "newsletter.toml")
     shutil.copytree(ROOT / "issues" / SLUG, folder / "issues" / SLUG)
@@ -151,7 +200,15 @@ def mb(kb: int) -> str:
     return f"{kb / 1024:.0f} MB"
 
 
-def measure(engine: str, csv_file: Path, rows: int, url: str | None, reference_target: str, send: bool) -> None:
+def measure(
+    engine: str,
+    csv_file: Path,
+    rows: int,
+    url: str | None,
+    reference_target: str,
+    send: bool,
+    mailchimp: Path | None = None,
+) -> None:
     print(f"\n== {engine}")
     done, seconds, peak = reference(csv_file, reference_target)
     theirs = done / seconds
@@ -183,6 +240,30 @@ def measure(engine: str, csv_file: Path, rows: int, url: str | None, reference_t
                 f"{report['added']:,} added, {report['rejected_count']:,} rejected"
             )
             print(f"ratio import / reference: {ours / theirs:.2f}")
+            if mailchimp is not None:
+                seconds, peak, out = newsletter(
+                    folder,
+                    "subscribers",
+                    "import",
+                    str(mailchimp),
+                    "--list",
+                    "mc",
+                    "--json",
+                    "--rejects",
+                    "mc-rejects.csv",
+                    stdout=subprocess.PIPE,
+                )
+                imported = json.loads(out)
+                theirs_mc = rows / seconds
+                print(
+                    f"Mailchimp export import: {rows:,} rows in {seconds:.1f} s = {theirs_mc:,.0f} rows/s, peak "
+                    f"{mb(peak)}; {imported['added']:,} added, held {imported['held']}, "
+                    f"{imported['rejected_count']:,} rejected, {imported['consent']:,} with consent evidence"
+                )
+                print(
+                    f"ratio Mailchimp import / CSV import: {theirs_mc / ours:.2f}; / reference: "
+                    f"{theirs_mc / theirs:.2f}"
+                )
             seconds, peak, out = newsletter(
                 folder, "subscribers", "import", str(csv_file), "--list", "mil", "--json", stdout=subprocess.PIPE
             )
@@ -244,6 +325,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--engines", default="sqlite,postgresql")
     parser.add_argument("--no-send", dest="send", action="store_false", help="skip send and status")
+    parser.add_argument("--no-mailchimp", dest="mailchimp", action="store_false", help="skip the Mailchimp export")
     arguments = parser.parse_args()
     os.environ.update(NEWSLETTER_SECRET_KEY=SECRET, NEWSLETTER_ASSET_BASE_URL="https://bench.example.org/archive")
     os.environ.pop("NEWSLETTER_DATABASE_URL", None)
@@ -252,9 +334,15 @@ def main() -> None:
         csv_file = Path(scratch) / "m.csv"
         write_csv(csv_file, arguments.rows)
         print(f"{csv_file.name}: {arguments.rows:,} rows, {csv_file.stat().st_size / 1e6:.0f} MB")
+        mailchimp = None
+        if arguments.mailchimp:
+            mailchimp = Path(scratch) / "mailchimp-export.zip"
+            write_mailchimp(mailchimp, arguments.rows)
+            print(f"{mailchimp.name}: {arguments.rows:,} rows, {mailchimp.stat().st_size / 1e6:.0f} MB zipped")
         engines = arguments.engines.split(",")
         if "sqlite" in engines:
-            measure("SQLite", csv_file, arguments.rows, None, str(Path(scratch) / "reference.db"), arguments.send)
+            reference_file = str(Path(scratch) / "reference.db")
+            measure("SQLite", csv_file, arguments.rows, None, reference_file, arguments.send, mailchimp)
         if "postgresql" in engines:
             sys.path.insert(0, str(ROOT / "tests"))
             sys.path.insert(0, str(ROOT))
@@ -270,7 +358,8 @@ def main() -> None:
             try:
                 url = server.new_database()
                 Store.open(url, upgrade=True).close()
-                measure("PostgreSQL", csv_file, arguments.rows, url, server.new_database(), arguments.send)
+                reference_url = server.new_database()
+                measure("PostgreSQL", csv_file, arguments.rows, url, reference_url, arguments.send, mailchimp)
             finally:
                 server.stop()
 

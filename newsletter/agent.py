@@ -286,6 +286,7 @@ class SendBinding:
     content: str  # FrozenCampaign.message_digest: subject, both parts, sender, reply-to, list, links, images' bytes
     audience: int
     transport: str  # without credentials
+    segment: str | None = None  # the segment's canonical expression; None: the whole list
 
 
 class ConfirmationBook:
@@ -333,6 +334,12 @@ class ConfirmationBook:
                 raise NewsletterError(
                     f"confirmation code '{code}' is for {record['issue']} to the list "
                     f"'{record['list']}', not {binding.issue} to '{binding.list}'; {again}"
+                )
+            if record.get("segment") != binding.segment:
+                shown_then = record.get("segment") or "the whole list"
+                raise NewsletterError(
+                    f"confirmation code '{code}' is for {shown_then}, not {binding.segment or 'the whole list'}; "
+                    f"{again}"
                 )
             if record["content"] != binding.content:
                 raise NewsletterError(f"{binding.issue} changed since the dry run that gave code '{code}'; {again}")
@@ -406,26 +413,31 @@ def sample_parts(sample: str | None) -> dict | None:
 
 
 async def _binding(
-    workspace: Workspace, folder: Path, list_slug: str, dsn_text: str
+    workspace: Workspace, folder: Path, list_slug: str, dsn_text: str, segment: str | None = None
 ) -> tuple[SendSummary, SendBinding]:
-    """A dry run, and what it showed as a SendBinding: the digest of every byte its messages are made of."""
-    summary = await send_issue(workspace, folder, list_slug, dsn_text=dsn_text, dry_run=True)
+    """A dry run, and what it showed as a SendBinding: the digest of every byte its messages are made of, the
+    segment and the audience."""
+    summary = await send_issue(workspace, folder, list_slug, dsn_text=dsn_text, dry_run=True, segment=segment)
     store = open_store(workspace)
     try:
         slug = store.find_list(list_slug).slug
     finally:
         store.close()
     assert summary.message is not None
-    return summary, SendBinding(folder.name, slug, summary.message, summary.audience, summary.transport)
+    expression = summary.segment["expression"] if summary.segment else None
+    binding = SendBinding(folder.name, slug, summary.message, summary.audience, summary.transport, expression)
+    return summary, binding
 
 
-async def confirmable_dry_run(workspace: Workspace, folder: Path, list_slug: str, dsn_text: str) -> dict:
+async def confirmable_dry_run(
+    workspace: Workspace, folder: Path, list_slug: str, dsn_text: str, segment: str | None = None
+) -> dict:
     """The dry run's JSON (as `send --json`), its sample as headers and text, and a confirmation code for it.
 
     No code is given when a real send would be refused (no base_url, secret key or absolute image URLs for a
     transport that leaves this machine); `refused` says why.
     """
-    summary, binding = await _binding(workspace, folder, list_slug, dsn_text)
+    summary, binding = await _binding(workspace, folder, list_slug, dsn_text, segment)
     document = summary.to_json()
     document["sample"] = sample_parts(summary.sample)
     try:
@@ -441,6 +453,7 @@ async def confirmable_dry_run(workspace: Workspace, folder: Path, list_slug: str
             "issue": binding.issue,
             "list": binding.list,
             "audience": binding.audience,
+            "segment": binding.segment,
             "content": binding.content[:12],
             "transport": binding.transport,
         },
@@ -460,6 +473,7 @@ async def confirmed_send(
     *,
     at: str | None = None,
     requested_by: str = AGENT,
+    segment: str | None = None,
 ) -> SendSummary:
     """Send (or schedule, with `at`) the issue to the list when code is an unused code of a dry run of exactly this.
 
@@ -468,7 +482,7 @@ async def confirmed_send(
     """
     if not code.strip():
         raise NewsletterError(NO_CODE)
-    _, binding = await _binding(workspace, folder, list_slug, dsn_text)
+    _, binding = await _binding(workspace, folder, list_slug, dsn_text, segment)
     await prepare_real_send(workspace, folder, dsn_text)
     if at is not None:
         parse_at(at, workspace.config.zone)
@@ -482,4 +496,5 @@ async def confirmed_send(
         at=at,
         content=binding.content,
         requested_by=requested_by,
+        segment=segment,
     )

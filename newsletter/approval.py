@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from newsletter.errors import NewsletterError
 from newsletter.i18n import format_day, format_time, translate
 from newsletter.sending.frozen import FrozenCampaign, content_hash, image_digests
-from newsletter.store import ApprovalRequest, CampaignRow, CampaignStatus, DecisionResult, MembershipStatus, Store
+from newsletter.store import ApprovalRequest, CampaignRow, CampaignStatus, DecisionResult, Store
 from newsletter.store.approvals import Decision
 from newsletter.tokens import TokenSigner
 from newsletter.workspace import Workspace
@@ -58,6 +58,15 @@ class Asked:
         return self.campaign.status == CampaignStatus.AWAITING_APPROVAL and self.request.decision is None
 
 
+def audience_name(frozen: FrozenCampaign) -> str:
+    """The list a campaign goes to as an approver reads it, with its segment when it has one."""
+    if not frozen.segment:
+        return frozen.list_name
+    return translate(
+        frozen.lang, "approval_segment", list=frozen.list_name, segment=frozen.segment_name or frozen.segment
+    )
+
+
 def asked(store: Store, request: ApprovalRequest) -> Asked:
     row = store.campaign(request.campaign_id)
     assert row is not None  # a request is its campaign's
@@ -68,8 +77,8 @@ def asked(store: Store, request: ApprovalRequest) -> Asked:
         frozen.subject,
         frozen.from_shown,
         frozen.list_slug,
-        frozen.list_name,
-        store.count_members(row.list_id, MembershipStatus.SUBSCRIBED),
+        audience_name(frozen),
+        store.count_audience(row.list_id, frozen.segment, row.issue_slug, row.content_hash),
         [
             (r.decided_by or r.approver, r.used_at)
             for r in store.approval_requests(row.id)

@@ -70,6 +70,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "previous_date_kept": "Date du numéro précédent ({date}) : remplacez-la par la nouvelle.",
         "approval_prefix": "[À approuver] ",
         "approval_title": "Approuver l'envoi",
+        "approval_segment": "{list}, segment «\u00a0{segment}\u00a0»",
         "approval_asks": "{who} demande d'envoyer ce numéro à la liste «\u00a0{list}\u00a0»\u00a0: {count} personnes, "
         "{when}.",
         "approval_now": "dès qu'il sera approuvé",
@@ -165,6 +166,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "previous_date_kept": "The previous issue's date ({date}): replace it with the new one.",
         "approval_prefix": "[To approve] ",
         "approval_title": "Approve the send",
+        "approval_segment": "{list}, segment “{segment}”",
         "approval_asks": "{who} asks to send this issue to the list “{list}”: {count} people, {when}.",
         "approval_now": "as soon as it is approved",
         "approval_at": "on {at}",

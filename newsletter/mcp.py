@@ -54,6 +54,14 @@ INSTRUCTIONS = (
 
 IssueName = Annotated[str, Field(description="The issue's slug, its folder under issues/ (e.g. 2025-02-hiver).")]
 ListName = Annotated[str, Field(description="The list's slug (list_lists shows them), e.g. alliances.")]
+SegmentName = Annotated[
+    str | None,
+    Field(
+        description="Only part of the list: a segment named in newsletter.toml ([lists.SLUG.segments]) or an "
+        'expression, e.g. \'tag:"MRC Rimouski-Neigette" or municipalite in ["Matane", "Amqui"]\'. Omit it for the '
+        "whole list."
+    ),
+]
 Confirmation = Annotated[
     str, Field(description="The confirmation code that send_dry_run gave for exactly this issue and list.")
 ]
@@ -340,22 +348,29 @@ def create_server(root: Path) -> NewsletterServer:
         return _result(agent.subscribers_summary(workspace(), list, addresses=addresses))
 
     @tool(READ_ONLY)
-    def send_dry_run(issue: IssueName, list: ListName) -> CallToolResult:
-        """Show what sending the issue to the list would do, and give the confirmation code a send needs.
+    def send_dry_run(issue: IssueName, list: ListName, segment: SegmentName = None) -> CallToolResult:
+        """Show what sending the issue to the list (or to a segment of it) would do, and give the confirmation code
+        a send needs.
 
-        Answers as `newsletter send --json` (a dry run: audience, recipients, transport), with the sample message
-        as its headers and plain text, and `confirmation`: a code for exactly this content, list and audience,
-        used once, valid for an hour. Nothing is sent. Show the person you work for what it says before sending.
+        Answers as `newsletter send --json` (a dry run: audience, recipients, transport, segment), with the sample
+        message as its headers and plain text, and `confirmation`: a code for exactly this content, list, segment
+        and audience, used once, valid for an hour. Nothing is sent. Show the person you work for what it says
+        before sending.
         """
         current = workspace()
         folder = agent.issue_folder(current, issue)
-        return _result(asyncio.run(agent.confirmable_dry_run(current, folder, list, transport_dsn(None))))
+        dry_run = agent.confirmable_dry_run(current, folder, list, transport_dsn(None), segment)
+        return _result(asyncio.run(dry_run))
 
     @tool(SENDS, gated=True)
-    def send(issue: IssueName, list: ListName, confirmation: Confirmation) -> CallToolResult:
-        """Send the issue to every subscribed member of the list, through NEWSLETTER_TRANSPORT (default: the outbox).
+    def send(
+        issue: IssueName, list: ListName, confirmation: Confirmation, segment: SegmentName = None
+    ) -> CallToolResult:
+        """Send the issue to every subscribed member of the list (or of the segment), through NEWSLETTER_TRANSPORT
+        (default: the outbox).
 
-        Refused without the code of a dry run of exactly this content and list, or with a used or expired code.
+        Refused without the code of a dry run of exactly this content, list and segment, or with a used or expired
+        code.
         Answers as `newsletter send --json`: campaign, status, sent, failed, skipped, pending, and `approval` when a
         person must approve it (status awaiting-approval: campaign_status then says approved or declined, with the
         comment). Nobody gets it twice.
@@ -363,7 +378,7 @@ def create_server(root: Path) -> NewsletterServer:
         current = workspace()
         folder = agent.issue_folder(current, issue)
         dsn = transport_dsn(None)
-        summary = asyncio.run(agent.confirmed_send(current, folder, list, dsn, confirmation))
+        summary = asyncio.run(agent.confirmed_send(current, folder, list, dsn, confirmation, segment=segment))
         return _result(summary.to_json(), is_error=not summary.ok)
 
     @tool(SENDS)
@@ -387,19 +402,21 @@ def create_server(root: Path) -> NewsletterServer:
             Field(description='When: "2027-02-10 09:00" (newsletter.toml\'s timezone) or ISO 8601 with an offset.'),
         ],
         confirmation: Confirmation,
+        segment: SegmentName = None,
     ) -> CallToolResult:
-        """Schedule the issue to the list at a time to come; a running `newsletter worker` sends it then.
+        """Schedule the issue to the list (or to a segment of it) at a time to come; a running `newsletter worker`
+        sends it then.
 
-        Needs the confirmation code of a dry run of exactly this content and list, as send does.
+        Needs the confirmation code of a dry run of exactly this content, list and segment, as send does.
         """
         current = workspace()
         folder = agent.issue_folder(current, issue)
         dsn = transport_dsn(None)
-        summary = asyncio.run(agent.confirmed_send(current, folder, list, dsn, confirmation, at=at))
+        summary = asyncio.run(agent.confirmed_send(current, folder, list, dsn, confirmation, at=at, segment=segment))
         return _result(summary.to_json())
 
     @tool(READ_ONLY, "campaign_status")
-    def campaign_status_tool(issue: IssueName, list: ListName) -> CallToolResult:
+    def campaign_status_tool(issue: IssueName, list: ListName, segment: SegmentName = None) -> CallToolResult:
         """Show where sending the issue to the list stands, as `newsletter status --json`: sent, pending, failed.
 
         When a person was asked to approve it, `approval` says where that stands: {"state": "awaiting-approval",
@@ -409,7 +426,7 @@ def create_server(root: Path) -> NewsletterServer:
         """
         current = workspace()
         folder = agent.issue_folder(current, issue)
-        return _result(campaign_status(current, folder.name, list).to_json())
+        return _result(campaign_status(current, folder.name, list, segment).to_json())
 
     @server.resource(
         SCHEMA_URI,

@@ -36,7 +36,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from newsletter.errors import NewsletterError
 from newsletter.fields import distinct_tags, field_key
@@ -251,55 +251,6 @@ def _cell(row: list[str], index: int | None) -> str:
     return row[index].strip() if index is not None and index < len(row) else ""
 
 
-# Today's reader, for subscribers.import_csv: no status, every other column a field.
-
-
-class _Report(Protocol):
-    encoding: str
-    delimiter: str
-
-
-class _Rejects(Protocol):
-    def reject(self, line: int, reason: str, cell: str = "") -> None: ...
-
-
-def read_rows(
-    stream: IO[bytes], report: _Report, outcomes: _Rejects | None = None, name: str | None = None
-) -> Iterator[tuple[int, str, str | None, dict]]:
-    """Yield (line, address, name, other fields) for each data row of a CSV file open in binary, as
-    subscribers.import_csv always has (every column but the address and the names is a field, the first name
-    also as "first_name"; a status column is a field like any other: open_export is what reads one); report rows
-    without an address to `outcomes`. The file is read as a stream: never whole in memory. Its errors start with
-    `name: ` when it is given, as today's without."""
-    form, header, reader, _ = _open_csv(stream, name)
-    report.encoding, report.delimiter = form.encoding, form.delimiter
-    keys = [header_key(h) for h in header]
-    email_column = _column(keys, EMAIL_HEADERS)
-    if email_column is None:
-        raise _no_email_column(name, header)
-    taken = {email_column}
-    name_column = _column(keys, NAME_HEADERS, taken)
-    first_column = _column(keys, FIRST_NAME_HEADERS, taken)
-    last_column = _column(keys, LAST_NAME_HEADERS, taken)
-    known = {email_column, name_column, first_column, last_column}
-    other_columns = [(i, header[i].strip().lstrip("\ufeff")) for i in range(len(header)) if i not in known]
-    for row in reader:
-        line = reader.line_num
-        if not "".join(row).strip():
-            continue
-        cell = _cell(row, email_column)
-        if not cell:
-            if outcomes is not None:
-                outcomes.reject(line, "no address")
-            continue
-        first, last = _cell(row, first_column), _cell(row, last_column)
-        full_name = _cell(row, name_column) or " ".join(p for p in (first, last) if p) or None
-        extra = {key: row[i].strip() for i, key in other_columns if i < len(row)}
-        if first:
-            extra["first_name"] = first
-        yield line, cell, full_name, {k: v for k, v in extra.items() if k and v}
-
-
 # The layouts.
 
 
@@ -397,11 +348,10 @@ def _start(kind: str, name: str, header: list[str], keys: list[str]) -> tuple[_L
 
 def _add_fields(layout: _Layout, columns: Collection[int]) -> None:
     """These columns become fields under their header as written, one per field key (the first column of a key
-    wins). The last name is a field; the first name is kept as "first_name" (today's key, that placeholders use),
-    and under its header too when that is another key ("Prénom": both {{ prenom }} and {{ first_name }})."""
+    wins). The name columns are not fields: they make the name, and the first name is kept as "first_name"
+    (today's key, which %%first_name%% and {{ first_name }} use), whatever its header."""
     seen = {"first_name"}
-    named = [i for i in (layout.first, layout.last) if i is not None]
-    for i in sorted({*named, *columns}):
+    for i in sorted(set(columns)):
         display = layout.header[i]
         key = field_key(display)
         if key and key not in seen:

@@ -186,9 +186,11 @@ def test_form_pending_and_show(example_workspace, monkeypatch):
         "pending": [],
     }
     shown = json.loads(run("subscribers", "show", "marie@example.org", "--json").stdout)
+    joined = shown["memberships"][0]["updated_at"]
     assert shown["memberships"] == [
-        {"list": "alliances", "status": "subscribed", "updated_at": shown["memberships"][0]["updated_at"]}
+        {"list": "alliances", "status": "subscribed", "updated_at": joined, "joined_at": joined}
     ]
+    assert (shown["fields"], shown["tags"]) == ({}, [])
     assert [e["kind"] for e in shown["events"]] == ["subscribed"]
     missing = run("subscribers", "show", "personne@example.org")
     assert missing.exit_code == 1 and missing.stderr == "error: nothing is held about personne@example.org\n"

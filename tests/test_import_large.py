@@ -98,6 +98,7 @@ def test_an_import_killed_in_the_middle_then_run_again_gives_the_right_counts(st
     assert report["unchanged"] == subscribed and report["updated"] == 0
     assert (report["refused_count"], report["rejected_count"]) == (LEFT, rejected)
     assert len(report["rejected"]) == 100 and report["rejected"][0] == {
+        "file": "big.csv",
         "line": 3,
         "reason": "duplicate of line 2 (Abonne0@example.org)",
     }

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.errors import NewsletterError
-from newsletter.sources import ImportRow, open_export, read_rows, split_tags
+from newsletter.sources import ImportRow, open_export, split_tags
 
 EXPORTS = Path(__file__).parent / "fixtures" / "exports"
 MAILCHIMP = EXPORTS / "mailchimp"
@@ -91,7 +91,6 @@ def test_mailchimp_subscribed_row_fields_tags_and_consent():
     marie = Read(MAILCHIMP).by_email["marie.cote@example.org"]
     assert (marie.file, marie.line, marie.name) == (MAILCHIMP_FILES[3], 2, "Marie Côté")
     assert marie.fields == {
-        "Last Name": "Côté",
         "Municipalité": "Rimouski",
         "Organisme": "Table des femmes",
         "first_name": "Marie",
@@ -345,8 +344,6 @@ def test_generic_french_csv_with_a_status_column():
     marie = read.by_email["marie.cote@example.org"]
     assert (marie.name, marie.source, marie.status_at, marie.reason) == ("Marie Côté", "csv", None, None)
     assert marie.fields == {
-        "Prénom": "Marie",
-        "Nom": "Côté",
         "Municipalité": "Rimouski",
         "Organisme": "Table des femmes",
         "first_name": "Marie",
@@ -375,7 +372,7 @@ def test_email_headers_as_people_write_them(tmp_path, header):
     assert (row.email, row.status, row.fields) == (
         "ann@example.org",
         "subscribed",
-        {"Prénom": "Ann", "first_name": "Ann"},
+        {"first_name": "Ann"},
     )
 
 
@@ -479,43 +476,6 @@ def test_zips_and_folders_that_hold_no_known_export(tmp_path):
         open_export(tmp_path / "empty.csv", on_reject=print)
     with pytest.raises(NewsletterError, match="cannot read"):
         open_export(tmp_path / "nowhere.csv", on_reject=print)
-
-
-# Today's reader, kept for subscribers.import_csv
-
-
-class Report:
-    encoding = delimiter = ""
-
-
-class Outcomes:
-    def __init__(self) -> None:
-        self.rejected: list[tuple[int, str]] = []
-
-    def reject(self, line: int, reason: str, cell: str = "") -> None:
-        self.rejected.append((line, reason))
-
-
-def test_read_rows_reads_as_the_import_always_has():
-    csv_fixtures = Path(__file__).parent / "fixtures" / "csv"
-    report, outcomes = Report(), Outcomes()
-    with (csv_fixtures / "excel-cp1252.csv").open("rb") as stream:
-        rows = list(read_rows(stream, report, outcomes))
-    assert (len(rows), report.encoding, report.delimiter, outcomes.rejected) == (3, "cp1252", ";", [])
-    noemie = next(row for row in rows if row[1] == "noemie@example.org")
-    assert noemie[3] == {"Organisme": "Œuvre régionale", "first_name": "Noémie"}
-    with (csv_fixtures / "dirty.csv").open("rb") as stream:
-        assert [line for line, *_ in read_rows(stream, report, outcomes)] == [2, 3, 4, 7, 8]
-    assert outcomes.rejected == [(5, "no address")]
-    report = Report()
-    with GENERIC.open("rb") as stream:  # a status column is a field like any other here
-        rows = list(read_rows(stream, report))
-    assert (report.encoding, rows[0][3]["Statut"]) == ("utf-8-sig", "abonnée")
-    with pytest.raises(NewsletterError) as caught:  # today's message, without a file's name
-        list(read_rows(io.BytesIO(b"nom,ville\nMarie,Rimouski\n"), Report()))
-    assert str(caught.value) == "line 1: no email column among 'nom', 'ville'; name one email or courriel"
-    with pytest.raises(NewsletterError, match=r"^the file starts as UTF-16-LE but byte 14 is not"):
-        list(read_rows(io.BytesIO(b"\xff\xfe" + "email\n".encode("utf-16-le") + b"\x00\xd8"), Report()))
 
 
 def test_split_tags():

@@ -10,9 +10,10 @@ import pytest
 from test_send import workspace as workspace  # noqa: F401  (the fixture: example workspace and its list)
 
 from newsletter.errors import NewsletterError
+from newsletter.importing import import_list
 from newsletter.message import Recipient
 from newsletter.store import MembershipStatus, Store
-from newsletter.subscribers import add, export_csv, import_csv, remove
+from newsletter.subscribers import add, export_csv, remove
 
 CSV = Path(__file__).parent / "fixtures" / "csv"
 
@@ -29,7 +30,7 @@ def members(store, slug="alliances"):
 
 
 def test_excel_windows_1252_with_semicolons_and_french_headers(store):
-    report = import_csv(store, "alliances", CSV / "excel-cp1252.csv")
+    report = import_list(store, "alliances", CSV / "excel-cp1252.csv")
     assert (report.added, report.rejected, report.encoding, report.delimiter) == (3, [], "cp1252", ";")
     found = members(store)
     assert found["marie.cote@example.org"].name == "Marie Côté"
@@ -37,37 +38,37 @@ def test_excel_windows_1252_with_semicolons_and_french_headers(store):
 
 
 def test_utf8_with_bom_and_tabs(store):
-    report = import_csv(store, "alliances", CSV / "utf8-bom.csv")
+    report = import_list(store, "alliances", CSV / "utf8-bom.csv")
     assert (report.added, report.encoding, report.delimiter) == (2, "utf-8-sig", ",")
     assert members(store)["zoe@example.org"].name == "Zoé Bœuf"
-    report = import_csv(store, "alliances", CSV / "tabs.tsv")
+    report = import_list(store, "alliances", CSV / "tabs.tsv")
     assert (report.added, report.delimiter) == (2, "\t")
     assert members(store)["ann@example.org"].name == "Ann Example"
     assert members(store)["bob@example.org"].name == "Bob"
 
 
 def test_excel_unicode_text_is_utf16_with_tabs(store, tmp_path):
-    report = import_csv(store, "alliances", CSV / "excel-unicode-text.txt")
+    report = import_list(store, "alliances", CSV / "excel-unicode-text.txt")
     assert (report.added, report.encoding, report.delimiter) == (2, "utf-16-le", "\t")
-    assert [line for line, _ in report.rejected] == [5]
+    assert [line for _, line, _ in report.rejected] == [5]
     found = members(store)
     assert found["marie.cote@example.org"].name == "Marie Côté"
     assert found["zoe@example.org"].fields == {"Organisme": "L’Alliance du Kamouraska", "first_name": "Zoé"}
     big_endian = tmp_path / "big-endian.txt"
     big_endian.write_bytes(b"\xfe\xff" + "email\tname\nann@example.org\tAnn Ésope\n".encode("utf-16-be"))
-    report = import_csv(store, "alliances", big_endian)
+    report = import_list(store, "alliances", big_endian)
     assert (report.added, report.encoding) == (1, "utf-16-be")
     assert members(store)["ann@example.org"].name == "Ann Ésope"
     truncated = tmp_path / "truncated.txt"
     truncated.write_bytes(b"\xff\xfe" + "email\n".encode("utf-16-le") + b"\x00\xd8")  # half a surrogate pair
     with pytest.raises(NewsletterError, match="starts as UTF-16-LE but byte 14 is not"):
-        import_csv(store, "alliances", truncated)
+        import_list(store, "alliances", truncated)
 
 
 def test_dirty_file_reports_each_rejected_line(store):
-    report = import_csv(store, "alliances", CSV / "dirty.csv")
+    report = import_list(store, "alliances", CSV / "dirty.csv")
     assert report.added == 2
-    lines = {line: reason for line, reason in report.rejected}
+    lines = {line: reason for _, line, reason in report.rejected}
     assert set(lines) == {3, 4, 5, 7}
     assert "duplicate of line 2" in lines[3]
     assert "invalid address 'pas-une-adresse'" in lines[4]
@@ -76,16 +77,16 @@ def test_dirty_file_reports_each_rejected_line(store):
 
 
 def test_reimport_changes_nothing_and_never_resubscribes(store):
-    import_csv(store, "alliances", CSV / "excel-cp1252.csv")
+    import_list(store, "alliances", CSV / "excel-cp1252.csv")
     assert remove(store, "alliances", "MARIE.COTE@example.org")  # case-insensitive
     with store.transaction() as connection:
         francois = store.find_subscriber("francois@example.org", connection=connection)
         store.set_status(
             francois, store.list_id("alliances"), MembershipStatus.BOUNCED, "webhook", connection=connection
         )
-    report = import_csv(store, "alliances", CSV / "excel-cp1252.csv")
+    report = import_list(store, "alliances", CSV / "excel-cp1252.csv")
     assert (report.added, report.updated, report.unchanged) == (0, 0, 1)
-    assert [line for line, _, _ in report.refused] == [2, 3]
+    assert [line for _, line, _, _ in report.refused] == [2, 3]
     found = members(store)
     assert found["marie.cote@example.org"].status == MembershipStatus.UNSUBSCRIBED
     assert found["francois@example.org"].status == MembershipStatus.BOUNCED
@@ -116,7 +117,7 @@ def to_line(campaign, email: str, name: str | None) -> bytes:
 def test_a_name_loses_its_control_characters_and_is_capped_at_import_and_add(store, tmp_path, campaign):
     rows = tmp_path / "names.csv"
     rows.write_text(f'email,name\nimporte@example.org,"{UNRULY_NAME}"\n', encoding="utf-8")
-    assert import_csv(store, "alliances", rows).added == 1
+    assert import_list(store, "alliances", rows).added == 1
     assert add(store, "alliances", "ajoute@example.org", UNRULY_NAME) == "added"
     found = members(store)
     for email in ("importe@example.org", "ajoute@example.org"):
@@ -138,29 +139,34 @@ def test_remove_keeps_the_record_and_logs_the_event(store):
 
 
 def test_export_round_trips_through_import(store, tmp_path):
-    import_csv(store, "alliances", CSV / "excel-cp1252.csv")
+    import_list(store, "alliances", CSV / "excel-cp1252.csv")
     out = io.StringIO()
     assert export_csv(store, "alliances", out) == 3
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    joined = members(store)["marie.cote@example.org"].joined_at
     assert rows[0] == {
         "email": "marie.cote@example.org",
         "name": "Marie Côté",
         "status": "subscribed",
+        "joined_at": joined.isoformat(),
+        "opted_in_at": "",
+        "confirmed_at": "",
+        "tags": "",
         "Organisme": "Table des femmes",
         "first_name": "Marie",
     }
     (tmp_path / "backup.csv").write_text(out.getvalue(), encoding="utf-8")
-    report = import_csv(store, "copy", tmp_path / "backup.csv")
+    report = import_list(store, "copy", tmp_path / "backup.csv")
     assert report.added == 3 and members(store, "copy")["noemie@example.org"].name == "Noémie Thériault"
 
 
 def test_file_without_email_column_or_empty(store, tmp_path):
     (tmp_path / "x.csv").write_text("nom,ville\nMarie,Rimouski\n")
     with pytest.raises(NewsletterError, match="line 1: no email column"):
-        import_csv(store, "alliances", tmp_path / "x.csv")
+        import_list(store, "alliances", tmp_path / "x.csv")
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(NewsletterError, match="empty"):
-        import_csv(store, "alliances", tmp_path / "empty.csv")
+        import_list(store, "alliances", tmp_path / "empty.csv")
 
 
 def test_unknown_list(store):
@@ -255,8 +261,8 @@ FIXTURES = sorted(path.name for path in CSV.iterdir())
 
 @pytest.mark.parametrize("name", FIXTURES)
 def test_a_reimport_is_all_unchanged_with_the_same_rejections(store, name):
-    first = import_csv(store, "alliances", CSV / name)
-    again = import_csv(store, "alliances", CSV / name)
+    first = import_list(store, "alliances", CSV / name)
+    again = import_list(store, "alliances", CSV / name)
     assert (again.added, again.updated, again.unchanged) == (0, 0, first.added + first.updated + first.unchanged)
     assert (again.rejected, again.refused, again.encoding, again.delimiter) == (
         first.rejected,
@@ -270,16 +276,17 @@ def test_a_reimport_is_all_unchanged_with_the_same_rejections(store, name):
 def test_small_batches_and_small_chunks_give_the_same_report(database_url, tmp_path, monkeypatch, name):
     """Batches of 2 rows and file chunks of 3 bytes (a character cut in two): the same report, the same list, as
     the whole file read and imported at once; duplicates found across batches."""
-    import newsletter.subscribers as subscribers
+    import newsletter.importing as importing
+    import newsletter.sources as sources
 
     whole = Store.open(f"sqlite:///{tmp_path / 'whole.db'}")
-    expected = import_csv(whole, "alliances", CSV / name).to_json()
+    expected = import_list(whole, "alliances", CSV / name).to_json()
     expected_members = {(m.email, m.name, tuple(m.fields.items())) for m in whole.members(whole.list_id("alliances"))}
     whole.close()
-    monkeypatch.setattr(subscribers, "BATCH", 2)
-    monkeypatch.setattr(subscribers, "CHUNK", 3)
+    monkeypatch.setattr(importing, "BATCH", 2)
+    monkeypatch.setattr(sources, "CHUNK", 3)
     store = Store.open(database_url)
-    assert import_csv(store, "alliances", CSV / name).to_json() == expected
+    assert import_list(store, "alliances", CSV / name).to_json() == expected
     assert {(m.email, m.name, tuple(m.fields.items())) for m in members(store).values()} == expected_members
     store.close()
 
@@ -292,9 +299,9 @@ def test_a_file_longer_than_the_sniffed_sample_keeps_its_lines(store, tmp_path):
     rows[350] = "pas une adresse;x"
     text = "courriel;nom\n" + "\n".join(rows) + "\n"
     (tmp_path / "long.csv").write_text(text, encoding="utf-8")
-    report = import_csv(store, "alliances", tmp_path / "long.csv")
+    report = import_list(store, "alliances", tmp_path / "long.csv")
     assert (report.added, report.encoding, report.delimiter) == (399, "utf-8", ";")
-    assert [line for line, _ in report.rejected] == [353]  # the field on two lines counts two
+    assert [line for _, line, _ in report.rejected] == [353]  # the field on two lines counts two
     found = members(store)
     assert found["personne300@example.org"].name == "Deux lignes"  # read whole; a name keeps no line break
     assert found["personne199@example.org"].name == "Personne 199 é"
@@ -303,12 +310,12 @@ def test_a_file_longer_than_the_sniffed_sample_keeps_its_lines(store, tmp_path):
 def test_a_utf8_file_with_a_bom_that_breaks_it_is_refused_before_anything_is_imported(store, tmp_path):
     (tmp_path / "broken.csv").write_bytes(b"\xef\xbb\xbfemail\na@example.org\n\xff@example.org\n")
     with pytest.raises(NewsletterError, match=r"starts as UTF-8 \(with a BOM\) but byte 23 is not"):
-        import_csv(store, "alliances", tmp_path / "broken.csv")
+        import_list(store, "alliances", tmp_path / "broken.csv")
     assert store.lookup_list("alliances") is None
 
 
 def test_the_report_keeps_the_first_rejections_and_the_rejects_file_all(store, tmp_path):
-    from newsletter.subscribers import REPORTED
+    from newsletter.importing import REPORTED
 
     add(store, "alliances", "left@example.org", None)
     remove(store, "alliances", "left@example.org")
@@ -316,10 +323,10 @@ def test_the_report_keeps_the_first_rejections_and_the_rejects_file_all(store, t
     lines += ["good@example.org,Good", "GOOD@example.org,Again", ",nobody"]
     (tmp_path / "many.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     rejects = tmp_path / "rejects.csv"
-    report = import_csv(store, "alliances", tmp_path / "many.csv", rejects=rejects)
+    report = import_list(store, "alliances", tmp_path / "many.csv", rejects=rejects)
     assert (report.added, report.rejected_count, report.refused_count) == (1, REPORTED + 22, 1)
-    assert len(report.rejected) == REPORTED and report.rejected[0][0] == 3
-    assert report.refused == [(2, "left@example.org", "unsubscribed, bounced or complained before")]
+    assert len(report.rejected) == REPORTED and report.rejected[0][1] == 3
+    assert report.refused == [("many.csv", 2, "left@example.org", "unsubscribed, bounced or complained before")]
     document = report.to_json()
     assert (document["rejected_count"], len(document["rejected"])) == (REPORTED + 22, REPORTED)
     written = list(csv.DictReader(rejects.open(encoding="utf-8")))
@@ -329,18 +336,19 @@ def test_the_report_keeps_the_first_rejections_and_the_rejects_file_all(store, t
         "line": "2",
         "email": "left@example.org",
         "reason": "not re-subscribed: unsubscribed, bounced or complained before",
+        "file": "many.csv",
     }
     assert by_line[3]["email"] == "bad0" and by_line[3]["reason"].startswith("invalid address 'bad0'")
     last = REPORTED + 24
     assert by_line[last]["reason"] == f"duplicate of line {last - 1} (GOOD@example.org)"
-    assert by_line[last + 1] == {"line": str(last + 1), "email": "", "reason": "no address"}
+    assert by_line[last + 1] == {"line": str(last + 1), "email": "", "reason": "no address", "file": "many.csv"}
 
 
 def test_an_address_erased_at_its_request_is_not_imported_again(store, tmp_path):
     add(store, "alliances", "gone@example.org", "Gone")
     assert store.forget("gone@example.org")
     (tmp_path / "back.csv").write_text("email\nGone@example.org\nnew@example.org\n", encoding="utf-8")
-    report = import_csv(store, "alliances", tmp_path / "back.csv")
+    report = import_list(store, "alliances", tmp_path / "back.csv")
     assert (report.added, report.refused_count) == (1, 1)
     assert set(members(store)) == {"new@example.org"}
 
@@ -348,10 +356,10 @@ def test_an_address_erased_at_its_request_is_not_imported_again(store, tmp_path)
 def test_an_interrupted_import_keeps_its_whole_batches_and_a_rerun_completes_it(store, tmp_path, monkeypatch):
     """Ctrl-C after the second batch: those rows are in, nothing of the third; run again, the list is the same as
     an import never interrupted, nobody subscribed twice, nobody who left subscribed again."""
-    import newsletter.subscribers as subscribers
-    from newsletter.subscribers import ImportInterrupted
+    import newsletter.importing as importing
+    from newsletter.importing import ImportInterrupted
 
-    monkeypatch.setattr(subscribers, "BATCH", 10)
+    monkeypatch.setattr(importing, "BATCH", 10)
     add(store, "alliances", "left7@example.org", None)
     remove(store, "alliances", "left7@example.org")
     lines = ["email"] + [f"{'left' if n == 7 else 'person'}{n}@example.org" for n in range(45)] + ["bad"]
@@ -364,10 +372,10 @@ def test_an_interrupted_import_keeps_its_whole_batches_and_a_rerun_completes_it(
             raise KeyboardInterrupt
 
     with pytest.raises(ImportInterrupted, match="rows up to line 21 are in the list .19 added") as interrupted:
-        import_csv(store, "alliances", tmp_path / "list.csv", progress=interrupt)
+        import_list(store, "alliances", tmp_path / "list.csv", progress=interrupt)
     assert interrupted.value.report.refused_count == 1
     assert len(members(store)) == 20  # two whole batches (the one who left among them)
-    report = import_csv(store, "alliances", tmp_path / "list.csv")
+    report = import_list(store, "alliances", tmp_path / "list.csv")
     assert (report.added, report.unchanged, report.refused_count, report.rejected_count) == (25, 19, 1, 1)
     found = members(store)
     assert len(found) == 45 and found["left7@example.org"].status == MembershipStatus.UNSUBSCRIBED
@@ -387,7 +395,7 @@ def test_export_and_list_page_through_a_list(store, tmp_path, monkeypatch):
 
     lines = ["email,name,ville"] + [f"p{n:02d}@example.org,P {n},{'Rimouski' if n % 5 == 0 else ''}" for n in range(30)]
     (tmp_path / "list.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    import_csv(store, "alliances", tmp_path / "list.csv")
+    import_list(store, "alliances", tmp_path / "list.csv")
     remove(store, "alliances", "p03@example.org")
     list_id = store.list_id("alliances")
     assert [m.email for m in store.iter_members(list_id, page=7)] == [f"p{n:02d}@example.org" for n in range(30)]
@@ -400,7 +408,17 @@ def test_export_and_list_page_through_a_list(store, tmp_path, monkeypatch):
     out = io.StringIO()
     assert export_csv(store, "alliances", out, "subscribed") == 29
     exported = list(csv.DictReader(io.StringIO(out.getvalue())))
-    assert exported[0] == {"email": "p00@example.org", "name": "P 0", "status": "subscribed", "ville": "Rimouski"}
+    first = next(store.iter_members(list_id, "subscribed"))
+    assert exported[0] == {
+        "email": "p00@example.org",
+        "name": "P 0",
+        "status": "subscribed",
+        "joined_at": first.joined_at.isoformat(),
+        "opted_in_at": "",
+        "confirmed_at": "",
+        "tags": "",
+        "ville": "Rimouski",
+    }
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NEWSLETTER_DATABASE_URL", str(store.engine.url.render_as_string(hide_password=False)))
@@ -420,7 +438,9 @@ def test_export_and_list_page_through_a_list(store, tmp_path, monkeypatch):
         "email": "p00@example.org",
         "name": "P 0",
         "status": "subscribed",
+        "joined_at": first.joined_at.isoformat(),
         "fields": {"ville": "Rimouski"},
+        "tags": [],
     }
 
 

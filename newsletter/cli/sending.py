@@ -36,6 +36,16 @@ TransportOpt = Annotated[
 ]
 
 
+SegmentOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--segment",
+        help="Only the members it matches: a name from [lists.SLUG.segments], or an expression such as "
+        '\'tag:rimouski or municipalite in ["Matane", "Amqui"]\' (see docs/subscribers.md).',
+    ),
+]
+
+
 def send(
     issue: IssueArg,
     list_slug: ListOpt,
@@ -61,9 +71,10 @@ def send(
             help="Send without asking the approvers of [approval] in newsletter.toml (a person's own send).",
         ),
     ] = False,
+    segment: SegmentOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send an issue to a list. A dry run by default; run it again to resume an interrupted send.
+    """Send an issue to a list, or to a segment of it. A dry run by default; run it again to resume an interrupted send.
 
     Safe to run twice at once, here or on another host sharing the database: both work on one campaign and
     nobody gets it twice. With approvers in [approval], a real send or schedule waits for one of them to
@@ -96,6 +107,7 @@ def send(
             progress=progress,
             approval=not no_approval,
             requested_by=who_asks(),
+            segment=segment,
         )
 
     summary = asyncio.run(_until_stopped(sending, "run the same command again to resume"))
@@ -157,8 +169,9 @@ def _show_send(summary: SendSummary, workspace: Workspace) -> None:
             typer.echo(summary.sample)
             typer.echo("-" * 72)
         first = ", ".join(summary.recipients) + (" …" if summary.audience > len(summary.recipients) else "")
+        part = f" of the segment {segment_shown(summary.segment)}" if summary.segment else ""
         typer.echo(
-            f"dry run: would send to {summary.audience} recipient{'s' if summary.audience != 1 else ''} "
+            f"dry run: would send to {summary.audience} recipient{'s' if summary.audience != 1 else ''}{part} "
             f"through {summary.transport}" + (f": {first}" if first else "")
         )
         for refusal in summary.refusals:
@@ -185,14 +198,19 @@ def _show_send(summary: SendSummary, workspace: Workspace) -> None:
         typer.echo("some messages are still pending: run the same command again to resume", err=True)
 
 
-def status(issue: IssueArg, list_slug: ListOpt, as_json: JsonOpt = False) -> None:
-    """Show a campaign's progress: sent, pending, failed, skipped."""
+def segment_shown(segment: dict) -> str:
+    """A segment as a person reads it: its name and expression, or its expression."""
+    return f"{segment['name']} ({segment['expression']})" if segment.get("name") else segment["expression"]
+
+
+def status(issue: IssueArg, list_slug: ListOpt, segment: SegmentOpt = None, as_json: JsonOpt = False) -> None:
+    """Show a campaign's progress: sent, pending, failed, skipped (--segment: the campaign to that segment)."""
     from newsletter.sending.send import campaign_status
     from newsletter.store import CampaignStatus
     from newsletter.workspace import Workspace
 
     workspace, folder = Workspace.for_issue(issue)
-    summary = campaign_status(workspace, folder.name, list_slug)
+    summary = campaign_status(workspace, folder.name, list_slug, segment)
     if as_json:
         print_json(summary.to_json())
         return
@@ -202,6 +220,8 @@ def status(issue: IssueArg, list_slug: ListOpt, as_json: JsonOpt = False) -> Non
     if summary.status not in (CampaignStatus.SCHEDULED, CampaignStatus.AWAITING_APPROVAL):
         _show_send(summary, workspace)
     typer.echo(f"campaign {summary.campaign}: {summary.status}, {summary.note}")
+    if summary.segment is not None:
+        typer.echo(f"segment: {segment_shown(summary.segment)}")
     if summary.approval is not None:
         typer.echo(f"approval: {approval_line(summary.approval)}")
 
@@ -260,6 +280,8 @@ def approval_line(approval: dict) -> str:
 
 
 def _campaign_json(row, list_slug: str, counts: dict[str, int], approval: dict | None = None) -> dict:
+    from newsletter.sending.frozen import frozen_segment
+
     document = {
         "id": row.id,
         "issue": row.issue_slug,
@@ -268,6 +290,9 @@ def _campaign_json(row, list_slug: str, counts: dict[str, int], approval: dict |
         "scheduled_at": row.scheduled_at.isoformat() if row.scheduled_at else None,
         **{key: counts.get(key, 0) for key in ("sent", "pending", "failed", "skipped")},
     }
+    segment = frozen_segment(row.content)
+    if segment is not None:
+        document["segment"] = segment
     if approval is not None:
         document["approval"] = approval
     return document
@@ -280,6 +305,7 @@ def campaigns(
     """Every campaign, newest first: id, issue, list, status, when scheduled, and sent/pending/failed/skipped,
     and where a person's approval stands."""
     from newsletter.approval import approval_of
+    from newsletter.sending.frozen import frozen_segment
     from newsletter.sending.send import shown
     from newsletter.sending.wiring import open_store
     from newsletter.workspace import Workspace
@@ -300,8 +326,10 @@ def campaigns(
     zone = workspace.config.zone
     for row, slug, counts, approval in found:
         when = f" for {shown(row.scheduled_at, zone)}" if row.scheduled_at else ""
+        segment = frozen_segment(row.content)
+        part = f" [{segment_shown(segment)}]" if segment else ""
         typer.echo(
-            f"{row.id}\t{row.issue_slug} → {slug}\t{row.status}{when}\t{counts['sent']} sent, "
+            f"{row.id}\t{row.issue_slug} → {slug}{part}\t{row.status}{when}\t{counts['sent']} sent, "
             f"{counts['pending']} pending, {counts['failed']} failed, {counts['skipped']} skipped"
             + (f"\t{approval_line(approval)}" if approval else "")
         )

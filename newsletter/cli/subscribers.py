@@ -28,25 +28,37 @@ ListNameOpt = Annotated[
 def subscribers_import(
     csv_file: Annotated[
         Path,
-        typer.Argument(help="A CSV file: UTF-8, Windows-1252 or UTF-16 (Excel's Unicode Text); , ; or tab separated."),
+        typer.Argument(
+            help="A CSV file (UTF-8, Windows-1252 or UTF-16; , ; or tab separated), or a mailer's export: "
+            "Mailchimp's audience export (.zip or its folder), Substack's email_list CSV, listmonk's subscribers CSV."
+        ),
     ],
     list_slug: ListOpt,
     list_name: ListNameOpt = None,
     rejects: Annotated[
         Path | None,
         typer.Option(
-            "--rejects", help="Write every row rejected or not re-subscribed here (CSV: line, email, reason)."
+            "--rejects", help="Write every row rejected or not re-subscribed here (CSV: line, email, reason, file)."
         ),
     ] = None,
+    keep: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--keep", help="Import this column as a field too, though it is left out by default (MEMBER_RATING)."
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what the import would do; write nothing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add the CSV's addresses to a list (created if needed); report added, updated, rejected with their line.
+    """Add a file's people to a list (created if needed), each with the status the file gives: those who left,
+    bounced or never opted in are recorded as such and never mailed, and nobody who left is subscribed again.
 
-    Safe to interrupt: the rows already imported stay, and running it again completes the list.
+    Reports added, updated, held back and rejected rows with their line. Safe to interrupt: the rows already
+    imported stay, and running it again completes the list; running it twice changes nothing.
     """
+    from newsletter.importing import consent_key, import_list
     from newsletter.progress import ProgressBar
     from newsletter.sending.wiring import open_store
-    from newsletter.subscribers import import_csv
     from newsletter.workspace import Workspace
 
     workspace = Workspace.discover()
@@ -54,7 +66,17 @@ def subscribers_import(
     progress = ProgressBar("rows", sys.stderr) if shown else None
     store = open_store(workspace)
     try:
-        report = import_csv(store, list_slug, csv_file, list_name=list_name, rejects=rejects, progress=progress)
+        report = import_list(
+            store,
+            list_slug,
+            csv_file,
+            list_name=list_name,
+            rejects=rejects,
+            progress=progress,
+            keep=keep or (),
+            dry_run=dry_run,
+            ip_key=consent_key(),
+        )
     finally:
         store.close()
         if progress is not None:
@@ -62,19 +84,27 @@ def subscribers_import(
     if as_json:
         print_json(report.to_json())
         return
-    for line, reason in report.rejected:
-        typer.echo(f"{relative(csv_file)}:{line}: rejected: {reason}", err=True)
-    for line, address, why in report.refused:
-        typer.echo(f"{relative(csv_file)}:{line}: not re-subscribed: {address} ({why})", err=True)
+
+    def where(file: str) -> str:  # the file of a folder or a zip, or the file given
+        return f"{relative(csv_file)}/{file}" if file and file != csv_file.name else str(relative(csv_file))
+
+    for file, line, reason in report.rejected:
+        typer.echo(f"{where(file)}:{line}: rejected: {reason}", err=True)
+    for file, line, address, why in report.refused:
+        typer.echo(f"{where(file)}:{line}: not re-subscribed: {address} ({why})", err=True)
     unshown = report.rejected_count - len(report.rejected) + report.refused_count - len(report.refused)
     if unshown:
-        where = f"{relative(rejects)} has them all" if rejects else "--rejects FILE writes them all"
-        typer.echo(f"… and {unshown} more rows rejected or not re-subscribed: {where}", err=True)
-    typer.echo(
-        f"{list_slug}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-        f"{report.refused_count} not re-subscribed, {report.rejected_count} rejected "
-        f"({report.encoding}, {'tab' if report.delimiter == chr(9) else repr(report.delimiter)} separated)"
-    )
+        all_of_them = f"{relative(rejects)} has them all" if rejects else "--rejects FILE writes them all"
+        typer.echo(f"… and {unshown} more rows rejected or not re-subscribed: {all_of_them}", err=True)
+    if report.ips_left_out:
+        typer.echo(
+            "note: the consent IPs were left out: set NEWSLETTER_SECRET_KEY to record them as keyed hashes", err=True
+        )
+    for read in report.files:
+        delimiter = "tab" if read["delimiter"] == chr(9) else repr(read["delimiter"])
+        kind = f"{read['status']}, " if read["status"] else ""
+        typer.echo(f"read {read['name']}: {read['rows']} rows ({kind}{read['encoding']}, {delimiter} separated)")
+    typer.echo(report.summary(list_slug))
 
 
 @subscribers_app.command("add")
@@ -82,17 +112,24 @@ def subscribers_add(
     address: Annotated[str, typer.Argument(help="The email address.")],
     list_slug: ListOpt,
     name: Annotated[str | None, typer.Option(help="The subscriber's name.")] = None,
+    field: Annotated[
+        list[str] | None, typer.Option("--field", help="A field, NAME=VALUE (repeatable): --field Ville=Rimouski.")
+    ] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeat it): --tag Rimouski.")] = None,
     list_name: ListNameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Subscribe one address to a list (created if needed). Someone who unsubscribed is not subscribed again."""
+    """Subscribe one address to a list (created if needed), with fields and tags. Someone who unsubscribed is not
+    subscribed again."""
     from newsletter.sending.wiring import open_store
     from newsletter.subscribers import add as add_subscriber
+    from newsletter.subscribers import field_options
     from newsletter.workspace import Workspace
 
+    fields = field_options(field or [])
     store = open_store(Workspace.discover())
     try:
-        result = add_subscriber(store, list_slug, address, name, list_name=list_name)
+        result = add_subscriber(store, list_slug, address, name, list_name=list_name, fields=fields, tags=tag or ())
     finally:
         store.close()
     if as_json:
@@ -103,6 +140,43 @@ def subscribers_add(
         )
     if result == "refused":
         raise typer.Exit(1)
+
+
+def _retag(address: str, tags: list[str], as_json: bool, *, remove: bool) -> None:
+    from newsletter.sending.wiring import open_store
+    from newsletter.subscribers import retag
+    from newsletter.workspace import Workspace
+
+    store = open_store(Workspace.discover())
+    try:
+        changed = retag(store, address, tags, remove=remove)
+        now = store.tags_of(store.find_subscriber(address.strip()) or 0)
+    finally:
+        store.close()
+    if as_json:
+        print_json({"email": address, "removed" if remove else "added": changed, "tags": now})
+        return
+    did = "untagged" if remove else "tagged"
+    typer.echo(f"{address}: {did} {', '.join(changed) if changed else 'nothing new'}; tags: {', '.join(now) or '—'}")
+
+
+TagsArg = Annotated[list[str], typer.Argument(help='Tags; quote one with spaces: "MRC Rimouski-Neigette".')]
+
+
+@subscribers_app.command("tag")
+def subscribers_tag(
+    address: Annotated[str, typer.Argument(help="The email address.")], tags: TagsArg, as_json: JsonOpt = False
+) -> None:
+    """Add tags to a person (matched whatever their case and accents), for segments: `send --segment tag:X`."""
+    _retag(address, tags, as_json, remove=False)
+
+
+@subscribers_app.command("untag")
+def subscribers_untag(
+    address: Annotated[str, typer.Argument(help="The email address.")], tags: TagsArg, as_json: JsonOpt = False
+) -> None:
+    """Take tags off a person."""
+    _retag(address, tags, as_json, remove=True)
 
 
 @subscribers_app.command("list")
@@ -124,12 +198,20 @@ def subscribers_list(
         raise NewsletterError(f"unknown status '{status}'; use one of {', '.join(MembershipStatus)}")
     store = open_store(Workspace.discover())
     try:
-        members = store.iter_members(store.list_id(list_slug), status, offset=offset, limit=limit)
+        members = store.iter_members(store.list_id(list_slug), status, offset=offset, limit=limit, tags=as_json)
         out = sys.stdout
         if as_json:  # one JSON array, written a member at a time
             separator = "[\n  "
             for m in members:
-                item = {"email": m.email, "name": m.name, "status": m.status, "fields": m.fields}
+                joined = m.joined_at.isoformat() if m.joined_at else None
+                item = {
+                    "email": m.email,
+                    "name": m.name,
+                    "status": m.status,
+                    "joined_at": joined,
+                    "fields": m.fields,
+                    "tags": list(m.tags),
+                }
                 out.write(separator + json.dumps(item, ensure_ascii=False))
                 separator = ",\n  "
             out.write("[]\n" if separator.startswith("[") else "\n]\n")
@@ -236,11 +318,19 @@ def subscribers_show(
     if as_json:
         print_json(json.loads(json.dumps(person, default=str)))
         return
+    from newsletter.subscribers import event_line
+
     typer.echo(f"{person['email']}\t{person['name'] or ''}\tsince {person['created_at']:%Y-%m-%d}")
+    for name, value in person["fields"].items():
+        typer.echo(f"{name}: {value}")
+    if person["tags"]:
+        typer.echo(f"tags: {', '.join(person['tags'])}")
     for membership in person["memberships"]:
-        typer.echo(f"list {membership['list']}: {membership['status']} since {membership['updated_at']:%Y-%m-%d %H:%M}")
+        joined = f", joined {membership['joined_at']:%Y-%m-%d}" if membership["joined_at"] else ""
+        since = f"{membership['updated_at']:%Y-%m-%d %H:%M}"
+        typer.echo(f"list {membership['list']}: {membership['status']} since {since}{joined}")
     for event in person["events"]:
-        typer.echo(f"{event['at']:%Y-%m-%d %H:%M} {event['kind']} ({event['source']}) {event['list'] or ''}")
+        typer.echo(event_line(event))
     for delivery in person["deliveries"]:
         typer.echo(f"campaign {delivery['campaign']} ({delivery['issue']}): {delivery['status']}")
 

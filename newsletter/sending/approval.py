@@ -16,14 +16,14 @@ import datetime as dt
 import re
 from typing import TYPE_CHECKING
 
-from newsletter.approval import moment
+from newsletter.approval import audience_name, moment
 from newsletter.config import Config
 from newsletter.i18n import translate
 from newsletter.message import Outgoing
 from newsletter.pages import Pages
 from newsletter.sending.frozen import FrozenCampaign
 from newsletter.sending.runner import test_recipient
-from newsletter.store import CampaignRow, CampaignStatus, MembershipStatus, Store, now
+from newsletter.store import CampaignRow, CampaignStatus, Store, now
 from newsletter.tokens import TokenSigner
 from newsletter.transports import Transport
 from newsletter.transports.base import preflight
@@ -73,7 +73,7 @@ def approval_message(
     )
     values = {
         "who": requested_by,
-        "list": frozen.list_name,
+        "list": audience_name(frozen),
         "count": str(audience),
         "when": when,
         "subject": frozen.subject,
@@ -139,7 +139,7 @@ async def ask(
     if not requests:
         return []
     frozen = FrozenCampaign.of(row)
-    audience = store.count_members(row.list_id, MembershipStatus.SUBSCRIBED)
+    audience = store.count_audience(row.list_id, frozen.segment, row.issue_slug, row.content_hash)
     built = []
     for approver, request_id, nonce in requests:
         request = store.approval_request(request_id)

@@ -33,7 +33,7 @@ LOCAL_BASE_URL = "http://127.0.0.1:8000"  # where `newsletter serve` listens by 
 FORMAT_KEY = "format"
 OLDEST_READ = 1  # the oldest format this version reads
 # Keys format 1 gained over time, in the order they came: content frozen before one of them lacks it.
-LATER_KEYS = ("hosted_unsubscribe", "view_online", "images", "images_url", "calendars")
+LATER_KEYS = ("hosted_unsubscribe", "view_online", "images", "images_url", "calendars", "segment", "segment_name")
 # What the content holds that is not in its messages: how fast they go, and where they may go.
 NOT_IN_MESSAGES = ("rate", "per_hour", "local_only")
 
@@ -78,6 +78,8 @@ class FrozenCampaign:
     images: dict[str, str] | None  # each image's SHA-256 by its name under images/; None: frozen before images were
     calendars: dict[str, str]  # each event's .ics, which the archive publishes as sent
     images_url: str | None  # where its images are linked from, which the archive's copy links to images/ instead
+    segment: str | None = None  # the part of the list it goes to (segments.parse's canonical text); None: all of it
+    segment_name: str | None = None  # the name newsletter.toml gives that segment, if it was given by name
     absent: frozenset[str] = field(default=frozenset())  # LATER_KEYS its document predates
 
     def to_json(self) -> dict[str, Any]:
@@ -104,6 +106,8 @@ class FrozenCampaign:
             "images": None if self.images is None else dict(self.images),
             "calendars": dict(self.calendars),
             "images_url": self.images_url,
+            "segment": self.segment,
+            "segment_name": self.segment_name,
         }
         for key in self.absent:
             del document[key]
@@ -140,6 +144,8 @@ class FrozenCampaign:
             images=None if images is None else dict(images),
             calendars=dict(document.get("calendars") or {}),
             images_url=document.get("images_url"),
+            segment=document.get("segment"),
+            segment_name=document.get("segment_name"),
             absent=frozenset(key for key in LATER_KEYS if key not in document),
         )
 
@@ -188,6 +194,8 @@ def freeze(
     reply_to: str | None,
     hosted: HostedUnsubscribe | None,
     local_only: str | None,
+    segment: str | None = None,
+    segment_name: str | None = None,
 ) -> FrozenCampaign:
     """What a campaign of this rendered issue to this list freezes now."""
     return FrozenCampaign(
@@ -210,7 +218,16 @@ def freeze(
         images=image_digests(rendered),
         calendars=dict(rendered.calendars),
         images_url=f"{config.asset_base_url}/{rendered.slug}/images/" if config.asset_base_url else None,
+        segment=segment,
+        segment_name=segment_name,
     )
+
+
+def frozen_segment(document: Mapping[str, Any] | None) -> dict[str, str | None] | None:
+    """The segment a campaign goes to, {"name", "expression"}, from its frozen document; None: the whole list."""
+    if not document or not document.get("segment"):
+        return None
+    return {"name": document.get("segment_name"), "expression": document["segment"]}
 
 
 def content_hash(rendered: RenderedIssue) -> str:

@@ -35,7 +35,7 @@ from newsletter.errors import ConfigError, IssueError, NewsletterError
 from newsletter.message import HostedUnsubscribe, Outgoing, Recipient, parse_mailbox
 from newsletter.render import RenderedIssue
 from newsletter.sending.approval import approval_required, ask, make_requests, unreached
-from newsletter.sending.frozen import LOCAL_BASE_URL, FrozenCampaign, content_hash, freeze
+from newsletter.sending.frozen import LOCAL_BASE_URL, FrozenCampaign, content_hash, freeze, frozen_segment
 from newsletter.sending.runner import Pacing, run, sender_id, test_recipient
 from newsletter.sending.wiring import (
     LOCAL_SCHEMES,
@@ -45,7 +45,15 @@ from newsletter.sending.wiring import (
     pacing_for,
     ready,
 )
-from newsletter.store import CampaignRow, CampaignStatus, DeliveryStatus, ListRow, MembershipStatus, Store
+from newsletter.store import (
+    CampaignRow,
+    CampaignStatus,
+    Connection,
+    DeliveryStatus,
+    ListRow,
+    MembershipStatus,
+    Store,
+)
 from newsletter.tokens import TokenSigner
 from newsletter.transports import Dsn, Transport, transport_for
 from newsletter.transports.base import preflight
@@ -72,6 +80,7 @@ class SendSummary:
     message: str | None = None  # dry run: the message_digest of what would be sent, which an agent's code binds
     refusals: list[dict] = field(default_factory=list)  # dry run: what a real send would refuse (file, line, why)
     approval: dict | None = None  # where a person's approval stands (approval.approval_of), when it was asked for
+    segment: dict | None = None  # the part of the list it goes to: {"name": …, "expression": …}; None: all of it
 
     @property
     def ok(self) -> bool:
@@ -109,6 +118,8 @@ class SendSummary:
                 unsubscribe=self.unsubscribe,
                 real_send_refuses=self.refusals,
             )
+        if self.segment is not None:
+            document["segment"] = self.segment
         if self.approval is not None:
             document["approval"] = self.approval
         if self.failures:
@@ -138,8 +149,8 @@ class Prepared:
         base = self.workspace.config.base_url or LOCAL_BASE_URL
         return f"this tool's signed one-click links ({base}/u/…, answered by `newsletter serve`)"
 
-    def freeze(self, mailing_list: ListRow) -> FrozenCampaign:
-        """What a campaign of this issue to this list freezes now."""
+    def freeze(self, mailing_list: ListRow, segment: Chosen | None = None) -> FrozenCampaign:
+        """What a campaign of this issue to this list (or to a segment of it) freezes now."""
         return freeze(
             self.workspace.config,
             self.rendered,
@@ -148,7 +159,28 @@ class Prepared:
             reply_to=self.reply_to,
             hosted=self.hosted,
             local_only=self.local_only,
+            segment=segment.expression if segment else None,
+            segment_name=segment.name if segment else None,
         )
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """The segment a send goes to: its canonical expression, and the name newsletter.toml gives it, if any."""
+
+    name: str | None
+    expression: str
+
+    @classmethod
+    def of(cls, config: Config, list_slug: str, text: str | None) -> Chosen | None:
+        """The segment `--segment TEXT` names (a name in [lists.SLUG.segments], or an expression); None: the whole
+        list. NewsletterError (pointing at the column) for a malformed one."""
+        if text is None or not text.strip():
+            return None
+        from newsletter.segments import resolve
+
+        name, segment = resolve(config, list_slug, text)
+        return cls(name, str(segment))
 
 
 def leaving_problem(config: Config, rendered: RenderedIssue, hosted: HostedUnsubscribe | None = None) -> str | None:
@@ -260,18 +292,21 @@ async def send(
     content: str | None = None,
     approval: bool = True,
     requested_by: str = "newsletter send",
+    segment: str | None = None,
 ) -> SendSummary:
     """Dry-run, test-send, schedule, or send an issue to a list (joining or resuming its campaign).
 
     content: the message_digest an agent's dry run showed (SendSummary.message); what would be sent now must be
     the same, or nothing is sent. With approvers in [approval], a real send or schedule makes the campaign
     awaiting approval and mails each approver a request (requested_by names who asks), unless approval is False
-    (`send --no-approval`, which the MCP server never passes).
+    (`send --no-approval`, which the MCP server never passes). segment: a segment's name or expression: the
+    campaign goes to those of the list it matches (and is a campaign of its own beside one to the whole list).
     """
     async with contextlib.aclosing(transport_for(workspace, dsn_text)) as transport:
         prepared = prepare(workspace, folder, dsn_text, real=not dry_run, hosted=hosted_unsubscribe(transport))
         config = workspace.config
         scheduled_at = parse_at(at, config.zone) if at is not None else None
+        chosen = Chosen.of(config, list_slug, segment)
         store = open_store(workspace)
         try:
             mailing_list = store.find_list(list_slug)
@@ -279,15 +314,24 @@ async def send(
                 return await _test_send(prepared, transport, mailing_list, single_address(to), dry_run)
             digest = content_hash(prepared.rendered)
             if dry_run:
-                latest = store.latest_campaign(prepared.rendered.slug, mailing_list.id)
+                latest = store.latest_campaign(prepared.rendered.slug, mailing_list.id, _expression(chosen))
                 resume = _campaign_to_resume(latest, digest, new_campaign, None)
-                frozen = _frozen(prepared, mailing_list, resume)
+                frozen = _frozen(prepared, mailing_list, resume, chosen)
                 _same_as_shown(frozen, content, folder)
                 return _dry_run(prepared, store, mailing_list, resume, frozen)
             await ready(store, transport, mailing_list.id)  # before the audience is fixed: who left is out
             awaiting = approval and approval_required(config)
             row, requests = _open_campaign(
-                store, prepared, mailing_list, digest, new_campaign, scheduled_at, content, awaiting, requested_by
+                store,
+                prepared,
+                mailing_list,
+                digest,
+                new_campaign,
+                scheduled_at,
+                content,
+                awaiting,
+                requested_by,
+                chosen,
             )
             if row.status == CampaignStatus.AWAITING_APPROVAL:
                 if not awaiting:
@@ -399,6 +443,7 @@ def _open_campaign(
     shown_digest: str | None = None,
     awaiting: bool = False,
     requested_by: str = "",
+    chosen: Chosen | None = None,
 ) -> tuple[CampaignRow, list[tuple[str, int, str]]]:
     """The campaign this send works on: the one it resumes or joins, or a new one (scheduled, running, or awaiting
     approval with its requests: (approver, request id, nonce) each, made in the same transaction).
@@ -411,20 +456,21 @@ def _open_campaign(
     rendered = prepared.rendered
     with store.transaction() as connection:
         store.lock_list(mailing_list.id, connection=connection)
-        latest = store.latest_campaign(rendered.slug, mailing_list.id, connection=connection)
+        latest = store.latest_campaign(rendered.slug, mailing_list.id, _expression(chosen), connection=connection)
         asked = latest is not None and bool(store.approval_requests(latest.id, connection=connection))
         found = _campaign_to_resume(latest, digest, new_campaign, scheduled_at, config.zone, asked)
-        frozen = _frozen(prepared, mailing_list, found)
+        frozen = _frozen(prepared, mailing_list, found, chosen)
         _same_as_shown(frozen, shown_digest, prepared.workspace.issues_dir / rendered.slug)
         if found is not None:
             return found, []
         if latest is not None and latest.status == CampaignStatus.AWAITING_APPROVAL:
             void(store, latest.id, "replaced by a newer request", noticed_by=requested_by, connection=connection)
-        if (
-            scheduled_at is None
-            and store.count_members(mailing_list.id, MembershipStatus.SUBSCRIBED, connection=connection) == 0
-        ):
-            raise NewsletterError(f"the list '{mailing_list.slug}' has nobody subscribed; nothing to send")
+        if scheduled_at is None:
+            audience = store.count_audience(
+                mailing_list.id, _expression(chosen), rendered.slug, digest, connection=connection
+            )
+            if audience == 0:
+                raise NewsletterError(_nobody(mailing_list, chosen, store, connection))
         lateness = dt.timedelta(seconds=parse_duration(config.sending.max_lateness))
         campaign_id = store.create_campaign(
             mailing_list.id,
@@ -448,12 +494,31 @@ def _open_campaign(
     return found, requests
 
 
-def _frozen(prepared: Prepared, mailing_list: ListRow, resume: CampaignRow | None) -> FrozenCampaign:
+def _frozen(
+    prepared: Prepared, mailing_list: ListRow, resume: CampaignRow | None, chosen: Chosen | None = None
+) -> FrozenCampaign:
     """What the messages of this send are built from: the frozen content of the campaign it resumes, else what a new
     campaign would freeze now."""
     if resume is not None and resume.content:
         return FrozenCampaign.of(resume)
-    return prepared.freeze(mailing_list)
+    return prepared.freeze(mailing_list, chosen)
+
+
+def _expression(chosen: Chosen | None) -> str | None:
+    return chosen.expression if chosen else None
+
+
+def _nobody(mailing_list: ListRow, chosen: Chosen | None, store: Store, connection: Connection) -> str:
+    """Why a send has nobody to go to, in one line."""
+    if store.count_members(mailing_list.id, MembershipStatus.SUBSCRIBED, connection=connection) == 0:
+        return f"the list '{mailing_list.slug}' has nobody subscribed; nothing to send"
+    if chosen is not None:
+        named = f"'{chosen.name}' ({chosen.expression})" if chosen.name else f"'{chosen.expression}'"
+        return (
+            f"nobody subscribed to '{mailing_list.slug}' is in the segment {named} who has not had this issue "
+            "already; nothing to send"
+        )
+    return f"everyone subscribed to '{mailing_list.slug}' has had this issue already; nothing to send"
 
 
 def _same_as_shown(frozen: FrozenCampaign, shown_digest: str | None, folder: Path) -> None:
@@ -526,12 +591,11 @@ def _dry_run(
         first = store.pending(resume.id, limit=SAMPLE_RECIPIENTS)
         recipients = [Recipient(d.subscriber_id, d.email, d.name, d.fields) for d in first]
     else:
-        counts, audience = {}, store.count_members(mailing_list.id, MembershipStatus.SUBSCRIBED)
-        recipients = []
-        for member in store.members(mailing_list.id, MembershipStatus.SUBSCRIBED, page=SAMPLE_RECIPIENTS):
-            recipients.append(Recipient(member.subscriber_id, member.email, member.name, member.fields))
-            if len(recipients) == SAMPLE_RECIPIENTS:
-                break
+        slug, digest = frozen.slug, content_hash(prepared.rendered)
+        counts = {}
+        audience = store.count_audience(mailing_list.id, frozen.segment, slug, digest)
+        first_few = store.audience_sample(mailing_list.id, frozen.segment, slug, digest, SAMPLE_RECIPIENTS)
+        recipients = [Recipient(*member) for member in first_few]
     sample = campaign.build(recipients[0]).to_bytes().decode("utf-8", errors="replace") if recipients else None
     return SendSummary(
         unsubscribe=prepared.unsubscribe(),
@@ -547,6 +611,7 @@ def _dry_run(
         scheduled_at=resume.scheduled_at if resume else None,
         message=frozen.message_digest(),
         refusals=prepared.refusals,
+        segment=frozen_segment(frozen.to_json()),
     )
 
 
@@ -584,15 +649,18 @@ async def _test_send(
     return summary
 
 
-def campaign_status(workspace: Workspace, issue_slug: str, list_slug: str) -> SendSummary:
+def campaign_status(workspace: Workspace, issue_slug: str, list_slug: str, segment: str | None = None) -> SendSummary:
+    """Where the latest campaign of an issue to a list (or to a segment of it) stands."""
     zone = workspace.config.zone
+    chosen = Chosen.of(workspace.config, list_slug, segment)
     store = open_store(workspace)
     try:
         list_id = store.list_id(list_slug)
         store.expire_overdue()
-        latest = store.latest_campaign(issue_slug, list_id)
+        latest = store.latest_campaign(issue_slug, list_id, _expression(chosen))
         if latest is None:
-            return SendSummary(None, transport="", dry_run=False, note="never sent to this list")
+            where = f"the segment {chosen.expression} of this list" if chosen else "this list"
+            return SendSummary(None, transport="", dry_run=False, note=f"never sent to {where}")
         if latest.started_at:
             when = f"started {shown(latest.started_at, zone)}"
         elif latest.scheduled_at:
@@ -612,6 +680,7 @@ def campaign_status(workspace: Workspace, issue_slug: str, list_slug: str) -> Se
             status=latest.status,
             scheduled_at=latest.scheduled_at,
             approval=approval_of(store, latest.id),
+            segment=frozen_segment(latest.content),
         )
     finally:
         store.close()

@@ -49,6 +49,20 @@ def register_field_names(connection: Connection, known: set[tuple[str, str]], do
         known.update(new)
 
 
+def field_name_variants(connection: Connection, keys: Collection[str]) -> dict[str, list[str]]:
+    """For each field key, the names it was ever written under."""
+    found: dict[str, list[str]] = {}
+    if keys:
+        rows = connection.execute(
+            sa.select(field_names.c.field_key, field_names.c.name)
+            .where(field_names.c.field_key.in_(sorted(keys)))
+            .order_by(field_names.c.field_key, field_names.c.name)
+        )
+        for key, name in rows:
+            found.setdefault(key, []).append(name)
+    return found
+
+
 class Attributes(StoreBase):
     _known_field_names: set[tuple[str, str]]
 
@@ -87,18 +101,8 @@ class Attributes(StoreBase):
         self, keys: Collection[str], *, connection: Connection | None = None
     ) -> dict[str, list[str]]:
         """For each field key, the names it was ever written under (a segment looks each of them up)."""
-        if not keys:
-            return {}
         with self._reading(connection) as reading:
-            rows = reading.execute(
-                sa.select(field_names.c.field_key, field_names.c.name)
-                .where(field_names.c.field_key.in_(sorted(keys)))
-                .order_by(field_names.c.field_key, field_names.c.name)
-            ).all()
-        found: dict[str, list[str]] = {}
-        for key, name in rows:
-            found.setdefault(key, []).append(name)
-        return found
+            return field_name_variants(reading, keys)
 
     def list_field_keys(self, list_id: int, keys: Collection[str], *, connection: Connection | None = None) -> set[str]:
         """Which of these field keys some subscribed member of the list has a value for: one indexed probe per

@@ -14,8 +14,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from newsletter.store.attributes import field_name_variants
 from newsletter.store.engine import StoreBase, _aware, now
-from newsletter.store.schema import approval_requests, campaigns, deliveries, lists, memberships
+from newsletter.store.schema import approval_requests, campaigns, deliveries, lists, memberships, subscribers
 from newsletter.store.statuses import CampaignStatus, DeliveryStatus, MembershipStatus, delivery_counts
 
 
@@ -106,18 +107,64 @@ def _campaign(row: Any) -> CampaignRow | None:
 _CAMPAIGN_STATUS = sa.select(campaigns.c.status).where(campaigns.c.id == sa.bindparam("c_id"))
 
 
+def audience_filter(
+    connection: Connection,
+    list_id: int,
+    segment: str | None,
+    issue_slug: str,
+    content_hash: str,
+    campaign_id: int | None = None,
+) -> list[sa.ColumnElement[bool]]:
+    """Who a campaign of this content goes to, as conditions on memberships: subscribed to the list (the consent
+    predicate, always), in the segment (which can only narrow it), and not already sent, or about to be sent, this
+    same content by an earlier campaign of the issue to the list (a campaign to another segment, or a new one after
+    a cancel): nobody gets the issue twice."""
+    where: list[sa.ColumnElement[bool]] = [
+        memberships.c.list_id == list_id,
+        memberships.c.status == MembershipStatus.SUBSCRIBED,
+    ]
+    if segment:
+        from newsletter.segments import parse
+        from newsletter.store.segments import segment_clause
+
+        parsed = parse(segment)
+        where.append(segment_clause(parsed, field_name_variants(connection, parsed.field_keys())))
+    earlier = list(
+        connection.execute(
+            sa.select(campaigns.c.id).where(
+                campaigns.c.issue_slug == issue_slug,
+                campaigns.c.list_id == list_id,
+                campaigns.c.content_hash == content_hash,
+                campaigns.c.started_at.is_not(None),
+                campaigns.c.id != (campaign_id or 0),
+            )
+        ).scalars()
+    )
+    if earlier:
+        got_it = sa.exists().where(
+            deliveries.c.campaign_id.in_(earlier),
+            deliveries.c.subscriber_id == memberships.c.subscriber_id,
+            deliveries.c.status.in_((DeliveryStatus.SENT.value, DeliveryStatus.PENDING.value)),
+        )
+        where.append(~got_it)
+    return where
+
+
 class Campaigns(StoreBase):
     def latest_campaign(
-        self, issue_slug: str, list_id: int, *, connection: Connection | None = None
+        self, issue_slug: str, list_id: int, segment: str | None = None, *, connection: Connection | None = None
     ) -> CampaignRow | None:
+        """The latest campaign of the issue to the list and to that segment (None: the whole list)."""
         query = (
             sa.select(campaigns)
             .where(campaigns.c.issue_slug == issue_slug, campaigns.c.list_id == list_id)
             .order_by(campaigns.c.id.desc())
-            .limit(1)
         )
         with self._reading(connection) as reading:
-            return _campaign(reading.execute(query).first())
+            for row in reading.execute(query):
+                if (row.content or {}).get("segment") == segment:
+                    return _campaign(row)
+        return None
 
     def campaign(self, campaign_id: int, *, connection: Connection | None = None) -> CampaignRow | None:
         with self._reading(connection) as reading:
@@ -176,19 +223,62 @@ class Campaigns(StoreBase):
         return campaign_id
 
     def _fix_audience(self, connection: Connection, campaign_id: int, list_id: int, at: dt.datetime) -> None:
-        """The ledger: a pending row for every member subscribed at this instant."""
+        """The ledger: a pending row for every member of its audience at this instant (audience_filter)."""
+        row = connection.execute(
+            sa.select(campaigns.c.issue_slug, campaigns.c.content_hash, campaigns.c.content).where(
+                campaigns.c.id == campaign_id
+            )
+        ).one()
+        segment = (row.content or {}).get("segment")
+        where = audience_filter(connection, list_id, segment, row.issue_slug, row.content_hash, campaign_id)
         audience = sa.select(
             sa.literal(campaign_id).label("campaign_id"),
             memberships.c.subscriber_id,
             sa.literal(DeliveryStatus.PENDING.value).label("status"),
             sa.literal(0).label("attempts"),
             sa.literal(at, sa.DateTime(timezone=True)).label("updated_at"),
-        ).where(memberships.c.list_id == list_id, memberships.c.status == MembershipStatus.SUBSCRIBED)
+        ).where(*where)
         connection.execute(
             deliveries.insert().from_select(
                 ["campaign_id", "subscriber_id", "status", "attempts", "updated_at"], audience
             )
         )
+
+    def count_audience(
+        self,
+        list_id: int,
+        segment: str | None,
+        issue_slug: str,
+        content_hash: str,
+        *,
+        connection: Connection | None = None,
+    ) -> int:
+        """How many a new campaign of this content to this list (and segment) would go to now."""
+        with self._reading(connection) as reading:
+            where = audience_filter(reading, list_id, segment, issue_slug, content_hash)
+            return reading.execute(sa.select(sa.func.count()).select_from(memberships).where(*where)).scalar_one()
+
+    def audience_sample(
+        self,
+        list_id: int,
+        segment: str | None,
+        issue_slug: str,
+        content_hash: str,
+        limit: int,
+        *,
+        connection: Connection | None = None,
+    ) -> list[tuple[int, str, str | None, dict]]:
+        """The first members (subscriber order) a new campaign would go to: (id, email, name, fields)."""
+        with self._reading(connection) as reading:
+            where = audience_filter(reading, list_id, segment, issue_slug, content_hash)
+            rows = reading.execute(
+                sa.select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.fields)
+                .select_from(memberships.join(subscribers, subscribers.c.id == memberships.c.subscriber_id))
+                .where(*where)
+                .order_by(memberships.c.subscriber_id)
+                .limit(limit)
+            ).all()
+        return [(r.id, r.email, r.name, r.fields or {}) for r in rows]
 
     def set_content(self, campaign_id: int, content: dict, *, connection: Connection | None = None) -> None:
         """Freeze the content of a campaign an earlier version started without it."""

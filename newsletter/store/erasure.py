@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from newsletter.store.attributes import tags_among
 from newsletter.store.engine import _aware, _insert_ignoring, now
 from newsletter.store.schema import (
     address_hash,
@@ -21,6 +22,7 @@ from newsletter.store.schema import (
     events,
     lists,
     memberships,
+    subscriber_tags,
     subscribers,
     suppressions,
     webhook_tokens,
@@ -44,6 +46,7 @@ class Erasure(Subscribers):
             event_rows = connection.execute(
                 sa.select(events).where(events.c.subscriber_id == row.id).order_by(events.c.id)
             ).all()
+            tags = tags_among(connection, [row.id]).get(row.id, {})
             delivery_rows = connection.execute(
                 sa.select(deliveries, campaigns.c.issue_slug)
                 .join(campaigns, campaigns.c.id == deliveries.c.campaign_id)
@@ -54,9 +57,15 @@ class Erasure(Subscribers):
             "email": row.email,
             "name": row.name,
             "fields": row.fields or {},
+            "tags": sorted(tags.values(), key=str.casefold),
             "created_at": _aware(row.created_at),
             "memberships": [
-                {"list": slugs.get(m.list_id), "status": m.status, "updated_at": _aware(m.updated_at)}
+                {
+                    "list": slugs.get(m.list_id),
+                    "status": m.status,
+                    "updated_at": _aware(m.updated_at),
+                    "joined_at": _aware(m.joined_at),
+                }
                 for m in member_rows
             ],
             "events": [
@@ -102,6 +111,7 @@ class Erasure(Subscribers):
                 .values(email=stand_in, email_key=stand_in, name=None, fields={})
             )
             connection.execute(memberships.delete().where(memberships.c.subscriber_id == found.id))
+            connection.execute(subscriber_tags.delete().where(subscriber_tags.c.subscriber_id == found.id))
             connection.execute(events.update().where(events.c.subscriber_id == found.id).values(detail={}))
             connection.execute(
                 deliveries.update()

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from newsletter.fields import merge_fields, tag_key
 from newsletter.store.attributes import Attributes, add_tags, register_field_names, tags_among
-from newsletter.store.engine import _TIME, _Among, _insert_ignoring, _Lookup, _Many, now
+from newsletter.store.engine import _TIME, _Among, _aware, _insert_ignoring, _Lookup, _Many, now
 from newsletter.store.lists import ListRow, _list_named
 from newsletter.store.schema import address_hash, events, lists, memberships, subscribers, suppressions
 from newsletter.store.statuses import MembershipStatus
@@ -41,6 +41,7 @@ class Member:
     fields: dict
     status: str
     tags: tuple[str, ...] = ()  # read only when asked for (iter_members(tags=True))
+    joined_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -632,6 +633,7 @@ class Subscribers(Attributes):
                     subscribers.c.email,
                     subscribers.c.name,
                     sa.cast(subscribers.c.fields, sa.Text).label("fields"),
+                    memberships.c.joined_at,
                 )
                 .select_from(memberships.join(subscribers, subscribers.c.id == memberships.c.subscriber_id))
                 .where(
@@ -649,7 +651,7 @@ class Subscribers(Attributes):
             for row in rows:  # the fields as text: most members have none to parse
                 fields = json.loads(row.fields) if row.fields and row.fields != "{}" else {}
                 own = tuple(sorted(tagged.get(row.id, {}).values(), key=str.casefold))
-                yield Member(row.id, row.email, row.name, fields, status, own)
+                yield Member(row.id, row.email, row.name, fields, status, own, _aware(row.joined_at))
             if len(rows) < size:
                 return
             after, skip = rows[-1].id, 0
@@ -666,6 +668,37 @@ class Subscribers(Attributes):
             if member.fields:
                 names.update(dict.fromkeys(member.fields))
         return list(names)
+
+    def consent_among(
+        self, list_id: int, subscriber_ids: Sequence[int], *, connection: Connection | None = None
+    ) -> dict[int, dict[str, str]]:
+        """When each of these members opted in and confirmed (ISO 8601), as the latest evidence of it their events
+        on the list hold: an import's consent (on the row of any status), or a sign-up's request and confirmation.
+        What an export writes; an event that holds none (an unsubscribe) leaves the evidence as it was."""
+        found: dict[int, dict[str, str]] = {}
+        if not subscriber_ids:
+            return found
+        with self._reading(connection) as reading:
+            rows = reading.execute(
+                sa.select(events.c.subscriber_id, events.c.kind, events.c.source, events.c.at, events.c.detail)
+                .where(
+                    _Among(events.c.subscriber_id, "k_ids"),
+                    events.c.list_id == list_id,
+                    events.c.kind.in_([*MembershipStatus, "signup-requested"]),
+                )
+                .order_by(events.c.id),
+                {"k_ids": list(subscriber_ids)},
+            ).all()
+        for subscriber_id, kind, source, at, detail in rows:
+            at = _aware(at)
+            if kind == "signup-requested":
+                found[subscriber_id] = {"opted_in_at": at.isoformat()}
+            elif (detail or {}).get("consent"):
+                evidence = detail["consent"]
+                found[subscriber_id] = {k: evidence[k] for k in ("opted_in_at", "confirmed_at") if evidence.get(k)}
+            elif source == "double-opt-in":
+                found[subscriber_id] = {**found.get(subscriber_id, {}), "confirmed_at": at.isoformat()}
+        return {k: v for k, v in found.items() if v}
 
     def history(self, subscriber_id: int, *, connection: Connection | None = None) -> list[dict[str, Any]]:
         with self._reading(connection) as reading:

@@ -2,7 +2,7 @@
 
 Read from the subscribed members' JSON fields: first the fields of the list's first SAMPLE members, which answer
 at once when they hold every key asked about; else the distinct field names of the whole list, found by the
-database (SQLite's json_each, PostgreSQL's jsonb_object_keys), so that only those few names reach Python. A
+database (SQLite's json_each, PostgreSQL's json_object_keys), so that only those few names reach Python. A
 registry of the field names written (a table kept on every write) would answer in one small query: this is the
 function to point at it.
 """

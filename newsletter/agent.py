@@ -29,6 +29,7 @@ from pathlib import Path
 
 from newsletter.checks import HEAVY_IMAGE_BYTES, check_issue
 from newsletter.errors import Diagnostic, NewsletterError
+from newsletter.field_placeholders import list_fields_for
 from newsletter.issue import ISSUE_FILE, load_issue
 from newsletter.render import image_size
 from newsletter.sending.send import SendSummary, parse_at, prepare_real_send
@@ -104,7 +105,8 @@ def write_issue(workspace: Workspace, name: str, text: str) -> dict:
     if len(data) > MAX_YAML_BYTES:
         raise NewsletterError(f"the YAML is {len(data) // 1024} KB; an issue.yaml holds at most 1 MB")
     _replace(folder / ISSUE_FILE, data)
-    return check_issue(folder, workspace.config, workspace.templates_dir).report.to_json()
+    fields = list_fields_for(workspace, None)  # the store's only list, if it has one
+    return check_issue(folder, workspace.config, workspace.templates_dir, list_fields=fields).report.to_json()
 
 
 def add_image(workspace: Workspace, name: str, file_name: str, data_base64: str) -> dict:

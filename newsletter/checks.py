@@ -8,6 +8,10 @@ leftover placeholder text (TK, TODO, lorem ipsum), unknown %%placeholders%%, a D
 with the From address, a phone number that does not parse (it gets no link), and what a real send refuses in the
 settings (a reserved name, a placeholder postal address: real_send_refusals), so that it is known before a send.
 
+A subscriber's field in the text ({{ prenom | default("") }}, field_placeholders.py): anything else between braces,
+or a placeholder where none is filled (the subject, a link), is an error; a field that no member of the list has
+is a warning, when a list applies (`list_fields`: check's --list, else the store's only list).
+
 An event section: ending before it starts is an error, a registration deadline after its start a warning.
 """
 
@@ -27,6 +31,7 @@ from email_validator import EmailNotValidError, validate_email
 from newsletter.config import CONFIG_FILE, OVERRIDES, Config, config_diagnostics, toml_line
 from newsletter.errors import Diagnostic, IssueError, RenderError, Severity
 from newsletter.events import resolve
+from newsletter.field_placeholders import ListFieldKeys, issue_placeholders, unknown_field_warnings
 from newsletter.i18n import format_event_when
 from newsletter.issue import Event, Image, ImageSection, LoadedIssue, YamlPath, iter_values, load_issue
 from newsletter.phones import tel_uri
@@ -94,16 +99,29 @@ class CheckResult:
 
 
 def check_issue(
-    folder: Path, config: Config, templates_dir: Path | None = None, *, asset_base_url: str | None = None
+    folder: Path,
+    config: Config,
+    templates_dir: Path | None = None,
+    *,
+    asset_base_url: str | None = None,
+    list_fields: ListFieldKeys | None = None,
 ) -> CheckResult:
-    """Load, validate and render the issue in folder, and report every problem found. Never raises for bad input."""
+    """Load, validate and render the issue in folder, and report every problem found. Never raises for bad input.
+
+    list_fields (field_placeholders.list_fields_for): the list whose members' fields the placeholders are checked
+    against, asked only when the issue has some."""
     report = Report(config_diagnostics(config))
     try:
         issue = load_issue(folder)
     except IssueError as exc:
         report.diagnostics[:0] = exc.diagnostics
         return CheckResult(report)
-    report.diagnostics[:0] = list(_content_diagnostics(issue, config)) + list(_event_diagnostics(issue, config))
+    uses, placeholder_errors = issue_placeholders(issue)
+    report.diagnostics[:0] = (
+        list(_content_diagnostics(issue, config)) + placeholder_errors + list(_event_diagnostics(issue, config))
+    )
+    if uses and list_fields is not None and (answer := list_fields({use.placeholder.key for use in uses})):
+        report.diagnostics.extend(unknown_field_warnings(issue, uses, *answer))
     if (misaligned := dkim_alignment(config, issue.model.from_ or config.sender.from_)) is not None:
         report.diagnostics.append(misaligned)
     report.diagnostics.extend(real_send_refusals(config, issue))
@@ -408,7 +426,8 @@ def _text_diagnostics(issue: LoadedIssue, path: YamlPath, text: str) -> list[Dia
                         "warning",
                         "unknown-placeholder",
                         f"unknown placeholder {placeholder.group(0)}; known: "
-                        + ", ".join(f"%%{p}%%" for p in PLACEHOLDERS),
+                        + ", ".join(f"%%{p}%%" for p in PLACEHOLDERS)
+                        + ', and a subscriber\'s field as {{ prenom }} or {{ prenom | default("…") }}',
                         path,
                     )
                 )

@@ -79,7 +79,10 @@ Url = Annotated[str, URL_FIELD, Field(description="An https:// URL (mailto: and 
 Markdown = Annotated[
     str,
     MARKDOWN_FIELD,
-    Field(description="Markdown: *emphasis*, **strong**, [links](https://…), lists. Raw HTML is not rendered."),
+    Field(
+        description="Markdown: *emphasis*, **strong**, [links](https://…), lists. Raw HTML is not rendered. "
+        'A subscriber\'s field: {{ prenom | default("…") }}.'
+    ),
 ]
 Phone = Annotated[
     str,
@@ -347,7 +350,11 @@ class Issue(_Model):
     )
 
     subject: str = Field(min_length=1, description="The email's subject line (10 to 78 characters reads best).")
-    preheader: str | None = Field(None, description="The line mail clients show after the subject in the inbox.")
+    preheader: str | None = Field(
+        None,
+        description="The line mail clients show after the subject in the inbox; it may hold a subscriber's field, "
+        '{{ prenom | default("…") }} (the subject may not).',
+    )
     lang: Language = Field(description="The issue's language; the footer and dates follow it.")
     date: dt.date | None = Field(None, description="Publication date (YYYY-MM-DD).")
     from_: str | None = Field(None, alias="from", description='Overrides newsletter.toml, e.g. "Name <a@b.org>".')

@@ -31,6 +31,7 @@ from newsletter.build import build_issue
 from newsletter.checks import check_issue
 from newsletter.config import CONFIG_FILE
 from newsletter.errors import IssueError, NewsletterError
+from newsletter.field_placeholders import list_fields_for
 from newsletter.i18n import Language
 from newsletter.sending.send import campaign_status
 from newsletter.sending.send import send as send_issue
@@ -277,7 +278,8 @@ def create_server(root: Path) -> NewsletterServer:
         """
         current = workspace()
         folder = agent.issue_folder(current, issue)
-        return _result(check_issue(folder, current.config, current.templates_dir).report.to_json())
+        fields = list_fields_for(current, None)  # {{ field }}s against the store's only list, if it has one
+        return _result(check_issue(folder, current.config, current.templates_dir, list_fields=fields).report.to_json())
 
     @tool(WRITES, "build_issue")
     def build_issue_tool(issue: IssueName) -> CallToolResult:

@@ -1,5 +1,9 @@
 """One recipient's email, built from the issue rendered once: placeholders filled, headers set.
 
+The values: the tool's own (%%name%%, %%email%%, %%unsubscribe_url%%, %%view_online_url%%), and the recipient's
+fields by key for an issue's {{ prenom }} (%%field-prenom%%, field_placeholders.field_values), which never replace
+the tool's own.
+
 No MJML and no template runs here. Headers:
   From, To, Reply-To, Subject (RFC 2047 for non-ASCII names), Date, Message-ID unique per (campaign,
   subscriber) and stable across retries, List-Id (RFC 2919), List-Unsubscribe with the https link (and a
@@ -38,6 +42,7 @@ import dkim
 
 from newsletter.addresses import a_label_address, a_label_domain, clean_name
 from newsletter.errors import ConfigError
+from newsletter.field_placeholders import field_values
 from newsletter.render import RenderedIssue, Verbatim, escape_value
 from newsletter.tokens import TokenSigner
 
@@ -283,7 +288,11 @@ class Campaign:
             token = self.signer.sign(recipient.subscriber_id, self.list_slug)
             unsubscribe_url = f"{self.base_url}/u/{token}"
         values = {
+            # As they were before fields had placeholders of their own (%%first_name%% in a frozen campaign).
             **{k: str(v) for k, v in recipient.fields.items()},
+            # {{ prenom }}: %%field-prenom%%, by key, set for every one of them (the default when empty), so that
+            # no field written under another name can stand in.
+            **(field_values(recipient.fields, self.rendered.field_names) if self.rendered.field_names else {}),
             "name": recipient.name or "",
             "email": recipient.email,
             "unsubscribe_url": unsubscribe_url,

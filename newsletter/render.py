@@ -4,6 +4,8 @@ MJML runs once per issue, never per recipient. Per-recipient values (the unsubsc
 subscriber's name and address) are written as `%%name%%` placeholders (`%%name|fallback%%` gives a default),
 which pass through MJML and CSS inlining untouched: `%%` cannot occur in a valid URL or in the HTML that the
 templates write. Sending fills them by plain substitution with RenderedIssue.fill(), without rendering again.
+The author's `{{ prenom | default("…") }}` (a subscriber's field) is rendered as `%%field-prenom|HEX%%`, in a
+namespace of its own (newsletter/field_placeholders.py).
 
 Templates: `email.mjml.j2` and `email.txt.j2` lay out the email; `sections/<type>.mjml.j2` and
 `sections/<type>.txt.j2` render one section type each; `footer.*.j2` is the footer. A file of the same name in
@@ -32,13 +34,24 @@ from markupsafe import Markup
 from newsletter.config import Config
 from newsletter.errors import RenderError
 from newsletter.events import calendar_domain, calendar_name, event_calendar
+from newsletter.field_placeholders import (
+    field_part,
+    is_field_name,
+    mangled_placeholders,
+    personalised,
+    restore,
+    shown_length,
+    stand_ins,
+    with_defaults,
+)
 from newsletter.i18n import format_date, format_day, format_event_when, translate
 from newsletter.issue import Event, Image, LoadedIssue
 from newsletter.phones import tel_uri
 
 PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
 PLACEHOLDERS = ("name", "email", "unsubscribe_url", "view_online_url")
-PLACEHOLDER = re.compile(r"%%([a-z_][a-z0-9_]*)(?:\|([^%\n]*))?%%")
+# %%name%%, %%name|fallback%%; a field's %%field-prenom|HEX%% (FIELD-PRENOM when a template wrote it in capitals).
+PLACEHOLDER = re.compile(r"%%((?:field|FIELD)-[A-Za-z0-9_]+|[a-z_][a-z0-9_]*)(?:\|([^%\n]*))?%%")
 TEXT_WIDTH = 76
 CONTENT_WIDTH = 600  # px, the email's body width
 
@@ -89,10 +102,13 @@ class RenderedIssue:
     calendars: dict[str, str] = field(default_factory=dict)  # event-3.ics -> its text, published beside the page
     html_parts: list = field(init=False, repr=False, compare=False)  # split_placeholders(html)
     text_parts: list = field(init=False, repr=False, compare=False)
+    field_names: frozenset[str] = field(init=False, repr=False, compare=False)  # its fields' placeholders
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "html_parts", split_placeholders(self.html))
+        object.__setattr__(self, "html_parts", split_placeholders(self.html, html.escape))
         object.__setattr__(self, "text_parts", split_placeholders(self.text))
+        names = {part[0] for part in (*self.html_parts, *self.text_parts) if isinstance(part, tuple)}
+        object.__setattr__(self, "field_names", frozenset(name for name in names if is_field_name(name)))
 
     def fill(self, values: Mapping[str, str]) -> tuple[str, str]:
         """Return (html, text) with each placeholder replaced by its value (HTML-escaped in the HTML part).
@@ -105,13 +121,17 @@ class RenderedIssue:
         )
 
 
-def split_placeholders(template: str) -> list[str | tuple[str, str]]:
-    """The template as literal strings alternating with (name, fallback) placeholders, literal first and last."""
+def split_placeholders(template: str, escape: Callable[[str], str] = str) -> list[str | tuple[str, str]]:
+    """The template as literal strings alternating with (name, fallback) placeholders, literal first and last.
+
+    A fallback is template text, as it stands; a field's default (field_placeholders.field_part) is the author's
+    text, given escape (html.escape for the HTML part)."""
     parts: list = []
     position = 0
     for match in PLACEHOLDER.finditer(template):
         parts.append(template[position : match.start()])
-        parts.append((match.group(1), match.group(2) or ""))
+        name, fallback = match.group(1), match.group(2) or ""
+        parts.append(field_part(name, fallback, escape) or (name, fallback))
         position = match.end()
     parts.append(template[position:])
     return parts
@@ -205,6 +225,7 @@ class _Renderer:
 
     def __init__(self, issue: LoadedIssue, config: Config, templates_dir: Path | None, asset_base_url: str | None):
         self.issue = issue
+        self.model = personalised(issue.model)  # what the templates render: {{ fields }} as %%placeholders%%
         self.config = config
         self.lang = issue.model.lang
         self.asset_base_url = asset_base_url
@@ -237,6 +258,7 @@ class _Renderer:
         """The link to the event's .ics, made here once: absolute where the archive publishes it, else relative."""
         name = calendar_name(index)
         model, config = self.issue.model, self.config
+        event = with_defaults(event)  # published once, for everyone: the fields' defaults
         if name not in self.calendars:
             self.calendars[name] = event_calendar(
                 event,
@@ -251,7 +273,7 @@ class _Renderer:
         return published_url(config, self.issue.slug, name) or name
 
     def context(self) -> dict:
-        model = self.issue.model
+        model = self.model
         return {
             "renderer": self,
             "issue": model,
@@ -276,7 +298,7 @@ class _Renderer:
             raise RenderError(f"template {name}: {exc}") from None
 
     def render(self) -> RenderedIssue:
-        model = self.issue.model
+        model = self.model
         fragments: list[tuple[str, str]] = []
         texts: list[str] = []
         for index, section in enumerate(model.sections):
@@ -311,6 +333,12 @@ class _Renderer:
         lint_mjml(source, where)
         email_html = keep_year_ranges_together(inline_css(compile_mjml(source, where, culprit), self.issue.slug))
         text = self.render_template("email.txt.j2", sections=texts, footer=self.render_template("footer.txt.j2"))
+        for part, content in (("email.mjml.j2", email_html), ("email.txt.j2", text)):
+            if mangled_placeholders(content):
+                raise RenderError(
+                    f"{self.template_origin(part)}: a template changed the placeholder of a field ({{{{ … }}}} in the "
+                    "issue's text), with a filter such as truncate or replace; write the text as given"
+                )
         for required in ("unsubscribe_url", "view_online_url"):
             for part, content in (("footer.mjml.j2", email_html), ("footer.txt.j2", text)):
                 if f"%%{required}%%" not in content:
@@ -367,6 +395,9 @@ def template_environment(templates_dir: Path | None, files: tuple = ()) -> jinja
         auto_reload=False,
     )
     env.filters.update(
+        # A title's underline in the text part (`"-" * (title|length)`) as long as the title a reader sees: a
+        # field's placeholder counts as wide as its value. Anything but a string with one is Jinja's length.
+        length=lambda value: shown_length(value) if isinstance(value, str) else len(value),
         oneline=oneline,
         markdown=markdown_html,
         markdown_text=markdown_text,
@@ -592,9 +623,11 @@ def _inline_text(children: list) -> str:
 
 
 def wrap_text(text: str, width: int = TEXT_WIDTH, first_prefix: str = "", prefix: str = "") -> str:
-    """Wrap each line of text at width, never breaking a word or URL."""
+    """Wrap each line of text at width, never breaking a word or URL; a field's placeholder counts as wide as its
+    value is likely to be (field_placeholders.stand_ins)."""
+    text, placeholders = stand_ins(str(text))
     lines = []
-    for index, line in enumerate(str(text).split("\n")):
+    for index, line in enumerate(text.split("\n")):
         lead = first_prefix if index == 0 else prefix
         lines.append(
             textwrap.fill(
@@ -607,7 +640,7 @@ def wrap_text(text: str, width: int = TEXT_WIDTH, first_prefix: str = "", prefix
             )
             or lead.rstrip()
         )
-    return "\n".join(lines)
+    return restore("\n".join(lines), placeholders)
 
 
 def tidy_text(text: str) -> str:

@@ -100,7 +100,11 @@ MEMBERS = [
     (3, "zoe@example.org", "Zoé Bœuf"),
     (4, "jean@example.org", None),
 ]
-NEWER = "frozen by a newer newsletter (content format 2; this one reads 1): upgrade newsletter on this host"
+NEXT = FrozenCampaign.FORMAT + 1  # a format no version reads yet
+NEWER = (
+    f"frozen by a newer newsletter (content format {NEXT}; this one reads 1 to {NEXT - 1}): "
+    "upgrade newsletter on this host"
+)
 
 
 @pytest.fixture
@@ -157,7 +161,7 @@ def test_content_of_the_earlier_versions_keeps_its_keys_and_its_digest(missing, 
 
 def test_a_newer_format_is_refused_in_one_line_naming_the_campaign():
     with pytest.raises(NewerContentFormat) as refused:
-        FrozenCampaign.from_json(stored() | {"format": 2, "what_format_2_added": True}, campaign_id=12)
+        FrozenCampaign.from_json(stored() | {"format": NEXT, "what_format_3_added": True}, campaign_id=12)
     assert str(refused.value) == f"campaign 12 was {NEWER}"
     assert refused.value.reason == NEWER
     with pytest.raises(Exception, match="unknown format"):
@@ -220,7 +224,7 @@ def test_send_resumes_a_campaign_of_the_earlier_version_with_its_bytes_and_code(
 
 
 def test_send_refuses_content_frozen_by_a_newer_version_and_sends_nothing(workspace):  # noqa: F811
-    campaign_id = add_campaign(workspace, stored() | {"format": 2})
+    campaign_id = add_campaign(workspace, stored() | {"format": NEXT})
     for dry_run in ("--dry-run", "--no-dry-run"):
         result = run("send", EXAMPLE_SLUG, "--list", "alliances", dry_run)
         assert result.exit_code == 1
@@ -230,7 +234,7 @@ def test_send_refuses_content_frozen_by_a_newer_version_and_sends_nothing(worksp
 
 
 def test_a_worker_skips_content_frozen_by_a_newer_version_and_sends_the_others(workspace):  # noqa: F811
-    newer = add_campaign(workspace, stored() | {"format": 2}, content_hash="0" * 64)
+    newer = add_campaign(workspace, stored() | {"format": NEXT}, content_hash="0" * 64)
     readable = add_campaign(workspace, stored())
     result = run("worker", "--until-idle", "--json")
     assert result.exit_code == 0, result.output
@@ -246,7 +250,7 @@ def test_a_worker_skips_content_frozen_by_a_newer_version_and_sends_the_others(w
 def test_the_archive_does_not_show_an_issue_frozen_by_a_newer_version(workspace, caplog):  # noqa: F811
     from newsletter.archive import Entry, sent_version
 
-    campaign_id = add_campaign(workspace, stored() | {"format": 2})
+    campaign_id = add_campaign(workspace, stored() | {"format": NEXT})
     ws = Workspace.discover(workspace)
     store = open_store(ws)
     try:

@@ -79,13 +79,25 @@ def new(
     typer.echo(f"next: edit it, then `newsletter check {relative(created.folder)}`")
 
 
-def check(issue: IssueArg, as_json: JsonOpt = False) -> None:
+def check(
+    issue: IssueArg,
+    list_slug: Annotated[
+        str | None,
+        typer.Option(
+            "--list",
+            help="Check its {{ field }} placeholders against this list's members (default: the only list, if one).",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Report every problem in an issue with file:line:col. Exit 1 when there are errors."""
     from newsletter.checks import check_issue
+    from newsletter.field_placeholders import list_fields_for
     from newsletter.workspace import Workspace
 
     workspace, folder = Workspace.for_issue(issue)
-    report = check_issue(folder, workspace.config, workspace.templates_dir).report
+    list_fields = list_fields_for(workspace, list_slug)
+    report = check_issue(folder, workspace.config, workspace.templates_dir, list_fields=list_fields).report
     if as_json:
         print_json(report.to_json())
     else:

@@ -5,6 +5,9 @@ The store keeps it as JSON in `campaigns.content` (`FrozenCampaign.to_json`); ev
 `FrozenCampaign.from_json`. The document names its format (`"format": 1`). One without it was frozen before formats
 were numbered and is format 1 as well, holding the keys its version wrote (`absent`: those it predates). A reader
 refuses a format newer than it knows (`NewerContentFormat`) rather than build messages it might get wrong.
+Format 2 is format 1 whose parts hold a subscriber's field as %%field-KEY%% (field_placeholders.py), which a
+reader of format 1 would send as it stands, or that goes to a segment of its list; other content is still written
+as format 1.
 
 Changing what is frozen: bump FORMAT, make from_json read every format down to OLDEST_READ, and keep
 `message_digest` the same for the content already stored (an agent's code and a resumed campaign hash it).
@@ -57,7 +60,7 @@ class NewerContentFormat(NewsletterError):
 class FrozenCampaign:
     """Everything a campaign's messages are built from, and the limits its senders keep to."""
 
-    FORMAT: ClassVar[int] = 1  # what this version writes
+    FORMAT: ClassVar[int] = 2  # the newest this version writes (content_format: 1 unless fields are in it)
 
     slug: str
     lang: str
@@ -86,7 +89,7 @@ class FrozenCampaign:
         """The document the store keeps: read back by from_json as this same content."""
         hosted = self.hosted_unsubscribe
         document: dict[str, Any] = {
-            FORMAT_KEY: self.FORMAT,
+            FORMAT_KEY: content_format(self.html, self.text, self.segment),
             "slug": self.slug,
             "lang": self.lang,
             "subject": self.subject,
@@ -228,6 +231,14 @@ def frozen_segment(document: Mapping[str, Any] | None) -> dict[str, str | None] 
     if not document or not document.get("segment"):
         return None
     return {"name": document.get("segment_name"), "expression": document["segment"]}
+
+
+def content_format(html: str, text: str, segment: str | None = None) -> int:
+    """The format content is written in: 2 when its parts hold a field's placeholder (an older reader would send
+    it as it stands) or it goes to a segment (an older reader would not know it goes to part of the list only),
+    else 1, which every version reads."""
+    parts = RenderedIssue("", "", "", "", html, text, {})
+    return 2 if parts.field_names or segment else 1
 
 
 def content_hash(rendered: RenderedIssue) -> str:

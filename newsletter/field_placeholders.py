@@ -193,7 +193,7 @@ _cached_key = functools.lru_cache(maxsize=4096)(field_key)  # the same few names
 
 # The import keeps a first-name column (Prénom, First Name, subscribers.FIRST_NAME_HEADERS) as the field
 # first_name: {{ prenom }} reads it when the recipient has no field of its own key.
-FIRST_NAME_KEYS = ("first_name", "prenom", "firstname", "given_name")
+FIRST_NAME_KEYS = ("first_name", "prenom", "firstname", "given_name", "givenname", "fname")
 
 
 def _alternatives(key: str) -> tuple[str, ...]:
@@ -468,7 +468,6 @@ def list_fields_for(workspace: Workspace, list_slug: str | None) -> ListFieldKey
 
     from newsletter.errors import NewsletterError
     from newsletter.store import Store, database_url
-    from newsletter.store.field_keys import list_field_keys
 
     url = database_url(workspace.root)
     if list_slug is not None:
@@ -486,10 +485,8 @@ def list_fields_for(workspace: Workspace, list_slug: str | None) -> ListFieldKey
                 if len(slugs) != 1:
                     return None
                 slug = slugs[0]
-            found = list_field_keys(
-                store, store.find_list(slug).id, enough=lambda known: all(has_field(known, k) for k in keys)
-            )
-            return slug, found
+            wanted = {alternative for key in keys for alternative in _alternatives(key)}
+            return slug, store.list_field_keys(store.find_list(slug).id, wanted)
         finally:
             store.close()
 

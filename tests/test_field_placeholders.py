@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 from newsletter.cli import app
 from newsletter.config import load_config
 from newsletter.field_placeholders import FIRST_NAME_KEYS, field_values, scan
-from newsletter.fields import field_key
 from newsletter.store import Store
 
 SECRET = "a-test-secret-key-of-sufficient-length"
@@ -180,22 +179,14 @@ def test_check_warns_of_a_field_no_member_of_the_list_has_where_it_is(workspace)
     assert refused.exit_code == 1 and "inconnue" in refused.stderr
 
 
-def test_list_field_keys_stops_early_or_asks_the_database(workspace, database_setting, monkeypatch):
-    from newsletter.store import field_keys
-
+def test_list_field_keys_asks_the_registry_of_field_names(workspace, database_setting):
     store = Store.open(database_setting)
     try:
         list_id = store.list_id("alliances")
         everyone = {"prenom", "municipalite", "first_name", "email", "unsubscribe_url"}
-        assert field_keys.list_field_keys(store, list_id) == everyone
-        monkeypatch.setattr(field_keys, "SAMPLE", 1)  # Marie's fields only, then the database's distinct names
-        assert field_keys.list_field_keys(store, list_id, enough=lambda keys: "prenom" in keys) == {
-            "prenom",
-            "municipalite",
-        }
-        assert field_keys.list_field_keys(store, list_id, enough=lambda keys: "email" in keys) == everyone
+        assert store.list_field_keys(list_id, everyone | {"organisme"}) == everyone
         store.set_status(store.find_subscriber("luc@example.org"), list_id, "unsubscribed", "cli")
-        assert field_keys.list_field_keys(store, list_id) == {"prenom", "municipalite"}  # the subscribed only
+        assert store.list_field_keys(list_id, everyone) == {"prenom", "municipalite"}  # the subscribed only
     finally:
         store.close()
 
@@ -320,9 +311,9 @@ def test_placeholder_names_match_whatever_their_accents_and_case():
 
 
 def test_the_first_name_keys_are_those_the_import_reads_as_a_first_name():
-    from newsletter.subscribers import FIRST_NAME_HEADERS
+    from newsletter.sources import FIRST_NAME_HEADERS  # header keys: no spaces nor underscores
 
-    assert {field_key(header) for header in FIRST_NAME_HEADERS} == set(FIRST_NAME_KEYS)
+    assert {key.replace("_", "") for key in FIRST_NAME_KEYS} == FIRST_NAME_HEADERS
 
 
 def test_content_with_fields_is_frozen_as_format_2_and_other_content_as_format_1(make_issue):

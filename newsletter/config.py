@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from newsletter.errors import ConfigError, Diagnostic
 from newsletter.i18n import LANGUAGES
 from newsletter.phones import DEFAULT_REGION, REGION_BY_LANG, is_region
+from newsletter.segments import NAME, checked_segment
 
 CONFIG_FILE = "newsletter.toml"
 # The settings the environment overrides, by the variable that does.
@@ -92,6 +93,7 @@ def _checked_duration(text: str) -> str:
 
 
 Duration = Annotated[str, AfterValidator(_checked_duration)]  # a setting such as "90s", "30m", "6h" or "2d"
+Segment = Annotated[str, AfterValidator(checked_segment)]  # a segment's text, parsed as the file loads
 
 
 class Sending(_Table):
@@ -125,6 +127,19 @@ class ListSettings(_Table):
     consent: str | None = Field(
         None, description="The consent sentence shown above the button (a default per language)."
     )
+    segments: dict[str, Segment] = Field(
+        default_factory=dict,
+        description='Named parts of the list, for `send --segment NAME`: est = "tag:rimouski or tag:matane" '
+        "(the language: newsletter/segments.py).",
+    )
+
+    @field_validator("segments")
+    @classmethod
+    def _segment_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not NAME.fullmatch(name):
+                raise ValueError(f"'{name}' cannot name a segment: a name is one word (letters, digits, - and _)")
+        return value
 
     @field_validator("lang")
     @classmethod

@@ -6,6 +6,7 @@ NewsletterError          one line for the user: where it happened, what, and wha
  ├── RenderError         a template or the MJML engine failed; names the template
  ├── PreviewError        the preview server or the browser
  ├── ListNameError       a list named with anything but a slug; suggests the slug (store/lists.py)
+ ├── SegmentError        a segment that does not parse, or names none of the list's; its column (segments.py)
  ├── ImportInterrupted   Ctrl-C during an import; carries the report of the rows committed (subscribers.py)
  ├── NewerContentFormat  a campaign frozen by a newer newsletter than this one (sending/frozen.py)
  └── TransportError      nothing can be sent through this transport as configured, e.g. credentials refused

@@ -16,6 +16,7 @@ that runs it:
 - campaigns.py: campaigns, and TRANSITIONS, the one table of allowed status changes.
 - ledger.py: the deliveries ledger as a leased work queue (claim, renew, release, record, reserve, counts).
 - approvals.py: a person's approval of a campaign: requests, single-use decisions, the campaign's events.
+- segments.py: a segment (newsletter/segments.py) as SQL, and a list's members in it: counted, sampled, streamed.
 
 Store, below, is all of them in one object: `store.claim(...)`, `store.subscribe(...)`.
 
@@ -60,6 +61,7 @@ from newsletter.store.schema import (
     suppressions,
     webhook_tokens,
 )
+from newsletter.store.segments import Segments, segment_clause
 from newsletter.store.signups import (
     CLAIM_LEASE,
     SIGNUPS_COUNTED,
@@ -72,7 +74,7 @@ from newsletter.store.statuses import CampaignStatus, DeliveryStatus, Membership
 from newsletter.store.subscribers import ChangeResult, Member, StatusChange, Subscribers, Subscription
 
 
-class Store(Schema, Lists, Signups, Erasure, Ledger, Approvals):
+class Store(Schema, Lists, Signups, Erasure, Ledger, Approvals, Segments):
     """Every part of the store over one engine (see the module's docstring for how its methods are called)."""
 
     @classmethod
@@ -119,6 +121,7 @@ __all__ = [
     "MembershipStatus",
     "Result",
     "Schema",
+    "Segments",
     "SignupRequest",
     "Signups",
     "StatusChange",
@@ -143,6 +146,7 @@ __all__ = [
     "metadata",
     "now",
     "schema_version",
+    "segment_clause",
     "slugify",
     "subscriber_tags",
     "subscribers",

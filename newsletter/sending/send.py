@@ -585,6 +585,7 @@ def _dry_run(
 ) -> SendSummary:
     """What a send would do, its sample built from exactly the content the send would freeze or resume."""
     campaign = frozen.campaign(resume.id if resume else "dry-run", prepared.signer)
+    had_it = 0
     if resume is not None and resume.started_at is not None:
         counts = store.counts(resume.id)
         audience = counts[DeliveryStatus.PENDING]
@@ -596,6 +597,7 @@ def _dry_run(
         audience = store.count_audience(mailing_list.id, frozen.segment, slug, digest)
         first_few = store.audience_sample(mailing_list.id, frozen.segment, slug, digest, SAMPLE_RECIPIENTS)
         recipients = [Recipient(*member) for member in first_few]
+        had_it = store.had_it_already(mailing_list.id, frozen.segment, slug, digest, audience)
     sample = campaign.build(recipients[0]).to_bytes().decode("utf-8", errors="replace") if recipients else None
     return SendSummary(
         unsubscribe=prepared.unsubscribe(),
@@ -606,13 +608,26 @@ def _dry_run(
         recipients=[r.email for r in recipients],
         audience=audience,
         sample=sample,
-        note=None if audience else "nobody would receive it",
+        note=_dry_run_note(audience, had_it),
         status=resume.status if resume else None,
         scheduled_at=resume.scheduled_at if resume else None,
         message=frozen.message_digest(),
         refusals=prepared.refusals,
         segment=frozen_segment(frozen.to_json()),
     )
+
+
+def _dry_run_note(audience: int, had_it: int) -> str | None:
+    """What a dry run says beside its count: who is left out for having had this issue, or that nobody would get it."""
+    already = (
+        f"{had_it} member{'s' if had_it != 1 else ''} left out: an earlier campaign of this issue (to another "
+        "segment, or before a cancel) already sent them the same content"
+        if had_it > 0
+        else ""
+    )
+    if not audience:
+        return "nobody would receive it" + (f"; {already}" if already else "")
+    return already or None
 
 
 def single_address(text: str) -> str:

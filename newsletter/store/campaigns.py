@@ -114,11 +114,13 @@ def audience_filter(
     issue_slug: str,
     content_hash: str,
     campaign_id: int | None = None,
+    *,
+    not_sent_already: bool = True,
 ) -> list[sa.ColumnElement[bool]]:
     """Who a campaign of this content goes to, as conditions on memberships: subscribed to the list (the consent
     predicate, always), in the segment (which can only narrow it), and not already sent, or about to be sent, this
     same content by an earlier campaign of the issue to the list (a campaign to another segment, or a new one after
-    a cancel): nobody gets the issue twice."""
+    a cancel): nobody gets the issue twice (not_sent_already=False: whoever got it already too)."""
     where: list[sa.ColumnElement[bool]] = [
         memberships.c.list_id == list_id,
         memberships.c.status == MembershipStatus.SUBSCRIBED,
@@ -129,7 +131,24 @@ def audience_filter(
 
         parsed = parse(segment)
         where.append(segment_clause(parsed, field_name_variants(connection, parsed.field_keys())))
-    earlier = list(
+    if not not_sent_already:
+        return where
+    earlier = _earlier_of_same_content(connection, list_id, issue_slug, content_hash, campaign_id)
+    if earlier:
+        got_it = sa.exists().where(
+            deliveries.c.campaign_id.in_(earlier),
+            deliveries.c.subscriber_id == memberships.c.subscriber_id,
+            deliveries.c.status.in_((DeliveryStatus.SENT.value, DeliveryStatus.PENDING.value)),
+        )
+        where.append(~got_it)
+    return where
+
+
+def _earlier_of_same_content(
+    connection: Connection, list_id: int, issue_slug: str, content_hash: str, campaign_id: int | None = None
+) -> list[int]:
+    """The campaigns of this content to this list that started (but campaign_id)."""
+    return list(
         connection.execute(
             sa.select(campaigns.c.id).where(
                 campaigns.c.issue_slug == issue_slug,
@@ -140,14 +159,6 @@ def audience_filter(
             )
         ).scalars()
     )
-    if earlier:
-        got_it = sa.exists().where(
-            deliveries.c.campaign_id.in_(earlier),
-            deliveries.c.subscriber_id == memberships.c.subscriber_id,
-            deliveries.c.status.in_((DeliveryStatus.SENT.value, DeliveryStatus.PENDING.value)),
-        )
-        where.append(~got_it)
-    return where
 
 
 class Campaigns(StoreBase):
@@ -251,12 +262,26 @@ class Campaigns(StoreBase):
         issue_slug: str,
         content_hash: str,
         *,
+        not_sent_already: bool = True,
         connection: Connection | None = None,
     ) -> int:
-        """How many a new campaign of this content to this list (and segment) would go to now."""
+        """How many a new campaign of this content to this list (and segment) would go to now (audience_filter)."""
         with self._reading(connection) as reading:
-            where = audience_filter(reading, list_id, segment, issue_slug, content_hash)
+            where = audience_filter(
+                reading, list_id, segment, issue_slug, content_hash, not_sent_already=not_sent_already
+            )
             return reading.execute(sa.select(sa.func.count()).select_from(memberships).where(*where)).scalar_one()
+
+    def had_it_already(
+        self, list_id: int, segment: str | None, issue_slug: str, content_hash: str, audience: int
+    ) -> int:
+        """How many of those a new campaign would go to (audience of them) are left out for having been sent this
+        content already; 0 at once when no campaign sent it."""
+        with self._reading(None) as reading:
+            if not _earlier_of_same_content(reading, list_id, issue_slug, content_hash):
+                return 0
+        everyone = self.count_audience(list_id, segment, issue_slug, content_hash, not_sent_already=False)
+        return everyone - audience
 
     def audience_sample(
         self,

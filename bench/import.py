@@ -17,7 +17,8 @@ the list afterwards (export, list, send through null://, status), on SQLite and 
 5. A Mailchimp audience export of the same number of rows (the zip Mailchimp mails: four CSVs with the layout of
    tests/fixtures/exports/README.md, 94 % subscribed, 4 % unsubscribed, 1.5 % cleaned, 0.5 % nonsubscribed; merge
    fields, consent times and IPs, tags on a third of them), imported into another list of the same store: rows per
-   second beside the CSV import's of step 3 and the reference, and its peak memory.
+   second beside the CSV import's of step 3 and the reference, and its peak memory; then (unless --no-send) a
+   send to a segment of it (a tag or two towns: about 40 %) through null://, beside the whole-list send of step 4.
 
 Each command is a child process; its peak memory is VmHWM from its own /proc/self/status, read as it exits (as
 bench/send.py reads it): the peak of that process alone, not of this one, which forked it.
@@ -316,6 +317,32 @@ def measure(
                 )
                 seconds, peak, _ = newsletter(folder, "status", SLUG, "--list", "mil")
                 print(f"status: {seconds:.1f} s, peak {mb(peak)}")
+                if mailchimp is not None:
+                    segment = f'tag:{TAGS[1].strip(chr(34))} or municipalite in ["Matane", "Amqui"]'
+                    seconds, peak, out = newsletter(
+                        folder, "send", SLUG, "--list", "mc", "--segment", segment, "--json", stdout=subprocess.PIPE
+                    )
+                    audience = json.loads(out)["audience"]
+                    print(f"send --segment '{segment}' (dry run): {audience:,} of it, {seconds:.1f} s, peak {mb(peak)}")
+                    seconds, peak, out = newsletter(
+                        folder,
+                        "send",
+                        SLUG,
+                        "--list",
+                        "mc",
+                        "--segment",
+                        segment,
+                        "--no-dry-run",
+                        "--json",
+                        "--transport",
+                        "null://",
+                        stdout=subprocess.PIPE,
+                    )
+                    sent = json.loads(out)["sent"]
+                    print(
+                        f"send --segment … --transport null://: {sent:,} sent in {seconds:.0f} s = "
+                        f"{sent / seconds:,.0f} msg/s, peak {mb(peak)} (the whole list's above)"
+                    )
         finally:
             os.environ.pop("NEWSLETTER_DATABASE_URL", None)
 

@@ -29,6 +29,7 @@ from newsletter.errors import NewsletterError
 from newsletter.fields import distinct_tags
 from newsletter.sources import ImportRow, open_export
 from newsletter.store import MembershipStatus, Store, Subscription
+from newsletter.tokens import ip_hash
 
 BATCH = 5_000  # rows per transaction: few enough that a sign-up or a send waiting for the lock waits little
 REPORTED = 100  # rejected (and refused) rows a report holds; the rejects file gets every one
@@ -321,7 +322,7 @@ def _subscription(row: ImportRow, address: str, ip_key: bytes | None, report: Im
             if ip_key is None:
                 report.ips_left_out = True
             else:
-                consent[f"{name}_hash"] = _ip_hash(ip_key, row.consent[name])
+                consent[f"{name}_hash"] = ip_hash(ip_key, row.consent[name].strip())  # as a sign-up's
     if consent:
         detail["consent"] = consent
     if row.reason:
@@ -351,12 +352,6 @@ def _joined(consent: dict[str, str]) -> dt.datetime | None:
                 continue
             return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
     return None
-
-
-def _ip_hash(key: bytes, host: str) -> str:
-    from newsletter.web.common import ip_hash  # the same keyed hash a sign-up through the form records
-
-    return ip_hash(key, host.strip())
 
 
 def consent_key() -> bytes | None:

@@ -510,7 +510,10 @@ def _attributes(text: str) -> dict[str, str]:
 def _status(layout: _Layout, row: list[str], email: str) -> str:
     """The row's status; raise ValueError with why it has none that can be trusted."""
     if layout.status is not None:  # Mailchimp's: a row that records a bounce or an unsubscribe has left
-        return next((status for status, i in layout.leaving if _cell(row, i)), layout.status)
+        for leaving, i in layout.leaving:
+            if i < len(row) and row[i].strip():
+                return leaving
+        return layout.status
     cell = _cell(row, layout.status_column)
     if layout.kind == "substack":
         if email.lower().endswith(SUBSTACK_DELETED):

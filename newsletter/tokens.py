@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import os
@@ -163,3 +164,19 @@ class TokenSigner:
         if match is None:
             return None
         return Approving(int(match.group(1)), int(match.group(2)), match.group(3), match.group(4))
+
+
+MAX_ADDRESS = 45  # characters of the longest IP address (IPv6 with an IPv4 tail): a longer "host" is none
+
+
+def ip_hash(key: bytes, host: str | None) -> str:
+    """A keyed hash of a client's address (the events' ip_hash): the same person is recognisable in the record,
+    never the IP, and nobody without the key can test a guess."""
+    host = host or ""
+    # no address is longer: anything else (a proxy's X-Forwarded-For) is hashed without taking room in the cache
+    return _host_hash(key, host) if len(host) <= MAX_ADDRESS else _host_hash.__wrapped__(key, host)
+
+
+@functools.lru_cache(maxsize=4096)  # the same clients come back
+def _host_hash(key: bytes, host: str) -> str:
+    return hmac.new(key, b"newsletter-ip:" + host.encode(), hashlib.sha256).hexdigest()[:32]

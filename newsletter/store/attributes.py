@@ -41,8 +41,8 @@ def add_tags(connection: Connection, tags: Iterable[tuple[int, str]]) -> None:
 
 def register_field_names(connection: Connection, known: set[tuple[str, str]], documents: Iterable[Mapping]) -> None:
     """Register the field names these documents use (known: those registered already by this store object)."""
-    new = {(field_key(name), name) for document in documents for name in document} - known
-    new = {(key, name) for key, name in new if key}
+    names: set[str] = set().union(*documents)
+    new = {(key, name) for name in names if (key := field_key(name))} - known
     if new:
         rows = [{"field_key": key, "name": name[:200]} for key, name in sorted(new)]
         connection.execute(_insert_ignoring(connection.dialect.name, field_names), rows)

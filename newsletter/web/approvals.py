@@ -32,7 +32,8 @@ from newsletter.i18n import CATALOG, translate
 from newsletter.sending.frozen import FrozenCampaign
 from newsletter.store import CampaignStatus
 from newsletter.store.approvals import Decision
-from newsletter.web.common import MAX_BODY, form_fields, hashed, ip_hash, read_body
+from newsletter.tokens import ip_hash
+from newsletter.web.common import MAX_BODY, form_fields, hashed, read_body
 from newsletter.web.site import Site
 
 log = logging.getLogger("newsletter.web")

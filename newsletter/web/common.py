@@ -1,11 +1,10 @@
 """What every group of routes shares: security headers, the refusal limiter, request bodies and forms, masked
-addresses, keyed hashes of clients' addresses."""
+addresses (the keyed hash of a client's address is tokens.ip_hash, which an import records too)."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 import ipaddress
 import time
 from collections import deque
@@ -15,6 +14,8 @@ from urllib.parse import parse_qsl
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
+
+from newsletter.tokens import MAX_ADDRESS
 
 MAX_BODY = 16 * 1024  # a one-click POST is 26 bytes; a sign-up form a few hundred
 MAX_FIELDS = 20  # a one-click POST has one field, the page's buttons two, a sign-up form three
@@ -57,9 +58,6 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
-
-
-MAX_ADDRESS = 45  # characters of the longest IP address (IPv6 with an IPv4 tail): a longer "host" is none
 
 
 def address_block(host: str | None) -> str:
@@ -112,19 +110,6 @@ def mask(address: str) -> str:
     """m•••@example.org: enough for its owner to recognise, not enough to harvest."""
     local, _, domain = address.partition("@")
     return f"{local[:1]}•••@{domain}"
-
-
-def ip_hash(key: bytes, host: str | None) -> str:
-    """A keyed hash of a client's address (the events' ip_hash): the same person is recognisable in the record,
-    never the IP, and nobody without the key can test a guess."""
-    host = host or ""
-    # no address is longer: anything else (a proxy's X-Forwarded-For) is hashed without taking room in the cache
-    return _host_hash(key, host) if len(host) <= MAX_ADDRESS else _host_hash.__wrapped__(key, host)
-
-
-@functools.lru_cache(maxsize=4096)  # the same clients come back
-def _host_hash(key: bytes, host: str) -> str:
-    return hmac.new(key, b"newsletter-ip:" + host.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def hashed(path: str) -> str:

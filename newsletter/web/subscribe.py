@@ -37,13 +37,13 @@ from newsletter.i18n import translate
 from newsletter.message import Notice, parse_mailbox
 from newsletter.render import RenderedIssue
 from newsletter.store import SignupRequest, now
+from newsletter.tokens import ip_hash
 from newsletter.web.common import (
     MAX_BODY,
     BlockLimiter,
     address_block,
     form_fields,
     header,
-    ip_hash,
     mask,
     read_body,
 )

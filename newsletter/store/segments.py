@@ -8,13 +8,14 @@ memberships only, so that PostgreSQL makes each a semi-join (an anti-join under 
 - a tag: EXISTS on subscriber_tags by (tag_key, subscriber_id), its index; tags or-ed together are one EXISTS with
   tag_key IN (…);
 - fields: the largest sub-trees that name only fields become one EXISTS on subscribers (its row read once, whatever
-  the number of conditions), each field read from the JSON under every name it was written with
-  (`fields ->> 'Municipalité'` on PostgreSQL, SQLAlchemy's JSON index .as_string(); json_each on SQLite),
-  coalesced to '' so that no condition is ever NULL (a NULL under not would drop the member SQL's way, not the
-  reference's), and compared through lower() — on SQLite unicode_lower(), which store/engine.py gives each
-  connection, since SQLite's own lower() folds ASCII only (see _Lower). The value's side is lower-cased in Python
-  (the tree holds it so);
+  the number of conditions), each field read from the JSON under every name it was written with and compared
+  through lower() (see _FieldTest), never NULL (a NULL under not would drop the member SQL's way, not the
+  reference's). The value's side is lower-cased in Python (the tree holds it so);
 - the join date: memberships.joined_at, NULL matching no comparison.
+
+On PostgreSQL the fields cost what reading a million JSON documents costs (subscribers.fields is `json`, text
+parsed at each ->>): a second or more for a million, where a tag or a join date costs a few tenths (bench/
+segments.py).
 
 A field key that no name was ever written under matches nobody (its negation everybody): folded to a constant
 here, before any SQL.
@@ -22,7 +23,6 @@ here, before any SQL.
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -41,68 +41,66 @@ from newsletter.store.subscribers import Member
 _Condition = sa.ColumnElement[bool] | bool  # a constant is folded away before it reaches SQL
 
 
-class _Lower(sa.sql.expression.ColumnElement[str]):
-    """lower() of a field's text, compared with values lower-cased in Python: PostgreSQL's lower() (by the
-    database's LC_CTYPE: a UTF-8 locale folds every alphabet, C only ASCII); on SQLite unicode_lower() (Python's
-    str.lower), or SQLite's own lower() when every value compared is ASCII: only an ASCII text can then be equal,
-    and lower() folds it alike, for half the time (one Python call a row costs 0.8 s a million). The one character
-    whose lower case is ASCII, the Kelvin sign, is then left as it is."""
+_Window = tuple[int, int | None] | None  # (after, up to) subscriber ids: iter_segment's page, for every subquery
 
-    type = sa.String()
+
+class _FieldTest(sa.sql.expression.ColumnElement[bool]):
+    """A field, under any of the names it was written with, has one of these values (lower-cased), or (values
+    None) a value other than "": never NULL.
+
+    PostgreSQL: `lower(coalesce(fields ->> 'Municipalité', '')) IN (…) OR …` for each name, through SQLAlchemy's
+    JSON index .as_string(); lower() folds by the database's LC_CTYPE (a UTF-8 locale every alphabet, C only ASCII).
+
+    SQLite: `EXISTS (SELECT 1 FROM json_each(fields) WHERE key IN (names) AND unicode_lower(value) IN (…))`, one
+    reading of the document whatever the number of names. json_extract's path would never find a key written with
+    escapes, which json.dumps makes of every accent (`"Municipalit\\u00e9"`: SQLite 3.40 compares a path's label
+    with the text as stored), nor spell a name holding a double quote. unicode_lower() is Python's str.lower,
+    given to each connection by store/engine.py since SQLite's lower() folds ASCII only; SQLite's own lower() when
+    every value is ASCII, for half the time (only an ASCII text can then be equal, and lower() folds it alike; the
+    one character whose lower case is ASCII, the Kelvin sign, is then left as it is)."""
+
+    type = sa.Boolean()
     inherit_cache = True
 
-    def __init__(self, text: _FieldText, values: Sequence[str]):
-        self.text, self.ascii = text, all(value.isascii() for value in values)
+    def __init__(self, names: Sequence[str], values: Sequence[str] | None):
+        self.names, self.values = tuple(names), tuple(values) if values is not None else None
 
     def _gen_cache_key(self, anon_map: Any, bindparams: Any) -> Any:
-        return (type(self), self.text._gen_cache_key(anon_map, bindparams), self.ascii)
+        return (type(self), self.names, self.values)
 
 
-@compiles(_Lower)
-def _lower_default(element: _Lower, compiler: Any, **kw: Any) -> str:
-    return f"lower({compiler.process(element.text, **kw)})"
+@compiles(_FieldTest)
+def _field_test(element: _FieldTest, compiler: Any, **kw: Any) -> str:
+    tests = []
+    for name in element.names:
+        text = sa.func.coalesce(subscribers.c.fields[name].as_string(), "")
+        if element.values is None:
+            tests.append(text != "")
+        else:
+            tests.append(sa.func.lower(text).in_(element.values))
+    return f"({compiler.process(sa.or_(*tests), **kw)})"  # grouped: the caller's AND cannot see this OR
 
 
-@compiles(_Lower, "sqlite")
-def _lower_sqlite(element: _Lower, compiler: Any, **kw: Any) -> str:
-    function = "lower" if element.ascii else "unicode_lower"
-    return f"{function}({compiler.process(element.text, **kw)})"
-
-
-class _FieldText(sa.sql.expression.ColumnElement[str]):
-    """A field's text under one of its names, '' when the subscriber has none: SQLAlchemy's JSON index on
-    PostgreSQL (`fields ->> 'Municipalité'`). On SQLite the key is looked up by json_each: json_extract's path
-    never finds a key written with escapes, which json.dumps makes of every accent (`"Municipalit\\u00e9"`, as
-    SQLite 3.40 compares a path's label with the text as stored), nor spells a name holding a double quote; json_each
-    reads keys decoded, for a sixth more time."""
-
-    type = sa.String()
-    inherit_cache = True
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def _gen_cache_key(self, anon_map: Any, bindparams: Any) -> Any:
-        return (type(self), self.name)
-
-
-@compiles(_FieldText)
-def _field_text(element: _FieldText, compiler: Any, **kw: Any) -> str:
-    text = subscribers.c.fields[element.name].as_string()
-    return compiler.process(sa.func.coalesce(text, ""), **kw)
-
-
-@compiles(_FieldText, "sqlite")
-def _field_text_sqlite(element: _FieldText, compiler: Any, **kw: Any) -> str:
+@compiles(_FieldTest, "sqlite")
+def _field_test_sqlite(element: _FieldTest, compiler: Any, **kw: Any) -> str:
+    entry = sa.table("json_each", sa.column("key"), sa.column("value"))
+    found: sa.ColumnElement[bool] = entry.c.key.in_(element.names)
+    if element.values is None:
+        found = sa.and_(found, entry.c.value != "")
+    else:
+        lower = sa.func.lower if all(value.isascii() for value in element.values) else sa.func.unicode_lower
+        found = sa.and_(found, lower(entry.c.value).in_(element.values))
     fields = compiler.process(subscribers.c.fields, **kw)
-    key = compiler.process(sa.literal(element.name), **kw)
-    return f"coalesce((SELECT value FROM json_each({fields}) WHERE key = {key}), '')"
+    return f"EXISTS (SELECT 1 FROM json_each({fields}) WHERE {compiler.process(found, **kw)})"
 
 
-def segment_clause(segment: Segment, variants: Mapping[str, Sequence[str]]) -> sa.ColumnElement[bool]:
+def segment_clause(
+    segment: Segment, variants: Mapping[str, Sequence[str]], *, window: _Window = None
+) -> sa.ColumnElement[bool]:
     """The segment as a condition on memberships (see the module's docstring); variants: each field key's names,
-    as field_names holds them (Attributes.field_name_variants)."""
-    found = _condition(segment, variants)
+    as field_names holds them (Attributes.field_name_variants). window (after, up to), for a query of the members
+    whose ids are in it: each subquery is bounded by it too, which PostgreSQL does not infer."""
+    found = _condition(segment, variants, window)
     if isinstance(found, bool):
         return sa.true() if found else sa.false()
     return found
@@ -112,44 +110,49 @@ def _fields_only(segment: Segment) -> bool:
     return all(not isinstance(node, Tag | Joined) for node in segment.walk())
 
 
-def _condition(segment: Segment, variants: Mapping[str, Sequence[str]]) -> _Condition:
+def _within(column: sa.ColumnElement[int], window: _Window) -> list[sa.ColumnElement[bool]]:
+    if window is None:
+        return []
+    after, upto = window
+    return [column > after] if upto is None else [column > after, column <= upto]
+
+
+def _condition(segment: Segment, variants: Mapping[str, Sequence[str]], window: _Window) -> _Condition:
+    if isinstance(segment, Not):  # NOT EXISTS: an anti-join against the few who match, not a semi-join on the rest
+        return _negated(_condition(segment.item, variants, window))
     if _fields_only(segment):
         inner = _on_subscriber(segment, variants)
         if isinstance(inner, bool):
             return inner
-        return sa.exists().where(subscribers.c.id == memberships.c.subscriber_id, inner).correlate(memberships)
+        same = subscribers.c.id == memberships.c.subscriber_id
+        return sa.exists().where(same, inner, *_within(subscribers.c.id, window)).correlate(memberships)
     if isinstance(segment, Tag):
-        return _tagged([segment.key])
+        return _tagged([segment.key], window)
     if isinstance(segment, Joined):
         return _joined(segment)
-    if isinstance(segment, Not):
-        return _negated(_condition(segment.item, variants))
     if isinstance(segment, And | Or):
-        # The field-only items together (one read of the subscriber), the tags of an `or` together (one probe).
+        # The cheap first (SQLite stops at the first that decides; PostgreSQL orders by cost itself), the tags of
+        # an `or` in one probe, the field-only items together last (one reading of the subscriber's fields).
         fields = [item for item in segment.items if _fields_only(item)]
         rest = [item for item in segment.items if not _fields_only(item)]
-        parts: list[_Condition] = []
+        parts: list[_Condition] = [_joined(item) for item in rest if isinstance(item, Joined)]
+        rest = [item for item in rest if not isinstance(item, Joined)]
+        if isinstance(segment, Or) and (tags := [item.key for item in rest if isinstance(item, Tag)]):
+            parts.append(_tagged(tags, window))
+            rest = [item for item in rest if not isinstance(item, Tag)]
+        parts.extend(_condition(item, variants, window) for item in rest)
         if fields:
-            parts.append(_condition(fields[0] if len(fields) == 1 else type(segment)(tuple(fields)), variants))
-        if isinstance(segment, Or):
-            tags = [item.key for item in rest if isinstance(item, Tag)]
-            if tags:
-                parts.append(_tagged(tags))
-                rest = [item for item in rest if not isinstance(item, Tag)]
-        parts.extend(_condition(item, variants) for item in rest)
+            together = fields[0] if len(fields) == 1 else type(segment)(tuple(fields))
+            parts.append(_condition(together, variants, window))
         return _combined(isinstance(segment, And), parts)
     raise TypeError(f"not a segment: {segment!r}")
 
 
 def _on_subscriber(segment: Segment, variants: Mapping[str, Sequence[str]]) -> _Condition:
     """A field-only segment as a condition on the subscribers row (never NULL)."""
-    if isinstance(segment, Field):
+    if isinstance(segment, Field | Has):
         names = variants.get(segment.key, ())
-        values = list(segment.values)
-        folded = [_Lower(_FieldText(name), values) for name in names]
-        return _combined(False, [text == values[0] if len(values) == 1 else text.in_(values) for text in folded])
-    if isinstance(segment, Has):
-        return _combined(False, [_FieldText(name) != "" for name in variants.get(segment.key, ())])
+        return _FieldTest(names, segment.values if isinstance(segment, Field) else None) if names else False
     if isinstance(segment, Not):
         return _negated(_on_subscriber(segment.item, variants))
     if isinstance(segment, And | Or):
@@ -157,9 +160,10 @@ def _on_subscriber(segment: Segment, variants: Mapping[str, Sequence[str]]) -> _
     raise TypeError(f"not a condition on fields: {segment!r}")
 
 
-def _tagged(keys: Sequence[str]) -> sa.ColumnElement[bool]:
+def _tagged(keys: Sequence[str], window: _Window) -> sa.ColumnElement[bool]:
     key = subscriber_tags.c.tag_key == keys[0] if len(keys) == 1 else subscriber_tags.c.tag_key.in_(list(keys))
-    return sa.exists().where(key, subscriber_tags.c.subscriber_id == memberships.c.subscriber_id).correlate(memberships)
+    same = subscriber_tags.c.subscriber_id == memberships.c.subscriber_id
+    return sa.exists().where(key, same, *_within(subscriber_tags.c.subscriber_id, window)).correlate(memberships)
 
 
 _COMPARE: dict[str, Callable[[Any, Any], sa.ColumnElement[bool]]] = {
@@ -218,11 +222,13 @@ class Segments(Attributes):
         self, list_id: int, segment: Segment, limit: int, *, connection: Connection | None = None
     ) -> list[Member]:
         """The first `limit` subscribed members of the segment, in subscriber order (a dry run's sample), with
-        their tags: one query."""
+        their tags: one query, however far in the list they are."""
         if limit <= 0:
             return []
-        members = self.iter_segment(list_id, segment, page=limit, tags=True, connection=connection)
-        return list(itertools.islice(members, limit))
+        with self._reading(connection) as reading:
+            condition = self.segment_filter(segment, connection=reading)
+            rows = reading.execute(_members_query(list_id, condition).limit(limit)).all()
+            return _members(reading, rows, tags=True)
 
     def iter_segment(
         self,
@@ -233,37 +239,67 @@ class Segments(Attributes):
         tags: bool = False,
         connection: Connection | None = None,
     ) -> Iterator[Member]:
-        """The segment's subscribed members in subscriber order, a page at a time as iter_members reads them
-        (memberships_by_list, each page after the last id of the one before): memory stays flat whatever the
-        list's size. Without a connection each page reads on a connection of its own, as iter_members does."""
+        """The segment's subscribed members in subscriber order, streamed: memory stays flat whatever the list's
+        size. Without a connection each page reads on a connection of its own, as iter_members does.
+
+        A page is a window of `page` subscribed members of the list (found by memberships_by_list, after the last
+        window's end), filtered by the segment with every subquery bounded by the window: a `LIMIT page` over the
+        whole segment instead had PostgreSQL read every subscriber's fields again for each page (270 s for a
+        third of a million, against one pass)."""
         with self._reading(connection) as reading:
-            condition = self.segment_filter(segment, connection=reading)
+            variants = self.field_name_variants(segment.field_keys(), connection=reading)
         after = 0
         while True:
-            query = (
-                sa.select(
-                    subscribers.c.id,
-                    subscribers.c.email,
-                    subscribers.c.name,
-                    sa.cast(subscribers.c.fields, sa.Text).label("fields"),
-                )
-                .select_from(memberships.join(subscribers, subscribers.c.id == memberships.c.subscriber_id))
-                .where(
-                    memberships.c.list_id == list_id,
-                    memberships.c.status == MembershipStatus.SUBSCRIBED,
-                    memberships.c.subscriber_id > after,
-                    condition,
-                )
-                .order_by(memberships.c.subscriber_id)
-                .limit(page)
-            )
             with self._reading(connection) as reading:
-                rows = reading.execute(query).all()
-                tagged = tags_among(reading, [row.id for row in rows]) if tags else {}
-            for row in rows:  # the fields as text: most members have none to parse
-                fields = json.loads(row.fields) if row.fields and row.fields != "{}" else {}
-                own = tuple(sorted(tagged.get(row.id, {}).values(), key=str.casefold))
-                yield Member(row.id, row.email, row.name, fields, MembershipStatus.SUBSCRIBED, own)
-            if len(rows) < page:
+                upto = reading.execute(_window_end(list_id, after, page)).scalar()
+                window = (after, upto)
+                query = _members_query(list_id, segment_clause(segment, variants, window=window))
+                query = query.where(*_within(memberships.c.subscriber_id, window))
+                members = _members(reading, reading.execute(query).all(), tags=tags)
+            yield from members
+            if upto is None:
                 return
-            after = rows[-1].id
+            after = upto
+
+
+def _window_end(list_id: int, after: int, size: int) -> sa.Select:
+    """The id of the size-th subscribed member after `after` (None: fewer are left), by memberships_by_list."""
+    return (
+        sa.select(memberships.c.subscriber_id)
+        .where(
+            memberships.c.list_id == list_id,
+            memberships.c.status == MembershipStatus.SUBSCRIBED,
+            memberships.c.subscriber_id > after,
+        )
+        .order_by(memberships.c.subscriber_id)
+        .offset(size - 1)
+        .limit(1)
+    )
+
+
+def _members_query(list_id: int, condition: sa.ColumnElement[bool]) -> sa.Select:
+    return (
+        sa.select(
+            subscribers.c.id,
+            subscribers.c.email,
+            subscribers.c.name,
+            sa.cast(subscribers.c.fields, sa.Text).label("fields"),
+        )
+        .select_from(memberships.join(subscribers, subscribers.c.id == memberships.c.subscriber_id))
+        .where(
+            memberships.c.list_id == list_id,
+            memberships.c.status == MembershipStatus.SUBSCRIBED,
+            condition,
+        )
+        .order_by(memberships.c.subscriber_id)
+    )
+
+
+def _members(connection: Connection, rows: Sequence[sa.Row], *, tags: bool) -> list[Member]:
+    tagged = tags_among(connection, [row.id for row in rows]) if tags else {}
+    found = []
+    for row in rows:  # the fields as text: most members have none to parse
+        fields = json.loads(row.fields) if row.fields and row.fields != "{}" else {}
+        own = tuple(sorted(tagged.get(row.id, {}).values(), key=str.casefold))
+        found.append(Member(row.id, row.email, row.name, fields, MembershipStatus.SUBSCRIBED, own))
+    return found

@@ -15,8 +15,7 @@ from sqlalchemy.engine import Connection
 
 from newsletter.fields import distinct_tags, field_key, tag_key
 from newsletter.store.engine import StoreBase, _Among, _insert_ignoring
-from newsletter.store.schema import field_names, memberships, subscriber_tags, subscribers
-from newsletter.store.statuses import MembershipStatus
+from newsletter.store.schema import field_names, subscriber_tags
 
 _TAGS_AMONG = sa.select(subscriber_tags.c.subscriber_id, subscriber_tags.c.tag_key, subscriber_tags.c.tag).where(
     _Among(subscriber_tags.c.subscriber_id, "k_ids")
@@ -103,28 +102,3 @@ class Attributes(StoreBase):
         """For each field key, the names it was ever written under (a segment looks each of them up)."""
         with self._reading(connection) as reading:
             return field_name_variants(reading, keys)
-
-    def list_field_keys(self, list_id: int, keys: Collection[str], *, connection: Connection | None = None) -> set[str]:
-        """Which of these field keys some subscribed member of the list has a value for: one indexed probe per
-        name the key was written under, each stopping at its first member."""
-        variants = self.field_name_variants(keys, connection=connection)
-        found: set[str] = set()
-        with self._reading(connection) as reading:
-            for key, names in variants.items():
-                for name in names:
-                    value = subscribers.c.fields[name].as_string()
-                    hit = reading.execute(
-                        sa.select(memberships.c.subscriber_id)
-                        .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
-                        .where(
-                            memberships.c.list_id == list_id,
-                            memberships.c.status == MembershipStatus.SUBSCRIBED,
-                            value.is_not(None),
-                            value != "",
-                        )
-                        .limit(1)
-                    ).first()
-                    if hit is not None:
-                        found.add(key)
-                        break
-        return found

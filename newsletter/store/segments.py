@@ -24,7 +24,7 @@ here, before any SQL.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -203,6 +203,23 @@ class Segments(Attributes):
         """segment_clause with the field names looked up: a `.where()` for any select FROM memberships."""
         variants = self.field_name_variants(segment.field_keys(), connection=connection)
         return segment_clause(segment, variants)
+
+    def list_field_keys(self, list_id: int, keys: Collection[str], *, connection: Connection | None = None) -> set[str]:
+        """Which of these field keys some subscribed member of the list has a value for (`check`'s question of an
+        issue's {{ placeholders }}): a `has KEY` probe each, stopping at its first member; a key never written is
+        answered by the registry of field names alone."""
+        found: set[str] = set()
+        with self._reading(connection) as reading:
+            variants = self.field_name_variants(keys, connection=reading)
+            for key in sorted(variants):
+                probe = sa.select(memberships.c.subscriber_id).where(
+                    memberships.c.list_id == list_id,
+                    memberships.c.status == MembershipStatus.SUBSCRIBED,
+                    segment_clause(Has(key), variants),
+                )
+                if reading.execute(probe.limit(1)).first() is not None:
+                    found.add(key)
+        return found
 
     def count_segment(self, list_id: int, segment: Segment, *, connection: Connection | None = None) -> int:
         """How many subscribed members of the list the segment holds."""

@@ -69,6 +69,9 @@ def test_statuses_tags_fields_and_the_join_date(database_url):
     assert member.tags == ("Est", "MRC Rimouski-Neigette", "Ouest")
     assert store.field_name_variants({"municipalite"}) == {"municipalite": ["Municipalité", "municipalite"]}
     assert store.list_field_keys(list_id, {"municipalite", "organisme"}) == {"municipalite"}
+    # A name with an accent, which the JSON holds escaped ("Pr\u00e9nom"), is found too.
+    store.subscribe_many(list_id, [_row("autre@example.org", fields={"Prénom": "Ève"})], "import")
+    assert store.list_field_keys(list_id, {"prenom", "organisme"}) == {"prenom"}
     store.close()
 
 

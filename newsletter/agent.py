@@ -247,6 +247,7 @@ def lists_summary(workspace: Workspace) -> dict:
                     "slug": row.slug,
                     "name": row.title(workspace.config.name),
                     "subscribed": store.count_members(row.id, MembershipStatus.SUBSCRIBED),
+                    "segments": dict(workspace.config.list_settings(row.slug).segments),
                 }
             )
         return {"lists": found}

@@ -49,7 +49,9 @@ INSTRUCTIONS = (
     "600 and 375 px (look at the pictures), send_dry_run, then ask the person you work for before send or "
     "schedule with the dry run's confirmation code. Where newsletter.toml names approvers, a send or schedule "
     "waits for a person's approval (status awaiting-approval): campaign_status says when it is approved or "
-    "declined, with the approver's comment. Results are JSON, as the CLI's --json prints them. Each "
+    "declined, with the approver's comment. To send to part of a list, give send_dry_run, send and schedule the "
+    "same segment (a name list_lists shows, or an expression like tag:rimouski). Results are JSON, as the CLI's "
+    "--json prints them. Each "
     "issue's YAML and images are resources (newsletter://issues/SLUG/issue.yaml, .../images/NAME)."
 )
 
@@ -338,7 +340,8 @@ def create_server(root: Path) -> NewsletterServer:
 
     @tool(READ_ONLY)
     def list_lists() -> CallToolResult:
-        """List the subscriber lists: slug, the name subscribers see, how many are subscribed."""
+        """List the subscriber lists: slug, the name subscribers see, how many are subscribed, and the segments
+        newsletter.toml names for each (name: expression), which send_dry_run, send and schedule take."""
         return _result(agent.lists_summary(workspace()))
 
     @tool(READ_ONLY)

@@ -204,7 +204,9 @@ def test_draft_fix_check_dry_run_then_the_right_code_sends_exactly_once(workspac
             assert checked["ok"] is True and checked["errors"] == []
 
             lists = await agent.json("list_lists")
-            assert lists == {"lists": [{"slug": "alliances", "name": "Le bulletin des Alliances", "subscribed": 4}]}
+            assert lists == {
+                "lists": [{"slug": "alliances", "name": "Le bulletin des Alliances", "subscribed": 4, "segments": {}}]
+            }
             summary = await agent.json("subscribers_summary", list="alliances")
             assert summary["counts"]["subscribed"] == 4 and "members" not in summary
             assert "marie@example.org" not in json.dumps(summary)

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from newsletter.fields import distinct_tags, field_key, tag_key
-from newsletter.store.engine import StoreBase, _Among, _insert_ignoring
+from newsletter.store.engine import StoreBase, _Among, _insert_ignoring, _Many
 from newsletter.store.schema import field_names, subscriber_tags
 
 _TAGS_AMONG = sa.select(subscriber_tags.c.subscriber_id, subscriber_tags.c.tag_key, subscriber_tags.c.tag).where(
@@ -31,11 +31,22 @@ def tags_among(connection: Connection, subscriber_ids: Sequence[int]) -> dict[in
     return found
 
 
+_ADD_TAGS = _Many(  # a batch's tags in one statement, without SQLAlchemy's per-row processing
+    lambda dialect: _insert_ignoring(dialect, subscriber_tags).values(
+        subscriber_id=sa.bindparam("t_subscriber"), tag_key=sa.bindparam("t_key"), tag=sa.bindparam("t_tag")
+    ),
+    ["t_subscriber", "t_key", "t_tag"],
+    postgresql="INSERT INTO subscriber_tags (subscriber_id, tag_key, tag) "
+    "SELECT t_subscriber, t_key, t_tag FROM json_to_recordset(%(rows)s::json) "
+    "AS u(t_subscriber int, t_key text, t_tag text) ON CONFLICT DO NOTHING",
+)
+
+
 def add_tags(connection: Connection, tags: Iterable[tuple[int, str]]) -> None:
     """Give these (subscriber, tag) pairs; a tag a subscriber has already (by key) stays as it was."""
-    rows = [{"subscriber_id": s, "tag_key": tag_key(tag), "tag": tag} for s, tag in tags]
+    rows = [(subscriber_id, tag_key(tag), tag) for subscriber_id, tag in tags]
     if rows:
-        connection.execute(_insert_ignoring(connection.dialect.name, subscriber_tags), rows)
+        _ADD_TAGS(connection, rows)
 
 
 def register_field_names(connection: Connection, known: set[tuple[str, str]], documents: Iterable[Mapping]) -> None:

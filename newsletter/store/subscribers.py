@@ -304,12 +304,14 @@ class Subscribers(Attributes):
                 results[hashes[erased]] = "refused"  # erased at their request: only their own confirmation
         wanted = [i for i in new if results[i] is None]
         ids: dict[str, int] = {}
+        inserted: set[str] = set()
         register_field_names(connection, self._field_names_seen(), (row.fields for row in rows if row.fields))
         if wanted:
             fresh = [(rows[i].email, keys[i], rows[i].name, rows[i].fields, at) for i in wanted]
             _INSERT_SUBSCRIBERS(connection, fresh)
             wanted_keys = [keys[i] for i in wanted]
             ids.update(connection.execute(_INSERTED_IDS, {"k_keys": wanted_keys, "k_at": at}).all())
+            inserted = set(ids)  # subscribers this batch made: they have no tags yet
             lost = [key for key in wanted_keys if key not in ids]  # added by someone else since we looked
             if lost:
                 found.update({r.email_key: r for r in connection.execute(_SUBSCRIBERS_BY_KEY, {"k_keys": lost})})
@@ -328,7 +330,7 @@ class Subscribers(Attributes):
             ids[key] = row.id
         if updates:
             _UPDATE_SUBSCRIBERS(connection, updates)
-        self._add_rows_tags(connection, rows, keys, ids, results, changed)
+        self._add_rows_tags(connection, rows, keys, ids, inserted, results, changed)
         statuses = self._statuses(connection, list_id, [ids[key] for key in found if key in ids])
         joining = [i for i, key in enumerate(keys) if results[i] is None and statuses.get(ids[key]) is None]
         if joining:
@@ -386,14 +388,16 @@ class Subscribers(Attributes):
         rows: Sequence[Subscription],
         keys: list[str],
         ids: dict[str, int],
+        inserted: set[str],
         results: list[str | None],
         changed: set[int],
     ) -> None:
-        """Add the batch's tags each subscriber lacks; a row that brings one is changed (updated)."""
+        """Add the batch's tags each subscriber lacks (one this batch inserted has none to look up); a row that
+        brings one is changed (updated)."""
         tagged = [i for i, row in enumerate(rows) if row.tags and results[i] is None and keys[i] in ids]
         if not tagged:
             return
-        have = tags_among(connection, [ids[keys[i]] for i in tagged])
+        have = tags_among(connection, [ids[keys[i]] for i in tagged if keys[i] not in inserted])
         adding: list[tuple[int, str]] = []
         for i in tagged:
             subscriber_id = ids[keys[i]]

@@ -271,7 +271,9 @@ class Segments(Attributes):
                 upto = reading.execute(_window_end(list_id, after, page)).scalar()
                 window = (after, upto)
                 query = _members_query(list_id, segment_clause(segment, variants, window=window))
-                query = query.where(*_within(memberships.c.subscriber_id, window))
+                # Both sides of the join bounded: PostgreSQL carries no inequality across it, and would walk the
+                # subscribers' index from its first id for each page.
+                query = query.where(*_within(memberships.c.subscriber_id, window), *_within(subscribers.c.id, window))
                 members = _members(reading, reading.execute(query).all(), tags=tags)
             yield from members
             if upto is None:

@@ -10,8 +10,9 @@ and the peak memory of streaming a segment, on SQLite and on a throwaway Postgre
    first name on 90 %; join dates over ten years.
 2. count_members, then count_segment for one tag, a quoted tag, a field's equality, an `in`, a `not`, a join date,
    a field's presence and an and/or combination: each the best of three runs (the first, with the caches cold for
-   that query, shown beside it), its count and its ratio to count_members' best. --explain prints PostgreSQL's EXPLAIN ANALYZE of
-   each count, and of the page query of iter_members and of iter_segment that read their 50,000th member.
+   that query, shown beside it), its count and its ratio to count_members' best. --explain prints PostgreSQL's
+   EXPLAIN ANALYZE of each count, and of the page query of iter_members and of iter_segment that read their
+   50,000th member.
 3. iter_segment over a segment of about a third of the list, and iter_members over the whole list, each in a
    process of its own that reports its peak resident memory (VmHWM) as it ends, beside one that only opens the
    store: the stream's memory stays flat, a page of 2,000 at a time.

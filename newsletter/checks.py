@@ -125,6 +125,7 @@ def check_issue(
     if (misaligned := dkim_alignment(config, issue.model.from_ or config.sender.from_)) is not None:
         report.diagnostics.append(misaligned)
     report.diagnostics.extend(real_send_refusals(config, issue))
+    report.diagnostics.extend(bounce_diagnostics(config, issue.model.from_ or config.sender.from_))
     rendered = None
     try:
         rendered = render_issue(issue, config, templates_dir, asset_base_url=asset_base_url)
@@ -294,7 +295,7 @@ def dkim_alignment(config: Config, sender: str | None) -> Diagnostic | None:
     from_domain = email.utils.parseaddr(sender or "")[1].rpartition("@")[2].lower().rstrip(".")
     if not signing or not from_domain:
         return None
-    if from_domain == signing or from_domain.endswith("." + signing) or signing.endswith("." + from_domain):
+    if _aligned(signing, from_domain):
         return None
     file = str(config.file) if config.file else CONFIG_FILE
     text = config.file.read_text(encoding="utf-8") if config.file else ""
@@ -309,6 +310,56 @@ def dkim_alignment(config: Config, sender: str | None) -> Diagnostic | None:
         line=toml_line(text, ("dkim", "domain")) or None,
         path="dkim.domain",
     )
+
+
+def bounce_diagnostics(config: Config, sender: str | None, transport: str | None = None) -> list[Diagnostic]:
+    """Warnings on where an SMTP sender's bounces go: without `[bounces] return_path` (VERP) a bounce is matched only
+    by what it quotes of the message, which many servers truncate or rewrite; without `mailbox` nothing reads them;
+    a return path at a domain that does not align with From passes DMARC only through DKIM."""
+    from newsletter.transports import Dsn, transport_dsn
+
+    settings = config.bounces
+    scheme = Dsn.parse(transport_dsn(transport)).scheme
+    file = str(config.file) if config.file else CONFIG_FILE
+    text = config.file.read_text(encoding="utf-8") if config.file else ""
+    found = []
+
+    def warn(code: str, message: str, key: str) -> None:
+        line = toml_line(text, ("bounces", key)) or None
+        found.append(Diagnostic("warning", code, message, file=file, line=line, path=f"bounces.{key}"))
+
+    if scheme == "smtp" and not settings.return_path:
+        warn(
+            "bounces-unmatched",
+            "[bounces] return_path is not set: this SMTP sender's bounces go to the From address and are matched "
+            "only by what they quote of the message, which many servers truncate; set return_path = "
+            '"bounces+{token}@<your domain>" (VERP, the reliable way) and [bounces] mailbox to read them',
+            "return_path",
+        )
+    if settings.return_path and not settings.mailbox:
+        warn(
+            "bounces-unread",
+            "[bounces] return_path is set but no mailbox: nothing reads the bounces; set [bounces] mailbox = "
+            '"imaps://USER@HOST/INBOX" (or maildir://) and run `newsletter bounces scan` or a worker',
+            "mailbox",
+        )
+    from_domain = email.utils.parseaddr(sender or "")[1].rpartition("@")[2].lower().rstrip(".")
+    path_domain = (settings.return_path or "").rpartition("@")[2].lower().rstrip(".")
+    if path_domain and from_domain and not _aligned(path_domain, from_domain) and not config.dkim.domain:
+        warn(
+            "return-path-not-aligned",
+            f'[bounces] return_path is at "{path_domain}", which does not align with the From address\'s domain '
+            f'"{from_domain}": SPF then passes for {path_domain} but not for DMARC, and without [dkim] nothing '
+            f"else aligns; use a return path at {from_domain} (or a subdomain) and allow the SMTP server in its SPF "
+            "record",
+            "return_path",
+        )
+    return found
+
+
+def _aligned(one: str, other: str) -> bool:
+    """DMARC's relaxed alignment, without the public suffix list: the same domain, or one a parent of the other."""
+    return one == other or one.endswith("." + other) or other.endswith("." + one)
 
 
 def _image_diagnostics(issue: LoadedIssue, path: YamlPath, image: Image | ImageSection) -> list[Diagnostic]:

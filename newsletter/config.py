@@ -115,6 +115,49 @@ class Sending(_Table):
     )
 
 
+RETURN_PATH_TOKEN = "{token}"
+
+
+def _checked_return_path(text: str) -> str:
+    local, at, domain = text.rpartition("@")
+    if not at or not domain or "." not in domain or local.count(RETURN_PATH_TOKEN) != 1 or " " in text:
+        raise ValueError(
+            f"'{text}' is not a return path: write the bounce address with {RETURN_PATH_TOKEN} in its local part, "
+            'e.g. "bounces+{token}@example.org"'
+        )
+    return text
+
+
+def _checked_mailbox(text: str) -> str:
+    scheme = text.partition("://")[0].lower()
+    if scheme not in ("imap", "imaps", "maildir"):
+        raise ValueError(f"'{text}' is not a mailbox: write imaps://USER@HOST/INBOX or maildir:///path/to/Maildir")
+    return text
+
+
+class Bounces(_Table):
+    return_path: Annotated[str, AfterValidator(_checked_return_path)] | None = Field(
+        None,
+        description="The envelope sender of every SMTP message, with a signed token naming its campaign and "
+        'recipient (VERP), e.g. "bounces+{token}@example.org": a bounce is then matched even when it keeps '
+        "nothing of the message. Its domain's SPF record must allow the SMTP server.",
+    )
+    mailbox: Annotated[str, AfterValidator(_checked_mailbox)] | None = Field(
+        None,
+        description="Where the bounces arrive, read by `newsletter bounces scan` and the worker: "
+        '"imaps://USER@HOST/INBOX" (NEWSLETTER_BOUNCES_PASSWORD or NEWSLETTER_BOUNCES_OAUTH2_TOKEN in the '
+        'environment) or "maildir:///var/mail/bounces".',
+    )
+    processed: str = Field(
+        "Processed", min_length=1, description="The folder a scan moves what it acted on into (created if missing)."
+    )
+    soft_limit: int = Field(
+        3, ge=1, le=100, description="Soft bounces, from distinct campaigns, that mark a member bounced."
+    )
+    soft_window: Duration = Field("30d", description="How far back the soft bounces are counted.")
+    every: Duration = Field("5m", description="How often `newsletter worker` scans the mailbox.")
+
+
 class Dkim(_Table):
     domain: str | None = Field(None, description="d= of the DKIM signature (smtp transport only).")
     selector: str | None = Field(None, description="s= of the signature; the key is NEWSLETTER_DKIM_PRIVATE_KEY.")
@@ -239,6 +282,7 @@ class Config(_Table):
     brand: Brand = Field(default_factory=Brand)
     sending: Sending = Field(default_factory=Sending)
     dkim: Dkim = Field(default_factory=Dkim)
+    bounces: Bounces = Field(default_factory=Bounces)
     serve: Serve = Field(default_factory=Serve)
     approval: Approval = Field(default_factory=Approval)
     lists: dict[str, ListSettings] = Field(

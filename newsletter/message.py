@@ -191,6 +191,12 @@ class Outgoing:
     headers: dict[str, str]  # Date, Message-ID, List-Id, List-Unsubscribe, List-Unsubscribe-Post, Reply-To
     values: Mapping[str, str]  # the placeholders' values for this recipient
     body: Body
+    envelope_sender: str | None = None  # MAIL FROM, where bounces go (VERP: it names the recipient); None: sender's
+
+    @property
+    def return_path(self) -> str:
+        """The envelope sender an SMTP server is given (and writes as Return-Path on delivery)."""
+        return self.envelope_sender or self.sender.addr_spec
 
     @cached_property
     def html(self) -> str:
@@ -261,6 +267,7 @@ class Campaign:
     subject_prefix: str = ""
     hosted: HostedUnsubscribe | None = None
     view_online: str | None = None  # the web version's URL when it is not base_url's archive (archive_url)
+    return_path: str | None = None  # "bounces+{token}@domain": each message's envelope sender names its recipient
 
     @cached_property
     def body(self) -> Body:
@@ -313,6 +320,10 @@ class Campaign:
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         if self.reply_to:
             headers["Reply-To"] = self.reply_to
+        envelope_sender = None
+        if self.return_path and isinstance(self.id, int):
+            token = self.signer.sign_return_path(self.id, recipient.subscriber_id)
+            envelope_sender = a_label_address(self.return_path.replace("{token}", token))
         return Outgoing(
             key=key,
             sender=self.sender,
@@ -322,6 +333,7 @@ class Campaign:
             headers=headers,
             values=values,
             body=self.body,
+            envelope_sender=envelope_sender,
         )
 
 

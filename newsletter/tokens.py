@@ -4,7 +4,8 @@ issued (it expires) and which sign-up request it confirms (its event's id: the s
 request only, and never after the membership changed since). Confirmation links made before they named their
 request (subscriber, minute, list) still verify, with no request: the store takes them for the latest one. An
 approver's link (a third domain) names an approval request, its campaign, the content it asks about and the
-request's nonce.
+request's nonce. A message's return path (VERP, a fourth domain) names its campaign and subscriber, so that a
+bounce returned to it is matched whatever the bounce has kept of the message.
 
 token = base64url("<subscriber id>.<list slug>") "." base64url(first 16 bytes of HMAC-SHA256(key, payload))
 
@@ -37,6 +38,7 @@ from newsletter.errors import ConfigError
 _DOMAIN = b"newsletter-unsubscribe-v1:"  # separates these MACs from any other use of the key
 _CONFIRM_DOMAIN = b"newsletter-confirm-v1:"  # a confirmation link is never an unsubscribe link, nor the reverse
 _APPROVAL_DOMAIN = b"newsletter-approve-v1:"  # an approver's link: never a member's, nor the reverse
+_RETURN_PATH_DOMAIN = b"newsletter-return-path-v1:"  # a bounce address's token: it unsubscribes nobody by itself
 _PAYLOAD = re.compile(r"(0|[1-9][0-9]*)\.(.+)", re.DOTALL)
 # subscriber . minute issued . request . list slug; without the request in links made before they named it (a
 # slug has no dot: the two never read as each other)
@@ -46,6 +48,12 @@ MIN_KEY_LENGTH = 16
 
 # request . campaign . the first 16 hex digits of its content's digest . the request's nonce
 _APPROVING = re.compile(r"([1-9][0-9]*)\.([1-9][0-9]*)\.([0-9a-f]{16})\.([A-Za-z0-9_-]{32,64})")
+
+
+# campaign - subscriber - 13 characters of base32 (64 bits of MAC), lowercase: mail servers may change the case of
+# a local part, and some refuse characters other than letters, digits and hyphens in one
+_RETURN_PATH = re.compile(r"([1-9][0-9]*)-([1-9][0-9]*)-([a-z2-7]{13})")
+RETURN_PATH_MAC_BYTES = 8
 
 
 class Approving(NamedTuple):
@@ -164,6 +172,26 @@ class TokenSigner:
         if match is None:
             return None
         return Approving(int(match.group(1)), int(match.group(2)), match.group(3), match.group(4))
+
+    def sign_return_path(self, campaign_id: int, subscriber_id: int) -> str:
+        """The token of one message's envelope sender (`bounces+TOKEN@domain`): short enough for a local part (64
+        octets), in one case, and made of what every server keeps as it is."""
+        payload = f"{campaign_id}-{subscriber_id}"
+        return f"{payload}-{self._return_path_mac(self._keys[0], payload)}"
+
+    def verify_return_path(self, token: str) -> tuple[int, int] | None:
+        """(campaign id, subscriber id) of a genuine return-path token, in either case; None for anything else."""
+        match = _RETURN_PATH.fullmatch(token.lower())
+        if match is None:
+            return None
+        payload = f"{match.group(1)}-{match.group(2)}"
+        if not any(hmac.compare_digest(match.group(3), self._return_path_mac(key, payload)) for key in self._keys):
+            return None
+        return int(match.group(1)), int(match.group(2))
+
+    def _return_path_mac(self, key: bytes, payload: str) -> str:
+        mac = hmac.new(key, _RETURN_PATH_DOMAIN + payload.encode(), hashlib.sha256).digest()[:RETURN_PATH_MAC_BYTES]
+        return base64.b32encode(mac).decode("ascii").rstrip("=").lower()
 
 
 MAX_ADDRESS = 45  # characters of the longest IP address (IPv6 with an IPv4 tail): a longer "host" is none

@@ -153,7 +153,11 @@ def test_content_stored_by_the_earlier_freeze_reads_as_format_1_and_builds_the_s
 def test_content_of_the_earlier_versions_keeps_its_keys_and_its_digest(missing, digest):
     document = {key: value for key, value in stored().items() if key not in missing}
     frozen = FrozenCampaign.from_json(document)
-    assert frozen.absent == frozenset(missing) | {"segment", "segment_name"}  # the version of STORED had none
+    assert frozen.absent == frozenset(missing) | {
+        "segment",
+        "segment_name",
+        "return_path",
+    }  # the version of STORED had none
     assert frozen.to_json() == {"format": 1, **document}
     assert frozen.message_digest().startswith(digest)
     assert (frozen.images is None) == ("images" in missing)  # the archive shows such an issue from its files
@@ -176,7 +180,7 @@ def test_what_send_freezes_now_is_format_1_and_reads_back_the_same(workspace):  
     prepared = prepare(ws, ws.issues_dir / EXAMPLE_SLUG, "null://", real=False)
     frozen = prepared.freeze(ListRow(1, "alliances", "alliances"))
     document = frozen.to_json()
-    assert set(document) == {"format", *stored(), "segment", "segment_name"} and document["format"] == 1
+    assert set(document) == {"format", *stored(), "segment", "segment_name", "return_path"} and document["format"] == 1
     assert not frozen.absent and document["segment"] is None
     assert FrozenCampaign.from_json(json.loads(json.dumps(document))) == frozen
 
@@ -239,7 +243,14 @@ def test_a_worker_skips_content_frozen_by_a_newer_version_and_sends_the_others(w
     result = run("worker", "--until-idle", "--json")
     assert result.exit_code == 0, result.output
     skipped = [{"campaign": newer, "reason": NEWER}]
-    assert json.loads(result.stdout) == {"sent": 4, "failed": 0, "campaigns": [readable], "skipped": skipped}
+    assert json.loads(result.stdout) == {
+        "sent": 4,
+        "failed": 0,
+        "campaigns": [readable],
+        "skipped": skipped,
+        "bounce_scans": 0,
+        "bounces": {},
+    }
     assert pending(workspace, newer) == 4 and pending(workspace, readable) == 0
     again = run("worker", "--until-idle")
     assert again.exit_code == 0

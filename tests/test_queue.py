@@ -162,7 +162,14 @@ def test_a_scheduled_campaign_waits_for_its_time_and_expires_when_no_worker_came
             "its time",
         )
         late = run("worker", "--until-idle", "--json", "--transport", server.dsn())
-        assert json.loads(late.stdout) == {"sent": 4, "failed": 0, "campaigns": [campaign_id], "skipped": []}
+        assert json.loads(late.stdout) == {
+            "sent": 4,
+            "failed": 0,
+            "campaigns": [campaign_id],
+            "skipped": [],
+            "bounce_scans": 0,
+            "bounces": {},
+        }
         assert campaign_document(workspace, campaign_id)["status"] == "finished"
         assert len(server.sink.received) == 4
 

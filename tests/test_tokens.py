@@ -97,3 +97,31 @@ def test_a_confirmation_token_names_its_request_and_older_ones_still_verify_with
     assert signer.verify(token) is None and signer.verify_confirmation(signer.sign(42, "2024"), at, valid=week) is None
     for bad in (f"42.{minute}.0.2024", f"42.{minute}.7.", f"42.{minute}.7.8.2024", f"42.{minute}..2024"):
         assert signer.verify_confirmation(signer._seal(bad.encode(), _CONFIRM_DOMAIN), at, valid=week) is None
+
+
+def test_a_return_path_token_names_its_campaign_and_recipient_in_one_case_and_fits_a_local_part():
+    signer = TokenSigner(KEY)
+    token = signer.sign_return_path(1234, 987654)
+    assert signer.verify_return_path(token) == (1234, 987654)
+    assert signer.verify_return_path(token.upper()) == (1234, 987654)  # a server may change the local part's case
+    assert token == token.lower() and set(token) <= set(string.ascii_lowercase + string.digits + "-")
+    assert len(f"bounces+{signer.sign_return_path(10**9, 10**9)}") <= 64  # RFC 5321: a local part's 64 octets
+    assert TokenSigner("another key, long enough").verify_return_path(token) is None
+    assert TokenSigner("another key, long enough", (KEY,)).verify_return_path(token) == (1234, 987654)  # rotated
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda t: t[:-1],
+        lambda t: t[:-1] + ("a" if t[-1] != "a" else "b"),
+        lambda t: "1235" + t[4:],  # another campaign, the same MAC
+        lambda t: t.replace("-987654-", "-987655-"),  # another subscriber
+        lambda t: t + "a",
+        lambda t: "",
+        lambda t: TokenSigner(KEY).sign(987654, "alliances"),  # an unsubscribe token is not a return path's
+    ],
+)
+def test_an_altered_return_path_token_matches_nobody(mutate):
+    token = TokenSigner(KEY).sign_return_path(1234, 987654)
+    assert TokenSigner(KEY).verify_return_path(mutate(token)) is None

@@ -3,7 +3,7 @@
 Exit codes: 0 success, 1 the command failed (errors found, bad input), 2 bad usage.
 Any NewsletterError becomes `error: <message>` on stderr; `--json` prints one JSON document on stdout.
 
-One module per group of commands (issues, subscribers, sending, serving), registered here in the order
+One module per group of commands (issues, subscribers, sending, serving, bounces), registered here in the order
 `newsletter --help` lists them. Each command imports what it uses when it runs, so that `--help` and
 `--version` import typer and these modules only (tests/test_cli.py checks it, bench/startup.py times it).
 """
@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from newsletter import __version__
-from newsletter.cli import issues, sending, serving, subscribers
+from newsletter.cli import bounces, issues, sending, serving, subscribers
 from newsletter.cli.common import Commands
 
 app = typer.Typer(
@@ -66,6 +66,7 @@ for name, command in (
     app.command(name)(command)
 app.add_typer(subscribers.subscribers_app, name="subscribers")
 app.add_typer(sending.campaign_app, name="campaign")
+app.add_typer(bounces.bounces_app, name="bounces")
 app.add_typer(serving.db_app, name="db")
 
 

@@ -36,7 +36,16 @@ LOCAL_BASE_URL = "http://127.0.0.1:8000"  # where `newsletter serve` listens by 
 FORMAT_KEY = "format"
 OLDEST_READ = 1  # the oldest format this version reads
 # Keys format 1 gained over time, in the order they came: content frozen before one of them lacks it.
-LATER_KEYS = ("hosted_unsubscribe", "view_online", "images", "images_url", "calendars", "segment", "segment_name")
+LATER_KEYS = (
+    "hosted_unsubscribe",
+    "view_online",
+    "images",
+    "images_url",
+    "calendars",
+    "segment",
+    "segment_name",
+    "return_path",
+)
 # What the content holds that is not in its messages: how fast they go, and where they may go.
 NOT_IN_MESSAGES = ("rate", "per_hour", "local_only")
 
@@ -83,6 +92,10 @@ class FrozenCampaign:
     images_url: str | None  # where its images are linked from, which the archive's copy links to images/ instead
     segment: str | None = None  # the part of the list it goes to (segments.parse's canonical text); None: all of it
     segment_name: str | None = None  # the name newsletter.toml gives that segment, if it was given by name
+    # "bounces+{token}@domain" ([bounces] return_path): the SMTP envelope sender, each naming its recipient (VERP).
+    # Not a format of its own: a reader that ignores it sends from the From address, and bounces are still matched
+    # by the Message-ID they quote.
+    return_path: str | None = None
     absent: frozenset[str] = field(default=frozenset())  # LATER_KEYS its document predates
 
     def to_json(self) -> dict[str, Any]:
@@ -111,6 +124,7 @@ class FrozenCampaign:
             "images_url": self.images_url,
             "segment": self.segment,
             "segment_name": self.segment_name,
+            "return_path": self.return_path,
         }
         for key in self.absent:
             del document[key]
@@ -149,6 +163,7 @@ class FrozenCampaign:
             images_url=document.get("images_url"),
             segment=document.get("segment"),
             segment_name=document.get("segment_name"),
+            return_path=document.get("return_path"),
             absent=frozenset(key for key in LATER_KEYS if key not in document),
         )
 
@@ -185,6 +200,7 @@ class FrozenCampaign:
             subject_prefix=subject_prefix,
             hosted=self.hosted_unsubscribe,
             view_online=self.view_online,
+            return_path=self.return_path,
         )
 
 
@@ -223,6 +239,7 @@ def freeze(
         images_url=f"{config.asset_base_url}/{rendered.slug}/images/" if config.asset_base_url else None,
         segment=segment,
         segment_name=segment_name,
+        return_path=config.bounces.return_path,
     )
 
 

@@ -10,6 +10,8 @@ it needs no issue files. A campaign begun with a provider's hosted unsubscribe g
 provider, whose unsubscribes the worker reads before it sends and every ten minutes of a long campaign. A campaign
 this worker may not send (frozen by a newer version, local only, another unsubscribe) is skipped with one line, and
 the worker goes on with the others. Its first stop signal stops claiming and lets the batches in flight be recorded.
+With `[bounces] mailbox` set, it also scans the bounce mailbox every `[bounces] every` (bounces/scan.py), in a
+thread beside the sending; a scan that fails (the server unreachable) is logged and tried again at the next turn.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from newsletter.config import parse_duration
 from newsletter.errors import NewsletterError
 from newsletter.sending.frozen import FrozenCampaign, NewerContentFormat
 from newsletter.sending.runner import run, sender_id
@@ -31,7 +34,7 @@ from newsletter.sending.wiring import (
     pacing_for,
     ready,
 )
-from newsletter.store import CampaignRow, CampaignStatus
+from newsletter.store import CampaignRow, CampaignStatus, Store
 from newsletter.tokens import TokenSigner
 from newsletter.transports import transport_for
 from newsletter.workspace import Workspace
@@ -46,6 +49,8 @@ class WorkerReport:
     failed: int = 0
     campaigns: list[int] = field(default_factory=list)  # those it sent messages of
     skipped: dict[int, str] = field(default_factory=dict)  # campaigns it may not send, and why
+    bounce_scans: int = 0  # scans of the bounce mailbox it made
+    bounces: dict[str, int] = field(default_factory=dict)  # what they decided, by kind (hard, soft, complaint, …)
 
     def to_json(self) -> dict:
         return {
@@ -53,6 +58,8 @@ class WorkerReport:
             "failed": self.failed,
             "campaigns": self.campaigns,
             "skipped": [{"campaign": k, "reason": v} for k, v in self.skipped.items()],
+            "bounce_scans": self.bounce_scans,
+            "bounces": self.bounces,
         }
 
 
@@ -73,9 +80,15 @@ async def work(
     store = open_store(workspace)
     transport = transport_for(workspace, dsn_text)
     readied: dict[int, float] = {}  # campaign -> when this worker last read the provider's account and suppressions
+    bounces = workspace.config.bounces
+    scan_every = parse_duration(bounces.every) if bounces.mailbox else None
+    scanned_at = -float("inf")
     try:
         signer = TokenSigner.from_environment(required=not local and hosted_unsubscribe(transport) is None)
         while not stop.is_set():
+            if scan_every is not None and time.monotonic() - scanned_at >= scan_every:
+                scanned_at = time.monotonic()
+                await _scan_bounces(workspace, store, signer, report, log)
             for started in await asyncio.to_thread(store.start_due):
                 log(f"campaign {started}: started, as scheduled")
             busy = False
@@ -126,6 +139,23 @@ async def work(
         await transport.aclose()
         store.close()
     return report
+
+
+async def _scan_bounces(
+    workspace: Workspace, store: Store, signer: TokenSigner, report: WorkerReport, log: Callable[[str], None]
+) -> None:
+    from newsletter.bounces.scan import scan_configured
+
+    try:
+        found = await asyncio.to_thread(scan_configured, workspace.config, store, signer)
+    except NewsletterError as exc:
+        log(f"bounces: not scanned this turn: {exc}")
+        return
+    report.bounce_scans += 1
+    for kind, count in found.decided.items():
+        report.bounces[kind] = report.bounces.get(kind, 0) + count
+    if found.read:
+        log(f"bounces: {found.summary().splitlines()[0]}")
 
 
 def _frozen_to_send(row: CampaignRow, local: bool) -> FrozenCampaign | str:

@@ -15,6 +15,7 @@ that runs it:
 - erasure.py: a person's data and its erasure (suppressions); the providers' reports and webhook tokens.
 - campaigns.py: campaigns, and TRANSITIONS, the one table of allowed status changes.
 - ledger.py: the deliveries ledger as a leased work queue (claim, renew, release, record, reserve, counts).
+- bounces.py: the messages of the bounce mailbox acted on, and what each does to a person (soft-bounce counts).
 - approvals.py: a person's approval of a campaign: requests, single-use decisions, the campaign's events.
 - segments.py: a segment (newsletter/segments.py) as SQL, and a list's members in it: counted, sampled, streamed.
 
@@ -35,6 +36,7 @@ from sqlalchemy.engine import Connection
 from newsletter.errors import NewsletterError
 from newsletter.slugs import LIST_SLUG, slugify
 from newsletter.store.approvals import ApprovalRequest, Approvals, CampaignEvent, DecisionResult
+from newsletter.store.bounces import BounceEffect, BounceMail
 from newsletter.store.campaigns import TRANSITIONS, CampaignRow, Campaigns, allowed_from
 from newsletter.store.engine import DEFAULT_DATABASE, create_engine, database_url, engine_name, now
 from newsletter.store.erasure import Erasure
@@ -45,6 +47,7 @@ from newsletter.store.schema import (
     Schema,
     address_hash,
     approval_requests,
+    bounce_messages,
     campaign_events,
     campaign_sends,
     campaigns,
@@ -74,7 +77,7 @@ from newsletter.store.statuses import CampaignStatus, DeliveryStatus, Membership
 from newsletter.store.subscribers import ChangeResult, Member, StatusChange, Subscribers, Subscription
 
 
-class Store(Schema, Lists, Signups, Erasure, Ledger, Approvals, Segments):
+class Store(Schema, Lists, Signups, Erasure, BounceMail, Ledger, Approvals, Segments):
     """Every part of the store over one engine (see the module's docstring for how its methods are called)."""
 
     @classmethod
@@ -103,6 +106,8 @@ __all__ = [
     "ApprovalRequest",
     "Approvals",
     "AskedSignup",
+    "BounceEffect",
+    "BounceMail",
     "CampaignEvent",
     "CampaignRow",
     "CampaignStatus",
@@ -132,6 +137,7 @@ __all__ = [
     "address_hash",
     "allowed_from",
     "approval_requests",
+    "bounce_messages",
     "campaign_events",
     "campaign_sends",
     "campaigns",

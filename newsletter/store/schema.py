@@ -126,6 +126,8 @@ deliveries = sa.Table(
     sa.Column("lease_owner", sa.String(120)),
     sa.Column("lease_until", sa.DateTime(timezone=True)),
     sa.Index("deliveries_by_status", "campaign_id", "status", "subscriber_id"),
+    # Added by migration 9: one person's deliveries (a bounce's soft count, `newsletter delivery ADDRESS`).
+    sa.Index("deliveries_by_subscriber", "subscriber_id", "campaign_id"),
 )
 
 
@@ -195,6 +197,19 @@ field_names = sa.Table(  # every field name ever written to a subscriber, by key
     metadata,
     sa.Column("field_key", sa.String(200), primary_key=True),
     sa.Column("name", sa.String(200), primary_key=True),
+)
+
+
+bounce_messages = sa.Table(  # every message of the bounce mailbox a scan acted on: never acted on twice
+    "bounce_messages",
+    metadata,
+    sa.Column("identity", sa.String(64), primary_key=True),  # SHA-256 of its bytes, the same in any folder
+    sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("mailbox", sa.String(500), nullable=False),  # where it was read (no secret in it)
+    sa.Column("kind", sa.String(32), nullable=False),  # bounce, complaint, auto-reply, challenge
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id")),
+    sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id")),
+    sa.Column("detail", sa.JSON, nullable=False, default=dict),  # what was decided: status code, severity, subject
 )
 
 
@@ -293,6 +308,12 @@ def _migration_8(connection: Connection) -> None:
         connection.execute(field_names.insert(), [{"field_key": k, "name": n} for k, n in sorted(names)])
 
 
+def _migration_9(connection: Connection) -> None:
+    """Bounces read from a mailbox: the messages acted on, and an index of one person's deliveries."""
+    metadata.create_all(connection, tables=[bounce_messages])
+    next(i for i in deliveries.indexes if i.name == "deliveries_by_subscriber").create(connection, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _migration_1),
     (2, _migration_2),
@@ -302,6 +323,7 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (6, _migration_6),
     (7, _migration_7),
     (8, _migration_8),
+    (9, _migration_9),
 ]
 
 

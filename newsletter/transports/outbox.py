@@ -1,7 +1,8 @@
 """outbox://DIR writes each message as DIR/<key>.eml: the embedded default, and what the Quickstart sends to.
 
 Each file is named for its ledger key (campaign-subscriber), written under a temporary name and renamed: an
-interrupted send leaves no half file, and sending again overwrites instead of duplicating.
+interrupted send leaves no half file, and sending again overwrites instead of duplicating. With `[bounces] return_path`,
+each file starts with the Return-Path a receiving server would write: where its bounces would go.
 `?unsubscribe=provider` is refused: the files stay on this machine, where no provider hosts an unsubscribe page.
 """
 
@@ -42,6 +43,8 @@ class OutboxTransport:
             temporary = self.folder / f".{message.key}.eml.tmp"
             try:
                 data = message.to_bytes()
+                if message.envelope_sender:  # as the receiving server writes it: where its bounces would go
+                    data = b"Return-Path: <" + message.envelope_sender.encode() + b">\r\n" + data
             except ValueError as exc:  # this message cannot be written (an address with no ASCII form): it alone
                 outcomes.append(Outcome.failed(f"outbox: the message cannot be written: {exc}"))
                 continue

@@ -246,7 +246,7 @@ class SmtpTransport:
 
     async def _send_one(self, client: _Client, message: Outgoing) -> Outcome:
         try:
-            sender, recipient, data = message.sender.addr_spec, message.recipient.addr_spec, message.to_bytes()
+            sender, recipient, data = message.return_path, message.recipient.addr_spec, message.to_bytes()
         except ValueError as exc:  # an address with no ASCII form: this message fails, the batch goes on
             return Outcome.failed(f"smtp: the message cannot be written: {exc}")
         if self.dkim is not None:

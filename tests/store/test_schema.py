@@ -13,7 +13,7 @@ from newsletter.subscribers import add
 def test_migrations_are_versioned_and_idempotent(tmp_path):
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     store = Store.open(url)
-    assert store.version() == MIGRATIONS[-1][0] == 8
+    assert store.version() == MIGRATIONS[-1][0] == 9
     assert store.upgrade() == []
     store.close()
     with Store.open(url).engine.connect() as connection:
@@ -60,7 +60,7 @@ def test_campaigns_of_an_earlier_version_get_their_status_and_the_ledger_its_lea
             insert, [{"id": 1, "at": now(), "finished": now()}, {"id": 2, "at": now(), "finished": None}]
         )
     assert store.version() == 2
-    assert store.upgrade() == [3, 4, 5, 6, 7, 8]
+    assert store.upgrade() == [3, 4, 5, 6, 7, 8, 9]
     assert "events_signups_by_time" in {index["name"] for index in sa.inspect(store.engine).get_indexes("events")}
     assert sa.inspect(store.engine).has_table("webhook_tokens")
     columns = {table: {c["name"] for c in sa.inspect(store.engine).get_columns(table)} for table in added}
@@ -83,6 +83,6 @@ def test_postgresql_is_migrated_only_by_db_upgrade(postgresql, monkeypatch, tmp_
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NEWSLETTER_DATABASE_URL", url)
     result = CliRunner().invoke(app, ["db", "upgrade"])
-    assert result.exit_code == 0 and "applied 1, 2, 3, 4, 5, 6, 7, 8 (schema version 8)" in result.stdout
+    assert result.exit_code == 0 and "applied 1, 2, 3, 4, 5, 6, 7, 8, 9 (schema version 9)" in result.stdout
     assert "already up to date" in CliRunner().invoke(app, ["db", "upgrade"]).stdout
     Store.open(url).close()

@@ -342,7 +342,7 @@ class _Reading:
                         if failures:
                             return self._bounce(failures, "RFC 3464, forwarded")
         challenge = heuristics.challenge_sign(self.headers.first, self.subject, self.full_text)
-        if challenge:
+        if challenge and not heuristics.BOUNCE_SENDER.search(self.sender):  # a person's filter, not a mail system
             return self._make("challenge", (), f"challenge-response: {challenge}")
         failed_header = self.headers.get("x-failed-recipients")
         if (
@@ -353,6 +353,8 @@ class _Reading:
             failures = self._text_failures(_addresses(failed_header))
             if failures:
                 return self._bounce(failures, "the server's text")
+        if challenge:
+            return self._make("challenge", (), f"challenge-response: {challenge}")
         auto_reply = heuristics.auto_reply_sign(self.headers.first, self.subject, self.full_text)
         if auto_reply:
             return self._make("auto-reply", (), f"auto-reply: {auto_reply}")

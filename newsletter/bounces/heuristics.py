@@ -51,7 +51,7 @@ _SENDER_PROBLEM = re.compile(
     r"unable to relay|relay(ing)? (access )?(denied|not permitted|prohibited)|not permitted to relay|"
     r"client host rejected|sender address rejected|sender (is )?(denied|rejected|not allowed)|"
     r"access denied|not authori[sz]ed|content rejected|message content|virus|malware|banned|"
-    r"(?<!not )\blisted (at|in|on)\b|denied by|refused by|rejected by (the )?(recipient|policy)|"
+    r"(?<!not )\blisted (at|in|on)\b|denied by|refused by|"
     r"not accepting mail from|send mail as|does not advertise auth|sent_second_ehlo",
     re.IGNORECASE,
 )
@@ -267,8 +267,10 @@ def failed_recipients(text: str, exclude: Iterable[str], named: Iterable[str] = 
     excluded = {a.lower() for a in exclude}
     wanted = {a.lower() for a in named}
     lines = text.splitlines()
-    start = 0 if wanted else next((i for i, line in enumerate(lines) if _LEAD_IN.search(line)), 0)
-    hits = _address_hits(lines, start, excluded, wanted) or (_address_hits(lines, 0, excluded, wanted) if start else [])
+    start = None if wanted else next((i for i, line in enumerate(lines) if _LEAD_IN.search(line)), None)
+    hits = _address_hits(lines, start, excluded, wanted)
+    if not hits and start:
+        hits = _address_hits(lines, None, excluded, wanted)
     found: dict[str, Found] = {}
     for position, (index, address) in enumerate(hits):
         following = hits[position + 1][0] if position + 1 < len(hits) else len(lines)
@@ -290,12 +292,15 @@ def clean_address(address: str) -> str:
     return re.sub(r"(?i)^smtp[=:]", "", address)
 
 
-def _address_hits(lines: list[str], start: int, excluded: set[str], wanted: set[str]) -> list[tuple[int, str]]:
-    """The (line, address) pairs from line `start` on that may be failed recipients."""
+def _address_hits(lines: list[str], start: int | None, excluded: set[str], wanted: set[str]) -> list[tuple[int, str]]:
+    """The (line, address) pairs that may be failed recipients, from the lead-in line `start` on (None: from the
+    first line, no lead-in seen)."""
     hits: list[tuple[int, str]] = []
-    for index in range(start, len(lines)):
+    for index in range(start or 0, len(lines)):
         line = lines[index]
-        if (hits or start) and _EXPLANATION.search(line):  # the rest explains, with example addresses of its own
+        if (hits or start is not None) and _EXPLANATION.search(
+            line
+        ):  # the rest explains, with example addresses of its own
             break
         if _TRACE_LINE.search(line) or _HELP_LINE.search(line) or "message-id" in line.lower():
             continue
@@ -306,7 +311,9 @@ def _address_hits(lines: list[str], start: int, excluded: set[str], wanted: set[
                 continue
             if lowered in excluded or is_system_address(address) or ".." in address or "@" not in address:
                 continue
-            if re.search(r"(?i)\bfrom\s*[<\"']?$", line[: match.start()]):  # the sender a rule refused
+            if re.search(
+                r"(?i)(?<!generated )(?<!expanded )\bfrom\s*[<\"']?$", line[: match.start()]
+            ):  # the sender a rule refused
                 continue
             hits.append((index, address))
     return hits

@@ -27,6 +27,7 @@ BASIC_CODE = re.compile(r"(?<![\d.#-])([45][0-5]\d)(?=[ \-\]:]|$)", re.MULTILINE
 # RecipientNotFound and Null MX, RFC 7505). 5.1.0, 5.1.4, 5.1.5 and 5.1.9 say too little, and 5.1.7 and 5.1.8 are
 # about the sender's address: those are decided by the text.
 HARD_CODES = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"})
+SENDER_CODES = frozenset({"1.7", "1.8"})  # X.1.7 bad sender's mailbox address syntax, X.1.8 bad sender's system
 
 _UNKNOWN_USER = re.compile(
     r"user(name)? unknown|unknown (or illegal )?(user|recipient|mailbox|local[- ]part|address(ee)?)|"
@@ -49,7 +50,8 @@ _SENDER_PROBLEM = re.compile(
     r"spam|unsolicited|\bUBE\b|bulk mail|block ?list|black ?list|\bblocked\b|\bblock(ed)? for\b|\brbl\b|"
     r"spamhaus|spamcop|barracuda|sorbs|reputation|\bpolicy\b|policies|dmarc|\bspf\b|dkim|authenticat|"
     r"unable to relay|relay(ing)? (access )?(denied|not permitted|prohibited)|not permitted to relay|"
-    r"client host rejected|sender address rejected|sender (is )?(denied|rejected|not allowed)|"
+    r"client host rejected|sender address rejected|sender (is )?(denied|rejected|not allowed)|domain of sender|"
+    r"sender('s)? (address|domain|mailbox) (does not exist|is invalid|invalid|unknown)|sender verify failed|"
     r"access denied|not authori[sz]ed|content rejected|message content|virus|malware|banned|"
     r"(?<!not )\blisted (at|in|on)\b|denied by|refused by|"
     r"not accepting mail from|send mail as|does not advertise auth|sent_second_ehlo",
@@ -197,7 +199,8 @@ def decide(action: str, status: str | None, text: str) -> Verdict:
     if action in ("delivered", "relayed", "expanded"):
         return Verdict("delivered", False, status)
     status = refine_status(status, text)
-    sender_problem = bool(_SENDER_PROBLEM.search(text)) or bool(status and status.startswith(("5.7.", "4.7.")))
+    sender_problem = bool(_SENDER_PROBLEM.search(text)) or (status or "")[2:] in SENDER_CODES
+    sender_problem = sender_problem or bool(status and status.startswith(("5.7.", "4.7.")))
     if action == "delayed":
         return Verdict("deferred", sender_problem, status)
     if status is not None:

@@ -61,6 +61,7 @@ def score_file(name: str, label: dict, report: Report | None, score: Score) -> N
             score.severities["right"] += 1
         else:
             score.severities["wrong"] += 1
+            score.severities[f"{failures[index].severity} where {wanted['severity']}"] += 1
     for index, failure in enumerate(failures):
         if index in matched:
             continue
@@ -95,19 +96,24 @@ def main() -> None:
     score = run()
     if args.list:
         print("\n".join(score.lines), end="\n\n")
-    print(f"files: {score.files}")
-    a = score.addresses
-    print(
-        f"addresses the labels name: {sum(a.values()) - a['wrong']}; found right {a['right']}, not found {a['none']};"
-    )
-    print(f"  addresses found that the labels do not name (wrong): {a['wrong']}")
+    a, s = score.addresses, score.severities
+    print(f"files: {score.files}\n")
+    print("| addresses | count |")
+    print("|---|---|")
+    print(f"| named by the labels | {a['right'] + a['none']} |")
+    print(f"| found right | {a['right']} |")
+    print(f"| not found (none) | {a['none']} |")
+    print(f"| found but not named by the labels (wrong) | {a['wrong']} |\n")
     print("| kind | files | right | wrong | unknown |")
     print("|---|---|---|---|---|")
     for kind in ("bounce", "complaint", "auto-reply", "challenge", "unknown"):
         counts = {v: score.kinds[(kind, v)] for v in ("right", "wrong", "unknown")}
         print(f"| {kind} | {sum(counts.values())} | {counts['right']} | {counts['wrong']} | {counts['unknown']} |")
-    s = score.severities
-    print(f"severity of the addresses found: right {s['right']}, wrong {s['wrong']}")
+    wrong = ", ".join(f"{n} {k}" for k, n in sorted(s.items()) if " where " in k) or "none"
+    print(
+        f"\nseverity (hard, soft, deferred, delivered) of the addresses found: right {s['right']}, wrong {s['wrong']}"
+        f" ({wrong})"
+    )
     print(f"wrong hard bounces: {len(score.wrong_hard)}")
     for line in score.wrong_hard:
         print(f"  {line}")

@@ -483,7 +483,8 @@ class _Reading:
     def _complaint(self, part: Message) -> Report:
         blocks = _field_blocks(part)
         fields = {k: v for block in blocks for k, v in block.items()}
-        feedback_type = fields.get("feedback-type", "abuse").split()[0].lower() if fields else "abuse"
+        # RFC 5965 requires Feedback-Type; a report without it is still someone's report about the mail: abuse.
+        feedback_type = (fields.get("feedback-type", "").split() or ["abuse"])[0].lower()
         if feedback_type not in COMPLAINT_TYPES:
             return self._make("unknown", (), f"a feedback report of type {feedback_type}, not a complaint")
         complainant = _bare_address(fields.get("original-rcpt-to", "")) or _bare_address(

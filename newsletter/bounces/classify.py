@@ -277,9 +277,6 @@ class _Reading:
         self.full_text = "\n".join(texts or htmls)
         self.text = heuristics.own_words(self.full_text)
 
-    def report(self) -> Report:
-        return self._decide()
-
     def _make(self, kind: Kind, failures: tuple[Failure, ...], why: str) -> Report:
         originals = [
             h
@@ -321,7 +318,9 @@ class _Reading:
         found += [a for a in _addresses(self.headers.get("to")) if "+" in a.partition("@")[0]]
         return _unique(found)
 
-    def _decide(self) -> Report:
+    def report(self) -> Report:
+        """The kind, in this order: a feedback report, a delivery status part, a challenge from a person's filter,
+        a mail system's prose naming failed recipients, an auto-reply, a challenge; else unknown."""
         for part in self.parts:
             if _content_type(part) == "message/feedback-report":
                 return self._complaint(part)

@@ -215,7 +215,11 @@ def decide(action: str, status: str | None, text: str) -> Verdict:
             return Verdict("hard", False, status)
         if status.endswith(".0.0") or subject == "1":  # says too little: the words decide
             return Verdict("hard" if _UNKNOWN_USER.search(text) else "soft", False, status)
-        return Verdict("soft", False, status)  # 5.2.x (5.2.1, disabled, may be re-enabled), 5.3.x to 5.6.x
+        # 5.2.x is the mailbox's state: 5.2.2 full, and 5.2.1 "mailbox disabled, not accepting messages", which
+        # RFC 3463 says "may be a permanent error if the mailbox will never be re-enabled or a transient error if
+        # the mailbox is only temporarily disabled": soft, the box exists. 5.3.x to 5.6.x: the systems, the
+        # network, the protocol, the content, never the address.
+        return Verdict("soft", False, status)
     code = basic_code(text)
     if code is not None and code.startswith("4"):
         return Verdict("soft", sender_problem, None)

@@ -7,7 +7,7 @@ A report is matched, most reliable first, by
    matches nobody (it was forged or altered);
 2. the Message-ID it quotes of the message that bounced (`<campaign-subscriber.digest@domain>`), whose digest is
    checked against the campaign's list, and only when the address the report names is that subscriber's (a quoted
-   Message-ID alone is easy to make up);
+   Message-ID alone is easy to make up), except in a complaint, whose recipient feedback loops redact;
 3. the address the report names, when a campaign sent that address a message (the latest one is taken to be it).
 
 A match becomes one effect: a hard bounce, a soft one (whose count decides), a deferral, a delivery, or a
@@ -97,7 +97,8 @@ def match(report: Report, store: Store, signer: TokenSigner, return_path: Return
             continue
         if message_id_digest(sent.list_slug, campaign_id, subscriber_id) != found_id.group(3):
             continue
-        if addresses and recipient.email.lower() not in addresses:
+        # Feedback loops redact the complainant (the Message-ID is then all they keep of the recipient).
+        if addresses and recipient.email.lower() not in addresses and report.kind != "complaint":
             named = ", ".join(sorted(addresses))
             return f"it quotes our message to {recipient.email} but names {named}: matched by neither"
         return Match(recipient, campaign_id, "message id")
@@ -107,10 +108,10 @@ def match(report: Report, store: Store, signer: TokenSigner, return_path: Return
         recipient = store.recipient_by_address(address)
         if recipient is None:
             continue
-        campaign_id = store.latest_sent_campaign(recipient.subscriber_id)
-        if campaign_id is None:
+        latest = store.latest_sent_campaign(recipient.subscriber_id)
+        if latest is None:
             return f"{recipient.email} was never sent a campaign"
-        return Match(recipient, campaign_id, "address")
+        return Match(recipient, latest, "address")
     return f"no subscriber has the address {', '.join(sorted(addresses))}"
 
 
@@ -123,10 +124,11 @@ def decide(report: Report, store: Store, signer: TokenSigner, return_path: Retur
         return Decision(left=found)
     person, campaign = found.recipient.subscriber_id, found.campaign_id
     if report.kind == "complaint":
-        detail = {"feedback_type": report.feedback_type or "abuse", "matched_by": found.how}
-        return Decision((BounceEffect(person, campaign, "complained", detail),), how=found.how)
+        feedback = report.failures[0].diagnostic if report.failures else "Feedback-Type: abuse"
+        said = {"diagnostic": feedback, "matched_by": found.how}
+        return Decision((BounceEffect(person, campaign, "complained", said),), how=found.how)
     failure = _verdict(report.failures, found.recipient.email)
-    detail = {
+    detail: dict[str, object] = {
         "status": failure.status,
         "diagnostic": failure.diagnostic,
         "severity": failure.severity,

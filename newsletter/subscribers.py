@@ -59,6 +59,15 @@ def event_line(event: dict) -> str:
         said.append("confirmed by the sign-up's email link" + (f", asked from IP #{asked[:8]}" if asked else ""))
     if detail.get("reason"):
         said.append(f"reason: {detail['reason']}")
+    if detail.get("status") or detail.get("diagnostic"):  # a bounce or a complaint read from the mailbox
+        words = " ".join(str(detail[k]) for k in ("status", "diagnostic") if detail.get(k))
+        said.append(f"campaign {detail['campaign']}: {words}" if detail.get("campaign") else words)
+    if detail.get("soft_bounces"):
+        said.append(
+            f"after {detail['soft_bounces']} soft bounces (campaigns {', '.join(map(str, detail['campaigns']))})"
+        )
+    if detail.get("sender_problem"):
+        said.append("the sender's problem (a policy refusal), not counted against them")
     if detail.get("file"):
         origin = f"{detail['from']} export " if detail.get("from") else ""
         said.append(f"from {origin}{detail['file']}:{detail.get('line', '?')}")

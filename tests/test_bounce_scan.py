@@ -48,9 +48,9 @@ def bouncing(workspace, tmp_path):  # noqa: F811
     return workspace, maildir, received
 
 
-def _statuses() -> dict[str, str]:
-    listed = json.loads(run("subscribers", "list", "--list", "alliances", "--all", "--json").stdout)
-    return {m["email"]: m["status"] for m in listed["members"]}
+def _statuses(list_slug: str = "alliances") -> dict[str, str]:
+    listed = json.loads(run("subscribers", "list", "--list", list_slug, "--json").stdout)
+    return {m["email"]: m["status"] for m in listed}
 
 
 def _scan_json(*options: str) -> dict:
@@ -163,8 +163,7 @@ def test_a_complaint_leaves_every_list_and_auto_replies_are_filed_not_counted(bo
     assert report["decided"] == {"complaint": 1, "auto-reply": 1} and report["memberships_changed"] == 2
     assert maildir_count(maildir / ".Processed") == 2
     assert _statuses()["zoe@example.org"] == "complained"
-    other = json.loads(run("subscribers", "list", "--list", "autre", "--all", "--json").stdout)["members"]
-    assert [m["status"] for m in other] == ["complained"]
+    assert _statuses("autre") == {"zoe@example.org": "complained"}
 
 
 def test_a_scan_run_again_or_stopped_before_it_moved_counts_nothing_twice_and_a_dry_run_changes_nothing(bouncing):
@@ -202,7 +201,7 @@ def test_a_scan_run_again_or_stopped_before_it_moved_counts_nothing_twice_and_a_
     assert again["seen_before"] == 1 and again["decided"] == {} and again["memberships_changed"] == 0
     assert again["moved"] == 1 and maildir_count(maildir) == 2
     show = run("subscribers", "show", "marie@example.org").stdout
-    assert show.count("5.1.1") == 1
+    assert show.count("bounced (bounce-mail)") == 1
     review = json.loads(run("bounces", "review", "--json").stdout)
     assert len(review["left"]) == 2 and any("cannot be read" in m["why"] or "not" in m["why"] for m in review["left"])
     assert _scan_json()["read"] == 2  # what is left stays, and is read again

@@ -17,6 +17,7 @@ that runs it:
 - ledger.py: the deliveries ledger as a leased work queue (claim, renew, release, record, reserve, counts).
 - approvals.py: a person's approval of a campaign: requests, single-use decisions, the campaign's events.
 - segments.py: a segment (newsletter/segments.py) as SQL, and a list's members in it: counted, sampled, streamed.
+- deliveries.py: one person's deliveries over the latest campaigns of their lists (`newsletter delivery`).
 
 Store, below, is all of them in one object: `store.claim(...)`, `store.subscribe(...)`.
 
@@ -36,6 +37,7 @@ from newsletter.errors import NewsletterError
 from newsletter.slugs import LIST_SLUG, slugify
 from newsletter.store.approvals import ApprovalRequest, Approvals, CampaignEvent, DecisionResult
 from newsletter.store.campaigns import TRANSITIONS, CampaignRow, Campaigns, allowed_from
+from newsletter.store.deliveries import Deliveries, PersonDeliveries
 from newsletter.store.engine import DEFAULT_DATABASE, create_engine, database_url, engine_name, now
 from newsletter.store.erasure import Erasure
 from newsletter.store.ledger import Delivery, Ledger, Result
@@ -74,7 +76,7 @@ from newsletter.store.statuses import CampaignStatus, DeliveryStatus, Membership
 from newsletter.store.subscribers import ChangeResult, Member, StatusChange, Subscribers, Subscription
 
 
-class Store(Schema, Lists, Signups, Erasure, Ledger, Approvals, Segments):
+class Store(Schema, Lists, Signups, Erasure, Ledger, Approvals, Segments, Deliveries):
     """Every part of the store over one engine (see the module's docstring for how its methods are called)."""
 
     @classmethod
@@ -110,6 +112,7 @@ __all__ = [
     "ChangeResult",
     "Connection",
     "DecisionResult",
+    "Deliveries",
     "Delivery",
     "DeliveryStatus",
     "Erasure",
@@ -119,6 +122,7 @@ __all__ = [
     "Lists",
     "Member",
     "MembershipStatus",
+    "PersonDeliveries",
     "Result",
     "Schema",
     "Segments",

@@ -30,6 +30,7 @@ from newsletter import __version__, agent
 from newsletter.build import build_issue
 from newsletter.checks import check_issue
 from newsletter.config import CONFIG_FILE
+from newsletter.delivery import DEFAULT_LIMIT, delivery_report
 from newsletter.errors import IssueError, NewsletterError
 from newsletter.field_placeholders import list_fields_for
 from newsletter.i18n import Language
@@ -50,9 +51,10 @@ INSTRUCTIONS = (
     "schedule with the dry run's confirmation code. Where newsletter.toml names approvers, a send or schedule "
     "waits for a person's approval (status awaiting-approval): campaign_status says when it is approved or "
     "declined, with the approver's comment. To send to part of a list, give send_dry_run, send and schedule the "
-    "same segment (a name list_lists shows, or an expression like tag:rimouski). Results are JSON, as the CLI's "
-    "--json prints them. Each "
-    "issue's YAML and images are resources (newsletter://issues/SLUG/issue.yaml, .../images/NAME)."
+    "same segment (a name list_lists shows, or an expression like tag:rimouski). To answer why someone did not get "
+    "an issue, or no longer gets the newsletter, call delivery_report with their address. Results are JSON, as "
+    "the CLI's --json prints them. Each issue's YAML and images are resources "
+    "(newsletter://issues/SLUG/issue.yaml, .../images/NAME)."
 )
 
 IssueName = Annotated[str, Field(description="The issue's slug, its folder under issues/ (e.g. 2025-02-hiver).")]
@@ -432,6 +434,32 @@ def create_server(root: Path) -> NewsletterServer:
         current = workspace()
         folder = agent.issue_folder(current, issue)
         return _result(campaign_status(current, folder.name, list, segment).to_json())
+
+    @tool(READ_ONLY, "delivery_report")
+    def delivery_report_tool(
+        address: Annotated[str, Field(description="The person's email address, e.g. marie@example.org.")],
+        limit: Annotated[
+            int, Field(ge=1, le=100, description="How many of the latest campaigns of their lists to cover.")
+        ] = DEFAULT_LIMIT,
+    ) -> CallToolResult:
+        """Why did someone not get it, or why do they no longer get the newsletter? What became of their copy of
+        each recent campaign of the lists they are or were on, newest first, as `newsletter delivery --json`.
+
+        Answers {"email", "name", "erased_at", "memberships": [{"list", "status", "since", "joined_at",
+        "source"}], "campaigns": [...], "more"}. Each campaign: {"campaign", "issue", "subject", "list",
+        "segment", "started_at", "campaign_status", "status", "at", "provider_id", "attempts",
+        "next_attempt_at", "error", "reason", "events"}, status being what became of their copy: sent (at, the
+        provider's id), queued (not tried yet), deferred (pending, tried again: attempts, error, next_attempt_at;
+        or the receiving server's delay report), failed (error), bounced, soft-bounced, complained, unsubscribed
+        (a report after it left: see events), skipped (no longer subscribed when its turn came: reason),
+        cancelled (the campaign ended before its turn) or not-in-audience (reason.code: joined-after, with at;
+        not-subscribed, with the status then, since at, and source, how it came: one-click, page, webhook, sync,
+        import, cli, send, bounce-mail; outside-segment; had-it-already, with the earlier campaign). events:
+        [{"kind", "at", "source", "probable", "status" (5.1.1), "diagnostic" (the server's words),
+        "feedback_type"}], probable true when only its time ties it to this campaign. A person erased at their
+        request: erased_at and nothing else. An unknown address is an error.
+        """
+        return _result(delivery_report(workspace(), address, limit=limit).to_json())
 
     @server.resource(
         SCHEMA_URI,

@@ -61,6 +61,7 @@ SLOW = {
     "test_campaign.py::test_a_rate_holds_across_two_senders",
     "test_campaign.py::test_a_sender_held_up_past_its_lease_stops_its_batch_when_another_took_it_over",
     "test_cli.py::test_installed_command_builds_the_example",
+    "test_delivery_report.py::test_the_mcp_tool_answers_the_same_json",
     "test_event.py::test_serve_answers_the_ics_as_sent_and_404_for_any_other_name",
     "test_import_large.py::test_an_import_killed_in_the_middle_then_run_again_gives_the_right_counts",
     "test_list_names.py::test_every_list_a_user_can_create_has_working_unsubscribe_links",

@@ -30,7 +30,7 @@ from newsletter.workspace import init_workspace
 
 TOOLS = set(
     "list_issues new_issue read_issue write_issue add_image check_issue build_issue preview_issue list_lists "
-    "subscribers_summary send_dry_run send send_test schedule campaign_status".split()
+    "subscribers_summary send_dry_run send send_test schedule campaign_status delivery_report".split()
 )
 MEMBERS = ["marie@example.org,Marie Côté", "zoe@example.org,Zoé Bœuf", "jean@example.org,", "luc@example.org,Luc"]
 SLUG = "2025-02-hiver"

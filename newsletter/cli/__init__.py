@@ -52,6 +52,7 @@ for name, command in (
     ("preview", issues.preview),
     ("send", sending.send),
     ("status", sending.status),
+    ("delivery", sending.delivery),
     ("worker", sending.worker),
     ("campaigns", sending.campaigns),
     ("approve", sending.approve),

@@ -1,4 +1,4 @@
-"""The commands that send: send, status, worker, campaigns, approve, decline, and `campaign
+"""The commands that send: send, status, delivery, worker, campaigns, approve, decline, and `campaign
 show|pause|resume|cancel`."""
 
 from __future__ import annotations
@@ -224,6 +224,30 @@ def status(issue: IssueArg, list_slug: ListOpt, segment: SegmentOpt = None, as_j
         typer.echo(f"segment: {segment_shown(summary.segment)}")
     if summary.approval is not None:
         typer.echo(f"approval: {approval_line(summary.approval)}")
+
+
+def delivery(
+    address: Annotated[str, typer.Argument(help="The person's email address.")],
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many of the latest campaigns to show.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Why did someone not get it? What became of their copy of each recent campaign of their lists, newest first.
+
+    Sent (when, the provider's id), deferred (tries, the last error, the next try), failed, bounced, soft-bounced,
+    complained, unsubscribed (when, how), skipped (no longer subscribed when its turn came), or not in the
+    audience and why (joined after it started, not subscribed then, outside its segment, had it already); with
+    their lists at the top. Exit code 1 for an address nobody has.
+    """
+    from newsletter.delivery import delivery_report
+    from newsletter.workspace import Workspace
+
+    workspace = Workspace.discover()
+    report = delivery_report(workspace, address, limit=limit)
+    if as_json:
+        print_json(report.to_json())
+        return
+    for line in report.text(workspace.config.zone):
+        typer.echo(line)
 
 
 def worker(

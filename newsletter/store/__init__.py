@@ -18,6 +18,7 @@ that runs it:
 - bounces.py: the messages of the bounce mailbox acted on, and what each does to a person (soft-bounce counts).
 - approvals.py: a person's approval of a campaign: requests, single-use decisions, the campaign's events.
 - segments.py: a segment (newsletter/segments.py) as SQL, and a list's members in it: counted, sampled, streamed.
+- deliveries.py: one person's deliveries over the latest campaigns of their lists (`newsletter delivery`).
 
 Store, below, is all of them in one object: `store.claim(...)`, `store.subscribe(...)`.
 
@@ -38,6 +39,7 @@ from newsletter.slugs import LIST_SLUG, slugify
 from newsletter.store.approvals import ApprovalRequest, Approvals, CampaignEvent, DecisionResult
 from newsletter.store.bounces import BounceEffect, BounceMail
 from newsletter.store.campaigns import TRANSITIONS, CampaignRow, Campaigns, allowed_from
+from newsletter.store.deliveries import Deliveries, PersonDeliveries
 from newsletter.store.engine import DEFAULT_DATABASE, create_engine, database_url, engine_name, now
 from newsletter.store.erasure import Erasure
 from newsletter.store.ledger import Delivery, Ledger, Result
@@ -77,7 +79,7 @@ from newsletter.store.statuses import CampaignStatus, DeliveryStatus, Membership
 from newsletter.store.subscribers import ChangeResult, Member, StatusChange, Subscribers, Subscription
 
 
-class Store(Schema, Lists, Signups, Erasure, BounceMail, Ledger, Approvals, Segments):
+class Store(Schema, Lists, Signups, Erasure, BounceMail, Ledger, Approvals, Segments, Deliveries):
     """Every part of the store over one engine (see the module's docstring for how its methods are called)."""
 
     @classmethod
@@ -115,6 +117,7 @@ __all__ = [
     "ChangeResult",
     "Connection",
     "DecisionResult",
+    "Deliveries",
     "Delivery",
     "DeliveryStatus",
     "Erasure",
@@ -124,6 +127,7 @@ __all__ = [
     "Lists",
     "Member",
     "MembershipStatus",
+    "PersonDeliveries",
     "Result",
     "Schema",
     "Segments",

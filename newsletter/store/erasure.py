@@ -139,18 +139,22 @@ class Erasure(Subscribers):
         """A provider's report (bounced, complained, unsubscribed) applied to memberships; return how many changed.
 
         With list_id, or our ledger key (campaign-subscriber), it applies to that list (the campaign's); without,
-        to every list of the address. An address we do not know changes nothing.
+        to every list of the address. An address we do not know changes nothing. With our key, the event's detail
+        names the campaign ("campaign": its id), which `newsletter delivery` ties the report to.
         """
         with self._writing(connection) as connection:
             subscriber_id = self.find_subscriber(email, connection=connection)
             if subscriber_id is None:
                 return 0
             list_ids: list[int] = [list_id] if list_id is not None else []
-            if not list_ids and key and key.partition("-")[0].isdigit():
+            campaign_part = (key or "").partition("-")[0]
+            if campaign_part.isdigit():
                 campaign_list = connection.execute(
-                    sa.select(campaigns.c.list_id).where(campaigns.c.id == int(key.partition("-")[0]))
+                    sa.select(campaigns.c.list_id).where(campaigns.c.id == int(campaign_part))
                 ).scalar()
-                list_ids = [campaign_list] if campaign_list is not None else []
+                if campaign_list is not None:  # the key is ours
+                    detail = {**detail, "campaign": detail.get("campaign", int(campaign_part))}
+                    list_ids = list_ids or [campaign_list]
             if not list_ids:
                 list_ids = list(
                     connection.execute(

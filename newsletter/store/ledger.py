@@ -323,8 +323,8 @@ class Ledger(Subscribers, Campaigns):
         with self._writing(connection) as writing:
             writing.execute(_RECORD, rows)  # one executemany for the batch
             for result in results:
-                if result.bounce:
-                    reason = {"reason": result.error or ""}
+                if result.bounce:  # the campaign named, for `newsletter delivery` to tie the bounce to it
+                    reason = {"reason": result.error or "", "campaign": campaign_id}
                     self.set_status(
                         result.subscriber_id, list_id, MembershipStatus.BOUNCED, source, reason, connection=writing
                     )

@@ -101,6 +101,7 @@ campaigns = sa.Table(
     sa.Column("next_send_at", sa.DateTime(timezone=True)),  # the campaign-wide rate limit: the next free slot
     sa.Index("campaigns_by_issue", "issue_slug", "list_id"),
     sa.Index("campaigns_by_status", "status"),
+    sa.Index("campaigns_by_list", "list_id", "started_at"),  # added by migration 9: a list's latest campaigns
 )
 campaign_sends = sa.Table(  # how many messages each sender handed over, when: the campaign-wide per_hour limit
     "campaign_sends",
@@ -309,9 +310,11 @@ def _migration_8(connection: Connection) -> None:
 
 
 def _migration_9(connection: Connection) -> None:
-    """Bounces read from a mailbox: the messages acted on, and an index of one person's deliveries."""
+    """Bounces read from a mailbox: the messages acted on; indexes of one person's deliveries and of a list's
+    latest campaigns (a soft-bounce count, `newsletter delivery ADDRESS`, `subscribers show`)."""
     metadata.create_all(connection, tables=[bounce_messages])
     next(i for i in deliveries.indexes if i.name == "deliveries_by_subscriber").create(connection, checkfirst=True)
+    next(i for i in campaigns.indexes if i.name == "campaigns_by_list").create(connection, checkfirst=True)
 
 
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [

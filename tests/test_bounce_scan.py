@@ -10,11 +10,11 @@ import json
 
 import pytest
 from bounce_messages import complaint, dsn, headers_of, into_maildir, maildir_count, vacation
-from newsletter.bounces.mailbox import open_mailbox
 from smtp_server import RunningSmtp, SmtpSink
 from test_send import SECRET, run, send_json
 from test_send import workspace as workspace  # noqa: F401  (the fixture: four subscribed, one left, one bounced)
 
+from newsletter.bounces.mailbox import open_mailbox
 from newsletter.bounces.scan import scan
 from newsletter.config import load_config
 from newsletter.sending.wiring import open_store

@@ -45,18 +45,20 @@ STATUS_WORDS = {
     "not-in-audience": "not in the audience",
 }
 # The reports about a message after it left, strongest first: the one that names a sent copy's status.
-AFTER_KINDS = ("complained", "bounced", "unsubscribed", "soft-bounce", "deferred")
-_STATUS_OF_KIND = {"soft-bounce": "soft-bounced"}
+# "hard-bounce": a hard bounce of someone the list no longer mailed (store/bounces.py: no status changed).
+AFTER_KINDS = ("complained", "bounced", "hard-bounce", "unsubscribed", "soft-bounce", "deferred")
+_STATUS_OF_KIND = {"soft-bounce": "soft-bounced", "hard-bounce": "bounced"}
 _KIND_WORDS = {
     "complained": "complained (marked it as spam)",
     "bounced": "bounced",
+    "hard-bounce": "bounced",
     "unsubscribed": "unsubscribed",
     "soft-bounce": "soft-bounced",
     "deferred": "delayed by the receiving server",
 }
 # Reports about a message (not about a list): tied to the latest copy sent on any list, and one per instant
 # (a report without our key changes every list of the address, one event each).
-_MAIL_KINDS = ("complained", "bounced", "soft-bounce", "deferred")
+_MAIL_KINDS = ("complained", "bounced", "hard-bounce", "soft-bounce", "deferred")
 _SAME_REPORT = dt.timedelta(seconds=5)  # its events on several lists, written one after another
 # How a change came, in the text's words (events.source).
 _HOW = {

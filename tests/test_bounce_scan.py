@@ -93,6 +93,11 @@ def test_a_hard_bounce_to_the_return_path_marks_that_member_at_once_and_a_forged
     assert maildir_count(maildir) == 1 and maildir_count(maildir / ".Processed") == 1
     show = run("subscribers", "show", "marie@example.org").stdout
     assert "bounced" in show and "5.1.1" in show and "User unknown" in show
+    # Why Marie gets nothing any more: the campaign, the code and the server's words.
+    report = json.loads(run("delivery", "marie@example.org", "--json").stdout)
+    (copy,) = report["campaigns"]
+    assert copy["campaign"] == 1 and copy["status"] == "bounced"
+    assert [(e["kind"], e["status"], e["source"]) for e in copy["events"]] == [("bounced", "5.1.1", "bounce-mail")]
 
 
 def test_without_the_token_a_bounce_is_matched_by_the_message_id_it_quotes_then_by_its_address(bouncing):

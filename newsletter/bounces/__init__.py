@@ -1,0 +1,1 @@
+"""Bounces for SMTP senders: the bounce mailbox read, its messages classified (DSN, ARF, auto-replies)."""

@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     options = parser.parse_args()
 
-    server = DovecotServer(oauth2=False).start()
+    server = DovecotServer(oauth2=False, password="bench-password").start()  # ASCII, for imaplib's LOGIN
     try:
         started = time.perf_counter()
         for number in range(options.messages):

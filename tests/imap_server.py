@@ -142,12 +142,16 @@ def make_certificate(folder: Path) -> tuple[Path, Path, Path]:
 
 class DovecotServer:
     """Start, deliver into and read the Maildir of, stop. `capabilities`, when given, is what the server announces
-    after login instead of its own list (to see how a client does without MOVE, say)."""
+    after login instead of its own list (to see how a client does without MOVE, say); without `tls`, the server
+    offers neither IMAPS nor STARTTLS; without `oauth2`, no XOAUTH2 and no introspection endpoint."""
 
-    def __init__(self, *, capabilities: str | None = None, oauth2: bool = True, tls: bool = True):
+    def __init__(
+        self, *, capabilities: str | None = None, oauth2: bool = True, tls: bool = True, password: str | None = None
+    ):
         if DOVECOT is None or not IMAP_INSTALLED:
             raise FileNotFoundError("no dovecot with IMAP here: install Debian's dovecot-imapd package")
-        self.user, self.password = USER, "Mot de passe " + secrets.token_hex(4)
+        # Not ASCII by default, as a French speaker's may be: a client has to send it as UTF-8 (AUTHENTICATE PLAIN).
+        self.user, self.password = USER, password or f"Mot de passe très sûr {secrets.token_hex(4)}"
         self.capabilities, self.tls = capabilities, tls
         # Short: Dovecot's Unix sockets live under it, and a socket's path has at most 107 bytes.
         self.root = Path(tempfile.mkdtemp(prefix="nl-imap-"))

@@ -4,7 +4,6 @@ touched, and each failure the user can act on in one line."""
 
 from __future__ import annotations
 
-import imaplib
 import itertools
 import ssl
 from pathlib import Path
@@ -307,17 +306,6 @@ def test_the_pieces_of_imap():
     ]
     with pytest.raises(MailboxError):
         fetched_body(b"1 (UID 1 BODY[] {10})", [(b"1 (UID 1 BODY[] {10}", b"short")])
-
-
-def test_imaplib_is_the_client(dovecot):
-    """The reference the bench compares with: the server answers imaplib alone, as the module drives it."""
-    imap = imaplib.IMAP4_SSL(
-        dovecot.host, dovecot.tls_port, ssl_context=ssl.create_default_context(cafile=str(dovecot.ca_file))
-    )
-    try:
-        assert imap.login(dovecot.user, dovecot.password)[0] == "OK"
-    finally:
-        imap.logout()
 
 
 # Maildir

@@ -294,7 +294,9 @@ def fetched_body(text: bytes, literals: list[tuple[bytes, bytes]]) -> bytes | No
 
 
 class ImapMailbox:
-    """A folder of an IMAP account, selected (read-write, for MOVE); every command is a UID command."""
+    """A folder of an IMAP account, selected (read-write, for MOVE). Every command that names messages is a UID
+    command; only the listing walks sequence numbers, to learn each message's UID and size a window at a time (an
+    expunge meanwhile can make it miss a message until the next run, never name another: RFC 3501's UIDs)."""
 
     def __init__(self, location: ImapLocation, imap: imaplib.IMAP4):
         self.location, self.name, self._imap = location, location.name, imap
@@ -612,7 +614,11 @@ class MaildirMailbox:
         # cur/ before new/: a message a mail client moves from new/ to cur/ meanwhile is missed (until the next
         # run), never read twice.
         for sub in ("cur", "new"):
-            with os.scandir(self.path / sub) as entries:  # one entry at a time, however many there are
+            try:
+                entries = os.scandir(self.path / sub)  # one entry at a time, however many there are
+            except OSError as error:
+                raise MailboxError(f"{self.name}: cannot read {sub}/ ({error.strerror})") from None
+            with entries:
                 for entry in entries:
                     if entry.name.startswith("."):
                         continue
@@ -620,13 +626,18 @@ class MaildirMailbox:
                         raw = Path(entry.path).read_bytes()
                     except (FileNotFoundError, IsADirectoryError):
                         continue  # moved or renamed (its flags changed) since the listing: the next run has it
+                    except OSError as error:
+                        raise MailboxError(f"{self.name}: cannot read {sub}/{entry.name} ({error.strerror})") from None
                     yield MailboxMessage(f"{sub}/{entry.name}", raw)
 
     def move(self, refs: Sequence[str], folder: str) -> None:
         destination = self.path / ("." + folder.strip("/").replace("/", "."))
-        for sub in ("tmp", "new", "cur"):
-            (destination / sub).mkdir(parents=True, exist_ok=True)
-        (destination / "maildirfolder").touch()  # Maildir++ marks a subfolder so
+        try:
+            for sub in ("tmp", "new", "cur"):
+                (destination / sub).mkdir(parents=True, exist_ok=True)
+            (destination / "maildirfolder").touch()  # Maildir++ marks a subfolder so
+        except OSError as error:
+            raise MailboxError(f"{self.name}: cannot create {destination} ({error.strerror})") from None
         for ref in refs:
             sub, _, filename = ref.partition("/")
             if sub not in ("cur", "new") or not filename or "/" in filename or filename.startswith("."):

@@ -9,6 +9,8 @@ NewsletterError          one line for the user: where it happened, what, and wha
  ├── SegmentError        a segment that does not parse, or names none of the list's; its column (segments.py)
  ├── ImportInterrupted   Ctrl-C during an import; carries the report of the rows committed (subscribers.py)
  ├── NewerContentFormat  a campaign frozen by a newer newsletter than this one (sending/frozen.py)
+ ├── MailboxError        the bounce mailbox cannot be read: unreachable, TLS, login refused, folder missing
+ │                       (bounces/mailbox.py)
  └── TransportError      nothing can be sent through this transport as configured, e.g. credentials refused
                          (transports/base.py)
 The CLI turns any of them into `error: <message>` on stderr and a non-zero exit, the MCP server into a tool error

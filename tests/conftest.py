@@ -48,6 +48,7 @@ MARKER_OF_FIXTURE = {
     "chromium": "browser",
     "chromium_installed": "browser",
     "postgresql": "postgresql",
+    "dovecot": "imap",
     "spamassassin": "spamassassin",
     "reference_mjml": "node",
 }
@@ -58,6 +59,7 @@ MARKER_OF_FIXTURE = {
 SLOW = {
     "test_addresses.py::test_the_same_answer_as_email_validator",
     "test_archive.py::test_archive_url_is_the_view_online_link_and_the_feeds_address",
+    "test_bounce_mailbox.py::test_every_message_is_read_whole_and_none_marked_seen",
     "test_campaign.py::test_a_rate_holds_across_two_senders",
     "test_campaign.py::test_a_sender_held_up_past_its_lease_stops_its_batch_when_another_took_it_over",
     "test_cli.py::test_installed_command_builds_the_example",
@@ -243,6 +245,20 @@ def postgresql():
         server = PostgresServer().start()
     except FileNotFoundError as exc:
         pytest.skip(f"NO POSTGRESQL, ITS TESTS SKIPPED: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def dovecot():
+    """A Dovecot IMAP server for the session (tests/imap_server.py: IMAP, IMAPS, XOAUTH2, a Maildir behind them);
+    skipped, loudly, only where Debian's dovecot-imapd is not installed. Each test works in folders of its own."""
+    from imap_server import DovecotServer
+
+    try:
+        server = DovecotServer().start()
+    except FileNotFoundError as exc:
+        pytest.skip(f"NO DOVECOT, ITS TESTS SKIPPED: {exc}")
     yield server
     server.stop()
 

@@ -53,7 +53,7 @@ if reader == "mailbox":
 else:
     imap = imaplib.IMAP4_SSL(host, int(port), ssl_context=ssl.create_default_context(cafile=ca))
     imap.login(user, password)
-    imap.select('"Bounces"')
+    imap.select('"' + url.rpartition("/")[2] + '"')
     if reader == "imaplib-all":
         typ, data = imap.uid("FETCH", "1:*", "(BODY.PEEK[])")
         for item in data:
@@ -98,8 +98,8 @@ def bounce(number: int) -> bytes:
     )
 
 
-def run(reader: str, server: DovecotServer) -> dict:
-    url = server.url(FOLDER)
+def run(reader: str, server: DovecotServer, folder: str = FOLDER) -> dict:
+    url = server.url(folder)
     environ = {**os.environ, "NEWSLETTER_BOUNCES_PASSWORD": server.password, "NEWSLETTER_ROOT": str(ROOT)}
     command = [sys.executable, "-c", CHILD, reader, url, server.host, str(server.tls_port), server.user]
     output = subprocess.run([*command, str(server.ca_file)], env=environ, capture_output=True, text=True, check=True)

@@ -31,31 +31,18 @@ import io
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SLUG = "2024-11-forum-des-alliances"
-SECRET = "bench-secret-key-0123456789abcdef"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from processes import ROOT, SECRET, SLUG, mb, newsletter, workspace  # noqa: E402
+
 FIRST_NAMES = ["Marie", "Jean", "Zoé", "François", "Noémie", "Luc", "Chloé", "Élise", "Gaëtan", "Anne"]
 LOCAL_PARTS = ["marie", "jean", "zoe", "francois", "noemie", "luc", "chloe", "elise", "gaetan", "anne"]
 LAST_NAMES = ["Côté", "Tremblay", "Gagnon", "Bœuf", "Thériault", "Roy", "Lévesque", "Bélanger", "Ouellet", "Pagé"]
-
-# Runs `python -m newsletter ARGS…` and, as it exits, writes its own peak resident memory (KB) to $PEAK_FILE.
-PEAK_WRAPPER = """
-import atexit, os, runpy, sys
-def peak():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            open(os.environ["PEAK_FILE"], "w").write(line.split()[1])
-atexit.register(peak)
-sys.argv = ["newsletter", *sys.argv[1:]]
-runpy.run_module("newsletter", run_name="__main__")
-"""
 
 # The reference: exactly the cheapest correct import, and nothing else. argv: csv file, database URL or file.
 REFERENCE = """
@@ -163,42 +150,12 @@ def write_mailchimp(path: Path, rows: int) -> None:
                     number += 1
 
 
-def workspace(folder: Path) -> Path:
-    shutil.copy(ROOT / "newsletter.toml", folder / "newsletter.toml")
-    shutil.copytree(ROOT / "issues" / SLUG, folder / "issues" / SLUG)
-    return folder
-
-
-def newsletter(folder: Path, *args: str, stdout=subprocess.DEVNULL) -> tuple[float, int, str]:
-    """Run `newsletter ARGS` in the workspace: (seconds, peak memory in KB, what it printed on stdout)."""
-    peak_file = folder / "peak"
-    peak_file.unlink(missing_ok=True)
-    environment = {**os.environ, "PEAK_FILE": str(peak_file), "PYTHONPATH": str(ROOT)}
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", PEAK_WRAPPER, *args],
-        cwd=folder,
-        env=environment,
-        stdout=stdout,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    seconds = time.perf_counter() - started
-    if done.returncode:
-        raise SystemExit(f"newsletter {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")
-    return seconds, int(peak_file.read_text()), done.stdout if stdout == subprocess.PIPE else ""
-
-
 def reference(csv_file: Path, target: str) -> tuple[int, float, int]:
     done = subprocess.run(
         [sys.executable, "-c", REFERENCE, str(csv_file), target], capture_output=True, text=True, check=True
     )
     rows, seconds, peak = done.stdout.split()
     return int(rows), float(seconds), int(peak)
-
-
-def mb(kb: int) -> str:
-    return f"{kb / 1024:.0f} MB"
 
 
 def measure(

@@ -2,9 +2,9 @@
 
 For each message of the folder: its identity (the SHA-256 of its bytes) is looked up first, and a message acted on
 before is only moved (a scan stopped between its decision and its move). Otherwise it is classified
-(classify.py) and matched (matching.py); then, in one transaction, the store records it and applies what it says
-(store/bounces.py). Only then is it moved to `[bounces] processed`, in batches: a scan killed at any point and run
-again counts nothing twice and loses nothing.
+(classify.py) and matched (matching.py); then, a batch at a time in one transaction, the store records each and
+applies what it says (store/bounces.py). Only then are they moved to `[bounces] processed`: a scan killed at any
+point and run again counts nothing twice and loses nothing.
 
 Nothing is ever deleted. A bounce or a complaint acted on, an auto-reply and a challenge are moved; what cannot be
 classified or matched stays where it is, and `review` lists it with why; a message that cannot be parsed at all is
@@ -26,8 +26,10 @@ from newsletter.bounces.matching import Decision, ReturnPath, decide
 from newsletter.config import Config, parse_duration
 from newsletter.errors import ConfigError
 from newsletter.store import Store, now
+from newsletter.store.bounces import ReturnedMessage
 from newsletter.tokens import TokenSigner
 
+BATCH = 100  # messages decided, then applied in one transaction: a crash makes the next scan decide them again
 MOVE_EVERY = 200  # messages moved in one command: a crash leaves at most these to move again
 NOT_BOUNCES = ("auto-reply", "challenge")
 
@@ -134,8 +136,9 @@ def scan(
         report.moved += len(to_move)
         to_move.clear()
 
-    for batch in _batches(mailbox.messages(), 100):
+    for batch in _batches(mailbox.messages(), BATCH):
         seen = store.bounce_messages_seen([identity for identity, _ in batch])
+        acting: list[tuple[ReturnedMessage, str, str]] = []  # each message acted on, its ref and its label
         for identity, message in batch:
             report.read += 1
             if identity in seen:
@@ -152,23 +155,24 @@ def scan(
                 report.left.append(Left(message.ref, found.subject, found.sender, found.date, verdict.left))
                 continue
             label = _label(found, verdict)
-            if not dry_run:
-                changed = store.apply_bounce(
-                    identity,
-                    mailbox.name,
-                    found.kind,
-                    verdict.effects,
-                    detail={"label": label, "subject": found.subject[:200], "message_id": found.message_id},
-                    soft_limit=settings.soft_limit,
-                    soft_since=soft_since,
-                )
-                if changed is None:  # another scan acted on it meanwhile
-                    report.seen_before += 1
-                    file(message.ref)
-                    continue
+            detail = {"label": label, "subject": found.subject[:200], "message_id": found.message_id}
+            acting.append((ReturnedMessage(identity, found.kind, verdict.effects, detail), message.ref, label))
+        if acting and not dry_run:
+            changes = store.apply_bounces(
+                mailbox.name,
+                [returned for returned, _, _ in acting],
+                soft_limit=settings.soft_limit,
+                soft_since=soft_since,
+            )
+        else:
+            changes = [0] * len(acting)
+        for (_, ref, label), changed in zip(acting, changes, strict=True):
+            if changed is None:  # another scan acted on it meanwhile
+                report.seen_before += 1
+            else:
                 report.changed += changed
-            report.decided[label] += 1
-            file(message.ref)
+                report.decided[label] += 1
+            file(ref)
         if progress is not None:
             progress(report)
     flush()

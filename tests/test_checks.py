@@ -7,6 +7,7 @@ from conftest import CONFIG, render_folder
 
 from newsletter.checks import check_issue
 from newsletter.config import load_config
+from newsletter.errors import ConfigError
 
 
 def check(folder):
@@ -244,3 +245,43 @@ def test_dkim_alignment_is_checked_against_the_issues_own_from(make_issue):
     config = CONFIG + '[sender]\nfrom = "x@crdbsl.org"\n[dkim]\ndomain = "crdbsl.org"\nselector = "news"\n'
     report = check(make_issue("from: Autre <autre@autre.ca>\n" + HEADER + "  - type: divider\n", config=config))
     assert [d.code for d in report.warnings] == ["dkim-not-aligned"]
+
+
+def test_bounce_settings_an_smtp_sender_should_have_are_warnings_at_their_line(make_issue, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_TRANSPORT", "smtp://user:secret@mail.crdbsl.org:587")
+    sender = '[sender]\nfrom = "Bulletin <bulletin@crdbsl.org>"\n'
+    bare = check(make_issue(HEADER + "  - type: divider\n", config=CONFIG + sender))
+    (unmatched,) = [d for d in bare.warnings if d.code == "bounces-unmatched"]
+    assert "VERP" in unmatched.message and unmatched.file.endswith("newsletter.toml")
+
+    unread = CONFIG + sender + '[bounces]\nreturn_path = "bounces+{token}@mail.crdbsl.org"\n'
+    report = check(make_issue(HEADER + "  - type: divider\n", config=unread))
+    assert [d.code for d in report.warnings if d.code.startswith(("bounces", "return-path"))] == ["bounces-unread"]
+
+    elsewhere = CONFIG + sender + '[bounces]\nreturn_path = "b+{token}@bounces.example.net"\nmailbox = "maildir:///m"\n'
+    report = check(make_issue(HEADER + "  - type: divider\n", config=elsewhere))
+    (misaligned,) = [d for d in report.warnings if d.code == "return-path-not-aligned"]
+    assert misaligned.line == elsewhere.splitlines().index('return_path = "b+{token}@bounces.example.net"') + 1
+    assert '"bounces.example.net"' in misaligned.message and "SPF" in misaligned.message
+
+    monkeypatch.setenv("NEWSLETTER_TRANSPORT", "postmark+api://token@default")  # a provider handles its bounces
+    report = check(make_issue(HEADER + "  - type: divider\n", config=CONFIG + sender))
+    assert not [d for d in report.warnings if d.code.startswith("bounces")]
+
+
+@pytest.mark.parametrize(
+    "setting, said",
+    [
+        ('return_path = "bounces@crdbsl.org"', "is not a return path: write the bounce address with {token}"),
+        ('return_path = "bounces+{token}"', "is not a return path"),
+        ('mailbox = "pop3://bounces@mail.crdbsl.org"', "is not a mailbox: write imaps://USER@HOST/INBOX"),
+        ('soft_window = "un mois"', "is not a duration"),
+    ],
+)
+def test_a_malformed_bounce_setting_is_one_line_at_its_line(tmp_path, setting, said):
+    (tmp_path / "newsletter.toml").write_text(CONFIG + f"[bounces]\n{setting}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        load_config(tmp_path)
+    message = str(error.value)
+    assert "\n" not in message and said in message
+    assert message.startswith(f"{tmp_path / 'newsletter.toml'}:{CONFIG.count(chr(10)) + 2}: bounces.")

@@ -36,7 +36,7 @@ def database_setting(database_url) -> str:
 @pytest.fixture
 def over_imap(workspace, dovecot, monkeypatch):  # noqa: F811
     """The workspace reading a folder of its own on the Dovecot of the session over IMAPS; the folder's name."""
-    folder = f"Bounces{next(_folders)}"
+    folder = f"Scan{next(_folders)}"  # test_bounce_mailbox.py has the Bounces folders of the same server
     dovecot.make_folder(folder)
     for variable, value in dovecot.environ().items():
         monkeypatch.setenv(variable, value)

@@ -138,6 +138,6 @@ class Attributes(StoreBase):
     def field_name_variants(
         self, keys: Collection[str], *, connection: Connection | None = None
     ) -> dict[str, list[str]]:
-        """For each field key, the names it was ever written under (a segment looks each of them up)."""
+        """For each field key, the names it was ever written under."""
         with self._reading(connection) as reading:
             return field_name_variants(reading, keys)

@@ -206,7 +206,9 @@ subscriber_fields = sa.Table(  # the values of subscribers.fields as a segment c
     sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), primary_key=True),
     sa.Column("field_key", sa.String, primary_key=True),  # fields.field_key of the name, through index_text
     sa.Column("value_key", sa.String, primary_key=True),  # the value lower-cased (str.lower), through index_text
-    sa.Index("subscriber_fields_by_value", "field_key", "value_key", "subscriber_id"),
+    # What PostgreSQL hashes a segment's members from. SQLite's plan probes the primary key for each member instead
+    # (store/segments.py), and never reads this index: it would only double the cost of an import's fields there.
+    sa.Index("subscriber_fields_by_value", "field_key", "value_key", "subscriber_id").ddl_if(dialect="postgresql"),
     sqlite_with_rowid=False,  # the table is its primary key's B-tree: one structure fewer to write
 )
 
@@ -234,9 +236,9 @@ def field_index_rows(subscriber_id: int, fields: Mapping[str, object]) -> list[t
     for name, value in fields.items():
         if value is None or value == "":
             continue
-        key = _indexed_key(name)
-        if key:
-            found[key, index_text(str(value).lower())] = None
+        if key := _indexed_key(name):
+            text = (value if isinstance(value, str) else str(value)).lower()
+            found[key, text if len(text) <= INDEXED_CHARS else index_text(text)] = None
     return [(subscriber_id, key, value) for key, value in found]
 
 

@@ -7,11 +7,11 @@ memberships only, so that PostgreSQL makes each a semi-join (an anti-join under 
 
 - a tag: EXISTS on subscriber_tags by (tag_key, subscriber_id), its index; tags or-ed together are one EXISTS with
   tag_key IN (…);
-- a field (`f = v`, `f in […]`, `has f`): EXISTS on subscriber_fields by (field_key, value_key, subscriber_id), its
-  index, where each of a subscriber's values is a row by key and lower-cased value (schema.field_index_rows: what
-  the reference compares, so that the SQL lowers nothing); `!=` and `not in` are NOT EXISTS, and so match the
-  members without the field, as the reference does. Tests of one field or-ed together are one EXISTS too (on
-  SQLite the value compared, not looked up: see _Compared);
+- a field (`f = v`, `f in […]`, `has f`): EXISTS on subscriber_fields, where each of a subscriber's values is a
+  row by key and lower-cased value (schema.field_index_rows: what the reference compares, so that the SQL lowers
+  nothing): PostgreSQL hashes the members it holds from its index (field_key, value_key, subscriber_id), SQLite
+  probes its primary key (subscriber_id, field_key) for each member. `!=` and `not in` are NOT EXISTS, and so
+  match the members without the field, as the reference does. Tests of one field or-ed together are one EXISTS;
 - the join date: memberships.joined_at, NULL matching no comparison.
 
 EXISTS is never NULL, so that not is plain negation, as the reference's. Every form costs about what a tag costs on
@@ -80,11 +80,10 @@ def _condition(segment: Segment, window: _Window) -> sa.ColumnElement[bool]:
 
 
 class _Compared(sa.sql.expression.ColumnElement[str]):
-    """A column compared, not looked up, on SQLite: `+value_key` (SQLite's own way of keeping a term from choosing
-    an index), so that a member's `f in […]` is one probe of subscriber_fields' primary key (subscriber_id,
-    field_key) rather than one probe of (field_key, value_key, subscriber_id) for each value (five times the time
-    for three values).
-    PostgreSQL, which hashes the index's range once, gets the column as it is."""
+    """A column compared, not looked up, on SQLite: `+value_key` (SQLite's own way of keeping a term out of an
+    index's search), so that a member's `f in […]` is one probe of subscriber_fields' primary key by (subscriber_id,
+    field_key) rather than one by (subscriber_id, field_key, value_key) for each value (twice the time for three).
+    PostgreSQL, which reads the index's range once for all members, gets the column as it is."""
 
     inherit_cache = True
 
@@ -108,7 +107,7 @@ def _compared_sqlite(element: _Compared, compiler: Any, **kw: Any) -> str:
 def _valued(tests: Sequence[Field | Has], window: _Window) -> sa.ColumnElement[bool]:
     """Whether the member has a value of one field that any of these tests (of that key, or-ed together) takes:
     one EXISTS on subscriber_fields, a `has` taking in every value, the values in one IN. Never several keys in
-    one EXISTS: SQLite's plan for an OR of keys there reads a whole key's rows for each member."""
+    one EXISTS: with an OR of keys inside, SQLite read a whole key's rows for each member."""
     key = index_text(tests[0].key)
     found = [subscriber_fields.c.field_key == key, subscriber_fields.c.subscriber_id == memberships.c.subscriber_id]
     if all(isinstance(test, Field) for test in tests):

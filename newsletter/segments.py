@@ -13,10 +13,9 @@ The language, keywords in English or French, in any case (not > and > or; parent
 
 - A field is named by fields.field_key (`Municipalité`, `municipalite` and `MUNICIPALITE` are one); a field named
   like a keyword (tag, has, joined, in, and, …) is written quoted: `"joined" = "oui"`.
-- A value is compared with its case folded (str.lower, and SQL's lower() on the stored side), accents kept:
-  "Lévis" is not "Levis". A value is a person's data, not an identifier like a field's name or a tag, and folding
-  accents costs PostgreSQL four times what lower() does on a million rows (translate(), since unaccent is an
-  extension the tool cannot count on): 1.7 s against 0.4 s, past the second a segment's count may take.
+- A value is compared with its case folded (str.lower, on both sides: the store indexes each member's values
+  lower-cased so), accents kept: "Lévis" is not "Levis". A value is a person's data, not an identifier like a
+  field's name or a tag.
 - `f != v` is the negation of `f = v`: it includes the members without the field (write `has f and f != v` to leave
   them out). An empty value is refused: `has f` and `not has f` say what it would.
 - `joined` compares the membership's join date; a member whose date is unknown matches no comparison (and so the

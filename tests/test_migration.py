@@ -12,10 +12,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from newsletter.cli import app
+from newsletter.segments import parse
 from newsletter.sending.wiring import open_store
+from newsletter.store import MembershipStatus
 from newsletter.workspace import Workspace
 
 EXPORTS = Path(__file__).parent / "fixtures" / "exports"
@@ -163,6 +166,50 @@ def test_export_reads_back_in_as_the_same_list(workspace):
             store.close()
 
     assert members("copie") == members("alliances")
+
+
+def test_a_list_imported_at_schema_version_8_is_segmented_alike_once_its_field_values_are_indexed(workspace):
+    """The Mailchimp export imported, the store taken back to schema version 8 (fields only in each subscriber's
+    JSON, no subscriber_fields), then upgraded: migration 10 indexes every subscriber's fields, and each segment finds
+    the members it found before and that the reference (Segment.matches) finds."""
+    imported(EXPORTS / "mailchimp")
+    assert (
+        run(
+            "subscribers", "add", "zoe@example.org", "--list", "alliances", "--field", "MUNICIPALITÉ=RIMOUSKI"
+        ).exit_code
+        == 0
+    )
+    segments = [
+        parse(text)
+        for text in (
+            'municipalite = "rimouski"',
+            'municipalité in ["Matane", "Amqui"]',
+            'municipalite != "Rimouski"',
+            "has organisme and not tag:rimouski",
+            'first_name = "noémie" or organisme = "œuvre régionale" or tag:rimouski',
+        )
+    ]
+    store = open_store(Workspace.discover(workspace))
+    try:
+        list_id = store.list_id("alliances")
+
+        def found() -> list[list[int]]:
+            return [[m.subscriber_id for m in store.iter_segment(list_id, segment)] for segment in segments]
+
+        before = found()
+        with store.transaction() as connection:
+            connection.execute(sa.text("DELETE FROM schema_version WHERE version > 8"))
+            connection.execute(sa.text("DROP TABLE subscriber_fields"))
+        assert store.version() == 8
+        assert store.upgrade() == [10]
+        members = list(store.iter_members(list_id, MembershipStatus.SUBSCRIBED, tags=True))
+        reference = [
+            [m.subscriber_id for m in members if segment.matches(m.fields, m.tags, m.joined_at)] for segment in segments
+        ]
+        assert found() == before == reference
+        assert all(reference) and len(reference[0]) == 3  # Marie, Luc, and Zoé as she was added
+    finally:
+        store.close()
 
 
 def test_add_tag_untag_and_list_json(workspace):

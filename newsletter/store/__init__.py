@@ -10,7 +10,7 @@ that runs it:
 - schema.py: the tables and the numbered migrations (version, upgrade).
 - lists.py: lists, by slug or former name.
 - subscribers.py: subscribers, memberships and their events; an import's batches; a list's members.
-- attributes.py: subscribers' tags, and the registry of the field names they were written with.
+- attributes.py: subscribers' tags, the index of their fields' values, and the registry of field names.
 - signups.py: sign-ups through a form (double opt-in), their confirmations, the purge of unconfirmed ones.
 - erasure.py: a person's data and its erasure (suppressions); the providers' reports and webhook tokens.
 - campaigns.py: campaigns, and TRANSITIONS, the one table of allowed status changes.
@@ -61,6 +61,7 @@ from newsletter.store.schema import (
     memberships,
     metadata,
     schema_version,
+    subscriber_fields,
     subscriber_tags,
     subscribers,
     suppressions,
@@ -158,6 +159,7 @@ __all__ = [
     "schema_version",
     "segment_clause",
     "slugify",
+    "subscriber_fields",
     "subscriber_tags",
     "subscribers",
     "suppressions",

@@ -1,9 +1,12 @@
-"""A subscriber's tags and the registry of field names: what segments filter on besides the membership itself.
+"""A subscriber's tags, the index of their fields' values and the registry of field names: what segments filter on
+besides the membership itself.
 
 Tags are rows of subscriber_tags, matched by fields.tag_key (case, accents and spaces do not count) and kept as first
-written. Fields live in the subscriber's JSON `fields` under the name they were written with; field_names registers
-every (key, name) ever written, so that a segment's `municipalite = "…"` knows which names to look up, and `check`
-which fields a list's members have, in one query each.
+written. Fields live in the subscriber's JSON `fields` under the name they were written with (what messages and
+exports read), and each value is also a row of subscriber_fields, by key and lower-cased value
+(schema.field_index_rows), which is what a segment's `municipalite = "…"` finds: every writer of `fields` calls
+index_fields or reindex_fields in the same transaction. field_names registers every (key, name) ever written, so that
+`check` knows which fields no member ever had without a query per list.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from newsletter.fields import distinct_tags, field_key, tag_key
 from newsletter.store.engine import StoreBase, _Among, _insert_ignoring, _Many
-from newsletter.store.schema import field_names, subscriber_tags
+from newsletter.store.schema import field_names, subscriber_fields, subscriber_tags
 
 _TAGS_AMONG = sa.select(subscriber_tags.c.subscriber_id, subscriber_tags.c.tag_key, subscriber_tags.c.tag).where(
     _Among(subscriber_tags.c.subscriber_id, "k_ids")
@@ -47,6 +50,31 @@ def add_tags(connection: Connection, tags: Iterable[tuple[int, str]]) -> None:
     rows = [(subscriber_id, tag_key(tag), tag) for subscriber_id, tag in tags]
     if rows:
         _ADD_TAGS(connection, rows)
+
+
+_ADD_FIELDS = _Many(  # a batch's field values in one statement, as the tags
+    lambda dialect: _insert_ignoring(dialect, subscriber_fields).values(
+        subscriber_id=sa.bindparam("f_subscriber"), field_key=sa.bindparam("f_key"), value_key=sa.bindparam("f_value")
+    ),
+    ["f_subscriber", "f_key", "f_value"],
+    postgresql="INSERT INTO subscriber_fields (subscriber_id, field_key, value_key) "
+    "SELECT f_subscriber, f_key, f_value FROM json_to_recordset(%(rows)s::json) "
+    "AS u(f_subscriber int, f_key text, f_value text) ON CONFLICT DO NOTHING",
+)
+_FORGET_FIELDS = subscriber_fields.delete().where(_Among(subscriber_fields.c.subscriber_id, "k_ids"))
+
+
+def index_fields(connection: Connection, rows: Sequence[tuple[int, str, str]]) -> None:
+    """Add these subscriber_fields rows (schema.field_index_rows) of subscribers that have none yet."""
+    if rows:
+        _ADD_FIELDS(connection, rows)
+
+
+def reindex_fields(connection: Connection, subscriber_ids: Sequence[int], rows: Sequence[tuple[int, str, str]]) -> None:
+    """These subscribers' fields were written anew: their rows of subscriber_fields become these."""
+    if subscriber_ids:
+        connection.execute(_FORGET_FIELDS, {"k_ids": list(subscriber_ids)})
+    index_fields(connection, rows)
 
 
 def register_field_names(connection: Connection, known: set[tuple[str, str]], documents: Iterable[Mapping]) -> None:
@@ -110,6 +138,6 @@ class Attributes(StoreBase):
     def field_name_variants(
         self, keys: Collection[str], *, connection: Connection | None = None
     ) -> dict[str, list[str]]:
-        """For each field key, the names it was ever written under (a segment looks each of them up)."""
+        """For each field key, the names it was ever written under."""
         with self._reading(connection) as reading:
             return field_name_variants(reading, keys)

@@ -14,7 +14,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from newsletter.store.attributes import field_name_variants
 from newsletter.store.engine import StoreBase, _aware, now
 from newsletter.store.schema import approval_requests, campaigns, deliveries, lists, memberships, subscribers
 from newsletter.store.statuses import CampaignStatus, DeliveryStatus, MembershipStatus, delivery_counts
@@ -129,8 +128,7 @@ def audience_filter(
         from newsletter.segments import parse
         from newsletter.store.segments import segment_clause
 
-        parsed = parse(segment)
-        where.append(segment_clause(parsed, field_name_variants(connection, parsed.field_keys())))
+        where.append(segment_clause(parse(segment)))
     if not not_sent_already:
         return where
     earlier = _earlier_of_same_content(connection, list_id, issue_slug, content_hash, campaign_id)

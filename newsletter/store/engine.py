@@ -60,14 +60,8 @@ def engine_name(url: str) -> str:
         return "(invalid URL)"
 
 
-def _unicode_lower(value: object) -> object:
-    return value.lower() if isinstance(value, str) else value
-
-
 def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     dbapi_connection.isolation_level = None  # SQLAlchemy's begin event below starts the transactions
-    # SQLite's own lower() folds ASCII only ('É' stays 'É'): a segment's values are compared through this one.
-    dbapi_connection.create_function("unicode_lower", 1, _unicode_lower, deterministic=True)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the sender's writes
     cursor.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; safe with WAL

@@ -22,6 +22,7 @@ from newsletter.store.schema import (
     events,
     lists,
     memberships,
+    subscriber_fields,
     subscriber_tags,
     subscribers,
     suppressions,
@@ -112,6 +113,7 @@ class Erasure(Subscribers):
             )
             connection.execute(memberships.delete().where(memberships.c.subscriber_id == found.id))
             connection.execute(subscriber_tags.delete().where(subscriber_tags.c.subscriber_id == found.id))
+            connection.execute(subscriber_fields.delete().where(subscriber_fields.c.subscriber_id == found.id))
             connection.execute(events.update().where(events.c.subscriber_id == found.id).values(detail={}))
             connection.execute(
                 deliveries.update()

@@ -7,8 +7,10 @@ Never change a migration that has shipped: add the next one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -193,7 +195,7 @@ subscriber_tags = sa.Table(  # a subscriber's tags, matched by fields.tag_key: w
 )
 
 
-field_names = sa.Table(  # every field name ever written to a subscriber, by key: the names a segment's field looks up
+field_names = sa.Table(  # every field name ever written to a subscriber, by key: which fields a list's members have
     "field_names",
     metadata,
     sa.Column("field_key", sa.String(200), primary_key=True),
@@ -212,6 +214,48 @@ bounce_messages = sa.Table(  # every message of the bounce mailbox a scan acted 
     sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id")),
     sa.Column("detail", sa.JSON, nullable=False, default=dict),  # what was decided: status code, severity, subject
 )
+
+
+subscriber_fields = sa.Table(  # the values of subscribers.fields as a segment compares them: what `f = v` finds
+    "subscriber_fields",
+    metadata,
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), primary_key=True),
+    sa.Column("field_key", sa.String, primary_key=True),  # fields.field_key of the name, through index_text
+    sa.Column("value_key", sa.String, primary_key=True),  # the value lower-cased (str.lower), through index_text
+    # What PostgreSQL hashes a segment's members from. SQLite's plan probes the primary key for each member instead
+    # (store/segments.py), and never reads this index: it would only double the cost of an import's fields there.
+    sa.Index("subscriber_fields_by_value", "field_key", "value_key", "subscriber_id").ddl_if(dialect="postgresql"),
+    sqlite_with_rowid=False,  # the table is its primary key's B-tree: one structure fewer to write
+)
+
+INDEXED_CHARS = 200  # a key or value longer than this is indexed as its start and a hash of the whole
+
+
+def index_text(text: str) -> str:
+    """A field's key or lower-cased value as subscriber_fields holds it: whole up to INDEXED_CHARS characters, else
+    its first INDEXED_CHARS and the SHA-256 of the whole (an index entry has a size limit, some 2,700 bytes on
+    PostgreSQL), which is longer than any text kept whole, so that two texts have one form only if they are equal."""
+    if len(text) <= INDEXED_CHARS:
+        return text
+    return text[:INDEXED_CHARS] + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@functools.lru_cache(maxsize=4096)  # an import's few names, on each of its million rows
+def _indexed_key(name: str) -> str:
+    return index_text(field_key(name))
+
+
+def field_index_rows(subscriber_id: int, fields: Mapping[str, object]) -> list[tuple[int, str, str]]:
+    """The subscriber_fields rows of one subscriber's fields: (subscriber, key, value) for each value that is not
+    empty, as newsletter/segments.py's reference matches it (str.lower; every name of a key, each value once)."""
+    found: dict[tuple[str, str], None] = {}
+    for name, value in fields.items():
+        if value is None or value == "":
+            continue
+        if key := _indexed_key(name):
+            text = (value if isinstance(value, str) else str(value)).lower()
+            found[key, text if len(text) <= INDEXED_CHARS else index_text(text)] = None
+    return [(subscriber_id, key, value) for key, value in found]
 
 
 def _migration_1(connection: Connection) -> None:
@@ -317,6 +361,24 @@ def _migration_9(connection: Connection) -> None:
     next(i for i in campaigns.indexes if i.name == "campaigns_by_list").create(connection, checkfirst=True)
 
 
+def _migration_10(connection: Connection) -> None:
+    """The index of field values (subscriber_fields), filled from every subscriber's fields: read a few thousand
+    at a time (the fields as text: most subscribers have none to parse), written a few thousand rows a statement."""
+    from newsletter.store.attributes import index_fields  # attributes.py builds on these tables
+
+    metadata.create_all(connection, tables=[subscriber_fields])
+    documents = sa.select(subscribers.c.id, sa.cast(subscribers.c.fields, sa.Text)).where(
+        sa.cast(subscribers.c.fields, sa.Text) != "{}"
+    )
+    for partition in connection.execute(documents.execution_options(yield_per=5000)).partitions():
+        rows = []
+        for subscriber_id, text in partition:
+            rows.extend(field_index_rows(subscriber_id, json.loads(text) or {}))
+        index_fields(connection, rows)
+    if connection.dialect.name == "postgresql":  # the planner's statistics of the new table, before any segment
+        connection.exec_driver_sql("ANALYZE subscriber_fields")
+
+
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _migration_1),
     (2, _migration_2),
@@ -327,6 +389,7 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (7, _migration_7),
     (8, _migration_8),
     (9, _migration_9),
+    (10, _migration_10),
 ]
 
 

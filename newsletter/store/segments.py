@@ -7,107 +7,42 @@ memberships only, so that PostgreSQL makes each a semi-join (an anti-join under 
 
 - a tag: EXISTS on subscriber_tags by (tag_key, subscriber_id), its index; tags or-ed together are one EXISTS with
   tag_key IN (…);
-- fields: the largest sub-trees that name only fields become one EXISTS on subscribers (its row read once, whatever
-  the number of conditions), each field read from the JSON under every name it was written with and compared
-  through lower() (see _FieldTest), never NULL (a NULL under not would drop the member SQL's way, not the
-  reference's). The value's side is lower-cased in Python (the tree holds it so);
+- a field (`f = v`, `f in […]`, `has f`): EXISTS on subscriber_fields, where each of a subscriber's values is a
+  row by key and lower-cased value (schema.field_index_rows: what the reference compares, so that the SQL lowers
+  nothing): PostgreSQL hashes the members it holds from its index (field_key, value_key, subscriber_id), SQLite
+  probes its primary key (subscriber_id, field_key) for each member. `!=` and `not in` are NOT EXISTS, and so
+  match the members without the field, as the reference does. Tests of one field or-ed together are one EXISTS;
 - the join date: memberships.joined_at, NULL matching no comparison.
 
-On PostgreSQL the fields cost what reading a million JSON documents costs (subscribers.fields is `json`, text
-parsed at each ->>): a second or more for a million, where a tag or a join date costs a few tenths (bench/
-segments.py).
-
-A field key that no name was ever written under matches nobody (its negation everybody): folded to a constant
-here, before any SQL.
+EXISTS is never NULL, so that not is plain negation, as the reference's. On a million members a field costs about
+what a tag costs, 0.1 to 0.3 s on PostgreSQL (0.3 to 0.6 s on SQLite), and an and/or of five conditions 0.7 s
+(1 s on SQLite): bench/segments.py.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 
 from newsletter.segments import And, Field, Has, Joined, Not, Or, Segment, Tag
-from newsletter.store.attributes import Attributes, tags_among
+from newsletter.store.attributes import Attributes, field_name_variants, tags_among
 from newsletter.store.engine import _TIME
-from newsletter.store.schema import memberships, subscriber_tags, subscribers
+from newsletter.store.schema import index_text, memberships, subscriber_fields, subscriber_tags, subscribers
 from newsletter.store.statuses import MembershipStatus
 from newsletter.store.subscribers import Member
-
-_Condition = sa.ColumnElement[bool] | bool  # a constant is folded away before it reaches SQL
-
 
 _Window = tuple[int, int | None] | None  # (after, up to) subscriber ids: iter_segment's page, for every subquery
 
 
-class _FieldTest(sa.sql.expression.ColumnElement[bool]):
-    """A field, under any of the names it was written with, has one of these values (lower-cased), or (values
-    None) a value other than "": never NULL.
-
-    PostgreSQL: `lower(coalesce(fields ->> 'Municipalité', '')) IN (…) OR …` for each name, through SQLAlchemy's
-    JSON index .as_string(); lower() folds by the database's LC_CTYPE (a UTF-8 locale every alphabet, C only ASCII).
-
-    SQLite: `EXISTS (SELECT 1 FROM json_each(fields) WHERE key IN (names) AND unicode_lower(value) IN (…))`, one
-    reading of the document whatever the number of names. json_extract's path would never find a key written with
-    escapes, which json.dumps makes of every accent (`"Municipalit\\u00e9"`: SQLite 3.40 compares a path's label
-    with the text as stored), nor spell a name holding a double quote. unicode_lower() is Python's str.lower,
-    given to each connection by store/engine.py since SQLite's lower() folds ASCII only; SQLite's own lower() when
-    every value is ASCII, for half the time (only an ASCII text can then be equal, and lower() folds it alike; the
-    one character whose lower case is ASCII, the Kelvin sign, is then left as it is)."""
-
-    type = sa.Boolean()
-    inherit_cache = True
-
-    def __init__(self, names: Sequence[str], values: Sequence[str] | None):
-        self.names, self.values = tuple(names), tuple(values) if values is not None else None
-
-    def _gen_cache_key(self, anon_map: Any, bindparams: Any) -> Any:
-        return (type(self), self.names, self.values)
-
-
-@compiles(_FieldTest)
-def _field_test(element: _FieldTest, compiler: Any, **kw: Any) -> str:
-    tests = []
-    for name in element.names:
-        text = sa.func.coalesce(subscribers.c.fields[name].as_string(), "")
-        if element.values is None:
-            tests.append(text != "")
-        else:
-            tests.append(sa.func.lower(text).in_(element.values))
-    return f"({compiler.process(sa.or_(*tests), **kw)})"  # grouped: the caller's AND cannot see this OR
-
-
-@compiles(_FieldTest, "sqlite")
-def _field_test_sqlite(element: _FieldTest, compiler: Any, **kw: Any) -> str:
-    entry = sa.table("json_each", sa.column("key"), sa.column("value"))
-    found: sa.ColumnElement[bool] = entry.c.key.in_(element.names)
-    if element.values is None:
-        found = sa.and_(found, entry.c.value != "")
-    else:
-        lower = sa.func.lower if all(value.isascii() for value in element.values) else sa.func.unicode_lower
-        found = sa.and_(found, lower(entry.c.value).in_(element.values))
-    fields = compiler.process(subscribers.c.fields, **kw)
-    return f"EXISTS (SELECT 1 FROM json_each({fields}) WHERE {compiler.process(found, **kw)})"
-
-
-def segment_clause(
-    segment: Segment, variants: Mapping[str, Sequence[str]], *, window: _Window = None
-) -> sa.ColumnElement[bool]:
-    """The segment as a condition on memberships (see the module's docstring); variants: each field key's names,
-    as field_names holds them (Attributes.field_name_variants). window (after, up to), for a query of the members
-    whose ids are in it: each subquery is bounded by it too, which PostgreSQL does not infer."""
-    found = _condition(segment, variants, window)
-    if isinstance(found, bool):
-        return sa.true() if found else sa.false()
-    return found
-
-
-def _fields_only(segment: Segment) -> bool:
-    return all(not isinstance(node, Tag | Joined) for node in segment.walk())
+def segment_clause(segment: Segment, *, window: _Window = None) -> sa.ColumnElement[bool]:
+    """The segment as a condition on memberships (see the module's docstring). window (after, up to), for a query
+    of the members whose ids are in it: each subquery is bounded by it too, which PostgreSQL does not infer."""
+    return _condition(segment, window)
 
 
 def _within(column: sa.ColumnElement[int], window: _Window) -> list[sa.ColumnElement[bool]]:
@@ -117,47 +52,70 @@ def _within(column: sa.ColumnElement[int], window: _Window) -> list[sa.ColumnEle
     return [column > after] if upto is None else [column > after, column <= upto]
 
 
-def _condition(segment: Segment, variants: Mapping[str, Sequence[str]], window: _Window) -> _Condition:
+def _condition(segment: Segment, window: _Window) -> sa.ColumnElement[bool]:
     if isinstance(segment, Not):  # NOT EXISTS: an anti-join against the few who match, not a semi-join on the rest
-        return _negated(_condition(segment.item, variants, window))
-    if _fields_only(segment):
-        inner = _on_subscriber(segment, variants)
-        if isinstance(inner, bool):
-            return inner
-        same = subscribers.c.id == memberships.c.subscriber_id
-        return sa.exists().where(same, inner, *_within(subscribers.c.id, window)).correlate(memberships)
+        return sa.not_(_condition(segment.item, window))
+    if isinstance(segment, Field | Has):
+        return _valued([segment], window)
     if isinstance(segment, Tag):
         return _tagged([segment.key], window)
     if isinstance(segment, Joined):
         return _joined(segment)
     if isinstance(segment, And | Or):
-        # The cheap first (SQLite stops at the first that decides; PostgreSQL orders by cost itself), the tags of
-        # an `or` in one probe, the field-only items together last (one reading of the subscriber's fields).
-        fields = [item for item in segment.items if _fields_only(item)]
-        rest = [item for item in segment.items if not _fields_only(item)]
-        parts: list[_Condition] = [_joined(item) for item in rest if isinstance(item, Joined)]
-        rest = [item for item in rest if not isinstance(item, Joined)]
-        if isinstance(segment, Or) and (tags := [item.key for item in rest if isinstance(item, Tag)]):
-            parts.append(_tagged(tags, window))
-            rest = [item for item in rest if not isinstance(item, Tag)]
-        parts.extend(_condition(item, variants, window) for item in rest)
-        if fields:
-            together = fields[0] if len(fields) == 1 else type(segment)(tuple(fields))
-            parts.append(_condition(together, variants, window))
-        return _combined(isinstance(segment, And), parts)
+        # The cheap first (SQLite stops at the first that decides; PostgreSQL orders by cost itself); the tags of
+        # an `or` in one probe, and its tests of one field in one probe.
+        parts: list[sa.ColumnElement[bool]] = [_joined(item) for item in segment.items if isinstance(item, Joined)]
+        rest = [item for item in segment.items if not isinstance(item, Joined)]
+        if isinstance(segment, Or):
+            if tags := [item.key for item in rest if isinstance(item, Tag)]:
+                parts.append(_tagged(tags, window))
+            by_key: dict[str, list[Field | Has]] = {}
+            for item in rest:
+                if isinstance(item, Field | Has):
+                    by_key.setdefault(item.key, []).append(item)
+            parts.extend(_valued(tests, window) for tests in by_key.values())
+            rest = [item for item in rest if not isinstance(item, Tag | Field | Has)]
+        parts.extend(_condition(item, window) for item in rest)
+        return sa.and_(*parts) if isinstance(segment, And) else sa.or_(*parts)
     raise TypeError(f"not a segment: {segment!r}")
 
 
-def _on_subscriber(segment: Segment, variants: Mapping[str, Sequence[str]]) -> _Condition:
-    """A field-only segment as a condition on the subscribers row (never NULL)."""
-    if isinstance(segment, Field | Has):
-        names = variants.get(segment.key, ())
-        return _FieldTest(names, segment.values if isinstance(segment, Field) else None) if names else False
-    if isinstance(segment, Not):
-        return _negated(_on_subscriber(segment.item, variants))
-    if isinstance(segment, And | Or):
-        return _combined(isinstance(segment, And), [_on_subscriber(item, variants) for item in segment.items])
-    raise TypeError(f"not a condition on fields: {segment!r}")
+class _Compared(sa.sql.expression.ColumnElement[str]):
+    """A column compared, not looked up, on SQLite: `+value_key` (SQLite's own way of keeping a term out of an
+    index's search), so that a member's `f in […]` is one probe of subscriber_fields' primary key by (subscriber_id,
+    field_key) rather than one by (subscriber_id, field_key, value_key) for each value (twice the time for three).
+    PostgreSQL, which reads the index's range once for all members, gets the column as it is."""
+
+    inherit_cache = True
+
+    def __init__(self, column: sa.ColumnElement[str]):
+        self.column, self.type = column, column.type
+
+    def _gen_cache_key(self, anon_map: Any, bindparams: Any) -> Any:
+        return (type(self), self.column._gen_cache_key(anon_map, bindparams))
+
+
+@compiles(_Compared)
+def _compared(element: _Compared, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.column, **kw)
+
+
+@compiles(_Compared, "sqlite")
+def _compared_sqlite(element: _Compared, compiler: Any, **kw: Any) -> str:
+    return f"+{compiler.process(element.column, **kw)}"
+
+
+def _valued(tests: Sequence[Field | Has], window: _Window) -> sa.ColumnElement[bool]:
+    """Whether the member has a value of one field that any of these tests (of that key, or-ed together) takes:
+    one EXISTS on subscriber_fields, a `has` taking in every value, the values in one IN. Never several keys in
+    one EXISTS: with an OR of keys inside, SQLite read a whole key's rows for each member."""
+    key = index_text(tests[0].key)
+    found = [subscriber_fields.c.field_key == key, subscriber_fields.c.subscriber_id == memberships.c.subscriber_id]
+    if all(isinstance(test, Field) for test in tests):
+        values = sorted({index_text(value) for test in tests for value in cast(Field, test).values})
+        value = _Compared(subscriber_fields.c.value_key)
+        found.append(value == values[0] if len(values) == 1 else value.in_(values))
+    return sa.exists().where(*found, *_within(subscriber_fields.c.subscriber_id, window)).correlate(memberships)
 
 
 def _tagged(keys: Sequence[str], window: _Window) -> sa.ColumnElement[bool]:
@@ -179,30 +137,12 @@ def _joined(segment: Joined) -> sa.ColumnElement[bool]:
     return sa.and_(memberships.c.joined_at.is_not(None), _COMPARE[segment.op](memberships.c.joined_at, at))
 
 
-def _negated(condition: _Condition) -> _Condition:
-    return (not condition) if isinstance(condition, bool) else sa.not_(condition)
-
-
-def _combined(conjunction: bool, parts: Sequence[_Condition]) -> _Condition:
-    """and_/or_ of the parts, constants folded: true and x is x, false or x is x, false and x is false."""
-    absorbing = not conjunction  # what decides alone: false for and, true for or
-    if any(isinstance(part, bool) and part == absorbing for part in parts):
-        return absorbing
-    kept = [part for part in parts if not isinstance(part, bool)]
-    if not kept:
-        return conjunction
-    if len(kept) == 1:
-        return kept[0]
-    return sa.and_(*kept) if conjunction else sa.or_(*kept)
-
-
 class Segments(Attributes):
     """A list narrowed to a segment: counted, sampled and streamed (the consent predicate always with it)."""
 
     def segment_filter(self, segment: Segment, *, connection: Connection | None = None) -> sa.ColumnElement[bool]:
-        """segment_clause with the field names looked up: a `.where()` for any select FROM memberships."""
-        variants = self.field_name_variants(segment.field_keys(), connection=connection)
-        return segment_clause(segment, variants)
+        """segment_clause: a `.where()` for any select FROM memberships (the connection is not needed)."""
+        return segment_clause(segment)
 
     def list_field_keys(self, list_id: int, keys: Collection[str], *, connection: Connection | None = None) -> set[str]:
         """Which of these field keys some subscribed member of the list has a value for (`check`'s question of an
@@ -210,12 +150,11 @@ class Segments(Attributes):
         answered by the registry of field names alone."""
         found: set[str] = set()
         with self._reading(connection) as reading:
-            variants = self.field_name_variants(keys, connection=reading)
-            for key in sorted(variants):
+            for key in sorted(field_name_variants(reading, keys)):
                 probe = sa.select(memberships.c.subscriber_id).where(
                     memberships.c.list_id == list_id,
                     memberships.c.status == MembershipStatus.SUBSCRIBED,
-                    segment_clause(Has(key), variants),
+                    segment_clause(Has(key)),
                 )
                 if reading.execute(probe.limit(1)).first() is not None:
                     found.add(key)
@@ -261,16 +200,14 @@ class Segments(Attributes):
 
         A page is a window of `page` subscribed members of the list (found by memberships_by_list, after the last
         window's end), filtered by the segment with every subquery bounded by the window: a `LIMIT page` over the
-        whole segment instead had PostgreSQL read every subscriber's fields again for each page (270 s for a
-        third of a million, against one pass)."""
-        with self._reading(connection) as reading:
-            variants = self.field_name_variants(segment.field_keys(), connection=reading)
+        whole segment instead had PostgreSQL run the segment's subqueries over the whole list again for each page
+        (270 s for a third of a million, when fields were read from each subscriber's JSON)."""
         after = 0
         while True:
             with self._reading(connection) as reading:
                 upto = reading.execute(_window_end(list_id, after, page)).scalar()
                 window = (after, upto)
-                query = _members_query(list_id, segment_clause(segment, variants, window=window))
+                query = _members_query(list_id, segment_clause(segment, window=window))
                 # Both sides of the join bounded: PostgreSQL carries no inequality across it, and would walk the
                 # subscribers' index from its first id for each page.
                 query = query.where(*_within(memberships.c.subscriber_id, window), *_within(subscribers.c.id, window))

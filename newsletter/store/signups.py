@@ -17,7 +17,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from newsletter.store.engine import _TIME, _Among, _aware, _Lookup, now
-from newsletter.store.schema import address_hash, deliveries, events, lists, memberships, subscribers, suppressions
+from newsletter.store.schema import (
+    address_hash,
+    deliveries,
+    events,
+    lists,
+    memberships,
+    subscriber_fields,
+    subscriber_tags,
+    subscribers,
+    suppressions,
+)
 from newsletter.store.statuses import MembershipStatus
 from newsletter.store.subscribers import _INSERT_MEMBERSHIPS, _INSERT_SUBSCRIBERS, _LOG_EVENTS, Subscribers
 
@@ -394,9 +404,9 @@ class Signups(Subscribers):
     ) -> tuple[list[str], int]:
         """Sign-ups of a list never confirmed whose last request came before `before` (their link has expired):
         their membership and their requests go (what they saw, their user agent, the hash of their IP), and the
-        person too when nothing else is held about them (no other list, delivery or event). Returns the addresses
-        and how many people went whole. A confirmation that commits first keeps its person: the memberships are
-        locked as they are read (FOR UPDATE on PostgreSQL; SQLite's write lock is whole)."""
+        person too when nothing else is held about them (no other list, delivery, event, tag or field). Returns the
+        addresses and how many people went whole. A confirmation that commits first keeps its person: the
+        memberships are locked as they are read (FOR UPDATE on PostgreSQL; SQLite's write lock is whole)."""
         last_asked = _last_asked(list_id)
         erased = 0
         with self._writing(connection) as connection:
@@ -424,7 +434,7 @@ class Signups(Subscribers):
                 )
                 held = [
                     sa.select(table.c.subscriber_id).where(table.c.subscriber_id == subscribers.c.id).exists()
-                    for table in (memberships, deliveries, events)
+                    for table in (memberships, deliveries, events, subscriber_tags, subscriber_fields)
                 ]
                 erased += connection.execute(
                     subscribers.delete().where(subscribers.c.id.in_(ids), *(~found for found in held))

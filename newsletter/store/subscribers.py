@@ -24,10 +24,25 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from newsletter.fields import merge_fields, tag_key
-from newsletter.store.attributes import Attributes, add_tags, register_field_names, tags_among
+from newsletter.store.attributes import (
+    Attributes,
+    add_tags,
+    index_fields,
+    register_field_names,
+    reindex_fields,
+    tags_among,
+)
 from newsletter.store.engine import _TIME, _Among, _aware, _insert_ignoring, _Lookup, _Many, now
 from newsletter.store.lists import ListRow, _list_named
-from newsletter.store.schema import address_hash, events, lists, memberships, subscribers, suppressions
+from newsletter.store.schema import (
+    address_hash,
+    events,
+    field_index_rows,
+    lists,
+    memberships,
+    subscribers,
+    suppressions,
+)
 from newsletter.store.statuses import MembershipStatus
 
 IMPORT_CACHE_KB = 16_384  # SQLite's page cache for an import's connection (its default is 2 MB)
@@ -228,6 +243,7 @@ class Subscribers(Attributes):
                     .values(email=email, email_key=key, name=name, fields=fields, created_at=at)
                     .returning(subscribers.c.id)
                 ).scalar_one()
+                index_fields(writing, field_index_rows(subscriber_id, fields))
             else:
                 subscriber_id = row.id
                 merged = merge_fields(row.fields or {}, fields)
@@ -238,6 +254,8 @@ class Subscribers(Attributes):
                         .where(subscribers.c.id == subscriber_id)
                         .values(name=new_name, fields=merged)
                     )
+                    if merged != (row.fields or {}):
+                        reindex_fields(writing, [subscriber_id], field_index_rows(subscriber_id, merged))
                     changed = True
             register_field_names(writing, self._field_names_seen(), [fields])
             if tags and self.tag(subscriber_id, tags, connection=writing):
@@ -311,12 +329,19 @@ class Subscribers(Attributes):
             _INSERT_SUBSCRIBERS(connection, fresh)
             wanted_keys = [keys[i] for i in wanted]
             ids.update(connection.execute(_INSERTED_IDS, {"k_keys": wanted_keys, "k_at": at}).all())
-            inserted = set(ids)  # subscribers this batch made: they have no tags yet
+            inserted = set(ids)  # subscribers this batch made: they have no tags yet, nor indexed fields
+            made = [(ids[keys[i]], rows[i].fields) for i in wanted if keys[i] in ids and rows[i].fields]
+            index_fields(
+                connection,
+                [entry for subscriber_id, fields in made for entry in field_index_rows(subscriber_id, fields)],
+            )
             lost = [key for key in wanted_keys if key not in ids]  # added by someone else since we looked
             if lost:
                 found.update({r.email_key: r for r in connection.execute(_SUBSCRIBERS_BY_KEY, {"k_keys": lost})})
         changed: set[int] = set()
         updates = []
+        reindexed: list[int] = []  # the subscribers whose fields this batch changes, and their index's new rows
+        reindexing: list[tuple[int, str, str]] = []
         for i, key in enumerate(keys):
             row = found.get(key)
             if row is None or results[i] is not None:
@@ -327,9 +352,13 @@ class Subscribers(Attributes):
             if new_name != row.name or merged != before:
                 updates.append((new_name, merged, row.id))
                 changed.add(i)
+            if merged != before:
+                reindexed.append(row.id)
+                reindexing.extend(field_index_rows(row.id, merged))
             ids[key] = row.id
         if updates:
             _UPDATE_SUBSCRIBERS(connection, updates)
+            reindex_fields(connection, reindexed, reindexing)
         self._add_rows_tags(connection, rows, keys, ids, inserted, results, changed)
         statuses = self._statuses(connection, list_id, [ids[key] for key in found if key in ids])
         joining = [i for i, key in enumerate(keys) if results[i] is None and statuses.get(ids[key]) is None]

@@ -13,7 +13,7 @@ from newsletter.subscribers import add
 def test_migrations_are_versioned_and_idempotent(tmp_path):
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     store = Store.open(url)
-    assert store.version() == MIGRATIONS[-1][0] == 9
+    assert store.version() == MIGRATIONS[-1][0] == 10
     assert store.upgrade() == []
     store.close()
     with Store.open(url).engine.connect() as connection:
@@ -34,7 +34,7 @@ def test_campaigns_of_an_earlier_version_get_their_status_and_the_ledger_its_lea
         "deliveries": ["lease_owner", "lease_until"],
         "memberships": ["joined_at"],
     }
-    with store.engine.begin() as connection:  # undo what migrations 3 to 9 add (migration 1 makes today's tables)
+    with store.engine.begin() as connection:  # undo what migrations 3 to 10 add (migration 1 makes today's tables)
         connection.exec_driver_sql("DELETE FROM schema_version WHERE version >= 3")
         connection.exec_driver_sql("DROP TABLE IF EXISTS campaign_sends")
         connection.exec_driver_sql("DROP TABLE IF EXISTS webhook_tokens")
@@ -43,6 +43,7 @@ def test_campaigns_of_an_earlier_version_get_their_status_and_the_ledger_its_lea
         connection.exec_driver_sql("DROP TABLE IF EXISTS campaign_events")
         connection.exec_driver_sql("DROP TABLE IF EXISTS subscriber_tags")
         connection.exec_driver_sql("DROP TABLE IF EXISTS field_names")
+        connection.exec_driver_sql("DROP TABLE IF EXISTS subscriber_fields")
         connection.exec_driver_sql("DROP INDEX IF EXISTS subscriber_tags_by_key")
         connection.exec_driver_sql("DROP INDEX IF EXISTS campaigns_by_status")
         connection.exec_driver_sql("DROP INDEX IF EXISTS events_signups_by_time")
@@ -63,7 +64,7 @@ def test_campaigns_of_an_earlier_version_get_their_status_and_the_ledger_its_lea
             insert, [{"id": 1, "at": now(), "finished": now()}, {"id": 2, "at": now(), "finished": None}]
         )
     assert store.version() == 2
-    assert store.upgrade() == [3, 4, 5, 6, 7, 8, 9]
+    assert store.upgrade() == [3, 4, 5, 6, 7, 8, 9, 10]
     assert "events_signups_by_time" in {index["name"] for index in sa.inspect(store.engine).get_indexes("events")}
     assert sa.inspect(store.engine).has_table("webhook_tokens")
     columns = {table: {c["name"] for c in sa.inspect(store.engine).get_columns(table)} for table in added}
@@ -86,6 +87,6 @@ def test_postgresql_is_migrated_only_by_db_upgrade(postgresql, monkeypatch, tmp_
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NEWSLETTER_DATABASE_URL", url)
     result = CliRunner().invoke(app, ["db", "upgrade"])
-    assert result.exit_code == 0 and "applied 1, 2, 3, 4, 5, 6, 7, 8, 9 (schema version 9)" in result.stdout
+    assert result.exit_code == 0 and "applied 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 (schema version 10)" in result.stdout
     assert "already up to date" in CliRunner().invoke(app, ["db", "upgrade"]).stdout
     Store.open(url).close()

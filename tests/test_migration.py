@@ -201,7 +201,7 @@ def test_a_list_imported_at_schema_version_8_is_segmented_alike_once_its_field_v
             connection.execute(sa.text("DELETE FROM schema_version WHERE version > 8"))
             connection.execute(sa.text("DROP TABLE subscriber_fields"))
         assert store.version() == 8
-        assert store.upgrade() == [10]
+        assert store.upgrade() == [9, 10]  # 9 (bounces) finds its table and indexes there, and adds nothing
         members = list(store.iter_members(list_id, MembershipStatus.SUBSCRIBED, tags=True))
         reference = [
             [m.subscriber_id for m in members if segment.matches(m.fields, m.tags, m.joined_at)] for segment in segments

@@ -191,3 +191,39 @@ def test_every_page_of_a_member_is_in_their_language_one_click_too(site):
     # A language the list does not offer: its first.
     add(store, "nouvelles", "ann@example.org", None)
     assert '<html lang="fr">' in httpx.get(unsubscribe_url(base, store, "ann@example.org", "nouvelles")).text
+
+
+def test_a_confirmation_sent_again_by_a_later_server_is_in_the_chosen_language(workspace):  # noqa: F811
+    """A request whose email never went (recorded, two minutes old): the server that sends it at its start writes
+    it in the language chosen with it."""
+    import datetime as dt
+    import signal
+
+    from test_send import wait_for
+    from test_signup import serve_process
+
+    from newsletter.store import SignupRequest, events
+
+    config = workspace / "newsletter.toml"
+    config.write_text(config.read_text() + BILINGUAL)
+    store = open_store(Workspace.discover(workspace))
+    with store.transaction() as connection:
+        list_id = store.ensure_list("alliances", connection=connection)
+        asked = [
+            SignupRequest(list_id, "ann@example.org", None, {}, "en"),
+            SignupRequest(list_id, "fanny@example.org", None, {}),
+        ]
+        store.request_signups(asked, every=dt.timedelta(0), connection=connection)
+        two_minutes_ago = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2)
+        connection.execute(events.update().where(events.c.kind == "signup-requested").values(at=two_minutes_ago))
+    with RunningSmtp(SmtpSink()) as mail, serve_process(workspace, mail.dsn()) as (server, _):
+        wait_for(lambda: len(mail.sink.received) >= 2, "the confirmations sent again")
+        server.send_signal(signal.SIGTERM)
+        _, errors = server.communicate(timeout=120)
+    assert "Traceback" not in errors
+    subjects = {r.recipients[0]: r.message["Subject"] for r in mail.sink.received}
+    assert subjects == {
+        "ann@example.org": "Confirm your subscription to Le bulletin des Alliances",
+        "fanny@example.org": "Confirmez votre abonnement à Le bulletin des Alliances",
+    }
+    store.close()

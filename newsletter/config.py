@@ -167,8 +167,15 @@ class ListSettings(_Table):
     subscribe: bool = Field(False, description="Open the list to sign-ups: GET/POST /subscribe/<list> on serve.")
     title: str | None = Field(None, description="The list's name on the pages and in the confirmation email.")
     lang: str | None = Field(None, description=f"The pages' and the email's language: {', '.join(LANGUAGES)}.")
-    consent: str | None = Field(
-        None, description="The consent sentence shown above the button (a default per language)."
+    langs: list[str] | None = Field(
+        None,
+        description='The list\'s languages, its first language first: ["fr", "en"]. Each member gets theirs '
+        "(the first when they have none); the sign-up form offers them, the preferences page switches them.",
+    )
+    consent: str | dict[str, str] | None = Field(
+        None,
+        description="The consent sentence shown above the button, or one per language ({fr = '…', en = '…'}); "
+        "a default per language otherwise.",
     )
     segments: dict[str, Segment] = Field(
         default_factory=dict,
@@ -190,6 +197,41 @@ class ListSettings(_Table):
         if value is not None and value not in LANGUAGES:
             raise ValueError(f"'{value}' is not a language of this tool; use one of {', '.join(LANGUAGES)}")
         return value
+
+    @field_validator("langs")
+    @classmethod
+    def _langs(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError('name at least one language, the list\'s first first: langs = ["fr", "en"]')
+        for lang in value:
+            if lang not in LANGUAGES:
+                raise ValueError(f"'{lang}' is not a language of this tool; use {', '.join(LANGUAGES)}")
+        if len(set(value)) < len(value):
+            raise ValueError(f"{value}: name each language once")
+        return value
+
+    @field_validator("consent")
+    @classmethod
+    def _consent(cls, value: str | dict[str, str] | None) -> str | dict[str, str] | None:
+        for lang in value if isinstance(value, dict) else ():
+            if lang not in LANGUAGES:
+                raise ValueError(f"consent.{lang}: not a language of this tool; use {', '.join(LANGUAGES)}")
+        return value
+
+    def consent_in(self, lang: str) -> str | None:
+        """The consent sentence written for this language (one sentence for all, or the table's), else None."""
+        return self.consent.get(lang) if isinstance(self.consent, dict) else self.consent
+
+    @model_validator(mode="after")
+    def _first_language(self) -> ListSettings:
+        if self.lang and self.langs and self.lang != self.langs[0]:
+            raise ValueError(
+                f'lang = "{self.lang}" but langs starts with "{self.langs[0]}": drop lang (langs\' first is the '
+                "list's first language) or make them agree"
+            )
+        return self
 
 
 def _checked_proxy(text: str) -> str:
@@ -286,7 +328,8 @@ class Config(_Table):
     serve: Serve = Field(default_factory=Serve)
     approval: Approval = Field(default_factory=Approval)
     lists: dict[str, ListSettings] = Field(
-        default_factory=dict, description="Per list, by slug: [lists.alliances] subscribe = true, title, lang, consent."
+        default_factory=dict,
+        description="Per list, by slug: [lists.alliances] subscribe = true, title, lang or langs, consent.",
     )
 
     # Where it was read from; not part of the file.
@@ -304,6 +347,14 @@ class Config(_Table):
 
     def list_settings(self, slug: str) -> ListSettings:
         return self.lists.get(slug) or ListSettings()
+
+    def list_languages(self, slug: str) -> tuple[str, ...]:
+        """The languages a list is sent in, its first language first: [lists.SLUG] langs, else its lang, else the
+        newsletter's. What every part asks (the pages, the sign-up form, a send)."""
+        settings = self.list_settings(slug)
+        if settings.langs:
+            return tuple(settings.langs)
+        return (settings.lang or self.lang,)
 
     @field_validator("timezone")
     @classmethod
@@ -334,6 +385,12 @@ class Config(_Table):
 
     def footer_reason(self, lang: str) -> str | None:
         return self.footer.reason.get(lang)
+
+
+def reader_language(config: Config, slug: str, lang: str | None) -> str:
+    """The language a member of a list reads it in: their own when the list offers it, else the list's first."""
+    offered = config.list_languages(slug)
+    return lang if lang in offered else offered[0]
 
 
 def load_config(root: Path) -> Config:

@@ -8,6 +8,18 @@ from typing import Literal, get_args
 # The languages an issue may be written in: each has its catalog below (a test keeps the two the same).
 Language = Literal["fr", "en"]
 LANGUAGES: tuple[str, ...] = get_args(Language)
+# What a person or a file may write for a language (compared case-insensitively): its code, and its name in each.
+LANGUAGE_WORDS: dict[str, str] = {
+    "fr": "fr",
+    "français": "fr",
+    "francais": "fr",
+    "french": "fr",
+    "en": "en",
+    "anglais": "en",
+    "english": "en",
+}
+# Each language's name in itself: how a choice of language is offered ("Français", "English").
+LANGUAGE_NAMES: dict[str, str] = {"fr": "Français", "en": "English"}
 
 CATALOG: dict[str, dict[str, str]] = {
     "fr": {
@@ -57,6 +69,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "state_pending": "en attente de confirmation",
         "state_bounced": "adresse en erreur",
         "state_complained": "signalé comme indésirable",
+        # A reader's language: the sign-up form's choice, the preferences page's switch.
+        "language_legend": "Langue / Language",
+        "language_switch": "Le recevoir en français",
+        "language_switched": "C'est noté\u00a0: vous le recevrez désormais en français.",
         # The event section; U+00A0 before « : », as French typography wants.
         "event_when": "Quand\u00a0:",
         "event_where": "Où\u00a0:",
@@ -154,6 +170,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "state_pending": "waiting for confirmation",
         "state_bounced": "address bounced",
         "state_complained": "reported as spam",
+        # A reader's language: the sign-up form's choice, the preferences page's switch.
+        "language_legend": "Langue / Language",
+        "language_switch": "Receive it in English",
+        "language_switched": "Done: you will receive it in English from now on.",
         "event_when": "When:",
         "event_where": "Where:",
         "event_register": "Register",
@@ -242,6 +262,14 @@ _MONTHS = {
         "December",
     ],
 }
+
+
+def parse_language(text: str) -> str:
+    """A language as written ("fr", "English", "  Français "): its code; ValueError naming what is accepted."""
+    found = LANGUAGE_WORDS.get(text.strip().casefold())
+    if found is None:
+        raise ValueError(f"unknown language '{text.strip()}'; write fr or en (français, anglais, French, English)")
+    return found
 
 
 def translate(lang: str, key: str, **values: str) -> str:

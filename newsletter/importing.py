@@ -338,6 +338,7 @@ def _subscription(row: ImportRow, address: str, ip_key: bytes | None, report: Im
         tags=tuple(distinct_tags(row.tags)),
         joined_at=_joined(row.consent),
         status_at=row.status_at,
+        lang=row.lang,
     )
 
 

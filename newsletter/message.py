@@ -88,6 +88,7 @@ class Recipient:
     email: str
     name: str | None = None
     fields: Mapping[str, str] = field(default_factory=dict)
+    lang: str | None = None  # the language they read in (None: the list's first); the send picks their version by it
 
 
 class _QuotedPrintableTemplate:

@@ -13,8 +13,16 @@ from urllib.parse import urlsplit
 import jinja2
 
 from newsletter.config import Config
-from newsletter.i18n import translate
+from newsletter.i18n import LANGUAGE_NAMES, translate
 from newsletter.render import PACKAGE_TEMPLATES
+
+
+def language_choice(offered: tuple[str, ...], lang: str) -> list[tuple[str, str]]:
+    """The sign-up form's choice of language, (code, its name in itself), the page's language first (and chosen);
+    none when the list has one language."""
+    if len(offered) < 2:
+        return []
+    return [(code, LANGUAGE_NAMES[code]) for code in (lang, *(other for other in offered if other != lang))]
 
 
 class Pages:

@@ -144,7 +144,7 @@ class PreviewState:
             )
         else:
             mailing_list, member = self.first_member(workspace, self.list_slug)
-            recipient = Recipient(member.subscriber_id, member.email, member.name, member.fields)
+            recipient = Recipient(member.subscriber_id, member.email, member.name, member.fields, member.lang)
             self.recipient = f"{member.name} <{member.email}>" if member.name else member.email
             works = "it works: following it unsubscribes them" if secret_key else "it works nowhere"
             self.note = (

@@ -40,6 +40,7 @@ from typing import IO, Any
 
 from newsletter.errors import NewsletterError
 from newsletter.fields import distinct_tags, field_key
+from newsletter.i18n import parse_language
 
 CHUNK = 1 << 16  # bytes read at a time to learn a file's encoding: a zip member's read holds a few copies of it
 SAMPLE = 8192  # characters the delimiter is guessed from
@@ -64,6 +65,7 @@ class ImportRow:
     reason: str | None  # why, as the file says; None when it does not
     consent: dict[str, str]  # among opted_in_at, opted_in_ip, confirmed_at, confirmed_ip, joined_at
     source: str  # mailchimp, substack, listmonk or csv
+    lang: str | None = None  # the language they read in (fr, en), where the file says
 
 
 @dataclass
@@ -94,6 +96,8 @@ JOINED_HEADERS = set(
 )
 STATUS_AT_HEADERS = set("statusat statuschangedat statusdate unsubscribedat datedustatut desabonnele".split())
 REASON_HEADERS = set("reason statusreason unsubreason raison motif".split())
+# The language a person reads in; its cells are read by i18n.parse_language (fr, en, français, English…).
+LANG_HEADERS = set("lang langue language langage languepreferee preferredlanguage".split())
 CONSENT_HEADERS = {
     "opted_in_at": {"optedinat", "optintime", "optinat"},
     "opted_in_ip": {"optedinip", "optinip"},
@@ -322,6 +326,7 @@ class _Layout:
     leaving: list[tuple[str, int]] = field(default_factory=list)  # (status, column): a Mailchimp row with it left
     status_at: int | None = None
     status_at_if_left: bool = False  # listmonk's updated_at says when someone left, not when they joined
+    lang: int | None = None  # a generic CSV's language column
     reasons: list[int] = field(default_factory=list)  # joined with ": " (Mailchimp's UNSUB_REASON and _OTHER)
     consent: list[tuple[str, int]] = field(default_factory=list)  # (key, column)
     joined: list[int] = field(default_factory=list)  # the first of these with a date is joined_at
@@ -447,6 +452,7 @@ def _generic(name: str, header: list[str], keys: list[str]) -> _Layout:
     layout.status_column = claim(STATUS_HEADERS)
     layout.tags = claim(TAG_HEADERS)
     layout.status_at = claim(STATUS_AT_HEADERS)
+    layout.lang = claim(LANG_HEADERS)
     layout.reasons = [i for i in [claim(REASON_HEADERS)] if i is not None]
     for key, names in CONSENT_HEADERS.items():
         if (found := claim(names)) is not None:
@@ -603,9 +609,19 @@ def _row(layout: _Layout, file: str, line: int, row: list[str]) -> ImportRow | s
     if layout.tags is not None and (cell := _cell(row, layout.tags)):
         tags = _tags(cell, layout.tags_delimiter)
 
+    lang = None
+    if layout.lang is not None and (cell := _cell(row, layout.lang)):  # an empty cell leaves theirs as it is
+        try:
+            lang = parse_language(cell)
+        except ValueError:
+            problems.append(
+                f"unknown language '{cell}' in {layout.header[layout.lang]}; write fr or en (français, anglais, "
+                "French, English)"
+            )
+
     if problems and status == "subscribed":
         return problems[0]
-    return ImportRow(file, line, email, name, fields, tags, status, status_at, reason, consent, layout.kind)
+    return ImportRow(file, line, email, name, fields, tags, status, status_at, reason, consent, layout.kind, lang)
 
 
 # Files, folders and zips.

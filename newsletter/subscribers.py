@@ -13,6 +13,7 @@ from typing import TextIO
 from newsletter.addresses import clean_name, normalize_address
 from newsletter.errors import NewsletterError
 from newsletter.fields import field_key, tag_key
+from newsletter.i18n import parse_language
 from newsletter.store import Member, MembershipStatus, Store
 from newsletter.transports.base import SuppressionSource, Transport
 
@@ -27,17 +28,23 @@ def add(
     source: str = "cli",
     fields: dict[str, str] | None = None,
     tags: Sequence[str] = (),
+    lang: str | None = None,
 ) -> str:
-    """Subscribe one address to a list (created if needed, named list_name), with fields (merged by key into theirs)
-    and tags (added); return added, updated, unchanged or refused."""
+    """Subscribe one address to a list (created if needed, named list_name), with fields (merged by key into theirs),
+    tags (added) and the language they read in (fr, en, or a name of one: français, English…; None leaves theirs);
+    return added, updated, unchanged or refused."""
     try:
         normalized = normalize_address(address)
     except ValueError as exc:
         raise NewsletterError(f"'{address}' is not a valid address: {exc}") from None
+    try:
+        code = parse_language(lang) if lang is not None else None
+    except ValueError as exc:
+        raise NewsletterError(f"--lang: {exc}") from None
     with store.transaction() as connection:
         list_id = store.ensure_list(list_slug, list_name, connection=connection)
         return store.subscribe(
-            list_id, normalized, clean_name(name), fields or {}, source, tags=tags, connection=connection
+            list_id, normalized, clean_name(name), fields or {}, source, tags=tags, lang=code, connection=connection
         )
 
 
@@ -59,6 +66,9 @@ def event_line(event: dict) -> str:
         said.append("confirmed by the sign-up's email link" + (f", asked from IP #{asked[:8]}" if asked else ""))
     if detail.get("reason"):
         said.append(f"reason: {detail['reason']}")
+    if detail.get("lang") and event["kind"] == "updated":  # the preferences page's switch
+        before = f" (was {detail['lang_before']})" if detail.get("lang_before") else ""
+        said.append(f"language set to {detail['lang']}{before}")
     if detail.get("status") or detail.get("diagnostic"):  # a bounce or a complaint read from the mailbox
         words = " ".join(str(detail[k]) for k in ("status", "diagnostic") if detail.get(k))
         said.append(f"campaign {detail['campaign']}: {words}" if detail.get("campaign") else words)
@@ -140,7 +150,7 @@ async def sync_suppressions(store: Store, transport: Transport, *, list_id: int 
 
 
 # What an export writes before the fields: everything an import reads back as the same list.
-EXPORT_COLUMNS = ["email", "name", "status", "joined_at", "opted_in_at", "confirmed_at", "tags"]
+EXPORT_COLUMNS = ["email", "name", "status", "joined_at", "opted_in_at", "confirmed_at", "tags", "lang"]
 
 
 def export_csv(
@@ -153,7 +163,7 @@ def export_csv(
 ) -> int:
     """Write a list as UTF-8 CSV (EXPORT_COLUMNS, then the fields by the names they were written with); return how
     many rows. `subscribers import` reads it back as the same list: statuses, join dates, consent dates, tags
-    (comma-separated, quoted as Mailchimp writes them) and fields.
+    (comma-separated, quoted as Mailchimp writes them), languages (empty for none) and fields.
 
     Two streaming passes (the field names first, reading only the fields), so a list of any size never sits in
     memory; each page of members costs one more query for its consent dates. progress: called every few thousand
@@ -172,7 +182,7 @@ def export_csv(
             joined = member.joined_at.isoformat() if member.joined_at else ""
             tags = ",".join(f'"{tag}"' for tag in member.tags)
             head = [member.email, member.name or "", member.status, joined]
-            head += [dates.get("opted_in_at", ""), dates.get("confirmed_at", ""), tags]
+            head += [dates.get("opted_in_at", ""), dates.get("confirmed_at", ""), tags, member.lang or ""]
             writer.writerow(head + [fields.get(k, "") for k in extra_keys])
             count += 1
             if progress is not None and not count % 5000:

@@ -152,6 +152,7 @@ def test_export_round_trips_through_import(store, tmp_path):
         "opted_in_at": "",
         "confirmed_at": "",
         "tags": "",
+        "lang": "",
         "Organisme": "Table des femmes",
         "first_name": "Marie",
     }
@@ -417,6 +418,7 @@ def test_export_and_list_page_through_a_list(store, tmp_path, monkeypatch):
         "opted_in_at": "",
         "confirmed_at": "",
         "tags": "",
+        "lang": "",
         "ville": "Rimouski",
     }
 
@@ -439,6 +441,7 @@ def test_export_and_list_page_through_a_list(store, tmp_path, monkeypatch):
         "name": "P 0",
         "status": "subscribed",
         "joined_at": first.joined_at.isoformat(),
+        "lang": None,
         "fields": {"ville": "Rimouski"},
         "tags": [],
     }

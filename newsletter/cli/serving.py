@@ -142,11 +142,18 @@ def mcp_server(
     serve_mcp(Workspace.discover(workspace).root)
 
 
-def form(list_slug: Annotated[str, typer.Argument(help="The list open to sign-up, e.g. alliances.")]) -> None:
-    """Print an HTML sign-up form for LIST to paste in a website (it posts to base_url/subscribe/LIST)."""
+def form(
+    list_slug: Annotated[str, typer.Argument(help="The list open to sign-up, e.g. alliances.")],
+    lang: Annotated[
+        str | None,
+        typer.Option("--lang", help="The form's language, one of the list's (default: its first language)."),
+    ] = None,
+) -> None:
+    """Print an HTML sign-up form for LIST to paste in a website (it posts to base_url/subscribe/LIST); a list of
+    several languages lets the person choose theirs."""
     from newsletter.errors import ConfigError
     from newsletter.i18n import translate
-    from newsletter.pages import Pages
+    from newsletter.pages import Pages, language_choice
     from newsletter.workspace import Workspace
 
     workspace = Workspace.discover()
@@ -159,13 +166,19 @@ def form(list_slug: Annotated[str, typer.Argument(help="The list open to sign-up
         )
     if not config.base_url:
         raise ConfigError("base_url is not set: the form posts to the public URL of `newsletter serve`")
-    lang = settings.lang or config.lang
+    offered = config.list_languages(list_slug)
+    if lang is not None and lang not in offered:
+        raise NewsletterError(
+            f"--lang {lang}: {list_slug} is in {', '.join(offered)}; add it to [lists.{list_slug}] langs first"
+        )
+    lang = lang or offered[0]
     title = settings.title or config.name
-    consent = settings.consent or translate(
+    consent = settings.consent_in(lang) or translate(
         lang, "consent_default", list=title, publisher=config.publisher.name or config.name
     )
+    action = f"{config.base_url}/subscribe/{list_slug}" + ("" if lang == offered[0] else f"?lang={lang}")
     snippet = Pages(config, workspace.templates_dir).text(
-        "form.html.j2", lang, action=f"{config.base_url}/subscribe/{list_slug}", consent=consent
+        "form.html.j2", lang, action=action, consent=consent, languages=language_choice(offered, lang)
     )
     typer.echo(snippet.strip())
     typer.echo(

@@ -116,24 +116,43 @@ def subscribers_add(
         list[str] | None, typer.Option("--field", help="A field, NAME=VALUE (repeatable): --field Ville=Rimouski.")
     ] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeat it): --tag Rimouski.")] = None,
+    lang: Annotated[
+        str | None,
+        typer.Option("--lang", help="The language they read in: fr or en (default: theirs, else the list's first)."),
+    ] = None,
     list_name: ListNameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Subscribe one address to a list (created if needed), with fields and tags. Someone who unsubscribed is not
-    subscribed again."""
+    """Subscribe one address to a list (created if needed), with fields, tags and their language. Someone who
+    unsubscribed is not subscribed again."""
+    from newsletter.i18n import parse_language
     from newsletter.sending.wiring import open_store
     from newsletter.subscribers import add as add_subscriber
     from newsletter.subscribers import field_options
     from newsletter.workspace import Workspace
 
     fields = field_options(field or [])
-    store = open_store(Workspace.discover())
     try:
-        result = add_subscriber(store, list_slug, address, name, list_name=list_name, fields=fields, tags=tag or ())
+        code = parse_language(lang) if lang is not None else None
+    except ValueError as exc:
+        raise NewsletterError(f"--lang: {exc}") from None
+    workspace = Workspace.discover()
+    store = open_store(workspace)
+    try:
+        result = add_subscriber(
+            store, list_slug, address, name, list_name=list_name, fields=fields, tags=tag or (), lang=code
+        )
     finally:
         store.close()
+    offered = workspace.config.list_languages(list_slug)
+    if code is not None and code not in offered:
+        typer.echo(
+            f"note: {list_slug} is sent in {', '.join(offered)} only ([lists.{list_slug}] langs): {address} gets "
+            f"{offered[0]} there; {code} is kept as their language",
+            err=True,
+        )
     if as_json:
-        print_json({"email": address, "list": list_slug, "result": result})
+        print_json({"email": address, "list": list_slug, "result": result, "lang": code})
     else:
         typer.echo(
             f"{address}: {result}" + (" (unsubscribed, bounced or complained before)" if result == "refused" else "")
@@ -209,6 +228,7 @@ def subscribers_list(
                     "name": m.name,
                     "status": m.status,
                     "joined_at": joined,
+                    "lang": m.lang,
                     "fields": m.fields,
                     "tags": list(m.tags),
                 }
@@ -321,6 +341,8 @@ def subscribers_show(
     from newsletter.subscribers import event_line
 
     typer.echo(f"{person['email']}\t{person['name'] or ''}\tsince {person['created_at']:%Y-%m-%d}")
+    if person["lang"]:
+        typer.echo(f"language: {person['lang']}")
     for name, value in person["fields"].items():
         typer.echo(f"{name}: {value}")
     if person["tags"]:

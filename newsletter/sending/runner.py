@@ -253,7 +253,7 @@ async def run(
                 halted.set()
                 raise CampaignHalted(claim)
 
-        messages = [campaign.build(Recipient(d.subscriber_id, d.email, d.name, d.fields)) for d in batch]
+        messages = [campaign.build(Recipient(d.subscriber_id, d.email, d.name, d.fields, d.lang)) for d in batch]
         lease_check(claim)
         if isinstance(transport, SendsEach):
             try:

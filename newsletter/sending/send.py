@@ -590,7 +590,7 @@ def _dry_run(
         counts = store.counts(resume.id)
         audience = counts[DeliveryStatus.PENDING]
         first = store.pending(resume.id, limit=SAMPLE_RECIPIENTS)
-        recipients = [Recipient(d.subscriber_id, d.email, d.name, d.fields) for d in first]
+        recipients = [Recipient(d.subscriber_id, d.email, d.name, d.fields, d.lang) for d in first]
     else:
         slug, digest = frozen.slug, content_hash(prepared.rendered)
         counts = {}

@@ -72,6 +72,7 @@ from newsletter.store.signups import (
     CLAIM_LEASE,
     SIGNUPS_COUNTED,
     AskedSignup,
+    SignupConfirmation,
     SignupRequest,
     Signups,
     UnsentConfirmation,
@@ -91,9 +92,9 @@ class Store(Schema, Lists, Signups, Erasure, BounceMail, Ledger, Approvals, Segm
         store = cls(engine)
         if upgrade if upgrade is not None else engine.dialect.name == "sqlite":
             store.upgrade()
-        elif upgrade is None and (version := store.version()) < MIGRATIONS[-1][0]:
+        elif upgrade is None and store.missing():
             raise NewsletterError(
-                f"the database {engine_name(url)} is at schema version {version} and this newsletter needs "
+                f"the database {engine_name(url)} is at schema version {store.version()} and this newsletter needs "
                 f"{MIGRATIONS[-1][0]}: run `newsletter db upgrade`"
             )
         return store
@@ -132,6 +133,7 @@ __all__ = [
     "Result",
     "Schema",
     "Segments",
+    "SignupConfirmation",
     "SignupRequest",
     "Signups",
     "StatusChange",

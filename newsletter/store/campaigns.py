@@ -290,18 +290,20 @@ class Campaigns(StoreBase):
         limit: int,
         *,
         connection: Connection | None = None,
-    ) -> list[tuple[int, str, str | None, dict]]:
-        """The first members (subscriber order) a new campaign would go to: (id, email, name, fields)."""
+    ) -> list[tuple[int, str, str | None, dict, str | None]]:
+        """The first members (subscriber order) a new campaign would go to: (id, email, name, fields, lang)."""
         with self._reading(connection) as reading:
             where = audience_filter(reading, list_id, segment, issue_slug, content_hash)
             rows = reading.execute(
-                sa.select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.fields)
+                sa.select(
+                    subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.fields, subscribers.c.lang
+                )
                 .select_from(memberships.join(subscribers, subscribers.c.id == memberships.c.subscriber_id))
                 .where(*where)
                 .order_by(memberships.c.subscriber_id)
                 .limit(limit)
             ).all()
-        return [(r.id, r.email, r.name, r.fields or {}) for r in rows]
+        return [(r.id, r.email, r.name, r.fields or {}, r.lang) for r in rows]
 
     def set_content(self, campaign_id: int, content: dict, *, connection: Connection | None = None) -> None:
         """Freeze the content of a campaign an earlier version started without it."""

@@ -58,6 +58,7 @@ class Erasure(Subscribers):
             "email": row.email,
             "name": row.name,
             "fields": row.fields or {},
+            "lang": row.lang,
             "tags": sorted(tags.values(), key=str.casefold),
             "created_at": _aware(row.created_at),
             "memberships": [

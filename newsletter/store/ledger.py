@@ -34,6 +34,7 @@ class Delivery:
     fields: dict
     attempts: int
     membership: str | None
+    lang: str | None = None  # the language they read in (None: the list's first): which version they get
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ _CLAIMED = (
         subscribers.c.name,
         subscribers.c.fields,
         memberships.c.status.label("membership"),
+        subscribers.c.lang,
     )
     .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
     .outerjoin(
@@ -152,7 +154,9 @@ class Ledger(Subscribers, Campaigns):
             if not claimed:
                 return []
             rows = writing.execute(_CLAIMED, {"c_id": campaign_id, "c_list": list_id, "c_ids": claimed}).all()
-        return [Delivery(r.subscriber_id, r.email, r.name, r.fields or {}, r.attempts, r.membership) for r in rows]
+        return [
+            Delivery(r.subscriber_id, r.email, r.name, r.fields or {}, r.attempts, r.membership, r.lang) for r in rows
+        ]
 
     def renew(self, campaign_id: int, sender: str, lease: float, *, connection: Connection | None = None) -> int:
         """Push back the lease of every row this sender's claims still hold in the campaign; return how many."""
@@ -284,13 +288,14 @@ class Ledger(Subscribers, Campaigns):
                     subscribers.c.email,
                     subscribers.c.name,
                     subscribers.c.fields,
+                    subscribers.c.lang,
                 )
                 .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
                 .where(deliveries.c.campaign_id == campaign_id, deliveries.c.status == DeliveryStatus.PENDING)
                 .order_by(deliveries.c.subscriber_id)
                 .limit(limit)
             ).all()
-        return [Delivery(r.subscriber_id, r.email, r.name, r.fields or {}, r.attempts, None) for r in rows]
+        return [Delivery(r.subscriber_id, r.email, r.name, r.fields or {}, r.attempts, None, r.lang) for r in rows]
 
     def record(
         self,

@@ -38,6 +38,8 @@ subscribers = sa.Table(
     sa.Column("name", sa.String(300)),
     sa.Column("fields", sa.JSON, nullable=False, default=dict),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # Added by migration 11: the language they read in (fr, en); None: each list's first language.
+    sa.Column("lang", sa.String(8)),
 )
 lists = sa.Table(
     "lists",
@@ -379,6 +381,11 @@ def _migration_10(connection: Connection) -> None:
         connection.exec_driver_sql("ANALYZE subscriber_fields")
 
 
+def _migration_11(connection: Connection) -> None:
+    """A reader's language: subscribers.lang, None for everyone until they choose or an import says."""
+    _add_columns(connection, subscribers, ["lang"])
+
+
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _migration_1),
     (2, _migration_2),
@@ -390,6 +397,7 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (8, _migration_8),
     (9, _migration_9),
     (10, _migration_10),
+    (11, _migration_11),
 ]
 
 
@@ -405,6 +413,14 @@ class Schema(StoreBase):
                 return 0
             return reading.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
 
+    def missing(self, *, connection: Connection | None = None) -> list[int]:
+        """The numbers of the migrations this database lacks (all of them when it has no schema yet)."""
+        with self._reading(connection) as reading:
+            if not sa.inspect(reading).has_table("schema_version"):
+                return [number for number, _ in MIGRATIONS]
+            applied = set(reading.execute(sa.select(schema_version.c.version)).scalars())
+        return [number for number, _ in MIGRATIONS if number not in applied]
+
     def upgrade(self, to: int | None = None) -> list[int]:
         """Apply the migrations this database lacks (up to version `to`, by default all); return their numbers.
 
@@ -419,8 +435,11 @@ class Schema(StoreBase):
                 with self.transaction() as connection:
                     if connection.dialect.name == "postgresql":  # two `db upgrade` at once: the second waits
                         connection.exec_driver_sql("LOCK TABLE schema_version IN EXCLUSIVE MODE")
-                    current = connection.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
-                    if number <= current:
+                    # By number, not by the highest: a migration numbered below one applied already (a gap that
+                    # two branches' numbers left, filled later) is still applied once.
+                    if connection.execute(
+                        sa.select(schema_version.c.version).where(schema_version.c.version == number)
+                    ).first():
                         continue
                     migrate(connection)
                     connection.execute(schema_version.insert().values(version=number, applied_at=now()))

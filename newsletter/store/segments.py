@@ -240,6 +240,7 @@ def _members_query(list_id: int, condition: sa.ColumnElement[bool]) -> sa.Select
             subscribers.c.email,
             subscribers.c.name,
             sa.cast(subscribers.c.fields, sa.Text).label("fields"),
+            subscribers.c.lang,
         )
         .select_from(memberships.join(subscribers, subscribers.c.id == memberships.c.subscriber_id))
         .where(
@@ -257,5 +258,5 @@ def _members(connection: Connection, rows: Sequence[sa.Row], *, tags: bool) -> l
     for row in rows:  # the fields as text: most members have none to parse
         fields = json.loads(row.fields) if row.fields and row.fields != "{}" else {}
         own = tuple(sorted(tagged.get(row.id, {}).values(), key=str.casefold))
-        found.append(Member(row.id, row.email, row.name, fields, MembershipStatus.SUBSCRIBED, own))
+        found.append(Member(row.id, row.email, row.name, fields, MembershipStatus.SUBSCRIBED, own, lang=row.lang))
     return found

@@ -48,6 +48,7 @@ class SignupRequest:
     email: str  # as validated and normalised
     name: str | None
     detail: dict  # what they saw and agreed to: the consent sentence, the page, the user agent, a hash of the IP
+    lang: str | None = None  # the language they chose on the form: theirs once they confirm
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,14 @@ class AskedSignup:
 
     subscriber_id: int
     request_id: int  # the request's signup-requested event
+
+
+@dataclass(frozen=True)
+class SignupConfirmation:
+    """Whom a confirmation link subscribes (or has), and in which language its pages speak to them."""
+
+    email: str
+    lang: str | None  # chosen on the form with that request, else the one held; None: the list's first
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ class UnsentConfirmation:
     email: str
     name: str | None
     request_id: int  # the request its link confirms
+    lang: str | None = None  # the language chosen on the form, else the one held: the email's
 
 
 # request_signups' statements (a group of sign-ups). A subscriber has few rows, found by the indexes that start
@@ -131,7 +141,7 @@ class Signups(Subscribers):
         new = {r.email.lower(): r.email for r in requests if r.email.lower() not in ids}
         if new:  # one executemany, then their ids (SQLite's RETURNING would take a statement per row)
             no_fields: dict = {}  # one object for the batch: _Many writes it once
-            _INSERT_SUBSCRIBERS(connection, [(email, key, None, no_fields, at) for key, email in new.items()])
+            _INSERT_SUBSCRIBERS(connection, [(email, key, None, no_fields, at, None) for key, email in new.items()])
             ids.update(_SUBSCRIBER_IDS(connection, list(new)))
         wanted = {(ids[r.email.lower()], r.list_id) for r in requests}
         people = sorted({subscriber_id for subscriber_id, _ in wanted})
@@ -167,7 +177,7 @@ class Signups(Subscribers):
                     request.list_id,
                     "signup-requested",
                     "form",
-                    {**request.detail, "name": request.name},
+                    {**request.detail, "name": request.name, **({"lang": request.lang} if request.lang else {})},
                 )
             )
             chosen.append(pair)
@@ -198,7 +208,7 @@ class Signups(Subscribers):
         before links named their request, taken for the latest request on the same terms.
         """
         row = connection.execute(
-            sa.select(memberships.c.status, subscribers.c.email, subscribers.c.name)
+            sa.select(memberships.c.status, subscribers.c.email, subscribers.c.name, subscribers.c.lang)
             .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
             .where(memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id)
         ).first()
@@ -236,11 +246,14 @@ class Signups(Subscribers):
 
     def confirmable(
         self, subscriber_id: int, list_id: int, request_id: int | None, *, connection: Connection | None = None
-    ) -> str | None:
-        """The address a confirmation link for this request would subscribe (or has), or None if it may not."""
+    ) -> SignupConfirmation | None:
+        """Whom a confirmation link for this request would subscribe (or has), or None if it may not."""
         with self._reading(connection) as reading:
             found = self._confirming(reading, subscriber_id, list_id, request_id)
-        return found[0].email if found else None
+        if found is None:
+            return None
+        row, requested, _ = found
+        return SignupConfirmation(row.email, requested.get("lang") or row.lang)
 
     def confirm_signup(
         self,
@@ -250,30 +263,36 @@ class Signups(Subscribers):
         *,
         request_id: int | None,
         connection: Connection | None = None,
-    ) -> str | None:
+    ) -> SignupConfirmation | None:
         """The person confirmed by the link of sign-up request `request_id`: subscribe them (consent recorded),
-        idempotently, as long as _confirming lets that link (its own request, nothing changed since).
+        idempotently, as long as _confirming lets that link (its own request, nothing changed since). The
+        language chosen on the form with that request becomes theirs (never before they confirm: whoever types
+        someone's address in a form changes nothing of theirs).
 
-        Returns their address, or None when the link cannot subscribe (another request's, unsubscribed since,
-        bounced, complained, gone).
+        Returns whom, or None when the link cannot subscribe (another request's, unsubscribed since, bounced,
+        complained, gone).
         """
         with self._writing(connection) as writing:
             found = self._confirming(writing, subscriber_id, list_id, request_id)
             if found is None:
                 return None
             row, requested, done = found
+            chosen = requested.get("lang")
             if done:
-                return row.email
+                return SignupConfirmation(row.email, chosen or row.lang)
             consent = {"requested": requested, "confirmed": detail}
             self.set_status(
                 subscriber_id, list_id, MembershipStatus.SUBSCRIBED, "double-opt-in", consent, connection=writing
             )
+            changed = {}
             if not row.name and requested.get("name"):
-                writing.execute(
-                    subscribers.update().where(subscribers.c.id == subscriber_id).values(name=requested["name"])
-                )
+                changed["name"] = requested["name"]
+            if chosen and chosen != row.lang:  # the request's event, copied into the confirmation's, says so
+                changed["lang"] = chosen
+            if changed:
+                writing.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(**changed))
             writing.execute(suppressions.delete().where(suppressions.c.email_hash == address_hash(row.email)))
-            return row.email
+            return SignupConfirmation(row.email, chosen or row.lang)
 
     def confirmations_done(
         self, done: Sequence[tuple[int, int, str | None]], *, connection: Connection | None = None
@@ -319,6 +338,7 @@ class Signups(Subscribers):
                     events.c.detail,
                     lists.c.slug,
                     subscribers.c.email,
+                    subscribers.c.lang,
                 )
                 .join(
                     memberships,
@@ -351,7 +371,15 @@ class Signups(Subscribers):
                 (row.subscriber_id, row.list_id): row for row in rows if (row.subscriber_id, row.list_id) not in skip
             }
             unsent = [
-                UnsentConfirmation(row.subscriber_id, row.list_id, row.slug, row.email, row.detail.get("name"), row.id)
+                UnsentConfirmation(
+                    row.subscriber_id,
+                    row.list_id,
+                    row.slug,
+                    row.email,
+                    row.detail.get("name"),
+                    row.id,
+                    row.detail.get("lang") or row.lang,
+                )
                 for row in latest.values()
             ]
             _LOG_EVENTS(

@@ -57,6 +57,7 @@ class Member:
     status: str
     tags: tuple[str, ...] = ()  # read only when asked for (iter_members(tags=True))
     joined_at: dt.datetime | None = None
+    lang: str | None = None  # the language they read in; None: the list's first (config.reader_language)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Subscription:
     tags: tuple[str, ...] = ()  # added to the subscriber's (an import never takes a tag off)
     joined_at: dt.datetime | None = None  # when they joined, where the file says (else now)
     status_at: dt.datetime | None = None  # when they left, where the file says: their event's time (else now)
+    lang: str | None = None  # their language, where the file says (else the one held stays)
 
 
 # What an imported row may say of someone instead of subscribed: never mailed, and never turned into subscribed by
@@ -99,6 +101,7 @@ class StatusChange:
 class ChangeResult:
     before: str | None  # the membership's status before; None when there is no such membership
     email: str | None
+    lang: str | None = None  # the person's language (the page that answers speaks it)
 
     @property
     def found(self) -> bool:
@@ -129,11 +132,12 @@ _INSERT_SUBSCRIBERS = _Many(
         name=sa.bindparam("s_name"),
         fields=sa.bindparam("s_fields", type_=sa.JSON),
         created_at=sa.bindparam("s_at", type_=_TIME),
+        lang=sa.bindparam("s_lang"),
     ),
-    ["s_email", "s_key", "s_name", "s_fields", "s_at"],
-    postgresql="INSERT INTO subscribers (email, email_key, name, fields, created_at) "
-    "SELECT s_email, s_key, s_name, s_fields, s_at FROM json_to_recordset(%(rows)s::json) "
-    "AS u(s_email text, s_key text, s_name text, s_fields json, s_at timestamptz) ON CONFLICT DO NOTHING",
+    ["s_email", "s_key", "s_name", "s_fields", "s_at", "s_lang"],
+    postgresql="INSERT INTO subscribers (email, email_key, name, fields, created_at, lang) "
+    "SELECT s_email, s_key, s_name, s_fields, s_at, s_lang FROM json_to_recordset(%(rows)s::json) "
+    "AS u(s_email text, s_key text, s_name text, s_fields json, s_at timestamptz, s_lang text) ON CONFLICT DO NOTHING",
 )
 _INSERT_MEMBERSHIPS = _Many(
     lambda dialect: _insert_ignoring(dialect, memberships).values(
@@ -156,6 +160,7 @@ _SUBSCRIBERS_BY_KEY = (  # the fields as text: most subscribers have none to par
         subscribers.c.email_key,
         subscribers.c.name,
         sa.cast(subscribers.c.fields, sa.Text).label("fields"),
+        subscribers.c.lang,
     )
     .where(_Among(subscribers.c.email_key, "k_keys"))
     .with_for_update()
@@ -180,11 +185,13 @@ _UPDATE_SUBSCRIBERS = _Many(
     lambda _: (
         subscribers.update()
         .where(subscribers.c.id == sa.bindparam("s_id"))
-        .values(name=sa.bindparam("s_name"), fields=sa.bindparam("s_fields", type_=sa.JSON))
+        .values(
+            name=sa.bindparam("s_name"), fields=sa.bindparam("s_fields", type_=sa.JSON), lang=sa.bindparam("s_lang")
+        )
     ),
-    ["s_name", "s_fields", "s_id"],
-    postgresql="UPDATE subscribers SET name = u.s_name, fields = u.s_fields "
-    "FROM json_to_recordset(%(rows)s::json) AS u(s_name text, s_fields json, s_id int) "
+    ["s_name", "s_fields", "s_lang", "s_id"],
+    postgresql="UPDATE subscribers SET name = u.s_name, fields = u.s_fields, lang = u.s_lang "
+    "FROM json_to_recordset(%(rows)s::json) AS u(s_name text, s_fields json, s_lang text, s_id int) "
     "WHERE subscribers.id = u.s_id",
 )
 
@@ -192,7 +199,8 @@ _UPDATE_SUBSCRIBERS = _Many(
 # subscriber_id; neither a row-value IN nor a list_id IN, for which SQLite scans the whole table or every member
 # of the list. Both sides of the join by their key: with only one, PostgreSQL hashes the whole subscribers table.
 _MEMBERSHIPS_AND_ADDRESSES = _Lookup(
-    "SELECT memberships.subscriber_id, memberships.list_id, memberships.status, subscribers.email FROM memberships "
+    "SELECT memberships.subscriber_id, memberships.list_id, memberships.status, subscribers.email, subscribers.lang "
+    "FROM memberships "
     "JOIN subscribers ON subscribers.id = memberships.subscriber_id "
     "WHERE memberships.subscriber_id IN ({values}) AND subscribers.id IN ({values})"
 )
@@ -218,10 +226,11 @@ class Subscribers(Attributes):
         detail: dict | None = None,
         *,
         tags: Sequence[str] = (),
+        lang: str | None = None,
         connection: Connection | None = None,
     ) -> str:
-        """Add or update one subscriber on a list (their fields merged by key, the tags added); return added,
-        updated, unchanged or refused.
+        """Add or update one subscriber on a list (their fields merged by key, the tags added, their language set
+        when `lang` is given); return added, updated, unchanged or refused.
 
         A member who unsubscribed, bounced, complained, or signed up without confirming yet is refused, as is a
         person erased at their request: only they can subscribe again (undo, or a confirmed sign-up).
@@ -230,7 +239,7 @@ class Subscribers(Attributes):
         at = now()
         with self._writing(connection) as writing:
             row = writing.execute(
-                sa.select(subscribers.c.id, subscribers.c.name, subscribers.c.fields).where(
+                sa.select(subscribers.c.id, subscribers.c.name, subscribers.c.fields, subscribers.c.lang).where(
                     subscribers.c.email_key == key
                 )
             ).first()
@@ -240,19 +249,19 @@ class Subscribers(Attributes):
             if row is None:
                 subscriber_id = writing.execute(
                     subscribers.insert()
-                    .values(email=email, email_key=key, name=name, fields=fields, created_at=at)
+                    .values(email=email, email_key=key, name=name, fields=fields, created_at=at, lang=lang)
                     .returning(subscribers.c.id)
                 ).scalar_one()
                 index_fields(writing, field_index_rows(subscriber_id, fields))
             else:
                 subscriber_id = row.id
                 merged = merge_fields(row.fields or {}, fields)
-                new_name = name or row.name
-                if new_name != row.name or merged != (row.fields or {}):
+                new_name, new_lang = name or row.name, lang or row.lang
+                if new_name != row.name or merged != (row.fields or {}) or new_lang != row.lang:
                     writing.execute(
                         subscribers.update()
                         .where(subscribers.c.id == subscriber_id)
-                        .values(name=new_name, fields=merged)
+                        .values(name=new_name, fields=merged, lang=new_lang)
                     )
                     if merged != (row.fields or {}):
                         reindex_fields(writing, [subscriber_id], field_index_rows(subscriber_id, merged))
@@ -325,7 +334,7 @@ class Subscribers(Attributes):
         inserted: set[str] = set()
         register_field_names(connection, self._field_names_seen(), (row.fields for row in rows if row.fields))
         if wanted:
-            fresh = [(rows[i].email, keys[i], rows[i].name, rows[i].fields, at) for i in wanted]
+            fresh = [(rows[i].email, keys[i], rows[i].name, rows[i].fields, at, rows[i].lang) for i in wanted]
             _INSERT_SUBSCRIBERS(connection, fresh)
             wanted_keys = [keys[i] for i in wanted]
             ids.update(connection.execute(_INSERTED_IDS, {"k_keys": wanted_keys, "k_at": at}).all())
@@ -348,9 +357,9 @@ class Subscribers(Attributes):
                 continue
             before = json.loads(row.fields) if row.fields and row.fields != "{}" else {}
             merged = merge_fields(before, rows[i].fields)
-            new_name = rows[i].name or row.name
-            if new_name != row.name or merged != before:
-                updates.append((new_name, merged, row.id))
+            new_name, new_lang = rows[i].name or row.name, rows[i].lang or row.lang
+            if new_name != row.name or merged != before or new_lang != row.lang:
+                updates.append((new_name, merged, new_lang, row.id))
                 changed.add(i)
             if merged != before:
                 reindexed.append(row.id)
@@ -499,16 +508,41 @@ class Subscribers(Attributes):
 
     def membership(
         self, subscriber_id: int, list_slug: str, *, connection: Connection | None = None
-    ) -> tuple[ListRow, str, str] | None:
-        """(list, address, status) of one membership, in one query; None if there is none."""
+    ) -> tuple[ListRow, str, str, str | None] | None:
+        """(list, address, status, the person's language) of one membership, in one query; None if there is none."""
         with self._reading(connection) as reading:
             row = reading.execute(
-                sa.select(lists.c.id, lists.c.slug, lists.c.name, subscribers.c.email, memberships.c.status)
+                sa.select(lists.c.id, lists.c.slug, lists.c.name, subscribers.c.email)
+                .add_columns(memberships.c.status, subscribers.c.lang)
                 .join(memberships, memberships.c.list_id == lists.c.id)
                 .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
                 .where(_list_named(list_slug), memberships.c.subscriber_id == subscriber_id)
             ).first()
-        return (ListRow(row.id, row.slug, row.name), row.email, row.status) if row else None
+        return (ListRow(row.id, row.slug, row.name), row.email, row.status, row.lang) if row else None
+
+    def set_language(
+        self,
+        subscriber_id: int,
+        lang: str,
+        source: str,
+        detail: dict | None = None,
+        *,
+        list_id: int | None = None,
+        connection: Connection | None = None,
+    ) -> bool:
+        """Set the language a person reads in, with an `updated` event (on list_id: the list whose page they were
+        on) holding the language and the one before; False when they had it already (nothing written) or nobody
+        has this id."""
+        with self._writing(connection) as writing:
+            found = writing.execute(
+                sa.select(subscribers.c.lang).where(subscribers.c.id == subscriber_id).with_for_update()
+            ).first()
+            if found is None or found.lang == lang:
+                return False
+            writing.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(lang=lang))
+            changed = {**(detail or {}), "lang": lang, "lang_before": found.lang}
+            self._event(writing, subscriber_id, list_id, "updated", source, changed)
+            return True
 
     def memberships_of(self, subscriber_id: int, *, connection: Connection | None = None) -> list[tuple[ListRow, str]]:
         """Every list this person is on, with their status there, by slug."""
@@ -537,8 +571,8 @@ class Subscribers(Attributes):
         people = sorted({subscriber_id for subscriber_id, _ in pairs})
         with self._writing(connection) as writing:
             current = {
-                (subscriber_id, list_id): [status, email]
-                for subscriber_id, list_id, status, email in _MEMBERSHIPS_AND_ADDRESSES(writing, people)
+                (subscriber_id, list_id): [status, email, lang]
+                for subscriber_id, list_id, status, email, lang in _MEMBERSHIPS_AND_ADDRESSES(writing, people)
                 if (subscriber_id, list_id) in pairs
             }
             results, updates, logged = [], [], []
@@ -547,8 +581,8 @@ class Subscribers(Attributes):
                 if found is None:
                     results.append(ChangeResult(None, None))
                     continue
-                before, address = found
-                results.append(ChangeResult(before, address))
+                before, address, lang = found
+                results.append(ChangeResult(before, address, lang))
                 if before != change.status and before in change.allowed_from:
                     found[0] = change.status  # a second change of the same membership in the group sees this one
                     updates.append(
@@ -667,6 +701,7 @@ class Subscribers(Attributes):
                     subscribers.c.name,
                     sa.cast(subscribers.c.fields, sa.Text).label("fields"),
                     memberships.c.joined_at,
+                    subscribers.c.lang,
                 )
                 .select_from(memberships.join(subscribers, subscribers.c.id == memberships.c.subscriber_id))
                 .where(
@@ -684,7 +719,7 @@ class Subscribers(Attributes):
             for row in rows:  # the fields as text: most members have none to parse
                 fields = json.loads(row.fields) if row.fields and row.fields != "{}" else {}
                 own = tuple(sorted(tagged.get(row.id, {}).values(), key=str.casefold))
-                yield Member(row.id, row.email, row.name, fields, status, own, _aware(row.joined_at))
+                yield Member(row.id, row.email, row.name, fields, status, own, _aware(row.joined_at), row.lang)
             if len(rows) < size:
                 return
             after, skip = rows[-1].id, 0

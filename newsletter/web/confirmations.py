@@ -42,11 +42,13 @@ class Confirmation:
     request_id: int  # the sign-up request its link confirms
     email: str
     name: str
+    lang: str | None = None  # chosen on the form (else the one held): the email's language, once the list's
 
 
 class ConfirmationMail:
-    def __init__(self, site: Site, notice: Callable[[str], Notice]):
-        self.site, self.store, self.notice = site, site.store, notice  # notice(slug): the list's email, unsent
+    def __init__(self, site: Site, notice: Callable[[str, str | None], Notice]):
+        # notice(slug, lang): the list's email in a reader's language, unsent
+        self.site, self.store, self.notice = site, site.store, notice
         self.waiting: list[Confirmation] = []
         self.sending: set[tuple[int, int]] = set()  # (subscriber, list) waiting or being sent by this server
         self.senders: set[asyncio.Task] = set()
@@ -93,7 +95,7 @@ class ConfirmationMail:
         for c in batch:
             token = self.site.signer.sign_confirmation(c.subscriber_id, c.slug, c.request_id, at)
             try:
-                message = self.notice(c.slug).build(
+                message = self.notice(c.slug, c.lang).build(
                     c.email,
                     c.name or None,
                     f"{c.subscriber_id}-{c.slug}-{int(at.timestamp())}",
@@ -129,7 +131,8 @@ class ConfirmationMail:
             return
         log.info("sending %d confirmations that had not gone", len(unsent))
         batch = [
-            Confirmation(u.list_slug, u.list_id, u.subscriber_id, u.request_id, u.email, u.name or "") for u in unsent
+            Confirmation(u.list_slug, u.list_id, u.subscriber_id, u.request_id, u.email, u.name or "", u.lang)
+            for u in unsent
         ]
         results, size = [], self._max_batch()
         for start in range(0, len(batch), size):

@@ -1,6 +1,7 @@
 """/subscribe/{list} and /confirm/{token}: people join a list open to sign-up, by double opt-in.
 
-    GET  /subscribe/{list}    the form: email, name (optional), the consent sentence, a honeypot (website)
+    GET  /subscribe/{list}    the form: email, name (optional), the list's languages when it has several (its
+                              first, or ?lang=, first and chosen), the consent sentence, a honeypot (website)
     POST /subscribe/{list}    for any well-formed address, the same page and status whatever the address's state,
                               so that the form tells nobody who is on a list; one confirmation email for a new or
                               returning address (none to a member, a bounce or a complaint; at most one in
@@ -12,7 +13,10 @@
                               never once a later one was made or the membership changed since (an unsubscribe,
                               a bounce); that, and anything forged, expired or retired, gets the same 400 page
                               as a bad unsubscribe link
-A list is open when newsletter.toml says `[lists.SLUG] subscribe = true`; any other answers 404.
+A list is open when newsletter.toml says `[lists.SLUG] subscribe = true`; any other answers 404. The page speaks
+the list's first language, or the one ?lang= names among the list's; the language chosen in the form is the
+answer's, the confirmation email's and its pages', and the person's once they confirm (never before: whoever types
+someone's address changes nothing of theirs).
 The consent record is the request's event (what was shown, the page, the user agent, a keyed hash of the IP)
 and its confirmation's; the address itself is the only thing stored before the person confirms.
 The confirmation emails themselves are confirmations.py's: sent in the background, and never lost.
@@ -32,11 +36,12 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from newsletter.addresses import clean_name, normalize_address
-from newsletter.config import parse_duration
+from newsletter.config import parse_duration, reader_language
 from newsletter.i18n import translate
 from newsletter.message import Notice, parse_mailbox
+from newsletter.pages import language_choice
 from newsletter.render import RenderedIssue
-from newsletter.store import SignupRequest, now
+from newsletter.store import SignupConfirmation, SignupRequest, now
 from newsletter.tokens import ip_hash
 from newsletter.web.common import (
     MAX_BODY,
@@ -104,29 +109,46 @@ def routes(site: Site) -> list[Route]:
     def title(slug: str) -> str:
         return config.list_settings(slug).title or config.name
 
-    def lang(slug: str) -> str:
-        return config.list_settings(slug).lang or config.lang
+    def page_language(request: Request, slug: str) -> str:
+        """The page's language: ?lang= when the list offers it, else the list's first."""
+        return reader_language(config, slug, request.query_params.get("lang"))
+
+    def chosen_language(slug: str, fields: dict[str, str]) -> str | None:
+        """The language chosen in the form, when the list offers a choice and it is one of its languages."""
+        offered = config.list_languages(slug)
+        chosen = fields.get("lang")
+        return chosen if len(offered) > 1 and chosen in offered else None
 
     @functools.cache  # the configuration is read once per process
-    def consent(slug: str) -> str:
-        sentence = config.list_settings(slug).consent
+    def consent(slug: str, lang: str) -> str:
+        sentence = config.list_settings(slug).consent_in(lang)
         return sentence or translate(
-            lang(slug), "consent_default", list=title(slug), publisher=config.publisher.name or config.name
+            lang, "consent_default", list=title(slug), publisher=config.publisher.name or config.name
         )
 
     def client_hash(request: Request) -> str:
         return ip_hash(site.signer.key, request.client.host if request.client else None)
 
-    rendered: dict[tuple[str, str, str], Response] = {}
+    # Keyed by the path (which routing matched to an open list) and languages the list offers: never by what else a
+    # request sends, so a few entries per list.
+    rendered: dict[tuple[str, str, str, str], Response] = {}
 
-    def form_page(request: Request, slug: str, state: str, status: int = 200) -> Response:
-        """A list's page in one of its three states: the same bytes for everyone, so one response each, made once
-        (a Starlette response sends the same bytes each time it is called)."""
+    def form_page(request: Request, slug: str, state: str, lang: str, status: int = 200) -> Response:
+        """A list's page in one of its three states and one of its languages: the same bytes for everyone, so one
+        response each, made once (a Starlette response sends the same bytes each time it is called)."""
         path = request.scope["path"]
-        key = (slug, state, path)
+        key = (slug, state, path, lang)
         if key not in rendered:
+            offered = config.list_languages(slug)
+            first = lang == offered[0]
             page = site.pages.text(
-                "subscribe.html.j2", lang(slug), state=state, list=title(slug), consent=consent(slug), action=path
+                "subscribe.html.j2",
+                lang,
+                state=state,
+                list=title(slug),
+                consent=consent(slug, lang),
+                action=path if first else f"{path}?lang={lang}",  # the POST knows which consent it showed
+                languages=language_choice(offered, lang),
             )
             rendered[key] = HTMLResponse(page, status_code=status)
         return rendered[key]
@@ -135,23 +157,26 @@ def routes(site: Site) -> list[Route]:
         slug = request.path_params["list"]
         if open_list(slug) is None:
             return PlainTextResponse("not found", status_code=404)
-        return form_page(request, slug, "form")
+        return form_page(request, slug, "form", page_language(request, slug))
 
-    def notice(slug: str) -> Notice:
-        """The confirmation email of a list, rendered once: only the link changes from one person to the next."""
-        if slug not in notices:
+    def notice(slug: str, lang: str | None) -> Notice:
+        """The confirmation email of a list in a reader's language, rendered once: only the link changes from one
+        person to the next."""
+        lang = reader_language(config, slug, lang)
+        key = f"{slug}:{lang}"
+        if key not in notices:
             values = {
                 "list": title(slug),
                 "publisher": config.publisher.name or config.name,
                 "postal_address": config.publisher.postal_address or "",
             }
-            html = site.pages.text("confirmation.html.j2", lang(slug), **values)
-            text = site.pages.text("confirmation.txt.j2", lang(slug), **values)
-            subject = translate(lang(slug), "confirm_subject", list=title(slug))
-            rendered = RenderedIssue(f"confirm-{slug}", lang(slug), subject, "", html, text, {})
+            html = site.pages.text("confirmation.html.j2", lang, **values)
+            text = site.pages.text("confirmation.txt.j2", lang, **values)
+            subject = translate(lang, "confirm_subject", list=title(slug))
+            rendered = RenderedIssue(f"confirm-{slug}", lang, subject, "", html, text, {})
             sender = parse_mailbox(config.sender.from_ or f"{config.name} <{config.publisher.email}>")
-            notices[slug] = Notice("confirm", rendered, sender, config.sender.reply_to)
-        return notices[slug]
+            notices[key] = Notice("confirm", rendered, sender, config.sender.reply_to)
+        return notices[key]
 
     mail = ConfirmationMail(site, notice)
     site.periodic.append((RESEND_EVERY, mail.resend_unsent))
@@ -184,19 +209,22 @@ def routes(site: Site) -> list[Route]:
         fields = await form_fields(request, body)
         if fields is None:
             return PlainTextResponse("malformed form", status_code=400)
+        shown = page_language(request, slug)  # the page the form was on: the consent it showed
+        chosen = chosen_language(slug, fields)
+        answer = chosen or shown
         if fields.get("website"):  # the honeypot: the same answer, and nothing happens
-            return form_page(request, slug, "sent")
+            return form_page(request, slug, "sent", answer)
         try:
             address = normalize_address(fields.get("email", ""))
         except ValueError:
-            return form_page(request, slug, "error", 400)
+            return form_page(request, slug, "error", shown, 400)
         host = request.client.host if request.client else None
         if signups.count(host):
             over_the_limit.add(address_block(host))
-            return form_page(request, slug, "sent")
+            return form_page(request, slug, "sent", answer)
         name = clean_name(fields.get("name", "")) or ""
         detail = {
-            "consent": consent(slug),
+            "consent": consent(slug, shown),
             # the address posted to when the request names no page (our own form's send no Referer)
             "page": header(request, b"referer")[:500] or f"{config.base_url}/subscribe/{slug}",
             "user_agent": header(request, b"user-agent")[:300],
@@ -209,10 +237,12 @@ def routes(site: Site) -> list[Route]:
             )
             mailing_list = await site.list_named(slug)
             assert mailing_list is not None  # created, committed, and found in the store
-        asked = await site.writer.signup(SignupRequest(mailing_list.id, address, name or None, detail))
+        asked = await site.writer.signup(SignupRequest(mailing_list.id, address, name or None, detail, chosen))
         if asked is not None:
-            mail.later(Confirmation(slug, mailing_list.id, asked.subscriber_id, asked.request_id, address, name))
-        return form_page(request, slug, "sent")
+            mail.later(
+                Confirmation(slug, mailing_list.id, asked.subscriber_id, asked.request_id, address, name, chosen)
+            )
+        return form_page(request, slug, "sent", answer)
 
     async def confirmation(request: Request) -> Response:
         """A link confirms its own request, and only while nothing changed since (store._confirming): the same
@@ -223,24 +253,26 @@ def routes(site: Site) -> list[Route]:
             return site.invalid(request, "confirm_invalid")
         slug, subscriber_id, request_id = found.list_slug, found.subscriber_id, found.request_id
         if request.method == "GET":
-            address = await asyncio.to_thread(store.confirmable, subscriber_id, mailing_list.id, request_id)
-            if address is None:
+            asked = await asyncio.to_thread(store.confirmable, subscriber_id, mailing_list.id, request_id)
+            if asked is None:
                 return site.invalid(request, "confirm_invalid")
-            return site.render("confirm.html.j2", lang(slug), state="ask", email=mask(address), list=title(slug))
+            lang = reader_language(config, slug, asked.lang)
+            return site.render("confirm.html.j2", lang, state="ask", email=mask(asked.email), list=title(slug))
         if await read_body(request, MAX_BODY) is None:
             return PlainTextResponse("request body too large", status_code=413)
         detail = {"user_agent": header(request, b"user-agent")[:300], "ip_hash": client_hash(request)}
 
-        def confirm(connection: Connection) -> str | None:
+        def confirm(connection: Connection) -> SignupConfirmation | None:
             return store.confirm_signup(
                 subscriber_id, mailing_list.id, detail, request_id=request_id, connection=connection
             )
 
-        address = await site.writer.run(confirm)
-        if address is None:
+        confirmed = await site.writer.run(confirm)
+        if confirmed is None:
             return site.invalid(request, "confirm_invalid")
         log.debug("POST /confirm: %s confirmed", slug)
-        return site.render("confirm.html.j2", lang(slug), state="done", email=mask(address), list=title(slug))
+        lang = reader_language(config, slug, confirmed.lang)
+        return site.render("confirm.html.j2", lang, state="done", email=mask(confirmed.email), list=title(slug))
 
     return [
         Route("/subscribe/{list}", form, methods=["GET"]),

@@ -10,7 +10,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from newsletter.store import CampaignStatus, Store, now
+from newsletter.store import MIGRATIONS, CampaignStatus, Store, now
 from newsletter.store.engine import create_engine
 from newsletter.subscribers import add
 
@@ -189,7 +189,7 @@ def test_the_migration_from_version_6_keeps_the_campaigns_and_widens_the_status(
     assert store.version() == 6
     add(store, "alliances", "a@example.org", None)
     kept = store.create_campaign(store.list_id("alliances"), "issue", "hash", "Sujet")
-    assert store.upgrade() == [7, 8, 9, 10]
+    assert store.upgrade() == [number for number, _ in MIGRATIONS if number >= 7]
     assert store.campaign(kept).status == CampaignStatus.RUNNING
     inspector = sa.inspect(store.engine)
     assert inspector.has_table("approval_requests") and inspector.has_table("campaign_events")

@@ -19,6 +19,7 @@ from newsletter.cli import app
 from newsletter.segments import parse
 from newsletter.sending.wiring import open_store
 from newsletter.store import MembershipStatus
+from newsletter.store.schema import MIGRATIONS
 from newsletter.workspace import Workspace
 
 EXPORTS = Path(__file__).parent / "fixtures" / "exports"
@@ -201,7 +202,7 @@ def test_a_list_imported_at_schema_version_8_is_segmented_alike_once_its_field_v
             connection.execute(sa.text("DELETE FROM schema_version WHERE version > 8"))
             connection.execute(sa.text("DROP TABLE subscriber_fields"))
         assert store.version() == 8
-        assert store.upgrade() == [9, 10]  # 9 (bounces) finds its table and indexes there, and adds nothing
+        assert store.upgrade() == [n for n, _ in MIGRATIONS if n > 8]  # the later ones find what they add there
         members = list(store.iter_members(list_id, MembershipStatus.SUBSCRIBED, tags=True))
         reference = [
             [m.subscriber_id for m in members if segment.matches(m.fields, m.tags, m.joined_at)] for segment in segments

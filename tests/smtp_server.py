@@ -45,6 +45,13 @@ class SmtpSink:
 
     def __post_init__(self):
         self.random = random.Random(self.seed)
+        self.arrived = threading.Condition(self.lock)  # notified as each message is received
+
+    def wait_for(self, count: int, timeout: float = 120.0) -> bool:
+        """Until `count` messages have arrived (whatever thread or loop sends them); False after `timeout`, a bound
+        for a test that would otherwise hang, never a measure of speed."""
+        with self.arrived:
+            return self.arrived.wait_for(lambda: len(self.received) >= count, timeout)
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         with self.lock:
@@ -72,8 +79,9 @@ class SmtpSink:
             import asyncio
 
             await asyncio.sleep(self.delay)
-        with self.lock:
+        with self.arrived:
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+            self.arrived.notify_all()
         return "250 2.0.0 Message accepted"
 
     def per_recipient(self) -> Counter:

@@ -90,10 +90,9 @@ def events_of(store, email: str) -> list[str]:
 
 
 def wait_for_mail(sink, count: int) -> None:
-    for _ in range(500):  # the confirmation goes in the background (a bounded wait, not a timing assertion)
-        if len(sink.received) >= count:
-            return
-        asyncio.run(asyncio.sleep(0.01))
+    """Until the confirmations sent in the background have arrived: an event, whatever loop the caller runs
+    (Playwright's sync API runs one in this thread)."""
+    assert sink.wait_for(count), f"{count} messages expected, {len(sink.received)} arrived"
 
 
 def test_the_form_page_labels_consent_and_a_hidden_honeypot(site):

@@ -220,16 +220,16 @@ class VersionsCheck:
         there = ", ".join(f"{v.lang} ({v.file.name})" for v in self.versions if v.lang)
         raise NewsletterError(f"issues/{self.folder.name} has no {lang} version ({version_file_name(lang)}); {there}")
 
-    def to_json(self, lang: str | None = None) -> dict:
-        """{"ok", "errors", "warnings"} of the whole issue (or of the version in lang), and "files": each file's
-        own, [{"file", "lang", "ok", "errors", "warnings"}], issue.yaml first."""
-        if lang is None:
-            document = self.report.to_json()
-            versions = self.versions
-        else:
-            version = self.version(lang)
-            document, versions = version.result.report.to_json(), [version]
-        return {**document, "files": [version.to_json() for version in versions]}
+    def to_json(self) -> dict:
+        """{"ok", "errors", "warnings"} of the whole issue, and "files": each file's own, [{"file", "lang", "ok",
+        "errors", "warnings"}], issue.yaml first."""
+        return {**self.report.to_json(), "files": [version.to_json() for version in self.versions]}
+
+    def version_json(self, lang: str | None) -> dict:
+        """to_json of one version (None: issue.yaml): what checking it reports (newsletter.toml's too, and how it
+        compares with issue.yaml), and "files" with its file alone."""
+        version = self.version(lang)
+        return {**version.result.report.to_json(), "files": [version.to_json()]}
 
 
 def check_versions(

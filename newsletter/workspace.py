@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -138,7 +139,7 @@ def new_issue(
     slug: str,
     *,
     lang: str | None = None,
-    also: tuple[str, ...] | list[str] = (),
+    also: Sequence[str] = (),
     from_issue: str | None = None,
     today: dt.date | None = None,
 ) -> NewIssue:

@@ -564,6 +564,10 @@ def test_the_preview_serves_each_version_with_a_switch_between_them(bilingual_wo
         mail = client.get("/en/email.html").text
         assert "Looking back on the 2nd Forum des Alliances" in mail and ">Lire en français</a>" in mail
         assert 'src="../images/logo-alliances.png"' in mail
+        # The link a member's message has, to serve's archive of the other version (render's fallback, until a
+        # send fills %%other_version_url%%).
+        archive = f"https://bulletin.crdbsl.org/archive/{EXAMPLE_SLUG}/"
+        assert re.search(rf'<a href="{archive}" hreflang="fr" lang="fr"[^>]*>Lire en français</a>', mail)
         assert client.get("/images/logo-alliances.png").status_code == 200  # where ../images/ leads from /en/
         assert "THE ALLIANCES NEWSLETTER" in client.get("/en/email.txt").text
         assert "white-space: pre;" in client.get("/en/text.html").text

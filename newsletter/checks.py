@@ -13,6 +13,11 @@ or a placeholder where none is filled (the subject, a link), is an error; a fiel
 is a warning, when a list applies (`list_fields`: check's --list, else the store's only list).
 
 An event section: ending before it starts is an error, a registration deadline after its start a warning.
+
+An issue with a translation beside issue.yaml (issue.en.yaml): check_versions checks each file as check_issue does,
+each in its own report, then compares the translation with issue.yaml (compare_versions, the rule at the end of this
+module): a section, a link or an image in one file only, or sections in another order, are warnings located in the
+translation that name issue.yaml's line. check_issue still checks issue.yaml alone.
 """
 
 from __future__ import annotations

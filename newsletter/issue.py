@@ -363,8 +363,13 @@ class Issue(_Model):
         description="The line mail clients show after the subject in the inbox; it may hold a subscriber's field, "
         '{{ prenom | default("…") }} (the subject may not).',
     )
-    lang: Language = Field(description="The issue's language; the footer and dates follow it.")
-    date: dt.date | None = Field(None, description="Publication date (YYYY-MM-DD).")
+    lang: Language = Field(
+        description="The issue's language; the footer and dates follow it. In a translation beside issue.yaml "
+        "(issue.en.yaml), the language its name gives."
+    )
+    date: dt.date | None = Field(
+        None, description="Publication date (YYYY-MM-DD). A translation takes issue.yaml's: leave it out there."
+    )
     from_: str | None = Field(None, alias="from", description='Overrides newsletter.toml, e.g. "Name <a@b.org>".')
     reply_to: str | None = None
     sections: list[AnySection] = Field(min_length=1)

@@ -223,7 +223,9 @@ class VersionsCheck:
             if lang is None or version.lang == lang:
                 return version
         there = ", ".join(f"{v.lang} ({v.file.name})" for v in self.versions if v.lang)
-        raise NewsletterError(f"issues/{self.folder.name} has no {lang} version ({version_file_name(lang)}); {there}")
+        raise NewsletterError(
+            f"issues/{self.folder.name} has no {lang} version ({version_file_name(lang)}); its versions: {there}"
+        )
 
     def to_json(self) -> dict:
         """{"ok", "errors", "warnings"} of the whole issue, and "files": each file's own, [{"file", "lang", "ok",

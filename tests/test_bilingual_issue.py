@@ -598,7 +598,8 @@ def test_the_english_version_at_phone_width_in_chromium(bilingual_workspace, chr
     refused = newsletter("preview", str(folder), "--screenshot", str(tmp_path / "x.png"), "--lang", "de")
     assert refused.returncode == 1
     assert refused.stderr == (
-        f"error: issues/{EXAMPLE_SLUG} has no de version (issue.de.yaml); its versions: fr (issue.yaml), en (issue.en.yaml)\n"
+        f"error: issues/{EXAMPLE_SLUG} has no de version (issue.de.yaml); its versions: fr (issue.yaml), "
+        "en (issue.en.yaml)\n"
     )
 
 

@@ -1,6 +1,7 @@
 """What an agent may do in a workspace, and the gate in front of a send: the library behind `newsletter mcp`.
 
-An agent names an issue by its slug only, and writes only issues/<slug>/issue.yaml and issues/<slug>/images/<file>:
+An agent names an issue by its slug only, and writes only issues/<slug>/issue.yaml, its translations beside it
+(issue.en.yaml: a version names its language) and issues/<slug>/images/<file>:
 a name with `..`, a slash or an absolute path is refused, and so is any path that resolves outside issues/ (a
 symlink). A send or a schedule needs a confirmation code, which only a dry run gives: the code is bound to every
 byte the messages are made of (subject, HTML, text, sender, reply-to, the list's name, links, each image's bytes),
@@ -27,10 +28,11 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-from newsletter.checks import HEAVY_IMAGE_BYTES, check_issue
-from newsletter.errors import Diagnostic, NewsletterError
+from newsletter.checks import HEAVY_IMAGE_BYTES, check_versions
+from newsletter.errors import Diagnostic, IssueError, NewsletterError
 from newsletter.field_placeholders import list_fields_for
-from newsletter.issue import ISSUE_FILE, load_issue
+from newsletter.i18n import LANGUAGES
+from newsletter.issue import ISSUE_FILE, load_issue, translation_files, version_file_name
 from newsletter.render import image_size
 from newsletter.sending.send import SendSummary, parse_at, prepare_real_send
 from newsletter.sending.send import send as send_issue
@@ -87,26 +89,56 @@ def list_issues(workspace: Workspace) -> dict:
             item["problem"] = str(exc)
         else:
             item.update(subject=model.subject, lang=model.lang, date=model.date.isoformat() if model.date else None)
+        item["translations"] = list(translation_files(folder)[0])  # the languages of its issue.LANG.yaml
         found.append(item)
     return {"issues": found}
 
 
-def read_issue(workspace: Workspace, name: str) -> str:
-    file = issue_folder(workspace, name) / ISSUE_FILE
+def version_file(workspace: Workspace, name: str, lang: str | None = None) -> Path:
+    """The file of the issue's version in lang: issue.yaml (lang None, or issue.yaml's own language), else its
+    translation issue.LANG.yaml beside it, which may not exist yet; read and written only inside the folder."""
+    folder = issue_folder(workspace, name)
+    if lang is None:
+        return folder / ISSUE_FILE
+    if lang not in LANGUAGES:
+        raise NewsletterError(f"{shown_name(lang)} is no language of an issue; use one of: {', '.join(LANGUAGES)}")
+    try:
+        if load_issue(folder).model.lang == lang:
+            return folder / ISSUE_FILE
+    except IssueError:
+        pass  # issue.yaml does not load: lang names the translation
+    file = folder / version_file_name(lang)
+    if (file.exists() or file.is_symlink()) and file.resolve().parent != folder:
+        raise NewsletterError(f"issues/{name}/{file.name} leads outside the issue's folder; refused")
+    return file
+
+
+def read_issue(workspace: Workspace, name: str, lang: str | None = None) -> str:
+    """The YAML of the issue's version in lang (None: issue.yaml)."""
+    file = version_file(workspace, name, lang)
     if not file.is_file():
-        raise NewsletterError(f"{file} does not exist; write it with write_issue")
+        how = f'write_issue with lang "{lang}"' if lang else "write_issue"
+        raise NewsletterError(f"{file} does not exist; write it with {how}")
     return file.read_text(encoding="utf-8")
 
 
-def write_issue(workspace: Workspace, name: str, text: str) -> dict:
-    """Replace issues/<name>/issue.yaml with text (atomically), then answer with what `check --json` reports."""
-    folder = issue_folder(workspace, name)
+def write_issue(workspace: Workspace, name: str, text: str, lang: str | None = None) -> dict:
+    """Replace issues/<name>/issue.yaml (or with lang, its version in that language, issue.LANG.yaml beside it) with
+    text (atomically), then answer with what `check --json` reports of that file."""
+    file = version_file(workspace, name, lang)
     data = text.encode("utf-8")
     if len(data) > MAX_YAML_BYTES:
-        raise NewsletterError(f"the YAML is {len(data) // 1024} KB; an issue.yaml holds at most 1 MB")
-    _replace(folder / ISSUE_FILE, data)
-    fields = list_fields_for(workspace, None)  # the store's only list, if it has one
-    return check_issue(folder, workspace.config, workspace.templates_dir, list_fields=fields).report.to_json()
+        raise NewsletterError(f"the YAML is {len(data) // 1024} KB; an {file.name} holds at most 1 MB")
+    _replace(file, data)
+    return check_report(workspace, file.parent, None if file.name == ISSUE_FILE else lang)
+
+
+def check_report(workspace: Workspace, folder: Path, lang: str | None = None, *, every: bool = False) -> dict:
+    """What `check --json` reports of the issue in folder: of every file (every), else of its version in lang
+    (None: issue.yaml)."""
+    fields = list_fields_for(workspace, None)  # {{ field }}s against the store's only list, if it has one
+    checked = check_versions(folder, workspace.config, workspace.templates_dir, list_fields=fields)
+    return checked.to_json() if every else checked.version_json(lang)
 
 
 def add_image(workspace: Workspace, name: str, file_name: str, data_base64: str) -> dict:

@@ -123,6 +123,11 @@ CATALOG: dict[str, dict[str, str]] = {
         "approval_status_cancelled": "annulé",
         "approval_status_expired": "expiré",
         "approval_status_declined": "refusé",
+        # A bilingual issue: the link at the top of the other version to this one, written in this language, and
+        # this version's name in preview's language switch.
+        "other_version": "Lire en français",
+        "version_name": "Français",
+        "skeleton_translation_date": "Pas de date ici : celle d'issue.yaml vaut pour les deux versions.",
     },
     "en": {
         "unsubscribe": "Unsubscribe",
@@ -222,6 +227,9 @@ CATALOG: dict[str, dict[str, str]] = {
         "approval_status_cancelled": "cancelled",
         "approval_status_expired": "expired",
         "approval_status_declined": "declined",
+        "other_version": "Read in English",
+        "version_name": "English",
+        "skeleton_translation_date": "No date here: issue.yaml's is both versions' date.",
     },
 }
 

@@ -4,6 +4,11 @@ An issue is a folder holding issue.yaml and its images. Each section type is one
 is the tag) and one pair of templates, `sections/<type>.mjml.j2` and `sections/<type>.txt.j2`. To add a type,
 add a class below that subclasses Section, name it in AnySection, and write its two templates: the JSON Schema
 and the checks pick it up from there.
+
+An issue may have versions in other languages beside issue.yaml: issue.en.yaml (issue.LANG.yaml, LANG one of
+i18n.LANGUAGES other than issue.yaml's own), with the same schema, sharing images/. `load_issue` reads one file;
+`load_versions` reads them all, checks what they must share (a translation's lang is its file's, its date the
+main file's) and tells each version of the other, whose web version its top links to.
 """
 
 from __future__ import annotations
@@ -31,10 +36,13 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from newsletter.errors import Diagnostic, IssueError, Severity
-from newsletter.i18n import Language
+from newsletter.errors import Diagnostic, IssueError, NewsletterError, Severity
+from newsletter.i18n import LANGUAGES, Language
 
 ISSUE_FILE = "issue.yaml"
+# issue.en.yaml: a version of the issue in another language. Any middle part matches, so that check can say that
+# issue.eng.yaml or issue.old.yaml is no version (TRANSLATION_FILE.fullmatch: nothing else of the name may follow).
+TRANSLATION_FILE = re.compile(r"issue\.([^./\\]+)\.yaml")
 # libyaml's parser when PyYAML has it (its wheels do): the same nodes and marks, several times faster.
 try:
     from yaml import CSafeLoader as _BaseLoader
@@ -355,8 +363,13 @@ class Issue(_Model):
         description="The line mail clients show after the subject in the inbox; it may hold a subscriber's field, "
         '{{ prenom | default("…") }} (the subject may not).',
     )
-    lang: Language = Field(description="The issue's language; the footer and dates follow it.")
-    date: dt.date | None = Field(None, description="Publication date (YYYY-MM-DD).")
+    lang: Language = Field(
+        description="The issue's language; the footer and dates follow it. In a translation beside issue.yaml "
+        "(issue.en.yaml), the language its name gives."
+    )
+    date: dt.date | None = Field(
+        None, description="Publication date (YYYY-MM-DD). A translation takes issue.yaml's: leave it out there."
+    )
     from_: str | None = Field(None, alias="from", description='Overrides newsletter.toml, e.g. "Name <a@b.org>".')
     reply_to: str | None = None
     sections: list[AnySection] = Field(min_length=1)
@@ -385,11 +398,17 @@ class SourceMap:
 
 @dataclass
 class LoadedIssue:
-    """A validated issue with the folder it came from and the positions of its YAML."""
+    """A validated issue with the folder it came from and the positions of its YAML.
+
+    One version of the issue: issue.yaml (file_name), or a translation beside it (issue.en.yaml). other_lang is
+    the language of the folder's other version when load_versions read it (its web version is linked at the top);
+    load_issue, which reads one file, leaves it None."""
 
     model: Issue
     folder: Path
     source: SourceMap
+    file_name: str = ISSUE_FILE
+    other_lang: str | None = None
 
     @property
     def slug(self) -> str:
@@ -397,7 +416,23 @@ class LoadedIssue:
 
     @property
     def file(self) -> Path:
-        return self.folder / ISSUE_FILE
+        return self.folder / self.file_name
+
+    @property
+    def is_translation(self) -> bool:
+        return self.file_name != ISSUE_FILE
+
+    @property
+    def web_path(self) -> str:
+        """Where its web version lives in the issue's: "" (build/SLUG/index.html) or "en/" for a translation."""
+        return f"{self.model.lang}/" if self.is_translation else ""
+
+    @property
+    def other_web_path(self) -> str | None:
+        """The other version's web_path, None when there is none."""
+        if self.other_lang is None:
+            return None
+        return "" if self.is_translation else f"{self.other_lang}/"
 
     def diagnostic(
         self, severity: Severity, code: str, message: str, path: YamlPath, *, line_offset: int = 0
@@ -502,12 +537,48 @@ def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
     return data, source
 
 
-def load_issue(folder: Path) -> LoadedIssue:
-    """Load and validate folder/issue.yaml. Raise IssueError listing every problem, each with file:line:col."""
-    file = folder / ISSUE_FILE
+def version_file_name(lang: str | None = None) -> str:
+    """issue.yaml for the main file (lang None), issue.LANG.yaml for its translation into lang."""
+    return ISSUE_FILE if lang is None else f"issue.{lang}.yaml"
+
+
+def translation_files(folder: Path) -> tuple[dict[str, Path], list[Path]]:
+    """The folder's translations by language (in i18n.LANGUAGES' order), and the other issue.*.yaml files, which
+    name no language this tool writes (issue.de.yaml, issue.old.yaml): no version, which check warns of."""
+    found: dict[str, Path] = {}
+    others = []
+    names = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
+    for name in names:
+        match = TRANSLATION_FILE.fullmatch(name)
+        if match is None or not (folder / name).is_file():
+            continue
+        if match.group(1) in LANGUAGES:
+            found[match.group(1)] = folder / name
+        else:
+            others.append(folder / name)
+    return {lang: found[lang] for lang in LANGUAGES if lang in found}, others
+
+
+def load_issue(folder: Path, lang: str | None = None) -> LoadedIssue:
+    """Load and validate folder/issue.yaml, or with lang its translation folder/issue.LANG.yaml (whose lang must
+    be LANG). Raise IssueError listing every problem, each with file:line:col."""
+    name = version_file_name(lang)
+    file = folder / name
     if not file.is_file():
+        hint = "create it with `newsletter new SLUG`"
+        if lang is not None:
+            hint = f"write the {lang} version there, beside {ISSUE_FILE} (`newsletter new SLUG --also {lang}`)"
+        raise IssueError([Diagnostic("error", "no-issue-file", f"{file} does not exist; {hint}")])
+    if lang is not None and file.resolve().parent != folder.resolve():
         raise IssueError(
-            [Diagnostic("error", "no-issue-file", f"{file} does not exist; create it with `newsletter new SLUG`")]
+            [
+                Diagnostic(
+                    "error",
+                    "translation-outside-issue",
+                    f"{name} leads outside the issue's folder (a link); copy the file itself into {folder}",
+                    str(file),
+                )
+            ]
         )
     try:
         text = file.read_text(encoding="utf-8")
@@ -534,7 +605,129 @@ def load_issue(folder: Path) -> LoadedIssue:
     except ValidationError as exc:
         diagnostics = _validation_diagnostics(exc, data, source)
         raise IssueError(diagnostics) from None
-    return LoadedIssue(model, folder, source)
+    loaded = LoadedIssue(model, folder, source, name)
+    if lang is not None and model.lang != lang:
+        raise IssueError(
+            [
+                loaded.diagnostic(
+                    "error",
+                    "translation-lang",
+                    f"lang is {model.lang}, but {name} is the issue's {lang} version: write lang: {lang}, or "
+                    f"rename the file {version_file_name(model.lang)}",
+                    ("lang",),
+                )
+            ]
+        )
+    return loaded
+
+
+@dataclass
+class IssueVersions:
+    """Every version of one issue: issue.yaml (main) first, then each translation by language."""
+
+    main: LoadedIssue
+    translations: dict[str, LoadedIssue] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[LoadedIssue]:
+        yield self.main
+        yield from self.translations.values()
+
+    @property
+    def langs(self) -> list[str]:
+        return [self.main.model.lang, *self.translations]
+
+    def version(self, lang: str | None = None) -> LoadedIssue:
+        """The version in lang (None: the main file); NewsletterError naming those there are."""
+        if lang is None or lang == self.main.model.lang:
+            return self.main
+        if lang in self.translations:
+            return self.translations[lang]
+        raise NewsletterError(
+            f"issues/{self.main.slug} has no {lang} version ({version_file_name(lang)}); its versions: "
+            + ", ".join(f"{issue.model.lang} ({issue.file_name})" for issue in self)
+        )
+
+
+def read_versions(folder: Path) -> tuple[LoadedIssue | IssueError, dict[str, LoadedIssue | IssueError]]:
+    """Each version of the folder as far as it loads: the main file and each translation by language, each loaded
+    or the IssueError that stopped it, with what the versions must share checked (a translation in the main file's
+    own language, another date: errors of the translation's) and other_lang set. What check goes through."""
+    main: LoadedIssue | IssueError
+    try:
+        main = load_issue(folder)
+    except IssueError as exc:
+        main = exc
+    translations: dict[str, LoadedIssue | IssueError] = {}
+    for lang in translation_files(folder)[0]:
+        try:
+            translations[lang] = load_issue(folder, lang)
+        except IssueError as exc:
+            translations[lang] = exc
+    if isinstance(main, IssueError):
+        return main, translations
+    for lang, translation in list(translations.items()):
+        if isinstance(translation, LoadedIssue):
+            translations[lang] = _shared_with(main, translation)
+    loaded = [lang for lang, translation in translations.items() if isinstance(translation, LoadedIssue)]
+    if loaded:
+        main.other_lang = loaded[0]  # two languages: one translation at most (a third would need more links)
+    for translation in translations.values():
+        if isinstance(translation, LoadedIssue):
+            translation.other_lang = main.model.lang
+    return main, translations
+
+
+def _shared_with(main: LoadedIssue, translation: LoadedIssue) -> LoadedIssue | IssueError:
+    """The translation with what it shares with the main file checked: its language is another, its date the same
+    (left out, it takes the main file's)."""
+    name, lang = translation.file_name, translation.model.lang
+    if lang == main.model.lang:
+        return IssueError(
+            [
+                translation.diagnostic(
+                    "error",
+                    "translation-same-language",
+                    f"{ISSUE_FILE} is in {lang} already: a translation is in another language; translate it "
+                    f"into {', '.join(other for other in LANGUAGES if other != lang)} (issue.LANG.yaml, lang: LANG) "
+                    "or remove this file",
+                    ("lang",),
+                )
+            ]
+        )
+    date, main_date = translation.model.date, main.model.date
+    if date is not None and date != main_date:
+        if main_date is None:
+            said = f"{ISSUE_FILE} gives none"
+        else:
+            line, column = main.source.locate(("date",))
+            said = f"{ISSUE_FILE}'s is {main_date} ({ISSUE_FILE}:{line}:{column})"
+        return IssueError(
+            [
+                translation.diagnostic(
+                    "error",
+                    "translation-date",
+                    f"date is {date}, but {said}: both versions are one issue, of one date; remove date from "
+                    f"{name} (it takes {ISSUE_FILE}'s) or give the same in both",
+                    ("date",),
+                )
+            ]
+        )
+    if date is None and main_date is not None:
+        translation.model = translation.model.model_copy(update={"date": main_date})
+    return translation
+
+
+def load_versions(folder: Path) -> IssueVersions:
+    """Load every version of the issue in folder: issue.yaml, then each issue.LANG.yaml beside it. Raise IssueError
+    listing every problem of every file, each with its file:line:col."""
+    main, translations = read_versions(folder)
+    problems = [
+        d for version in (main, *translations.values()) if isinstance(version, IssueError) for d in version.diagnostics
+    ]
+    if problems:
+        raise IssueError(problems)
+    assert isinstance(main, LoadedIssue)
+    return IssueVersions(main, {lang: t for lang, t in translations.items() if isinstance(t, LoadedIssue)})
 
 
 def _validation_diagnostics(exc: ValidationError, data: Any, source: SourceMap) -> list[Diagnostic]:

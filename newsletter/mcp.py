@@ -28,12 +28,10 @@ from pydantic import AnyUrl, Field, ValidationError
 
 from newsletter import __version__, agent
 from newsletter.build import build_issue
-from newsletter.checks import check_issue
 from newsletter.config import CONFIG_FILE
 from newsletter.delivery import DEFAULT_LIMIT, delivery_report
 from newsletter.errors import IssueError, NewsletterError
-from newsletter.field_placeholders import list_fields_for
-from newsletter.i18n import Language
+from newsletter.i18n import LANGUAGES, Language
 from newsletter.sending.send import campaign_status
 from newsletter.sending.send import send as send_issue
 from newsletter.transports import transport_dsn
@@ -42,6 +40,7 @@ from newsletter.workspace import Workspace, new_issue, schema_text
 SCHEMA_URI = "newsletter://schema/issue.schema.json"
 FORMAT_URI = "newsletter://docs/issue-format.md"
 ISSUE_URI = "newsletter://issues/{slug}/issue.yaml"
+TRANSLATION_URI = "newsletter://issues/{slug}/issue.{lang}.yaml"
 IMAGE_URI = "newsletter://issues/{slug}/images/{name}"
 INSTRUCTIONS = (
     "Write, check, look at and send the issues of the email newsletter in this workspace. Work in this order: "
@@ -54,10 +53,19 @@ INSTRUCTIONS = (
     "same segment (a name list_lists shows, or an expression like tag:rimouski). To answer why someone did not get "
     "an issue, or no longer gets the newsletter, call delivery_report with their address. Results are JSON, as "
     "the CLI's --json prints them. Each issue's YAML and images are resources "
-    "(newsletter://issues/SLUG/issue.yaml, .../images/NAME)."
+    "(newsletter://issues/SLUG/issue.yaml, .../images/NAME). An issue in two languages is issue.yaml and its "
+    "translation issue.en.yaml (or issue.fr.yaml) beside it: read_issue, write_issue, check_issue and "
+    "preview_issue take lang to work on the translation, and check_issue compares the two files."
 )
 
 IssueName = Annotated[str, Field(description="The issue's slug, its folder under issues/ (e.g. 2025-02-hiver).")]
+VersionLang = Annotated[
+    Language | None,
+    Field(
+        description="Which version: the language of the issue's translation (issue.en.yaml for en); omitted, or "
+        "issue.yaml's own language, it is issue.yaml."
+    ),
+]
 ListName = Annotated[str, Field(description="The list's slug (list_lists shows them), e.g. alliances.")]
 SegmentName = Annotated[
     str | None,
@@ -123,6 +131,15 @@ class NewsletterServer(MCPServer):
                     mime_type="application/yaml",
                 )
             )
+            listed += [
+                MCPResource(
+                    uri=TRANSLATION_URI.format(slug=slug, lang=lang),
+                    name=f"issues/{slug}/issue.{lang}.yaml",
+                    description=f"Its {lang} version",
+                    mime_type="application/yaml",
+                )
+                for lang in item.get("translations", [])
+            ]
             try:
                 images = agent.issue_images(workspace, slug)
             except NewsletterError:  # the folder went away since
@@ -212,7 +229,8 @@ def create_server(root: Path) -> NewsletterServer:
 
     @tool(READ_ONLY)
     def list_issues() -> CallToolResult:
-        """List the workspace's issues: slug, subject, lang, date (or the problem that stops the YAML loading)."""
+        """List the workspace's issues: slug, subject, lang, date (or the problem that stops the YAML loading), and
+        translations: the languages of its translations beside issue.yaml (["en"] for issue.en.yaml)."""
         return _result(agent.list_issues(workspace()))
 
     @tool(WRITES, "new_issue")
@@ -226,38 +244,50 @@ def create_server(root: Path) -> NewsletterServer:
             str | None,
             Field(description="The previous issue's slug, to start from it (masthead, logos, contacts, images)."),
         ] = None,
+        also: Annotated[
+            list[Language] | None,
+            Field(description='Also write its translation into these languages beside it, e.g. ["en"]: issue.en.yaml.'),
+        ] = None,
     ) -> CallToolResult:
         """Create issues/SLUG/issue.yaml from the commented skeleton, or from the previous issue (from_issue).
 
         From a previous issue: its YAML dated today, its other dates cleared, a comment above each part to replace,
-        and the images it uses copied. Answers {"issue", "file", "images", "cleared_dates", "warnings"}.
+        and the images it uses copied, its translations likewise. With also, a translation's skeleton beside it
+        (issue.en.yaml). Answers {"issue", "file", "translations", "images", "cleared_dates", "warnings"}.
         """
-        return _result(new_issue(workspace(), slug, lang=lang, from_issue=from_issue).to_json())
+        created = new_issue(workspace(), slug, lang=lang, also=also or (), from_issue=from_issue)
+        return _result(created.to_json())
 
     @tool(READ_ONLY)
-    def read_issue(issue: IssueName) -> CallToolResult:
-        """Return the issue's issue.yaml as it is on disk (YAML text), to edit and give back to write_issue."""
-        return CallToolResult(content=[TextContent(text=agent.read_issue(workspace(), issue))])
+    def read_issue(issue: IssueName, lang: VersionLang = None) -> CallToolResult:
+        """Return the issue's issue.yaml as it is on disk (YAML text), to edit and give back to write_issue; with
+        lang, its translation into that language (issue.en.yaml)."""
+        return CallToolResult(content=[TextContent(text=agent.read_issue(workspace(), issue, lang))])
 
     @tool(WRITES)
     def write_issue(
         issue: IssueName,
         yaml: Annotated[str, Field(description="The whole new issue.yaml, in UTF-8 (see the issue-format resource).")],
+        lang: VersionLang = None,
     ) -> CallToolResult:
-        """Replace the issue's issue.yaml (only that file, in that issue's folder), then check it.
+        """Replace the issue's issue.yaml (only that file, in that issue's folder), then check it. With lang, its
+        translation into that language instead (issue.en.yaml beside issue.yaml, created if need be: the same
+        sections in the same order, the same links and images, in that language; its lang is that language).
 
-        Answers like check_issue: {"ok", "errors", "warnings"}, each with file, line, column, path, code and
-        message. With errors the answer is a tool error (the file is written all the same): its first line says how
-        many and where the first is; fix what it reports and write again until ok is true.
+        Answers like check_issue with lang: {"ok", "errors", "warnings", "files"}, of the file written, each with
+        file, line, column, path, code and message. With errors the answer is a tool error (the file is written all
+        the same): its first line says how many and where the first is; fix what it reports and write again until
+        ok is true.
         """
-        report = agent.write_issue(workspace(), issue, yaml)
+        report = agent.write_issue(workspace(), issue, yaml, lang)
         if report["ok"]:
             return _result(report)
         first = report["errors"][0]
         where = ":".join(str(first[k]) for k in ("file", "line", "column") if first.get(k) is not None)
         count = len(report["errors"])
+        written = Path(report["files"][0]["file"]).name
         return _error(
-            f"issues/{issue}/issue.yaml was written with {count} error{'s' if count > 1 else ''}, the first at "
+            f"issues/{issue}/{written} was written with {count} error{'s' if count > 1 else ''}, the first at "
             f"{where}: {first['message']}; fix them and write again",
             report,
         )
@@ -275,21 +305,25 @@ def create_server(root: Path) -> NewsletterServer:
         return _result(agent.add_image(workspace(), issue, name, data_base64))
 
     @tool(READ_ONLY, "check_issue")
-    def check_issue_tool(issue: IssueName) -> CallToolResult:
-        """Report every problem of the issue, as `newsletter check --json`: {"ok", "errors", "warnings"}.
+    def check_issue_tool(issue: IssueName, lang: VersionLang = None) -> CallToolResult:
+        """Report every problem of the issue, as `newsletter check --json`: {"ok", "errors", "warnings", "files"}.
 
         Each problem has file, line, column, path (e.g. sections[3].url), code and message. ok false: fix the errors.
+        An issue with a translation (issue.en.yaml) is checked whole: each file, and the translation compared with
+        issue.yaml (warnings in the translation naming issue.yaml's line: translation-missing-section, …); "files"
+        gives each file's own {"file", "lang", "ok", "errors", "warnings"}. With lang, only that version's.
         """
         current = workspace()
         folder = agent.issue_folder(current, issue)
-        fields = list_fields_for(current, None)  # {{ field }}s against the store's only list, if it has one
-        return _result(check_issue(folder, current.config, current.templates_dir, list_fields=fields).report.to_json())
+        return _result(agent.check_report(current, folder, lang, every=lang is None))
 
     @tool(WRITES, "build_issue")
     def build_issue_tool(issue: IssueName) -> CallToolResult:
-        """Check and build the issue into build/SLUG/ (index.html, index.txt, issue.mjml, images/).
+        """Check and build the issue into build/SLUG/ (index.html, index.txt, issue.mjml, images/), and its
+        translation into build/SLUG/en/ (issue.en.yaml's).
 
-        Answers {"html", "text", "html_bytes", "warnings"}; with errors nothing is built: {"ok": false, "errors"}.
+        Answers {"html", "text", "html_bytes", "warnings", "versions": [{"lang", "html", "text", "html_bytes"}, …]};
+        with errors in any file nothing is built: {"ok": false, "errors"}.
         """
         current = workspace()
         folder = agent.issue_folder(current, issue)
@@ -309,8 +343,10 @@ def create_server(root: Path) -> NewsletterServer:
             Field(description='Width in px: 600 desktop, 375 a phone; "both": 600 and 375 in one call.'),
         ] = 600,
         view: Annotated[Literal["html", "text"], Field(description="html: the email; text: its plain part.")] = "html",
+        lang: VersionLang = None,
     ) -> CallToolResult:
-        """Look at the email as a member gets it: a PNG of the whole page per width, in headless Chromium.
+        """Look at the email as a member gets it: a PNG of the whole page per width, in headless Chromium; with
+        lang, of the issue's translation into that language (issue.en.yaml).
 
         It shows the message of a sample member (a fictional name and address; its unsubscribe link is a sample),
         with the footer and links every message carries. Answers one image per width (600 first with "both"),
@@ -324,8 +360,9 @@ def create_server(root: Path) -> NewsletterServer:
         current = workspace()
         folder = agent.issue_folder(current, issue)
         widths = [VIEWS["desktop"], VIEWS["mobile"]] if width == "both" else [width]
-        outputs = [(w, current.build_dir / "previews" / f"{folder.name}-{w}-{view}.png") for w in widths]
-        shots = take_screenshots(folder, outputs, view=view)
+        version = f"{lang}-" if lang else ""
+        outputs = [(w, current.build_dir / "previews" / f"{folder.name}-{version}{w}-{view}.png") for w in widths]
+        shots = take_screenshots(folder, outputs, view=view, lang=lang)
         pictures = [
             ImageContent(data=base64.b64encode(shot.path.read_bytes()).decode("ascii"), mime_type="image/png")
             for shot in shots
@@ -489,6 +526,22 @@ def create_server(root: Path) -> NewsletterServer:
             raise ResourceNotFoundError(f"error: {exc}") from None
 
     @server.resource(
+        TRANSLATION_URI,
+        name="issue.LANG.yaml",
+        mime_type="application/yaml",
+        description="An issue's translation (issue.en.yaml), by its slug and language.",
+    )
+    def translation_yaml(slug: str, lang: str) -> str:
+        try:
+            if lang not in LANGUAGES:
+                raise NewsletterError(f"{lang!r} is no language of an issue; use one of: {', '.join(LANGUAGES)}")
+            if not agent.version_file(workspace(), slug, lang).name.endswith(f".{lang}.yaml"):
+                raise NewsletterError(f"issues/{slug}/issue.yaml is the {lang} version: read its issue.yaml")
+            return agent.read_issue(workspace(), slug, lang)
+        except NewsletterError as exc:
+            raise ResourceNotFoundError(f"error: {exc}") from None
+
+    @server.resource(
         IMAGE_URI,
         name="An issue's image",
         mime_type="image/png",  # the template's; each image is read with its own (read_resource)
@@ -521,6 +574,8 @@ Work in this order, with the tools of the newsletter server:
    images are resources too (newsletter://issues/SLUG/images/NAME).
 2. write_issue with the whole YAML. It answers with every problem as file:line:column, a code and a message:
    fix them and write again until "ok" is true. Read the warnings too (subject length, preheader, leftover TODO).
+   In two languages: write issue.yaml in the list's first language, then its translation with write_issue and
+   lang (the same sections in the same order, the same links and images), until check_issue warns of none.
 3. add_image for each image, then use the src it answers (images/NAME) with an alt text that says what it shows.
 4. check_issue, then preview_issue at width 600 and at width 375 (a phone). Look at both pictures: nothing cut
    off, nothing wider than the screen, the text readable. Fix and preview again.

@@ -1,10 +1,12 @@
 """Local preview: a server on 127.0.0.1 that rebuilds the issue as its files change, and PNG screenshots.
 
 The page at / shows the desktop (600 px), mobile (375 px) and plain-text views side by side or one at a time,
-and the problems `check` finds. What they show is the message a member gets, its HTML and text parts built by
-the code that builds a send's messages (sending.send.member_message): the same footer, with the https one-click
-unsubscribe link and the view-online link, and the placeholders filled, for a sample member (or with --list,
-the list's first subscribed member). The build's web version (build/<slug>/index.html) is not a preview.
+and the problems `check` finds. An issue with a translation beside issue.yaml (issue.en.yaml) shows it at /en/,
+each version's page linking to the others (its language switch); `--lang en` screenshots that version. What they
+show is the message a member gets, its HTML and text parts built by the code that builds a send's messages
+(sending.send.member_message): the same footer, with the https one-click unsubscribe link and the view-online link,
+and the placeholders filled, for a sample member (or with --list, the list's first subscribed member). The build's
+web version (build/<slug>/index.html) is not a preview.
 
 A small script, added to the live server's pages only (never to a build, nor to a screenshot), polls /__version
 and reloads when a rebuild happened. Screenshots use the system's Chromium through Playwright.
@@ -20,7 +22,7 @@ import shutil
 import socket
 import threading
 import webbrowser
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +35,10 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainT
 from starlette.routing import Route
 from watchfiles import awatch
 
-from newsletter.checks import CheckResult, address_problem, check_issue
+from newsletter.checks import CheckResult, VersionsCheck, address_problem, check_versions
 from newsletter.config import CONFIG_FILE
 from newsletter.errors import NewsletterError, PreviewError
+from newsletter.i18n import LANGUAGES, translate
 from newsletter.message import Outgoing, Recipient
 from newsletter.render import PACKAGE_TEMPLATES, RenderedIssue, image_size
 from newsletter.sending.send import member_message
@@ -80,8 +83,31 @@ SAMPLE_SENDER = "Newsletter <newsletter@example.org>"
 TEXT_STYLE = "white-space: pre; font: 12px/1.45 ui-monospace, monospace; padding: 10px; margin: 0;"
 
 
+@dataclass
+class VersionView:
+    """One version of the issue as the preview shows it: the member's message of its render, served under its path
+    ("" for issue.yaml, "en/" for issue.en.yaml: /en/email.html, whose relative links climb to /images/)."""
+
+    lang: str
+    path: str
+    result: CheckResult
+    html: str = ""
+    text: str = ""
+    recipient: str = ""  # "Name <address>" of the member shown
+    note: str = ""  # what the page says of that member and of its unsubscribe link
+
+    @property
+    def rendered(self) -> RenderedIssue | None:
+        return self.result.rendered
+
+    @property
+    def subject(self) -> str | None:
+        return self.result.issue.model.subject if self.result.issue is not None else None
+
+
 class PreviewState:
-    """The latest build of one issue as a member gets it, rebuilt on demand; `version` grows with every rebuild.
+    """The latest build of one issue as a member gets it, every version of it, rebuilt on demand; `version` grows
+    with every rebuild.
 
     list_slug: show the message of that list's first subscribed member instead of a sample member's.
     """
@@ -90,11 +116,8 @@ class PreviewState:
         self.folder = folder
         self.list_slug = list_slug
         self.version = 0
-        self.result: CheckResult | None = None
-        self.html = ""
-        self.text = ""
-        self.recipient = ""  # "Name <address>" of the member shown
-        self.note = ""  # what the page says of that member and of its unsubscribe link
+        self.checked: VersionsCheck | None = None
+        self.views: list[VersionView] = []  # issue.yaml's first, then each translation's
         self.failure: str | None = None
         self.lock = threading.Lock()
         # Signs the sample's unsubscribe link when NEWSLETTER_SECRET_KEY is not set: made here, known nowhere else,
@@ -115,17 +138,24 @@ class PreviewState:
             try:
                 workspace = self.workspace  # newsletter.toml may have changed too
                 # Relative image URLs, whatever asset_base_url says: the preview serves the images itself.
-                result = check_issue(self.folder, workspace.config, workspace.templates_dir, asset_base_url=None)
-                self.result, self.failure = result, None
-                if result.rendered is not None:
-                    message = self.member_message(workspace, result)
-                    self.html, self.text = message.html, message.text
+                checked = check_versions(self.folder, workspace.config, workspace.templates_dir, asset_base_url=None)
+                views = []
+                for version in checked.versions:
+                    result = version.result
+                    path = result.issue.web_path if result.issue is not None else ""
+                    view = VersionView(version.lang or "", path, result)
+                    if result.rendered is not None:
+                        message = self.member_message(workspace, result, view)
+                        view.html, view.text = message.html, message.text
+                    views.append(view)
+                self.checked, self.views, self.failure = checked, views, None
             except NewsletterError as exc:  # e.g. newsletter.toml became invalid while being edited
-                self.result, self.failure = None, str(exc)
+                self.checked, self.views, self.failure = None, [], str(exc)
             self.version += 1
 
-    def member_message(self, workspace: Workspace, result: CheckResult) -> Outgoing:
-        """The message the member shown gets of this render, as a send builds it; sets recipient and note."""
+    def member_message(self, workspace: Workspace, result: CheckResult, view: VersionView) -> Outgoing:
+        """The message the member shown gets of this render, as a send builds it; sets the view's recipient and
+        note."""
         assert result.rendered is not None and result.issue is not None
         config, model = workspace.config, result.issue.model
         sender = model.from_ or config.sender.from_
@@ -137,23 +167,23 @@ class PreviewState:
         if self.list_slug is None:
             name, address = SAMPLE_MEMBERS.get(result.rendered.lang, SAMPLE_MEMBERS["en"])
             mailing_list, recipient = ListRow(0, SAMPLE_LIST, SAMPLE_LIST), Recipient(0, address, name)
-            self.recipient = f"{name} <{address}>"
-            self.note = (
-                f"As a member gets it, here {self.recipient}, a sample member: its unsubscribe link "
+            view.recipient = f"{name} <{address}>"
+            view.note = (
+                f"As a member gets it, here {view.recipient}, a sample member: its unsubscribe link "
                 f"(…/u/…) is a sample too, for nobody, signed with {key_said}."
             )
         else:
             mailing_list, member = self.first_member(workspace, self.list_slug)
             recipient = Recipient(member.subscriber_id, member.email, member.name, member.fields, member.lang)
-            self.recipient = f"{member.name} <{member.email}>" if member.name else member.email
+            view.recipient = f"{member.name} <{member.email}>" if member.name else member.email
             works = "it works: following it unsubscribes them" if secret_key else "it works nowhere"
-            self.note = (
-                f"As {self.recipient}, the first subscribed member of {mailing_list.slug}, gets it; its "
+            view.note = (
+                f"As {view.recipient}, the first subscribed member of {mailing_list.slug}, gets it; its "
                 f"unsubscribe link is theirs, signed with {key_said} ({works})."
             )
         if _uses_provider_unsubscribe():
             # The provider replaces its own placeholder per recipient; the preview has no page of theirs to show.
-            self.note += (
+            view.note += (
                 " NEWSLETTER_TRANSPORT uses the provider's unsubscribe (unsubscribe=provider): its messages carry "
                 "the provider's link where this shows this tool's."
             )
@@ -178,15 +208,58 @@ class PreviewState:
     def diagnostics(self) -> list[dict]:
         if self.failure:
             return [{"severity": "error", "code": "config", "message": self.failure}]
-        return [d.to_json() for d in self.result.report.diagnostics] if self.result else []
+        return [d.to_json() for d in self.checked.report.diagnostics] if self.checked else []
+
+    def view(self, lang: str | None = None) -> VersionView | None:
+        """The version in lang (None: issue.yaml's); None before a first build that worked."""
+        return next((v for v in self.views if lang is None or v.lang == lang), None)
+
+    def view_at(self, path: str) -> VersionView | None:
+        """The version served under path ("" or "en/")."""
+        return next((v for v in self.views if v.path == path), None)
+
+    def check_lang(self, lang: str | None) -> None:
+        """NewsletterError unless the issue has a version in lang (None: issue.yaml)."""
+        if lang is not None and self.checked is not None:
+            self.checked.version(lang)
+
+    # What the main version shows, as before issues had translations.
+    @property
+    def html(self) -> str:
+        view = self.view()
+        return view.html if view else ""
+
+    @property
+    def text(self) -> str:
+        view = self.view()
+        return view.text if view else ""
+
+    @property
+    def recipient(self) -> str:
+        view = self.view()
+        return view.recipient if view else ""
+
+    @property
+    def note(self) -> str:
+        view = self.view()
+        return view.note if view else ""
+
+    @property
+    def result(self) -> CheckResult | None:
+        view = self.view()
+        return view.result if view else None
 
     @property
     def rendered(self) -> RenderedIssue | None:
-        """The last render, None when the issue or the config has errors that stop it."""
+        """The last render of issue.yaml, None when the issue or the config has errors that stop it."""
         return self.result.rendered if self.result is not None else None
 
     def rendered_ok(self) -> bool:
         return self.rendered is not None
+
+    def images(self) -> dict[str, Path]:
+        """Every image the versions show, by its name under images/ (they share the issue's folder)."""
+        return {name: file for view in self.views if view.rendered for name, file in view.rendered.images.items()}
 
 
 def _uses_provider_unsubscribe() -> bool:
@@ -250,30 +323,59 @@ def create_app(state: PreviewState, *, watch: bool = True) -> Starlette:
     a screenshot, every page is the member's part as it is).
 
     /email.html is the member's HTML part, /email.txt their text part (text/plain), /text.html that text in a page
-    that shows it as sent (what the text screenshot takes). The images are served here, by relative URLs (the
-    preview renders without asset_base_url), not from where the messages link them.
+    that shows it as sent (what the text screenshot takes); a translation's are under its language, /en/email.html
+    (and its page, /en/). The images are served here, by relative URLs (the preview renders without
+    asset_base_url), not from where the messages link them.
     """
     script = RELOAD_SCRIPT if watch else ""
 
+    def version_of(request: Request) -> VersionView | None:
+        """The version a request names by its path (/ or /en/), None for none; the main one before a first build
+        (whose page says what stops it)."""
+        lang = request.path_params.get("lang")
+        return state.view() if lang is None else state.view_at(f"{lang}/")
+
+    def under(
+        lang: str, endpoint: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """endpoint for the version in lang: its page at /LANG/…"""
+
+        async def version_endpoint(request: Request) -> Response:
+            request.path_params["lang"] = lang
+            return await endpoint(request)
+
+        return version_endpoint
+
     async def shell(request: Request) -> Response:
-        return HTMLResponse(_shell_page(state))
+        if "lang" in request.path_params and version_of(request) is None:
+            return PlainTextResponse("not found", status_code=404)
+        return HTMLResponse(_shell_page(state, version_of(request)))
 
     async def email_html(request: Request) -> Response:
-        if not state.rendered_ok():
+        view = version_of(request)
+        if view is None and "lang" in request.path_params:
+            return PlainTextResponse("not found", status_code=404)
+        if view is None or view.rendered is None:
             return HTMLResponse(_problems_page(state) + script, status_code=200)
-        return HTMLResponse(_inject(state.html, script), headers={"Cache-Control": "no-store"})
+        return HTMLResponse(_inject(view.html, script), headers={"Cache-Control": "no-store"})
 
     async def email_text(request: Request) -> Response:
-        return PlainTextResponse(state.text, headers={"Cache-Control": "no-store"})
+        view = version_of(request)
+        if view is None and "lang" in request.path_params:
+            return PlainTextResponse("not found", status_code=404)
+        return PlainTextResponse(view.text if view else "", headers={"Cache-Control": "no-store"})
 
     async def text_page(request: Request) -> Response:
-        if not state.rendered_ok():
+        view = version_of(request)
+        if view is None and "lang" in request.path_params:
+            return PlainTextResponse("not found", status_code=404)
+        if view is None or view.rendered is None:
             return HTMLResponse(_problems_page(state) + script, status_code=200)
-        return HTMLResponse(_text_page(state) + script, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(_text_page(view) + script, headers={"Cache-Control": "no-store"})
 
     async def image(request: Request) -> Response:
         name = request.path_params["name"]
-        images = state.rendered.images if state.rendered is not None else {}
+        images = state.images()
         if name not in images or not images[name].is_file():
             return PlainTextResponse("not found", status_code=404)
         return FileResponse(images[name], headers={"Cache-Control": "no-store"})
@@ -304,6 +406,13 @@ def create_app(state: PreviewState, *, watch: bool = True) -> Starlette:
         Route("/__version", version),
         Route("/status.json", status),
     ]
+    for lang in LANGUAGES:  # a translation's pages, under its language: the same pages of that version
+        routes += [
+            Route(f"/{lang}/", under(lang, shell)),
+            Route(f"/{lang}/email.html", under(lang, email_html)),
+            Route(f"/{lang}/email.txt", under(lang, email_text)),
+            Route(f"/{lang}/text.html", under(lang, text_page)),
+        ]
     return Starlette(routes=routes, lifespan=lifespan)
 
 
@@ -332,16 +441,31 @@ def _problems_page(state: PreviewState) -> str:
     )
 
 
-def _text_page(state: PreviewState) -> str:
+def _text_page(view: VersionView) -> str:
     return (
         '<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
         f"<title>Plain text</title><style>body {{ margin: 0; background: #fff; }} pre {{ {TEXT_STYLE} }}</style>"
-        f"</head><body><pre>{html_lib.escape(state.text)}</pre></body></html>"
+        f"</head><body><pre>{html_lib.escape(view.text)}</pre></body></html>"
     )
 
 
-def _shell_page(state: PreviewState) -> str:
-    subject = state.result.issue.model.subject if state.result and state.result.issue else state.folder.name
+def _version_switch(state: PreviewState, shown: VersionView | None) -> str:
+    """Links to each version's page, in its own language ("Français", "English"), when there are several."""
+    if len(state.views) < 2:
+        return ""
+    links = []
+    for view in state.views:
+        current = ' aria-current="page"' if view is shown else ""
+        name = html_lib.escape(translate(view.lang, "version_name"))
+        links.append(f'<a href="/{view.path}" hreflang="{view.lang}" lang="{view.lang}"{current}>{name}</a>')
+    return f'<nav class="versions" aria-label="Versions">{"".join(links)}</nav>'
+
+
+def _shell_page(state: PreviewState, shown: VersionView | None = None) -> str:
+    subject = (shown.subject if shown else None) or state.folder.name
+    prefix = "/" + (shown.path if shown else "")  # its pages: /email.html, or /en/email.html
+    text = shown.text if shown else ""
+    note = shown.note if shown else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Preview: {html_lib.escape(subject)}</title>
 <style>
@@ -352,6 +476,9 @@ header h1 {{ font-size: 15px; margin: 0 12px 0 0; font-weight: 600; }}
 header button {{ background: #3a4147; color: #fff; border: 0; border-radius: 4px; padding: 6px 12px;
   cursor: pointer; }}
 header button[aria-pressed="true"] {{ background: #0a84ff; }}
+nav.versions {{ display: flex; gap: 4px; margin-left: auto; }}
+nav.versions a {{ color: #fff; background: #3a4147; border-radius: 4px; padding: 6px 12px; text-decoration: none; }}
+nav.versions a[aria-current="page"] {{ background: #0a84ff; }}
 .problems {{ margin: 0; padding: 8px 16px 8px 32px; background: #fff8e1; }}
 .problems .error b {{ color: #b00020; }} .problems .warning b {{ color: #9a6700; }}
 main {{ display: flex; flex-wrap: wrap; gap: 24px; padding: 24px; align-items: flex-start;
@@ -369,15 +496,16 @@ main[data-view="text"] figure:not(#text) {{ display: none; }}
 <button data-view="all" aria-pressed="true">Side by side</button>
 <button data-view="desktop">Desktop 600 px</button>
 <button data-view="mobile">Mobile 375 px</button>
-<button data-view="text">Plain text</button></header>
-<p class="member">{html_lib.escape(state.note)}</p>
+<button data-view="text">Plain text</button>
+{_version_switch(state, shown)}</header>
+<p class="member">{html_lib.escape(note)}</p>
 {_problem_list(state)}
 <main data-view="all">
 <figure id="desktop"><figcaption>Desktop, 600 px</figcaption>
-<iframe src="/email.html" width="{VIEWS["desktop"]}" height="800" title="Desktop view"></iframe></figure>
+<iframe src="{prefix}email.html" width="{VIEWS["desktop"]}" height="800" title="Desktop view"></iframe></figure>
 <figure id="mobile"><figcaption>Mobile, 375 px</figcaption>
-<iframe src="/email.html" width="{VIEWS["mobile"]}" height="800" title="Mobile view"></iframe></figure>
-<figure id="text"><figcaption>Plain text</figcaption><pre>{html_lib.escape(state.text)}</pre></figure>
+<iframe src="{prefix}email.html" width="{VIEWS["mobile"]}" height="800" title="Mobile view"></iframe></figure>
+<figure id="text"><figcaption>Plain text</figcaption><pre>{html_lib.escape(text)}</pre></figure>
 </main>
 <script>
 document.querySelectorAll('iframe').forEach(function (frame) {{
@@ -397,6 +525,9 @@ document.querySelectorAll('header button').forEach(function (b) {{
   b.addEventListener('click', function () {{ show(b.dataset.view); }});
 }});
 if (location.hash.length > 1) show(location.hash.slice(1));
+document.querySelectorAll('nav.versions a').forEach(function (a) {{
+  a.addEventListener('click', function () {{ a.href = a.getAttribute('href').split('#')[0] + location.hash; }});
+}});
 </script>
 {RELOAD_SCRIPT}
 </body></html>"""
@@ -427,11 +558,13 @@ def serve_preview(
     open_browser: bool = True,
     announce: Callable[[str], object] = print,
     list_slug: str | None = None,
+    lang: str | None = None,
 ) -> None:
-    """Serve the preview until interrupted (Ctrl-C)."""
+    """Serve the preview until interrupted (Ctrl-C); lang: open the page of that version (/en/)."""
     state = _started(folder, list_slug)
+    shown = _shown(state, lang)
     sock = _bind(port)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/{shown.path if shown else ''}"
     announce(url)
     if open_browser:
         threading.Timer(0.5, webbrowser.open, args=(url,)).start()
@@ -445,6 +578,12 @@ def _started(folder: Path, list_slug: str | None) -> PreviewState:
     if state.failure:
         raise PreviewError(state.failure)
     return state
+
+
+def _shown(state: PreviewState, lang: str | None) -> VersionView | None:
+    """The version in lang (None: issue.yaml's); NewsletterError naming the versions when there is none."""
+    state.check_lang(lang)
+    return state.view(lang)
 
 
 @contextmanager
@@ -551,36 +690,51 @@ def capture_full_page(page: Page, output: Path, *, tries: int = 3) -> None:
 
 
 def take_screenshot(
-    folder: Path, output: Path, *, width: int = VIEWS["desktop"], view: str = "html", list_slug: str | None = None
+    folder: Path,
+    output: Path,
+    *,
+    width: int = VIEWS["desktop"],
+    view: str = "html",
+    list_slug: str | None = None,
+    lang: str | None = None,
 ) -> Screenshot:
-    """Render the issue as a member gets it, open it in headless Chromium at width px, and save a full-page PNG."""
-    return take_screenshots(folder, [(width, output)], view=view, list_slug=list_slug)[0]
+    """Render the issue as a member gets it, open it in headless Chromium at width px, and save a full-page PNG.
+    lang: of the version in that language (issue.en.yaml); None: issue.yaml's."""
+    return take_screenshots(folder, [(width, output)], view=view, list_slug=list_slug, lang=lang)[0]
 
 
 def take_screenshots(
-    folder: Path, shots: list[tuple[int, Path]], *, view: str = "html", list_slug: str | None = None
+    folder: Path,
+    shots: list[tuple[int, Path]],
+    *,
+    view: str = "html",
+    list_slug: str | None = None,
+    lang: str | None = None,
 ) -> list[Screenshot]:
     """One full-page PNG per (width, file), from one render and one browser: the HTML part (view "html") or the
-    text part as sent (view "text"), with nothing added to either."""
+    text part as sent (view "text") of the version in lang (None: issue.yaml's), with nothing added to either."""
     from playwright.sync_api import sync_playwright
 
     taken = []
-    with running_preview(folder, list_slug=list_slug) as (base, state), sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            for width, output in shots:
-                page = browser.new_page(viewport={"width": width, "height": 800})
-                try:
-                    block_remote_requests(page)
-                    page.goto(f"{base}/{'text' if view == 'text' else 'email'}.html", wait_until="load")
-                    output.parent.mkdir(parents=True, exist_ok=True)
-                    capture_full_page(page, output)
-                finally:
-                    page.close()
-                png_width, png_height = image_size(output) or (width, 0)  # Chromium writes a PNG
-                diagnostics = state.diagnostics()
-                shot = Screenshot(output, png_width, png_height, view, diagnostics, width, state.recipient, state.note)
-                taken.append(shot)
-        finally:
-            browser.close()
+    with running_preview(folder, list_slug=list_slug) as (base, state):
+        shown = _shown(state, lang)  # before a browser starts: no such version is a one-line error
+        path = shown.path if shown else ""
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            try:
+                for width, output in shots:
+                    page = browser.new_page(viewport={"width": width, "height": 800})
+                    try:
+                        block_remote_requests(page)
+                        page.goto(f"{base}/{path}{'text' if view == 'text' else 'email'}.html", wait_until="load")
+                        output.parent.mkdir(parents=True, exist_ok=True)
+                        capture_full_page(page, output)
+                    finally:
+                        page.close()
+                    png_width, png_height = image_size(output) or (width, 0)  # Chromium writes a PNG
+                    recipient, note = (shown.recipient, shown.note) if shown else ("", "")
+                    shot = Screenshot(output, png_width, png_height, view, state.diagnostics(), width, recipient, note)
+                    taken.append(shot)
+            finally:
+                browser.close()
     return taken

@@ -50,6 +50,10 @@ from newsletter.phones import tel_uri
 
 PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
 PLACEHOLDERS = ("name", "email", "unsubscribe_url", "view_online_url")
+# The link to the issue's other version, at the top of each version of a bilingual issue: the layout's, not the
+# author's. Filled like view_online_url; rendered with the other version's published URL as its fallback
+# (%%other_version_url|https://…/archive/SLUG/en/%%) when newsletter.toml gives one.
+OTHER_VERSION_URL = "other_version_url"
 # %%name%%, %%name|fallback%%; a field's %%field-prenom|HEX%% (FIELD-PRENOM when a template wrote it in capitals).
 PLACEHOLDER = re.compile(r"%%((?:field|FIELD)-[A-Za-z0-9_]+|[a-z_][a-z0-9_]*)(?:\|([^%\n]*))?%%")
 TEXT_WIDTH = 76
@@ -100,6 +104,10 @@ class RenderedIssue:
     text: str
     images: dict[str, Path]  # file name under build/<slug>/images/ -> the file in the issue folder
     calendars: dict[str, str] = field(default_factory=dict)  # event-3.ics -> its text, published beside the page
+    # Which version of the issue it is: where its web version lives in the issue's ("", or "en/" for issue.en.yaml),
+    # and the other version's (language, path), whose web version the top links to (%%other_version_url%%).
+    path: str = ""
+    other_version: tuple[str, str] | None = None
     html_parts: list = field(init=False, repr=False, compare=False)  # split_placeholders(html)
     text_parts: list = field(init=False, repr=False, compare=False)
     field_names: frozenset[str] = field(init=False, repr=False, compare=False)  # its fields' placeholders
@@ -151,18 +159,31 @@ def _join_placeholders(
     return "".join(out)
 
 
-def web_values(config: Config, slug: str, lang: str) -> dict[str, str]:
+def web_values(
+    config: Config, slug: str, lang: str, *, path: str = "", other_path: str | None = None
+) -> dict[str, str]:
     """Neutral values for the web version of an issue (build output, preview, archive): nobody's personal links.
 
     View online is where the archive publishes the issue: archive_url's static copy, else serve's /archive/, else
-    the page itself (a build opened from disk)."""
+    the page itself (a build opened from disk). path: the version's place in the issue's web folder ("", "en/");
+    other_path: the other version's, whose page %%other_version_url%% links to (relatively from disk)."""
     unsubscribe = ""
     if config.publisher.email:
         unsubscribe = f"mailto:{config.publisher.email}?subject={quote(translate(lang, 'unsubscribe_subject'))}"
     elif config.publisher.website:
         unsubscribe = config.publisher.website
-    view_online = published_url(config, slug) or "index.html"
-    return {"unsubscribe_url": unsubscribe, "view_online_url": view_online, "name": "", "email": ""}
+    view_online = published_url(config, slug, path) or "index.html"
+    values = {"unsubscribe_url": unsubscribe, "view_online_url": view_online, "name": "", "email": ""}
+    if other_path is not None:
+        up = "../" * path.count("/")
+        values[OTHER_VERSION_URL] = published_url(config, slug, other_path) or f"{up}{other_path}index.html"
+    return values
+
+
+def version_web_values(config: Config, rendered: RenderedIssue) -> dict[str, str]:
+    """web_values for this version of the issue: its own page, and the other version's."""
+    other_path = rendered.other_version[1] if rendered.other_version else None
+    return web_values(config, rendered.slug, rendered.lang, path=rendered.path, other_path=other_path)
 
 
 def published_url(config: Config, slug: str, name: str = "") -> str | None:
@@ -228,10 +249,14 @@ class _Renderer:
         self.model = personalised(issue.model)  # what the templates render: {{ fields }} as %%placeholders%%
         self.config = config
         self.lang = issue.model.lang
+        self.path = issue.web_path  # "" or "en/": relative links from its page climb out of it
         self.asset_base_url = asset_base_url
         self.images: dict[str, Path] = {}
         self.calendars: dict[str, str] = {}
         self.env = template_environment(templates_dir, template_files(templates_dir))
+        other_lang, other_path = issue.other_lang, issue.other_web_path
+        self.other_version = (other_lang, other_path) if other_lang is not None and other_path is not None else None
+        self.other_link = self._other_link()
 
     def image_url(self, image: Image | str) -> str:
         src = image if isinstance(image, str) else image.src
@@ -244,7 +269,7 @@ class _Renderer:
         self.images[name] = file
         if self.asset_base_url:
             return f"{self.asset_base_url}/{self.issue.slug}/images/{name}"
-        return f"images/{name}"
+        return "../" * self.path.count("/") + f"images/{name}"  # the versions share the issue's images/
 
     def image_width(self, image: Image, max_width: int = CONTENT_WIDTH) -> int:
         """The display width: the author's, else the file's own, never wider than max_width."""
@@ -259,18 +284,20 @@ class _Renderer:
         name = calendar_name(index)
         model, config = self.issue.model, self.config
         event = with_defaults(event)  # published once, for everyone: the fields' defaults
+        # A translation's own: its sections' indexes need not be the main file's.
+        version = f"{self.lang}-" if self.issue.is_translation else ""
         if name not in self.calendars:
             self.calendars[name] = event_calendar(
                 event,
                 lang=self.lang,
                 zone=config.zone,
-                uid=f"{self.issue.slug}-{name.removesuffix('.ics')}@"
+                uid=f"{self.issue.slug}-{version}{name.removesuffix('.ics')}@"
                 f"{calendar_domain(config, model.from_ or config.sender.from_)}",
                 stamp=dt.datetime.fromtimestamp(int(self.issue.file.stat().st_mtime), dt.UTC),  # when it changed
                 description=markdown_text(event.text, width=10_000) if event.text else None,  # no wrapping there
-                url=published_url(config, self.issue.slug) or event.registration,
+                url=published_url(config, self.issue.slug, self.path) or event.registration,
             )
-        return published_url(config, self.issue.slug, name) or name
+        return published_url(config, self.issue.slug, self.path + name) or name
 
     def context(self) -> dict:
         model = self.model
@@ -284,6 +311,24 @@ class _Renderer:
             "reason": self.config.footer_reason(self.lang)
             or translate(self.lang, "reason", publisher=self.config.publisher.name or self.config.name),
             "content_width": CONTENT_WIDTH,
+            "other_version": self.other_link,
+        }
+
+    def _other_link(self) -> dict[str, str] | None:
+        """The link to the other version at the top, in the other version's language: its lang, its label ("Read
+        in English"), its placeholder (HTML-escaped by the MJML template) and its line in the text part."""
+        if self.other_version is None:
+            return None
+        other_lang, other_path = self.other_version
+        url = published_url(self.config, self.issue.slug, other_path) or ""
+        # A fallback cannot hold % (nor a line break): such a URL is left to whoever fills the placeholder.
+        placeholder = f"%%{OTHER_VERSION_URL}|{url}%%" if url and "%" not in url else f"%%{OTHER_VERSION_URL}%%"
+        label = translate(other_lang, "other_version")
+        return {
+            "lang": other_lang,
+            "label": label,
+            "url": placeholder,
+            "text": translate(other_lang, "label_url", label=label, url=placeholder),
         }
 
     def render_template(self, name: str, **values: object) -> str:
@@ -355,6 +400,8 @@ class _Renderer:
             text=tidy_text(text),
             images=dict(self.images),
             calendars=dict(self.calendars),
+            path=self.path,
+            other_version=self.other_version,
         )
 
     def template_origin(self, name: str) -> str:

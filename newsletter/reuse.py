@@ -19,7 +19,17 @@ from pydantic import BaseModel, ValidationError
 
 from newsletter.errors import Diagnostic, IssueError, NewsletterError
 from newsletter.i18n import CATALOG, translate
-from newsletter.issue import Issue, LoadedIssue, YamlPath, format_path, iter_values, load_issue, parse_yaml
+from newsletter.issue import (
+    Issue,
+    IssueVersions,
+    LoadedIssue,
+    YamlPath,
+    format_path,
+    iter_values,
+    load_issue,
+    load_versions,
+    parse_yaml,
+)
 from newsletter.render import image_file, is_remote
 
 # Sections whose content is usually the same from one issue to the next; any other type, known or not, changes.
@@ -50,8 +60,21 @@ def previous_issue(folder: Path) -> LoadedIssue:
         ) from None
 
 
-def reuse_issue(previous: LoadedIssue, *, lang: str, today: dt.date) -> Reused:
-    """The previous issue's YAML for a new issue in lang dated today, with its dates cleared and comments added."""
+def previous_versions(folder: Path) -> IssueVersions:
+    """previous_issue, with its translations (issue.en.yaml): refused when any of them has errors."""
+    try:
+        return load_versions(folder)
+    except IssueError as exc:
+        raise NewsletterError(
+            f"the previous issue has errors, so nothing was copied: {exc}; fix it first "
+            f"(`newsletter check {folder.name}`)"
+        ) from None
+
+
+def reuse_issue(previous: LoadedIssue, *, lang: str, today: dt.date, add_date: bool = True) -> Reused:
+    """The previous issue's YAML for a new issue in lang dated today, with its dates cleared and comments added.
+
+    add_date: give it today's date when it has none (a translation without one takes issue.yaml's: add_date=False)."""
     file = previous.file
     text = file.read_bytes().decode("utf-8")  # not read_text: its line breaks (CR LF) are the author's too
     data, _ = parse_yaml(text, str(file))
@@ -76,7 +99,7 @@ def reuse_issue(previous: LoadedIssue, *, lang: str, today: dt.date) -> Reused:
     if ("date",) in spans:
         replace(("date",), today.isoformat())
         expected["date"] = today
-    elif ("sections",) in keys:  # no date: one goes above sections, when that key starts its line
+    elif add_date and ("sections",) in keys:  # no date: one goes above sections, when that key starts its line
         key_start = keys[("sections",)]
         line_start = _line_start(text, key_start)
         indent = text[line_start:key_start]

@@ -1,6 +1,7 @@
 """A workspace: the folder holding newsletter.toml, issues/, templates/, subscribers/ and build/.
 
-Finds it, resolves an ISSUE argument (a folder or a slug), and scaffolds new workspaces and issues.
+Finds it, resolves an ISSUE argument (a folder or a slug), and scaffolds new workspaces and issues: an issue's
+issue.yaml, and with --also its translations beside it (issue.en.yaml), each skeleton's words in its language.
 """
 
 from __future__ import annotations
@@ -8,15 +9,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
 from newsletter.config import CONFIG_FILE, Config, load_config
 from newsletter.errors import Diagnostic, NewsletterError
-from newsletter.i18n import LANGUAGES
-from newsletter.issue import ISSUE_FILE, SECTION_TYPES, issue_json_schema
-from newsletter.reuse import copy_images, previous_issue, reuse_issue
+from newsletter.i18n import LANGUAGES, translate
+from newsletter.issue import ISSUE_FILE, SECTION_TYPES, TRANSLATION_FILE, issue_json_schema, version_file_name
+from newsletter.reuse import Reused, copy_images, previous_versions, reuse_issue
 
 SKELETON = Path(__file__).parent / "skeleton"
 SCHEMA_FILE = "issue.schema.json"
@@ -66,8 +68,8 @@ class Workspace:
     def for_issue(cls, ref: str) -> tuple[Workspace, Path]:
         """Resolve ISSUE (a folder, its issue.yaml, or a slug under issues/) and the workspace around it."""
         path = Path(ref)
-        if path.name == ISSUE_FILE and path.is_file():
-            path = path.parent
+        if (path.name == ISSUE_FILE or TRANSLATION_FILE.fullmatch(path.name)) and path.is_file():
+            path = path.parent  # issue.yaml, or a translation beside it: the issue is the folder
         if path.is_dir():
             folder = path.resolve()
             return cls.discover(folder.parent), folder
@@ -108,12 +110,14 @@ def init_workspace(target: Path, name: str, lang: str, *, force: bool = False) -
 
 @dataclass
 class NewIssue:
-    """An issue just created: its issue.yaml and, when made from a previous issue, what was taken from it."""
+    """An issue just created: its issue.yaml (and translations) and, when made from a previous issue, what was taken
+    from it."""
 
     file: Path
     images: list[str] = field(default_factory=list)  # the srcs copied from the previous issue's folder
-    cleared: list[str] = field(default_factory=list)  # YAML paths of the dates cleared
+    cleared: list[str] = field(default_factory=list)  # YAML paths of the dates cleared (a translation's: FILE: path)
     warnings: list[Diagnostic] = field(default_factory=list)  # images that could not be copied
+    translations: list[Path] = field(default_factory=list)  # issue.en.yaml, … written beside issue.yaml
 
     @property
     def folder(self) -> Path:
@@ -123,6 +127,7 @@ class NewIssue:
         return {
             "issue": str(self.folder),
             "file": str(self.file),
+            "translations": [str(path) for path in self.translations],
             "images": self.images,
             "cleared_dates": self.cleared,
             "warnings": [w.to_json() for w in self.warnings],
@@ -134,13 +139,18 @@ def new_issue(
     slug: str,
     *,
     lang: str | None = None,
+    also: Sequence[str] = (),
     from_issue: str | None = None,
     today: dt.date | None = None,
 ) -> NewIssue:
     """Create issues/<slug>/issue.yaml from the commented skeleton, or from the issue from_issue; never overwrite.
+    also: the languages of its translations, each written beside it from the skeleton in that language
+    (issue.en.yaml).
 
     From a previous issue: its YAML as its author wrote it, dated today, its other dates cleared, a comment above
-    what to replace, and the images it uses copied to the same paths (see newsletter.reuse).
+    what to replace, and the images it uses copied to the same paths (see newsletter.reuse); its translations
+    likewise, but one in the new issue's own language, and the languages of `also` it has no translation in from
+    the skeleton.
     """
     if not is_slug(slug):
         raise NewsletterError(
@@ -149,33 +159,82 @@ def new_issue(
         )
     previous = None
     if from_issue is not None:
-        previous = previous_issue(_previous_folder(workspace, from_issue))
-    lang = lang or (previous.model.lang if previous else workspace.config.lang)
+        previous = previous_versions(_previous_folder(workspace, from_issue))
+    lang = lang or (previous.main.model.lang if previous else workspace.config.lang)
     if lang not in LANGUAGES:
         raise NewsletterError(f"unknown language '{lang}'; use one of: {', '.join(LANGUAGES)}")
+    for other in also:
+        if other not in LANGUAGES:
+            raise NewsletterError(f"--also {other}: unknown language; use one of: {', '.join(LANGUAGES)}")
+        if other == lang:
+            raise NewsletterError(
+                f"--also {other}: issue.yaml is in {lang} already; a translation is in another language"
+            )
     folder = workspace.issues_dir / slug
     if (folder / ISSUE_FILE).exists() or (folder / ISSUE_FILE).is_symlink():
         raise NewsletterError(f"{folder / ISSUE_FILE} already exists; pick another slug or edit that file")
     if folder.exists() and folder.resolve().parent != workspace.issues_dir.resolve():
         raise NewsletterError(f"issues/{slug} leads outside {workspace.issues_dir}; refused")
     today = today or dt.date.today()
+    # Everything is known before anything is written: the main file's text, and each translation's.
+    main: Reused | str
+    translations: dict[str, Reused | str] = {}
+    warnings: list[Diagnostic] = []
     if previous is None:
-        (folder / "images").mkdir(parents=True, exist_ok=True)
-        text = Template((SKELETON / "issue.yaml").read_text()).substitute(
-            name=workspace.config.name,
-            slug=slug,
-            lang=lang,
-            date=today.isoformat(),
-            types=", ".join(SECTION_TYPES),
-        )
-        (folder / ISSUE_FILE).write_text(text, encoding="utf-8")
-        return NewIssue(folder / ISSUE_FILE)
+        main = _skeleton(workspace, slug, lang, today)
+    else:
+        main = reuse_issue(previous.main, lang=lang, today=today)
+        for other, translation in previous.translations.items():
+            if other == lang:
+                warnings.append(
+                    Diagnostic(
+                        "warning",
+                        "translation-not-copied",
+                        f"{translation.file_name} was not copied: the new issue.yaml is in {lang} already",
+                        str(translation.file),
+                    )
+                )
+                continue
+            translations[other] = reuse_issue(translation, lang=other, today=today, add_date=False)
+    for other in also:
+        translations.setdefault(other, _skeleton(workspace, slug, other, today, translation=True))
+    for translated in translations:
+        target = folder / version_file_name(translated)
+        if target.exists() or target.is_symlink():
+            raise NewsletterError(f"{target} already exists; pick another slug or edit that file")
 
-    reused = reuse_issue(previous, lang=lang, today=today)  # everything is known before anything is written
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    copied = copy_images(reused, folder)
-    (folder / ISSUE_FILE).write_bytes(reused.text.encode("utf-8"))  # its line breaks as they were
-    return NewIssue(folder / ISSUE_FILE, copied, reused.cleared, reused.warnings)
+    created = NewIssue(folder / ISSUE_FILE, warnings=warnings)
+    versions: list[tuple[str | None, Reused | str]] = [(None, main), *translations.items()]
+    for version_lang, text in versions:
+        file = folder / version_file_name(version_lang)
+        if isinstance(text, str):
+            file.write_text(text, encoding="utf-8")
+        else:
+            for src in copy_images(text, folder):
+                if src not in created.images:
+                    created.images.append(src)
+            file.write_bytes(text.text.encode("utf-8"))  # its line breaks as they were
+            prefix = f"{file.name}: " if version_lang is not None else ""
+            created.cleared += [prefix + path for path in text.cleared]
+            created.warnings += text.warnings
+        if version_lang is not None:
+            created.translations.append(file)
+    return created
+
+
+def _skeleton(workspace: Workspace, slug: str, lang: str, today: dt.date, *, translation: bool = False) -> str:
+    """The commented skeleton of an issue in lang, its words in that language (skeleton/issue.LANG.yaml, else
+    skeleton/issue.yaml's English). A translation's leaves the date out: it takes issue.yaml's."""
+    template = SKELETON / f"issue.{lang}.yaml"
+    text = Template((template if template.is_file() else SKELETON / "issue.yaml").read_text(encoding="utf-8"))
+    filled = text.substitute(
+        name=workspace.config.name, slug=slug, lang=lang, date=today.isoformat(), types=", ".join(SECTION_TYPES)
+    )
+    if translation:
+        said = translate(lang, "skeleton_translation_date")
+        filled = filled.replace(f"\ndate: {today.isoformat()}\n", f"\n# {said}\n", 1)
+    return filled
 
 
 def _previous_folder(workspace: Workspace, name: str) -> Path:

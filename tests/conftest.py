@@ -23,6 +23,10 @@ EXAMPLE = ROOT / "issues" / EXAMPLE_SLUG
 # A copy of ../shared/seeds/bulletin-des-alliances-2024-11.txt, the bulletin the example issue reproduces.
 SEED = Path(__file__).parent / "fixtures" / "bulletin-des-alliances-2024-11.txt"
 FIXTURES = Path(__file__).parent / "fixtures"
+# The seed bulletin's English version, a few of its sections translated: issue.en.yaml of bilingual_workspace. A
+# fixture rather than a file of issues/: the example stays whole in one language for the demo and the tests that
+# compare its outputs, and a half-translated issue would send English readers a third of it.
+EXAMPLE_TRANSLATION = FIXTURES / f"{EXAMPLE_SLUG}.en.yaml"
 PNG_1x1 = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
     b"\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84\x00\x00\x00\x00IEND\xaeB`\x82"
@@ -60,6 +64,8 @@ SLOW = {
     "test_addresses.py::test_the_same_answer_as_email_validator",
     "test_archive.py::test_archive_url_is_the_view_online_link_and_the_feeds_address",
     "test_bounce_mailbox.py::test_every_message_is_read_whole_and_none_marked_seen",
+    "test_bilingual_issue.py::test_an_agent_writes_checks_and_reads_the_translation",
+    "test_bilingual_issue.py::test_the_preview_serves_each_version_with_a_switch_between_them",
     "test_campaign.py::test_a_rate_holds_across_two_senders",
     "test_campaign.py::test_a_sender_held_up_past_its_lease_stops_its_batch_when_another_took_it_over",
     "test_cli.py::test_installed_command_builds_the_example",
@@ -171,6 +177,13 @@ def example_workspace(tmp_path: Path) -> Path:
     (tmp_path / "newsletter.toml").write_text(with_real_settings(toml), encoding="utf-8")
     shutil.copytree(EXAMPLE, tmp_path / "issues" / EXAMPLE_SLUG)
     return tmp_path
+
+
+@pytest.fixture
+def bilingual_workspace(example_workspace: Path) -> Path:
+    """example_workspace with the seed bulletin's English version beside its issue.yaml (EXAMPLE_TRANSLATION)."""
+    shutil.copyfile(EXAMPLE_TRANSLATION, example_workspace / "issues" / EXAMPLE_SLUG / "issue.en.yaml")
+    return example_workspace
 
 
 @pytest.fixture

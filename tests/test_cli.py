@@ -64,7 +64,8 @@ def test_init_new_check_build_from_scratch(tmp_path, monkeypatch):
     result = run("build", "issues/2025-02-hiver", "--json")
     assert result.exit_code == 0, result.output
     built = json.loads(result.stdout)
-    assert set(built) == {"html", "text", "html_bytes", "warnings"}
+    assert set(built) == {"html", "text", "html_bytes", "warnings", "versions"}
+    assert built["versions"] == [{"lang": "fr", **{key: built[key] for key in ("html", "text", "html_bytes")}}]
     assert Path(built["html"]) == root / "build/2025-02-hiver/index.html"
     assert Path(built["html"]).stat().st_size == built["html_bytes"]
     assert "LA LETTRE" in Path(built["text"]).read_text()

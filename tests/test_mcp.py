@@ -155,6 +155,7 @@ def test_the_tools_their_schemas_resources_and_prompt(workspace, tmp_path):
             templates = (await agent.session.list_resource_templates()).resource_templates
             assert [t.uri_template for t in templates] == [
                 "newsletter://issues/{slug}/issue.yaml",
+                "newsletter://issues/{slug}/issue.{lang}.yaml",  # a translation (tests/test_bilingual_issue.py)
                 "newsletter://issues/{slug}/images/{name}",
             ]
             schema = json.loads(

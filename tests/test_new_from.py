@@ -291,7 +291,8 @@ def test_mcp_new_issue_from_the_previous_one_and_its_images_as_resources(example
             tools = {tool.name: tool for tool in (await agent.session.list_tools()).tools}
             assert tools["new_issue"].input_schema["properties"]["from_issue"]["description"]
             created = await agent.json("new_issue", slug="2025-02-hiver", from_issue=EXAMPLE_SLUG)
-            assert set(created) == {"issue", "file", "images", "cleared_dates", "warnings"}
+            assert set(created) == {"issue", "file", "translations", "images", "cleared_dates", "warnings"}
+            assert created["translations"] == []  # the example has none
             assert created["images"][0] == "images/logo-alliances.png" and len(created["images"]) == 4
             assert "# Repris du numéro précédent." in await_text(await agent.call("read_issue", issue="2025-02-hiver"))
             assert "no previous issue 'nope'" in await agent.error("new_issue", slug="x", from_issue="nope")

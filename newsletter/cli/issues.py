@@ -57,21 +57,33 @@ def new(
             "--from",
             metavar="PREVIOUS",
             help="Start from this issue (its slug): its YAML with dates cleared and comments on what to replace, "
-            "and the images it uses.",
+            "the images it uses, and its translations.",
+        ),
+    ] = None,
+    also: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--also",
+            metavar="LANG",
+            help="Also write its translation into LANG beside it (issue.LANG.yaml, e.g. --also en), from the skeleton "
+            "in that language.",
         ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create issues/SLUG/issue.yaml from a commented skeleton, or from the previous issue with --from."""
+    """Create issues/SLUG/issue.yaml from a commented skeleton, or from the previous issue with --from; with --also,
+    its translation beside it (issue.en.yaml)."""
     from newsletter.workspace import Workspace, new_issue
 
-    created = new_issue(Workspace.discover(), slug, lang=lang, from_issue=from_issue)
+    created = new_issue(Workspace.discover(), slug, lang=lang, also=also or (), from_issue=from_issue)
     if as_json:
         print_json(created.to_json())
         return
     for warning in created.warnings:
         typer.echo(_show(warning), err=True)
     typer.echo(f"wrote {relative(created.file)}")
+    for translation in created.translations:
+        typer.echo(f"wrote {relative(translation)}")
     if created.images:
         typer.echo(f"copied {_plural(len(created.images), 'image')}: {', '.join(created.images)}")
     if created.cleared:
@@ -90,19 +102,25 @@ def check(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Report every problem in an issue with file:line:col. Exit 1 when there are errors."""
-    from newsletter.checks import check_issue
+    """Report every problem in an issue with file:line:col, its translations (issue.en.yaml) too, each compared with
+    issue.yaml. Exit 1 when there are errors."""
+    from newsletter.checks import Report, check_versions
     from newsletter.field_placeholders import list_fields_for
     from newsletter.workspace import Workspace
 
     workspace, folder = Workspace.for_issue(issue)
     list_fields = list_fields_for(workspace, list_slug)
-    report = check_issue(folder, workspace.config, workspace.templates_dir, list_fields=list_fields).report
+    checked = check_versions(folder, workspace.config, workspace.templates_dir, list_fields=list_fields)
+    report = checked.report
     if as_json:
-        print_json(report.to_json())
+        print_json(checked.to_json())
     else:
         for diagnostic in report.diagnostics:
             typer.echo(_show(diagnostic), err=diagnostic.severity == "error")
+        if checked.translations:  # each file's own, then the whole issue's (newsletter.toml's counted once)
+            for version in checked.versions:
+                own = Report(version.diagnostics_in_file())
+                typer.echo(f"{relative(version.file)}: {_summary(len(own.errors), len(own.warnings))}")
         typer.echo(f"{relative(folder)}: {_summary(len(report.errors), len(report.warnings))}")
     if not report.ok:
         raise typer.Exit(1)
@@ -113,7 +131,8 @@ def build(
     out: Annotated[Path | None, typer.Option(help="Output folder (default: build/SLUG).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check and build an issue: build/SLUG/{index.html,index.txt,issue.mjml,images/}."""
+    """Check and build an issue: build/SLUG/{index.html,index.txt,issue.mjml,images/}, and build/SLUG/en/ for its
+    translation issue.en.yaml."""
     from newsletter.build import build_issue
     from newsletter.errors import IssueError
     from newsletter.workspace import Workspace
@@ -133,7 +152,8 @@ def build(
         return
     for warning in result.warnings:
         typer.echo(_show(warning))
-    typer.echo(f"built {relative(result.html)} ({result.html_bytes / 1024:.1f} KB) and {relative(result.text)}")
+    for version in result.versions:
+        typer.echo(f"built {relative(version.html)} ({version.html_bytes / 1024:.1f} KB) and {relative(version.text)}")
 
 
 def preview(
@@ -149,9 +169,16 @@ def preview(
         str | None,
         typer.Option("--list", help="Show the message of this list's first subscribed member, not a sample's."),
     ] = None,
+    lang: Annotated[
+        str | None,
+        typer.Option(
+            help="The version in this language (issue.LANG.yaml beside issue.yaml), e.g. en; default: issue.yaml's."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Serve a live preview (desktop, mobile, text) of a member's message, reloaded on save; or a PNG."""
+    """Serve a live preview (desktop, mobile, text) of a member's message, reloaded on save, each version of the
+    issue a click away; or a PNG."""
     from newsletter.preview import serve_preview, take_screenshot
     from newsletter.workspace import Workspace
 
@@ -163,9 +190,11 @@ def preview(
             open_browser=open_browser,
             announce=lambda url: typer.echo(f"previewing {relative(folder)} at {url} (Ctrl-C to stop)"),
             list_slug=list_slug,
+            lang=lang,
         )
         return
-    shot = take_screenshot(folder, screenshot, width=width, view="text" if text else "html", list_slug=list_slug)
+    view = "text" if text else "html"
+    shot = take_screenshot(folder, screenshot, width=width, view=view, list_slug=list_slug, lang=lang)
     errors = [d for d in shot.diagnostics if d["severity"] == "error"]
     if as_json:
         print_json(shot.to_json())

@@ -7,6 +7,7 @@ http:// links and images, HTML over Gmail's clipping size, a subject outside 10â
 leftover placeholder text (TK, TODO, lorem ipsum), unknown %%placeholders%%, a DKIM domain that does not align
 with the From address, a phone number that does not parse (it gets no link), and what a real send refuses in the
 settings (a reserved name, a placeholder postal address: real_send_refusals), so that it is known before a send.
+A list's `welcome` in newsletter.toml that names no issue folder is an error at its line (welcome_diagnostics).
 
 A subscriber's field in the text ({{ prenom | default("") }}, field_placeholders.py): anything else between braces,
 or a placeholder where none is filled (the subject, a link), is an error; a field that no member of the list has
@@ -33,7 +34,7 @@ from newsletter.errors import Diagnostic, IssueError, RenderError, Severity
 from newsletter.events import resolve
 from newsletter.field_placeholders import ListFieldKeys, issue_placeholders, unknown_field_warnings
 from newsletter.i18n import format_event_when
-from newsletter.issue import Event, Image, ImageSection, LoadedIssue, YamlPath, iter_values, load_issue
+from newsletter.issue import ISSUE_FILE, Event, Image, ImageSection, LoadedIssue, YamlPath, iter_values, load_issue
 from newsletter.phones import tel_uri
 from newsletter.render import (
     PLACEHOLDER,
@@ -110,7 +111,7 @@ def check_issue(
 
     list_fields (field_placeholders.list_fields_for): the list whose members' fields the placeholders are checked
     against, asked only when the issue has some."""
-    report = Report(config_diagnostics(config))
+    report = Report(config_diagnostics(config) + welcome_diagnostics(config))
     try:
         issue = load_issue(folder)
     except IssueError as exc:
@@ -145,6 +146,31 @@ def check_issue(
                 )
             )
     return CheckResult(report, issue, rendered)
+
+
+def welcome_diagnostics(config: Config) -> list[Diagnostic]:
+    """Errors in the welcome settings of newsletter.toml: a `[lists.SLUG] welcome` that names no issue in issues/,
+    at its line (the issue itself is checked as any other, by `check` and before it is frozen)."""
+    if config.file is None:
+        return []
+    issues = config.file.parent / "issues"
+    text = config.file.read_text(encoding="utf-8")
+    found = []
+    for slug, settings in config.lists.items():
+        name = settings.welcome
+        if name is not None and not (issues / name / ISSUE_FILE).is_file():
+            found.append(
+                Diagnostic(
+                    "error",
+                    "welcome-missing",
+                    f'[lists.{slug}] welcome = "{name}" names no issue: there is no issues/{name}/{ISSUE_FILE}; '
+                    f"write it (`newsletter new {name}`) or name an issue that exists",
+                    file=str(config.file),
+                    line=toml_line(text, ("lists", slug, "welcome")) or None,
+                    path=f"lists.{slug}.welcome",
+                )
+            )
+    return found
 
 
 def _content_diagnostics(issue: LoadedIssue, config: Config) -> Iterator[Diagnostic]:

@@ -232,6 +232,7 @@ def create_server(root: Path) -> NewsletterServer:
         From a previous issue: its YAML dated today, its other dates cleared, a comment above each part to replace,
         and the images it uses copied. Answers {"issue", "file", "images", "cleared_dates", "warnings"}.
         """
+        agent.refuse_welcome(workspace(), slug)  # a list's welcome goes out unseen: a person writes it
         return _result(new_issue(workspace(), slug, lang=lang, from_issue=from_issue).to_json())
 
     @tool(READ_ONLY)

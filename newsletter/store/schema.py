@@ -99,6 +99,9 @@ campaigns = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True)),  # when its audience was fixed
     sa.Column("content", sa.JSON),  # the rendered issue and what every message shares (sending.frozen.FrozenCampaign)
     sa.Column("next_send_at", sa.DateTime(timezone=True)),  # the campaign-wide rate limit: the next free slot
+    # Added by migration 12: a list's welcome email (sending/welcome.py), whose ledger gains a row per person who
+    # joins; it never finishes, and no list of sends, status, archive index nor whole-list send takes it for one.
+    sa.Column("welcome", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("campaigns_by_issue", "issue_slug", "list_id"),
     sa.Index("campaigns_by_status", "status"),
     sa.Index("campaigns_by_list", "list_id", "started_at"),  # added by migration 9: a list's latest campaigns
@@ -317,6 +320,11 @@ def _migration_9(connection: Connection) -> None:
     next(i for i in campaigns.indexes if i.name == "campaigns_by_list").create(connection, checkfirst=True)
 
 
+def _migration_12(connection: Connection) -> None:
+    """Welcome emails: a campaign may be a list's welcome (campaigns.welcome), every earlier one is not."""
+    _add_columns(connection, campaigns, ["welcome"])
+
+
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _migration_1),
     (2, _migration_2),
@@ -327,6 +335,7 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (7, _migration_7),
     (8, _migration_8),
     (9, _migration_9),
+    (12, _migration_12),  # 10 and 11 are other branches' (issue 23): numbered as the lead merges them
 ]
 
 

@@ -13,7 +13,7 @@ from newsletter.subscribers import add
 def test_migrations_are_versioned_and_idempotent(tmp_path):
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     store = Store.open(url)
-    assert store.version() == MIGRATIONS[-1][0] == 9
+    assert store.version() == MIGRATIONS[-1][0] == 12
     assert store.upgrade() == []
     store.close()
     with Store.open(url).engine.connect() as connection:
@@ -30,11 +30,11 @@ def test_campaigns_of_an_earlier_version_get_their_status_and_the_ledger_its_lea
     store = Store.open(database_url, upgrade=True)
     add(store, "alliances", "a@example.org", None)
     added = {
-        "campaigns": ["status", "scheduled_at", "expires_at", "started_at", "content", "next_send_at"],
+        "campaigns": ["status", "scheduled_at", "expires_at", "started_at", "content", "next_send_at", "welcome"],
         "deliveries": ["lease_owner", "lease_until"],
         "memberships": ["joined_at"],
     }
-    with store.engine.begin() as connection:  # undo what migrations 3 to 9 add (migration 1 makes today's tables)
+    with store.engine.begin() as connection:  # undo what migrations 3 to 12 add (migration 1 makes today's tables)
         connection.exec_driver_sql("DELETE FROM schema_version WHERE version >= 3")
         connection.exec_driver_sql("DROP TABLE IF EXISTS campaign_sends")
         connection.exec_driver_sql("DROP TABLE IF EXISTS webhook_tokens")
@@ -63,7 +63,7 @@ def test_campaigns_of_an_earlier_version_get_their_status_and_the_ledger_its_lea
             insert, [{"id": 1, "at": now(), "finished": now()}, {"id": 2, "at": now(), "finished": None}]
         )
     assert store.version() == 2
-    assert store.upgrade() == [3, 4, 5, 6, 7, 8, 9]
+    assert store.upgrade() == [3, 4, 5, 6, 7, 8, 9, 12]
     assert "events_signups_by_time" in {index["name"] for index in sa.inspect(store.engine).get_indexes("events")}
     assert sa.inspect(store.engine).has_table("webhook_tokens")
     columns = {table: {c["name"] for c in sa.inspect(store.engine).get_columns(table)} for table in added}

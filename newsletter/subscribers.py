@@ -74,6 +74,8 @@ def event_line(event: dict) -> str:
     detail = event.get("detail") or {}
     said = []
     consent = detail.get("consent") or {}
+    if not isinstance(consent, dict):  # a sign-up's request holds the sentence the person agreed to, not dates
+        consent = {}
     for name, label in (("opted_in_at", "opted in"), ("confirmed_at", "confirmed")):
         if consent.get(name):
             ip = consent.get(name.replace("_at", "_ip_hash"))

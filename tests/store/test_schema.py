@@ -86,6 +86,6 @@ def test_postgresql_is_migrated_only_by_db_upgrade(postgresql, monkeypatch, tmp_
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NEWSLETTER_DATABASE_URL", url)
     result = CliRunner().invoke(app, ["db", "upgrade"])
-    assert result.exit_code == 0 and "applied 1, 2, 3, 4, 5, 6, 7, 8, 9 (schema version 9)" in result.stdout
+    assert result.exit_code == 0 and "applied 1, 2, 3, 4, 5, 6, 7, 8, 9, 12 (schema version 12)" in result.stdout
     assert "already up to date" in CliRunner().invoke(app, ["db", "upgrade"]).stdout
     Store.open(url).close()

@@ -122,4 +122,5 @@ class Welcomes(Ledger):
             writing.execute(_MEMBERS, {"w_list": list_id, "w_keys": keys}).all()
             insert = _insert_ignoring(writing.dialect.name, deliveries).from_select(_COLUMNS, _NEWCOMERS)
             values = {"w_campaign": campaign_id, "w_list": list_id, "w_keys": keys, "w_at": now()}
-            return writing.execute(insert, values).rowcount
+            # RETURNING the rows inserted: psycopg's rowcount of an INSERT … SELECT is not to be relied on.
+            return len(writing.execute(insert.returning(deliveries.c.subscriber_id), values).all())

@@ -189,7 +189,7 @@ def test_the_migration_from_version_6_keeps_the_campaigns_and_widens_the_status(
     assert store.version() == 6
     add(store, "alliances", "a@example.org", None)
     kept = store.create_campaign(store.list_id("alliances"), "issue", "hash", "Sujet")
-    assert store.upgrade() == [7, 8, 9]
+    assert store.upgrade() == [7, 8, 9, 12]
     assert store.campaign(kept).status == CampaignStatus.RUNNING
     inspector = sa.inspect(store.engine)
     assert inspector.has_table("approval_requests") and inspector.has_table("campaign_events")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from newsletter.config import CONFIG_FILE, Config, toml_line
 from newsletter.errors import ConfigError, IssueError, NewsletterError
 from newsletter.message import HostedUnsubscribe
-from newsletter.sending.frozen import FrozenCampaign, content_hash
+from newsletter.sending.frozen import FrozenCampaign, NewerContentFormat, content_hash
 from newsletter.store import Connection, ListRow, Store
 from newsletter.workspace import Workspace
 
@@ -54,6 +54,8 @@ class WelcomeIssue:
     first: str
     signature: tuple = ()  # the issue's files as they were read (folder_signature): a change is noticed by it
     digests: dict[int, str] = field(default_factory=dict)  # each welcome campaign's message_digest, read once
+    # Each version frozen for the list's name (language, name) -> (content, its message_digest), made once.
+    frozen: dict[tuple[str, str], tuple[FrozenCampaign, str]] = field(default_factory=dict)
 
     def version_for(self, lang: str | None) -> WelcomeVersion:
         """The version a person whose language is `lang` (None: unknown) receives: theirs where the issue is
@@ -88,8 +90,11 @@ class WelcomeIssue:
         two servers making it at once make one."""
         found_list = store.lookup_list(self.list_slug, connection=connection)
         row = found_list or ListRow(list_id, self.list_slug, self.list_slug)
-        frozen = dataclasses.replace(version.frozen, list_name=row.title(self.newsletter_name))
-        digest = frozen.message_digest()
+        key = (version.lang, row.title(self.newsletter_name))
+        if key not in self.frozen:  # the list's name, as it is now, is in every message (List-Id)
+            named = dataclasses.replace(version.frozen, list_name=key[1])
+            self.frozen[key] = (named, named.message_digest())
+        frozen, digest = self.frozen[key]
         if (found := self._matching(store, list_id, version, digest, connection)) is not None:
             return found
         store.lock_list(list_id, connection=connection)
@@ -102,11 +107,19 @@ class WelcomeIssue:
     def _matching(
         self, store: Store, list_id: int, version: WelcomeVersion, digest: str, connection: Connection
     ) -> int | None:
-        for row in store.welcome_campaigns(list_id, self.issue_slug, version.content_hash, connection=connection):
-            if row.id not in self.digests and row.content:
-                self.digests[row.id] = FrozenCampaign.of(row).message_digest()
-            if self.digests.get(row.id) == digest:
-                return row.id
+        for campaign_id in store.welcome_campaigns(
+            list_id, self.issue_slug, version.content_hash, connection=connection
+        ):
+            if campaign_id not in self.digests:  # a campaign's content never changes: read once
+                row = store.campaign(campaign_id, connection=connection)
+                if row is None or not row.content:
+                    continue
+                try:
+                    self.digests[campaign_id] = FrozenCampaign.of(row).message_digest()
+                except NewerContentFormat:  # frozen by a newer newsletter: not this version
+                    self.digests[campaign_id] = ""
+            if self.digests[campaign_id] == digest:
+                return campaign_id
         return None
 
 

@@ -9,7 +9,10 @@ NEWSLETTER_SECRET_KEY (the same key as `serve`'s), and builds every message from
 it needs no issue files. A campaign begun with a provider's hosted unsubscribe goes on only through the same
 provider, whose unsubscribes the worker reads before it sends and every ten minutes of a long campaign. A campaign
 this worker may not send (frozen by a newer version, local only, another unsubscribe) is skipped with one line, and
-the worker goes on with the others. Its first stop signal stops claiming and lets the batches in flight be recorded.
+the worker goes on with the others. A list's welcome email (sending/welcome.py) is a running campaign that never
+finishes: the worker sends the rows still pending of it as of any (serve's background sender's leftovers, the
+retries, those `subscribers add|import --welcome` queued); send_running is what serve calls for them too.
+Its first stop signal stops claiming and lets the batches in flight be recorded.
 With `[bounces] mailbox` set, it also scans the bounce mailbox every `[bounces] every` (bounces/scan.py), in a
 thread beside the sending; a scan that fails (the server unreachable) is logged and tried again at the next turn.
 """

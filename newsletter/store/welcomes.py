@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from newsletter.store.campaigns import TRANSITIONS, CampaignRow, _campaign
+from newsletter.store.campaigns import TRANSITIONS
 from newsletter.store.engine import _TIME, _Among, _insert_ignoring, now
 from newsletter.store.ledger import Ledger
 from newsletter.store.schema import campaigns, deliveries, memberships, subscribers
@@ -63,21 +63,23 @@ _COLUMNS = ["campaign_id", "subscriber_id", "status", "attempts", "updated_at"]
 class Welcomes(Ledger):
     def welcome_campaigns(
         self, list_id: int, issue_slug: str, content_hash: str, *, connection: Connection | None = None
-    ) -> list[CampaignRow]:
-        """The list's welcome emails of this issue and content that still take newcomers, newest first."""
+    ) -> list[int]:
+        """The list's welcome emails of this issue and content that still take newcomers, newest first (their ids:
+        the caller reads the content of those it does not know, store.campaign)."""
         with self._reading(connection) as reading:
-            rows = reading.execute(
-                sa.select(campaigns)
-                .where(
-                    campaigns.c.list_id == list_id,
-                    campaigns.c.issue_slug == issue_slug,
-                    campaigns.c.content_hash == content_hash,
-                    campaigns.c.welcome,
-                    campaigns.c.status.in_(TAKING),
-                )
-                .order_by(campaigns.c.id.desc())
-            ).all()
-        return [found for row in rows if (found := _campaign(row)) is not None]
+            return list(
+                reading.execute(
+                    sa.select(campaigns.c.id)
+                    .where(
+                        campaigns.c.list_id == list_id,
+                        campaigns.c.issue_slug == issue_slug,
+                        campaigns.c.content_hash == content_hash,
+                        campaigns.c.welcome,
+                        campaigns.c.status.in_(TAKING),
+                    )
+                    .order_by(campaigns.c.id.desc())
+                ).scalars()
+            )
 
     def create_welcome(
         self,

@@ -427,3 +427,12 @@ def test_an_agent_never_writes_nor_creates_a_welcome(welcoming):
     with pytest.raises(NewsletterError, match="is the welcome email"):
         agent.refuse_welcome(ws, WELCOME_SLUG)
     agent.refuse_welcome(ws, EXAMPLE_SLUG)  # any other issue is the agent's to write
+
+
+def test_a_welcome_is_named_by_an_issue_slug(workspace):  # noqa: F811
+    config = workspace / "newsletter.toml"
+    config.write_text(config.read_text() + OPEN + 'welcome = "../bienvenue"\n')
+    line = config.read_text().splitlines().index('welcome = "../bienvenue"') + 1
+    checked = run("check", EXAMPLE_SLUG)
+    assert checked.exit_code == 1 and f"newsletter.toml:{line}: lists.alliances.welcome:" in checked.stderr
+    assert "'../bienvenue' cannot name an issue" in checked.stderr

@@ -37,7 +37,7 @@ from newsletter.sending.wiring import (
     pacing_for,
     ready,
 )
-from newsletter.store import CampaignRow, CampaignStatus, Store
+from newsletter.store import CampaignRow, CampaignStatus, Store, now
 from newsletter.tokens import TokenSigner
 from newsletter.transports import Transport, transport_for
 from newsletter.workspace import Workspace
@@ -95,9 +95,12 @@ async def work(
             for started in await asyncio.to_thread(store.start_due):
                 log(f"campaign {started}: started, as scheduled")
             busy = False
+            welcomes = set(await asyncio.to_thread(store.campaign_ids, CampaignStatus.RUNNING, welcome=True))
             for campaign_id in await asyncio.to_thread(store.campaign_ids, CampaignStatus.RUNNING):
                 if stop.is_set():
                     break
+                if campaign_id in welcomes and not await asyncio.to_thread(_due_now, store, campaign_id):
+                    continue  # a welcome waits for newcomers forever: its content is read only when a row is due
                 done = await send_running(
                     store,
                     transport,
@@ -194,6 +197,12 @@ async def send_running(
     return await run(
         store, transport, campaign, campaign_id, row.list_id, pacing, owner=owner, stop=stop, wait=False, tally=tally
     )
+
+
+def _due_now(store: Store, campaign_id: int) -> bool:
+    """Whether a row of the campaign can be claimed now (one look at its few pending rows: for a welcome)."""
+    due = store.next_claimable(campaign_id)
+    return due is not None and due <= now()
 
 
 def _frozen_to_send(row: CampaignRow, local: bool) -> FrozenCampaign | str:

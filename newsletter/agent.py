@@ -75,6 +75,23 @@ def issue_folder(workspace: Workspace, name: str) -> Path:
     return folder
 
 
+def refuse_welcome(workspace: Workspace, name: str) -> None:
+    """NewsletterError when `name` is a list's welcome email (newsletter.toml): every newcomer receives it without a
+    dry run's code or a person's approval, so an agent never writes it, nor creates it."""
+    for list_slug, settings in workspace.config.lists.items():
+        if settings.welcome == name:
+            raise NewsletterError(
+                f"issues/{name} is the welcome email of the list {list_slug} ([lists.{list_slug}] welcome in "
+                "newsletter.toml): each newcomer receives it with no code nor approval, so only a person edits it"
+            )
+
+
+def writable_folder(workspace: Workspace, name: str) -> Path:
+    """The folder of an issue an agent may write: issue_folder's, and never a list's welcome (refuse_welcome)."""
+    refuse_welcome(workspace, name)
+    return issue_folder(workspace, name)
+
+
 def list_issues(workspace: Workspace) -> dict:
     """Every issue folder: slug, subject, lang and date when its YAML loads, else the first problem."""
     found = []
@@ -125,6 +142,7 @@ def read_issue(workspace: Workspace, name: str, lang: str | None = None) -> str:
 def write_issue(workspace: Workspace, name: str, text: str, lang: str | None = None) -> dict:
     """Replace issues/<name>/issue.yaml (or with lang, its version in that language, issue.LANG.yaml beside it) with
     text (atomically), then answer with what `check --json` reports of that file."""
+    refuse_welcome(workspace, name)  # a list's welcome goes out unseen: a person writes it
     file = version_file(workspace, name, lang)
     data = text.encode("utf-8")
     if len(data) > MAX_YAML_BYTES:
@@ -143,7 +161,7 @@ def check_report(workspace: Workspace, folder: Path, lang: str | None = None, *,
 
 def add_image(workspace: Workspace, name: str, file_name: str, data_base64: str) -> dict:
     """Write an image into issues/<name>/images/, refused unless it is a PNG, JPEG or GIF; warned when heavy."""
-    folder = issue_folder(workspace, name)
+    folder = writable_folder(workspace, name)
     if not _is_image_name(file_name):
         raise NewsletterError(
             f"{shown_name(file_name)} cannot name an image: give a file name without folders, ending in "

@@ -14,6 +14,8 @@ URL, e.g. at archive_url on the organisation's own website:
 The archive holds every issue a campaign started sending (Store.sent_issues), plus the issues named for it, so
 that an issue's page can be published before its campaign goes and its view-online link works on arrival, and
 the past issues brought from Mailchimp or Substack (archive/imported/, archive_import.py), among them by date.
+A list's welcome email has its page too, as its latest version froze it, for its view-online link: listed in
+neither the index nor the feed (welcome_entries).
 """
 
 from __future__ import annotations
@@ -83,6 +85,11 @@ def sent_entries(store: Store) -> list[Entry]:
     return [Entry(slug, subject, at) for slug, subject, at in store.sent_issues()]
 
 
+def welcome_entries(store: Store) -> list[Entry]:
+    """The issues of the lists' welcome emails: each has its page, which no index nor feed lists."""
+    return [Entry(slug, subject, at) for slug, subject, at in store.sent_issues(welcome=True)]
+
+
 def archived_entries(workspace: Workspace, store: Store) -> list[Entry]:
     """The sent issues and those imported from another tool (archive_import.py), newest first; where both have a
     slug, the sent issue's."""
@@ -95,12 +102,13 @@ def archived_entries(workspace: Workspace, store: Store) -> list[Entry]:
 
 
 def sent_version(
-    workspace: Workspace, store: Store, entry: Entry, *, unsubscribe_url: str | None = None
+    workspace: Workspace, store: Store, entry: Entry, *, unsubscribe_url: str | None = None, welcome: bool = False
 ) -> WebVersion | None:
-    """The page of an issue that was sent, as its latest campaign froze it: what readers got, whatever issue.yaml
-    says today. A campaign begun before campaigns froze their images is shown from the issue as it is now, and
-    only while its check passes. None when there is nothing to show (also when a newer version froze it)."""
-    found = store.sent_content(entry.slug)
+    """The page of an issue that was sent, as its latest campaign froze it (welcome: its latest welcome email): what
+    readers got, whatever issue.yaml says today. A campaign begun before campaigns froze their images is shown from
+    the issue as it is now, and only while its check passes. None when there is nothing to show (also when a newer
+    version froze it)."""
+    found = store.sent_content(entry.slug, welcome=welcome)
     folder = workspace.issues_dir / entry.slug
     frozen = None
     if found is not None and found[1]:
@@ -295,6 +303,10 @@ def write_archive(workspace: Workspace, store: Store, named: Sequence[Path], out
     published.sort(key=lambda v: v.entry.updated, reverse=True)
     versions += published
     entries = [v.entry for v in versions]
+    listed = {entry.slug for entry in entries}
+    for entry in welcome_entries(store):  # a page for the welcome's view-online link, in no index nor feed
+        if entry.slug not in listed and (version := sent_version(workspace, store, entry, welcome=True)) is not None:
+            versions.append(version)
 
     from newsletter.pages import Pages  # the pages' templates, with the workspace's overrides
 
@@ -323,7 +335,7 @@ def write_archive(workspace: Workspace, store: Store, named: Sequence[Path], out
     _write(out / "index.html", index.encode("utf-8"))
     written += 3
     # Only folders named for an issue of this workspace: out may be a folder of a bigger site.
-    archived = {entry.slug for entry in entries}
+    archived = {version.entry.slug for version in versions}
     left = sorted(
         page.parent.name
         for page in out.glob("*/index.html")

@@ -7,6 +7,7 @@ http:// links and images, HTML over Gmail's clipping size, a subject outside 10â
 leftover placeholder text (TK, TODO, lorem ipsum), unknown %%placeholders%%, a DKIM domain that does not align
 with the From address, a phone number that does not parse (it gets no link), and what a real send refuses in the
 settings (a reserved name, a placeholder postal address: real_send_refusals), so that it is known before a send.
+A list's `welcome` in newsletter.toml that names no issue folder is an error at its line (welcome_diagnostics).
 
 A subscriber's field in the text ({{ prenom | default("") }}, field_placeholders.py): anything else between braces,
 or a placeholder where none is filled (the subject, a link), is an error; a field that no member of the list has
@@ -133,7 +134,7 @@ def check_issue(
     try:
         issue = load_issue(folder)
     except IssueError as exc:
-        return CheckResult(Report([*exc.diagnostics, *config_diagnostics(config)]))
+        return CheckResult(Report([*exc.diagnostics, *settings_diagnostics(config)]))
     return check_loaded(issue, config, templates_dir, asset_base_url=asset_base_url, list_fields=list_fields)
 
 
@@ -146,7 +147,7 @@ def check_loaded(
     list_fields: ListFieldKeys | None = None,
 ) -> CheckResult:
     """check_issue of one version already loaded (issue.yaml, or a translation)."""
-    report = Report(config_diagnostics(config))
+    report = Report(settings_diagnostics(config))
     uses, placeholder_errors = issue_placeholders(issue)
     report.diagnostics[:0] = (
         list(_content_diagnostics(issue, config)) + placeholder_errors + list(_event_diagnostics(issue, config))
@@ -253,7 +254,7 @@ def check_versions(
 
     def checked(version: LoadedIssue | IssueError) -> CheckResult:
         if isinstance(version, IssueError):
-            return CheckResult(Report([*version.diagnostics, *config_diagnostics(config)]))
+            return CheckResult(Report([*version.diagnostics, *settings_diagnostics(config)]))
         return check_loaded(version, config, templates_dir, asset_base_url=asset_base_url, list_fields=list_fields)
 
     main_result = checked(main)
@@ -276,6 +277,36 @@ def check_versions(
         for path in translation_files(folder)[1]
     ]
     return VersionsCheck(folder, versions, others)
+
+
+def settings_diagnostics(config: Config) -> list[Diagnostic]:
+    """What newsletter.toml lacks or gets wrong, which every check of an issue reports."""
+    return config_diagnostics(config) + welcome_diagnostics(config)
+
+
+def welcome_diagnostics(config: Config) -> list[Diagnostic]:
+    """Errors in the welcome settings of newsletter.toml: a `[lists.SLUG] welcome` that names no issue in issues/,
+    at its line (the issue itself is checked as any other, by `check` and before it is frozen)."""
+    if config.file is None:
+        return []
+    issues = config.file.parent / "issues"
+    text = config.file.read_text(encoding="utf-8")
+    found = []
+    for slug, settings in config.lists.items():
+        name = settings.welcome
+        if name is not None and not (issues / name / ISSUE_FILE).is_file():
+            found.append(
+                Diagnostic(
+                    "error",
+                    "welcome-missing",
+                    f'[lists.{slug}] welcome = "{name}" names no issue: there is no issues/{name}/{ISSUE_FILE}; '
+                    f"write it (`newsletter new {name}`) or name an issue that exists",
+                    file=str(config.file),
+                    line=toml_line(text, ("lists", slug, "welcome")) or None,
+                    path=f"lists.{slug}.welcome",
+                )
+            )
+    return found
 
 
 def _content_diagnostics(issue: LoadedIssue, config: Config) -> Iterator[Diagnostic]:

@@ -182,6 +182,20 @@ class ListSettings(_Table):
         description='Named parts of the list, for `send --segment NAME`: est = "tag:rimouski or tag:matane" '
         "(the language: newsletter/segments.py).",
     )
+    welcome: str | None = Field(
+        None,
+        description="An issue in issues/ (its slug) that each person receives once, when they confirm a sign-up "
+        "(or by `subscribers add --welcome`, `subscribers import --welcome`).",
+    )
+
+    @field_validator("welcome")
+    @classmethod
+    def _welcome(cls, value: str | None) -> str | None:
+        from newsletter.workspace import is_slug  # workspace imports this module
+
+        if value is not None and not is_slug(value):
+            raise ValueError(f"'{value}' cannot name an issue: give the slug of a folder in issues/, e.g. bienvenue")
+        return value
 
     @field_validator("segments")
     @classmethod
@@ -329,7 +343,7 @@ class Config(_Table):
     approval: Approval = Field(default_factory=Approval)
     lists: dict[str, ListSettings] = Field(
         default_factory=dict,
-        description="Per list, by slug: [lists.alliances] subscribe = true, title, lang or langs, consent.",
+        description="Per list, by slug: [lists.alliances] subscribe = true, title, lang or langs, consent, welcome.",
     )
 
     # Where it was read from; not part of the file.

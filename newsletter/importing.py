@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from newsletter.addresses import clean_name, normalize_address
 from newsletter.errors import NewsletterError
@@ -30,6 +31,9 @@ from newsletter.fields import distinct_tags
 from newsletter.sources import ImportRow, open_export
 from newsletter.store import MembershipStatus, Store, Subscription
 from newsletter.tokens import ip_hash
+
+if TYPE_CHECKING:
+    from newsletter.sending.welcome import WelcomeIssue
 
 BATCH = 5_000  # rows per transaction: few enough that a sign-up or a send waiting for the lock waits little
 REPORTED = 100  # rejected (and refused) rows a report holds; the rejects file gets every one
@@ -59,6 +63,7 @@ class ImportReport:
     encoding: str = ""  # the first file's
     delimiter: str = ""
     committed_line: int = 0  # every row up to this line (of the file being read) is in the store
+    welcomed: int = 0  # added people whose welcome email was queued (import --welcome)
 
     def to_json(self) -> dict:
         return {
@@ -80,6 +85,7 @@ class ImportReport:
             "files": self.files,
             "encoding": self.encoding,
             "delimiter": self.delimiter,
+            "welcomed": self.welcomed,
         }
 
     def summary(self, list_slug: str) -> str:
@@ -94,6 +100,8 @@ class ImportReport:
         parts += [f"{self.refused_count} not re-subscribed", f"{self.rejected_count} rejected"]
         if self.consent:
             parts.append(f"{self.consent} with their consent recorded")
+        if self.welcomed:
+            parts.append(f"{self.welcomed} welcome emails queued")
         would = " (dry run: nothing written)" if self.dry_run else ""
         return f"{list_slug}: {', '.join(parts)}{would}"
 
@@ -210,8 +218,8 @@ class _SeenAddresses:
 class _Rollback(Exception):
     """A dry run's batch, undone: its results carried out of the transaction."""
 
-    def __init__(self, results: list[str]):
-        self.results = results
+    def __init__(self, results: list[str], welcomed: int):
+        self.results, self.welcomed = results, welcomed
 
 
 def import_list(
@@ -226,6 +234,7 @@ def import_list(
     keep: Collection[str] = (),
     dry_run: bool = False,
     ip_key: bytes | None = None,
+    welcome: WelcomeIssue | None = None,
 ) -> ImportReport:
     """Import a CSV file, a mailer's export (.zip or folder) into a list (created if needed, named list_name),
     BATCH rows per transaction; a rerun changes nothing, and completes an interrupted one (ImportInterrupted on
@@ -235,6 +244,8 @@ def import_list(
     progress: called after each batch with (bytes read, bytes in all the files, rows read).
     keep: columns left out by default (Mailchimp's MEMBER_RATING…) to import as fields.
     ip_key: the key consent IPs are hashed with (the sign-up's keyed hash); None leaves them out.
+    welcome: the list's welcome email (sending/welcome.py), queued for everyone the import adds to the list (never
+    for those already on it), in the batch's transaction; None (the default): nobody is welcomed.
     """
     report = ImportReport(dry_run=dry_run)
     outcomes = _Outcomes(report, rejects)
@@ -247,14 +258,20 @@ def import_list(
 
     def commit() -> None:
         subscriptions = [s for _, s in batch]
+        welcomed = 0
         try:
             with store.transaction() as connection:
                 list_id = store.ensure_list(list_slug, list_name, connection=connection)
                 results = store.subscribe_many(list_id, subscriptions, source, connection=connection)
+                if welcome is not None:  # whoever this batch added, with it: nobody added without their welcome
+                    added = [s for s, result in zip(subscriptions, results, strict=True) if result == "added"]
+                    emails, langs = [s.email for s in added], [s.lang for s in added]
+                    welcomed = sum(welcome.queue(store, list_id, emails, langs=langs, connection=connection).values())
                 if dry_run:
-                    raise _Rollback(results)
+                    raise _Rollback(results, welcomed)
         except _Rollback as undone:
-            results = undone.results
+            results, welcomed = undone.results, undone.welcomed
+        report.welcomed += welcomed
         for (row, subscription), result in zip(batch, results, strict=True):  # counted once committed
             if result == "refused":
                 outcomes.refuse(row.line, subscription.email, row.file)

@@ -255,6 +255,7 @@ def create_server(root: Path) -> NewsletterServer:
         and the images it uses copied, its translations likewise. With also, a translation's skeleton beside it
         (issue.en.yaml). Answers {"issue", "file", "translations", "images", "cleared_dates", "warnings"}.
         """
+        agent.refuse_welcome(workspace(), slug)  # a list's welcome goes out unseen: a person writes it
         created = new_issue(workspace(), slug, lang=lang, also=also or (), from_issue=from_issue)
         return _result(created.to_json())
 

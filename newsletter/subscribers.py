@@ -8,7 +8,7 @@ import csv
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from newsletter.addresses import clean_name, normalize_address
 from newsletter.errors import NewsletterError
@@ -16,6 +16,9 @@ from newsletter.fields import field_key, tag_key
 from newsletter.i18n import parse_language
 from newsletter.store import Member, MembershipStatus, Store
 from newsletter.transports.base import SuppressionSource, Transport
+
+if TYPE_CHECKING:
+    from newsletter.sending.welcome import WelcomeIssue
 
 
 def add(
@@ -33,6 +36,28 @@ def add(
     """Subscribe one address to a list (created if needed, named list_name), with fields (merged by key into theirs),
     tags (added) and the language they read in (fr, en, or a name of one: français, English…; None leaves theirs);
     return added, updated, unchanged or refused."""
+    found = add_welcomed(
+        store, list_slug, address, name, list_name=list_name, source=source, fields=fields, tags=tags, lang=lang
+    )
+    return found[0]
+
+
+def add_welcomed(
+    store: Store,
+    list_slug: str,
+    address: str,
+    name: str | None,
+    *,
+    welcome: WelcomeIssue | None = None,
+    list_name: str | None = None,
+    source: str = "cli",
+    fields: dict[str, str] | None = None,
+    tags: Sequence[str] = (),
+    lang: str | None = None,
+) -> tuple[str, bool]:
+    """add(), and with the list's welcome (sending/welcome.py) the person's welcome email, in their language, queued
+    in the same transaction when they were added to the list (never for one already on it): (the result, whether
+    queued)."""
     try:
         normalized = normalize_address(address)
     except ValueError as exc:
@@ -43,9 +68,13 @@ def add(
         raise NewsletterError(f"--lang: {exc}") from None
     with store.transaction() as connection:
         list_id = store.ensure_list(list_slug, list_name, connection=connection)
-        return store.subscribe(
+        result = store.subscribe(
             list_id, normalized, clean_name(name), fields or {}, source, tags=tags, lang=code, connection=connection
         )
+        queued = False
+        if welcome is not None and result == "added":
+            queued = bool(welcome.queue(store, list_id, [normalized], langs=[code], connection=connection))
+        return result, queued
 
 
 def event_line(event: dict) -> str:
@@ -55,6 +84,8 @@ def event_line(event: dict) -> str:
     detail = event.get("detail") or {}
     said = []
     consent = detail.get("consent") or {}
+    if not isinstance(consent, dict):  # a sign-up's request holds the sentence the person agreed to, not dates
+        consent = {}
     for name, label in (("opted_in_at", "opted in"), ("confirmed_at", "confirmed")):
         if consent.get(name):
             ip = consent.get(name.replace("_at", "_ip_hash"))
@@ -82,6 +113,21 @@ def event_line(event: dict) -> str:
         origin = f"{detail['from']} export " if detail.get("from") else ""
         said.append(f"from {origin}{detail['file']}:{detail.get('line', '?')}")
     return f"{line}: {'; '.join(said)}" if said else line
+
+
+def welcome_line(delivery: dict) -> str:
+    """A person's welcome email as `subscribers show` prints it: sent when, pending (and its next try), or failed
+    and why."""
+    line = f"welcome email of {delivery['list']} ({delivery['issue']}, campaign {delivery['campaign']}): "
+    at = f"{delivery['updated_at']:%Y-%m-%d %H:%M} UTC"
+    status, error = delivery["status"], delivery.get("error")
+    if status == "sent":
+        return line + f"sent {at}"
+    if status == "pending":
+        later = delivery.get("next_attempt_at")
+        tried = f"tried {delivery['attempts']} times, next {later:%Y-%m-%d %H:%M} UTC: {error}" if later else ""
+        return line + (f"pending ({tried})" if tried else "pending: `newsletter serve` or a worker sends it")
+    return line + f"{status} {at}" + (f": {error}" if error else "")
 
 
 def field_options(pairs: Sequence[str]) -> dict[str, str]:

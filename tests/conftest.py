@@ -114,6 +114,8 @@ SLOW = {
     "test_signup.py::test_serve_removes_the_sign_ups_never_confirmed_when_newsletter_toml_asks",
     "test_signup.py::test_six_sign_ups_at_once_one_address_the_mail_server_cannot_take_all_six_recorded",
     "test_signup.py::test_x_forwarded_for_counts_only_from_a_trusted_proxy",
+    "test_welcome.py::test_a_server_killed_before_the_welcome_went_leaves_it_to_the_worker_which_sends_it_once",
+    "test_welcome.py::test_two_servers_confirming_the_same_people_at_once_send_each_one_welcome",
     "test_web.py::test_500_concurrent_one_clicks_are_all_recorded",
     "test_web.py::test_a_retired_key_still_verifies_after_rotation",
     "test_web.py::test_a_scheduled_issue_is_not_in_the_archive_before_it_goes",

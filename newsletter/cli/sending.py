@@ -319,15 +319,20 @@ def _campaign_json(row, list_slug: str, counts: dict[str, int], approval: dict |
         document["segment"] = segment
     if approval is not None:
         document["approval"] = approval
+    if row.welcome:
+        document["welcome"] = True
     return document
 
 
 def campaigns(
     list_slug: Annotated[str | None, typer.Option("--list", help="Only this list's campaigns.")] = None,
+    welcome: Annotated[
+        bool, typer.Option("--welcome", help="The welcome emails instead: one campaign per list and version.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Every campaign, newest first: id, issue, list, status, when scheduled, and sent/pending/failed/skipped,
-    and where a person's approval stands."""
+    and where a person's approval stands. The lists' welcome emails are campaigns apart, shown by --welcome."""
     from newsletter.approval import approval_of
     from newsletter.sending.frozen import frozen_segment
     from newsletter.sending.send import shown
@@ -340,7 +345,9 @@ def campaigns(
         store.expire_overdue()  # shown as expired: campaign_list only reads
         found = [
             (row, slug, counts, approval_of(store, row.id))
-            for row, slug, counts in store.campaign_list(store.list_id(list_slug) if list_slug else None)
+            for row, slug, counts in store.campaign_list(
+                store.list_id(list_slug) if list_slug else None, welcome=welcome
+            )
         ]
     finally:
         store.close()
@@ -351,14 +358,14 @@ def campaigns(
     for row, slug, counts, approval in found:
         when = f" for {shown(row.scheduled_at, zone)}" if row.scheduled_at else ""
         segment = frozen_segment(row.content)
-        part = f" [{segment_shown(segment)}]" if segment else ""
+        part = f" [{segment_shown(segment)}]" if segment else " (welcome)" if row.welcome else ""
         typer.echo(
             f"{row.id}\t{row.issue_slug} → {slug}{part}\t{row.status}{when}\t{counts['sent']} sent, "
             f"{counts['pending']} pending, {counts['failed']} failed, {counts['skipped']} skipped"
             + (f"\t{approval_line(approval)}" if approval else "")
         )
     if not found:
-        typer.echo("no campaigns yet", err=True)
+        typer.echo("no welcome emails yet" if welcome else "no campaigns yet", err=True)
 
 
 campaign_app = typer.Typer(
@@ -433,7 +440,7 @@ def campaign_show(campaign_id: CampaignArg, as_json: JsonOpt = False) -> None:
     store = open_store(workspace)
     try:
         store.expire_overdue()
-        found = [item for item in store.campaign_list() if item[0].id == campaign_id]
+        found = store.campaign_list(welcome=None, campaign_id=campaign_id)
         if not found:
             raise NewsletterError(f"no campaign {campaign_id}; `newsletter campaigns` lists them")
         row, slug, counts = found[0]
@@ -462,7 +469,8 @@ def campaign_show(campaign_id: CampaignArg, as_json: JsonOpt = False) -> None:
         print_json(document)
         return
     zone = workspace.config.zone
-    typer.echo(f"campaign {row.id}: {row.issue_slug} → {slug}, {row.status}")
+    welcome = " (the list's welcome email)" if row.welcome else ""
+    typer.echo(f"campaign {row.id}: {row.issue_slug} → {slug}{welcome}, {row.status}")
     typer.echo(f"subject: {row.subject}")
     typer.echo(
         f"{counts['sent']} sent, {counts['pending']} pending, {counts['failed']} failed, {counts['skipped']} skipped"
@@ -483,7 +491,7 @@ def _control(campaign_id: int, action: str, as_json: bool) -> None:
     try:
         row = change_campaign(store, campaign_id, action)
         store.expire_overdue()  # shown as expired: campaign_list only reads
-        found = next(item for item in store.campaign_list(row.list_id) if item[0].id == campaign_id)
+        (found,) = store.campaign_list(row.list_id, welcome=None, campaign_id=campaign_id)
     finally:
         store.close()
     if as_json:

@@ -18,6 +18,16 @@ subscribers_app = typer.Typer(
 )
 
 
+WelcomeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--welcome",
+        help="Queue the list's welcome email ([lists.SLUG] welcome) for whoever this adds to the list; a running "
+        "`newsletter serve` or `newsletter worker` sends it through NEWSLETTER_TRANSPORT.",
+    ),
+]
+
+
 ListNameOpt = Annotated[
     str | None,
     typer.Option("--list-name", help='The name subscribers see, e.g. "Membres 2025" (default: the newsletter\'s).'),
@@ -48,20 +58,24 @@ def subscribers_import(
         ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what the import would do; write nothing.")] = False,
+    welcome: WelcomeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a file's people to a list (created if needed), each with the status the file gives: those who left,
     bounced or never opted in are recorded as such and never mailed, and nobody who left is subscribed again.
 
     Reports added, updated, held back and rejected rows with their line. Safe to interrupt: the rows already
-    imported stay, and running it again completes the list; running it twice changes nothing.
+    imported stay, and running it again completes the list; running it twice changes nothing. Nobody gets the
+    list's welcome email unless --welcome.
     """
     from newsletter.importing import consent_key, import_list
     from newsletter.progress import ProgressBar
+    from newsletter.sending.welcome import welcome_for_command
     from newsletter.sending.wiring import open_store
     from newsletter.workspace import Workspace
 
     workspace = Workspace.discover()
+    welcoming = welcome_for_command(workspace, list_slug) if welcome else None
     shown = not as_json and sys.stdout.isatty() and sys.stderr.isatty()
     progress = ProgressBar("rows", sys.stderr) if shown else None
     store = open_store(workspace)
@@ -76,6 +90,7 @@ def subscribers_import(
             keep=keep or (),
             dry_run=dry_run,
             ip_key=consent_key(),
+            welcome=welcoming,
         )
     finally:
         store.close()
@@ -105,6 +120,11 @@ def subscribers_import(
         kind = f"{read['status']}, " if read["status"] else ""
         typer.echo(f"read {read['name']}: {read['rows']} rows ({kind}{read['encoding']}, {delimiter} separated)")
     typer.echo(report.summary(list_slug))
+    if report.welcomed and not dry_run:
+        typer.echo(WELCOME_NOTE, err=True)
+
+
+WELCOME_NOTE = "a running `newsletter serve` or `newsletter worker` sends the welcome emails (NEWSLETTER_TRANSPORT)"
 
 
 @subscribers_app.command("add")
@@ -121,14 +141,15 @@ def subscribers_add(
         typer.Option("--lang", help="The language they read in: fr or en (default: theirs, else the list's first)."),
     ] = None,
     list_name: ListNameOpt = None,
+    welcome: WelcomeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Subscribe one address to a list (created if needed), with fields, tags and their language. Someone who
-    unsubscribed is not subscribed again."""
+    unsubscribed is not subscribed again. With --welcome, a person new to the list gets its welcome email."""
     from newsletter.i18n import parse_language
+    from newsletter.sending.welcome import welcome_for_command
     from newsletter.sending.wiring import open_store
-    from newsletter.subscribers import add as add_subscriber
-    from newsletter.subscribers import field_options
+    from newsletter.subscribers import add_welcomed, field_options
     from newsletter.workspace import Workspace
 
     fields = field_options(field or [])
@@ -137,10 +158,19 @@ def subscribers_add(
     except ValueError as exc:
         raise NewsletterError(f"--lang: {exc}") from None
     workspace = Workspace.discover()
+    welcoming = welcome_for_command(workspace, list_slug) if welcome else None
     store = open_store(workspace)
     try:
-        result = add_subscriber(
-            store, list_slug, address, name, list_name=list_name, fields=fields, tags=tag or (), lang=code
+        result, queued = add_welcomed(
+            store,
+            list_slug,
+            address,
+            name,
+            welcome=welcoming,
+            list_name=list_name,
+            fields=fields,
+            tags=tag or (),
+            lang=code,
         )
     finally:
         store.close()
@@ -152,11 +182,18 @@ def subscribers_add(
             err=True,
         )
     if as_json:
-        print_json({"email": address, "list": list_slug, "result": result, "lang": code})
+        document: dict = {"email": address, "list": list_slug, "result": result, "lang": code}
+        if welcome:
+            document["welcome"] = "queued" if queued else None
+        print_json(document)
     else:
         typer.echo(
-            f"{address}: {result}" + (" (unsubscribed, bounced or complained before)" if result == "refused" else "")
+            f"{address}: {result}"
+            + (" (unsubscribed, bounced or complained before)" if result == "refused" else "")
+            + ("; welcome email queued" if queued else "")
         )
+        if queued:
+            typer.echo(WELCOME_NOTE, err=True)
     if result == "refused":
         raise typer.Exit(1)
 
@@ -338,7 +375,7 @@ def subscribers_show(
     if as_json:
         print_json(json.loads(json.dumps(person, default=str)))
         return
-    from newsletter.subscribers import event_line
+    from newsletter.subscribers import event_line, welcome_line
 
     typer.echo(f"{person['email']}\t{person['name'] or ''}\tsince {person['created_at']:%Y-%m-%d}")
     if person["lang"]:
@@ -354,7 +391,10 @@ def subscribers_show(
     for event in person["events"]:
         typer.echo(event_line(event))
     for delivery in person["deliveries"]:
-        typer.echo(f"campaign {delivery['campaign']} ({delivery['issue']}): {delivery['status']}")
+        if delivery["welcome"]:
+            typer.echo(welcome_line(delivery))
+        else:
+            typer.echo(f"campaign {delivery['campaign']} ({delivery['issue']}): {delivery['status']}")
 
 
 @subscribers_app.command("forget")

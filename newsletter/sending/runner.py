@@ -205,12 +205,14 @@ async def run(
     stop: asyncio.Event | None = None,
     progress: Callable[[dict[str, int]], None] | None = None,
     wait: bool = True,
+    tally: bool = True,
 ) -> RunReport:
     """Send a running campaign's pending messages, alongside whichever other senders work on it.
 
     wait=True (`send`): return when nothing is pending any more, waiting for retries and for the rows other
     senders hold. wait=False (`worker`): return as soon as nothing can be claimed now. Either way, return early
-    when stopped or when the campaign is paused or cancelled.
+    when stopped or when the campaign is paused or cancelled. tally=False: RunReport.counts left empty (a welcome's
+    ledger, which grows with every newcomer, is not counted after each send).
     """
     owner = owner or sender_id()
     stop = stop or asyncio.Event()
@@ -361,7 +363,8 @@ async def run(
             await asyncio.to_thread(store.finish_if_done, campaign_id)
         found = await asyncio.to_thread(store.campaign, campaign_id)
         report.status = found.status if found else CampaignStatus.RUNNING
-        report.counts = await asyncio.to_thread(store.counts, campaign_id)
+        if tally:
+            report.counts = await asyncio.to_thread(store.counts, campaign_id)
         report.stopped = stop.is_set()
         report.sent, report.failed = writer.sent, writer.failed
     return report

@@ -706,6 +706,11 @@ def change_campaign(store: Store, campaign_id: int, action: str) -> CampaignRow:
     row = store.campaign(campaign_id)
     if row is None:
         raise NewsletterError(f"no campaign {campaign_id}; `newsletter campaigns` lists them")
+    if row.welcome and action == "cancel":  # whoever joins next would get no welcome, and nobody would know why
+        raise NewsletterError(
+            f"campaign {campaign_id} is the welcome email of its list: `newsletter campaign pause {campaign_id}` holds "
+            "it (the newcomers' welcomes wait for resume); to stop welcoming, remove welcome from newsletter.toml"
+        )
     if action == "pause":
         to = CampaignStatus.PAUSED
     elif action == "resume":  # back to where it was: running once its audience is fixed, else scheduled

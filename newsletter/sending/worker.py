@@ -9,7 +9,10 @@ NEWSLETTER_SECRET_KEY (the same key as `serve`'s), and builds every message from
 it needs no issue files. A campaign begun with a provider's hosted unsubscribe goes on only through the same
 provider, whose unsubscribes the worker reads before it sends and every ten minutes of a long campaign. A campaign
 this worker may not send (frozen by a newer version, local only, another unsubscribe) is skipped with one line, and
-the worker goes on with the others. Its first stop signal stops claiming and lets the batches in flight be recorded.
+the worker goes on with the others. A list's welcome email (sending/welcome.py) is a running campaign that never
+finishes: the worker sends the rows still pending of it as of any (serve's background sender's leftovers, the
+retries, those `subscribers add|import --welcome` queued); send_running is what serve calls for them too.
+Its first stop signal stops claiming and lets the batches in flight be recorded.
 With `[bounces] mailbox` set, it also scans the bounce mailbox every `[bounces] every` (bounces/scan.py), in a
 thread beside the sending; a scan that fails (the server unreachable) is logged and tried again at the next turn.
 """
@@ -22,10 +25,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from newsletter.config import parse_duration
+from newsletter.config import Config, parse_duration
 from newsletter.errors import NewsletterError
 from newsletter.sending.frozen import FrozenCampaign, NewerContentFormat
-from newsletter.sending.runner import run, sender_id
+from newsletter.sending.runner import RunReport, run, sender_id
 from newsletter.sending.wiring import (
     check_transport_fits,
     hosted_unsubscribe,
@@ -34,9 +37,9 @@ from newsletter.sending.wiring import (
     pacing_for,
     ready,
 )
-from newsletter.store import CampaignRow, CampaignStatus, Store
+from newsletter.store import CampaignRow, CampaignStatus, Store, now
 from newsletter.tokens import TokenSigner
-from newsletter.transports import transport_for
+from newsletter.transports import Transport, transport_for
 from newsletter.workspace import Workspace
 
 POLL = 2.0  # seconds between two passes of an idle worker
@@ -92,38 +95,26 @@ async def work(
             for started in await asyncio.to_thread(store.start_due):
                 log(f"campaign {started}: started, as scheduled")
             busy = False
+            welcomes = set(await asyncio.to_thread(store.campaign_ids, CampaignStatus.RUNNING, welcome=True))
             for campaign_id in await asyncio.to_thread(store.campaign_ids, CampaignStatus.RUNNING):
                 if stop.is_set():
                     break
-                row = await asyncio.to_thread(store.campaign, campaign_id)
-                if row is None or row.status != CampaignStatus.RUNNING:
-                    continue
-                frozen = _frozen_to_send(row, local)
-                if isinstance(frozen, str):  # why this worker may not send it
-                    if campaign_id not in report.skipped:
-                        report.skipped[campaign_id] = frozen
-                        log(f"campaign {campaign_id}: not sent by this worker: {frozen}")
-                    continue
-                campaign = frozen.campaign(campaign_id, signer)
-                try:
-                    check_transport_fits(campaign, transport)
-                except NewsletterError as exc:
-                    if campaign_id not in report.skipped:
-                        report.skipped[campaign_id] = str(exc)
-                        log(f"campaign {campaign_id}: not sent by this worker: {exc}")
-                    continue
-                if time.monotonic() - readied.get(campaign_id, -READY_EVERY) >= READY_EVERY:
-                    try:
-                        await ready(store, transport, row.list_id)
-                    except NewsletterError as exc:  # the provider did not answer, or refused: the next pass asks again
-                        log(f"campaign {campaign_id}: not sent this pass: {exc}")
-                        continue
-                    readied[campaign_id] = time.monotonic()
-                pacing = pacing_for(workspace.config, frozen)
-                done = await run(
-                    store, transport, campaign, campaign_id, row.list_id, pacing, owner=owner, stop=stop, wait=False
+                if campaign_id in welcomes and not await asyncio.to_thread(_due_now, store, campaign_id):
+                    continue  # a welcome waits for newcomers forever: its content is read only when a row is due
+                done = await send_running(
+                    store,
+                    transport,
+                    signer,
+                    workspace.config,
+                    campaign_id,
+                    local=local,
+                    owner=owner,
+                    stop=stop,
+                    readied=readied,
+                    skipped=report.skipped,
+                    log=log,
                 )
-                if done.sent or done.failed:
+                if done is not None and (done.sent or done.failed):
                     busy = True
                     report.sent += done.sent
                     report.failed += done.failed
@@ -156,6 +147,62 @@ async def _scan_bounces(
         report.bounces[kind] = report.bounces.get(kind, 0) + count
     if found.read:
         log(f"bounces: {found.summary().splitlines()[0]}")
+
+
+async def send_running(
+    store: Store,
+    transport: Transport,
+    signer: TokenSigner,
+    config: Config,
+    campaign_id: int,
+    *,
+    local: bool,
+    owner: str,
+    stop: asyncio.Event,
+    readied: dict[int, float],
+    skipped: dict[int, str],
+    log: Callable[[str], None],
+) -> RunReport | None:
+    """Send what can be claimed now of one running campaign (runner.run with wait=False), beside any other sender;
+    None when it is not running, or this process may not send it: why is in `skipped` (and the log, once).
+    readied: when this process last read the provider's account and unsubscribes for each campaign (it does again
+    every READY_EVERY). A welcome's ledger is not counted at the end (RunReport.counts): it grows with every
+    newcomer, and nobody reads its counts here."""
+    row = await asyncio.to_thread(store.campaign, campaign_id)
+    if row is None or row.status != CampaignStatus.RUNNING:
+        return None
+    frozen = _frozen_to_send(row, local)
+    if isinstance(frozen, str):  # why this worker may not send it
+        if campaign_id not in skipped:
+            skipped[campaign_id] = frozen
+            log(f"campaign {campaign_id}: not sent by this worker: {frozen}")
+        return None
+    campaign = frozen.campaign(campaign_id, signer)
+    try:
+        check_transport_fits(campaign, transport)
+    except NewsletterError as exc:
+        if campaign_id not in skipped:
+            skipped[campaign_id] = str(exc)
+            log(f"campaign {campaign_id}: not sent by this worker: {exc}")
+        return None
+    if time.monotonic() - readied.get(campaign_id, -READY_EVERY) >= READY_EVERY:
+        try:
+            await ready(store, transport, row.list_id)
+        except NewsletterError as exc:  # the provider did not answer, or refused: the next pass asks again
+            log(f"campaign {campaign_id}: not sent this pass: {exc}")
+            return None
+        readied[campaign_id] = time.monotonic()
+    pacing = pacing_for(config, frozen)
+    tally = not row.welcome
+    return await run(
+        store, transport, campaign, campaign_id, row.list_id, pacing, owner=owner, stop=stop, wait=False, tally=tally
+    )
+
+
+def _due_now(store: Store, campaign_id: int) -> bool:
+    """Whether a row of the campaign can be claimed now (one look at its few pending rows: for a welcome)."""
+    due = store.next_claimable(campaign_id)
+    return due is not None and due <= now()
 
 
 def _frozen_to_send(row: CampaignRow, local: bool) -> FrozenCampaign | str:

@@ -19,6 +19,7 @@ that runs it:
 - approvals.py: a person's approval of a campaign: requests, single-use decisions, the campaign's events.
 - segments.py: a segment (newsletter/segments.py) as SQL, and a list's members in it: counted, sampled, streamed.
 - deliveries.py: one person's deliveries over the latest campaigns of their lists (`newsletter delivery`).
+- welcomes.py: a list's welcome emails: campaigns that never finish, a row queued for each person who joins.
 
 Store, below, is all of them in one object: `store.claim(...)`, `store.subscribe(...)`.
 
@@ -79,9 +80,10 @@ from newsletter.store.signups import (
 )
 from newsletter.store.statuses import CampaignStatus, DeliveryStatus, MembershipStatus
 from newsletter.store.subscribers import ChangeResult, Member, StatusChange, Subscribers, Subscription
+from newsletter.store.welcomes import Welcomes
 
 
-class Store(Schema, Lists, Signups, Erasure, BounceMail, Ledger, Approvals, Segments, Deliveries):
+class Store(Schema, Lists, Signups, Erasure, BounceMail, Welcomes, Ledger, Approvals, Segments, Deliveries):
     """Every part of the store over one engine (see the module's docstring for how its methods are called)."""
 
     @classmethod
@@ -141,6 +143,7 @@ __all__ = [
     "Subscribers",
     "Subscription",
     "UnsentConfirmation",
+    "Welcomes",
     "address_hash",
     "allowed_from",
     "approval_requests",

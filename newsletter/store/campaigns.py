@@ -2,6 +2,10 @@
 (its audience fixed when it starts) or running (its ledger fixed at once), then moved between statuses only as
 TRANSITIONS allows, by what it names; and read back for `campaigns`, `status` and the public archive.
 
+A list's welcome email is a campaign too (campaigns.welcome, made by welcomes.py), running from the start and
+never finished: the reads here leave it out (latest_campaign, campaign_list, sent_issues, sent_content) unless
+asked for it, so that no send resumes it, no list of sends counts it and the archive lists none.
+
 The ledger itself (the rows of one campaign, and the queue they make) is ledger.py's.
 """
 
@@ -33,6 +37,7 @@ class CampaignRow:
     expires_at: dt.datetime | None = None
     started_at: dt.datetime | None = None
     content: dict | None = None  # what every message shares, frozen when the campaign was made
+    welcome: bool = False  # a list's welcome email (welcomes.py): never finished, a row per person who joins
 
 
 # Every change of a campaign's status, and the one action that may make it: (from, to) → action; from None, a
@@ -98,6 +103,7 @@ def _campaign(row: Any) -> CampaignRow | None:
         _aware(row.expires_at),
         _aware(row.started_at),
         row.content,
+        bool(row.welcome),
     )
 
 
@@ -145,7 +151,8 @@ def audience_filter(
 def _earlier_of_same_content(
     connection: Connection, list_id: int, issue_slug: str, content_hash: str, campaign_id: int | None = None
 ) -> list[int]:
-    """The campaigns of this content to this list that started (but campaign_id)."""
+    """The campaigns of this content to this list that started (but campaign_id), the list's welcome emails among
+    them: a send of the welcome's issue leaves out whoever its welcome reached with the same content."""
     return list(
         connection.execute(
             sa.select(campaigns.c.id).where(
@@ -163,10 +170,10 @@ class Campaigns(StoreBase):
     def latest_campaign(
         self, issue_slug: str, list_id: int, segment: str | None = None, *, connection: Connection | None = None
     ) -> CampaignRow | None:
-        """The latest campaign of the issue to the list and to that segment (None: the whole list)."""
+        """The latest campaign of the issue to the list and to that segment (None: the whole list); never a welcome."""
         query = (
             sa.select(campaigns)
-            .where(campaigns.c.issue_slug == issue_slug, campaigns.c.list_id == list_id)
+            .where(campaigns.c.issue_slug == issue_slug, campaigns.c.list_id == list_id, ~campaigns.c.welcome)
             .order_by(campaigns.c.id.desc())
         )
         with self._reading(connection) as reading:
@@ -362,13 +369,15 @@ class Campaigns(StoreBase):
                     started.append(campaign_id)
         return started
 
-    def campaign_ids(self, *statuses: str, connection: Connection | None = None) -> list[int]:
+    def campaign_ids(
+        self, *statuses: str, welcome: bool | None = None, connection: Connection | None = None
+    ) -> list[int]:
+        """The campaigns in these statuses, oldest first: welcome emails among them (None), only (True), or not."""
+        query = sa.select(campaigns.c.id).where(campaigns.c.status.in_(statuses)).order_by(campaigns.c.id)
+        if welcome is not None:
+            query = query.where(campaigns.c.welcome if welcome else ~campaigns.c.welcome)
         with self._reading(connection) as reading:
-            return list(
-                reading.execute(
-                    sa.select(campaigns.c.id).where(campaigns.c.status.in_(statuses)).order_by(campaigns.c.id)
-                ).scalars()
-            )
+            return list(reading.execute(query).scalars())
 
     def is_running(self, campaign_id: int, *, connection: Connection | None = None) -> bool:
         """Whether the campaign is running now: what a sender asks between two messages of a batch."""
@@ -386,23 +395,36 @@ class Campaigns(StoreBase):
             return bool(writing.execute(moved).rowcount)
 
     def finish_if_done(self, campaign_id: int, *, connection: Connection | None = None) -> bool:
-        """A running campaign with no pending row left is finished; True when it is (now or already)."""
+        """A running campaign with no pending row left is finished; True when it is (now or already). A welcome
+        never finishes: whoever joins next gets a row of it."""
         still_pending = sa.exists().where(
             deliveries.c.campaign_id == campaign_id, deliveries.c.status == DeliveryStatus.PENDING
         )
         with self._writing(connection) as writing:
             writing.execute(
-                _move(CampaignStatus.FINISHED, "finish", now()).where(campaigns.c.id == campaign_id, ~still_pending)
+                _move(CampaignStatus.FINISHED, "finish", now()).where(
+                    campaigns.c.id == campaign_id, ~campaigns.c.welcome, ~still_pending
+                )
             )
             status = writing.execute(_CAMPAIGN_STATUS, {"c_id": campaign_id}).scalar()
         return status == CampaignStatus.FINISHED
 
     def campaign_list(
-        self, list_id: int | None = None, *, connection: Connection | None = None
+        self,
+        list_id: int | None = None,
+        *,
+        welcome: bool | None = False,
+        campaign_id: int | None = None,
+        connection: Connection | None = None,
     ) -> list[tuple[CampaignRow, str, dict[str, int]]]:
-        """Every campaign (of one list, or all), newest first, with its list's slug and its ledger counts. A pure
-        read: call expire_overdue first to show the overdue ones as expired."""
+        """Every campaign (of one list, or all), newest first, with its list's slug and its ledger counts: the sends
+        (welcome False), the welcome emails (True) or both (None); campaign_id: that one only. A pure read: call
+        expire_overdue first to show the overdue ones as expired."""
         query = sa.select(campaigns, lists.c.slug.label("list_slug")).join(lists, lists.c.id == campaigns.c.list_id)
+        if welcome is not None:
+            query = query.where(campaigns.c.welcome if welcome else ~campaigns.c.welcome)
+        if campaign_id is not None:
+            query = query.where(campaigns.c.id == campaign_id)
         if list_id is not None:
             query = query.where(campaigns.c.list_id == list_id)
         tally = sa.select(deliveries.c.campaign_id, deliveries.c.status, sa.func.count()).group_by(
@@ -410,7 +432,7 @@ class Campaigns(StoreBase):
         )
         with self._reading(connection) as reading:
             rows = reading.execute(query.order_by(campaigns.c.id.desc())).all()
-            if list_id is not None:
+            if list_id is not None or welcome is not False or campaign_id is not None:
                 tally = tally.where(deliveries.c.campaign_id.in_([row.id for row in rows]))
             counted: dict[int, dict[str, int]] = {}
             for campaign_id, status, count in reading.execute(tally):
@@ -422,26 +444,37 @@ class Campaigns(StoreBase):
             found.append((campaign, row.list_slug, delivery_counts(counted.get(row.id, {}))))
         return found
 
-    def sent_issues(self, *, connection: Connection | None = None) -> list[tuple[str, str, dt.datetime]]:
+    def sent_issues(
+        self, *, welcome: bool = False, connection: Connection | None = None
+    ) -> list[tuple[str, str, dt.datetime]]:
         """(issue slug, subject, first sent) of every issue a campaign started sending, newest first: not those
-        only scheduled (nor expired unsent), which the public archive must not show before their time."""
+        only scheduled (nor expired unsent), which the public archive must not show before their time. welcome:
+        the issues of the welcome emails instead (their pages exist for the view-online link, and are listed
+        nowhere)."""
         first_sent = sa.func.min(campaigns.c.started_at)
         with self._reading(connection) as reading:
             rows = reading.execute(
                 sa.select(campaigns.c.issue_slug, sa.func.min(campaigns.c.subject), first_sent)
-                .where(campaigns.c.started_at.is_not(None))
+                .where(campaigns.c.started_at.is_not(None), campaigns.c.welcome if welcome else ~campaigns.c.welcome)
                 .group_by(campaigns.c.issue_slug)
                 .order_by(first_sent.desc())
             ).all()
         return [(row[0], row[1], _aware(row[2])) for row in rows]
 
-    def sent_content(self, issue_slug: str, *, connection: Connection | None = None) -> tuple[int, dict | None] | None:
-        """(campaign id, frozen content) of the issue's latest campaign that started sending: what the archive shows
-        (None content: begun by a version that did not freeze it); None when no campaign of it started."""
+    def sent_content(
+        self, issue_slug: str, *, welcome: bool = False, connection: Connection | None = None
+    ) -> tuple[int, dict | None] | None:
+        """(campaign id, frozen content) of the issue's latest campaign that started sending (welcome: its latest
+        welcome email): what the archive shows (None content: begun by a version that did not freeze it); None
+        when no campaign of it started."""
         with self._reading(connection) as reading:
             row = reading.execute(
                 sa.select(campaigns.c.id, campaigns.c.content)
-                .where(campaigns.c.issue_slug == issue_slug, campaigns.c.started_at.is_not(None))
+                .where(
+                    campaigns.c.issue_slug == issue_slug,
+                    campaigns.c.started_at.is_not(None),
+                    campaigns.c.welcome if welcome else ~campaigns.c.welcome,
+                )
                 .order_by(campaigns.c.started_at.desc(), campaigns.c.id.desc())
                 .limit(1)
             ).first()

@@ -153,13 +153,14 @@ def _events(connection: Connection, subscriber_id: int) -> list[EventFact]:
 
 
 def _latest_campaigns(connection: Connection, list_ids: list[int], count: int) -> list[CampaignFact]:
-    """The latest `count` campaigns of these lists that started, newest first; the segment read from the frozen
-    content of those only (the inner query picks them without reading any content)."""
+    """The latest `count` campaigns of these lists that started, newest first, welcome emails left out (a person's
+    is in `subscribers show`); the segment read from the frozen content of those only (the inner query picks them
+    without reading any content)."""
     if not list_ids:
         return []
     latest = (
         sa.select(campaigns.c.id)
-        .where(campaigns.c.list_id.in_(list_ids), campaigns.c.started_at.is_not(None))
+        .where(campaigns.c.list_id.in_(list_ids), campaigns.c.started_at.is_not(None), ~campaigns.c.welcome)
         .order_by(campaigns.c.started_at.desc(), campaigns.c.id.desc())
         .limit(count)
     )
@@ -229,7 +230,8 @@ def _ledger(connection: Connection, subscriber_id: int, campaign_ids: list[int])
 
 
 def _earlier(connection: Connection, subscriber_id: int, issue_slugs: list[str]) -> list[EarlierFact]:
-    """The person's rows in every started campaign of these issues: the campaigns by campaigns_by_issue, then their
+    """The person's rows in every started campaign of these issues, a welcome among them (an audience leaves out
+    whom a welcome sent the same content: campaigns.audience_filter): the campaigns by campaigns_by_issue, then their
     rows by the ledger's key (one statement each, so that neither engine reads the ledger by the person alone)."""
     found = connection.execute(
         sa.select(

@@ -49,7 +49,7 @@ class Erasure(Subscribers):
             ).all()
             tags = tags_among(connection, [row.id]).get(row.id, {})
             delivery_rows = connection.execute(
-                sa.select(deliveries, campaigns.c.issue_slug)
+                sa.select(deliveries, campaigns.c.issue_slug, campaigns.c.list_id, campaigns.c.welcome)
                 .join(campaigns, campaigns.c.id == deliveries.c.campaign_id)
                 .where(deliveries.c.subscriber_id == row.id)
                 .order_by(deliveries.c.campaign_id)
@@ -84,9 +84,12 @@ class Erasure(Subscribers):
                 {
                     "campaign": d.campaign_id,
                     "issue": d.issue_slug,
+                    "list": slugs.get(d.list_id),
+                    "welcome": bool(d.welcome),  # the list's welcome email
                     "status": d.status,
                     "attempts": d.attempts,
                     "updated_at": _aware(d.updated_at),
+                    "next_attempt_at": _aware(d.next_attempt_at),
                     "error": d.last_error,
                     "provider_id": d.provider_id,
                 }

@@ -103,6 +103,9 @@ campaigns = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True)),  # when its audience was fixed
     sa.Column("content", sa.JSON),  # the rendered issue and what every message shares (sending.frozen.FrozenCampaign)
     sa.Column("next_send_at", sa.DateTime(timezone=True)),  # the campaign-wide rate limit: the next free slot
+    # Added by migration 12: a list's welcome email (sending/welcome.py), whose ledger gains a row per person who
+    # joins; it never finishes, and no list of sends, status, archive index nor whole-list send takes it for one.
+    sa.Column("welcome", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("campaigns_by_issue", "issue_slug", "list_id"),
     sa.Index("campaigns_by_status", "status"),
     sa.Index("campaigns_by_list", "list_id", "started_at"),  # added by migration 9: a list's latest campaigns
@@ -386,6 +389,11 @@ def _migration_11(connection: Connection) -> None:
     _add_columns(connection, subscribers, ["lang"])
 
 
+def _migration_12(connection: Connection) -> None:
+    """Welcome emails: a campaign may be a list's welcome (campaigns.welcome), every earlier one is not."""
+    _add_columns(connection, campaigns, ["welcome"])
+
+
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _migration_1),
     (2, _migration_2),
@@ -398,6 +406,7 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (9, _migration_9),
     (10, _migration_10),
     (11, _migration_11),
+    (12, _migration_12),
 ]
 
 

@@ -1,5 +1,6 @@
 """GET /archive/: the web version of every issue a campaign started sending, its images and events' .ics files,
-the past issues imported from another tool (archive/imported/), and an Atom feed.
+the past issues imported from another tool (archive/imported/), and an Atom feed; and the page of each list's
+welcome email, which neither the index nor the feed lists.
 
 Only routes: which issues, their pages, the index's data and the feed come from newsletter/archive.py, which
 `newsletter archive` also writes as static files.
@@ -14,7 +15,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from newsletter.archive import WebVersion, archived_entries, feed_document, index_issues, sent_entries, sent_version
+from newsletter.archive import (
+    WebVersion,
+    archived_entries,
+    feed_document,
+    index_issues,
+    sent_entries,
+    sent_version,
+    welcome_entries,
+)
 from newsletter.archive_import import imported_version
 from newsletter.web.site import Site
 
@@ -31,10 +40,14 @@ def routes(site: Site) -> list[Route]:
         if slug in cache:
             return cache[slug]
         entry = next((e for e in sent_entries(store) if e.slug == slug), None)
+        welcome = False
+        if entry is None:  # a list's welcome email: its page, for its view-online link (listed nowhere)
+            entry = next((e for e in welcome_entries(store) if e.slug == slug), None)
+            welcome = entry is not None
         if entry is None:  # a past issue imported from another tool: read each time, a new import may change it
             return imported_version(workspace, slug)
-        version = sent_version(workspace, store, entry, unsubscribe_url=f"{config.base_url or ''}/")
-        if version is not None:
+        version = sent_version(workspace, store, entry, unsubscribe_url=f"{config.base_url or ''}/", welcome=welcome)
+        if version is not None and not welcome:  # a welcome's latest version may change while serve runs
             cache[slug] = version
         return version
 

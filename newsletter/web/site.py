@@ -35,7 +35,8 @@ class Site:
     # Refused tokens per address block: past 30 a minute, 429 instead of 400 (genuine clicks are never counted).
     refusals: BlockLimiter = field(default_factory=lambda: BlockLimiter(limit=30, window=60.0))
     writer: GroupWriter = field(init=False)
-    # Mail the server sends itself (confirmations), still going when it is told to stop: awaited before it stops.
+    # Mail the server sends itself (confirmations, welcomes), still going when it is told to stop: awaited before it
+    # stops.
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     # Work a running server does now and then, (seconds between, the work): started with the server, each run
     # finished before it stops.
@@ -49,7 +50,7 @@ class Site:
     _transport: Transport | None = None
 
     def transport(self) -> Transport:
-        """The server's transport, for the mail it sends itself (confirmations): NEWSLETTER_TRANSPORT's DSN."""
+        """The server's transport, for the mail it sends itself (confirmations, welcomes): NEWSLETTER_TRANSPORT."""
         if self._transport is None:
             self._transport = transport_for(self.workspace, transport_dsn(None))
         return self._transport

@@ -12,14 +12,16 @@
     POST /confirm/{token}     subscribes, idempotently, recording the consent; a link confirms its own request,
                               never once a later one was made or the membership changed since (an unsubscribe,
                               a bounce); that, and anything forged, expired or retired, gets the same 400 page
-                              as a bad unsubscribe link
+                              as a bad unsubscribe link; with `[lists.SLUG] welcome`, the person's welcome email
+                              queued in the same transaction, and sent once it is committed
 A list is open when newsletter.toml says `[lists.SLUG] subscribe = true`; any other answers 404. The page speaks
 the list's first language, or the one ?lang= names among the list's; the language chosen in the form is the
 answer's, the confirmation email's and its pages', and the person's once they confirm (never before: whoever types
 someone's address changes nothing of theirs).
 The consent record is the request's event (what was shown, the page, the user agent, a keyed hash of the IP)
 and its confirmation's; the address itself is the only thing stored before the person confirms.
-The confirmation emails themselves are confirmations.py's: sent in the background, and never lost.
+The confirmation emails themselves are confirmations.py's, the welcome emails welcome.py's: sent in the background,
+and never lost.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from newsletter.web.common import (
 )
 from newsletter.web.confirmations import RESEND_EVERY, Confirmation, ConfirmationMail
 from newsletter.web.site import Site
+from newsletter.web.welcome import WELCOME_EVERY, WelcomeMail
 
 if TYPE_CHECKING:
     from newsletter.store import Connection
@@ -180,6 +183,10 @@ def routes(site: Site) -> list[Route]:
 
     mail = ConfirmationMail(site, notice)
     site.periodic.append((RESEND_EVERY, mail.resend_unsent))
+    welcomes = WelcomeMail(site)
+    welcomes.prepare()  # ConfigError: serve does not start with a welcome it would not send
+    if welcomes.welcomes:
+        site.periodic.append((WELCOME_EVERY, welcomes.send_pending))
 
     def purge(before: dt.datetime) -> dict[str, int]:
         removed = {}
@@ -262,14 +269,22 @@ def routes(site: Site) -> list[Route]:
             return PlainTextResponse("request body too large", status_code=413)
         detail = {"user_agent": header(request, b"user-agent")[:300], "ip_hash": client_hash(request)}
 
-        def confirm(connection: Connection) -> SignupConfirmation | None:
-            return store.confirm_signup(
+        def confirm(connection: Connection) -> tuple[SignupConfirmation | None, list[int]]:
+            """Subscribe them and, in the same transaction, queue their welcome (in their language): nobody is
+            confirmed without it."""
+            confirmed = store.confirm_signup(
                 subscriber_id, mailing_list.id, detail, request_id=request_id, connection=connection
             )
+            if confirmed is None:
+                return None, []
+            return confirmed, welcomes.queue(
+                connection, mailing_list.slug, mailing_list.id, confirmed.email, confirmed.lang
+            )
 
-        confirmed = await site.writer.run(confirm)
+        confirmed, welcoming = await site.writer.run(confirm)
         if confirmed is None:
             return site.invalid(request, "confirm_invalid")
+        welcomes.later(welcoming)
         log.debug("POST /confirm: %s confirmed", slug)
         lang = reader_language(config, slug, confirmed.lang)
         return site.render("confirm.html.j2", lang, state="done", email=mask(confirmed.email), list=title(slug))

@@ -16,8 +16,8 @@ NUMBERS = [number for number, _ in MIGRATIONS]
 def test_migrations_are_versioned_and_idempotent(tmp_path):
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     store = Store.open(url)
-    assert list(range(1, 12)) == NUMBERS  # every migration, in order
-    assert store.version() == 11 and store.missing() == []
+    assert list(range(1, 13)) == NUMBERS  # every migration, in order
+    assert store.version() == 12 and store.missing() == []
     assert store.upgrade() == []
     store.close()
     with Store.open(url).engine.connect() as connection:
@@ -34,12 +34,12 @@ def test_campaigns_of_an_earlier_version_get_their_status_and_the_ledger_its_lea
     store = Store.open(database_url, upgrade=True)
     add(store, "alliances", "a@example.org", None)
     added = {
-        "campaigns": ["status", "scheduled_at", "expires_at", "started_at", "content", "next_send_at"],
+        "campaigns": ["status", "scheduled_at", "expires_at", "started_at", "content", "next_send_at", "welcome"],
         "deliveries": ["lease_owner", "lease_until"],
         "memberships": ["joined_at"],
         "subscribers": ["lang"],
     }
-    with store.engine.begin() as connection:  # undo what migrations 3 to 11 add (migration 1 makes today's tables)
+    with store.engine.begin() as connection:  # undo what migrations 3 to 12 add (migration 1 makes today's tables)
         connection.exec_driver_sql("DELETE FROM schema_version WHERE version >= 3")
         connection.exec_driver_sql("DROP TABLE IF EXISTS campaign_sends")
         connection.exec_driver_sql("DROP TABLE IF EXISTS webhook_tokens")
@@ -111,6 +111,6 @@ def test_postgresql_is_migrated_only_by_db_upgrade(postgresql, monkeypatch, tmp_
     monkeypatch.setenv("NEWSLETTER_DATABASE_URL", url)
     result = CliRunner().invoke(app, ["db", "upgrade"])
     applied = ", ".join(map(str, NUMBERS))
-    assert result.exit_code == 0 and f"applied {applied} (schema version 11)" in result.stdout
+    assert result.exit_code == 0 and f"applied {applied} (schema version 12)" in result.stdout
     assert "already up to date" in CliRunner().invoke(app, ["db", "upgrade"]).stdout
     Store.open(url).close()

@@ -302,7 +302,13 @@ def test_add_and_import_welcome_only_with_welcome_and_only_whom_they_add(welcomi
     member = json.loads(
         run("subscribers", "add", "marie@example.org", "--list", "alliances", "--welcome", "--json").stdout
     )
-    assert member == {"email": "marie@example.org", "list": "alliances", "result": "unchanged", "welcome": None}
+    assert member == {
+        "email": "marie@example.org",
+        "list": "alliances",
+        "result": "unchanged",
+        "lang": None,
+        "welcome": None,
+    }
     plain = run(
         "subscribers", "import", csv_file(welcoming, "a.csv", ["importee@example.org,Importée"]), "--list", "alliances"
     )

@@ -7,33 +7,20 @@ from __future__ import annotations
 import re
 
 import pytest
-from smtp_server import RunningSmtp, SmtpSink
 from test_reader_language_web import BILINGUAL
 from test_send import SECRET
 from test_send import workspace as workspace  # noqa: F401  (the fixture)
-from test_signup import status, wait_for_mail
-from web_server import serving
+from test_signup import serving_with_mail, status, wait_for_mail
 
-from newsletter.sending.wiring import open_store
 from newsletter.tokens import TokenSigner
-from newsletter.web import create_app
-from newsletter.workspace import Workspace
 
 PHONE = {"width": 375, "height": 740}
 
 
 @pytest.fixture
 def served(workspace, monkeypatch):  # noqa: F811
-    config = workspace / "newsletter.toml"
-    config.write_text(config.read_text() + BILINGUAL)
-    with RunningSmtp(SmtpSink()) as mail:
-        monkeypatch.setenv("NEWSLETTER_TRANSPORT", mail.dsn())
-        ws = Workspace.discover(workspace)
-        store = open_store(ws)
-        with serving(create_app(ws, store, TokenSigner(SECRET))) as base:
-            ws.config.base_url = base
-            yield base, store, mail.sink
-        store.close()
+    with serving_with_mail(workspace, monkeypatch, BILINGUAL) as site:
+        yield site
 
 
 @pytest.fixture

@@ -12,13 +12,11 @@ import pytest
 from smtp_server import RunningSmtp, SmtpSink
 from test_send import SECRET
 from test_send import workspace as workspace  # noqa: F401  (the fixture: example workspace and its list)
-from test_signup import confirmation_links, sign_up, wait_for_mail
-from web_server import serving
+from test_signup import confirmation_links, serving_with_mail, sign_up, wait_for_mail
 
 from newsletter.sending.wiring import open_store
 from newsletter.subscribers import add
 from newsletter.tokens import TokenSigner
-from newsletter.web import create_app
 from newsletter.workspace import Workspace
 
 BILINGUAL = (
@@ -37,16 +35,8 @@ def database_setting(database_url) -> str:
 @pytest.fixture
 def site(workspace, monkeypatch):  # noqa: F811
     """serve over the example list, bilingual and open to sign-up, its mail going to a real SMTP server."""
-    config = workspace / "newsletter.toml"
-    config.write_text(config.read_text() + BILINGUAL)
-    with RunningSmtp(SmtpSink()) as mail:
-        monkeypatch.setenv("NEWSLETTER_TRANSPORT", mail.dsn())
-        ws = Workspace.discover(workspace)
-        store = open_store(ws)
-        with serving(create_app(ws, store, TokenSigner(SECRET))) as base:
-            ws.config.base_url = base  # the confirmation links point at this server
-            yield base, store, mail.sink
-        store.close()
+    with serving_with_mail(workspace, monkeypatch, BILINGUAL) as served:
+        yield served
 
 
 def page_text(response: httpx.Response) -> str:

@@ -26,7 +26,7 @@ from test_tokens import one_character_changes
 from web_server import serving
 
 from newsletter.sending.wiring import open_store
-from newsletter.store import events, metadata, subscribers
+from newsletter.store import Store, events, metadata, subscribers
 from newsletter.tokens import TokenSigner
 from newsletter.web import create_app
 from newsletter.workspace import Workspace
@@ -40,11 +40,12 @@ def database_setting(database_url) -> str:
     return database_url
 
 
-@pytest.fixture
-def site(workspace, monkeypatch):  # noqa: F811
-    """serve over the example list opened to sign-up, its mail going to a real SMTP server."""
+@contextlib.contextmanager
+def serving_with_mail(workspace, monkeypatch, settings: str) -> Iterator[tuple[str, Store, SmtpSink]]:
+    """serve over the workspace with these settings added to its newsletter.toml, its mail going to a real SMTP
+    server: (its base URL, the store, the SMTP sink)."""
     config = workspace / "newsletter.toml"
-    config.write_text(config.read_text() + OPEN)
+    config.write_text(config.read_text() + settings)
     with RunningSmtp(SmtpSink()) as mail:
         monkeypatch.setenv("NEWSLETTER_TRANSPORT", mail.dsn())
         ws = Workspace.discover(workspace)
@@ -53,6 +54,13 @@ def site(workspace, monkeypatch):  # noqa: F811
             ws.config.base_url = base  # the confirmation links point at this server
             yield base, store, mail.sink
         store.close()
+
+
+@pytest.fixture
+def site(workspace, monkeypatch):  # noqa: F811
+    """serve over the example list opened to sign-up, its mail going to a real SMTP server."""
+    with serving_with_mail(workspace, monkeypatch, OPEN) as served:
+        yield served
 
 
 def sign_up(base: str, email: str, **fields: str) -> httpx.Response:

@@ -83,7 +83,7 @@ def test_campaigns_of_an_earlier_version_get_their_status_and_the_ledger_its_lea
 
 def test_a_migration_numbered_below_the_version_is_still_applied(database_url):
     """Two branches numbered theirs 10 and 11: a database that got 11 first still gets 10 once it exists. Here 9
-    stands for it: taken away from a store at the latest version, upgrade applies it alone, once, and opening says so."""
+    stands for it: taken away from a store at the latest version, upgrade applies it alone, once; opening says so."""
     import sqlalchemy as sa
 
     store = Store.open(database_url, upgrade=True)

@@ -293,7 +293,21 @@ def fetched_body(text: bytes, literals: list[tuple[bytes, bytes]]) -> bytes | No
     return None
 
 
-class ImapMailbox:
+class _Closed:
+    """A mailbox used as a context manager: closed when the block ends, however it ends."""
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class ImapMailbox(_Closed):
     """A folder of an IMAP account, selected (read-write, for MOVE). Every command that names messages is a UID
     command; only the listing walks sequence numbers, to learn each message's UID and size a window at a time (an
     expunge meanwhile can make it miss a message until the next run, never name another: RFC 3501's UIDs)."""
@@ -574,14 +588,6 @@ class ImapMailbox:
         with contextlib.suppress(imaplib.IMAP4.error, OSError):
             self._imap.logout()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
-
 
 def _unescape(quoted: bytes) -> str:
     return re.sub(rb"\\(.)", rb"\1", quoted).decode("utf-8", "replace")
@@ -590,7 +596,7 @@ def _unescape(quoted: bytes) -> str:
 # Maildir
 
 
-class MaildirMailbox:
+class MaildirMailbox(_Closed):
     """A Maildir++ folder on this host: its messages in cur/ and new/, moved by rename into PATH/.FOLDER/."""
 
     uidvalidity: int | None = None
@@ -666,11 +672,3 @@ class MaildirMailbox:
 
     def close(self) -> None:
         pass
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()

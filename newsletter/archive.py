@@ -116,12 +116,19 @@ def archived_entries(workspace: Workspace, store: Store) -> list[Entry]:
 
 
 def sent_version(
-    workspace: Workspace, store: Store, entry: Entry, *, unsubscribe_url: str | None = None, welcome: bool = False
+    workspace: Workspace,
+    store: Store,
+    entry: Entry,
+    *,
+    unsubscribe_url: str | None = None,
+    welcome: bool = False,
+    page: str = "index.html",
 ) -> WebVersion | None:
     """The page of an issue that was sent, as its latest campaign froze it (welcome: its latest welcome email): what
     readers got, whatever issue.yaml says today. A campaign begun before campaigns froze their images is shown from
     the issue as it is now, and only while its check passes. None when there is nothing to show (also when a newer
-    version froze it)."""
+    version froze it). page ends the relative links between an issue's versions: "index.html" from disk, "" on a
+    server (as index_issues's)."""
     found = store.sent_content(entry.slug, welcome=welcome)
     folder = workspace.issues_dir / entry.slug
     frozen = None
@@ -146,7 +153,7 @@ def sent_version(
     paths = {frozen.lang: "", **{lang: version.path for lang, version in frozen.versions.items()}}
     first_other = next(iter(frozen.versions.values()), None)
 
-    def page(lang: str, html: str, path: str, other_path: str | None) -> str:
+    def filled_page(lang: str, html: str, path: str, other_path: str | None) -> str:
         """One version's page: its placeholders filled for the web, its images relative from its folder."""
         values = web_values(config, entry.slug, lang, path=path, other_path=other_path)
         if unsubscribe_url is not None:
@@ -154,13 +161,13 @@ def sent_version(
         if other_path is not None and frozen.versions:
             # Relative, not where the archive is published: the page's link opens the other from disk, from
             # serve and wherever the copy is put; its <head> names both where they are published (hreflang).
-            values[OTHER_VERSION_URL] = relative_url(path, other_path)
+            values[OTHER_VERSION_URL] = relative_url(path, other_path, page)
         filled = RenderedIssue(frozen.slug, lang, "", "", html, "", {}).fill(values)[0]
         if frozen.images_url:  # the page and its images/ are published together: relative, as web_version's
             filled = filled.replace(f'"{frozen.images_url}', '"' + "../" * path.count("/") + "images/")
         if frozen.versions:
             filled = with_alternates(
-                filled, {other: version_url(config, entry.slug, path, p) for other, p in paths.items()}
+                filled, {other: version_url(config, entry.slug, path, p, page) for other, p in paths.items()}
             )
         return filled
 
@@ -170,7 +177,7 @@ def sent_version(
     translations = tuple(
         WebVersion(
             replace(entry, subject=version.subject),
-            page(lang, version.html, version.path, ""),
+            filled_page(lang, version.html, version.path, ""),
             images,
             dict(frozen.images),
             calendars_of(version.calendars),
@@ -179,7 +186,7 @@ def sent_version(
         )
         for lang, version in frozen.versions.items()
     )
-    html = page(frozen.lang, frozen.html, "", first_other.path if first_other is not None else None)
+    html = filled_page(frozen.lang, frozen.html, "", first_other.path if first_other is not None else None)
     if not translations:  # one language: the page and its entry as they always were
         return WebVersion(entry, html, images, dict(frozen.images), calendars_of(frozen.calendars))
     entry = replace(entry, translations=tuple((t.lang, t.entry.subject) for t in translations))
@@ -188,16 +195,16 @@ def sent_version(
     )
 
 
-def version_url(config: Config, slug: str, path: str, other_path: str) -> str:
+def version_url(config: Config, slug: str, path: str, other_path: str, page: str = "index.html") -> str:
     """Where the page of the issue's version at path names the version at other_path in its <head>: where the
     archive publishes it (render.published_url), else relative_url."""
-    return published_url(config, slug, other_path) or relative_url(path, other_path)
+    return published_url(config, slug, other_path) or relative_url(path, other_path, page)
 
 
-def relative_url(path: str, other_path: str) -> str:
-    """The link from the page of the issue's version at path ("", "en/") to the version at other_path: a file that
-    opens from disk, and that serve answers too (/archive/<slug>/en/index.html)."""
-    return "../" * path.count("/") + f"{other_path}index.html"
+def relative_url(path: str, other_path: str, page: str = "index.html") -> str:
+    """The link from the page of the issue's version at path ("", "en/") to the version at other_path, ended by
+    page: "../index.html", a file that opens from disk; "../" (page ""), what serve answers."""
+    return ("../" * path.count("/") + f"{other_path}{page}") or "./"
 
 
 def with_alternates(html: str, urls: Mapping[str, str]) -> str:

@@ -1,8 +1,8 @@
 """GET /archive/: the web version of every issue a campaign started sending, its images and events' .ics files,
 the past issues imported from another tool (archive/imported/), and an Atom feed; and the page of each list's
 welcome email, which neither the index nor the feed lists. An issue sent in two languages has its translation's
-page at /archive/{slug}/{lang}/ (each page also at its index.html, which the static copy's relative links name)
-and that language's feed at /archive/feed.{lang}.xml.
+page at /archive/{slug}/{lang}/ (the pages linking each other relatively: "en/", "../") and that language's
+feed at /archive/feed.{lang}.xml.
 
 Only routes: which issues, their pages, the index's data and the feed come from newsletter/archive.py, which
 `newsletter archive` also writes as static files.
@@ -52,7 +52,8 @@ def routes(site: Site) -> list[Route]:
             welcome = entry is not None
         if entry is None:  # a past issue imported from another tool: read each time, a new import may change it
             return imported_version(workspace, slug)
-        version = sent_version(workspace, store, entry, unsubscribe_url=f"{config.base_url or ''}/", welcome=welcome)
+        unsubscribe = f"{config.base_url or ''}/"
+        version = sent_version(workspace, store, entry, unsubscribe_url=unsubscribe, welcome=welcome, page="")
         if version is not None and not welcome:  # a welcome's latest version may change while serve runs
             cache[slug] = version
         return version
@@ -126,10 +127,8 @@ def routes(site: Site) -> list[Route]:
         Route("/archive/feed.xml", feed),
         Route("/archive/feed.{lang}.xml", feed),
         Route("/archive/{slug}/", issue),
-        Route("/archive/{slug}/index.html", issue),
         Route("/archive/{slug}/images/{name:path}", image),
         Route("/archive/{slug}/{name}", calendar),
         Route("/archive/{slug}/{lang}/", issue),
-        Route("/archive/{slug}/{lang}/index.html", issue),
         Route("/archive/{slug}/{lang}/{name}", calendar),
     ]

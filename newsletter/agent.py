@@ -493,6 +493,8 @@ async def confirmable_dry_run(
     summary, binding = await _binding(workspace, folder, list_slug, dsn_text, segment)
     document = summary.to_json()
     document["sample"] = sample_parts(summary.sample)
+    if summary.samples is not None:  # an issue in two languages: one message of each version
+        document["samples"] = {lang: sample_parts(sample) for lang, sample in summary.samples.items()}
     try:
         await prepare_real_send(workspace, folder, dsn_text)
     except NewsletterError as exc:

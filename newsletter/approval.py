@@ -187,19 +187,26 @@ def issue_changed(workspace: Workspace, row: CampaignRow) -> bool:
     """Whether the issue on disk no longer renders to what the campaign froze (its subject, both parts, its
     images' bytes). An issue whose folder is not here (a server that holds only the store) is taken as it was
     frozen; one that no longer checks has changed."""
-    from newsletter.checks import check_issue
+    from newsletter.checks import check_versions
 
     folder = workspace.issues_dir / row.issue_slug
     if not (folder / "issue.yaml").is_file():
         return False
     config = workspace.config
-    result = check_issue(folder, config, workspace.templates_dir, asset_base_url=config.asset_base_url)
-    if result.rendered is None or not result.report.ok:
+    checked = check_versions(folder, config, workspace.templates_dir, asset_base_url=config.asset_base_url)
+    result = checked.main
+    if result.rendered is None or not checked.report.ok:
         return True
     frozen = FrozenCampaign.of(row)
-    if content_hash(result.rendered) != row.content_hash:
+    # The translations the campaign carries (those in its list's languages), as it froze them.
+    translations = {
+        v.lang: v.result.rendered
+        for v in checked.translations
+        if v.lang is not None and v.lang in frozen.versions and v.result.rendered is not None
+    }
+    if content_hash(result.rendered, translations) != row.content_hash:
         return True
-    return frozen.images is not None and image_digests(result.rendered) != frozen.images
+    return frozen.images is not None and image_digests(result.rendered, *translations.values()) != frozen.images
 
 
 def _void_if_changed(workspace: Workspace, store: Store, campaign_id: int, *, by: str) -> Verdict | None:

@@ -400,7 +400,8 @@ def create_server(root: Path) -> NewsletterServer:
         Answers as `newsletter send --json` (a dry run: audience, recipients, transport, segment), with the sample
         message as its headers and plain text, and `confirmation`: a code for exactly this content, list, segment
         and audience, used once, valid for an hour. Nothing is sent. Show the person you work for what it says
-        before sending.
+        before sending. An issue in two languages to a list of both adds `languages` (how many get each version)
+        and `samples` (one message of each version, by language); the code binds both versions.
         """
         current = workspace()
         folder = agent.issue_folder(current, issue)

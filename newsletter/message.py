@@ -6,8 +6,9 @@ the tool's own.
 
 No MJML and no template runs here. Headers:
   From, To, Reply-To, Subject (RFC 2047 for non-ASCII names), Date, Message-ID unique per (campaign,
-  subscriber) and stable across retries, List-Id (RFC 2919), List-Unsubscribe with the https link (and a
-  mailto: when configured, RFC 2369), List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058).
+  subscriber) and stable across retries, List-Id (RFC 2919), Content-Language (RFC 3282: the version's, in a
+  campaign with translations), List-Unsubscribe with the https link (and a mailto: when configured, RFC 2369),
+  List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058).
 Headers are written whole, never folded into RFC 2047 encoded-words (clients cannot parse a List-Unsubscribe
 written so); no line of a message exceeds 998 octets. An address's international domain is written in A-labels
 (xn--…); a local part that is not ASCII in UTF-8 (RFC 6532), which only a server offering SMTPUTF8 takes: the
@@ -43,7 +44,7 @@ import dkim
 from newsletter.addresses import a_label_address, a_label_domain, clean_name
 from newsletter.errors import ConfigError
 from newsletter.field_placeholders import field_values
-from newsletter.render import RenderedIssue, Verbatim, escape_value
+from newsletter.render import OTHER_VERSION_URL, RenderedIssue, Verbatim, escape_value
 from newsletter.tokens import TokenSigner
 
 CRLF = b"\r\n"
@@ -252,6 +253,14 @@ class HostedUnsubscribe:
 
 
 @dataclass(frozen=True)
+class Version:
+    """One translation of a campaign's issue: its rendering, and its web version's URL (None: serve's archive)."""
+
+    rendered: RenderedIssue
+    view_online: str | None = None
+
+
+@dataclass(frozen=True)
 class Campaign:
     """What every message of one campaign shares. With `hosted`, the unsubscribe link and headers are the
     provider's: no token is signed, no List-Unsubscribe written here."""
@@ -269,10 +278,42 @@ class Campaign:
     hosted: HostedUnsubscribe | None = None
     view_online: str | None = None  # the web version's URL when it is not base_url's archive (archive_url)
     return_path: str | None = None  # "bounces+{token}@domain": each message's envelope sender names its recipient
+    # The issue's translations by language, and the list's languages (first first) that pick a member's: their own
+    # when the list has it, else the list's first; the first language's (rendered) where the issue has no version
+    # in it. Empty: everyone gets rendered.
+    translations: Mapping[str, Version] = field(default_factory=dict)
+    langs: tuple[str, ...] = ()
 
     @cached_property
     def body(self) -> Body:
         return Body(self.rendered)
+
+    @cached_property
+    def _versions(self) -> dict[str, tuple[RenderedIssue, Body, str, str | None]]:
+        """Each language's (rendering, body encoded once, view-online URL, the other version's URL)."""
+        urls = {self.rendered.path: self.view_online_url}
+        urls.update({v.rendered.path: self._url_of(v) for v in self.translations.values()})
+        found = {}
+        for lang, rendered, body in (
+            (self.rendered.lang, self.rendered, self.body),
+            *((lang, v.rendered, Body(v.rendered)) for lang, v in self.translations.items()),
+        ):
+            other = urls.get(rendered.other_version[1]) if rendered.other_version else None
+            found[lang] = (rendered, body, urls[rendered.path], other)
+        return found
+
+    def _url_of(self, version: Version) -> str:
+        return version.view_online or f"{self.base_url}/archive/{version.rendered.slug}/{version.rendered.path}"
+
+    def version_for(self, lang: str | None) -> RenderedIssue:
+        """The rendering a member reading lang gets."""
+        return self._version(lang)[0]
+
+    def _version(self, lang: str | None) -> tuple[RenderedIssue, Body, str, str | None]:
+        versions = self._versions
+        if self.langs:
+            lang = lang if lang in self.langs else self.langs[0]
+        return versions.get(lang or "", None) or versions[self.rendered.lang]
 
     @cached_property
     def domain(self) -> str:
@@ -288,7 +329,9 @@ class Campaign:
         return self.view_online or f"{self.base_url}/archive/{self.rendered.slug}/"
 
     def build(self, recipient: Recipient) -> Outgoing:
-        """The message for one recipient: placeholder values and headers. No rendering happens here."""
+        """The message for one recipient, in their version: placeholder values and headers. No rendering happens
+        here, and no encoding of a body: each version's is made once."""
+        rendered, body, view_online_url, other_version_url = self._version(recipient.lang)
         unsubscribe_url: str  # Verbatim for the provider's own placeholder: never HTML-escaped
         if self.hosted is not None:
             token, unsubscribe_url = "", Verbatim(self.hosted.url)
@@ -300,12 +343,14 @@ class Campaign:
             **{k: str(v) for k, v in recipient.fields.items()},
             # {{ prenom }}: %%field-prenom%%, by key, set for every one of them (the default when empty), so that
             # no field written under another name can stand in.
-            **(field_values(recipient.fields, self.rendered.field_names) if self.rendered.field_names else {}),
+            **(field_values(recipient.fields, rendered.field_names) if rendered.field_names else {}),
             "name": recipient.name or "",
             "email": recipient.email,
             "unsubscribe_url": unsubscribe_url,
-            "view_online_url": self.view_online_url,
+            "view_online_url": view_online_url,
         }
+        if other_version_url is not None:
+            values[OTHER_VERSION_URL] = other_version_url
         key = f"{self.id}-{recipient.subscriber_id}"
         digest = hashlib.sha256(f"{self.list_slug}:{key}".encode()).hexdigest()[:12]
         headers = {
@@ -313,6 +358,8 @@ class Campaign:
             "Message-ID": f"<{key}.{digest}@{self.domain}>",
             "List-Id": self.list_id,
         }
+        if self.translations:  # a campaign in one language writes the bytes it always has (a resumed one too)
+            headers["Content-Language"] = rendered.lang
         if self.hosted is None:
             headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
             if self.unsubscribe_mailto:
@@ -330,10 +377,10 @@ class Campaign:
             sender=self.sender,
             # The name cleaned again (one stored before names were): every transport writes its To from this.
             recipient=Mailbox(clean_name(recipient.name) or "", recipient.email),
-            subject=self.subject_prefix + self.rendered.subject,
+            subject=self.subject_prefix + rendered.subject,
             headers=headers,
             values=values,
-            body=self.body,
+            body=body,
             envelope_sender=envelope_sender,
         )
 

@@ -165,9 +165,13 @@ def _show_send(summary: SendSummary, workspace: Workspace) -> None:
     from newsletter.store import CampaignStatus
 
     if summary.dry_run:
-        if summary.sample:
-            typer.echo(summary.sample)
+        for sample in (
+            (summary.samples or {}).values() if summary.samples else [summary.sample] if summary.sample else []
+        ):
+            typer.echo(sample)
             typer.echo("-" * 72)
+        if summary.languages is not None:
+            typer.echo("by language: " + ", ".join(f"{lang} {count}" for lang, count in summary.languages.items()))
         first = ", ".join(summary.recipients) + (" …" if summary.audience > len(summary.recipients) else "")
         part = f" of the segment {segment_shown(summary.segment)}" if summary.segment else ""
         typer.echo(

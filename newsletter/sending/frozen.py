@@ -7,7 +7,10 @@ were numbered and is format 1 as well, holding the keys its version wrote (`abse
 refuses a format newer than it knows (`NewerContentFormat`) rather than build messages it might get wrong.
 Format 2 is format 1 whose parts hold a subscriber's field as %%field-KEY%% (field_placeholders.py), which a
 reader of format 1 would send as it stands, or that goes to a segment of its list; other content is still written
-as format 1.
+as format 1. Format 3 holds an issue's translations (`versions`: {lang: {subject, html, text, path, view_online,
+calendars}}, and `langs`, the list's languages, which pick each member's): a reader of format 2 would send everyone
+the first language, so it refuses it. A campaign in one language writes neither key: its document and its
+message_digest are what they were.
 
 Changing what is frozen: bump FORMAT, make from_json read every format down to OLDEST_READ, and keep
 `message_digest` the same for the content already stored (an agent's code and a resumed campaign hash it).
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from newsletter.errors import NewsletterError
-from newsletter.message import Campaign, HostedUnsubscribe, Mailbox
+from newsletter.message import Campaign, HostedUnsubscribe, Mailbox, Version
 from newsletter.render import RenderedIssue
 from newsletter.tokens import TokenSigner
 
@@ -69,7 +72,7 @@ class NewerContentFormat(NewsletterError):
 class FrozenCampaign:
     """Everything a campaign's messages are built from, and the limits its senders keep to."""
 
-    FORMAT: ClassVar[int] = 2  # the newest this version writes (content_format: 1 unless fields are in it)
+    FORMAT: ClassVar[int] = 3  # the newest this version writes (content_format: 1 unless fields, a segment or versions)
 
     slug: str
     lang: str
@@ -97,12 +100,16 @@ class FrozenCampaign:
     # by the Message-ID they quote.
     return_path: str | None = None
     absent: frozenset[str] = field(default=frozenset())  # LATER_KEYS its document predates
+    # The issue's other versions by language (a translation the list's languages include), and the list's languages
+    # (first first), which pick each member's version (message.Campaign.build). Empty: one language, as before.
+    versions: Mapping[str, FrozenVersion] = field(default_factory=dict)
+    langs: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The document the store keeps: read back by from_json as this same content."""
         hosted = self.hosted_unsubscribe
         document: dict[str, Any] = {
-            FORMAT_KEY: content_format(self.html, self.text, self.segment),
+            FORMAT_KEY: 3 if self.versions else content_format(self.html, self.text, self.segment),
             "slug": self.slug,
             "lang": self.lang,
             "subject": self.subject,
@@ -128,6 +135,9 @@ class FrozenCampaign:
         }
         for key in self.absent:
             del document[key]
+        if self.versions:  # only then: a campaign in one language keeps its document's bytes
+            document["langs"] = list(self.langs)
+            document["versions"] = {lang: version.to_json() for lang, version in self.versions.items()}
         return document
 
     @classmethod
@@ -165,6 +175,8 @@ class FrozenCampaign:
             segment_name=document.get("segment_name"),
             return_path=document.get("return_path"),
             absent=frozenset(key for key in LATER_KEYS if key not in document),
+            versions={lang: FrozenVersion.from_json(v) for lang, v in (document.get("versions") or {}).items()},
+            langs=tuple(document.get("langs") or ()),
         )
 
     @classmethod
@@ -185,8 +197,19 @@ class FrozenCampaign:
         return f"{self.sender.name} <{self.sender.address}>" if self.sender.name else self.sender.address
 
     def campaign(self, campaign_id: int | str, signer: TokenSigner, subject_prefix: str = "") -> Campaign:
-        """The message builder of this content (no issue files needed)."""
-        rendered = RenderedIssue(self.slug, self.lang, self.subject, "", self.html, self.text, {})
+        """The message builder of this content (no issue files needed): each version's body is encoded once."""
+        first = next(iter(self.versions), None)
+        other = (first, self.versions[first].path) if first is not None else None
+        rendered = RenderedIssue(self.slug, self.lang, self.subject, "", self.html, self.text, {}, other_version=other)
+        translations = {
+            lang: Version(
+                RenderedIssue(
+                    self.slug, lang, v.subject, "", v.html, v.text, {}, path=v.path, other_version=(self.lang, "")
+                ),
+                v.view_online,
+            )
+            for lang, v in self.versions.items()
+        }
         return Campaign(
             id=campaign_id,
             list_slug=self.list_slug,
@@ -201,6 +224,41 @@ class FrozenCampaign:
             hosted=self.hosted_unsubscribe,
             view_online=self.view_online,
             return_path=self.return_path,
+            translations=translations,
+            langs=self.langs,
+        )
+
+
+@dataclass(frozen=True)
+class FrozenVersion:
+    """One translation of a campaign's issue as frozen: what its messages differ in from the first language's."""
+
+    subject: str
+    html: str
+    text: str
+    path: str  # its web version's place in the issue's ("en/")
+    view_online: str | None  # its web version's URL under archive_url, or None (serve's /archive/SLUG/PATH)
+    calendars: dict[str, str]  # its events' .ics by name, published under its path
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "html": self.html,
+            "text": self.text,
+            "path": self.path,
+            "view_online": self.view_online,
+            "calendars": dict(self.calendars),
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> FrozenVersion:
+        return cls(
+            subject=document["subject"],
+            html=document["html"],
+            text=document["text"],
+            path=document["path"],
+            view_online=document.get("view_online"),
+            calendars=dict(document.get("calendars") or {}),
         )
 
 
@@ -215,8 +273,23 @@ def freeze(
     local_only: str | None,
     segment: str | None = None,
     segment_name: str | None = None,
+    translations: Mapping[str, RenderedIssue] | None = None,
 ) -> FrozenCampaign:
-    """What a campaign of this rendered issue to this list freezes now."""
+    """What a campaign of this rendered issue (and its translations, by language) to this list freezes now: the
+    translations in the list's languages only, which are the only ones its members can be given."""
+    langs = config.list_languages(mailing_list.slug)
+    sent = {lang: t for lang, t in (translations or {}).items() if lang in langs and lang != rendered.lang}
+    versions = {
+        lang: FrozenVersion(
+            subject=t.subject,
+            html=t.html,
+            text=t.text,
+            path=t.path,
+            view_online=f"{config.archive_url}/{t.slug}/{t.path}" if config.archive_url else None,
+            calendars=dict(t.calendars),
+        )
+        for lang, t in sent.items()
+    }
     return FrozenCampaign(
         slug=rendered.slug,
         lang=rendered.lang,
@@ -230,16 +303,18 @@ def freeze(
         base_url=config.base_url or LOCAL_BASE_URL,
         unsubscribe_mailto=config.sending.unsubscribe_mailto,
         hosted_unsubscribe=hosted,
-        view_online=f"{config.archive_url}/{rendered.slug}/" if config.archive_url else None,
+        view_online=f"{config.archive_url}/{rendered.slug}/{rendered.path}" if config.archive_url else None,
         local_only=local_only,
         rate=config.sending.rate,
         per_hour=config.sending.per_hour,
-        images=image_digests(rendered),
+        images=image_digests(rendered, *sent.values()),
         calendars=dict(rendered.calendars),
         images_url=f"{config.asset_base_url}/{rendered.slug}/images/" if config.asset_base_url else None,
         segment=segment,
         segment_name=segment_name,
         return_path=config.bounces.return_path,
+        versions=versions,
+        langs=langs if versions else (),
     )
 
 
@@ -258,9 +333,13 @@ def content_format(html: str, text: str, segment: str | None = None) -> int:
     return 2 if parts.field_names or segment else 1
 
 
-def content_hash(rendered: RenderedIssue) -> str:
-    """What identifies a campaign's content: its subject and both parts, placeholders still in."""
-    return hashlib.sha256("\0".join((rendered.subject, rendered.html, rendered.text)).encode("utf-8")).hexdigest()
+def content_hash(rendered: RenderedIssue, translations: Mapping[str, RenderedIssue] | None = None) -> str:
+    """What identifies a campaign's content: its subject and both parts, placeholders still in, and each
+    translation's (by language) after them; without translations, what it always was."""
+    parts = [rendered.subject, rendered.html, rendered.text]
+    for lang, version in sorted((translations or {}).items()):
+        parts += [lang, version.subject, version.html, version.text]
+    return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
 
 
 def thaw(row: CampaignRow, signer: TokenSigner) -> Campaign:
@@ -268,10 +347,12 @@ def thaw(row: CampaignRow, signer: TokenSigner) -> Campaign:
     return FrozenCampaign.of(row).campaign(row.id, signer)
 
 
-def image_digests(rendered: RenderedIssue) -> dict[str, str]:
-    """The SHA-256 of each image the issue shows, by its name under images/: what its messages and its archive page
-    show, bound by an agent's code and checked by the archive before it serves a file."""
-    return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in sorted(rendered.images.items())}
+def image_digests(rendered: RenderedIssue, *translations: RenderedIssue) -> dict[str, str]:
+    """The SHA-256 of each image the issue shows (in any of its versions given), by its name under images/: what
+    its messages and its archive pages show, bound by an agent's code and checked by the archive before it serves a
+    file."""
+    images = {name: path for version in (rendered, *translations) for name, path in version.images.items()}
+    return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in sorted(images.items())}
 
 
 def _hosted_json(hosted: HostedUnsubscribe) -> dict[str, Any]:

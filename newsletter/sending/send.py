@@ -21,18 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from newsletter.addresses import normalize_address
 from newsletter.approval import approval_of, void
-from newsletter.checks import check_issue, real_send_refusals, refusal_text
+from newsletter.checks import check_versions, real_send_refusals, refusal_text
 from newsletter.config import Config, parse_duration
 from newsletter.errors import ConfigError, IssueError, NewsletterError
-from newsletter.message import HostedUnsubscribe, Outgoing, Recipient, parse_mailbox
+from newsletter.message import Campaign, HostedUnsubscribe, Outgoing, Recipient, parse_mailbox
 from newsletter.render import RenderedIssue
 from newsletter.sending.approval import approval_required, ask, make_requests, unreached
 from newsletter.sending.frozen import LOCAL_BASE_URL, FrozenCampaign, content_hash, freeze, frozen_segment
@@ -81,6 +82,9 @@ class SendSummary:
     refusals: list[dict] = field(default_factory=list)  # dry run: what a real send would refuse (file, line, why)
     approval: dict | None = None  # where a person's approval stands (approval.approval_of), when it was asked for
     segment: dict | None = None  # the part of the list it goes to: {"name": …, "expression": …}; None: all of it
+    # dry run of an issue in two languages: how many get each version, and one whole message of each (by language)
+    languages: dict[str, int] | None = None
+    samples: dict[str, str] | None = None
 
     @property
     def ok(self) -> bool:
@@ -118,6 +122,8 @@ class SendSummary:
                 unsubscribe=self.unsubscribe,
                 real_send_refuses=self.refusals,
             )
+            if self.languages is not None:
+                document.update(languages=self.languages, samples=self.samples)
         if self.segment is not None:
             document["segment"] = self.segment
         if self.approval is not None:
@@ -141,6 +147,16 @@ class Prepared:
     hosted: HostedUnsubscribe | None = None  # the provider's unsubscribe, when the transport uses it
     reply_to: str | None = None  # the issue's reply_to, else [sender]'s
     refusals: list[dict] = field(default_factory=list)  # what a real send refuses in its settings (checks)
+    translations: dict[str, RenderedIssue] = field(default_factory=dict)  # the issue's other versions, by language
+
+    def sent_translations(self, list_slug: str) -> dict[str, RenderedIssue]:
+        """The translations a campaign to this list carries: those in the list's languages."""
+        langs = self.workspace.config.list_languages(list_slug)
+        return {lang: t for lang, t in self.translations.items() if lang in langs}
+
+    def digest(self, list_slug: str) -> str:
+        """content_hash of what a campaign to this list sends: the first language's and each translation's."""
+        return content_hash(self.rendered, self.sent_translations(list_slug))
 
     def unsubscribe(self) -> str:
         """What the dry run says of the messages' unsubscribe."""
@@ -161,6 +177,7 @@ class Prepared:
             local_only=self.local_only,
             segment=segment.expression if segment else None,
             segment_name=segment.name if segment else None,
+            translations=self.sent_translations(mailing_list.slug),
         )
 
 
@@ -183,8 +200,13 @@ class Chosen:
         return cls(name, str(segment))
 
 
-def leaving_problem(config: Config, rendered: RenderedIssue, hosted: HostedUnsubscribe | None = None) -> str | None:
-    """What stops this issue's messages from working outside this machine, or None."""
+def leaving_problem(
+    config: Config,
+    rendered: RenderedIssue,
+    hosted: HostedUnsubscribe | None = None,
+    translations: Sequence[RenderedIssue] = (),
+) -> str | None:
+    """What stops this issue's messages (in any of its versions) from working outside this machine, or None."""
     if hosted is not None and not (config.archive_url or config.base_url):
         return (
             "no web version for the footer's 'view online' link: publish `newsletter archive` and set archive_url "
@@ -196,7 +218,7 @@ def leaving_problem(config: Config, rendered: RenderedIssue, hosted: HostedUnsub
             "newsletter.toml or NEWSLETTER_BASE_URL, or use a provider's hosted unsubscribe (unsubscribe=provider "
             "in an API transport's DSN)"
         )
-    if rendered.images and not config.asset_base_url:
+    if (rendered.images or any(t.images for t in translations)) and not config.asset_base_url:
         return (
             "the images would not load in an inbox: their URLs are relative. Publish build/ and set "
             "asset_base_url in newsletter.toml (or NEWSLETTER_ASSET_BASE_URL)"
@@ -207,21 +229,29 @@ def leaving_problem(config: Config, rendered: RenderedIssue, hosted: HostedUnsub
 def prepare(
     workspace: Workspace, folder: Path, dsn_text: str, *, real: bool, hosted: HostedUnsubscribe | None = None
 ) -> Prepared:
-    """Check the issue and the settings a send needs; raise NewsletterError naming what is missing."""
+    """Check the issue (each of its versions) and the settings a send needs; raise NewsletterError naming what is
+    missing. An error in any version stops a real send and a dry run alike. Each version is rendered once here."""
     config = workspace.config
     dsn = Dsn.parse(dsn_text)
     local = dsn.scheme in LOCAL_SCHEMES
-    result = check_issue(folder, config, workspace.templates_dir, asset_base_url=config.asset_base_url)
-    if not result.report.ok or result.rendered is None or result.issue is None:
-        raise IssueError(result.report.errors)
+    checked = check_versions(folder, config, workspace.templates_dir, asset_base_url=config.asset_base_url)
+    result = checked.main
+    if not checked.report.ok or result.rendered is None or result.issue is None:
+        raise IssueError(checked.report.errors)
+    translations: dict[str, RenderedIssue] = {}
+    for version in checked.translations:
+        assert version.lang is not None and version.result.rendered is not None  # the report is ok
+        translations[version.lang] = version.result.rendered
     sender_text = result.issue.model.from_ or config.sender.from_
     if not sender_text:
         raise ConfigError('no sender: set [sender] from = "Name <news@example.org>" in newsletter.toml')
     parse_mailbox(sender_text)
-    problem = leaving_problem(config, result.rendered, hosted)
+    problem = leaving_problem(config, result.rendered, hosted, list(translations.values()))
     if real and not local and problem:
         raise ConfigError(problem)
     refusals = real_send_refusals(config, result.issue)
+    for version in checked.translations:  # a translation's own links and reply-to, once each
+        refusals += [d for d in real_send_refusals(config, version.result.issue) if d not in refusals]
     if real and not local and refusals:
         raise ConfigError(refusal_text(refusals))
     problem = problem or (refusal_text(refusals) if refusals else None)  # frozen: a worker will not send it on
@@ -229,7 +259,9 @@ def prepare(
     signer = TokenSigner.from_environment(required=real and not local and (hosted is None or approval_required(config)))
     reply_to = result.issue.model.reply_to or config.sender.reply_to
     refused = [d.to_json() for d in refusals]
-    return Prepared(workspace, result.rendered, dsn_text, dsn, sender_text, signer, problem, hosted, reply_to, refused)
+    return Prepared(
+        workspace, result.rendered, dsn_text, dsn, sender_text, signer, problem, hosted, reply_to, refused, translations
+    )
 
 
 def member_message(
@@ -312,7 +344,7 @@ async def send(
             mailing_list = store.find_list(list_slug)
             if to is not None:
                 return await _test_send(prepared, transport, mailing_list, single_address(to), dry_run)
-            digest = content_hash(prepared.rendered)
+            digest = prepared.digest(mailing_list.slug)
             if dry_run:
                 latest = store.latest_campaign(prepared.rendered.slug, mailing_list.id, _expression(chosen))
                 resume = _campaign_to_resume(latest, digest, new_campaign, None)
@@ -592,14 +624,19 @@ def _dry_run(
         first = store.pending(resume.id, limit=SAMPLE_RECIPIENTS)
         recipients = [Recipient(d.subscriber_id, d.email, d.name, d.fields, d.lang) for d in first]
     else:
-        slug, digest = frozen.slug, content_hash(prepared.rendered)
+        slug, digest = frozen.slug, prepared.digest(mailing_list.slug)
         counts = {}
         audience = store.count_audience(mailing_list.id, frozen.segment, slug, digest)
         first_few = store.audience_sample(mailing_list.id, frozen.segment, slug, digest, SAMPLE_RECIPIENTS)
         recipients = [Recipient(*member) for member in first_few]
         had_it = store.had_it_already(mailing_list.id, frozen.segment, slug, digest, audience)
     sample = campaign.build(recipients[0]).to_bytes().decode("utf-8", errors="replace") if recipients else None
+    languages = samples = None
+    if frozen.versions:
+        languages, samples = _per_language(store, mailing_list, resume, frozen, campaign, recipients, prepared)
     return SendSummary(
+        languages=languages,
+        samples=samples,
         unsubscribe=prepared.unsubscribe(),
         campaign=resume.id if resume else None,
         transport=str(prepared.dsn),
@@ -615,6 +652,34 @@ def _dry_run(
         refusals=prepared.refusals,
         segment=frozen_segment(frozen.to_json()),
     )
+
+
+def _per_language(
+    store: Store,
+    mailing_list: ListRow,
+    resume: CampaignRow | None,
+    frozen: FrozenCampaign,
+    campaign: Campaign,
+    recipients: list[Recipient],
+    prepared: Prepared,
+) -> tuple[dict[str, int], dict[str, str]]:
+    """A bilingual dry run's audience by the version each gets (a campaign begun: who is still pending in its
+    ledger; a new one: everyone it would go to), and the first member's message in each version."""
+    counts = {lang: 0 for lang in (frozen.lang, *frozen.versions)}
+    if resume is not None and resume.started_at is not None:
+        by_lang = store.pending_languages(resume.id)
+    else:
+        digest = prepared.digest(mailing_list.slug)
+        by_lang = store.audience_languages(mailing_list.id, frozen.segment, frozen.slug, digest)
+    for lang, count in by_lang.items():
+        counts[campaign.version_for(lang).lang] += count
+    samples = {}
+    if recipients:
+        first = recipients[0]
+        for lang in counts:
+            member = dataclasses.replace(first, lang=lang)
+            samples[lang] = campaign.build(member).to_bytes().decode("utf-8", errors="replace")
+    return counts, samples
 
 
 def _dry_run_note(audience: int, had_it: int) -> str | None:

@@ -161,10 +161,14 @@ def prepare_welcome(
         raise ConfigError(f"{setting}: its messages cannot go: {exc}") from None
     settings = config.list_settings(list_slug)
     row = ListRow(0, list_slug, settings.title or list_slug)
-    frozen = prepared.freeze(row)
-    lang = prepared.rendered.lang
-    version = WelcomeVersion(lang, frozen, content_hash(prepared.rendered))
-    return WelcomeIssue(list_slug, slug, config.name, {lang: version}, lang, folder_signature(workspace, slug))
+    # Each version a campaign of its own (the first language's, then each translation the list's languages
+    # include), frozen alone: a person's welcome is queued in the one version_for(their lang) picks.
+    versions: dict[str, WelcomeVersion] = {}
+    for rendered in (prepared.rendered, *prepared.sent_translations(list_slug).values()):
+        alone = dataclasses.replace(prepared, rendered=rendered, translations={})
+        versions[rendered.lang] = WelcomeVersion(rendered.lang, alone.freeze(row), content_hash(rendered))
+    first = prepared.rendered.lang
+    return WelcomeIssue(list_slug, slug, config.name, versions, first, folder_signature(workspace, slug))
 
 
 def folder_signature(workspace: Workspace, slug: str) -> tuple:

@@ -288,6 +288,20 @@ class Campaigns(StoreBase):
         everyone = self.count_audience(list_id, segment, issue_slug, content_hash, not_sent_already=False)
         return everyone - audience
 
+    def audience_languages(
+        self, list_id: int, segment: str | None, issue_slug: str, content_hash: str
+    ) -> dict[str | None, int]:
+        """How many a new campaign would go to, by their language (None: no preference): a bilingual dry run's."""
+        with self._reading(None) as reading:
+            where = audience_filter(reading, list_id, segment, issue_slug, content_hash)
+            rows = reading.execute(
+                sa.select(subscribers.c.lang, sa.func.count())
+                .select_from(memberships.join(subscribers, subscribers.c.id == memberships.c.subscriber_id))
+                .where(*where)
+                .group_by(subscribers.c.lang)
+            ).all()
+        return {lang: count for lang, count in rows}
+
     def audience_sample(
         self,
         list_id: int,

@@ -278,6 +278,17 @@ class Ledger(Subscribers, Campaigns):
                 )
         return start
 
+    def pending_languages(self, campaign_id: int) -> dict[str | None, int]:
+        """A campaign's pending rows counted by their member's language (None: no preference)."""
+        with self._reading(None) as reading:
+            rows = reading.execute(
+                sa.select(subscribers.c.lang, sa.func.count())
+                .select_from(deliveries.join(subscribers, subscribers.c.id == deliveries.c.subscriber_id))
+                .where(deliveries.c.campaign_id == campaign_id, deliveries.c.status == DeliveryStatus.PENDING)
+                .group_by(subscribers.c.lang)
+            ).all()
+        return {lang: count for lang, count in rows}
+
     def pending(self, campaign_id: int, limit: int, *, connection: Connection | None = None) -> list[Delivery]:
         """The first pending rows of a campaign, claimed or not (what a dry run shows)."""
         with self._reading(connection) as reading:

@@ -1,6 +1,8 @@
 """GET /archive/: the web version of every issue a campaign started sending, its images and events' .ics files,
 the past issues imported from another tool (archive/imported/), and an Atom feed; and the page of each list's
-welcome email, which neither the index nor the feed lists.
+welcome email, which neither the index nor the feed lists. An issue sent in two languages has its translation's
+page at /archive/{slug}/{lang}/ (the pages linking each other relatively: "en/", "../") and that language's
+feed at /archive/feed.{lang}.xml.
 
 Only routes: which issues, their pages, the index's data and the feed come from newsletter/archive.py, which
 `newsletter archive` also writes as static files.
@@ -10,15 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
+from dataclasses import replace
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from newsletter.archive import (
+    Entry,
     WebVersion,
     archived_entries,
     feed_document,
+    feed_languages,
+    index_feeds,
     index_issues,
     sent_entries,
     sent_version,
@@ -46,17 +52,42 @@ def routes(site: Site) -> list[Route]:
             welcome = entry is not None
         if entry is None:  # a past issue imported from another tool: read each time, a new import may change it
             return imported_version(workspace, slug)
-        version = sent_version(workspace, store, entry, unsubscribe_url=f"{config.base_url or ''}/", welcome=welcome)
+        unsubscribe = f"{config.base_url or ''}/"
+        version = sent_version(workspace, store, entry, unsubscribe_url=unsubscribe, welcome=welcome, page="")
         if version is not None and not welcome:  # a welcome's latest version may change while serve runs
             cache[slug] = version
         return version
 
+    def listed() -> list[Entry]:
+        """The index's and the feeds' entries, a sent issue's with its other versions (from its page, made once)."""
+        entries = archived_entries(workspace, store)
+        sent = {entry.slug for entry in sent_entries(store)}
+        return [
+            replace(entry, translations=version.entry.translations)
+            if entry.slug in sent and (version := archived(entry.slug)) is not None
+            else entry
+            for entry in entries
+        ]
+
+    def version_of(slug: str, lang: str | None) -> WebVersion | None:
+        """The issue's page in lang (None: its first language's); None when it has none."""
+        found = archived(slug)
+        if found is None or lang is None:
+            return found
+        return next((t for t in found.translations if t.lang == lang), None)
+
     async def index(request: Request) -> Response:
-        entries = await asyncio.to_thread(archived_entries, workspace, store)
-        return site.render("archive.html.j2", site.lang, issues=index_issues(entries, config, site.lang))
+        entries = await asyncio.to_thread(listed)
+        return site.render(
+            "archive.html.j2",
+            site.lang,
+            issues=index_issues(entries, config, site.lang),
+            feeds=index_feeds(config, entries),
+        )
 
     async def issue(request: Request) -> Response:
-        found = await asyncio.to_thread(archived, request.path_params["slug"])
+        params = request.path_params
+        found = await asyncio.to_thread(version_of, params["slug"], params.get("lang"))
         if found is None:
             return PlainTextResponse("not found", status_code=404)
         return HTMLResponse(
@@ -73,7 +104,7 @@ def routes(site: Site) -> list[Route]:
         return Response(data, media_type=kind, headers={"Cache-Control": "public, max-age=86400"})
 
     async def calendar(request: Request) -> Response:
-        found = await asyncio.to_thread(archived, request.path_params["slug"])
+        found = await asyncio.to_thread(version_of, request.path_params["slug"], request.path_params.get("lang"))
         text = found.calendars.get(request.path_params["name"]) if found else None  # only a name the issue has
         if text is None:
             return PlainTextResponse("not found", status_code=404)
@@ -85,13 +116,19 @@ def routes(site: Site) -> list[Route]:
 
     async def feed(request: Request) -> Response:
         url = f"{config.base_url}/archive" if config.base_url else None  # never from Host: ids must not change
-        entries = await asyncio.to_thread(archived_entries, workspace, store)
-        return Response(feed_document(config, entries, url), media_type="application/atom+xml")
+        lang = request.path_params.get("lang")
+        entries = await asyncio.to_thread(listed)
+        if lang is not None and lang not in feed_languages(entries):
+            return PlainTextResponse("not found", status_code=404)
+        return Response(feed_document(config, entries, url, lang=lang), media_type="application/atom+xml")
 
     return [
         Route("/archive/", index),
         Route("/archive/feed.xml", feed),
+        Route("/archive/feed.{lang}.xml", feed),
         Route("/archive/{slug}/", issue),
         Route("/archive/{slug}/images/{name:path}", image),
         Route("/archive/{slug}/{name}", calendar),
+        Route("/archive/{slug}/{lang}/", issue),
+        Route("/archive/{slug}/{lang}/{name}", calendar),
     ]

@@ -1,0 +1,242 @@
+"""One send, one campaign, each member in their language (issue 23), on SQLite and PostgreSQL through a real SMTP
+server: a list with langs = ["fr", "en"] and members reading French, English and with no preference gets the seed
+bulletin and its English translation in one campaign, each message in its member's version down to its
+Content-Language, subject, footer and links; a member whose language the issue lacks gets its first language;
+a campaign resumed later sends its frozen versions; content with translations is format 3, which an older reader
+refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from email.message import EmailMessage
+
+import pytest
+from conftest import EXAMPLE_SLUG
+from smtp_server import RunningSmtp, SmtpSink
+from test_send import SECRET, run, send_json, with_sending
+
+from newsletter.errors import NewsletterError
+from newsletter.sending.frozen import FrozenCampaign, NewerContentFormat
+from newsletter.sending.send import send
+from newsletter.sending.wiring import open_store
+from newsletter.workspace import Workspace
+
+BILINGUAL = '\n[lists.alliances]\nlangs = ["fr", "en"]\n'
+MEMBERS = [  # address, name, lang
+    ("marie@example.org", "Marie Côté", "fr"),
+    ("john@example.org", "John Smith", "en"),
+    ("zoe@example.org", "Zoé Bœuf", ""),
+]
+FRENCH_SUBJECT = "Retour sur le 2e Forum des Alliances"
+ENGLISH_SUBJECT = "Looking back on the 2nd Forum des Alliances"
+
+
+@pytest.fixture
+def database_setting(database_url) -> str:
+    return database_url
+
+
+@pytest.fixture
+def bilingual(bilingual_workspace, monkeypatch, database_setting):
+    """The example workspace with the English translation, a list in French and English, three members."""
+    monkeypatch.chdir(bilingual_workspace)
+    monkeypatch.setenv("NEWSLETTER_ASSET_BASE_URL", "https://bulletin.crdbsl.org/archive")
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SECRET)
+    for variable in ("NEWSLETTER_TRANSPORT", "NEWSLETTER_DATABASE_URL", "NEWSLETTER_BASE_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_setting)
+    config = bilingual_workspace / "newsletter.toml"
+    config.write_text(config.read_text(encoding="utf-8") + BILINGUAL, encoding="utf-8")
+    add_members(bilingual_workspace, MEMBERS)
+    return bilingual_workspace
+
+
+def add_members(workspace, members) -> None:
+    rows = ["courriel,nom,lang", *(",".join(member) for member in members)]
+    (workspace / "subscribers").mkdir(exist_ok=True)
+    (workspace / "subscribers" / "membres.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    result = run("subscribers", "import", "subscribers/membres.csv", "--list", "alliances")
+    assert result.exit_code == 0, result.output
+
+
+def by_recipient(sink: SmtpSink) -> dict[str, EmailMessage]:
+    return {r.recipients[0]: r.message for r in sink.received}
+
+
+def base_url(message: EmailMessage) -> str:
+    """Where the message's links go: its List-Unsubscribe's origin."""
+    return message["List-Unsubscribe"][1:].split("/u/")[0]
+
+
+def assert_french(message: EmailMessage) -> None:
+    archive = f"{base_url(message)}/archive/{EXAMPLE_SLUG}/"
+    html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
+    assert message["Content-Language"] == "fr" and message["Subject"] == FRENCH_SUBJECT
+    assert "Se désabonner" in text and "Unsubscribe" not in text
+    assert f'href="{archive}"' in html  # view online: its own page
+    assert f'href="{archive}en/"' in html and "Read in English" in html  # the other version's, at its top
+    assert message["List-Unsubscribe"][1:-1] in html
+
+
+def assert_english(message: EmailMessage) -> None:
+    archive = f"{base_url(message)}/archive/{EXAMPLE_SLUG}/"
+    html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
+    assert message["Content-Language"] == "en" and message["Subject"] == ENGLISH_SUBJECT
+    assert "Unsubscribe" in text and "Se désabonner" not in text
+    assert f'href="{archive}en/"' in html
+    assert f'href="{archive}"' in html and "Lire en français" in html
+    assert message["List-Unsubscribe"][1:-1] in html  # the same token's link: its page is in the member's language
+
+
+def test_one_campaign_gives_each_member_their_version(bilingual):
+    result, dry = send_json()
+    assert result.exit_code == 0 and dry["audience"] == 3
+    with RunningSmtp(SmtpSink()) as server:
+        result, sent = send_json("--no-dry-run", "--transport", server.dsn())
+        assert result.exit_code == 0, result.output
+        received = by_recipient(server.sink)
+    assert sent["campaign"] == 1 and sent["sent"] == 3
+    assert set(received) == {"marie@example.org", "john@example.org", "zoe@example.org"}
+    assert_french(received["marie@example.org"])
+    assert_english(received["john@example.org"])
+    assert_french(received["zoe@example.org"])  # no preference: the list's first language
+    listed = json.loads(run("campaigns", "--json").stdout)["campaigns"]
+    assert [c["id"] for c in listed] == [1]  # one campaign for both languages
+
+    store = open_store(Workspace.discover(bilingual))
+    try:
+        row = store.campaign(1)
+    finally:
+        store.close()
+    assert row is not None and row.content is not None
+    assert row.content["format"] == 3 and row.content["langs"] == ["fr", "en"]
+    assert list(row.content["versions"]) == ["en"] and row.content["versions"]["en"]["path"] == "en/"
+    assert row.content["versions"]["en"]["subject"] == ENGLISH_SUBJECT
+
+
+def test_a_resumed_campaign_sends_its_frozen_versions(bilingual):
+    """Stopped after its first message (one a second, the stop set by the first progress), the campaign is resumed
+    by the next send, which builds the others' messages from its frozen versions."""
+    with_sending(bilingual, rate=1)
+    stop = asyncio.Event()
+
+    def progress(counts: dict[str, int]) -> None:
+        if counts.get("sent"):
+            stop.set()
+
+    workspace = Workspace.discover(bilingual)
+    with RunningSmtp(SmtpSink()) as server:
+        first = asyncio.run(
+            send(
+                workspace,
+                workspace.issues_dir / EXAMPLE_SLUG,
+                "alliances",
+                dsn_text=server.dsn(),
+                dry_run=False,
+                stop=stop,
+                progress=progress,
+            )
+        )
+        assert first.stopped and first.counts["sent"] < 3
+        result, again = send_json("--no-dry-run", "--transport", server.dsn())
+        assert result.exit_code == 0, result.output
+        received = by_recipient(server.sink)
+    assert again["campaign"] == first.campaign == 1 and again["sent"] == 3
+    assert set(received) == {"marie@example.org", "john@example.org", "zoe@example.org"}
+    assert_french(received["marie@example.org"])
+    assert_english(received["john@example.org"])
+    assert_french(received["zoe@example.org"])
+
+
+def test_a_member_whose_language_the_issue_lacks_gets_its_first_language(bilingual):
+    (bilingual / "issues" / EXAMPLE_SLUG / "issue.en.yaml").unlink()
+    with RunningSmtp(SmtpSink()) as server:
+        result, sent = send_json("--no-dry-run", "--transport", server.dsn())
+        assert result.exit_code == 0 and sent["sent"] == 3
+        received = by_recipient(server.sink)
+    john = received["john@example.org"]
+    assert john["Subject"] == FRENCH_SUBJECT and "Se désabonner" in john.get_body(("plain",)).get_content()
+    assert john["Content-Language"] is None  # one language: the messages are what they always were
+
+
+def test_an_error_in_the_translation_blocks_the_send(bilingual):
+    translation = bilingual / "issues" / EXAMPLE_SLUG / "issue.en.yaml"
+    translation.write_text(translation.read_text(encoding="utf-8").replace("subject:", "subjet:", 1), "utf-8")
+    result = run("send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run", "--transport", "null://")
+    assert result.exit_code == 1 and "issue.en.yaml" in result.output
+
+
+def test_an_older_reader_refuses_content_with_translations(bilingual, monkeypatch):
+    result, sent = send_json("--no-dry-run", "--transport", "null://")
+    assert result.exit_code == 0 and sent["sent"] == 3
+    store = open_store(Workspace.discover(bilingual))
+    try:
+        row = store.campaign(1)
+    finally:
+        store.close()
+    assert row is not None
+    frozen = FrozenCampaign.of(row)
+    assert FrozenCampaign.from_json(frozen.to_json()) == frozen
+    monkeypatch.setattr(FrozenCampaign, "FORMAT", 2)  # a version that reads formats 1 and 2
+    with pytest.raises(NewerContentFormat, match="content format 3; this one reads 1 to 2"):
+        FrozenCampaign.of(row)
+
+
+def test_the_dry_run_shows_each_language_and_binds_both_versions(bilingual):
+    result, dry = send_json()
+    assert result.exit_code == 0
+    assert dry["languages"] == {"fr": 2, "en": 1}
+    assert set(dry["samples"]) == {"fr", "en"}
+    assert "Content-Language: fr" in dry["samples"]["fr"] and "Content-Language: en" in dry["samples"]["en"]
+    assert f"Subject: {ENGLISH_SUBJECT}" in dry["samples"]["en"]
+    text = run("send", EXAMPLE_SLUG, "--list", "alliances")
+    assert "by language: fr 2, en 1" in text.stdout and "Content-Language: en" in text.stdout
+
+    workspace = Workspace.discover(bilingual)
+    folder = workspace.issues_dir / EXAMPLE_SLUG
+
+    def digest() -> str | None:
+        return asyncio.run(send(workspace, folder, "alliances", dsn_text="null://", dry_run=True)).message
+
+    before = digest()
+    translation = folder / "issue.en.yaml"
+    translation.write_text(translation.read_text(encoding="utf-8").replace(ENGLISH_SUBJECT, "Another"), "utf-8")
+    assert digest() != before  # an agent's code (and an approval) bind the English version too
+    with pytest.raises(NewsletterError, match="changed since its dry run"):
+        asyncio.run(send(workspace, folder, "alliances", dsn_text="null://", dry_run=False, content=before))
+
+
+def test_a_dry_run_of_a_campaign_begun_counts_who_is_left_by_language(bilingual):
+    with_sending(bilingual, rate=1)
+    stop = asyncio.Event()
+    workspace = Workspace.discover(bilingual)
+    summary = asyncio.run(
+        send(
+            workspace,
+            workspace.issues_dir / EXAMPLE_SLUG,
+            "alliances",
+            dsn_text="null://",
+            dry_run=False,
+            stop=stop,
+            progress=lambda counts: stop.set() if counts.get("sent") else None,
+        )
+    )
+    assert summary.stopped
+    _, dry = send_json()
+    assert dry["campaign"] == 1 and sum(dry["languages"].values()) == dry["audience"] == 3 - summary.counts["sent"]
+
+
+def test_the_welcome_is_frozen_in_each_language(bilingual):
+    config = bilingual / "newsletter.toml"
+    config.write_text(config.read_text(encoding="utf-8") + f'welcome = "{EXAMPLE_SLUG}"\n', encoding="utf-8")
+    from newsletter.sending.welcome import prepare_welcome
+
+    welcome = prepare_welcome(Workspace.discover(bilingual), "alliances", "null://")
+    assert set(welcome.versions) == {"fr", "en"}
+    assert welcome.version_for("en").frozen.subject == ENGLISH_SUBJECT
+    assert welcome.version_for("fr").frozen.subject == FRENCH_SUBJECT
+    assert welcome.version_for(None).lang == "fr"
+    assert not welcome.version_for("en").frozen.versions  # each a campaign of its own, in one language

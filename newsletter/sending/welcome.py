@@ -17,7 +17,8 @@ a person set it up, checked (an issue with errors is never frozen, and serve doe
 by a person's serve or command, and the MCP server never writes a welcome's issue (agent.py), so that no agent
 changes unseen what every newcomer receives.
 
-Languages: WelcomeIssue.version_for is the one choice of the version a person gets (today the issue's one file).
+Languages: each version of the welcome issue (issue.yaml, and issue.LANG.yaml in the list's languages) is frozen as
+a welcome of its own; WelcomeIssue.version_for is the one choice of the version a person gets.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class WelcomeIssue:
 
     def version_for(self, lang: str | None) -> WelcomeVersion:
         """The version a person whose language is `lang` (None: unknown) receives: theirs where the issue is
-        written in it, else the issue's own. The one place this is chosen; today an issue has one version."""
+        written in it, else the issue's own. The one place this is chosen."""
         return self.versions.get(lang or self.first, self.versions[self.first])
 
     def queue(

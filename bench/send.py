@@ -12,7 +12,9 @@ campaign, and a million through null://.
    end, so that the scaling shows.
 4. A list of a million subscribers sent through null:// (which builds every message and discards it) by a
    separate process, which reports its own peak resident memory: it stays flat, the ledger being claimed a batch
-   at a time.
+   at a time. Then the same list made bilingual (`langs = ["fr", "en"]`, every other member reading English) and
+   the example issue given its English translation (tests/fixtures/2024-11-forum-des-alliances.en.yaml): one
+   campaign, each member their version, beside the one-language send of the same run.
 Installs Debian's postfix package when smtp-sink is missing (never starting the postfix daemon).
 """
 
@@ -72,9 +74,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def workspace_with_list(folder: Path, count: int) -> Workspace:
-    """A copy of the example workspace whose list 'bench' has `count` subscribers (bulk-inserted)."""
+def workspace_with_list(folder: Path, count: int, *, bilingual: bool = False) -> Workspace:
+    """A copy of the example workspace whose list 'bench' has `count` subscribers (bulk-inserted); bilingual: the
+    list in French and English, every other member reading English, and the issue with its English version."""
     copy_example(folder)
+    if bilingual:
+        translation = ROOT / "tests" / "fixtures" / f"{SLUG}.en.yaml"
+        shutil.copy(translation, folder / "issues" / SLUG / "issue.en.yaml")
+        with (folder / "newsletter.toml").open("a", encoding="utf-8") as toml:
+            toml.write('\n[lists.bench]\nlangs = ["fr", "en"]\n')
     workspace = Workspace.discover(folder)
     store = open_store(workspace)
     at, subscribed = now(), MembershipStatus.SUBSCRIBED
@@ -92,6 +100,7 @@ def workspace_with_list(folder: Path, count: int) -> Workspace:
                         "name": f"Abonné·e {i}",
                         "fields": {},
                         "created_at": at,
+                        "lang": "en" if bilingual and i % 2 else None,
                     }
                     for i in rows
                 ],
@@ -207,10 +216,18 @@ def peak_kb() -> int:
 
 
 def measure_million(count: int) -> None:
+    for bilingual in (False, True):
+        measure_million_once(count, bilingual=bilingual)
+
+
+def measure_million_once(count: int, *, bilingual: bool) -> None:
+    what = "bilingual " if bilingual else ""
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        workspace_with_list(Path(folder), count)
-        print(f"a list of {count:,} subscribers made in {time.perf_counter() - started:.0f} s (bulk insert)")
+        workspace_with_list(Path(folder), count, bilingual=bilingual)
+        half = " (half of them reading English)" if bilingual else ""
+        made = time.perf_counter() - started
+        print(f"a {what}list of {count:,} subscribers{half} made in {made:.0f} s (bulk insert)")
         code = (
             "import asyncio, sys, time; from pathlib import Path; sys.path.insert(0, sys.argv[2]);"
             "from newsletter.workspace import Workspace; from newsletter.sending.send import send;"
@@ -230,8 +247,9 @@ def measure_million(count: int) -> None:
             return
         sent, seconds, peak_kb = done.stdout.split()
     print(
-        f"null://: {int(sent):,} sent in {float(seconds):.0f} s = {int(sent) / float(seconds):.0f} msg/s "
-        f"(ledger included); peak memory of the sending process {int(peak_kb) / 1024:.0f} MB"
+        f"null://{' in two languages' if bilingual else ''}: {int(sent):,} sent in {float(seconds):.0f} s = "
+        f"{int(sent) / float(seconds):.0f} msg/s (ledger included); peak memory of the sending process "
+        f"{int(peak_kb) / 1024:.0f} MB"
     )
 
 

@@ -194,6 +194,9 @@ def test_two_servers_confirming_the_same_people_at_once_send_each_one_welcome(we
                 thread.start()
             for thread in threads:
                 thread.join()
+            # The welcomes go in the background once each answer is sent: their arrival is the event waited on
+            # (a server stopped before its sender claimed a row leaves it to a worker, which this test has not).
+            assert mail.sink.wait_for(len(people)), mail.sink.received
             for server in (one, two):  # a stopping server sends what it holds, then exits
                 server.send_signal(signal.SIGTERM)
                 _, errors = server.communicate(timeout=120)

@@ -205,11 +205,13 @@ class Campaigns(StoreBase):
         scheduled_at: dt.datetime | None = None,
         expires_at: dt.datetime | None = None,
         awaiting_approval: bool = False,
+        welcome: bool = False,
         connection: Connection | None = None,
     ) -> int:
         """A new campaign, its id: scheduled (its audience fixed when it starts), or running with its ledger at
         once (a pending row for every member subscribed now). awaiting_approval: neither, until a person approves
-        it (approvals.py): its content frozen now, its audience fixed when it starts, as a scheduled one's."""
+        it (approvals.py): its content frozen now, its audience fixed when it starts, as a scheduled one's.
+        welcome: a list's welcome email (welcomes.py), running at once with no row: each newcomer's is queued."""
         at = now()
         if awaiting_approval:
             status, action = CampaignStatus.AWAITING_APPROVAL, "request"
@@ -217,6 +219,7 @@ class Campaigns(StoreBase):
             status, action = (CampaignStatus.SCHEDULED if scheduled_at else CampaignStatus.RUNNING), "create"
         assert TRANSITIONS.get((None, status)) == action
         starts_now = status == CampaignStatus.RUNNING
+        assert starts_now or not welcome
         with self._writing(connection) as writing:
             campaign_id = writing.execute(
                 campaigns.insert()
@@ -231,10 +234,11 @@ class Campaigns(StoreBase):
                     scheduled_at=scheduled_at,
                     expires_at=expires_at,
                     started_at=at if starts_now else None,
+                    welcome=welcome,
                 )
                 .returning(campaigns.c.id)
             ).scalar_one()
-            if starts_now:
+            if starts_now and not welcome:
                 self._fix_audience(writing, campaign_id, list_id, at)
         return campaign_id
 

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from newsletter.store.campaigns import TRANSITIONS
 from newsletter.store.engine import _TIME, _Among, _insert_ignoring, now
 from newsletter.store.ledger import Ledger
 from newsletter.store.schema import campaigns, deliveries, memberships, subscribers
@@ -93,24 +92,9 @@ class Welcomes(Ledger):
     ) -> int:
         """A new welcome email of the list: running at once, with no row yet (queue_welcome adds them); its id.
         The caller holds the list (lock_list), so that two servers at once make one."""
-        assert TRANSITIONS.get((None, CampaignStatus.RUNNING)) == "create"
-        at = now()
-        with self._writing(connection) as writing:
-            return writing.execute(
-                campaigns.insert()
-                .values(
-                    list_id=list_id,
-                    issue_slug=issue_slug,
-                    content_hash=content_hash,
-                    subject=subject,
-                    created_at=at,
-                    content=content,
-                    status=CampaignStatus.RUNNING,
-                    started_at=at,
-                    welcome=True,
-                )
-                .returning(campaigns.c.id)
-            ).scalar_one()
+        return self.create_campaign(
+            list_id, issue_slug, content_hash, subject, content, welcome=True, connection=connection
+        )
 
     def queue_welcome(
         self, campaign_id: int, list_id: int, emails: Sequence[str], *, connection: Connection | None = None

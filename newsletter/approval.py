@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from newsletter.errors import NewsletterError
@@ -52,6 +52,8 @@ class Asked:
     list_name: str
     audience: int  # subscribed to the list now: who would get it if it started now
     approvals: list[tuple[str, dt.datetime]]  # who approved already, and when
+    # an issue in several languages: each version's subject by language, the first language's first; else empty
+    subjects: dict[str, str] = field(default_factory=dict)
 
     @property
     def open(self) -> bool:
@@ -84,6 +86,9 @@ def asked(store: Store, request: ApprovalRequest) -> Asked:
             for r in store.approval_requests(row.id)
             if r.decision == "approved" and r.used_at is not None
         ],
+        {frozen.lang: frozen.subject, **{lang: v.subject for lang, v in frozen.versions.items()}}
+        if frozen.versions
+        else {},
     )
 
 

@@ -84,11 +84,12 @@ CATALOG: dict[str, dict[str, str]] = {
         "previous_reused": "Repris du numéro précédent.",
         "previous_date_cleared": "La date du numéro précédent ({date}) a été effacée : indiquez la nouvelle.",
         "previous_date_kept": "Date du numéro précédent ({date}) : remplacez-la par la nouvelle.",
+        "people_one": "{count}\u00a0personne",
+        "people_many": "{count}\u00a0personnes",
         "approval_prefix": "[À approuver] ",
         "approval_title": "Approuver l'envoi",
         "approval_segment": "{list}, segment «\u00a0{segment}\u00a0»",
-        "approval_asks": "{who} demande d'envoyer ce numéro à la liste «\u00a0{list}\u00a0»\u00a0: {count} personnes, "
-        "{when}.",
+        "approval_asks": "{who} demande d'envoyer ce numéro à la liste «\u00a0{list}\u00a0»\u00a0: {count}, {when}.",
         "approval_now": "dès qu'il sera approuvé",
         "approval_at": "le {at}",
         "approval_moment": "{day} à {time}",
@@ -101,6 +102,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "« newsletter decline {id} --reason … ».",
         "approval_no_server": "Ce bulletin n'a pas de serveur pour ces boutons\u00a0: décidez au terminal.",
         "approval_subject": "Objet\u00a0: {subject}",
+        "approval_subject_in": "Objet ({name})\u00a0: {subject}",
+        "approval_versions": "Il part en {count} versions, chacune dans son courriel à approuver (celui-ci\u00a0: "
+        "{this})\u00a0:",
+        "approval_version": "{name}\u00a0: {count}, objet «\u00a0{subject}\u00a0»",
         "approval_sender": "De\u00a0: {sender}",
         "approval_comment": "Pourquoi\u00a0? (facultatif\u00a0: la personne qui a demandé le verra)",
         "approval_approved": "C'est approuvé\u00a0: le numéro part à {list}.",
@@ -189,10 +194,12 @@ CATALOG: dict[str, dict[str, str]] = {
         "previous_reused": "From the previous issue.",
         "previous_date_cleared": "The previous issue's date ({date}) was cleared: give the new one.",
         "previous_date_kept": "The previous issue's date ({date}): replace it with the new one.",
+        "people_one": "{count} person",
+        "people_many": "{count} people",
         "approval_prefix": "[To approve] ",
         "approval_title": "Approve the send",
         "approval_segment": "{list}, segment “{segment}”",
-        "approval_asks": "{who} asks to send this issue to the list “{list}”: {count} people, {when}.",
+        "approval_asks": "{who} asks to send this issue to the list “{list}”: {count}, {when}.",
         "approval_now": "as soon as it is approved",
         "approval_at": "on {at}",
         "approval_moment": "{day} at {time}",
@@ -205,6 +212,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "`newsletter decline {id} --reason …`.",
         "approval_no_server": "This newsletter has no server for these buttons: decide on a terminal.",
         "approval_subject": "Subject: {subject}",
+        "approval_subject_in": "Subject ({name}): {subject}",
+        "approval_versions": "It goes out in {count} versions, each in an email of its own to approve (this one: "
+        "{this}):",
+        "approval_version": "{name}: {count}, subject “{subject}”",
         "approval_sender": "From: {sender}",
         "approval_comment": "Why? (optional: whoever asked will see it)",
         "approval_approved": "Approved: the issue is going to {list}.",
@@ -283,6 +294,13 @@ def parse_language(text: str) -> str:
 def translate(lang: str, key: str, **values: str) -> str:
     """Return the catalog's text for key in lang, with {values} filled in."""
     return CATALOG[lang][key].format(**values)
+
+
+def people(lang: str, count: int) -> str:
+    """How many people, as a reader of lang writes it: '1 personne', '3 personnes' ('0 personne' in French)."""
+    return translate(
+        lang, "people_one" if count < 2 and (count == 1 or lang == "fr") else "people_many", count=str(count)
+    )
 
 
 def format_date(date: dt.date, lang: str, style: str = "day") -> str:

@@ -433,7 +433,8 @@ def create_server(root: Path) -> NewsletterServer:
         list: ListName,
         to: Annotated[str, Field(description="The one address to send the test to, e.g. your own.")],
     ) -> CallToolResult:
-        """Send one test message, subject prefixed [TEST], to one address, as a member of the list would get it."""
+        """Send one test message, subject prefixed [TEST], to one address, as a member of the list would get it (an
+        issue in two languages: one message in each)."""
         current = workspace()
         folder = agent.issue_folder(current, issue)
         summary = asyncio.run(send_issue(current, folder, list, dsn_text=transport_dsn(None), dry_run=False, to=to))

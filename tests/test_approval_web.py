@@ -133,7 +133,7 @@ def test_the_page_shows_what_is_asked_and_a_get_decides_nothing(served):
     # Who asks, the list, how many people now (the list's four subscribed), when, as the email's banner said.
     asker = who_asks()  # the terminal's user and host, whose `send` asked
     assert BANNER in text and f"{asker} demande d'envoyer ce numéro à la liste" in text
-    assert "4 personnes, dès qu'il sera approuvé" in text
+    assert "4\u00a0personnes, dès qu'il sera approuvé" in text
     assert f"Objet\u00a0: {row.subject}" in text and "De\u00a0: " in text and "Cette demande expire le" in text
     assert text.index('value="approve"') < text.index('value="decline"') and "autofocus" not in text
     assert 'name="comment"' in text and 'maxlength="2000"' in text

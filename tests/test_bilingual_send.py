@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from email.message import EmailMessage
 
+import httpx
 import pytest
 from conftest import EXAMPLE_SLUG
 from smtp_server import RunningSmtp, SmtpSink
 from test_send import SECRET, run, send_json, with_sending
+from web_server import serving
 
 from newsletter.errors import NewsletterError
 from newsletter.sending.frozen import FrozenCampaign, NewerContentFormat
 from newsletter.sending.send import send
 from newsletter.sending.wiring import open_store
+from newsletter.tokens import TokenSigner
+from newsletter.web import create_app
 from newsletter.workspace import Workspace
 
 BILINGUAL = '\n[lists.alliances]\nlangs = ["fr", "en"]\n'
@@ -240,3 +245,63 @@ def test_the_welcome_is_frozen_in_each_language(bilingual):
     assert welcome.version_for("fr").frozen.subject == FRENCH_SUBJECT
     assert welcome.version_for(None).lang == "fr"
     assert not welcome.version_for("en").frozen.versions  # each a campaign of its own, in one language
+
+
+def test_a_test_send_gives_one_message_in_each_language(bilingual):
+    with RunningSmtp(SmtpSink()) as server:
+        result, sent = send_json("--no-dry-run", "--transport", server.dsn(), "--to", "moi@example.org")
+        assert result.exit_code == 0, result.output
+        messages = [r.message for r in server.sink.received]
+    assert sent["campaign"] is None and sent["sent"] == 2
+    assert sorted((m["Content-Language"], m["Subject"]) for m in messages) == [
+        ("en", f"[TEST] {ENGLISH_SUBJECT}"),
+        ("fr", f"[TEST] {FRENCH_SUBJECT}"),
+    ]
+    assert all(r.recipients == ["moi@example.org"] for r in server.sink.received)
+    _, dry = send_json("--to", "moi@example.org")
+    assert dry["languages"] == {"fr": 1, "en": 1} and "Content-Language: en" in dry["samples"]["en"]
+
+
+def test_an_approver_gets_each_version_to_approve_with_the_same_buttons(bilingual, monkeypatch):
+    """Each version in an email of its own, as its readers get it, under one banner naming both; the page the
+    buttons lead to lists both subjects; once approved, each member gets their version."""
+    config = bilingual / "newsletter.toml"
+    config.write_text(config.read_text(encoding="utf-8") + '\n[approval]\napprovers = ["direction@crdbsl.org"]\n')
+    workspace = Workspace.discover(bilingual)
+    store = open_store(workspace)
+    try:
+        with serving(create_app(workspace, store, TokenSigner(SECRET))) as base, RunningSmtp(SmtpSink()) as server:
+            monkeypatch.setenv("NEWSLETTER_BASE_URL", base)
+            result, sent = send_json("--no-dry-run", "--transport", server.dsn())
+            assert result.exit_code == 0, result.output
+            asked = {r.message["Content-Language"]: r.message for r in server.sink.received}
+            assert sent["status"] == "awaiting-approval" and set(asked) == {"fr", "en"}
+            assert asked["fr"]["Subject"] == f"[À approuver] {FRENCH_SUBJECT}"
+            assert asked["en"]["Subject"] == f"[À approuver] {ENGLISH_SUBJECT}"
+            buttons = set()
+            for lang, message in asked.items():
+                assert message["To"] == "direction@crdbsl.org"
+                text = message.get_body(("plain",)).get_content()
+                banner, issue = text.split("=" * 72, 1)
+                assert "Il part en 2 versions" in banner  # the banner in the campaign's first language, in both
+                assert f"Français\u00a0: 2\u00a0personnes, objet «\u00a0{FRENCH_SUBJECT}\u00a0»" in banner
+                assert f"English\u00a0: 1\u00a0personne, objet «\u00a0{ENGLISH_SUBJECT}\u00a0»" in banner
+                assert ("Unsubscribe" in issue) == (lang == "en") and ("Se désabonner" in issue) == (lang == "fr")
+                html = message.get_body(("html",)).get_content()
+                buttons.add(re.search(r'href="([^"?]+/approve/[^"?]+)"', html).group(1))  # type: ignore[union-attr]
+            assert len(buttons) == 1  # one request, one token: deciding from either email decides it
+            page = httpx.get(buttons.pop()).text
+            assert f"Objet (Français)\u00a0: {FRENCH_SUBJECT}" in page
+            assert f"Objet (English)\u00a0: {ENGLISH_SUBJECT}" in page
+    finally:
+        store.close()
+
+    result = run("approve", "1")
+    assert result.exit_code == 0, result.output
+    with RunningSmtp(SmtpSink()) as server:
+        result = run("worker", "--until-idle", "--transport", server.dsn())
+        assert result.exit_code == 0, result.output
+        received = by_recipient(server.sink)
+    assert_french(received["marie@example.org"])
+    assert_english(received["john@example.org"])
+    assert "/approve/" not in received["john@example.org"].get_body(("html",)).get_content()

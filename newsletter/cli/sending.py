@@ -52,7 +52,11 @@ def send(
     transport: TransportOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run/--no-dry-run", help="Only show what would be sent.")] = True,
     to: Annotated[
-        str | None, typer.Option(help="Send one test message, subject prefixed [TEST], to this address.")
+        str | None,
+        typer.Option(
+            help="Send one test message, subject prefixed [TEST], to this address (an issue in two languages: one "
+            "in each)."
+        ),
     ] = None,
     new_campaign: Annotated[
         bool, typer.Option("--new-campaign", help="Start a new campaign for a changed issue.")

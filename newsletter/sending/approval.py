@@ -1,7 +1,7 @@
 """Asking a person to approve a send: one request per approver ([approval] in newsletter.toml), each mailed as the
-issue exactly as a member gets it with a banner on top (who asks, to which list, how many people, when, until
-when, and the buttons Approve and send / Decline that lead to serve's /approve/TOKEN), through the send's own
-transport.
+issue exactly as a member gets it (an issue in several languages: one email per version) with a banner on top
+(who asks, to which list, how many people, when, until when, and the buttons Approve and send / Decline that lead
+to serve's /approve/TOKEN), through the send's own transport.
 
 The banner is added to a copy of the frozen content for that one message: what members get is the campaign's
 content, which never holds it. What became of each email is an event of the campaign (approval-sent, or
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from newsletter.approval import audience_name, moment
 from newsletter.config import Config
-from newsletter.i18n import translate
+from newsletter.i18n import LANGUAGE_NAMES, people, translate
 from newsletter.message import Outgoing
 from newsletter.pages import Pages
 from newsletter.sending.frozen import FrozenCampaign
@@ -48,7 +48,7 @@ def approval_urls(config: Config, token: str) -> tuple[str, str] | None:
     return url, f"{url}?decision=decline"
 
 
-def approval_message(
+def approval_messages(
     workspace: Workspace,
     row: CampaignRow,
     frozen: FrozenCampaign,
@@ -57,12 +57,14 @@ def approval_message(
     *,
     requested_by: str,
     audience: int,
+    by_language: dict[str, int],
     expires_at: dt.datetime,
     required: int,
     signer: TokenSigner,
-) -> Outgoing:
-    """The message an approver gets: the member's message of this content, its subject prefixed, the banner on top
-    of both parts."""
+) -> list[Outgoing]:
+    """What an approver gets: the member's message of this content, its subject prefixed, the banner on top of both
+    parts; a campaign in several languages, one such message per version (each as its readers get it, the same
+    buttons in each), since what is approved is every version. by_language: how many get each version."""
     config = workspace.config
     lang = frozen.lang
     urls = approval_urls(config, token)
@@ -71,33 +73,58 @@ def approval_message(
         if row.scheduled_at
         else translate(lang, "approval_now")
     )
+    subjects = {lang: frozen.subject, **{code: v.subject for code, v in frozen.versions.items()}}
     values = {
         "who": requested_by,
         "list": audience_name(frozen),
-        "count": str(audience),
+        "count": people(lang, audience),
         "when": when,
-        "subject": frozen.subject,
         "sender": frozen.from_shown,
         "expires": moment(expires_at, lang, config.zone),
         "required": required,
         "campaign": row.id,
         "approve_url": urls[0] if urls else None,
         "decline_url": urls[1] if urls else None,
+        "versions": [
+            {
+                "name": LANGUAGE_NAMES.get(code, code),
+                "count": people(lang, by_language.get(code, 0)),
+                "subject": subject,
+            }
+            for code, subject in subjects.items()
+        ]
+        if frozen.versions
+        else [],
     }
     pages = Pages(config, workspace.templates_dir)
-    banner_html = pages.text("approval-banner.html.j2", lang, **values)
-    banner_text = pages.text("approval-banner.txt.j2", lang, **values)
-    # The placeholders are the member's, filled when the message is built: none may come from the banner.
-    banner_html, banner_text = banner_html.replace("%%", "%\u200b%"), banner_text.replace("%%", "%\u200b%")
-    found = _BODY.search(frozen.html)
-    at = found.end() if found else 0
-    shown = dataclasses.replace(
-        frozen, html=frozen.html[:at] + banner_html + frozen.html[at:], text=banner_text + frozen.text
-    )
+
+    def banners(version: str) -> tuple[str, str]:
+        shown = {**values, "subject": subjects[version], "this_version": LANGUAGE_NAMES.get(version, version)}
+        html = pages.text("approval-banner.html.j2", lang, **shown)
+        text = pages.text("approval-banner.txt.j2", lang, **shown)
+        # The placeholders are the member's, filled when the message is built: none may come from the banner.
+        return html.replace("%%", "%\u200b%"), text.replace("%%", "%\u200b%")
+
+    def under(banner: tuple[str, str], html: str, text: str) -> tuple[str, str]:
+        found = _BODY.search(html)
+        at = found.end() if found else 0
+        return html[:at] + banner[0] + html[at:], banner[1] + text
+
+    html, text = under(banners(lang), frozen.html, frozen.text)
+    versions = {}
+    for code, v in frozen.versions.items():
+        version_html, version_text = under(banners(code), v.html, v.text)
+        versions[code] = dataclasses.replace(v, html=version_html, text=version_text)
+    shown = dataclasses.replace(frozen, html=html, text=text, versions=versions)
     # Its own key per request (the Message-ID, the outbox's file): not a member's, nor another approver's.
     key = f"{row.id}-approval-{token.rpartition('.')[2][:8]}"
-    campaign = shown.campaign(key, signer, subject_prefix=translate(lang, "approval_prefix"))
-    return campaign.build(test_recipient(approver))
+    messages = []
+    for code in subjects:
+        campaign = shown.campaign(
+            key if code == lang else f"{key}-{code}", signer, subject_prefix=translate(lang, "approval_prefix")
+        )
+        messages.append(campaign.build(dataclasses.replace(test_recipient(approver), lang=code)))
+    return messages
 
 
 def make_requests(
@@ -140,12 +167,20 @@ async def ask(
         return []
     frozen = FrozenCampaign.of(row)
     audience = store.count_audience(row.list_id, frozen.segment, row.issue_slug, row.content_hash)
+    by_language: dict[str, int] = {}
+    if frozen.versions:
+        campaign = frozen.campaign(row.id, signer)
+        for lang, count in store.audience_languages(
+            row.list_id, frozen.segment, row.issue_slug, row.content_hash
+        ).items():
+            chosen = campaign.version_for(lang).lang
+            by_language[chosen] = by_language.get(chosen, 0) + count
     built = []
     for approver, request_id, nonce in requests:
         request = store.approval_request(request_id)
         assert request is not None
         token = signer.sign_approval(request_id, row.id, request.content_digest, nonce)
-        message = approval_message(
+        messages = approval_messages(
             workspace,
             row,
             frozen,
@@ -153,17 +188,23 @@ async def ask(
             token,
             requested_by=requested_by,
             audience=audience,
+            by_language=by_language,
             expires_at=request.expires_at,
             required=request.required,
             signer=signer,
         )
-        built.append((approver, request_id, message))
+        built.append((approver, request_id, messages))
     try:
         await preflight(transport)
-        outcomes = await transport.send_batch([message for _, _, message in built])
-        reasons = [None if o.status == "sent" else (o.reason or o.status) for o in outcomes]
+        outcomes = await transport.send_batch([message for _, _, messages in built for message in messages])
+        failed = [None if o.status == "sent" else (o.reason or o.status) for o in outcomes]
     except Exception as exc:  # the mail server unreachable: the campaign waits, and a send run again asks again
-        reasons = [str(exc) or type(exc).__name__] * len(built)
+        failed = [str(exc) or type(exc).__name__] * sum(len(messages) for _, _, messages in built)
+    # A request reached its approver once every version's email did: the first reason one did not, else None.
+    reasons: list[str | None] = []
+    for _, _, messages in built:
+        mine, failed = failed[: len(messages)], failed[len(messages) :]
+        reasons.append(next((reason for reason in mine if reason is not None), None))
     with store.transaction() as connection:
         for (approver, request_id, _), reason in zip(built, reasons, strict=True):
             detail: dict[str, object] = {"request": request_id, "approver": approver}

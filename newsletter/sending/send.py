@@ -707,25 +707,36 @@ def single_address(text: str) -> str:
 async def _test_send(
     prepared: Prepared, transport: Transport, mailing_list: ListRow, address: str, dry_run: bool
 ) -> SendSummary:
-    campaign = prepared.freeze(mailing_list).campaign("test", prepared.signer, subject_prefix="[TEST] ")
-    message = campaign.build(test_recipient(address))
+    frozen = prepared.freeze(mailing_list)
+    campaign = frozen.campaign("test", prepared.signer, subject_prefix="[TEST] ")
+    # An issue in several languages: one message in each, since the test shows what each reader would get.
+    messages = [
+        campaign.build(dataclasses.replace(test_recipient(address), lang=lang))
+        for lang in (frozen.lang, *frozen.versions)
+    ]
     summary = SendSummary(
         campaign=None,
         transport=str(prepared.dsn),
         dry_run=dry_run,
         recipients=[address],
         audience=1,
-        sample=message.to_bytes().decode("utf-8", errors="replace"),
+        sample=messages[0].to_bytes().decode("utf-8", errors="replace"),
         unsubscribe=prepared.unsubscribe(),
     )
+    if frozen.versions:
+        summary.languages = {lang: 1 for lang in (frozen.lang, *frozen.versions)}
+        summary.samples = {
+            lang: m.to_bytes().decode("utf-8", errors="replace")
+            for lang, m in zip(summary.languages, messages, strict=True)
+        }
     if dry_run:
         return summary
     await preflight(transport)  # a test send shows what the list would get: refused as the send would be
-    (outcome,) = await transport.send_batch([message])
+    outcomes = await transport.send_batch(messages)
     summary.transport = str(transport)
-    summary.counts = {"sent": int(outcome.status == "sent"), "failed": int(outcome.status != "sent")}
-    if outcome.status != "sent":
-        summary.failures = [(address, outcome.reason or outcome.status)]
+    sent = sum(o.status == "sent" for o in outcomes)
+    summary.counts = {"sent": sent, "failed": len(outcomes) - sent}
+    summary.failures = [(address, o.reason or o.status) for o in outcomes if o.status != "sent"]
     return summary
 
 

@@ -28,7 +28,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from newsletter.approval import Asked, Verdict, decide_by_token, moment, open_token
-from newsletter.i18n import CATALOG, translate
+from newsletter.i18n import CATALOG, LANGUAGE_NAMES, people, translate
 from newsletter.sending.frozen import FrozenCampaign
 from newsletter.store import CampaignStatus
 from newsletter.store.approvals import Decision
@@ -83,9 +83,10 @@ def routes(site: Site) -> list[Route]:
             decline_first=decline_first,
             who=request.requested_by,
             list=asked.list_name,
-            count=str(asked.audience),
+            count=people(lang, asked.audience),
             when=going,
             subject=asked.subject,
+            subjects=[(LANGUAGE_NAMES.get(code, code), subject) for code, subject in asked.subjects.items()],
             sender=asked.sender,
             expires=when(request.expires_at, lang),
             required=request.required,

@@ -274,7 +274,31 @@ def check_versions(
         )
         for path in translation_files(folder)[1]
     ]
+    others.extend(footer_reason_diagnostics(config, list(translations)))
     return VersionsCheck(folder, versions, others)
+
+
+def footer_reason_diagnostics(config: Config, langs: list[str]) -> list[Diagnostic]:
+    """A translation's readers get the tool's default "why you receive this" when [footer] reason has a sentence in
+    another language but none in theirs: a warning at its line, for each such language."""
+    written = config.footer.reason
+    if not written or config.file is None:
+        return []
+    text = config.file.read_text(encoding="utf-8")
+    return [
+        Diagnostic(
+            "warning",
+            "footer-reason-missing",
+            f"[footer] reason.{lang} is not written, so the {version_file_name(lang)} version's footer says why "
+            f"readers receive it in the tool's default words; write reason.{lang} beside reason."
+            f"{next(iter(written))}",
+            file=str(config.file),
+            line=toml_line(text, ("footer", "reason")) or None,
+            path="footer.reason",
+        )
+        for lang in langs
+        if lang not in written
+    ]
 
 
 def settings_diagnostics(config: Config) -> list[Diagnostic]:

@@ -27,6 +27,10 @@ FIXTURES = Path(__file__).parent / "fixtures"
 # fixture rather than a file of issues/: the example stays whole in one language for the demo and the tests that
 # compare its outputs, and a half-translated issue would send English readers a third of it.
 EXAMPLE_TRANSLATION = FIXTURES / f"{EXAMPLE_SLUG}.en.yaml"
+ENGLISH_REASON = (
+    "You receive this newsletter because your organisation takes part in the Alliance pour la solidarité du "
+    "Bas-Saint-Laurent or because you subscribed to it."
+)
 PNG_1x1 = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
     b"\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84\x00\x00\x00\x00IEND\xaeB`\x82"
@@ -183,8 +187,12 @@ def example_workspace(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def bilingual_workspace(example_workspace: Path) -> Path:
-    """example_workspace with the seed bulletin's English version beside its issue.yaml (EXAMPLE_TRANSLATION)."""
+    """example_workspace with the seed bulletin's English version beside its issue.yaml (EXAMPLE_TRANSLATION), and
+    the footer's reason in English too (ENGLISH_REASON), as an organisation publishing in English writes it."""
     shutil.copyfile(EXAMPLE_TRANSLATION, example_workspace / "issues" / EXAMPLE_SLUG / "issue.en.yaml")
+    config = example_workspace / "newsletter.toml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("[footer]\n", f'[footer]\nreason.en = "{ENGLISH_REASON}"\n', 1), encoding="utf-8")
     return example_workspace
 
 

@@ -263,6 +263,19 @@ def test_the_seed_bulletin_in_english_checks_with_a_warning_for_each_section_lef
     ]
 
 
+def test_a_translation_whose_language_the_footer_s_reason_lacks_is_warned_at_its_line(bilingual_workspace):
+    """Written in French only, [footer] reason leaves the English version with the tool's default sentence."""
+    config = bilingual_workspace / "newsletter.toml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text("\n".join(line for line in text.splitlines() if not line.startswith("reason.en")), "utf-8")
+    checked = check_versions(bilingual_workspace / "issues" / EXAMPLE_SLUG, load_config(bilingual_workspace))
+    (warning,) = [d for d in checked.report.warnings if d.code == "footer-reason-missing"]
+    lines = config.read_text(encoding="utf-8").splitlines()
+    assert warning.file == str(config) and lines[warning.line - 1] == "[footer]" and warning.path == "footer.reason"
+    assert "reason.en is not written" in warning.message and "write reason.en beside reason.fr" in warning.message
+    assert checked.report.ok  # a warning: the English version still goes, with the default sentence
+
+
 def test_check_reports_each_file_then_the_whole_issue(bilingual_workspace, monkeypatch):
     monkeypatch.chdir(bilingual_workspace)
     result = run("check", EXAMPLE_SLUG)

@@ -14,7 +14,7 @@ from email.message import EmailMessage
 
 import httpx
 import pytest
-from conftest import EXAMPLE_SLUG
+from conftest import ENGLISH_REASON, EXAMPLE_SLUG
 from smtp_server import RunningSmtp, SmtpSink
 from test_send import SECRET, run, send_json, with_sending
 from web_server import serving
@@ -91,6 +91,7 @@ def assert_english(message: EmailMessage) -> None:
     text = message.get_body(("plain",)).get_content()
     assert message["Content-Language"] == "en" and message["Subject"] == ENGLISH_SUBJECT
     assert "Unsubscribe" in text and "Se désabonner" not in text
+    assert ENGLISH_REASON in " ".join(text.split())  # the footer's reason.en
     assert f'href="{archive}en/"' in html
     assert f'href="{archive}"' in html and "Lire en français" in html
     assert message["List-Unsubscribe"][1:-1] in html  # the same token's link: its page is in the member's language

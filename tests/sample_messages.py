@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from newsletter.config import load_config
 from newsletter.issue import load_issue
-from newsletter.message import Campaign, Recipient, parse_mailbox
+from newsletter.message import Campaign, Recipient, Version, parse_mailbox
 from newsletter.render import render_issue
 from newsletter.tokens import TokenSigner
 
@@ -35,3 +36,19 @@ def example_campaign() -> Campaign:
         base_url="https://bulletin.crdbsl.example",
         signer=TokenSigner("test-key-" + "x" * 32),
     )
+
+
+def bilingual_campaign() -> Campaign:
+    """example_campaign with an English version (its subject and words marked as English), for a list of both
+    languages: a member reading English gets it, the others the French."""
+    french = example_campaign()
+    english = dataclasses.replace(
+        french.rendered,
+        lang="en",
+        subject="Looking back on the 2nd Forum des Alliances",
+        html=french.rendered.html.replace("Retour sur le 2e Forum des Alliances", "Looking back on the 2nd Forum"),
+        text=french.rendered.text.replace("Retour sur le 2e Forum des Alliances", "Looking back on the 2nd Forum"),
+        path="en/",
+        other_version=("fr", ""),
+    )
+    return dataclasses.replace(french, translations={"en": Version(english)}, langs=("fr", "en"))

@@ -259,6 +259,11 @@ def test_a_test_send_gives_one_message_in_each_language(bilingual):
         ("fr", f"[TEST] {FRENCH_SUBJECT}"),
     ]
     assert all(r.recipients == ["moi@example.org"] for r in server.sink.received)
+    assert len({m["Message-ID"] for m in messages}) == 2
+    result, sent = send_json("--no-dry-run", "--to", "moi@example.org")  # the outbox: a file for each
+    assert result.exit_code == 0 and sent["sent"] == 2
+    written = sorted((bilingual / "build" / "outbox").glob("*.eml"))
+    assert [path.name for path in written] == ["test-0.eml", "test-en-0.eml"]
     _, dry = send_json("--to", "moi@example.org")
     assert dry["languages"] == {"fr": 1, "en": 1} and "Content-Language: en" in dry["samples"]["en"]
 

@@ -708,10 +708,12 @@ async def _test_send(
     prepared: Prepared, transport: Transport, mailing_list: ListRow, address: str, dry_run: bool
 ) -> SendSummary:
     frozen = prepared.freeze(mailing_list)
-    campaign = frozen.campaign("test", prepared.signer, subject_prefix="[TEST] ")
-    # An issue in several languages: one message in each, since the test shows what each reader would get.
+    # An issue in several languages: one message in each, since the test shows what each reader would get; each
+    # its own key (its Message-ID, the outbox's file).
     messages = [
-        campaign.build(dataclasses.replace(test_recipient(address), lang=lang))
+        frozen.campaign(
+            "test" if lang == frozen.lang else f"test-{lang}", prepared.signer, subject_prefix="[TEST] "
+        ).build(dataclasses.replace(test_recipient(address), lang=lang))
         for lang in (frozen.lang, *frozen.versions)
     ]
     summary = SendSummary(

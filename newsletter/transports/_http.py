@@ -137,6 +137,9 @@ class ApiTransport:
     default_host: ClassVar[str]
     name: ClassVar[str]  # the provider's name in messages, e.g. "Postmark"
     own_statuses: ClassVar[frozenset[int]] = frozenset()  # statuses parse_response classifies itself
+    # One request sends one content to all its recipients (SendGrid, Mailgun, SES): a batch of several (a campaign's
+    # versions in two languages, approval emails) goes as one request per content.
+    one_content: ClassVar[bool] = False
 
     def __init__(self, dsn: Dsn, *, client: httpx.AsyncClient | None = None):
         self.dsn = dsn
@@ -155,6 +158,8 @@ class ApiTransport:
         raise NotImplementedError
 
     async def send_batch(self, messages: Sequence[Outgoing]) -> list[Outcome]:
+        if self.one_content and len({id(m.body) for m in messages}) > 1:
+            return await self._by_content(messages)
         try:
             request = self.build_request(messages)
         except ValueError as exc:
@@ -184,6 +189,18 @@ class ApiTransport:
             delay = retry_after(response.headers)
             return [Outcome.retry(f"{self.name} {status}: {short(body)}", delay) for _ in messages]
         return self.parse_response(status, response.headers, body, messages)
+
+    async def _by_content(self, messages: Sequence[Outgoing]) -> list[Outcome]:
+        """One request per content (Body) of the batch, in the order each first appears; the outcomes in the
+        batch's order."""
+        groups: dict[int, list[int]] = {}
+        for index, message in enumerate(messages):
+            groups.setdefault(id(message.body), []).append(index)
+        outcomes: dict[int, Outcome] = {}
+        for indexes in groups.values():
+            answers = await self.send_batch([messages[index] for index in indexes])
+            outcomes.update(zip(indexes, answers, strict=True))
+        return [outcomes[index] for index in range(len(messages))]
 
     async def _without_unwritable(self, messages: Sequence[Outgoing], error: ValueError) -> list[Outcome]:
         """Fail the messages that cannot be written even alone and send the others (nothing was sent yet); raise

@@ -240,6 +240,7 @@ class MailgunTransport(MailgunHostedUnsubscribe, MailgunSuppressions):
     max_batch: ClassVar[int] = MAX_BATCH
     default_host: ClassVar[str] = REGIONS["us"]
     name: ClassVar[str] = NAME
+    one_content: ClassVar[bool] = True
 
     def __init__(self, dsn: Dsn, **kwargs):
         self.api_key, self.domain, region, unsubscribe = _settings(dsn)  # before the HTTP client exists

@@ -287,6 +287,7 @@ class SendgridTransport(SendgridHostedUnsubscribe, SendgridSuppressions):
     max_batch: ClassVar[int] = MAX_RECIPIENTS  # one recipient per personalization: 1000 personalizations
     default_host: ClassVar[str] = DEFAULT_HOST
     name: ClassVar[str] = "SendGrid"
+    one_content: ClassVar[bool] = True
 
     def __init__(self, dsn: Dsn, *, client: httpx.AsyncClient | None = None, group_id: int | None = None):
         super().__init__(dsn, client=client)

@@ -164,6 +164,7 @@ class SesTransport(SesHostedUnsubscribe, SesSuppressions):
     max_batch: ClassVar[int] = 50  # "up to 50 destination objects in each call to the SendBulkEmail operation"
     default_host: ClassVar[str] = "email.{region}.amazonaws.com"
     name: ClassVar[str] = "SES"
+    one_content: ClassVar[bool] = True
 
     def __init__(
         self,

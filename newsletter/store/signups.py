@@ -197,7 +197,7 @@ class Signups(Subscribers):
         return [AskedSignup(pair[0], request_ids[pair]) if pair else None for pair in chosen]
 
     def _confirming(
-        self, connection: Connection, subscriber_id: int, list_id: int, request_id: int | None
+        self, connection: Connection, subscriber_id: int, list_id: int, request_id: int | None, *, lock: bool = False
     ) -> tuple[sa.Row, dict, bool] | None:
         """What a confirmation link for sign-up request `request_id` may do: (the membership's status, address and
         name; the request's detail; whether that request is confirmed already), or None when it may do nothing.
@@ -207,11 +207,15 @@ class Signups(Subscribers):
         a resubscribe), a bounce, a complaint, a purge or an erasure make it void. request_id None: a link made
         before links named their request, taken for the latest request on the same terms.
         """
-        row = connection.execute(
+        # lock (a confirmation): the membership locked first (PostgreSQL; SQLite's writer is one at a time), so that
+        # two servers confirming one link at once take turns and the second reads the first's confirmation whole,
+        # status and event, not the status from before it and the event from after (which voided the link).
+        membership = (
             sa.select(memberships.c.status, subscribers.c.email, subscribers.c.name, subscribers.c.lang)
             .join(subscribers, subscribers.c.id == memberships.c.subscriber_id)
             .where(memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id)
-        ).first()
+        )
+        row = connection.execute(membership.with_for_update(of=memberships) if lock else membership).first()
         if row is None or row.status in (MembershipStatus.BOUNCED, MembershipStatus.COMPLAINED):
             return None
         latest = connection.execute(
@@ -273,7 +277,7 @@ class Signups(Subscribers):
         complained, gone).
         """
         with self._writing(connection) as writing:
-            found = self._confirming(writing, subscriber_id, list_id, request_id)
+            found = self._confirming(writing, subscriber_id, list_id, request_id, lock=True)
             if found is None:
                 return None
             row, requested, done = found

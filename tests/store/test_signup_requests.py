@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import sqlalchemy as sa
 from test_signup import events_of
 
 from newsletter.store import events
@@ -107,3 +108,46 @@ def test_unsent_confirmations_are_claimed_once_handed_back_and_never_sent_twice(
     assert not one & two and one | two == set(many.values())  # two servers at once: each sign-up claimed once
     for other in (store, *stores):
         other.close()
+
+
+def test_two_confirmations_of_one_link_at_once_both_say_done_and_subscribe_once(database_url):
+    """Two servers confirm one link at the same instant: the second waits for the first (PostgreSQL: the
+    membership's row lock; SQLite: one writer at a time) and reads its confirmation whole, so both answer done,
+    one subscription is recorded and the link still says done afterwards. Without the lock, the second read the
+    status from before the first and its event from after, and answered that the link was void."""
+    import threading
+
+    from newsletter.store import MembershipStatus, SignupRequest, Store
+
+    store = Store.open(database_url)
+    with store.transaction() as connection:
+        list_id = store.ensure_list("alliances", connection=connection)
+        (asked,) = store.request_signups(
+            [SignupRequest(list_id, "ensemble@example.org", None, {})], every=dt.timedelta(0), connection=connection
+        )
+    person, request_id = asked.subscriber_id, asked.request_id
+
+    def confirm(connection=None):
+        return store.confirm_signup(person, list_id, {"at": "once"}, request_id=request_id, connection=connection)
+
+    second: list = []
+    other = threading.Thread(target=lambda: second.append(confirm()))
+    with store.transaction() as connection:
+        assert confirm(connection) is not None  # the first, not committed yet
+        if store.engine.dialect.name == "postgresql":
+            other.start()
+            waiting = sa.text("select count(*) from pg_stat_activity where wait_event_type = 'Lock'")
+            with store.engine.connect() as watching:  # the second is waiting for the first's lock: the event
+                while not watching.execute(waiting).scalar() and other.is_alive():
+                    watching.rollback()
+    if not other.is_alive() and not second:
+        other.start()  # SQLite: the second once the first committed, as its one writer would have it
+    other.join()
+    assert second[0] is not None and second[0].email == "ensemble@example.org"
+    assert confirm() is not None  # the link again, later: done, not void
+    with store.engine.connect() as reading:
+        kinds = reading.execute(
+            sa.select(events.c.kind).where(events.c.subscriber_id == person, events.c.list_id == list_id)
+        ).scalars()
+        assert [k for k in kinds if k == MembershipStatus.SUBSCRIBED] == [MembershipStatus.SUBSCRIBED]
+    store.close()

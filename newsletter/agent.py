@@ -496,7 +496,7 @@ async def confirmable_dry_run(
     if summary.samples is not None:  # an issue in two languages: one message of each version
         document["samples"] = {lang: sample_parts(sample) for lang, sample in summary.samples.items()}
     try:
-        await prepare_real_send(workspace, folder, dsn_text)
+        await prepare_real_send(workspace, folder, dsn_text, list_slug)
     except NewsletterError as exc:
         document.update(confirmation=None, refused=str(exc))
         return document
@@ -538,7 +538,7 @@ async def confirmed_send(
     if not code.strip():
         raise NewsletterError(NO_CODE)
     _, binding = await _binding(workspace, folder, list_slug, dsn_text, segment)
-    await prepare_real_send(workspace, folder, dsn_text)
+    await prepare_real_send(workspace, folder, dsn_text, list_slug)
     if at is not None:
         parse_at(at, workspace.config.zone)
     ConfirmationBook.of(workspace).redeem(code, binding)

@@ -198,16 +198,17 @@ def issue_changed(workspace: Workspace, row: CampaignRow) -> bool:
     if not (folder / "issue.yaml").is_file():
         return False
     config = workspace.config
-    checked = check_versions(folder, config, workspace.templates_dir, asset_base_url=config.asset_base_url)
+    frozen = FrozenCampaign.of(row)
+    # The versions the campaign carries (those in its list's languages when it was frozen), checked as it checked
+    # them.
+    checked = check_versions(
+        folder, config, workspace.templates_dir, asset_base_url=config.asset_base_url, langs=frozen.versions.keys()
+    )
     result = checked.main
     if result.rendered is None or not checked.report.ok:
         return True
-    frozen = FrozenCampaign.of(row)
-    # The translations the campaign carries (those in its list's languages), as it froze them.
     translations = {
-        v.lang: v.result.rendered
-        for v in checked.translations
-        if v.lang is not None and v.lang in frozen.versions and v.result.rendered is not None
+        v.lang: v.result.rendered for v in checked.translations if v.lang is not None and v.result.rendered is not None
     }
     if content_hash(result.rendered, translations) != row.content_hash:
         return True

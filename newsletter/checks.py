@@ -27,7 +27,7 @@ import datetime as dt
 import email.utils
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -245,10 +245,12 @@ def check_versions(
     *,
     asset_base_url: str | None = None,
     list_fields: ListFieldKeys | None = None,
+    langs: Collection[str] | None = None,
 ) -> VersionsCheck:
     """Check issue.yaml and each translation beside it as check_issue does, each reported in its own file, then
-    compare each translation with issue.yaml (compare_versions). Never raises for bad input."""
-    main, translations = read_versions(folder)
+    compare each translation with issue.yaml (compare_versions). Never raises for bad input. langs: only the
+    translations in these languages (a send's: its list's languages), as read_versions takes them."""
+    main, translations = read_versions(folder, langs)
 
     def checked(version: LoadedIssue | IssueError) -> CheckResult:
         if isinstance(version, IssueError):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -648,10 +648,14 @@ class IssueVersions:
         )
 
 
-def read_versions(folder: Path) -> tuple[LoadedIssue | IssueError, dict[str, LoadedIssue | IssueError]]:
+def read_versions(
+    folder: Path, langs: Collection[str] | None = None
+) -> tuple[LoadedIssue | IssueError, dict[str, LoadedIssue | IssueError]]:
     """Each version of the folder as far as it loads: the main file and each translation by language, each loaded
     or the IssueError that stopped it, with what the versions must share checked (a translation in the main file's
-    own language, another date: errors of the translation's) and other_lang set. What check goes through."""
+    own language, another date: errors of the translation's) and other_lang set. What check goes through.
+
+    langs: only the translations in these languages (a send's: its list's), whose readers exist; None: every one."""
     main: LoadedIssue | IssueError
     try:
         main = load_issue(folder)
@@ -659,6 +663,8 @@ def read_versions(folder: Path) -> tuple[LoadedIssue | IssueError, dict[str, Loa
         main = exc
     translations: dict[str, LoadedIssue | IssueError] = {}
     for lang in translation_files(folder)[0]:
+        if langs is not None and lang not in langs:
+            continue
         try:
             translations[lang] = load_issue(folder, lang)
         except IssueError as exc:

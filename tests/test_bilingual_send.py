@@ -311,3 +311,26 @@ def test_an_approver_gets_each_version_to_approve_with_the_same_buttons(bilingua
     assert_french(received["marie@example.org"])
     assert_english(received["john@example.org"])
     assert "/approve/" not in received["john@example.org"].get_body(("html",)).get_content()
+
+
+def test_a_list_in_one_language_gets_no_link_to_a_translation_it_never_receives(bilingual):
+    """A list in French only (a second list beside the bilingual one): issue.en.yaml is neither sent, nor linked
+    to, nor checked for it; a draft translation with errors does not stop its send."""
+    config = bilingual / "newsletter.toml"
+    config.write_text(config.read_text(encoding="utf-8") + '\n[lists.nouvelles]\nlang = "fr"\n', encoding="utf-8")
+    rows = "courriel,nom\nmarie@example.org,Marie\njohn@example.org,John\n"
+    (bilingual / "subscribers" / "nouvelles.csv").write_text(rows, encoding="utf-8")
+    assert run("subscribers", "import", "subscribers/nouvelles.csv", "--list", "nouvelles").exit_code == 0
+    translation = bilingual / "issues" / EXAMPLE_SLUG / "issue.en.yaml"
+    translation.write_text(translation.read_text(encoding="utf-8").replace("subject:", "subjet:", 1), "utf-8")
+    with RunningSmtp(SmtpSink()) as server:
+        result = run("send", EXAMPLE_SLUG, "--list", "nouvelles", "--no-dry-run", "--transport", server.dsn())
+        assert result.exit_code == 0, result.output
+        received = by_recipient(server.sink)
+    assert set(received) == {"marie@example.org", "john@example.org"}
+    for message in received.values():
+        html = message.get_body(("html",)).get_content()
+        assert message["Subject"] == FRENCH_SUBJECT and message["Content-Language"] is None
+        assert "Read in English" not in html and f"/{EXAMPLE_SLUG}/en/" not in html
+    refused = run("send", EXAMPLE_SLUG, "--list", "alliances", "--no-dry-run", "--transport", "null://")
+    assert refused.exit_code == 1 and "issue.en.yaml" in refused.output  # the bilingual list's send checks it

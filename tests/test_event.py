@@ -312,7 +312,7 @@ def test_a_campaign_freezes_the_ics_and_its_confirmation_code_binds_it(workspace
         ws = Workspace.discover(workspace)
         from newsletter.store import ListRow
 
-        return prepare(ws, folder, "null://", real=False).freeze(ListRow(1, "alliances", "alliances"))
+        return prepare(ws, folder, "null://", "alliances", real=False).freeze(ListRow(1, "alliances", "alliances"))
 
     before = frozen()
     assert list(before.calendars) == [f"event-{index}.ics"]

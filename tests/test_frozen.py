@@ -177,7 +177,7 @@ def test_what_send_freezes_now_is_format_1_and_reads_back_the_same(workspace):  
     from newsletter.store import ListRow
 
     ws = Workspace.discover(workspace)
-    prepared = prepare(ws, ws.issues_dir / EXAMPLE_SLUG, "null://", real=False)
+    prepared = prepare(ws, ws.issues_dir / EXAMPLE_SLUG, "null://", "alliances", real=False)
     frozen = prepared.freeze(ListRow(1, "alliances", "alliances"))
     document = frozen.to_json()
     assert set(document) == {"format", *stored(), "segment", "segment_name", "return_path"} and document["format"] == 1
@@ -192,7 +192,7 @@ def add_campaign(workspace, document: dict, content_hash: str | None = None) -> 
     from newsletter.sending.send import prepare
 
     ws = Workspace.discover(workspace)
-    rendered = prepare(ws, ws.issues_dir / EXAMPLE_SLUG, "null://", real=False).rendered
+    rendered = prepare(ws, ws.issues_dir / EXAMPLE_SLUG, "null://", "alliances", real=False).rendered
     store = open_store(ws)
     try:
         return store.create_campaign(

@@ -147,16 +147,12 @@ class Prepared:
     hosted: HostedUnsubscribe | None = None  # the provider's unsubscribe, when the transport uses it
     reply_to: str | None = None  # the issue's reply_to, else [sender]'s
     refusals: list[dict] = field(default_factory=list)  # what a real send refuses in its settings (checks)
-    translations: dict[str, RenderedIssue] = field(default_factory=dict)  # the issue's other versions, by language
+    # the issue's other versions by language: those in the list's languages (prepare's list_slug)
+    translations: dict[str, RenderedIssue] = field(default_factory=dict)
 
-    def sent_translations(self, list_slug: str) -> dict[str, RenderedIssue]:
-        """The translations a campaign to this list carries: those in the list's languages."""
-        langs = self.workspace.config.list_languages(list_slug)
-        return {lang: t for lang, t in self.translations.items() if lang in langs}
-
-    def digest(self, list_slug: str) -> str:
-        """content_hash of what a campaign to this list sends: the first language's and each translation's."""
-        return content_hash(self.rendered, self.sent_translations(list_slug))
+    def digest(self) -> str:
+        """content_hash of what a campaign sends: the first language's version and each translation's."""
+        return content_hash(self.rendered, self.translations)
 
     def unsubscribe(self) -> str:
         """What the dry run says of the messages' unsubscribe."""
@@ -177,7 +173,7 @@ class Prepared:
             local_only=self.local_only,
             segment=segment.expression if segment else None,
             segment_name=segment.name if segment else None,
-            translations=self.sent_translations(mailing_list.slug),
+            translations=self.translations,
         )
 
 
@@ -227,14 +223,23 @@ def leaving_problem(
 
 
 def prepare(
-    workspace: Workspace, folder: Path, dsn_text: str, *, real: bool, hosted: HostedUnsubscribe | None = None
+    workspace: Workspace,
+    folder: Path,
+    dsn_text: str,
+    list_slug: str,
+    *,
+    real: bool,
+    hosted: HostedUnsubscribe | None = None,
 ) -> Prepared:
-    """Check the issue (each of its versions) and the settings a send needs; raise NewsletterError naming what is
-    missing. An error in any version stops a real send and a dry run alike. Each version is rendered once here."""
+    """Check the issue (each of its versions in the list's languages) and the settings a send needs; raise
+    NewsletterError naming what is missing. An error in any of those versions stops a real send and a dry run
+    alike; a translation the list's readers never get is neither checked nor linked to. Each version is rendered
+    once here."""
     config = workspace.config
     dsn = Dsn.parse(dsn_text)
     local = dsn.scheme in LOCAL_SCHEMES
-    checked = check_versions(folder, config, workspace.templates_dir, asset_base_url=config.asset_base_url)
+    langs = config.list_languages(list_slug)
+    checked = check_versions(folder, config, workspace.templates_dir, asset_base_url=config.asset_base_url, langs=langs)
     result = checked.main
     if not checked.report.ok or result.rendered is None or result.issue is None:
         raise IssueError(checked.report.errors)
@@ -335,7 +340,9 @@ async def send(
     campaign goes to those of the list it matches (and is a campaign of its own beside one to the whole list).
     """
     async with contextlib.aclosing(transport_for(workspace, dsn_text)) as transport:
-        prepared = prepare(workspace, folder, dsn_text, real=not dry_run, hosted=hosted_unsubscribe(transport))
+        prepared = prepare(
+            workspace, folder, dsn_text, list_slug, real=not dry_run, hosted=hosted_unsubscribe(transport)
+        )
         config = workspace.config
         scheduled_at = parse_at(at, config.zone) if at is not None else None
         chosen = Chosen.of(config, list_slug, segment)
@@ -344,7 +351,7 @@ async def send(
             mailing_list = store.find_list(list_slug)
             if to is not None:
                 return await _test_send(prepared, transport, mailing_list, single_address(to), dry_run)
-            digest = prepared.digest(mailing_list.slug)
+            digest = prepared.digest()
             if dry_run:
                 latest = store.latest_campaign(prepared.rendered.slug, mailing_list.id, _expression(chosen))
                 resume = _campaign_to_resume(latest, digest, new_campaign, None)
@@ -459,10 +466,11 @@ async def _ask_for_approval(
     )
 
 
-async def prepare_real_send(workspace: Workspace, folder: Path, dsn_text: str) -> Prepared:
-    """What a real send checks before the store: raise NewsletterError with what it would be refused for."""
+async def prepare_real_send(workspace: Workspace, folder: Path, dsn_text: str, list_slug: str) -> Prepared:
+    """What a real send to the list checks before the store: raise NewsletterError with what it would be refused
+    for."""
     async with contextlib.aclosing(transport_for(workspace, dsn_text)) as transport:
-        return prepare(workspace, folder, dsn_text, real=True, hosted=hosted_unsubscribe(transport))
+        return prepare(workspace, folder, dsn_text, list_slug, real=True, hosted=hosted_unsubscribe(transport))
 
 
 def _open_campaign(
@@ -624,7 +632,7 @@ def _dry_run(
         first = store.pending(resume.id, limit=SAMPLE_RECIPIENTS)
         recipients = [Recipient(d.subscriber_id, d.email, d.name, d.fields, d.lang) for d in first]
     else:
-        slug, digest = frozen.slug, prepared.digest(mailing_list.slug)
+        slug, digest = frozen.slug, prepared.digest()
         counts = {}
         audience = store.count_audience(mailing_list.id, frozen.segment, slug, digest)
         first_few = store.audience_sample(mailing_list.id, frozen.segment, slug, digest, SAMPLE_RECIPIENTS)
@@ -669,7 +677,7 @@ def _per_language(
     if resume is not None and resume.started_at is not None:
         by_lang = store.pending_languages(resume.id)
     else:
-        digest = prepared.digest(mailing_list.slug)
+        digest = prepared.digest()
         by_lang = store.audience_languages(mailing_list.id, frozen.segment, frozen.slug, digest)
     for lang, count in by_lang.items():
         counts[campaign.version_for(lang).lang] += count

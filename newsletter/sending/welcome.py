@@ -151,7 +151,7 @@ def prepare_welcome(
     if not (folder / "issue.yaml").is_file():
         raise ConfigError(f"{setting} names no issue: write issues/{slug}/issue.yaml (`newsletter new {slug}`)")
     try:
-        prepared = prepare(workspace, folder, dsn_text, real=True, hosted=hosted)
+        prepared = prepare(workspace, folder, dsn_text, list_slug, real=True, hosted=hosted)
     except IssueError as exc:
         errors = len(exc.diagnostics)
         raise ConfigError(
@@ -165,7 +165,7 @@ def prepare_welcome(
     # Each version a campaign of its own (the first language's, then each translation the list's languages
     # include), frozen alone: a person's welcome is queued in the one version_for(their lang) picks.
     versions: dict[str, WelcomeVersion] = {}
-    for rendered in (prepared.rendered, *prepared.sent_translations(list_slug).values()):
+    for rendered in (prepared.rendered, *prepared.translations.values()):
         alone = dataclasses.replace(prepared, rendered=rendered, translations={})
         versions[rendered.lang] = WelcomeVersion(rendered.lang, alone.freeze(row), content_hash(rendered))
     first = prepared.rendered.lang

@@ -265,8 +265,8 @@ def import_list(
                 results = store.subscribe_many(list_id, subscriptions, source, connection=connection)
                 if welcome is not None:  # whoever this batch added, with it: nobody added without their welcome
                     added = [s for s, result in zip(subscriptions, results, strict=True) if result == "added"]
-                    emails, langs = [s.email for s in added], [s.lang for s in added]
-                    welcomed = sum(welcome.queue(store, list_id, emails, langs=langs, connection=connection).values())
+                    emails = [s.email for s in added]
+                    welcomed = sum(welcome.queue(store, list_id, emails, connection=connection).values())
                 if dry_run:
                     raise _Rollback(results, welcomed)
         except _Rollback as undone:

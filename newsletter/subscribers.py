@@ -73,7 +73,7 @@ def add_welcomed(
         )
         queued = False
         if welcome is not None and result == "added":
-            queued = bool(welcome.queue(store, list_id, [normalized], langs=[code], connection=connection))
+            queued = bool(welcome.queue(store, list_id, [normalized], connection=connection))
         return result, queued
 
 

@@ -235,17 +235,45 @@ def test_a_dry_run_of_a_campaign_begun_counts_who_is_left_by_language(bilingual)
     assert dry["campaign"] == 1 and sum(dry["languages"].values()) == dry["audience"] == 3 - summary.counts["sent"]
 
 
-def test_the_welcome_is_frozen_in_each_language(bilingual):
+def test_the_welcome_is_one_campaign_each_newcomer_getting_their_version(bilingual):
+    """The seed bulletin as the list's welcome: one welcome campaign holding both versions, each person's message in
+    their language as a campaign's (theirs; none: the list's first), with its Content-Language and links; their
+    stored language counts when they are added to another list with --welcome and no --lang."""
     config = bilingual / "newsletter.toml"
-    config.write_text(config.read_text(encoding="utf-8") + f'welcome = "{EXAMPLE_SLUG}"\n', encoding="utf-8")
-    from newsletter.sending.welcome import prepare_welcome
-
-    welcome = prepare_welcome(Workspace.discover(bilingual), "alliances", "null://")
-    assert set(welcome.versions) == {"fr", "en"}
-    assert welcome.version_for("en").frozen.subject == ENGLISH_SUBJECT
-    assert welcome.version_for("fr").frozen.subject == FRENCH_SUBJECT
-    assert welcome.version_for(None).lang == "fr"
-    assert not welcome.version_for("en").frozen.versions  # each a campaign of its own, in one language
+    config.write_text(
+        config.read_text(encoding="utf-8")
+        + f'welcome = "{EXAMPLE_SLUG}"\n\n[lists.nouvelles]\nlangs = ["fr", "en"]\nwelcome = "{EXAMPLE_SLUG}"\n',
+        encoding="utf-8",
+    )
+    for address, lang in (("lea@example.org", "en"), ("luc@example.org", None)):
+        more = ["--lang", lang] if lang else []
+        result = run("subscribers", "add", address, "--list", "alliances", "--welcome", *more)
+        assert result.exit_code == 0, result.output
+    result = run("subscribers", "add", "lea@example.org", "--list", "nouvelles", "--welcome")  # no --lang: hers
+    assert result.exit_code == 0, result.output
+    with RunningSmtp(SmtpSink()) as server:
+        result = run("worker", "--until-idle", "--transport", server.dsn())
+        assert result.exit_code == 0, result.output
+        received = [(r.recipients[0], r.message) for r in server.sink.received]
+    by_list = {(address, m["List-Id"].split("<")[1].split(".")[0]): m for address, m in received}
+    assert set(by_list) == {
+        ("lea@example.org", "alliances"),
+        ("luc@example.org", "alliances"),
+        ("lea@example.org", "nouvelles"),
+    }
+    assert_english(by_list[("lea@example.org", "alliances")])
+    assert_french(by_list[("luc@example.org", "alliances")])
+    assert_english(by_list[("lea@example.org", "nouvelles")])
+    listed = json.loads(run("campaigns", "--json").stdout)["campaigns"]
+    assert listed == []  # welcomes are in no list of sends
+    store = open_store(Workspace.discover(bilingual))
+    try:
+        welcomes = store.campaign_list(welcome=True)
+    finally:
+        store.close()
+    assert len(welcomes) == 2  # one per list, each in both languages
+    for row, _, _ in welcomes:
+        assert row.content is not None and list(row.content["versions"]) == ["en"]
 
 
 def test_a_test_send_gives_one_message_in_each_language(bilingual):

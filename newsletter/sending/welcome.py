@@ -2,7 +2,7 @@
 receives once, when they confirm a sign-up (serve's /confirm) or are added with `subscribers add --welcome` or
 `subscribers import --welcome`; never on a plain import.
 
-The welcome is a campaign of its own per list and version (store/welcomes.py), frozen as any campaign is
+The welcome is a campaign of its own per list (store/welcomes.py), frozen as any campaign is
 (frozen.py) from the issue checked as a real send checks it (send.prepare: errors, and for a transport that leaves
 this machine a link on a reserved name or a missing base_url, are refused), so that every server and worker builds
 the same bytes from the store; messages carry the same headers (List-Unsubscribe, one-click) and footer as a
@@ -17,8 +17,9 @@ a person set it up, checked (an issue with errors is never frozen, and serve doe
 by a person's serve or command, and the MCP server never writes a welcome's issue (agent.py), so that no agent
 changes unseen what every newcomer receives.
 
-Languages: each version of the welcome issue (issue.yaml, and issue.LANG.yaml in the list's languages) is frozen as
-a welcome of its own; WelcomeIssue.version_for is the one choice of the version a person gets.
+Languages: the welcome issue's versions in the list's languages (issue.yaml, and issue.LANG.yaml) are frozen in one
+campaign, as a send's are, and each person gets theirs as a campaign's members do: their language when the issue
+has it, else the list's first (message.Campaign.build, the one place this is chosen).
 """
 
 from __future__ import annotations
@@ -30,94 +31,62 @@ from dataclasses import dataclass, field
 from newsletter.config import CONFIG_FILE, Config, toml_line
 from newsletter.errors import ConfigError, IssueError, NewsletterError
 from newsletter.message import HostedUnsubscribe
-from newsletter.sending.frozen import FrozenCampaign, NewerContentFormat, content_hash
+from newsletter.sending.frozen import FrozenCampaign, NewerContentFormat
 from newsletter.store import Connection, ListRow, Store
 from newsletter.workspace import Workspace
 
 
 @dataclass
-class WelcomeVersion:
-    """One version of a list's welcome, in one language: what its messages are made of, frozen."""
-
-    lang: str
-    frozen: FrozenCampaign  # its list_name as newsletter.toml titles the list; the store's name replaces it
-    content_hash: str
-
-
-@dataclass
 class WelcomeIssue:
-    """A list's welcome: the issue newsletter.toml names, checked and frozen, in each language it is written in."""
+    """A list's welcome: the issue newsletter.toml names, checked and frozen with each of its versions in the list's
+    languages, as a send to the list freezes them."""
 
     list_slug: str
     issue_slug: str
     newsletter_name: str  # what a list without a name of its own is titled (config.name)
-    versions: dict[str, WelcomeVersion]  # by language; the issue's own (issue.yaml's) is `first`
-    first: str
+    frozen: FrozenCampaign  # its list_name as newsletter.toml titles the list; the store's name replaces it
+    content_hash: str
     signature: tuple = ()  # the issue's files as they were read (folder_signature): a change is noticed by it
     digests: dict[int, str] = field(default_factory=dict)  # each welcome campaign's message_digest, read once
-    # Each version frozen for the list's name (language, name) -> (content, its message_digest), made once.
-    frozen: dict[tuple[str, str], tuple[FrozenCampaign, str]] = field(default_factory=dict)
+    # The content frozen for the list's name -> (content, its message_digest), made once.
+    named: dict[str, tuple[FrozenCampaign, str]] = field(default_factory=dict)
 
-    def version_for(self, lang: str | None) -> WelcomeVersion:
-        """The version a person whose language is `lang` (None: unknown) receives: theirs where the issue is
-        written in it, else the issue's own. The one place this is chosen."""
-        return self.versions.get(lang or self.first, self.versions[self.first])
+    def queue(self, store: Store, list_id: int, emails: Sequence[str], *, connection: Connection) -> dict[int, int]:
+        """Queue the welcome for these addresses, in the caller's transaction (the one that subscribes them, and
+        sets their language): a pending row for each who is subscribed and never had a welcome of this list.
+        Returns how many were queued, by welcome campaign (made at the first one queued). Each gets the version
+        in their language when it is sent, as a campaign's members do (message.Campaign.build)."""
+        campaign_id = self.campaign_for(store, list_id, connection=connection)
+        count = store.queue_welcome(campaign_id, list_id, emails, connection=connection)
+        return {campaign_id: count} if count else {}
 
-    def queue(
-        self,
-        store: Store,
-        list_id: int,
-        emails: Sequence[str],
-        *,
-        langs: Sequence[str | None] | None = None,
-        connection: Connection,
-    ) -> dict[int, int]:
-        """Queue the welcome for these addresses, in the caller's transaction (the one that subscribes them): a
-        pending row for each who is subscribed and never had a welcome of this list, in the version of their
-        language (langs, beside emails; None: every one unknown). Returns how many were queued, by welcome
-        campaign (made at the first queued of a version)."""
-        by_version: dict[str, list[str]] = {}
-        for email, lang in zip(emails, langs or [None] * len(emails), strict=True):
-            by_version.setdefault(self.version_for(lang).lang, []).append(email)
-        queued = {}
-        for lang, addresses in by_version.items():
-            campaign_id = self.campaign_for(store, list_id, self.versions[lang], connection=connection)
-            if count := store.queue_welcome(campaign_id, list_id, addresses, connection=connection):
-                queued[campaign_id] = count
-        return queued
-
-    def campaign_for(self, store: Store, list_id: int, version: WelcomeVersion, *, connection: Connection) -> int:
-        """The welcome campaign of this version to the list, made if there is none yet: with the list locked, so that
-        two servers making it at once make one."""
+    def campaign_for(self, store: Store, list_id: int, *, connection: Connection) -> int:
+        """The welcome campaign of this content to the list, made if there is none yet: with the list locked, so
+        that two servers making it at once make one."""
         found_list = store.lookup_list(self.list_slug, connection=connection)
-        row = found_list or ListRow(list_id, self.list_slug, self.list_slug)
-        key = (version.lang, row.title(self.newsletter_name))
-        if key not in self.frozen:  # the list's name, as it is now, is in every message (List-Id)
-            named = dataclasses.replace(version.frozen, list_name=key[1])
-            self.frozen[key] = (named, named.message_digest())
-        frozen, digest = self.frozen[key]
-        if (found := self._matching(store, list_id, version, digest, connection)) is not None:
+        name = (found_list or ListRow(list_id, self.list_slug, self.list_slug)).title(self.newsletter_name)
+        if name not in self.named:  # the list's name, as it is now, is in every message (List-Id)
+            named = dataclasses.replace(self.frozen, list_name=name)
+            self.named[name] = (named, named.message_digest())
+        frozen, digest = self.named[name]
+        if (found := self._matching(store, list_id, digest, connection)) is not None:
             return found
         store.lock_list(list_id, connection=connection)
-        if (found := self._matching(store, list_id, version, digest, connection)) is not None:
+        if (found := self._matching(store, list_id, digest, connection)) is not None:
             return found
         return store.create_welcome(
-            list_id, self.issue_slug, version.content_hash, frozen.subject, frozen.to_json(), connection=connection
+            list_id, self.issue_slug, self.content_hash, frozen.subject, frozen.to_json(), connection=connection
         )
 
-    def _matching(
-        self, store: Store, list_id: int, version: WelcomeVersion, digest: str, connection: Connection
-    ) -> int | None:
-        for campaign_id in store.welcome_campaigns(
-            list_id, self.issue_slug, version.content_hash, connection=connection
-        ):
+    def _matching(self, store: Store, list_id: int, digest: str, connection: Connection) -> int | None:
+        for campaign_id in store.welcome_campaigns(list_id, self.issue_slug, self.content_hash, connection=connection):
             if campaign_id not in self.digests:  # a campaign's content never changes: read once
                 row = store.campaign(campaign_id, connection=connection)
                 if row is None or not row.content:
                     continue
                 try:
                     self.digests[campaign_id] = FrozenCampaign.of(row).message_digest()
-                except NewerContentFormat:  # frozen by a newer newsletter: not this version
+                except NewerContentFormat:  # frozen by a newer newsletter: not this content
                     self.digests[campaign_id] = ""
             if self.digests[campaign_id] == digest:
                 return campaign_id
@@ -162,14 +131,9 @@ def prepare_welcome(
         raise ConfigError(f"{setting}: its messages cannot go: {exc}") from None
     settings = config.list_settings(list_slug)
     row = ListRow(0, list_slug, settings.title or list_slug)
-    # Each version a campaign of its own (the first language's, then each translation the list's languages
-    # include), frozen alone: a person's welcome is queued in the one version_for(their lang) picks.
-    versions: dict[str, WelcomeVersion] = {}
-    for rendered in (prepared.rendered, *prepared.translations.values()):
-        alone = dataclasses.replace(prepared, rendered=rendered, translations={})
-        versions[rendered.lang] = WelcomeVersion(rendered.lang, alone.freeze(row), content_hash(rendered))
-    first = prepared.rendered.lang
-    return WelcomeIssue(list_slug, slug, config.name, versions, first, folder_signature(workspace, slug))
+    return WelcomeIssue(
+        list_slug, slug, config.name, prepared.freeze(row), prepared.digest(), folder_signature(workspace, slug)
+    )
 
 
 def folder_signature(workspace: Workspace, slug: str) -> tuple:

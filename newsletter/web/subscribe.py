@@ -270,16 +270,14 @@ def routes(site: Site) -> list[Route]:
         detail = {"user_agent": header(request, b"user-agent")[:300], "ip_hash": client_hash(request)}
 
         def confirm(connection: Connection) -> tuple[SignupConfirmation | None, list[int]]:
-            """Subscribe them and, in the same transaction, queue their welcome (in their language): nobody is
-            confirmed without it."""
+            """Subscribe them (their language the one chosen on the form) and, in the same transaction, queue
+            their welcome: nobody is confirmed without it."""
             confirmed = store.confirm_signup(
                 subscriber_id, mailing_list.id, detail, request_id=request_id, connection=connection
             )
             if confirmed is None:
                 return None, []
-            return confirmed, welcomes.queue(
-                connection, mailing_list.slug, mailing_list.id, confirmed.email, confirmed.lang
-            )
+            return confirmed, welcomes.queue(connection, mailing_list.slug, mailing_list.id, confirmed.email)
 
         confirmed, welcoming = await site.writer.run(confirm)
         if confirmed is None:

@@ -55,16 +55,13 @@ class WelcomeMail:
 
         return transport_dsn(None), hosted_unsubscribe(self.site.transport())
 
-    def queue(
-        self, connection: Connection, list_slug: str, list_id: int, email: str, lang: str | None = None
-    ) -> list[int]:
-        """In the caller's transaction: the welcome of the list for this person who is now subscribed, in the
-        version of their language (none when the list has no welcome, or they had it already); the welcome
-        campaigns queued into."""
+    def queue(self, connection: Connection, list_slug: str, list_id: int, email: str) -> list[int]:
+        """In the caller's transaction: the welcome of the list for this person who is now subscribed (none when
+        the list has no welcome, or they had it already); the welcome campaigns queued into."""
         welcome = self.welcomes.get(list_slug)
         if welcome is None:
             return []
-        return list(welcome.queue(self.store, list_id, [email], langs=[lang], connection=connection))
+        return list(welcome.queue(self.store, list_id, [email], connection=connection))
 
     def later(self, campaign_ids: list[int]) -> None:
         """Send what is due of these welcomes in the background; one sender a welcome, asked again if it is busy."""

@@ -457,7 +457,7 @@ def write_archive(workspace: Workspace, store: Store, named: Sequence[Path], out
     page = "" if public_url(config) else "index.html"
     feeds = {
         feed_name(config, lang): feed_document(config, entries, public_url(config), page=page, lang=lang)
-        for lang in [config.lang, *feed_languages(entries)]
+        for lang in dict.fromkeys([config.lang, *feed_languages(entries)])  # an issue whose other version is the first
     }
 
     written = 0

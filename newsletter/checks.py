@@ -277,6 +277,18 @@ def check_versions(
         for path in translation_files(folder)[1]
     ]
     others.extend(footer_reason_diagnostics(config, list(translations)))
+    if isinstance(main, LoadedIssue) and translations and main.model.lang != config.lang:
+        main_result.report.diagnostics.append(
+            main.diagnostic(
+                "warning",
+                "translation-first-language",
+                f"{ISSUE_FILE} is in {main.model.lang}, but the newsletter's language is {config.lang} "
+                f"(newsletter.toml lang): the archive would list this issue in feed.xml by this file's subject and "
+                f"its {config.lang} version as a translation at {main.slug}/{config.lang}/; put the {config.lang} "
+                f"version in {ISSUE_FILE} and this one in {version_file_name(main.model.lang)}",
+                ("lang",),
+            )
+        )
     return VersionsCheck(folder, versions, others)
 
 

@@ -276,6 +276,29 @@ def test_a_translation_whose_language_the_footer_s_reason_lacks_is_warned_at_its
     assert checked.report.ok  # a warning: the English version still goes, with the default sentence
 
 
+def test_an_issue_whose_first_language_is_not_the_newsletter_s_is_warned_at_its_lang(bilingual_workspace):
+    """issue.yaml in English and issue.fr.yaml beside it, for a newsletter in French: the archive keys its pages
+    and feeds by the newsletter's language, so check says which file to make which."""
+    folder = bilingual_workspace / "issues" / EXAMPLE_SLUG
+    french = (folder / "issue.yaml").read_text(encoding="utf-8")
+    english = (folder / "issue.en.yaml").read_text(encoding="utf-8")
+    (folder / "issue.en.yaml").unlink()
+    (folder / "issue.yaml").write_text(english, encoding="utf-8")
+    (folder / "issue.fr.yaml").write_text(french, encoding="utf-8")
+    checked = check_versions(folder, load_config(bilingual_workspace))
+    (warning,) = [d for d in checked.report.warnings if d.code == "translation-first-language"]
+    assert warning.file == str(folder / "issue.yaml") and warning.path == "lang"
+    assert english.splitlines()[warning.line - 1].startswith("lang:")
+    assert "issue.yaml is in en, but the newsletter's language is fr" in warning.message
+    assert "put the fr version in issue.yaml and this one in issue.en.yaml" in warning.message
+    (folder / "issue.fr.yaml").unlink()
+    assert not [
+        d
+        for d in check_versions(folder, load_config(bilingual_workspace)).report.warnings
+        if d.code == "translation-first-language"
+    ]  # in one language, an issue may be in any
+
+
 def test_check_reports_each_file_then_the_whole_issue(bilingual_workspace, monkeypatch):
     monkeypatch.chdir(bilingual_workspace)
     result = run("check", EXAMPLE_SLUG)

@@ -111,6 +111,12 @@ def test_one_campaign_gives_each_member_their_version(bilingual):
     assert_french(received["zoe@example.org"])  # no preference: the list's first language
     listed = json.loads(run("campaigns", "--json").stdout)["campaigns"]
     assert [c["id"] for c in listed] == [1]  # one campaign for both languages
+    assert listed[0]["subjects"] == {"fr": FRENCH_SUBJECT, "en": ENGLISH_SUBJECT}
+    shown = run("campaign", "show", "1").stdout
+    assert f"subject (fr): {FRENCH_SUBJECT}\nsubject (en): {ENGLISH_SUBJECT}\n" in shown
+    for address, subject in (("john@example.org", ENGLISH_SUBJECT), ("marie@example.org", FRENCH_SUBJECT)):
+        (line,) = json.loads(run("delivery", address, "--json").stdout)["campaigns"]
+        assert line["subject"] == subject and line["status"] == "sent"  # the subject they got
 
     store = open_store(Workspace.discover(bilingual))
     try:

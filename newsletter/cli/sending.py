@@ -325,11 +325,22 @@ def _campaign_json(row, list_slug: str, counts: dict[str, int], approval: dict |
     segment = frozen_segment(row.content)
     if segment is not None:
         document["segment"] = segment
+    if subjects := version_subjects(row.content):
+        document["subjects"] = subjects
     if approval is not None:
         document["approval"] = approval
     if row.welcome:
         document["welcome"] = True
     return document
+
+
+def version_subjects(content: dict | None) -> dict[str, str]:
+    """A campaign in several languages: each version's subject by language, the first language's first; else
+    empty."""
+    versions = (content or {}).get("versions") or {}
+    if not versions or content is None:
+        return {}
+    return {content["lang"]: content["subject"], **{lang: v["subject"] for lang, v in versions.items()}}
 
 
 def campaigns(
@@ -479,7 +490,9 @@ def campaign_show(campaign_id: CampaignArg, as_json: JsonOpt = False) -> None:
     zone = workspace.config.zone
     welcome = " (the list's welcome email)" if row.welcome else ""
     typer.echo(f"campaign {row.id}: {row.issue_slug} → {slug}{welcome}, {row.status}")
-    typer.echo(f"subject: {row.subject}")
+    subjects = version_subjects(row.content)
+    for lang, subject in subjects.items() or [(None, row.subject)]:
+        typer.echo(f"subject ({lang}): {subject}" if lang else f"subject: {subject}")
     typer.echo(
         f"{counts['sent']} sent, {counts['pending']} pending, {counts['failed']} failed, {counts['skipped']} skipped"
     )

@@ -107,7 +107,7 @@ class Deliveries(StoreBase):
         key = email.strip().lower()
         with self._reading(connection) as reading:
             person = reading.execute(
-                sa.select(subscribers.c.id, subscribers.c.email, subscribers.c.name).where(
+                sa.select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.lang).where(
                     subscribers.c.email_key == key
                 )
             ).first()
@@ -120,7 +120,7 @@ class Deliveries(StoreBase):
             found.memberships.extend(_memberships(reading, person.id))
             found.events.extend(_events(reading, person.id))
             list_ids = {m.list_id for m in found.memberships} | {e.list_id for e in found.events if e.list_id}
-            shown = _latest_campaigns(reading, sorted(list_ids), limit + 1)
+            shown = _latest_campaigns(reading, sorted(list_ids), limit + 1, person.lang)
             found.campaigns.extend(shown[:limit])
             found.more = len(shown) > limit
             ids = [c.id for c in found.campaigns]
@@ -152,12 +152,18 @@ def _events(connection: Connection, subscriber_id: int) -> list[EventFact]:
     return [EventFact(_aware(r.at), r.list_id, r.kind, r.source, r.detail or {}) for r in rows]
 
 
-def _latest_campaigns(connection: Connection, list_ids: list[int], count: int) -> list[CampaignFact]:
+def _latest_campaigns(
+    connection: Connection, list_ids: list[int], count: int, lang: str | None = None
+) -> list[CampaignFact]:
     """The latest `count` campaigns of these lists that started, newest first, welcome emails left out (a person's
     is in `subscribers show`); the segment read from the frozen content of those only (the inner query picks them
-    without reading any content)."""
+    without reading any content), and the subject the person got: their language's version's where the campaign
+    has one (lang: theirs), else the campaign's."""
     if not list_ids:
         return []
+    subject: sa.ColumnElement[str] = campaigns.c.subject
+    if lang is not None:
+        subject = sa.func.coalesce(campaigns.c.content[("versions", lang, "subject")].as_string(), subject)
     latest = (
         sa.select(campaigns.c.id)
         .where(campaigns.c.list_id.in_(list_ids), campaigns.c.started_at.is_not(None), ~campaigns.c.welcome)
@@ -170,7 +176,7 @@ def _latest_campaigns(connection: Connection, list_ids: list[int], count: int) -
             campaigns.c.list_id,
             lists.c.slug,
             campaigns.c.issue_slug,
-            campaigns.c.subject,
+            subject.label("subject"),
             campaigns.c.content_hash,
             campaigns.c.status,
             campaigns.c.started_at,

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from email_validator import EmailNotValidError, validate_email
 
 from newsletter.config import CONFIG_FILE, OVERRIDES, Config, config_diagnostics, toml_line
-from newsletter.errors import Diagnostic, IssueError, NewsletterError, RenderError, Severity
+from newsletter.errors import Diagnostic, IssueError, RenderError, Severity
 from newsletter.events import resolve
 from newsletter.field_placeholders import ListFieldKeys, issue_placeholders, unknown_field_warnings
 from newsletter.i18n import LANGUAGES, format_event_when
@@ -48,6 +48,7 @@ from newsletter.issue import (
     YamlPath,
     iter_values,
     load_issue,
+    no_version,
     read_versions,
     translation_files,
     version_file_name,
@@ -221,10 +222,8 @@ class VersionsCheck:
         for version in self.versions:
             if lang is None or version.lang == lang:
                 return version
-        there = ", ".join(f"{v.lang} ({v.file.name})" for v in self.versions if v.lang)
-        raise NewsletterError(
-            f"issues/{self.folder.name} has no {lang} version ({version_file_name(lang)}); its versions: {there}"
-        )
+        assert lang is not None  # None is issue.yaml's, always the first
+        raise no_version(self.folder.name, lang, [(v.lang, v.file.name) for v in self.versions if v.lang])
 
     def to_json(self) -> dict:
         """{"ok", "errors", "warnings"} of the whole issue, and "files": each file's own, [{"file", "lang", "ok",

@@ -642,10 +642,13 @@ class IssueVersions:
             return self.main
         if lang in self.translations:
             return self.translations[lang]
-        raise NewsletterError(
-            f"issues/{self.main.slug} has no {lang} version ({version_file_name(lang)}); its versions: "
-            + ", ".join(f"{issue.model.lang} ({issue.file_name})" for issue in self)
-        )
+        raise no_version(self.main.slug, lang, [(issue.model.lang, issue.file_name) for issue in self])
+
+
+def no_version(slug: str, lang: str, there: list[tuple[str, str]]) -> NewsletterError:
+    """The error of asking an issue for a version it does not have, naming those it has: (lang, file name) each."""
+    shown = ", ".join(f"{each} ({name})" for each, name in there)
+    return NewsletterError(f"issues/{slug} has no {lang} version ({version_file_name(lang)}); its versions: {shown}")
 
 
 def read_versions(

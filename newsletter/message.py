@@ -309,6 +309,14 @@ class Campaign:
         """The rendering a member reading lang gets."""
         return self._version(lang)[0]
 
+    def by_version(self, readers: Mapping[str | None, int]) -> dict[str, int]:
+        """How many get each version (the first language's first), of how many read each language (None: no
+        preference)."""
+        counts = {lang: 0 for lang in (self.rendered.lang, *self.translations)}
+        for lang, count in readers.items():
+            counts[self.version_for(lang).lang] += count
+        return counts
+
     def _version(self, lang: str | None) -> tuple[RenderedIssue, Body, str, str | None]:
         versions = self._versions
         if self.langs:

@@ -169,12 +169,8 @@ async def ask(
     audience = store.count_audience(row.list_id, frozen.segment, row.issue_slug, row.content_hash)
     by_language: dict[str, int] = {}
     if frozen.versions:
-        campaign = frozen.campaign(row.id, signer)
-        for lang, count in store.audience_languages(
-            row.list_id, frozen.segment, row.issue_slug, row.content_hash
-        ).items():
-            chosen = campaign.version_for(lang).lang
-            by_language[chosen] = by_language.get(chosen, 0) + count
+        readers = store.audience_languages(row.list_id, frozen.segment, row.issue_slug, row.content_hash)
+        by_language = frozen.campaign(row.id, signer).by_version(readers)
     built = []
     for approver, request_id, nonce in requests:
         request = store.approval_request(request_id)

@@ -673,14 +673,11 @@ def _per_language(
 ) -> tuple[dict[str, int], dict[str, str]]:
     """A bilingual dry run's audience by the version each gets (a campaign begun: who is still pending in its
     ledger; a new one: everyone it would go to), and the first member's message in each version."""
-    counts = {lang: 0 for lang in (frozen.lang, *frozen.versions)}
     if resume is not None and resume.started_at is not None:
-        by_lang = store.pending_languages(resume.id)
+        counts = campaign.by_version(store.pending_languages(resume.id))
     else:
         digest = prepared.digest()
-        by_lang = store.audience_languages(mailing_list.id, frozen.segment, frozen.slug, digest)
-    for lang, count in by_lang.items():
-        counts[campaign.version_for(lang).lang] += count
+        counts = campaign.by_version(store.audience_languages(mailing_list.id, frozen.segment, frozen.slug, digest))
     samples = {}
     if recipients:
         first = recipients[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Literal, get_args
 
 # The languages an issue may be written in: each has its catalog below (a test keeps the two the same).
@@ -285,7 +286,9 @@ _MONTHS = {
 
 def parse_language(text: str) -> str:
     """A language as written ("fr", "English", "  Français "): its code; ValueError naming what is accepted."""
-    found = LANGUAGE_WORDS.get(text.strip().casefold())
+    word = text.strip().casefold()
+    # A language tag with its region (fr-CA, en_US: BCP 47, or as Mailchimp and locales write it) is its language.
+    found = LANGUAGE_WORDS.get(word) or LANGUAGE_WORDS.get(re.split(r"[-_]", word, maxsplit=1)[0])
     if found is None:
         raise ValueError(f"unknown language '{text.strip()}'; write fr or en (français, anglais, French, English)")
     return found

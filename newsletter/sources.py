@@ -125,8 +125,7 @@ STATUS_OF_WORD = {word: status for status, words in STATUS_WORDS.items() for wor
 # "Notes", and it is a field, not REGION or NOTES.
 MAILCHIMP_LEFT_OUT = set(
     "MEMBER_RATING LATITUDE LONGITUDE GMTOFF DSTOFF TIMEZONE CC REGION LAST_CHANGED LEID EUID NOTES "
-    "UNSUB_CAMPAIGN_TITLE UNSUB_CAMPAIGN_ID CLEAN_CAMPAIGN_TITLE CLEAN_CAMPAIGN_ID EMAIL_TYPE MC_LANGUAGE "
-    "MC_LOCATION".split()
+    "UNSUB_CAMPAIGN_TITLE UNSUB_CAMPAIGN_ID CLEAN_CAMPAIGN_TITLE CLEAN_CAMPAIGN_ID EMAIL_TYPE MC_LOCATION".split()
 )
 MAILCHIMP_CONSENT = {
     "OPTIN_TIME": "opted_in_at",
@@ -326,7 +325,10 @@ class _Layout:
     leaving: list[tuple[str, int]] = field(default_factory=list)  # (status, column): a Mailchimp row with it left
     status_at: int | None = None
     status_at_if_left: bool = False  # listmonk's updated_at says when someone left, not when they joined
-    lang: int | None = None  # a generic CSV's language column
+    lang: int | None = None  # a generic CSV's language column, or Mailchimp's MC_LANGUAGE
+    # Mailchimp's MC_LANGUAGE is its guess (the browser's language) and any of its own: one that is neither fr nor
+    # en leaves the person's unset rather than rejecting the row.
+    lang_guessed: bool = False
     reasons: list[int] = field(default_factory=list)  # joined with ": " (Mailchimp's UNSUB_REASON and _OTHER)
     consent: list[tuple[str, int]] = field(default_factory=list)  # (key, column)
     joined: list[int] = field(default_factory=list)  # the first of these with a date is joined_at
@@ -383,6 +385,8 @@ def _mailchimp(name: str, header: list[str], keys: list[str], status: str | None
             layout.consent.append((MAILCHIMP_CONSENT[column], i))
         elif column == "TAGS":
             layout.tags, layout.tags_delimiter = i, ","
+        elif column == "MC_LANGUAGE":  # "fr", "fr_CA", "en", "es"…
+            layout.lang, layout.lang_guessed = i, True
         elif column in MAILCHIMP_LEAVING:
             layout.leaving.append((MAILCHIMP_LEAVING[column], i))
         elif column in ("UNSUB_REASON", "UNSUB_REASON_OTHER"):
@@ -614,10 +618,11 @@ def _row(layout: _Layout, file: str, line: int, row: list[str]) -> ImportRow | s
         try:
             lang = parse_language(cell)
         except ValueError:
-            problems.append(
-                f"unknown language '{cell}' in {layout.header[layout.lang]}; write fr or en (français, anglais, "
-                "French, English)"
-            )
+            if not layout.lang_guessed:
+                problems.append(
+                    f"unknown language '{cell}' in {layout.header[layout.lang]}; write fr or en (français, "
+                    "anglais, French, English)"
+                )
 
     if problems and status == "subscribed":
         return problems[0]

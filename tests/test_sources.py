@@ -186,6 +186,24 @@ def test_a_mailchimp_row_that_records_leaving_has_left_whatever_its_file(tmp_pat
     ]
 
 
+def test_mailchimp_s_language_is_the_person_s_where_it_is_fr_or_en(tmp_path):
+    """MC_LANGUAGE, Mailchimp's guess of each member's language in its own codes: fr_CA is fr, en en; another
+    language, or none, leaves the person's unset and the row imported."""
+    path = tmp_path / "subscribed_members_export_x.csv"
+    path.write_text(
+        '"Email Address",MC_LANGUAGE\na@example.org,fr_CA\nb@example.org,en\nc@example.org,es_ES\nd@example.org,\n',
+        encoding="utf-8",
+    )
+    read = Read(path)
+    assert [(r.email, r.lang) for r in read.rows] == [
+        ("a@example.org", "fr"),
+        ("b@example.org", "en"),
+        ("c@example.org", None),
+        ("d@example.org", None),
+    ]
+    assert read.rejected == []
+
+
 def test_kept_columns_become_fields_and_a_column_to_keep_must_exist():
     read = Read(MAILCHIMP, keep=("MEMBER_RATING", "leid", "unsub campaign title"))
     marie = read.by_email["marie.cote@example.org"]

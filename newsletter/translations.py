@@ -172,7 +172,8 @@ def compare_versions(main: LoadedIssue, translation: LoadedIssue) -> list[Diagno
                     "warning",
                     "translation-missing-section",
                     f"no translation of the {_described(ones[i])}, which {_where(main, ('sections', i))} has (its "
-                    f"sections[{i}]): translate it into {name} {place}, or remove it from {ISSUE_FILE}",
+                    # the translation's place last, where the diagnostic's path (in the translation) follows it
+                    f"sections[{i}]): remove it from {ISSUE_FILE}, or translate it into {name} {place}",
                     ("sections", at) if at is not None else ("sections",),
                 ),
             )

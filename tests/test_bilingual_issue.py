@@ -306,8 +306,8 @@ def test_check_reports_each_file_then_the_whole_issue(bilingual_workspace, monke
     lines = result.stdout.splitlines()
     assert lines[0].startswith(
         f"issues/{EXAMPLE_SLUG}/issue.en.yaml:42:5: warning[translation-missing-section] no translation of the "
-        'heading "Prochaines étapes", which issue.yaml:43:5 has (its sections[4]): translate it into issue.en.yaml '
-        "before this section, or remove it from issue.yaml"
+        'heading "Prochaines étapes", which issue.yaml:43:5 has (its sections[4]): remove it from issue.yaml, or '
+        "translate it into issue.en.yaml before this section (sections[4])"
     )
     assert lines[-3:] == [
         f"issues/{EXAMPLE_SLUG}/issue.yaml: 0 errors, 0 warnings",

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from newsletter.errors import ConfigError, Diagnostic
 from newsletter.i18n import LANGUAGES
@@ -165,7 +174,11 @@ class Dkim(_Table):
 
 class ListSettings(_Table):
     subscribe: bool = Field(False, description="Open the list to sign-ups: GET/POST /subscribe/<list> on serve.")
-    title: str | None = Field(None, description="The list's name on the pages and in the confirmation email.")
+    title: str | dict[str, str] | None = Field(
+        None,
+        description="The list's name on the pages and in the confirmation email, or one per language "
+        "({fr = '…', en = '…'}): the first language's is its name in the store and in List-Id.",
+    )
     lang: str | None = Field(None, description=f"The pages' and the email's language: {', '.join(LANGUAGES)}.")
     langs: list[str] | None = Field(
         None,
@@ -226,12 +239,12 @@ class ListSettings(_Table):
             raise ValueError(f"{value}: name each language once")
         return value
 
-    @field_validator("consent")
+    @field_validator("consent", "title")
     @classmethod
-    def _consent(cls, value: str | dict[str, str] | None) -> str | dict[str, str] | None:
+    def _per_language(cls, value: str | dict[str, str] | None, info: ValidationInfo) -> str | dict[str, str] | None:
         for lang in value if isinstance(value, dict) else ():
             if lang not in LANGUAGES:
-                raise ValueError(f"consent.{lang}: not a language of this tool; use {', '.join(LANGUAGES)}")
+                raise ValueError(f"{info.field_name}.{lang}: not a language of this tool; use {', '.join(LANGUAGES)}")
         return value
 
     def consent_in(self, lang: str) -> str | None:
@@ -361,6 +374,15 @@ class Config(_Table):
 
     def list_settings(self, slug: str) -> ListSettings:
         return self.lists.get(slug) or ListSettings()
+
+    def list_title(self, slug: str, lang: str | None = None) -> str | None:
+        """The list's name ([lists.SLUG] title) in lang (None: its first language), else in its first language,
+        else None: one title is every language's."""
+        title = self.list_settings(slug).title
+        if not isinstance(title, dict):
+            return title
+        first = self.list_languages(slug)[0]
+        return title.get(lang or first) or title.get(first) or next(iter(title.values()), None)
 
     def list_languages(self, slug: str) -> tuple[str, ...]:
         """The languages a list is sent in, its first language first: [lists.SLUG] langs, else its lang, else the

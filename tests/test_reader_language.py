@@ -60,6 +60,20 @@ def test_a_list_has_its_languages_its_first_first(tmp_path):
     assert reader_language(config, "news", "fr") == "en"  # not offered: the list's first
 
 
+def test_a_list_s_title_in_each_language_its_first_language_s_by_default(tmp_path):
+    (tmp_path / "newsletter.toml").write_text(
+        '[lists.alliances]\nlangs = ["fr", "en"]\ntitle = {en = "The Alliances Newsletter", fr = "Le bulletin"}\n'
+        '[lists.news]\ntitle = "News"\n[lists.english]\nlang = "en"\ntitle = {fr = "Nouvelles"}\n',
+        encoding="utf-8",
+    )
+    config = load_config(tmp_path)
+    assert config.list_title("alliances", "en") == "The Alliances Newsletter"
+    assert config.list_title("alliances") == config.list_title("alliances", "fr") == "Le bulletin"  # its first's
+    assert config.list_title("news", "en") == "News"  # one title: every language's
+    assert config.list_title("english") == "Nouvelles"  # none in its language: the one written
+    assert config.list_title("unlisted") is None
+
+
 @pytest.mark.parametrize(
     ("table", "says"),
     [
@@ -68,6 +82,7 @@ def test_a_list_has_its_languages_its_first_first(tmp_path):
         ("langs = []", "name at least one language"),
         ('lang = "en"\nlangs = ["fr", "en"]', 'lang = "en" but langs starts with "fr"'),
         ('consent = {fr = "Oui", de = "Ja"}', "consent.de: not a language"),
+        ('title = {fr = "Le bulletin", de = "Das Bulletin"}', "title.de: not a language"),
     ],
 )
 def test_the_languages_of_a_list_are_checked_where_they_are_written(tmp_path, table, says):

@@ -93,7 +93,7 @@ def test_joining_in_english_from_the_french_form_at_375_px(served, phone):
 
     wait_for_mail(sink, 1)
     message = sink.received[0].message
-    assert message["Subject"] == "Confirm your subscription to Le bulletin des Alliances"
+    assert message["Subject"] == "Confirm your subscription to The Alliances Newsletter"
     link = re.search(r"https?://\S+/confirm/\S+", message.get_body(("plain",)).get_content()).group(0)
     phone.goto(link)
     assert phone.locator("html").get_attribute("lang") == "en"

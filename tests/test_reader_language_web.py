@@ -20,7 +20,8 @@ from newsletter.tokens import TokenSigner
 from newsletter.workspace import Workspace
 
 BILINGUAL = (
-    '\n[lists.alliances]\nsubscribe = true\ntitle = "Le bulletin des Alliances"\nlangs = ["fr", "en"]\n'
+    '\n[lists.alliances]\nsubscribe = true\nlangs = ["fr", "en"]\n'
+    'title = {fr = "Le bulletin des Alliances", en = "The Alliances Newsletter"}\n'
     'consent = {en = "Yes: send me the bulletin; I can leave at any time."}\n'
     '\n[lists.nouvelles]\nsubscribe = true\nlang = "fr"\n'
 )
@@ -75,7 +76,7 @@ def test_a_sign_up_in_english_gets_everything_in_english_and_keeps_it(site):
     assert answer.status_code == 200 and '<html lang="en">' in answer.text and "Thank you!" in page_text(answer)
     wait_for_mail(sink, 1)
     (received,) = sink.received
-    assert received.message["Subject"] == "Confirm your subscription to Le bulletin des Alliances"
+    assert received.message["Subject"] == "Confirm your subscription to The Alliances Newsletter"  # its title
     assert '<html lang="en">' in received.message.get_body(("html",)).get_content()
     assert "Confirm my subscription" in received.message.get_body(("plain",)).get_content()
     (request,) = [e for e in store.person("ann@example.org")["events"] if e["kind"] == "signup-requested"]
@@ -91,7 +92,7 @@ def test_a_sign_up_in_english_gets_everything_in_english_and_keeps_it(site):
     assert lang_of(store, "ann@example.org") == "en"
 
     preferences = page_text(httpx.get(unsubscribe_url(base, store, "ann@example.org")))
-    assert '<html lang="en">' in preferences and "Stop receiving Le bulletin des Alliances" in preferences
+    assert '<html lang="en">' in preferences and "Stop receiving The Alliances Newsletter" in preferences
     assert '<button type="submit" lang="fr">Le recevoir en français</button>' in preferences
 
 
@@ -131,7 +132,7 @@ def test_the_preferences_page_switches_a_member_s_language(site):
     text = page_text(switched)
     assert switched.status_code == 200 and '<html lang="en">' in switched.text
     assert '<p role="status" class="notice">Done: you will receive it in English from now on.</p>' in text
-    assert "Stop receiving Le bulletin des Alliances" in text and "Le recevoir en français" in text
+    assert "Stop receiving The Alliances Newsletter" in text and "Le recevoir en français" in text
     assert "Receive it in English" not in text
     assert lang_of(store, "marie@example.org") == "en"
     assert store.membership(store.find_subscriber("marie@example.org"), "alliances")[2] == "subscribed"
@@ -213,7 +214,7 @@ def test_a_confirmation_sent_again_by_a_later_server_is_in_the_chosen_language(w
     assert "Traceback" not in errors
     subjects = {r.recipients[0]: r.message["Subject"] for r in mail.sink.received}
     assert subjects == {
-        "ann@example.org": "Confirm your subscription to Le bulletin des Alliances",
+        "ann@example.org": "Confirm your subscription to The Alliances Newsletter",
         "fanny@example.org": "Confirmez votre abonnement à Le bulletin des Alliances",
     }
     store.close()

@@ -172,7 +172,7 @@ def form(
             f"--lang {lang}: {list_slug} is in {', '.join(offered)}; add it to [lists.{list_slug}] langs first"
         )
     lang = lang or offered[0]
-    title = settings.title or config.name
+    title = config.list_title(list_slug, lang) or config.name
     consent = settings.consent_in(lang) or translate(
         lang, "consent_default", list=title, publisher=config.publisher.name or config.name
     )

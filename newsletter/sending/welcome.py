@@ -129,8 +129,7 @@ def prepare_welcome(
         ) from None
     except NewsletterError as exc:
         raise ConfigError(f"{setting}: its messages cannot go: {exc}") from None
-    settings = config.list_settings(list_slug)
-    row = ListRow(0, list_slug, settings.title or list_slug)
+    row = ListRow(0, list_slug, config.list_title(list_slug) or list_slug)
     return WelcomeIssue(
         list_slug, slug, config.name, prepared.freeze(row), prepared.digest(), folder_signature(workspace, slug)
     )

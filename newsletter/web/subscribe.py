@@ -109,8 +109,8 @@ def routes(site: Site) -> list[Route]:
         settings = config.lists.get(slug)
         return settings if settings is not None and settings.subscribe else None
 
-    def title(slug: str) -> str:
-        return config.list_settings(slug).title or config.name
+    def title(slug: str, lang: str) -> str:
+        return config.list_title(slug, lang) or config.name
 
     def page_language(request: Request, slug: str) -> str:
         """The page's language: ?lang= when the list offers it, else the list's first."""
@@ -126,7 +126,7 @@ def routes(site: Site) -> list[Route]:
     def consent(slug: str, lang: str) -> str:
         sentence = config.list_settings(slug).consent_in(lang)
         return sentence or translate(
-            lang, "consent_default", list=title(slug), publisher=config.publisher.name or config.name
+            lang, "consent_default", list=title(slug, lang), publisher=config.publisher.name or config.name
         )
 
     def client_hash(request: Request) -> str:
@@ -148,7 +148,7 @@ def routes(site: Site) -> list[Route]:
                 "subscribe.html.j2",
                 lang,
                 state=state,
-                list=title(slug),
+                list=title(slug, lang),
                 consent=consent(slug, lang),
                 action=path if first else f"{path}?lang={lang}",  # the POST knows which consent it showed
                 languages=language_choice(offered, lang),
@@ -169,13 +169,13 @@ def routes(site: Site) -> list[Route]:
         key = f"{slug}:{lang}"
         if key not in notices:
             values = {
-                "list": title(slug),
+                "list": title(slug, lang),
                 "publisher": config.publisher.name or config.name,
                 "postal_address": config.publisher.postal_address or "",
             }
             html = site.pages.text("confirmation.html.j2", lang, **values)
             text = site.pages.text("confirmation.txt.j2", lang, **values)
-            subject = translate(lang, "confirm_subject", list=title(slug))
+            subject = translate(lang, "confirm_subject", list=title(slug, lang))
             rendered = RenderedIssue(f"confirm-{slug}", lang, subject, "", html, text, {})
             sender = parse_mailbox(config.sender.from_ or f"{config.name} <{config.publisher.email}>")
             notices[key] = Notice("confirm", rendered, sender, config.sender.reply_to)
@@ -240,7 +240,7 @@ def routes(site: Site) -> list[Route]:
         mailing_list = await site.list_named(slug)
         if mailing_list is None:  # open in newsletter.toml, and nobody on it yet
             await site.writer.run(
-                lambda connection: store.ensure_list(slug, config.list_settings(slug).title, connection=connection)
+                lambda connection: store.ensure_list(slug, config.list_title(slug), connection=connection)
             )
             mailing_list = await site.list_named(slug)
             assert mailing_list is not None  # created, committed, and found in the store
@@ -264,7 +264,7 @@ def routes(site: Site) -> list[Route]:
             if asked is None:
                 return site.invalid(request, "confirm_invalid")
             lang = reader_language(config, slug, asked.lang)
-            return site.render("confirm.html.j2", lang, state="ask", email=mask(asked.email), list=title(slug))
+            return site.render("confirm.html.j2", lang, state="ask", email=mask(asked.email), list=title(slug, lang))
         if await read_body(request, MAX_BODY) is None:
             return PlainTextResponse("request body too large", status_code=413)
         detail = {"user_agent": header(request, b"user-agent")[:300], "ip_hash": client_hash(request)}
@@ -285,7 +285,7 @@ def routes(site: Site) -> list[Route]:
         welcomes.later(welcoming)
         log.debug("POST /confirm: %s confirmed", slug)
         lang = reader_language(config, slug, confirmed.lang)
-        return site.render("confirm.html.j2", lang, state="done", email=mask(confirmed.email), list=title(slug))
+        return site.render("confirm.html.j2", lang, state="done", email=mask(confirmed.email), list=title(slug, lang))
 
     return [
         Route("/subscribe/{list}", form, methods=["GET"]),

@@ -35,9 +35,13 @@ LEAVING_FROM = (MembershipStatus.SUBSCRIBED, MembershipStatus.UNCONFIRMED)  # a 
 def routes(site: Site) -> list[Route]:
     store, config = site.store, site.config
 
-    def others(subscriber_id: int, list_id: int) -> list[dict]:
+    def list_name(mailing_list: ListRow, lang: str) -> str:
+        """A list's name as a reader of lang reads it: newsletter.toml's title in lang, else the store's name."""
+        return config.list_title(mailing_list.slug, lang) or mailing_list.title(config.name)
+
+    def others(subscriber_id: int, list_id: int, lang: str) -> list[dict]:
         return [
-            {"slug": found.slug, "title": found.title(config.name), "status": status}
+            {"slug": found.slug, "title": list_name(found, lang), "status": status}
             for found, status in store.memberships_of(subscriber_id)
             if found.id != list_id
         ]
@@ -63,8 +67,8 @@ def routes(site: Site) -> list[Route]:
             state=state,
             undo=undo,
             email=mask(address),
-            list=mailing_list.title(config.name),
-            others=await asyncio.to_thread(others, subscriber_id, mailing_list.id),
+            list=list_name(mailing_list, page_lang),
+            others=await asyncio.to_thread(others, subscriber_id, mailing_list.id, page_lang),
             publisher=config.publisher.name or "",
             switches=switches,
             switched=switched,
@@ -160,7 +164,7 @@ def routes(site: Site) -> list[Route]:
         log.debug("POST /u/%s %s (%s)", hashed(token), action, change.source)  # the events table records it
         if one_click:  # answered to a mail provider, never shown to anyone: a line of text is enough
             lang = reader_language(config, mailing_list.slug, result.lang)
-            name = mailing_list.title(config.name)
+            name = list_name(mailing_list, lang)
             return PlainTextResponse(translate(lang, "done", email=mask(result.email), list=name))
         if action == "leave-all":
             await leave_all(subscriber_id, "page", detail)

@@ -36,8 +36,11 @@ def routes(site: Site) -> list[Route]:
     store, config = site.store, site.config
 
     def list_name(mailing_list: ListRow, lang: str) -> str:
-        """A list's name as a reader of lang reads it: newsletter.toml's title in lang, else the store's name."""
-        return config.list_title(mailing_list.slug, lang) or mailing_list.title(config.name)
+        """A list's name as a reader of lang reads it: newsletter.toml's title in lang where it gives one per
+        language, else the store's name (as it always was)."""
+        if isinstance(config.list_settings(mailing_list.slug).title, dict):
+            return config.list_title(mailing_list.slug, lang) or mailing_list.title(config.name)
+        return mailing_list.title(config.name)
 
     def others(subscriber_id: int, list_id: int, lang: str) -> list[dict]:
         return [

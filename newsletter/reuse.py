@@ -26,7 +26,6 @@ from newsletter.issue import (
     YamlPath,
     format_path,
     iter_values,
-    load_issue,
     load_versions,
     parse_yaml,
 )
@@ -49,19 +48,9 @@ class Reused:
     warnings: list[Diagnostic] = field(default_factory=list)  # images not copied, required dates kept
 
 
-def previous_issue(folder: Path) -> LoadedIssue:
-    """The previous issue, loaded; refused (one line) when it has errors, since what to reuse is then unclear."""
-    try:
-        return load_issue(folder)
-    except IssueError as exc:
-        raise NewsletterError(
-            f"the previous issue has errors, so nothing was copied: {exc}; fix it first "
-            f"(`newsletter check {folder.name}`)"
-        ) from None
-
-
 def previous_versions(folder: Path) -> IssueVersions:
-    """previous_issue, with its translations (issue.en.yaml): refused when any of them has errors."""
+    """The previous issue with its translations (issue.en.yaml), loaded; refused (one line) when any of them has
+    errors, since what to reuse is then unclear."""
     try:
         return load_versions(folder)
     except IssueError as exc:

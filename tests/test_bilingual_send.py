@@ -16,7 +16,7 @@ import httpx
 import pytest
 from conftest import ENGLISH_REASON, EXAMPLE_SLUG
 from smtp_server import RunningSmtp, SmtpSink
-from test_send import SECRET, run, send_json, with_sending
+from test_send import SECRET, run, send_json, sending_from, with_sending
 from web_server import serving
 
 from newsletter.errors import NewsletterError
@@ -45,12 +45,7 @@ def database_setting(database_url) -> str:
 @pytest.fixture
 def bilingual(bilingual_workspace, monkeypatch, database_setting):
     """The example workspace with the English translation, a list in French and English, three members."""
-    monkeypatch.chdir(bilingual_workspace)
-    monkeypatch.setenv("NEWSLETTER_ASSET_BASE_URL", "https://bulletin.crdbsl.org/archive")
-    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SECRET)
-    for variable in ("NEWSLETTER_TRANSPORT", "NEWSLETTER_DATABASE_URL", "NEWSLETTER_BASE_URL"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_setting)
+    sending_from(bilingual_workspace, monkeypatch, database_setting)
     config = bilingual_workspace / "newsletter.toml"
     config.write_text(config.read_text(encoding="utf-8") + BILINGUAL, encoding="utf-8")
     add_members(bilingual_workspace, MEMBERS)

@@ -26,16 +26,22 @@ MEMBERS = [
 ]
 
 
-@pytest.fixture
-def workspace(example_workspace, monkeypatch, database_setting):
-    """The example workspace with a list of four subscribed, one unsubscribed and one bounced address."""
-    monkeypatch.chdir(example_workspace)
+def sending_from(folder, monkeypatch, database_setting) -> None:
+    """Commands run in folder as for a send: images from the archive, the test key, this database (None: the
+    workspace's SQLite file), and none of the machine's transport or base URL."""
+    monkeypatch.chdir(folder)
     monkeypatch.setenv("NEWSLETTER_ASSET_BASE_URL", "https://bulletin.crdbsl.org/archive")
     monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SECRET)
     for variable in ("NEWSLETTER_TRANSPORT", "NEWSLETTER_DATABASE_URL", "NEWSLETTER_BASE_URL"):
         monkeypatch.delenv(variable, raising=False)
     if database_setting:
         monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_setting)
+
+
+@pytest.fixture
+def workspace(example_workspace, monkeypatch, database_setting):
+    """The example workspace with a list of four subscribed, one unsubscribed and one bounced address."""
+    sending_from(example_workspace, monkeypatch, database_setting)
     rows = [("courriel", "nom")] + MEMBERS + [("parti@example.org", "Parti"), ("rebond@example.org", "Rebond")]
     (example_workspace / "subscribers").mkdir(exist_ok=True)
     (example_workspace / "subscribers" / "liste.csv").write_text("\n".join(f"{a},{b}" for a, b in rows) + "\n")

@@ -22,7 +22,7 @@ from conftest import EXAMPLE_SLUG, REAL_BASE_URL, REAL_POSTAL_ADDRESS
 from smtp_server import RunningSmtp, SmtpSink
 from test_send import SECRET, run, wait_for
 from test_send import workspace as workspace  # noqa: F401  (the fixture: example workspace and its list)
-from test_signup import OPEN, confirmation_links, serve_process, sign_up
+from test_signup import OPEN, confirmation_links, serve_process, serving_with_mail, sign_up
 from web_server import serving
 
 from newsletter.sending.wiring import open_store
@@ -109,14 +109,8 @@ def confirm_link(store, email: str, base: str) -> str:
 @pytest.fixture
 def site(welcoming, monkeypatch):
     """serve over the list with its welcome, its mail going to a real SMTP server."""
-    with RunningSmtp(SmtpSink()) as mail:
-        monkeypatch.setenv("NEWSLETTER_TRANSPORT", mail.dsn())
-        ws = Workspace.discover(welcoming)
-        store = open_store(ws)
-        with serving(create_app(ws, store, TokenSigner(SECRET))) as base:
-            ws.config.base_url = base  # the confirmation links point at this server
-            yield base, store, mail.sink
-        store.close()
+    with serving_with_mail(welcoming, monkeypatch, "") as served:
+        yield served
 
 
 def test_a_confirmed_sign_up_gets_the_welcome_once_with_the_campaign_headers_and_footer(site):

@@ -48,8 +48,6 @@ from newsletter.issue import (
     YamlPath,
     iter_values,
     load_issue,
-    no_version,
-    read_versions,
     translation_files,
     version_file_name,
 )
@@ -65,6 +63,7 @@ from newsletter.render import (
     version_web_values,
 )
 from newsletter.translations import compare_versions, markdown_links
+from newsletter.versions import no_version, read_versions
 
 # Gmail shows "[Message clipped]" and hides the rest, footer and unsubscribe link included, past about 102 KB.
 GMAIL_CLIP_BYTES = 102 * 1024

@@ -21,15 +21,14 @@ from newsletter.errors import Diagnostic, IssueError, NewsletterError
 from newsletter.i18n import CATALOG, translate
 from newsletter.issue import (
     Issue,
-    IssueVersions,
     LoadedIssue,
     YamlPath,
     format_path,
     iter_values,
-    load_versions,
     parse_yaml,
 )
 from newsletter.render import image_file, is_remote
+from newsletter.versions import IssueVersions, load_versions
 
 # Sections whose content is usually the same from one issue to the next; any other type, known or not, changes.
 REUSED_SECTIONS = frozenset({"masthead", "logos", "contacts", "divider", "spacer"})

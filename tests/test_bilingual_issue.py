@@ -26,8 +26,9 @@ from test_cli import run
 from newsletter.checks import check_issue, check_versions
 from newsletter.config import load_config
 from newsletter.errors import IssueError, NewsletterError
-from newsletter.issue import load_issue, load_versions
+from newsletter.issue import load_issue
 from newsletter.render import render_issue, version_web_values
+from newsletter.versions import load_versions
 from newsletter.workspace import Workspace
 
 FRENCH = """\

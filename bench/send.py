@@ -184,7 +184,7 @@ def build_messages(workspace: Workspace, count: int):
     from newsletter.message import Recipient
     from newsletter.sending.send import prepare
 
-    prepared = prepare(workspace, workspace.root / "issues" / SLUG, "null://", real=True)
+    prepared = prepare(workspace, workspace.root / "issues" / SLUG, "null://", "bench", real=True)
     campaign = prepared.freeze(ListRow(1, "bench", "bench")).campaign(1, prepared.signer)
     return (campaign.build(Recipient(i, f"abonne{i}@example.org", f"Abonné·e {i}")).to_bytes() for i in range(count))
 

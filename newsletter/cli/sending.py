@@ -312,7 +312,7 @@ def approval_line(approval: dict) -> str:
 
 
 def _campaign_json(row, list_slug: str, counts: dict[str, int], approval: dict | None = None) -> dict:
-    from newsletter.sending.frozen import frozen_segment
+    from newsletter.sending.frozen import frozen_segment, frozen_subjects
 
     document = {
         "id": row.id,
@@ -325,22 +325,13 @@ def _campaign_json(row, list_slug: str, counts: dict[str, int], approval: dict |
     segment = frozen_segment(row.content)
     if segment is not None:
         document["segment"] = segment
-    if subjects := version_subjects(row.content):
+    if subjects := frozen_subjects(row.content):
         document["subjects"] = subjects
     if approval is not None:
         document["approval"] = approval
     if row.welcome:
         document["welcome"] = True
     return document
-
-
-def version_subjects(content: dict | None) -> dict[str, str]:
-    """A campaign in several languages: each version's subject by language, the first language's first; else
-    empty."""
-    versions = (content or {}).get("versions") or {}
-    if not versions or content is None:
-        return {}
-    return {content["lang"]: content["subject"], **{lang: v["subject"] for lang, v in versions.items()}}
 
 
 def campaigns(
@@ -451,6 +442,7 @@ def campaign_show(campaign_id: CampaignArg, as_json: JsonOpt = False) -> None:
     """A campaign: its issue, list, status and counts, its approval requests, and its events (who, when)."""
     from newsletter.approval import approval_of
     from newsletter.errors import NewsletterError
+    from newsletter.sending.frozen import frozen_subjects
     from newsletter.sending.send import shown
     from newsletter.sending.wiring import open_store
     from newsletter.workspace import Workspace
@@ -490,7 +482,7 @@ def campaign_show(campaign_id: CampaignArg, as_json: JsonOpt = False) -> None:
     zone = workspace.config.zone
     welcome = " (the list's welcome email)" if row.welcome else ""
     typer.echo(f"campaign {row.id}: {row.issue_slug} → {slug}{welcome}, {row.status}")
-    subjects = version_subjects(row.content)
+    subjects = frozen_subjects(row.content)
     for lang, subject in subjects.items() or [(None, row.subject)]:
         typer.echo(f"subject ({lang}): {subject}" if lang else f"subject: {subject}")
     typer.echo(

@@ -325,6 +325,15 @@ def frozen_segment(document: Mapping[str, Any] | None) -> dict[str, str | None] 
     return {"name": document.get("segment_name"), "expression": document["segment"]}
 
 
+def frozen_subjects(document: Mapping[str, Any] | None) -> dict[str, str]:
+    """A campaign in several languages: each version's subject by language, the first language's first, from its
+    frozen document; else empty."""
+    versions = (document or {}).get("versions") or {}
+    if not versions or document is None:
+        return {}
+    return {document["lang"]: document["subject"], **{lang: v["subject"] for lang, v in versions.items()}}
+
+
 def content_format(html: str, text: str, segment: str | None = None) -> int:
     """The format content is written in: 2 when its parts hold a field's placeholder (an older reader would send
     it as it stands) or it goes to a segment (an older reader would not know it goes to part of the list only),
